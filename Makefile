@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine: `make run` (the quickstart sweep) and
+# `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# faiss: cpu by default; `make EXTRA=gpu` installs faiss-gpu instead (never both: same module).
+EXTRA ?= cpu
+
+export RAY_AUTH_MODE ?= disabled
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[$(EXTRA),test]'
+	touch $@
+
+.PHONY: setup run train test bench clean
+setup: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(PY) sweep/run.py experiments/quickstart.yaml
+
+train: $(VENV)/.installed
+	$(PY) -m dml_core.train experiments/quickstart.yaml
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs sweeps mlflow.db mlartifacts .pytest_cache

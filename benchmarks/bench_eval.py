@@ -1,0 +1,257 @@
+"""Benchmark `dml_core.evaluation` against pytorch-metric-learning and a bare faiss search.
+
+    .venv/bin/python benchmarks/bench_eval.py --sizes 10000 60000 [--skip-pml] [--repeats 2]
+
+For each N: random L2-normalised 512-d embeddings, one random centre per class plus noise, about
+N/5 classes with labels drawn at random (so some classes hold a single point, as lone queries),
+stored once in a temporary .npy file. Every method then runs in its own child process, which
+loads the file, times only the method, and reports its peak resident memory
+(`resource.getrusage(...).ru_maxrss`: faiss allocates outside Python, so tracemalloc would not
+see it). The `load-only` child gives the floor: interpreter, imports and the data itself.
+
+Methods:
+- ``bare``        faiss IndexFlatIP, one exact search with the same k + 1 as `evaluate` needs
+                  (k = max(max K, max R), + 1 for the query itself): the time to beat.
+- ``ours``        `evaluate(..., clustering=False)`: R@K, MAP@R, R-precision.
+- ``pml-mbc``     AccuracyCalculator(k="max_bin_count"): precision@1, MAP@R, R-precision.
+- ``pml-default`` AccuracyCalculator(k=None): the same, but searches all N - 1 neighbours.
+- ``ours-kmeans`` / ``pml-nmi``: NMI (and our F1) from faiss k-means, k = number of classes,
+                  timed separately since it is a different cost (niter x N x classes x d).
+Timings on a shared machine are noisy: with ``--repeats R`` the children alternate and the
+fastest run of each method counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+KS = (1, 2, 4, 8)
+SHARED = {"recall_at_1": "precision_at_1", "map_at_r": "mean_average_precision_at_r", "r_precision": "r_precision"}
+PML_RETRIEVAL = tuple(SHARED.values())
+PML_SEED = 1234  # faiss.Kmeans' default seed, which PML does not override
+
+
+# ----------------------------------------------------------------------------- data
+def make_data(n: int, dim: int, class_ratio: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n_classes = max(2, n // class_ratio)
+    labels = rng.integers(0, n_classes, n)
+    x = rng.standard_normal((n_classes, dim), dtype=np.float32)[labels]
+    x += spread * rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels
+
+
+def search_depth(labels: np.ndarray) -> int:
+    """k that `evaluate` searches: max(max K, max R) with R = class size - 1."""
+    return max(max(KS), int(np.bincount(labels).max()) - 1)
+
+
+# ----------------------------------------------------------------------------- methods (run in children)
+def run_load_only(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    return {}
+
+
+def run_bare(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    index.search(x, search_depth(y) + 1)
+    return {}
+
+
+def run_ours(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    from dml_core.evaluation import evaluate
+
+    return evaluate(x, y, k=KS, clustering=False)
+
+
+def run_ours_kmeans(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    from dml_core.evaluation.clustering import clustering_metrics
+
+    return clustering_metrics(x, y, niter=args.kmeans_iters, seed=PML_SEED)
+
+
+def _pml(k: Any, include: tuple[str, ...]) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
+    import torch
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    calc = AccuracyCalculator(include=include, k=k, device=torch.device("cpu"))
+    return calc.get_accuracy
+
+
+def _from_pml(out: dict[str, float]) -> dict[str, float]:
+    ours = {ours: out[theirs] for ours, theirs in SHARED.items() if theirs in out}
+    if "NMI" in out:
+        ours["nmi"] = out["NMI"]
+    return ours
+
+
+def run_pml_mbc(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    return _from_pml(_pml("max_bin_count", PML_RETRIEVAL)(x, y))
+
+
+def run_pml_default(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    return _from_pml(_pml(None, PML_RETRIEVAL)(x, y))
+
+
+def run_pml_nmi(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    if args.kmeans_iters != 20:  # PML hard-codes FaissKMeans(niter=20)
+        raise SystemExit("pml-nmi needs --kmeans-iters 20")
+    return _from_pml(_pml("max_bin_count", ("NMI",))(x, y))
+
+
+METHODS: dict[str, Callable[[np.ndarray, np.ndarray, argparse.Namespace], dict[str, float]]] = {
+    "load-only": run_load_only,
+    "bare": run_bare,
+    "ours": run_ours,
+    "pml-mbc": run_pml_mbc,
+    "pml-default": run_pml_default,
+    "ours-kmeans": run_ours_kmeans,
+    "pml-nmi": run_pml_nmi,
+}
+# Which methods' seconds are compared with which (retrieval vs the bare search; NMI vs NMI).
+RETRIEVAL = ("bare", "ours", "pml-mbc", "pml-default")
+CLUSTERING = ("ours-kmeans", "pml-nmi")
+
+
+def child_main(method: str, data: Path, args: argparse.Namespace) -> None:
+    # Imports that a method needs are part of its memory, not of its time: do them first.
+    import faiss  # noqa: F401
+
+    if method.startswith("ours"):
+        import dml_core.evaluation  # noqa: F401
+    if method.startswith("pml"):
+        import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
+    with np.load(data) as f:
+        x, y = f["x"], f["y"]
+    floor_mib = _peak_mib()
+    start = time.perf_counter()
+    metrics = METHODS[method](x, y, args)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib(), "floor_mib": floor_mib, "metrics": metrics}))
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ----------------------------------------------------------------------------- parent
+def run_child(method: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", method, str(data), "--kmeans-iters", str(args.kmeans_iters)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def skip_reason(method: str, n: int, args: argparse.Namespace) -> str | None:
+    if method.startswith("pml") and args.skip_pml:
+        return "--skip-pml"
+    if method == "pml-default" and n > args.pml_default_max:
+        # k = N - 1: PML materialises N x (N-1) neighbour ids, labels and float64 masks; at
+        # N = 10,000 that peaks at ~6.7 GB, and it grows with N^2 (~240 GB at 60,000).
+        return f"k=None searches all N-1 neighbours: O(N^2) memory, N > {args.pml_default_max}"
+    if method == "pml-nmi" and args.kmeans_iters != 20:
+        return "PML's k-means is fixed at 20 iterations"
+    return None
+
+
+def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
+    x, y = make_data(n, args.dim, args.class_ratio, args.spread, args.seed)
+    data = workdir / f"emb_{n}.npz"
+    np.savez(data, x=x, y=y)
+    counts = np.bincount(y)
+    print(
+        f"\n=== N={n:,}, d={args.dim}, {np.count_nonzero(counts):,} classes (size 1..{counts.max()}, "
+        f"{np.sum(counts == 1)} lone), search k = {search_depth(y)} (+1 self), k-means k = "
+        f"{np.count_nonzero(counts)}, {args.kmeans_iters} iterations",
+        flush=True,
+    )
+    methods = [m for m in METHODS if not args.methods or m in args.methods or m == "load-only"]
+    results: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        reason = skip_reason(method, n, args)
+        if reason:
+            results[method] = {"skipped": reason}
+    # Alternate the timed children so that load from other processes hits each method alike.
+    for _ in range(args.repeats):
+        for method in methods:
+            if "skipped" in results.get(method, {}) or "error" in results.get(method, {}):
+                continue
+            out = run_child(method, data, args)
+            best = results.get(method)
+            if "error" in out or best is None:
+                results[method] = out
+            else:
+                best["seconds"] = min(best["seconds"], out["seconds"])
+                best["peak_mib"] = max(best["peak_mib"], out["peak_mib"])
+                best["floor_mib"] = max(best["floor_mib"], out["floor_mib"])
+            print(f"  ran {method}: {out.get('seconds', out.get('error'))}", flush=True)
+    report(results)
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    def seconds(m: str) -> float | None:
+        return results.get(m, {}).get("seconds")
+
+    # peak MiB: the child's whole peak RSS; of which method: above the RSS it had after its imports
+    # and loading the data (torch alone is ~700 MiB for the PML children).
+    print(f"  {'method':<12} {'seconds':>9} {'vs bare':>8} {'vs ours':>8} {'peak MiB':>9} {'of which method':>16}")
+    for method, res in results.items():
+        if "seconds" not in res:
+            print(f"  {method:<12} {res.get('skipped') or res.get('error')}")
+            continue
+        base = "ours-kmeans" if method in CLUSTERING else "ours"
+        vs_bare = f"{res['seconds'] / seconds('bare'):.2f}x" if method in RETRIEVAL and seconds("bare") else ""
+        vs_ours = f"{res['seconds'] / seconds(base):.2f}x" if seconds(base) and method != "load-only" else ""
+        own = res["peak_mib"] - res["floor_mib"]
+        print(f"  {method:<12} {res['seconds']:>9.2f} {vs_bare:>8} {vs_ours:>8} {res['peak_mib']:>9.0f} {own:>16.0f}")
+
+    ours = {**results.get("ours", {}).get("metrics", {}), **results.get("ours-kmeans", {}).get("metrics", {})}
+    print("  metrics (ours): " + ", ".join(f"{k}={v:.4f}" for k, v in ours.items()))
+    for other in ("pml-mbc", "pml-default", "pml-nmi"):
+        theirs = results.get(other, {}).get("metrics")
+        if theirs:
+            diffs = {k: abs(ours[k] - v) for k, v in theirs.items() if k in ours}
+            print(f"  max |ours - {other}| over {sorted(diffs)}: {max(diffs.values()):.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--class-ratio", type=int, default=5, help="N / number of classes")
+    parser.add_argument("--spread", type=float, default=2.5, help="noise scale around class centres")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kmeans-iters", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs per method; fastest counts")
+    parser.add_argument("--skip-pml", action="store_true")
+    parser.add_argument("--pml-default-max", type=int, default=10_000, help="largest N for PML k=None")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="subset to run")
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child[0], Path(args.child[1]), args)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
+        for n in args.sizes:
+            bench_size(n, args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

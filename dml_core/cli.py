@@ -1,0 +1,34 @@
+"""What the command-line entry points share: one-line errors for users' mistakes."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+# The user-facing errors: a config, data folder, model or loss setting that cannot work.
+# Anything else is a bug and keeps its traceback.
+from dml_core.config import ConfigError
+from dml_core.registry import UnknownNameError
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from dml_core.data import DatasetError
+    from dml_core.models import ModelError
+    from dml_core.training import NonFiniteLossError
+
+    return (ConfigError, UnknownNameError, DatasetError, ModelError, NonFiniteLossError, FileNotFoundError, ValueError)
+
+
+@contextmanager
+def one_line_errors(prog: str, debug: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except user_error_types() as e:
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,46 @@
+"""Train / test image transforms (torchvision.transforms.v2: PIL images and CHW tensors alike).
+
+The standard DML recipe (e.g. Proxy Anchor, Kim et al. CVPR 2020; SEE, Le & Woo PAKDD 2024):
+train = RandomResizedCrop(image_size, scale=crop_scale) + horizontal flip; test =
+Resize(image_size * 256/224) + CenterCrop(image_size) -- 256 -> 224 for ImageNet backbones.
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from dml_core.config import DataConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_resize_size(cfg: DataConfig) -> int:
+    return cfg.resize_size if cfg.resize_size is not None else round(cfg.image_size * 256 / 224)
+
+
+def build_transforms(
+    cfg: DataConfig, *, train: bool, num_channels: int, pretrained: bool, out_channels: int
+) -> v2.Compose:
+    """PIL image or (C, H, W) tensor with ``num_channels`` -> float (out_channels, S, S) tensor.
+
+    Grayscale data is repeated to 3 channels when the backbone wants RGB (``out_channels=3``);
+    normalisation uses ImageNet statistics for pretrained backbones, else maps [0, 1] to [-1, 1].
+    """
+    if num_channels not in (1, 3) or out_channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got num_channels={num_channels}, out_channels={out_channels}")
+    if pretrained and out_channels != 3:
+        raise ValueError(f"model.pretrained: ImageNet backbones take 3 channels, got out_channels={out_channels}")
+    steps: list = [v2.ToImage()]  # PIL -> uint8 tv_tensors.Image; a tensor is wrapped as is
+    if train:
+        steps.append(v2.RandomResizedCrop(cfg.image_size, scale=cfg.crop_scale, antialias=True))
+        if cfg.horizontal_flip:
+            steps.append(v2.RandomHorizontalFlip())
+    else:
+        steps += [v2.Resize(eval_resize_size(cfg), antialias=True), v2.CenterCrop(cfg.image_size)]
+    steps.append(v2.ToDtype(torch.float32, scale=True))  # uint8 -> [0, 1]; float input kept
+    if num_channels != out_channels:
+        steps.append(v2.RGB() if out_channels == 3 else v2.Grayscale(num_output_channels=1))
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else ((0.5,) * out_channels, (0.5,) * out_channels)
+    steps += [v2.Normalize(mean, std), v2.ToPureTensor()]
+    return v2.Compose(steps)

@@ -1,0 +1,87 @@
+"""`python -m dml_core.embed <run dir> <image folder> -o embeddings.parquet`
+
+Embeds every image under a folder with a trained model: the way a user puts a model to use.
+The folder is a `<class>/<image>` tree (the class is the image's folder, nested trees too) or a
+flat folder of images (label empty). The parquet table has columns `path`, `label`, `embedding`
+(fixed-size list of float32), ready for pyarrow, pandas or a faiss index.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dml_core.cli import one_line_errors
+
+
+def load_trained_model(run_dir: str | Path, device: str = "cpu"):
+    """(config, model in eval mode) from a run directory written by `dml_core.train`."""
+    from dml_core.config import config_from_dict
+    from dml_core.models import build_model
+    from dml_core.training import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir, map_location=device)
+    cfg = config_from_dict(ckpt["config"], f"{run_dir}/checkpoint.pt")
+    in_channels = int(ckpt["in_channels"])
+    # The weights come from the checkpoint: never try to fetch pretrained ones again.
+    model = build_model(cfg.model.model_copy(update={"pretrained": False}), in_channels)
+    model.load_state_dict(ckpt["model"])
+    return cfg, model.to(device).eval(), in_channels
+
+
+def image_folder_dataset(folder: Path, num_channels: int):
+    """All images of a `<class>/<image>` tree, or of a flat folder (one unnamed class)."""
+    from dml_core.data.layout import is_image, labelled_images, require_dir, scan_class_tree
+
+    folder = require_dir(folder, "image folder", "a folder of images or of <class>/<image> folders")
+    flat = sorted(str(p) for p in folder.iterdir() if p.is_file() and is_image(p))
+    if flat:
+        return labelled_images(flat, [""] * len(flat), num_channels)
+    paths, classes = scan_class_tree(folder, "image folder")
+    return labelled_images(paths, classes, num_channels)
+
+
+def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, device: str = "auto",
+                 batch_size: int | None = None) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dml_core.data.transforms import build_transforms
+    from dml_core.evaluation import embed_dataset
+    from dml_core.training import select_device
+
+    dev = select_device(device)
+    cfg, model, in_channels = load_trained_model(run_dir, str(dev))
+    ds = image_folder_dataset(Path(folder), 1 if in_channels == 1 else 3)
+    transform = build_transforms(cfg.data, train=False, num_channels=ds.num_channels, pretrained=cfg.model.pretrained,
+                                 out_channels=in_channels)
+    emb, labels = embed_dataset(model, ds.with_transform(transform), batch_size or cfg.data.eval_batch_size, dev)
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    table = pa.table({
+        "path": pa.array(ds.paths, pa.string()),
+        "label": pa.array([ds.class_names[i] for i in labels], pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1]),
+    })
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, output)
+    return len(ds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dml_core.embed", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run directory written by python -m dml_core.train")
+    parser.add_argument("folder", help="image folder to embed")
+    parser.add_argument("-o", "--output", default="embeddings.parquet")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    with one_line_errors("dml_core.embed", args.debug):
+        n = embed_folder(args.run_dir, args.folder, args.output, args.device, args.batch_size)
+        print(f"embedded {n} images -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Contrastive loss: Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an
+Invariant Mapping", CVPR 2006.
+
+Positive pairs are pulled within ``pos_margin``, negative pairs pushed beyond ``neg_margin``
+(Euclidean distance, not squared). Each of the two terms is averaged over its pairs with a
+non-zero loss, then the terms are added -- the convention of pytorch-metric-learning's
+`ContrastiveLoss`, which the tests cross-check.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_number
+from dml_core.losses.pairs import mean_of_positive
+from dml_core.losses.registry import register_loss
+
+
+@register_loss("contrastive")
+class ContrastiveLoss(PairBasedLoss):
+    metric = "distance"
+
+    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, expansion: ExpansionSpec = None) -> None:
+        super().__init__(expansion)
+        self.pos_margin = check_number("pos_margin", pos_margin, ge=0)
+        self.neg_margin = check_number("neg_margin", neg_margin, ge=0)
+
+    def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
+        pos = F.relu(matrix - self.pos_margin)[pos_mask]
+        neg = F.relu(self.neg_margin - matrix)[neg_mask]
+        return mean_of_positive(pos) + mean_of_positive(neg)

@@ -1,0 +1,39 @@
+"""Hard-positive hard-negative (HPHN) triplet loss, the reference loss of Embedding Expansion.
+
+Ko & Gu, "Embedding Expansion", CVPR 2020 (after Hermans et al.'s batch-hard triplet, 2017).
+Per anchor: d_ap = its farthest positive, d_an = its closest negative (Euclidean, squared
+distance clipped at 1e-12), loss = mean over anchors of max(0, d_ap - d_an + margin), or
+softplus(d_ap - d_an + margin) with ``soft_margin``. The reference run uses margin 1e-5.
+
+Differs from `triplet` with ``mining=batch_hard`` only in the reduction (mean over all
+anchors here, over non-zero triplets there) and the soft-margin option. With EE, d_an is the
+smallest distance between the anchor's segment {e_i, s_i^1..s_i^n} and any other-class point.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_number, zero_loss
+from dml_core.losses.pairs import hardest_positive_negative
+from dml_core.losses.registry import register_loss
+
+
+@register_loss("hphn_triplet")
+class HPHNTripletLoss(PairBasedLoss):
+    metric = "distance"
+
+    def __init__(self, margin: float = 1e-5, soft_margin: bool = False, expansion: ExpansionSpec = None) -> None:
+        super().__init__(expansion)
+        self.margin = check_number("margin", margin, ge=0)
+        self.soft_margin = bool(soft_margin)
+
+    def per_anchor(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
+        """The loss of each anchor that has a positive and a negative in the batch."""
+        d_ap, d_an, valid = hardest_positive_negative(matrix, pos_mask, neg_mask)
+        violation = d_ap[valid] - d_an[valid] + self.margin
+        return F.softplus(violation) if self.soft_margin else F.relu(violation)
+
+    def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
+        losses = self.per_anchor(matrix, pos_mask, neg_mask)
+        return losses.mean() if losses.numel() else zero_loss(matrix)

@@ -1,0 +1,42 @@
+"""Proxy-Anchor loss: Kim et al., "Proxy Anchor Loss for Deep Metric Learning", CVPR 2020.
+
+Each class has a proxy p; with cosine similarities s(x, p), P+ the proxies with a positive in
+the batch, X_p+ / X_p- the batch samples of / not of p's class (eq. 4):
+
+    L = 1/|P+| sum_{p in P+} log(1 + sum_{x in X_p+} exp(-alpha (s(x, p) - delta)))
+      + 1/|P|  sum_{p in P}  log(1 + sum_{x in X_p-} exp( alpha (s(x, p) + delta)))
+
+Defaults alpha = 32, delta = 0.1 (the paper's, also SEE's). Equal to pytorch-metric-learning's
+`ProxyAnchorLoss` (its ``margin`` is delta).
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from dml_core.losses.base import ExpansionSpec, ProxyBasedLoss, check_number
+from dml_core.losses.pairs import masked_logsumexp
+from dml_core.losses.registry import register_loss
+
+
+@register_loss("proxy_anchor")
+class ProxyAnchorLoss(ProxyBasedLoss):
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        alpha: float = 32.0,
+        delta: float = 0.1,
+        expansion: ExpansionSpec = None,
+    ) -> None:
+        super().__init__(num_classes, embedding_dim, expansion)
+        self.alpha = check_number("alpha", alpha, gt=0)
+        self.delta = check_number("delta", delta)
+
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T  # (B, C)
+        pos_mask = F.one_hot(labels, self.num_classes).bool()
+        pos = masked_logsumexp(-self.alpha * (cos - self.delta), pos_mask, dim=0, add_one=True)
+        neg = masked_logsumexp(self.alpha * (cos + self.delta), ~pos_mask, dim=0, add_one=True)
+        num_with_pos = pos_mask.any(0).sum()
+        return pos.sum() / num_with_pos + neg.sum() / self.num_classes

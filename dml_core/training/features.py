@@ -1,0 +1,103 @@
+"""Frozen-backbone feature cache: compute pooled backbone features once, train only the head.
+
+With `model.freeze_backbone: true` and `data.cache_features: true`, every trial of a sweep that
+shares the dataset, backbone (and its weights) and test transform reuses one Arrow/parquet file
+per split instead of running the backbone again. Features are taken with the deterministic test
+transform: a cached trial trains without image augmentation, which is the usual price of
+linear-probe style experiments and is why the cache is opt-in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from dml_core.config import ExperimentConfig
+from dml_core.data import DatasetSplits
+from dml_core.evaluation import embed_dataset
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Pooled backbone features with their labels; quacks like a DMLDataset for the sampler."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+        self.features = torch.from_numpy(np.array(features, dtype=np.float32))  # own, writable copy
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.class_names = class_names
+        self.paths = None
+        self.num_channels = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.features[i], int(self.labels[i])
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DML_CACHE_DIR", Path.home() / ".cache" / "dml_core")) / "features"
+
+
+def cache_key(cfg: ExperimentConfig) -> str:
+    """Everything that changes the features: data selection, test transform, backbone weights."""
+    d, m = cfg.data, cfg.model
+    parts = {
+        "data": [d.name, d.root, d.train_root, d.test_root, d.train_classes, d.holdout, d.num_classes,
+                 d.image_size, d.resize_size],
+        "model": [m.backbone, m.pretrained, m.pooling, m.conv_blocks, m.conv_width],
+        # A randomly initialised backbone differs per seed; pretrained weights do not.
+        "seed": None if m.pretrained else cfg.seed,
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write(path: Path, feats: np.ndarray, labels: np.ndarray) -> None:
+    table = pa.table({
+        "label": pa.array(labels, pa.int64()),
+        "feature": pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1), pa.float32()), feats.shape[1]),
+    })
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # concurrent trials may race to write the same file: last rename wins
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    col = table.column("feature").combine_chunks()
+    dim = col.type.list_size
+    feats = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return feats, table.column("label").to_numpy()
+
+
+def cached_feature_splits(splits: DatasetSplits, model: torch.nn.Module, cfg: ExperimentConfig,
+                          device: torch.device, cache_dir: Optional[Path] = None) -> DatasetSplits:
+    """Replace each split's images by cached backbone features (computing them on a miss)."""
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else (cache_dir or default_cache_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    key = cache_key(cfg)
+    eval_split = splits.test if splits.test is not None else splits.query
+    test_transform = eval_split.transform
+    out = {}
+    for name in ("train", "test", "query", "gallery"):
+        ds = getattr(splits, name)
+        if ds is None:
+            out[name] = None
+            continue
+        path = root / f"{key}-{name}.parquet"
+        if path.is_file():
+            feats, labels = _read(path)
+        else:
+            feats, labels = embed_dataset(model.feature_extractor(), ds.with_transform(test_transform), cfg.data.eval_batch_size,
+                                          device, cfg.data.num_workers)
+            _write(path, feats, labels)
+        out[name] = FeatureDataset(feats, labels, ds.class_names)
+    return dataclasses.replace(splits, **out)

@@ -1,0 +1,260 @@
+"""`fit()`: train and evaluate one experiment on CPU or one GPU.
+
+The trainer knows nothing of sweeps: a sweep drives it through the `report` callback, called
+after every evaluation with the metrics and the checkpoint just written.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dml_core.config import ExperimentConfig, dump_config
+from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
+from dml_core.evaluation import embed_dataset, evaluate
+from dml_core.losses import build_loss
+from dml_core.models import backbone_wants_rgb, build_model
+from dml_core.training.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_json,
+)
+from dml_core.training.features import cached_feature_splits
+from dml_core.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("dml_core.train")
+
+ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the run stops rather than train on garbage."""
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    out_dir: Optional[Path] = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device: cuda requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _is_better(value: float, best: Optional[float]) -> bool:
+    return best is None or value > best
+
+
+class Trainer:
+    """One experiment's state: data, model, loss, optimizer, and the loop over epochs."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: Optional[Path] = None, report: Optional[ReportFn] = None,
+                 progress: bool = False) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.report = report
+        self.progress = progress
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        seed_everything(cfg.seed)
+        self.device = select_device(cfg.train.device)
+
+        out_channels = 3 if backbone_wants_rgb(cfg.model.backbone) else None
+        self.splits: DatasetSplits = build_datasets(cfg.data, pretrained=cfg.model.pretrained, out_channels=out_channels)
+        self.in_channels = out_channels or self.splits.num_channels
+        self.model = build_model(cfg.model, self.in_channels).to(self.device)
+        self.recall_at = cfg.eval.recall_at or self.splits.recall_at
+
+        # Frozen backbone + cache: every trial of a sweep trains only the head on stored features.
+        self.cached = cfg.data.cache_features
+        if self.cached:
+            if not cfg.model.freeze_backbone:
+                raise ValueError("data.cache_features: needs model.freeze_backbone: true (features of a trained backbone change every step)")
+            self.splits = cached_feature_splits(self.splits, self.model, cfg, self.device)
+
+        num_classes = int(self.splits.train.labels.max()) + 1
+        self.loss_fn = build_loss(
+            cfg.loss.name, num_classes=num_classes, embedding_dim=cfg.model.embedding_dim,
+            expansion=cfg.expansion.as_dict(), **cfg.loss.params,
+        ).to(self.device)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, self.loss_fn)
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs)
+
+        batch = cfg.data.batch
+        self.iterations = cfg.train.iterations_per_epoch or max(1, len(self.splits.train) // batch.size)
+        self.sampler = PKBatchSampler(
+            self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
+        )
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
+                                 pin_memory=self.device.type == "cuda")
+        self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
+
+        self.start_epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": self.cfg.to_dict(),
+            "in_channels": self.in_channels,
+            "history": self.history,
+            "best": self.best,
+            "rng": rng_state(),
+        }
+
+    def load_state(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.loss_fn.load_state_dict(ckpt["loss"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.history = list(ckpt.get("history", []))
+        self.best = dict(ckpt.get("best", {}))
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------------ loop
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cached:
+            return self.model.head_forward(x)
+        return self.model(x)
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        self.loss_fn.train()
+        self.loss_fn.set_epoch(epoch, self.cfg.train.epochs)
+        self.sampler.set_epoch(epoch)
+        total, count = 0.0, 0
+        for it, (x, y) in enumerate(self.loader):
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                emb = self._forward(x)
+            loss = self.loss_fn(emb.float(), y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"non-finite loss ({value}) at epoch {epoch + 1}, iteration {it + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            self.optimizer.step()
+            total += value
+            count += 1
+        self.scheduler.step()
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        bs = self.cfg.data.eval_batch_size
+        fwd = self.model.head if self.cached else self.model
+        kwargs = dict(k=self.recall_at, clustering=self.cfg.eval.clustering, kmeans_iters=self.cfg.eval.kmeans_iters,
+                      seed=self.cfg.seed)
+        if self.splits.test is not None:
+            emb, labels = embed_dataset(fwd, self.splits.test, bs, self.device, self.cfg.data.num_workers)
+            return evaluate(emb, labels, **kwargs)
+        q, ql = embed_dataset(fwd, self.splits.query, bs, self.device, self.cfg.data.num_workers)
+        g, gl = embed_dataset(fwd, self.splits.gallery, bs, self.device, self.cfg.data.num_workers)
+        return evaluate(q, ql, g, gl, **kwargs)
+
+    def _write_metrics(self, status: str, **extra: Any) -> None:
+        if self.out_dir is None:
+            return
+        final = self.history[-1] if self.history else {}
+        write_json(self.out_dir / METRICS_NAME, {
+            "status": status, "name": self.cfg.name, "primary_metric": self.cfg.eval.primary_metric,
+            "final": final, "best": self.best, "history": self.history, **extra,
+        })
+
+    def run(self) -> FitResult:
+        cfg = self.cfg
+        primary = cfg.eval.primary_metric
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.out_dir / CONFIG_NAME)
+            self._write_metrics("running")
+        started = time.perf_counter()
+        try:
+            for epoch in range(self.start_epoch, cfg.train.epochs):
+                t0 = time.perf_counter()
+                train_loss = self.train_epoch(epoch)
+                last = epoch == cfg.train.epochs - 1
+                if (epoch + 1) % cfg.train.eval_every and not last:
+                    self._progress(epoch, train_loss, None, time.perf_counter() - t0)
+                    continue
+                metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
+                           "time_s": time.perf_counter() - started}
+                if primary not in metrics:
+                    raise ValueError(f"eval.primary_metric: {primary!r} is not among the metrics {sorted(metrics)}")
+                self.history.append(metrics)
+                if _is_better(metrics[primary], self.best.get(primary)):
+                    self.best = dict(metrics)
+                ckpt_path = None
+                if self.out_dir is not None and cfg.train.checkpoint:
+                    ckpt_path = self.out_dir / CHECKPOINT_NAME
+                    save_checkpoint(ckpt_path, **self.state_dict(epoch))
+                self._write_metrics("running")
+                self._progress(epoch, train_loss, metrics, time.perf_counter() - t0)
+                if self.report is not None:
+                    self.report(metrics, epoch + 1, ckpt_path)
+        except BaseException as e:
+            self._write_metrics("failed", error=f"{type(e).__name__}: {e}")
+            raise
+        self._write_metrics("finished")
+        return FitResult(metrics=self.history[-1] if self.history else {}, history=self.history, best=self.best,
+                         out_dir=self.out_dir)
+
+    def _progress(self, epoch: int, loss: float, metrics: Optional[dict[str, float]], seconds: float) -> None:
+        if not self.progress:
+            return
+        line = f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {loss:.4f}"
+        if metrics:
+            shown = [k for k in metrics if k.startswith("recall_at_")][:2] + ["map_at_r", "nmi"]
+            line += "  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics)
+        print(f"{line}  ({seconds:.1f}s)", flush=True)
+
+
+def fit(cfg: ExperimentConfig, *, out_dir: Optional[str | Path] = None, report: Optional[ReportFn] = None,
+        resume: Optional[str | Path] = None, progress: bool = False) -> FitResult:
+    """Train and evaluate one experiment; `report(metrics, epoch, checkpoint)` after each eval.
+
+    `resume` is a checkpoint file (or a run directory holding `checkpoint.pt`) to continue from:
+    model, loss (proxies), optimizer, schedule, history and RNG states are restored.
+    """
+    trainer = Trainer(cfg, out_dir=Path(out_dir) if out_dir is not None else None, report=report, progress=progress)
+    if resume is not None:
+        trainer.load_state(resume)
+    return trainer.run()

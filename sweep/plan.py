@@ -1,0 +1,316 @@
+"""From one experiment YAML to the list of trials a sweep runs.
+
+    cells  = grid axes (full product) x arms, minus `exclude`   (an arm may pin an axis)
+    trials = cells x seeds                                      (the same seeds everywhere)
+
+With a `search:` block the sweep has two phases, because Optuna's TPE sampler cannot also walk a
+grid (OptunaSearch rejects `grid_search`) and because a search needs its own validation data:
+
+1. search: per cell, `num_samples` Optuna TPE trials on the first seed, each trained on the
+   training classes minus a held-out fraction (`data.holdout`) and scored on those held-out
+   classes -- never on the test classes (Musgrave et al., "A Metric Learning Reality Check",
+   ECCV 2020);
+2. final: per cell, the best searched parameters re-run for every seed on the full training
+   classes and scored on the test split. Only final trials enter the statistics.
+
+Without `search:` only the final phase runs. This module imports neither Ray nor MLflow, so
+`--dry-run` and the tests of the expansion are fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from dml_core.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
+
+from sweep.spec import SweepError, SweepSpec, parse_sweep
+
+# Data locations in a trial config. Ray runs each trial in its own working directory, so a
+# relative path is made absolute in the driver, against the current working directory -- the
+# same rule as a single run (`dml_core` resolves `data.root` against the cwd). Run sweeps from
+# the repository root so that `../shared/data/...` in `experiments/*.yaml` resolves.
+PATH_KEYS = ("data.root", "data.train_root", "data.test_root", "data.cache_dir")
+
+SEARCH, FINAL = "search", "final"
+
+
+def _fmt(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+        return os.path.abspath(value)
+    return value
+
+
+@dataclass
+class Cell:
+    """One point of the grid x arms product: what differs from the base experiment."""
+
+    arm: Optional[str]
+    coords: dict[str, Any]  # grid key -> value (an arm-pinned axis holds the arm's value)
+    overrides: dict[str, Any]  # every dotted key this cell sets (coords + the arm's overrides)
+
+    @property
+    def id(self) -> str:
+        parts = ([f"arm={self.arm}"] if self.arm is not None else []) + [f"{k}={_fmt(v)}" for k, v in self.coords.items()]
+        return ",".join(parts) or "base"
+
+    def get(self, key: str) -> Any:
+        return self.arm if key == "arm" else self.coords.get(key)
+
+    def matches(self, partial: dict[str, Any]) -> bool:
+        """True when the cell agrees with every key of `partial` (`arm` or grid keys)."""
+        return all(self.get(k) == v for k, v in partial.items())
+
+
+def expand_cells(spec: SweepSpec) -> list[Cell]:
+    arms = list(spec.arms.items()) or [(None, {})]
+    cells = []
+    for arm, arm_overrides in arms:
+        axes = {k: [arm_overrides[k]] if k in arm_overrides else values for k, values in spec.grid.items()}
+        for combo in itertools.product(*axes.values()):
+            coords = dict(zip(axes, combo))
+            cell = Cell(arm, coords, {**coords, **arm_overrides})
+            if not any(cell.matches(part) for part in spec.exclude):
+                cells.append(cell)
+    return cells
+
+
+def reference_cell(cell: Cell, cells: list[Cell], baseline: dict[str, Any]) -> Optional[Cell]:
+    """The baseline cell `cell` is compared with, or None (it is a baseline, or has none).
+
+    Among the cells matching `baseline`, keep those that agree with `cell` on every coordinate in
+    which the baseline cells differ. `{arm: none}` with a pinned `none` arm gives that one cell for
+    everybody; `{expansion.n_inner_pts: 0}` with arms gives each arm its own n = 0 cell.
+    """
+    if cell.matches(baseline):
+        return None
+    candidates = [c for c in cells if c.matches(baseline)]
+    keys = ["arm", *cell.coords]
+    for key in keys:
+        if len({_fmt(c.get(key)) for c in candidates}) > 1:
+            candidates = [c for c in candidates if c.get(key) == cell.get(key)]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+@dataclass
+class TrialSpec:
+    """What one Tune trial runs; travels inside the Tune config, so plain JSON types only."""
+
+    phase: str
+    cell: str
+    arm: Optional[str]
+    coords: dict[str, Any]
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cell}/seed={self.seed}" if self.phase == FINAL else f"{SEARCH}/{self.cell}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+        return cls(**d)
+
+
+def trial_config(base: dict[str, Any], trial: TrialSpec, params: dict[str, Any] | None, source: str) -> ExperimentConfig:
+    """The validated experiment config of one trial: base + cell + searched params + seed."""
+    overrides = {**trial.overrides, **(params or {}), "seed": trial.seed}
+    return config_from_dict(apply_overrides(base, overrides), f"{source} [{trial.key}]")
+
+
+@dataclass
+class SweepPlan:
+    source: str  # the YAML path, for messages
+    name: str
+    base: dict[str, Any]  # the experiment config without `sweep:`, data paths absolute
+    raw_sweep: dict[str, Any]
+    spec: SweepSpec
+    cells: list[Cell]
+    seeds: list[int]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "SweepPlan":
+        raw = apply_overrides(read_yaml(path), parse_overrides(overrides))
+        return cls.from_dict(raw, str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str) -> "SweepPlan":
+        raw = dict(raw)
+        block = raw.pop("sweep", None)
+        spec = parse_sweep(block, source)
+        base_cfg = config_from_dict(raw, source)  # the base experiment must be valid on its own
+        base = base_cfg.to_dict()
+        base.pop("sweep", None)
+        for key in PATH_KEYS:
+            section, leaf = key.split(".")
+            base[section][leaf] = _absolute(base[section][leaf])
+        if base["train"]["num_threads"] is None:
+            # Ray reserves `cpu` cores per trial; let torch use exactly those.
+            base["train"]["num_threads"] = max(1, int(spec.resources_per_trial.cpu))
+        cells = expand_cells(spec)
+        for cell in cells:
+            cell.overrides = {k: _absolute(v) if k in PATH_KEYS else v for k, v in cell.overrides.items()}
+        if not cells:
+            raise SweepError(f"{source}: sweep.exclude: removes every cell")
+        name = spec.name or base_cfg.name
+        return cls(source, name, base, dict(block or {}), spec, cells, spec.seeds or [base_cfg.seed])
+
+    # ------------------------------------------------------------------ trials
+
+    def search_trial(self, cell: Cell) -> TrialSpec:
+        overrides = dict(cell.overrides)
+        if self.spec.search and self.spec.search.holdout is not None:
+            overrides["data.holdout"] = self.spec.search.holdout
+        return TrialSpec(SEARCH, cell.id, cell.arm, dict(cell.coords), self.seeds[0], overrides)
+
+    def final_trials(self, best_params: dict[str, dict[str, Any]] | None = None) -> list[TrialSpec]:
+        """Cells x seeds; `best_params[cell_id]` (from the search phase) joins each cell's overrides."""
+        best_params = best_params or {}
+        return [
+            TrialSpec(FINAL, c.id, c.arm, dict(c.coords), seed, {**c.overrides, **best_params.get(c.id, {})})
+            for c in self.cells
+            for seed in self.seeds
+        ]
+
+    @property
+    def num_search_trials(self) -> int:
+        return len(self.cells) * self.spec.search.num_samples if self.spec.search else 0
+
+    @property
+    def max_epochs(self) -> int:
+        return max(int(c.overrides.get("train.epochs", self.base["train"]["epochs"])) for c in self.cells)
+
+    def fingerprint(self) -> str:
+        """Identifies the sweep definition, so `--resume` refuses a changed YAML."""
+        blob = json.dumps({"base": self.base, "sweep": self.spec.model_dump(mode="json")}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        """What `sweep/report.py` needs to rebuild the report from the sweep directory alone."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "fingerprint": self.fingerprint(),
+            "axes": list(self.spec.grid),
+            "arms": list(self.spec.arms),
+            "seeds": self.seeds,
+            "cells": [{"id": c.id, "arm": c.arm, "coords": c.coords} for c in self.cells],
+            "baseline": self.spec.baseline,
+            "metric": self.spec.metric,
+            "mode": self.spec.mode,
+            "search": self.spec.search.model_dump(mode="json") if self.spec.search else None,
+            "sweep": self.spec.model_dump(mode="json"),
+        }
+
+    # ------------------------------------------------------------------ checks
+
+    def validate_configs(self) -> None:
+        """Every trial config (search bounds included) and data path, as one-line errors."""
+        configs = [trial_config(self.base, t, None, self.source) for t in self.final_trials()]
+        if self.spec.search:
+            for cell in self.cells:
+                trial = self.search_trial(cell)
+                configs += [trial_config(self.base, trial, p, self.source) for p in self._search_corners()]
+        self._check_paths(configs)
+
+    def check_resources(self, cpus: float, gpus: float) -> None:
+        """A trial that asks for more than the cluster has would stay PENDING forever."""
+        res = self.spec.resources_per_trial
+        if res.cpu > cpus:
+            raise SweepError(f"{self.source}: sweep.resources_per_trial.cpu: {res.cpu:g} per trial but only {cpus:g} CPUs available")
+        if res.gpu > gpus:
+            raise SweepError(f"{self.source}: sweep.resources_per_trial.gpu: {res.gpu:g} per trial but only {gpus:g} GPUs available")
+
+    def _search_corners(self) -> list[dict[str, Any]]:
+        """One config per search bound / choice, the others at their low end: cheap coverage that
+        catches e.g. a `high` that a config field rejects."""
+        params = self.spec.search.params
+        low = {k: (p.choices[0] if p.type == "categorical" else _bound(p, p.low)) for k, p in params.items()}
+        corners = [low]
+        for key, p in params.items():
+            values = p.choices[1:] if p.type == "categorical" else [_bound(p, p.high)]
+            corners += [{**low, key: v} for v in values]
+        return corners
+
+    def _check_paths(self, configs: list[ExperimentConfig]) -> None:
+        seen = set()
+        for cfg in configs:
+            for key in ("root", "train_root", "test_root"):
+                path = getattr(cfg.data, key)
+                if path is None or path in seen or "://" in path:
+                    continue
+                seen.add(path)
+                if not Path(path).exists():
+                    raise SweepError(
+                        f"{self.source}: data.{key}: {path} does not exist "
+                        f"(relative paths resolve against the current directory, {os.getcwd()})"
+                    )
+
+    # ------------------------------------------------------------------ printing
+
+    def describe(self, sweep_dir: Path | None = None, cpus: float | None = None, gpus: float | None = None) -> str:
+        spec, res = self.spec, self.spec.resources_per_trial
+        where = f" -> {sweep_dir}" if sweep_dir else ""
+        factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
+        dropped = f" (after pinning/exclude)" if spec.exclude or _pins(spec) else ""
+        lines = [
+            f"sweep {self.name} ({self.source}){where}",
+            f"  cells: {len(self.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
+            f"  seeds: {self.seeds} (the same seeds in every cell: paired comparisons)",
+        ]
+        if spec.search:
+            s = spec.search
+            on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
+            sched = f", ASHA (grace {spec.scheduler.grace_period}, factor {spec.scheduler.reduction_factor:g})" if spec.scheduler.name == "asha" else ""
+            lines.append(
+                f"  search: {s.num_samples} Optuna TPE samples per cell on seed {self.seeds[0]}, scored on {on}"
+                f" by {spec.search_metric} ({spec.search_mode}){sched} -> {self.num_search_trials} trials"
+            )
+            lines.append("          " + ", ".join(f"{k}: {_describe_param(p)}" for k, p in s.params.items()))
+        n_final = len(self.cells) * len(self.seeds)
+        lines.append(f"  final: {len(self.cells)} cells x {len(self.seeds)} seeds = {n_final} trials")
+        conc = spec.max_concurrent_trials or "as resources allow"
+        avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
+        lines.append(
+            f"  total: {self.num_search_trials + n_final} trials, {res.cpu:g} CPU + {res.gpu:g} GPU each, "
+            f"concurrency {conc}{avail}, retries {spec.max_failures}"
+        )
+        lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {spec.baseline or 'none (no paired comparison)'}")
+        width = max(len(c.id) for c in self.cells)
+        lines.append(f"  {'#':>3}  {'cell':<{width}}  overrides")
+        for i, c in enumerate(self.cells):
+            over = ", ".join(f"{k}={_fmt(v)}" for k, v in c.overrides.items()) or "-"
+            lines.append(f"  {i:>3}  {c.id:<{width}}  {over}")
+        return "\n".join(lines)
+
+
+def _bound(p: Any, value: float) -> Any:
+    return int(value) if p.type == "int" else value
+
+
+def _pins(spec: SweepSpec) -> bool:
+    return any(k in spec.grid for arm in spec.arms.values() for k in arm)
+
+
+def _describe_param(p: Any) -> str:
+    return f"{p.type}{p.choices}" if p.type == "categorical" else f"{p.type}[{p.low:g}, {p.high:g}]"
+
+
+def load_plan(path: str | Path, overrides: list[str] | None = None) -> SweepPlan:
+    """Read and check a sweep YAML; `ConfigError` and `SweepError` are both one-line ValueErrors."""
+    try:
+        return SweepPlan.from_yaml(path, overrides)
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
+

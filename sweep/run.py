@@ -1,0 +1,96 @@
+"""Run a sweep: `python sweep/run.py experiments/<name>.yaml [options]` (or `python -m sweep.run`).
+
+    --set key=value    override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
+    --dry-run          print the trial plan and validate every trial config, data path and the
+                       resources; train nothing
+    --resume           continue an interrupted sweep (same YAML and --set values)
+    --retry-failed     with --resume: restart trials that crashed (after their retries)
+    --address ADDR     join a Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)
+    --out DIR          sweep directory (default: <storage_path>/<sweep name>)
+
+Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted (resume with --resume).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `sweep` and `dml_core` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import logging
+import os
+import shlex
+
+from sweep.ledger import KILLED
+from sweep.plan import load_plan
+from sweep.runner import default_sweep_dir, run_sweep
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweep/run.py", description="Run a DML benchmark sweep on Ray Tune.")
+    p.add_argument("config", help="experiment YAML with a sweep: block")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--address", default=None)
+    p.add_argument("--out", default=None)
+    return p
+
+
+def available_resources(address: str | None) -> tuple[float, float]:
+    """CPUs and GPUs a sweep could use: the cluster's when joining one, else this machine's."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        res = ray.cluster_resources()
+        return res.get("CPU", 0.0), res.get("GPU", 0.0)
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return float(cpus), float(torch.cuda.device_count())
+
+
+def _resume_command(argv: list[str]) -> str:
+    args = [a for a in argv if a != "--resume"]
+    return " ".join(shlex.quote(a) for a in ["python", "sweep/run.py", *args, "--resume"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.retry_failed and not args.resume:
+        print("error: --retry-failed needs --resume", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("sweep").setLevel(logging.INFO)
+    try:
+        plan = load_plan(args.config, args.overrides)
+        sweep_dir = default_sweep_dir(plan, args.out)
+        if args.dry_run:
+            plan.validate_configs()
+            cpus, gpus = available_resources(args.address)
+            plan.check_resources(cpus, gpus)
+            print(plan.describe(sweep_dir, cpus, gpus))
+            print("dry run: every trial config, data path and the resources check out; nothing was trained")
+            return 0
+        print(plan.describe(sweep_dir), flush=True)
+        outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address)
+    except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
+        return 130
+    if outcome.status == KILLED:
+        print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
+        return 130
+    print(f"sweep finished: {outcome.sweep_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

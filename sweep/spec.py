@@ -1,0 +1,307 @@
+"""The typed `sweep:` block of an experiment YAML.
+
+`dml_core` keeps the block verbatim and never reads it; this module validates it. Every mistake
+becomes a `SweepError` whose message is one line naming the file and the field, e.g.
+``experiments/x.yaml: sweep.grid.expansion.n_inner: unknown config key (did you mean
+'expansion.n_inner_pts'?)``.
+
+Keys in `grid`, `arms`, `exclude`, `baseline` and `search.params` are dotted paths into the
+experiment config (`model.embedding_dim`, `loss.margin`); they are checked against
+`ExperimentConfig` here so a typo fails before Ray starts.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dml_core.config import ExperimentConfig, LossConfig
+
+
+class SweepError(ValueError):
+    """A mistake in a sweep block or sweep directory; the message is one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- dotted config keys
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `X` or `Optional[X]`, if any."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = _submodel(field.annotation)
+        keys.extend(_leaf_keys(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"])
+    return keys
+
+
+# Seeds and the sweep block itself are not ablation axes: `seeds:` pairs trials, and a sweep
+# cannot sweep its own definition.
+_RESERVED = {"seed": "use sweep.seeds", "sweep": "the sweep block cannot be swept"}
+
+
+def check_config_key(dotted: str) -> None:
+    """Raise `ValueError` unless `dotted` names a settable field of `ExperimentConfig`.
+
+    `loss.<anything>` is accepted: loss keys are constructor arguments, checked against the
+    loss's signature when each trial config is validated.
+    """
+    head = dotted.split(".", 1)[0]
+    if head in _RESERVED:
+        raise ValueError(f"{_RESERVED[head]}")
+    model: type[BaseModel] = ExperimentConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if model is LossConfig and i == len(parts) - 1:
+            return
+        field = model.model_fields.get(part)
+        if field is None:
+            hint = difflib.get_close_matches(dotted, _leaf_keys(ExperimentConfig), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"unknown config key{extra}")
+        sub = _submodel(field.annotation)
+        if sub is None:
+            if i != len(parts) - 1:
+                raise ValueError(f"{'.'.join(parts[: i + 1])} is not a section")
+            return
+        model = sub
+    raise ValueError("names a section, not a field")
+
+
+def _check_keys(keys: typing.Iterable[str], allow: tuple[str, ...] = ()) -> None:
+    for key in keys:
+        if key in allow:
+            continue
+        try:
+            check_config_key(key)
+        except ValueError as e:
+            # pydantic reports the location; we add the key so the message names it.
+            raise ValueError(f"{key}: {e}") from None
+
+
+# --------------------------------------------------------------------------- the block
+
+
+# Metrics the trainer reports after each evaluation (see `dml_core.training.fit`).
+_METRIC = re.compile(r"^(loss|recall_at_\d+|map_at_r|r_precision|nmi|f1)$")
+
+
+def _check_metric(v: str) -> str:
+    if not _METRIC.match(v):
+        raise ValueError("expected one of loss, recall_at_<K>, map_at_r, r_precision, nmi, f1")
+    return v
+
+
+class SearchParam(_Strict):
+    """One searched hyper-parameter; `int` bounds are inclusive."""
+
+    type: Literal["loguniform", "uniform", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SearchParam":
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("categorical needs a non-empty `choices` list and no low/high")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not choices")
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("int needs integer low and high")
+        return self
+
+
+class SearchSpec(_Strict):
+    """Optuna TPE search, run per grid cell on the first seed (see `sweep.plan`)."""
+
+    params: dict[str, SearchParam] = Field(min_length=1)
+    num_samples: int = Field(10, ge=1)
+    metric: Optional[str] = None  # default: sweep.metric
+    mode: Optional[Literal["max", "min"]] = None  # default: sweep.mode
+    # Musgrave et al. 2020 (A Metric Learning Reality Check): tuning on the test classes inflates
+    # results. Search trials hold out this fraction of the *training* classes and evaluate on
+    # them; the final per-seed runs then train on all training classes and test on the test split.
+    # `null` searches on the test split (not recommended; reported in the plan).
+    holdout: Optional[float] = Field(0.2, gt=0, lt=1)
+
+    @field_validator("params")
+    @classmethod
+    def _keys(cls, v: dict[str, SearchParam]) -> dict[str, SearchParam]:
+        _check_keys(v)
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _check_metric(v)
+
+
+class SchedulerSpec(_Strict):
+    """Early stopping of search trials: ASHA (Li et al. 2020) on the per-epoch search metric."""
+
+    name: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1, description="epochs before a trial may be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0, description="fractional GPUs share one device")
+
+
+class MlflowSpec(_Strict):
+    # Precedence: this key > env MLFLOW_TRACKING_URI > sqlite:///mlflow.db (current directory).
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None  # default: the sweep name
+
+
+class SweepSpec(_Strict):
+    """The `sweep:` block. Cells = grid x arms (minus `exclude`); trials = cells x seeds."""
+
+    name: Optional[str] = None  # default: the experiment's `name`
+    # Ablation axes: dotted config key -> values. The full product is taken.
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    # Named override sets crossed with the grid. An arm that sets a grid key pins that axis for
+    # itself (e.g. `none: {expansion.name: none, expansion.n_inner_pts: 0}` runs once, not once per
+    # n_inner_pts value).
+    arms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Partial cells to drop, e.g. `[{arm: see, expansion.n_inner_pts: 0}]`.
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    # The same seeds in every cell, so cells can be compared pairwise by seed.
+    seeds: Optional[list[int]] = Field(None, min_length=1)  # default: [the experiment's seed]
+    search: Optional[SearchSpec] = None
+    scheduler: SchedulerSpec = SchedulerSpec()
+    resources_per_trial: Resources = Resources()
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0, description="retries of a crashing trial")
+    # The reference cell(s) for paired comparisons: a partial cell, e.g. `{arm: none}` or
+    # `{expansion.n_inner_pts: 0}`; each cell is compared to the matching cell that agrees with it
+    # on every other coordinate that the baseline cells vary in.
+    baseline: Optional[dict[str, Any]] = None
+    metric: str = "recall_at_1"
+    mode: Literal["max", "min"] = "max"
+    mlflow: MlflowSpec = MlflowSpec()
+    # Ray Tune storage root; the sweep lives in <storage_path>/<name>. Precedence: --out >
+    # env DML_STORAGE_PATH > this key > ./sweeps.
+    storage_path: Optional[str] = None
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        _check_keys(v)
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"{key}: needs at least one value")
+            if len({repr(x) for x in values}) != len(values):
+                raise ValueError(f"{key}: repeated values {values}")
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, overrides in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+                raise ValueError(f"{name!r}: arm names use letters, digits, '_' and '-'")
+            try:
+                _check_keys(overrides)
+            except ValueError as e:
+                raise ValueError(f"{name}.{e}") from None
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"repeated seeds {v}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        return _check_metric(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", v):
+            raise ValueError("use letters, digits, '.', '_' and '-' (it names a folder)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "SweepSpec":
+        coords = {**{k: v for k, v in self.grid.items()}, "arm": list(self.arms)}
+        for i, part in enumerate(self.exclude):
+            _check_partial_cell(part, coords, f"exclude.{i}")
+        if self.baseline is not None:
+            _check_partial_cell(self.baseline, coords, "baseline")
+        if self.search is not None:
+            fixed = set(self.grid) | {k for arm in self.arms.values() for k in arm}
+            clash = sorted(fixed & set(self.search.params))
+            if clash:
+                raise ValueError(f"search.params.{clash[0]}: also set by grid/arms; search it or fix it, not both")
+        if self.scheduler.name == "asha" and self.search is None:
+            # Stopping some seeds of a grid cell early would break the paired comparison.
+            raise ValueError("scheduler: asha stops search trials early and needs a search: block")
+        return self
+
+    @property
+    def search_metric(self) -> str:
+        return (self.search.metric if self.search and self.search.metric else None) or self.metric
+
+    @property
+    def search_mode(self) -> str:
+        return (self.search.mode if self.search and self.search.mode else None) or self.mode
+
+
+def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:
+    if not part:
+        raise ValueError(f"{where}: empty; name at least one grid key or `arm`")
+    for key, value in part.items():
+        if key not in coords or (key == "arm" and not coords["arm"]):
+            raise ValueError(f"{where}.{key}: not a grid key or `arm` (choose from {sorted(k for k, v in coords.items() if v)})")
+        if value not in coords[key]:
+            raise ValueError(f"{where}.{key}: {value!r} is not one of {coords[key]}")
+
+
+def parse_sweep(block: dict[str, Any] | None, source: str) -> SweepSpec:
+    """Validate a raw `sweep:` block; a missing block is one cell x one seed."""
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise SweepError(f"{source}: sweep: must be a mapping, got {type(block).__name__}")
+    try:
+        return SweepSpec.model_validate(block)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = msg.removeprefix("Value error, ")
+        where = f"sweep.{loc}" if loc else "sweep"
+        # Validators report `key: problem` for dict entries; fold the key into the location.
+        sep = "." if _starts_with_key(msg) else ": "
+        raise SweepError(f"{source}: {where}{sep}{msg}") from None
+
+
+def _starts_with_key(msg: str) -> bool:
+    head = msg.split(": ", 1)[0]
+    return ": " in msg and bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", head))

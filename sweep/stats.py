@@ -1,0 +1,67 @@
+"""Small-sample statistics for seeds: Student-t intervals and paired t-tests (scipy.stats).
+
+A sweep typically has 3-5 seeds per cell. With n = 3 the 95 % t multiplier is 4.30, so intervals
+are wide and the paired test has little power: read p-values as descriptive, and note that no
+correction for comparing many cells against one baseline is applied.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    n: int
+    mean: float
+    low: float  # NaN when n < 2: one seed says nothing about spread
+    high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def mean_ci(values: list[float] | np.ndarray, confidence: float = CONFIDENCE) -> MeanCI:
+    """Mean and Student-t confidence interval over seeds (NaN values are ignored)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return MeanCI(0, math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if n < 2:
+        return MeanCI(1, mean, math.nan, math.nan)
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * stats.sem(x))
+    return MeanCI(n, mean, mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    seeds: list[int]  # seeds where both cells finished
+    mean_diff: float  # cell - baseline
+    low: float
+    high: float
+    p_value: float  # two-sided paired t-test; NaN for n < 2 or when every difference is 0
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def paired_comparison(cell: dict[int, float], baseline: dict[int, float], confidence: float = CONFIDENCE) -> PairedComparison:
+    """Compare two cells seed by seed (the same seed = the same data order and initialisation)."""
+    seeds = sorted(s for s in cell if s in baseline and math.isfinite(cell[s]) and math.isfinite(baseline[s]))
+    a = np.array([cell[s] for s in seeds])
+    b = np.array([baseline[s] for s in seeds])
+    diff = mean_ci(a - b, confidence)
+    p = math.nan
+    if len(seeds) >= 2:
+        with np.errstate(divide="ignore", invalid="ignore"):  # constant differences: t = +-inf or NaN
+            p = float(stats.ttest_rel(a, b).pvalue)
+    return PairedComparison(seeds, diff.mean, diff.low, diff.high, p)

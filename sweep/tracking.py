@@ -1,0 +1,228 @@
+"""MLflow tracking of a sweep: one parent run per sweep, one child run per trial.
+
+All MLflow calls happen in the driver -- in a Ray Tune `Callback` -- never inside trials:
+
+- one writer, so a fresh sqlite store is never created concurrently by several trials (with
+  `setup_mlflow` in trials that races: "table ... already exists"), and trials on other machines
+  need no access to the tracking store;
+- the run of a trial is created when Tune first starts it and its id is kept in the sweep's
+  ledger, keyed by the Tune trial id: a retried or resumed trial logs into the same run and a
+  step (epoch) already logged is not logged again, so `--resume` never duplicates runs or points;
+- the end status follows the trial: FINISHED, or FAILED with the error in the `error` tag
+  (crash after all retries, or a non-finite loss); KILLED for trials cut off by Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+
+from sweep.ledger import FAILED, FINISHED, KILLED, RUNNING, Ledger
+from sweep.plan import SEARCH, TrialSpec, trial_config
+from sweep.spec import SweepError
+from sweep.trainable import TRIAL_ERROR
+
+log = logging.getLogger("sweep.tracking")
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_TUNE_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
+_MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
+
+
+def resolve_tracking_uri(configured: Optional[str]) -> str:
+    """sweep.mlflow.tracking_uri > env MLFLOW_TRACKING_URI > sqlite:///mlflow.db; a relative sqlite
+    path becomes absolute (the driver's cwd) so `--resume` from elsewhere finds the same store."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        uri = prefix + os.path.abspath(uri[len(prefix):])
+    is_file_store = uri.startswith("file:") or "://" not in uri
+    if is_file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        raise SweepError(
+            f"sweep.mlflow.tracking_uri: {uri}: mlflow 3 refuses the file store unless MLFLOW_ALLOW_FILE_STORE=true; "
+            f"use {DEFAULT_TRACKING_URI} or an MLflow server"
+        )
+    return uri
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parents[1])
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The trainer's numbers in a Tune result (Tune adds its own bookkeeping keys)."""
+    return {
+        k: float(v) for k, v in result.items()
+        if k not in _TUNE_KEYS and not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+class Tracker:
+    """Thin layer over `MlflowClient` for the runs of one sweep."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    @cached_property
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        return found.experiment_id if found else self.client.create_experiment(self.experiment)
+
+    def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run.info.run_id, params=items[i:i + 100])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def reopen(self, run_id: str) -> None:
+        self.client.update_run(run_id, status=RUNNING)
+
+    def end_run(self, run_id: str, status: str, error: Optional[str] = None) -> None:
+        if error:
+            self.client.log_batch(run_id, tags=[RunTag("error", error[:_MAX_TAG])])
+        self.client.set_terminated(run_id, status=status)
+
+    def log_files(self, run_id: str, paths: list[Path]) -> None:
+        for path in paths:
+            self.client.log_artifact(run_id, str(path))
+
+
+class TrackingCallback(tune.Callback):
+    """Mirrors trial events into the ledger and MLflow (driver side).
+
+    Ray Tune pickles its callbacks with the experiment and restores them on `Tuner.restore`; this
+    object therefore holds only plain settings, and all state lives in the ledger file.
+    """
+
+    def __init__(self, sweep_dir: str, tracking_uri: str, experiment: str, sweep_name: str) -> None:
+        self.sweep_dir = sweep_dir
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.sweep_name = sweep_name
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: self.__dict__[k] for k in ("sweep_dir", "tracking_uri", "experiment", "sweep_name")}
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.sweep_dir)
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.experiment)
+
+    # ---------------------------------------------------------------- Tune hooks
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self.ledger.trial(trial.trial_id)
+        if record is not None and record.get("mlflow_run_id"):
+            self.tracker.reopen(record["mlflow_run_id"])  # retry, or continued by --resume
+            self.ledger.update_trial(trial.trial_id, status=RUNNING, error=None, failure=None,
+                                     attempts=record.get("attempts", 0) + 1)
+            return
+        spec = TrialSpec.from_dict(trial.config["trial"])
+        params = dict(trial.config.get("params") or {})
+        cfg = trial_config(trial.config["base"], spec, params, trial.config["source"])
+        key = f"{spec.key}/{trial.trial_id}" if spec.phase == SEARCH else spec.key
+        tags = {
+            "mlflow.parentRunId": self.ledger.get("mlflow_parent_run_id"),
+            "sweep.name": self.sweep_name, "sweep.phase": spec.phase, "sweep.cell": spec.cell,
+            "sweep.arm": spec.arm or "", "sweep.seed": spec.seed, "sweep.trial_id": trial.trial_id,
+            "mlflow.source.git.commit": self.ledger.get("git_commit", "unknown"),
+            **{f"sweep.coord.{k}": v for k, v in spec.coords.items()},
+        }
+        config_dict = {k: v for k, v in cfg.to_dict().items() if k != "sweep"}
+        run_id = self.tracker.start_run(key, tags, flatten(config_dict))
+        self.tracker.client.log_text(run_id, yaml.safe_dump(config_dict, sort_keys=False), "config.yaml")
+        self.ledger.update_trial(
+            trial.trial_id, key=key, phase=spec.phase, cell=spec.cell, arm=spec.arm, coords=spec.coords,
+            seed=spec.seed, params=params, status=RUNNING, error=None, failure=None, attempts=1, mlflow_run_id=run_id,
+            tune_experiment=trial.experiment_dir_name, last_step=0, metrics={}, history=[],
+        )
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get(TRIAL_ERROR):
+            return  # the NaN marker of a non-finite loss, not an evaluation
+        record = self.ledger.trial(trial.trial_id)
+        metrics = trial_metrics(result)
+        step = int(metrics.get("epoch", result.get("training_iteration", 0)))
+        if record is None or step <= record.get("last_step", 0):
+            return  # already logged by an earlier attempt of this trial
+        self.tracker.log_metrics(record["mlflow_run_id"], metrics, step)
+        self.ledger.update_trial(trial.trial_id, last_step=step, metrics=metrics, history=[*record["history"], metrics])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = (trial.last_result or {}).get(TRIAL_ERROR)
+        self._finish(trial.trial_id, FAILED if error else FINISHED, error, "non_finite" if error else None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial.trial_id, FAILED, error_line(trial), "crash")
+
+    # ---------------------------------------------------------------- helpers
+
+    def _finish(self, trial_id: str, status: str, error: Optional[str], failure: Optional[str]) -> None:
+        record = self.ledger.update_trial(trial_id, status=status, error=error, failure=failure)
+        run_id = record.get("mlflow_run_id")
+        if run_id is None:
+            return  # failed before it ever started (e.g. could not be scheduled)
+        summary = {"status": status, "error": error, "final": record.get("metrics", {}), "history": record.get("history", [])}
+        self.tracker.client.log_text(run_id, json.dumps(summary, indent=1), "metrics.json")
+        self.tracker.end_run(run_id, status, error)
+
+
+def error_line(trial: Any) -> str:
+    """The last line of the trial's traceback, e.g. `DatasetError: data.num_classes: ...`."""
+    text = None
+    if trial.error_file and Path(trial.error_file).is_file():
+        text = Path(trial.error_file).read_text()
+    else:
+        text = trial.get_error()
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "trial failed without an error message"
+
+
+def mark_killed(ledger: Ledger, tracker: Tracker) -> int:
+    """After Ctrl-C: trials cut off mid-run become KILLED (ledger + MLflow) until `--resume`."""
+    killed = 0
+    for record in ledger.trials():
+        if record.get("status") == RUNNING:
+            ledger.update_trial(record["trial_id"], status=KILLED)
+            tracker.end_run(record["mlflow_run_id"], KILLED)
+            killed += 1
+    return killed

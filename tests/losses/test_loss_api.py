@@ -1,0 +1,115 @@
+"""build_loss / check_loss_config: the registry, the contract with the trainer, config errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dml_core.config import ExpansionConfig
+from dml_core.losses import LOSSES, BaseMetricLoss, build_loss, check_loss_config
+
+from conftest import NUM_CLASSES, PAIR_LOSSES, PROXY_LOSSES
+
+
+def test_registry_holds_the_eight_losses_with_their_family():
+    assert LOSSES.names() == sorted(PAIR_LOSSES + PROXY_LOSSES)
+    for name in PAIR_LOSSES:
+        assert LOSSES.get(name).family == "pair" and LOSSES.get(name).name == name
+    for name in PROXY_LOSSES:
+        assert LOSSES.get(name).family == "proxy" and LOSSES.get(name).name == name
+
+
+def test_build_loss_as_the_trainer_calls_it(pk_batch):
+    emb, labels = pk_batch(dtype=torch.float32)
+    for name in PAIR_LOSSES + PROXY_LOSSES:
+        loss = build_loss(name, num_classes=NUM_CLASSES, embedding_dim=16, expansion=ExpansionConfig().as_dict())
+        assert isinstance(loss, BaseMetricLoss)
+        loss.set_epoch(0, 10)
+        value = loss(emb, labels)
+        assert value.dim() == 0 and torch.isfinite(value)
+
+
+def test_proxy_losses_own_their_proxies():
+    loss = build_loss("proxy_anchor", num_classes=7, embedding_dim=12)
+    params = dict(loss.named_parameters())
+    assert list(params) == ["proxies"] and params["proxies"].shape == (7, 12)
+    assert list(build_loss("triplet", num_classes=7, embedding_dim=12).parameters()) == []
+
+
+def test_proxy_losses_need_sizes_and_valid_labels():
+    with pytest.raises(ValueError, match="needs num_classes and embedding_dim"):
+        build_loss("proxy_nca")
+    loss = build_loss("proxy_nca", num_classes=3, embedding_dim=4)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
+        loss(torch.randn(2, 4), torch.tensor([0, 3]))
+
+
+def test_expansion_none_or_name_none_is_the_plain_loss(pk_batch):
+    emb, labels = pk_batch()
+    values = [build_loss("multi_similarity", expansion=e)(emb, labels) for e in (None, {"name": "none"}, {})]
+    assert values[0] == values[1] == values[2]
+
+
+@pytest.mark.parametrize(
+    "name, params, expansion, message",
+    [
+        ("tripplet", {}, None, r"^loss\.name: unknown loss 'tripplet' \(did you mean 'triplet'\?\)"),
+        ("triplet", {"margni": 0.1}, None, r"^loss\.margni: unknown parameter \(did you mean 'margin'\?\); accepted: \['margin', 'mining'\]$"),
+        ("proxy_nca", {}, {"name": "ee"}, r"^expansion\.name: 'ee' needs a pair-based loss; proxy_nca is proxy-based$"),
+        ("proxy_anchor", {}, {"name": "ee", "n_inner_pts": 4}, r"^expansion\.name: 'ee' needs a pair-based loss"),
+        ("triplet", {}, {"name": "see", "center": "proxy"}, r"^expansion\.center: 'proxy' needs a proxy-based loss; triplet is pair-based"),
+        ("npair", {}, {"name": "see", "n_inner_pts": 3}, r"^expansion\.n_inner_pts: npair with SEE needs an even"),
+        ("triplet", {"mining": "hardest"}, None, r"^loss\.mining: must be one of \['batch_all', 'batch_hard', 'semi_hard'\]"),
+        ("triplet", {"margin": -0.1}, None, r"^loss\.margin: must be >= 0"),
+        ("multi_similarity", {"alpha": "two"}, None, r"^loss\.alpha: expected a number, got 'two'$"),
+        ("proxy_anchor", {"alpha": 0}, None, r"^loss\.alpha: must be > 0"),
+        ("proxy_anchor", {"num_classes": 5}, None, r"^loss\.num_classes: not a loss parameter"),
+        ("contrastive", {"expansion": {}}, None, r"^loss\.expansion: not a loss parameter; it comes from the expansion: block$"),
+        ("triplet", {}, {"name": "eee"}, r"^expansion\.name: Input should be 'none', 'ee' or 'see'"),
+        ("triplet", {}, {"name": "ee", "n_inner": 2}, r"^expansion\.n_inner: unknown key$"),
+    ],
+)
+def test_check_loss_config_errors_are_one_line_and_name_the_field(name, params, expansion, message):
+    with pytest.raises(ValueError, match=message) as info:
+        check_loss_config(name, params, expansion)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, params, expansion",
+    [
+        ("triplet", {"margin": 0.1, "mining": "semi_hard"}, {"name": "ee", "n_inner_pts": 8}),
+        ("proxy_anchor", {"alpha": 16}, {"name": "see", "n_inner_pts": 16}),
+        ("multi_similarity", {}, {"name": "see", "center": "auto"}),
+        ("proxy_nca", {}, {"name": "see", "center": "centroid"}),
+        ("npair", {}, {"name": "see", "n_inner_pts": 4}),
+        ("hphn_triplet", {"soft_margin": True}, None),
+        ("hphn_triplet", {"margin": "1e-5"}, None),  # YAML reads 1e-5 as a string
+    ],
+)
+def test_check_loss_config_accepts_valid_blocks(name, params, expansion):
+    check_loss_config(name, params, expansion)
+
+
+def test_see_needs_embedding_dim_of_n_plus_two():
+    with pytest.raises(ValueError, match=r"^expansion\.n_inner_pts: SEE with n_inner_pts=16 needs embedding_dim >= 18 \(got 8\)$"):
+        build_loss("proxy_anchor", num_classes=3, embedding_dim=8, expansion={"name": "see", "n_inner_pts": 16})
+
+
+def test_bad_input_shapes_are_reported(pk_batch):
+    emb, labels = pk_batch()
+    with pytest.raises(ValueError, match=r"triplet: expected embeddings \(B, D\) and labels \(B,\)"):
+        build_loss("triplet")(emb, labels[:-1])
+
+
+def test_npair_needs_row_pairs(pk_batch):
+    emb, labels = pk_batch(p=3, k=3)
+    with pytest.raises(ValueError, match=r"npair pairs rows \(2m, 2m\+1\) of one class, so K must be even"):
+        build_loss("npair")(emb, labels)
+
+
+def test_low_precision_embeddings_are_computed_in_float32(pk_batch):
+    emb, labels = pk_batch(dtype=torch.float32)
+    loss = build_loss("proxy_anchor", num_classes=NUM_CLASSES, embedding_dim=16)
+    value = loss(emb.bfloat16(), labels)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, loss(emb.bfloat16().float(), labels))
