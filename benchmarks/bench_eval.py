@@ -1,6 +1,7 @@
 """Benchmark `dml_core.evaluation` against pytorch-metric-learning and a bare faiss search.
 
     .venv/bin/python benchmarks/bench_eval.py --sizes 10000 60000 [--skip-pml] [--repeats 2]
+    .venv/bin/python benchmarks/bench_eval.py --sizes 60000 --ks 1 10 100 1000 --methods bare ours
 
 For each N: random L2-normalised 512-d embeddings, one random centre per class plus noise, about
 N/5 classes with labels drawn at random (so some classes hold a single point, as lone queries),
@@ -17,6 +18,8 @@ Methods:
 - ``pml-default`` AccuracyCalculator(k=None): the same, but searches all N - 1 neighbours.
 - ``ours-kmeans`` / ``pml-nmi``: NMI (and our F1) from faiss k-means, k = number of classes,
                   timed separately since it is a different cost (niter x N x classes x d).
+- ``kmeans-1iter`` k-means stopped after one iteration: the unit cost of an iteration (faiss
+                  stops early at convergence, which these synthetic classes reach quickly).
 Timings on a shared machine are noisy: with ``--repeats R`` the children alternate and the
 fastest run of each method counts.
 """
@@ -36,7 +39,6 @@ from typing import Any, Callable
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-KS = (1, 2, 4, 8)
 SHARED = {"recall_at_1": "precision_at_1", "map_at_r": "mean_average_precision_at_r", "r_precision": "r_precision"}
 PML_RETRIEVAL = tuple(SHARED.values())
 PML_SEED = 1234  # faiss.Kmeans' default seed, which PML does not override
@@ -53,9 +55,9 @@ def make_data(n: int, dim: int, class_ratio: int, spread: float, seed: int) -> t
     return x, labels
 
 
-def search_depth(labels: np.ndarray) -> int:
-    """k that `evaluate` searches: max(max K, max R) with R = class size - 1."""
-    return max(max(KS), int(np.bincount(labels).max()) - 1)
+def search_depth(labels: np.ndarray, ks: list[int]) -> int:
+    """k that `evaluate` searches: max(max K, max R) with R = class size - 1, capped at N - 1."""
+    return min(max(max(ks), int(np.bincount(labels).max()) - 1), len(labels) - 1)
 
 
 # ----------------------------------------------------------------------------- methods (run in children)
@@ -68,20 +70,30 @@ def run_bare(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str
 
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    index.search(x, search_depth(y) + 1)
+    index.search(x, search_depth(y, args.ks) + 1)
     return {}
 
 
 def run_ours(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     from dml_core.evaluation import evaluate
 
-    return evaluate(x, y, k=KS, clustering=False)
+    return evaluate(x, y, k=args.ks, clustering=False)
 
 
 def run_ours_kmeans(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     from dml_core.evaluation.clustering import clustering_metrics
 
     return clustering_metrics(x, y, niter=args.kmeans_iters, seed=PML_SEED)
+
+
+def run_kmeans_1iter(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    """One Lloyd iteration plus the final assignment: two N x classes searches, i.e. the price of
+    one iteration x 2. Faiss stops k-means early once the objective stops changing (these
+    synthetic classes converge in ~2 iterations), so this gives the worst case's unit cost."""
+    from dml_core.evaluation.clustering import kmeans_assign
+
+    kmeans_assign(x, len(np.unique(y)), niter=1, seed=PML_SEED)
+    return {}
 
 
 def _pml(k: Any, include: tuple[str, ...]) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
@@ -120,11 +132,12 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray, argparse.Namespace], dict[s
     "pml-mbc": run_pml_mbc,
     "pml-default": run_pml_default,
     "ours-kmeans": run_ours_kmeans,
+    "kmeans-1iter": run_kmeans_1iter,
     "pml-nmi": run_pml_nmi,
 }
 # Which methods' seconds are compared with which (retrieval vs the bare search; NMI vs NMI).
 RETRIEVAL = ("bare", "ours", "pml-mbc", "pml-default")
-CLUSTERING = ("ours-kmeans", "pml-nmi")
+CLUSTERING = ("ours-kmeans", "pml-nmi", "kmeans-1iter")
 
 
 def child_main(method: str, data: Path, args: argparse.Namespace) -> None:
@@ -135,8 +148,7 @@ def child_main(method: str, data: Path, args: argparse.Namespace) -> None:
         import dml_core.evaluation  # noqa: F401
     if method.startswith("pml"):
         import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
-    with np.load(data) as f:
-        x, y = f["x"], f["y"]
+    x, y = np.load(data / "x.npy"), np.load(data / "y.npy")  # .npy loads without a transient copy
     floor_mib = _peak_mib()
     start = time.perf_counter()
     metrics = METHODS[method](x, y, args)
@@ -151,6 +163,7 @@ def _peak_mib() -> float:
 # ----------------------------------------------------------------------------- parent
 def run_child(method: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", method, str(data), "--kmeans-iters", str(args.kmeans_iters)]
+    cmd += ["--ks", *map(str, args.ks)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if proc.returncode != 0:
@@ -173,12 +186,14 @@ def skip_reason(method: str, n: int, args: argparse.Namespace) -> str | None:
 
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
     x, y = make_data(n, args.dim, args.class_ratio, args.spread, args.seed)
-    data = workdir / f"emb_{n}.npz"
-    np.savez(data, x=x, y=y)
+    data = workdir / f"n{n}"
+    data.mkdir()
+    np.save(data / "x.npy", x)
+    np.save(data / "y.npy", y)
     counts = np.bincount(y)
     print(
         f"\n=== N={n:,}, d={args.dim}, {np.count_nonzero(counts):,} classes (size 1..{counts.max()}, "
-        f"{np.sum(counts == 1)} lone), search k = {search_depth(y)} (+1 self), k-means k = "
+        f"{np.sum(counts == 1)} lone), K = {args.ks}, search k = {search_depth(y, args.ks)} (+1 self), k-means k = "
         f"{np.count_nonzero(counts)}, {args.kmeans_iters} iterations",
         flush=True,
     )
@@ -218,7 +233,7 @@ def report(results: dict[str, dict[str, Any]]) -> None:
             continue
         base = "ours-kmeans" if method in CLUSTERING else "ours"
         vs_bare = f"{res['seconds'] / seconds('bare'):.2f}x" if method in RETRIEVAL and seconds("bare") else ""
-        vs_ours = f"{res['seconds'] / seconds(base):.2f}x" if seconds(base) and method != "load-only" else ""
+        vs_ours = f"{res['seconds'] / seconds(base):.2f}x" if seconds(base) and method not in ("load-only", "kmeans-1iter") else ""
         own = res["peak_mib"] - res["floor_mib"]
         print(f"  {method:<12} {res['seconds']:>9.2f} {vs_bare:>8} {vs_ours:>8} {res['peak_mib']:>9.0f} {own:>16.0f}")
 
@@ -238,6 +253,7 @@ def main() -> None:
     parser.add_argument("--class-ratio", type=int, default=5, help="N / number of classes")
     parser.add_argument("--spread", type=float, default=2.5, help="noise scale around class centres")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="Recall@K list")
     parser.add_argument("--kmeans-iters", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs per method; fastest counts")
     parser.add_argument("--skip-pml", action="store_true")

@@ -11,7 +11,9 @@ SEE runs at the last epoch of 100 (threshold type 1 -> t = 0.4, so 51 of 128 sam
 its most expensive point. Steps are interleaved (every repeat times every configuration once,
 in a rotating order) so drift in machine speed hits all of them alike. Two ratios are printed:
 the whole-step median ratio, and a less noisy estimate from timing the loss alone (forward +
-backward on fixed embeddings, many runs): 1 + (loss_time - baseline_loss_time) / baseline_step.
+backward on fixed embeddings, fastest of 50 interleaved runs): 1 + (loss_time - baseline_loss_time) /
+fastest baseline step. Targets are judged on the latter: on a shared 2-core machine the step time
+itself varies by more than the 2-5 % being measured.
 
     python benchmarks/bench_expansion.py [--repeats N] [--threads T]
 """
@@ -79,19 +81,22 @@ def step_time(model: Net, loss: nn.Module, opt: torch.optim.Optimizer, x: torch.
     return time.perf_counter() - t0
 
 
-def loss_time(loss: nn.Module, emb: torch.Tensor, y: torch.Tensor, runs: int) -> float:
-    times = []
+def loss_times(losses: dict[str, nn.Module], emb: torch.Tensor, y: torch.Tensor, runs: int) -> dict[str, float]:
+    """Fastest forward + backward of each loss alone, the configurations interleaved per run."""
+    times: dict[str, list[float]] = {label: [] for label in losses}
     for _ in range(runs):
-        e = emb.detach().requires_grad_()
-        t0 = time.perf_counter()
-        loss(e, y).backward()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for label, loss in losses.items():
+            e = emb.detach().requires_grad_()
+            t0 = time.perf_counter()
+            loss(e, y).backward()
+            times[label].append(time.perf_counter() - t0)
+    # Other processes only ever add time; the minimum is the work itself.
+    return {label: min(t) for label, t in times.items()}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=6, help="timed steps per configuration")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -107,11 +112,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         c.label: torch.optim.Adam([*model.parameters(), *losses[c.label].parameters()], lr=1e-6)
         for c in CASES
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {P}x{K}, {IMAGE}px, resnet18 + {DIM}-d head")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"batch {P}x{K}, {IMAGE}px, resnet18 + {DIM}-d head")
 
     for c in CASES:  # warm-up: allocator, oneDNN kernels, Adam state
-        for _ in range(2):
-            step_time(model, losses[c.label], opts[c.label], x, y)
+        step_time(model, losses[c.label], opts[c.label], x, y)
     steps: dict[str, list[float]] = {c.label: [] for c in CASES}
     for r in range(args.repeats):
         order = CASES[r % len(CASES):] + CASES[: r % len(CASES)]
@@ -120,19 +125,22 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     with torch.no_grad():
         emb = model(x)
-    loss_s = {c.label: loss_time(losses[c.label], emb, y, runs=30) for c in CASES}
+    loss_s = loss_times(losses, emb, y, runs=50)
     step_med = {k: statistics.median(v) for k, v in steps.items()}
+    step_min = {k: min(v) for k, v in steps.items()}
 
-    print(f"\n{'configuration':<16}{'step s':>9}{'step ratio':>12}{'loss ms':>10}{'loss-based':>12}{'target':>9}")
+    print(f"\n{'configuration':<16}{'step min s':>11}{'median s':>10}{'median ratio':>14}"
+          f"{'loss ms':>9}{'loss-based':>12}  target")
     for c in CASES:
-        base = step_med[c.baseline]
-        step_ratio = step_med[c.label] / base
-        loss_ratio = 1 + (loss_s[c.label] - loss_s[c.baseline]) / base
+        step_ratio = step_med[c.label] / step_med[c.baseline]
+        # Against the fastest baseline step: the most conservative (largest) overhead estimate.
+        loss_ratio = 1 + (loss_s[c.label] - loss_s[c.baseline]) / step_min[c.baseline]
         target = ""
         if c.target is not None:
             ok = "ok" if loss_ratio <= c.target else "MISSED"
             target = f"<={c.target:.2f} {ok}"
-        print(f"{c.label:<16}{step_med[c.label]:>9.3f}{step_ratio:>11.3f}x{1e3 * loss_s[c.label]:>10.2f}{loss_ratio:>11.3f}x  {target}")
+        print(f"{c.label:<16}{step_min[c.label]:>11.3f}{step_med[c.label]:>10.3f}{step_ratio:>13.3f}x"
+              f"{1e3 * loss_s[c.label]:>9.2f}{loss_ratio:>11.3f}x  {target}")
     spread = max(statistics.pstdev(v) / statistics.mean(v) for v in steps.values())
     print(f"\nstep-time noise: up to {100 * spread:.1f}% relative std over {args.repeats} repeats; "
           "targets are judged on the loss-based ratio, which that noise does not blur")

@@ -9,7 +9,7 @@ Layout of a sweep directory::
 
     plan.json      the expanded plan (cells, seeds, baseline, metric) -- static
     ledger.json    this file: {"meta": {...}, "trials": {trial_id: record}}
-    search-000/    Ray Tune experiment of the search phase of cell 0 (if any)
+    search/        Ray Tune experiment of the search phase (if any; all cells)
     final/         Ray Tune experiment of the final phase (cells x seeds)
     trials.parquet, cells.parquet, report.md, plot_*.png   written by sweep/report.py
 """
@@ -64,6 +64,15 @@ class Ledger:
         data = self._load()
         record = data["trials"].setdefault(trial_id, {"trial_id": trial_id})
         record.update(fields)
+        self._save(data)
+        return record
+
+    def move_trial(self, old_id: str, new_id: str) -> dict[str, Any]:
+        """Re-key a record (Tune re-created the trial under a new id)."""
+        data = self._load()
+        record = data["trials"].pop(old_id)
+        record["trial_id"] = new_id
+        data["trials"][new_id] = record
         self._save(data)
         return record
 

@@ -6,10 +6,10 @@
 With a `search:` block the sweep has two phases, because Optuna's TPE sampler cannot also walk a
 grid (OptunaSearch rejects `grid_search`) and because a search needs its own validation data:
 
-1. search: per cell, `num_samples` Optuna TPE trials on the first seed, each trained on the
-   training classes minus a held-out fraction (`data.holdout`) and scored on those held-out
-   classes -- never on the test classes (Musgrave et al., "A Metric Learning Reality Check",
-   ECCV 2020);
+1. search: per cell, `num_samples` Optuna TPE trials on the first seed (one study per cell, see
+   `sweep.search`), each trained on the training classes minus a held-out fraction
+   (`data.holdout`) and scored on those held-out classes -- never on the test classes (Musgrave
+   et al., "A Metric Learning Reality Check", ECCV 2020);
 2. final: per cell, the best searched parameters re-run for every seed on the full training
    classes and scored on the test split. Only final trials enter the statistics.
 
@@ -88,8 +88,13 @@ def reference_cell(cell: Cell, cells: list[Cell], baseline: dict[str, Any]) -> O
 
     Among the cells matching `baseline`, keep those that agree with `cell` on every coordinate in
     which the baseline cells differ. `{arm: none}` with a pinned `none` arm gives that one cell for
-    everybody; `{expansion.n_inner_pts: 0}` with arms gives each arm its own n = 0 cell.
+    everybody; `{expansion.n_inner_pts: 0}` with arms gives each arm its own n = 0 cell;
+    `{arm: {ee: ms}}` compares the cells of arm `ee` with those of arm `ms` only.
     """
+    if isinstance(baseline.get("arm"), dict):
+        if cell.arm not in baseline["arm"]:
+            return None
+        baseline = {**baseline, "arm": baseline["arm"][cell.arm]}
     if cell.matches(baseline):
         return None
     candidates = [c for c in cells if c.matches(baseline)]
@@ -109,7 +114,8 @@ class TrialSpec:
     arm: Optional[str]
     coords: dict[str, Any]
     seed: int
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # the cell's settings (+ search holdout)
+    params: dict[str, Any] = field(default_factory=dict)  # searched values chosen for a final trial
 
     @property
     def key(self) -> str:
@@ -124,8 +130,11 @@ class TrialSpec:
 
 
 def trial_config(base: dict[str, Any], trial: TrialSpec, params: dict[str, Any] | None, source: str) -> ExperimentConfig:
-    """The validated experiment config of one trial: base + cell + searched params + seed."""
-    overrides = {**trial.overrides, **(params or {}), "seed": trial.seed}
+    """The validated experiment config of one trial: base + cell + searched params + seed.
+
+    `params` are the values Optuna sampled for a search trial; a final trial carries its cell's
+    best values in `trial.params`."""
+    overrides = {**trial.overrides, **trial.params, **(params or {}), "seed": trial.seed}
     return config_from_dict(apply_overrides(base, overrides), f"{source} [{trial.key}]")
 
 
@@ -175,10 +184,10 @@ class SweepPlan:
         return TrialSpec(SEARCH, cell.id, cell.arm, dict(cell.coords), self.seeds[0], overrides)
 
     def final_trials(self, best_params: dict[str, dict[str, Any]] | None = None) -> list[TrialSpec]:
-        """Cells x seeds; `best_params[cell_id]` (from the search phase) joins each cell's overrides."""
+        """Cells x seeds; `best_params[cell_id]` (from the search phase) is applied to each cell."""
         best_params = best_params or {}
         return [
-            TrialSpec(FINAL, c.id, c.arm, dict(c.coords), seed, {**c.overrides, **best_params.get(c.id, {})})
+            TrialSpec(FINAL, c.id, c.arm, dict(c.coords), seed, dict(c.overrides), dict(best_params.get(c.id, {})))
             for c in self.cells
             for seed in self.seeds
         ]

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
-from sweep.stats import CONFIDENCE, MeanCI, mean_ci, paired_comparison
+from sweep.stats import CONFIDENCE, MeanCI, mean_ci, paired_comparison, t_multiplier
 
 _SUMMARY_ORDER = ("map_at_r", "r_precision", "nmi", "f1", "loss", "time_s")
 
@@ -92,11 +92,15 @@ def trials_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dic
         row = {"key": r.get("key"), "phase": r.get("phase"), "cell": r.get("cell"), "arm": r.get("arm")}
         row |= {axis: (r.get("coords") or {}).get(axis) for axis in plan["axes"]}
         row |= {"seed": r.get("seed"), "status": r.get("status"), "error": r.get("error"), "attempts": r.get("attempts"),
-                "epochs": r.get("metrics", {}).get("epoch"), "params": json.dumps(r.get("params") or {}, sort_keys=True)}
+                "epochs": _int_or_none(r.get("metrics", {}).get("epoch")), "params": json.dumps(r.get("params") or {}, sort_keys=True)}
         row |= {m: r.get("metrics", {}).get(m) for m in metrics}
         row |= {"trial_id": r.get("trial_id"), "mlflow_run_id": r.get("mlflow_run_id")}
         rows.append(row)
     return rows
+
+
+def _int_or_none(x: Any) -> Optional[int]:
+    return None if x is None else int(x)
 
 
 def cell_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -173,10 +177,12 @@ def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], plots: 
 
     comparisons = [r for r in comparison_rows(plan, records) if r["metric"] == metric]
     if plan.get("baseline"):
+        n = len(plan["seeds"])
+        caveat = (f"With {n} seeds the interval is the mean difference ± {t_multiplier(n):.2f} standard errors: wide, "
+                  "and the test has little power" if n >= 2 else "With one seed there is no interval and no test")
         out += [f"## Paired comparison with the baseline {plan['baseline']} on `{metric}`", "",
                 "Differences are cell - baseline, paired by seed; p from a two-sided paired t-test "
-                "(`scipy.stats.ttest_rel`). With few seeds the intervals are wide (t multiplier 4.30 for n = 3) "
-                "and the test has little power; p-values are not corrected for the number of cells compared.", ""]
+                f"(`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the number of cells compared.", ""]
         out += [_md_table(["cell", "baseline", "n", "mean diff", f"{CONFIDENCE:.0%} CI", "p"],
                           [[c["cell"], c["baseline"], c["n"], _f(c["mean_diff"]), f"[{_f(c['ci_low'])}, {_f(c['ci_high'])}]",
                             _f(c["p_value"], 3)] for c in comparisons]), ""]

@@ -25,7 +25,7 @@ import shlex
 
 from sweep.ledger import KILLED
 from sweep.plan import load_plan
-from sweep.runner import default_sweep_dir, run_sweep
+from sweep.runner import default_sweep_dir, ray_address, run_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def available_resources(address: str | None) -> tuple[float, float]:
     if address or os.environ.get("RAY_ADDRESS"):
         import ray
 
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
         res = ray.cluster_resources()
         return res.get("CPU", 0.0), res.get("GPU", 0.0)
     import torch

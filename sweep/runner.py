@@ -1,6 +1,6 @@
-"""Runs a `SweepPlan` on Ray Tune: the search phase (per cell), then the final phase.
+"""Runs a `SweepPlan` on Ray Tune: the search phase (if any), then the final phase.
 
-Each phase is one Ray Tune experiment inside the sweep directory (`search-000`, ..., `final`).
+Each phase is one Ray Tune experiment inside the sweep directory (`search/`, `final/`).
 Resuming (`--resume`) walks the same phases: a phase the ledger marks complete is skipped, an
 interrupted one is continued with `Tuner.restore` (unfinished trials resume from their last
 checkpoint; finished ones are never re-run; errored ones are kept as failed unless
@@ -24,10 +24,12 @@ from sweep.spec import SweepError
 
 log = logging.getLogger("sweep")
 
-# Tune snapshots its experiment state at most every 10 s by default; a driver killed in between
-# may lose the completion of a trial (it would then re-run from its last checkpoint, and the ledger
-# keeps MLflow free of duplicates). Snapshot more often: the state of a sweep is small.
+# Tune snapshots its experiment state every 10 s by default (and at every trial checkpoint, since
+# `num_to_keep` is set); a driver killed in between may lose the end of a trial, which then re-runs
+# from its last checkpoint (the ledger keeps MLflow free of duplicates). The state of a sweep is
+# small: snapshot often, and silence Tune's warning about exactly that.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 class SweepInterrupted(Exception):
@@ -79,12 +81,6 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id  # the default embeds the whole config in the folder name
 
 
-def _interrupted(results: Any, expected: int) -> bool:
-    """Tune returns normally after Ctrl-C; trials that neither ended nor errored show it."""
-    unfinished = [r for r in results if r.error is None and not (r.metrics or {}).get("done")]
-    return len(results) < expected or bool(unfinished)
-
-
 class SweepRunner:
     def __init__(self, plan: SweepPlan, sweep_dir: Path, ledger: Ledger, tracking_uri: str, experiment: str,
                  *, resume: bool = False, retry_failed: bool = False, verbose: int = 1) -> None:
@@ -97,26 +93,26 @@ class SweepRunner:
         self.sweep_dir, self.ledger = sweep_dir, ledger
         self.resume, self.retry_failed, self.verbose = resume, retry_failed, verbose
         res = self.spec.resources_per_trial
-        self.trainable = tune.with_resources(run_trial, {"cpu": res.cpu, "gpu": res.gpu})
-        self.callback = TrackingCallback(str(sweep_dir), tracking_uri, experiment, plan.name)
+        # The base config travels once through Ray's object store, not inside every trial's config.
+        bound = tune.with_parameters(run_trial, base=plan.base, source=plan.source,
+                                     metrics=tuple({self.spec.metric, self.spec.search_metric}))
+        self.trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
+        self.callback = TrackingCallback(str(sweep_dir), tracking_uri, experiment, plan.name, plan.base, plan.source)
 
     # ---------------------------------------------------------------- phases
 
     def run(self) -> None:
         best: dict[str, dict[str, Any]] = {}
         if self.spec.search:
-            for i, cell in enumerate(self.plan.cells):
-                self._run_phase(f"{SEARCH}-{i:03d}", self._search_tuner, cell, expected=self.spec.search.num_samples)
-                chosen = self._best_params(cell)
-                if chosen is not None:
-                    best[cell.id] = chosen
+            self._run_phase(SEARCH, self._search_tuner(), expected=self.plan.num_search_trials)
+            best = {cell.id: p for cell in self.plan.cells if (p := self._best_params(cell)) is not None}
         trials = self.plan.final_trials(best)
         if self.spec.search:
             trials = self._drop_unsearched(trials, best)
         if trials:
-            self._run_phase(FINAL, self._final_tuner, trials, expected=len(trials))
+            self._run_phase(FINAL, self._final_tuner(trials), expected=len(trials))
 
-    def _run_phase(self, name: str, make_tuner: Any, arg: Any, expected: int) -> None:
+    def _run_phase(self, name: str, new_tuner: Any, expected: int) -> None:
         from ray import tune
 
         if self.ledger.phase_done(name) and not (self.retry_failed and self._has_crashes(name)):
@@ -127,11 +123,23 @@ class SweepRunner:
                 str(path), self.trainable, resume_unfinished=True, resume_errored=False, restart_errored=self.retry_failed
             )
         else:
-            tuner = make_tuner(name, arg)
-        results = tuner.fit()
-        if _interrupted(results, expected):
+            tuner = new_tuner(name)
+        tuner.fit()
+        # Tune returns normally after Ctrl-C, and a restored ResultGrid cannot tell finished trials
+        # from interrupted ones; the ledger can: every trial of the phase must have ended.
+        ended = [r for r in self.ledger.trials() if r.get("tune_experiment") == name and r.get("status") in (FINISHED, FAILED)]
+        if len(ended) < expected:
             raise SweepInterrupted(name)
+        self._close_orphans(name)
         self.ledger.mark_phase_done(name)
+
+    def _close_orphans(self, phase: str) -> None:
+        """Search samples started just before a driver was killed, and lost from Tune's state with
+        it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
+        for r in self.ledger.trials():
+            if r.get("tune_experiment") == phase and r.get("status") not in (FINISHED, FAILED):
+                self.ledger.update_trial(r["trial_id"], status=KILLED, error="lost with a killed driver; replaced by a new sample")
+                self.callback.tracker.end_run(r["mlflow_run_id"], KILLED, "lost with a killed driver")
 
     def _has_crashes(self, phase: str) -> bool:
         return any(r.get("tune_experiment") == phase and r.get("status") == FAILED and r.get("failure") == "crash"
@@ -149,42 +157,38 @@ class SweepRunner:
             verbose=self.verbose,
         )
 
-    def _param_space(self, metric: str) -> dict[str, Any]:
-        return {"base": self.plan.base, "source": self.plan.source, "metric": metric}
-
-    def _final_tuner(self, name: str, trials: list[TrialSpec]) -> Any:
+    def _final_tuner(self, trials: list[TrialSpec]) -> Any:
         from ray import tune
 
-        space = {**self._param_space(self.spec.metric), "trial": tune.grid_search([t.to_dict() for t in trials])}
+        space = {"trial": tune.grid_search([t.to_dict() for t in trials])}
         config = tune.TuneConfig(
             num_samples=1, max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True,
             trial_dirname_creator=_trial_dirname,
         )
-        return tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
+        return lambda name: tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
 
-    def _search_tuner(self, name: str, cell: Cell) -> Any:
+    def _search_tuner(self) -> Any:
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search.optuna import OptunaSearch
 
-        search = self.spec.search
-        space = {
-            **self._param_space(self.spec.search_metric),
-            "trial": self.plan.search_trial(cell).to_dict(),
-            "params": {key: _domain(p) for key, p in search.params.items()},
-        }
+        from sweep.search import PerCellASHA, PerCellSearch
+
+        spec, search = self.spec, self.spec.search
+        metric, mode = spec.search_metric, spec.search_mode
+        searcher = PerCellSearch(
+            {cell.id: self.plan.search_trial(cell).to_dict() for cell in self.plan.cells},
+            search.params, search.num_samples, metric, mode, seed=self.plan.seeds[0],
+        )
         scheduler = None
-        if self.spec.scheduler.name == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="epoch", max_t=self.plan.max_epochs, grace_period=self.spec.scheduler.grace_period,
-                reduction_factor=self.spec.scheduler.reduction_factor,
+        if spec.scheduler.name == "asha":
+            scheduler = PerCellASHA(
+                metric, mode, time_attr="epoch", max_t=self.plan.max_epochs,
+                grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor,
             )
         config = tune.TuneConfig(
-            search_alg=OptunaSearch(seed=self.plan.seeds[0]), scheduler=scheduler, num_samples=search.num_samples,
-            metric=self.spec.search_metric, mode=self.spec.search_mode,
-            max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True, trial_dirname_creator=_trial_dirname,
+            search_alg=searcher, scheduler=scheduler, num_samples=self.plan.num_search_trials, metric=metric, mode=mode,
+            max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True, trial_dirname_creator=_trial_dirname,
         )
-        return tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
+        return lambda name: tune.Tuner(self.trainable, tune_config=config, run_config=self._run_config(name))
 
     # ---------------------------------------------------------------- search results
 
@@ -221,16 +225,10 @@ class SweepRunner:
         return kept
 
 
-def _domain(p: Any) -> Any:
-    from ray import tune
-
-    if p.type == "loguniform":
-        return tune.loguniform(p.low, p.high)
-    if p.type == "uniform":
-        return tune.uniform(p.low, p.high)
-    if p.type == "int":
-        return tune.randint(int(p.low), int(p.high) + 1)  # Tune's upper bound is exclusive
-    return tune.choice(p.choices)
+def ray_address(address: Optional[str]) -> str:
+    """--address > $RAY_ADDRESS > a new local instance. Plain `ray.init()` would attach to any Ray
+    instance already running on this machine (another user's, or a stale one), so say "local"."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
@@ -245,7 +243,7 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     ledger = prepare_sweep_dir(plan, sweep_dir, resume)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
     available = ray.cluster_resources()
     plan.check_resources(available.get("CPU", 0.0), available.get("GPU", 0.0))
 

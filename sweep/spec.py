@@ -196,7 +196,8 @@ class SweepSpec(_Strict):
     max_failures: int = Field(2, ge=0, description="retries of a crashing trial")
     # The reference cell(s) for paired comparisons: a partial cell, e.g. `{arm: none}` or
     # `{expansion.n_inner_pts: 0}`; each cell is compared to the matching cell that agrees with it
-    # on every other coordinate that the baseline cells vary in.
+    # on every other coordinate that the baseline cells vary in. `arm` may also map each arm to its
+    # own reference arm, e.g. `{arm: {ee: ms, see: pa}}` (EE against its loss alone, SEE likewise).
     baseline: Optional[dict[str, Any]] = None
     metric: str = "recall_at_1"
     mode: Literal["max", "min"] = "max"
@@ -279,6 +280,11 @@ def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], wher
     for key, value in part.items():
         if key not in coords or (key == "arm" and not coords["arm"]):
             raise ValueError(f"{where}.{key}: not a grid key or `arm` (choose from {sorted(k for k, v in coords.items() if v)})")
+        if key == "arm" and isinstance(value, dict) and where == "baseline":
+            bad = next((a for a in [*value, *value.values()] if a not in coords["arm"]), None)
+            if bad is not None:
+                raise ValueError(f"{where}.arm: {bad!r} is not one of the arms {coords['arm']}")
+            continue
         if value not in coords[key]:
             raise ValueError(f"{where}.{key}: {value!r} is not one of {coords[key]}")
 

@@ -27,6 +27,11 @@ class MeanCI:
         return (self.high - self.low) / 2
 
 
+def t_multiplier(n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the interval in standard errors, e.g. 4.30 for n = 3 at 95 %."""
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1))
+
+
 def mean_ci(values: list[float] | np.ndarray, confidence: float = CONFIDENCE) -> MeanCI:
     """Mean and Student-t confidence interval over seeds (NaN values are ignored)."""
     x = np.asarray(values, dtype=float)
@@ -37,7 +42,7 @@ def mean_ci(values: list[float] | np.ndarray, confidence: float = CONFIDENCE) ->
     mean = float(x.mean())
     if n < 2:
         return MeanCI(1, mean, math.nan, math.nan)
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * stats.sem(x))
+    half = t_multiplier(n, confidence) * float(stats.sem(x))
     return MeanCI(n, mean, mean - half, mean + half)
 
 

@@ -97,7 +97,14 @@ class Tracker:
     @cached_property
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
-        return found.experiment_id if found else self.client.create_experiment(self.experiment)
+        if found:
+            return found.experiment_id
+        # With a sqlite store, keep artifacts beside the database (not in whatever cwd the sweep
+        # started from); `mlflow ui --backend-store-uri sqlite:///...` then shows them as they are.
+        location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            location = Path(self.tracking_uri[len("sqlite:///"):]).parent.joinpath("mlartifacts").as_uri()
+        return self.client.create_experiment(self.experiment, artifact_location=location)
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
@@ -130,14 +137,19 @@ class TrackingCallback(tune.Callback):
     object therefore holds only plain settings, and all state lives in the ledger file.
     """
 
-    def __init__(self, sweep_dir: str, tracking_uri: str, experiment: str, sweep_name: str) -> None:
+    _SETTINGS = ("sweep_dir", "tracking_uri", "experiment", "sweep_name", "base", "source")
+
+    def __init__(self, sweep_dir: str, tracking_uri: str, experiment: str, sweep_name: str, base: dict[str, Any],
+                 source: str) -> None:
         self.sweep_dir = sweep_dir
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.sweep_name = sweep_name
+        self.base = base  # to log each trial's resolved config
+        self.source = source
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: self.__dict__[k] for k in ("sweep_dir", "tracking_uri", "experiment", "sweep_name")}
+        return {k: self.__dict__[k] for k in self._SETTINGS}  # not the cached client or ledger
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -150,15 +162,19 @@ class TrackingCallback(tune.Callback):
     # ---------------------------------------------------------------- Tune hooks
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.ledger.trial(trial.trial_id)
+        self._open(trial)
+
+    def _open(self, trial: Any) -> None:
+        record = self.ledger.trial(trial.trial_id) or self._adopt(trial)
         if record is not None and record.get("mlflow_run_id"):
             self.tracker.reopen(record["mlflow_run_id"])  # retry, or continued by --resume
             self.ledger.update_trial(trial.trial_id, status=RUNNING, error=None, failure=None,
                                      attempts=record.get("attempts", 0) + 1)
             return
         spec = TrialSpec.from_dict(trial.config["trial"])
-        params = dict(trial.config.get("params") or {})
-        cfg = trial_config(trial.config["base"], spec, params, trial.config["source"])
+        sampled = trial.config.get("params")
+        cfg = trial_config(self.base, spec, sampled, self.source)
+        params = {**spec.params, **(sampled or {})}  # searched values (sampled, or the cell's best)
         key = f"{spec.key}/{trial.trial_id}" if spec.phase == SEARCH else spec.key
         tags = {
             "mlflow.parentRunId": self.ledger.get("mlflow_parent_run_id"),
@@ -176,6 +192,19 @@ class TrackingCallback(tune.Callback):
             tune_experiment=trial.experiment_dir_name, last_step=0, metrics={}, history=[],
         )
 
+    def _adopt(self, trial: Any) -> Optional[dict[str, Any]]:
+        """A final trial that Tune re-created under a new id -- its creation was not yet in Tune's
+        state snapshot when the driver was killed -- continues the record and MLflow run of its
+        key (cell + seed), so the table and MLflow keep one entry per trial."""
+        spec = TrialSpec.from_dict(trial.config["trial"])
+        if spec.phase == SEARCH:
+            return None  # search trials are samples, not keys: a lost one is re-drawn
+        old = next((r for r in self.ledger.trials() if r.get("key") == spec.key and r.get("mlflow_run_id")), None)
+        if old is None:
+            return None
+        self.tracker.client.set_tag(old["mlflow_run_id"], "sweep.trial_id", trial.trial_id)
+        return self.ledger.move_trial(old["trial_id"], trial.trial_id)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(TRIAL_ERROR):
             return  # the NaN marker of a non-finite loss, not an evaluation
@@ -192,6 +221,8 @@ class TrackingCallback(tune.Callback):
         self._finish(trial.trial_id, FAILED if error else FINISHED, error, "non_finite" if error else None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.ledger.trial(trial.trial_id) is None:
+            self._open(trial)  # it failed to start (e.g. its actor could not be created)
         self._finish(trial.trial_id, FAILED, error_line(trial), "crash")
 
     # ---------------------------------------------------------------- helpers

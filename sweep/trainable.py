@@ -50,12 +50,14 @@ class _TuneReporter:
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """Tune entry point. `config` = {"base", "source", "metric", "trial"[, "params"]} (see runner)."""
+def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metrics: tuple[str, ...]) -> None:
+    """Tune entry point, bound by `tune.with_parameters` to the sweep's base config, its source
+    (for messages) and the metrics Tune ranks by. `config` = {"trial": TrialSpec dict} plus, in the
+    search phase, {"params": dotted key -> sampled value}."""
     from dml_core.training import NonFiniteLossError, fit  # late: keeps `import sweep` light
 
     trial = TrialSpec.from_dict(config["trial"])
-    cfg = trial_config(config["base"], trial, config.get("params"), config["source"])
+    cfg = trial_config(base, trial, config.get("params"), source)
     reporter = _TuneReporter()
     with tempfile.TemporaryDirectory(prefix="dml-trial-") as work:
         resume = None
@@ -68,4 +70,4 @@ def run_trial(config: dict[str, Any]) -> None:
             fit(cfg, out_dir=Path(work) / "run", report=reporter, resume=resume)
         except NonFiniteLossError as e:
             reason = str(e) if "non-finite loss" in str(e) else f"non-finite loss: {e}"
-            tune.report({config["metric"]: float("nan"), "epoch": reporter.last_epoch + 1, TRIAL_ERROR: reason})
+            tune.report({**{m: float("nan") for m in metrics}, "epoch": reporter.last_epoch + 1, TRIAL_ERROR: reason})

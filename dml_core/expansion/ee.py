@@ -28,9 +28,11 @@ input matrix, i.e. EE with n = 0 is the plain loss. The paper phrases the set as
 
 Cost. The synthetic points are never materialised for mining: every candidate similarity is
 a bilinear form in the 2 x 2 Gram blocks of two pairs, so the search runs on the B x B Gram
-matrix without autograd and reads (n + 2)^2 B^2 / 4 numbers (at most (n + 1)^2 B^2 for
-n >= 1; 4.7 M floats = 19 MB at B = 128, n = 32). Only the B^2 selected values are then
-recomputed with autograd, so the backward pass costs O(B^2), whatever n is.
+matrix without autograd. Its memory grows with (n + 2)^2 B^2 / 4 numbers, which is at most
+(n + 1)^2 B^2 (4.7 M floats = 19 MB at B = 128, n = 32), and it holds nothing of size d.
+Only the B^2 selected values are then recomputed with autograd, so the backward pass costs
+O(B^2), whatever n is. Explicit generation + a full distance matrix would instead cost
+(n + 1)^2 B^2 d multiply-adds forward and again backward.
 """
 from __future__ import annotations
 
@@ -108,6 +110,11 @@ def _pair_blocks(gram: Tensor) -> tuple[Tensor, Tensor]:
     return blocks, blocks.diagonal(dim1=0, dim2=1).permute(2, 0, 1)
 
 
+def _outer(x: Tensor, y: Tensor) -> Tensor:
+    """Batched outer product of the last dimension: (..., a) x (..., b) -> (..., a, b)."""
+    return x.unsqueeze(-1) * y.unsqueeze(-2)
+
+
 def _interior(index: Tensor, n: int) -> Tensor:
     return (index > 0) & (index <= n)
 
@@ -175,9 +182,11 @@ def _selected_values(
     blocks, own = _pair_blocks(gram)
     cross = blocks[:, None, :, None].expand(p, 2, p, 2, 2, 2).reshape(b, b, 2, 2)
     own_rows = own[:, None].expand(p, 2, 2, 2).reshape(b, 2, 2)
-    inner = torch.einsum("ija,ijab,ijb->ij", c_row, cross, c_col)
-    sq_row = torch.einsum("ija,iab,ijb->ij", c_row, own_rows, c_row)
-    sq_col = torch.einsum("ija,jab,ijb->ij", c_col, own_rows, c_col)
+    # Bilinear forms c^T G c written as elementwise products: einsum would turn them into
+    # B^2 tiny matrix products.
+    inner = (_outer(c_row, c_col) * cross).sum((-2, -1))
+    sq_row = (_outer(c_row, c_row) * own_rows[:, None]).sum((-2, -1))
+    sq_col = (_outer(c_col, c_col) * own_rows[None, :]).sum((-2, -1))
     if l2_norm:
         scale_row = torch.where(_interior(k_star, n), sq_row.clamp_min(MIN_SQUARED_DISTANCE).rsqrt(), 1.0)
         scale_col = torch.where(_interior(l_star, n), sq_col.clamp_min(MIN_SQUARED_DISTANCE).rsqrt(), 1.0)

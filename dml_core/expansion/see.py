@@ -64,8 +64,7 @@ def spherical_expansion(
     r = z - M and u1 = r / ||r||, point k is ``p_k = M + ||r|| * sum_j W[k, j] b_j`` where W is
     the (n+1)-point simplex (`mmd_centers`) and b = (u1, g_1, ..., g_n) an orthonormal basis
     orthogonal to w: the g_j are random directions Gram-Schmidt-orthogonalised against
-    {w, u1, earlier g} (done by a QR factorisation, with signs fixed so the first two columns
-    are +w and +u1). Row 0 of W reproduces z and is dropped. The simplex's last coordinate is
+    {w, u1, earlier g} (by a QR factorisation). Row 0 of W reproduces z and is dropped. The simplex's last coordinate is
     zero, so g_n does not move the points; it is drawn to keep the reference's d >= n + 2.
 
     Invariants: ||p_k|| = 1, p_k.w = c, <p_a, p_b> = c^2 - (1 - c^2)/n, mean(z, p_1..p_n) = M.
@@ -87,9 +86,9 @@ def spherical_expansion(
     r_norm = torch.linalg.vector_norm(r, dim=-1, keepdim=True)
     with torch.no_grad():
         noise = torch.randn((num, d, n), generator=generator, device=z.device, dtype=z.dtype)
-        q, upper = torch.linalg.qr(torch.cat([w.detach().unsqueeze(-1), r.detach().unsqueeze(-1), noise], dim=-1))
-        sign = torch.sign(torch.diagonal(upper, dim1=-2, dim2=-1))
-        q = q * torch.where(sign == 0, torch.ones_like(sign), sign).unsqueeze(-2)
+        # QR = Gram-Schmidt of the columns [w, r, noise]; the signs QR picks don't matter for
+        # random directions, and u1 itself is taken from r below.
+        q, _ = torch.linalg.qr(torch.cat([w.detach().unsqueeze(-1), r.detach().unsqueeze(-1), noise], dim=-1))
         directions = q[..., 2:]  # (N, d, n), orthonormal, orthogonal to w and r
     simplex = mmd_centers(n + 1, n + 1)[1:].to(z)  # (n, n+1)
     # ||r|| * W[k,0] * u1 = W[k,0] * r: no division by ||r||, so z = w stays differentiable.

@@ -1,14 +1,11 @@
 """Pairwise matrices, label masks and masked reductions shared by every loss."""
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from dml_core.expansion.ee import MIN_SQUARED_DISTANCE
-
-Metric = Literal["distance", "similarity"]
+# One definition of the matrix kinds and the distance clip, shared with EE's mining.
+from dml_core.expansion.ee import MIN_SQUARED_DISTANCE, Metric
 
 
 def pairwise_distance(x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -113,3 +113,14 @@ def test_low_precision_embeddings_are_computed_in_float32(pk_batch):
     value = loss(emb.bfloat16(), labels)
     assert value.dtype == torch.float32
     torch.testing.assert_close(value, loss(emb.bfloat16().float(), labels))
+
+
+@pytest.mark.parametrize("mining", ["batch_all", "semi_hard"])
+def test_triplet_cube_blocks_do_not_change_the_value(pk_batch, monkeypatch, mining):
+    import dml_core.losses.triplet as triplet
+
+    emb, labels = pk_batch(p=6, k=4, d=8)
+    whole = build_loss("triplet", mining=mining)(emb, labels)
+    monkeypatch.setattr(triplet, "_CUBE_BUDGET", 24 * 24 * 5)  # blocks of 5 anchors
+    torch.testing.assert_close(build_loss("triplet", mining=mining)(emb, labels), whole)
+    assert whole > 0

@@ -1,0 +1,128 @@
+"""Seed statistics and the report, on known numbers (no Ray, no training)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats as sps
+
+from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger, write_json_atomic
+from sweep.plan import load_plan
+from sweep.report import main as report_main
+from sweep.report import write_report
+from sweep.stats import mean_ci, paired_comparison, t_multiplier
+from sweep_testlib import REPO_ROOT, write_yaml
+
+
+def test_mean_ci_student_t_on_known_numbers() -> None:
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    # By hand: mean 2.5, s = 1.2910, sem = 0.6455, t(0.975, 3) = 3.1824 -> 2.5 +- 2.0543.
+    assert ci.n == 4 and ci.mean == 2.5
+    assert ci.half_width == pytest.approx(2.0543, abs=1e-4)
+    low, high = sps.t.interval(0.95, 3, loc=2.5, scale=sps.sem([1, 2, 3, 4]))
+    assert (ci.low, ci.high) == pytest.approx((low, high), abs=1e-12)
+    assert t_multiplier(3) == pytest.approx(4.3027, abs=1e-4)
+
+
+def test_mean_ci_small_and_missing() -> None:
+    one = mean_ci([0.7])
+    assert (one.n, one.mean) == (1, 0.7) and math.isnan(one.low) and math.isnan(one.high)
+    assert mean_ci([]).n == 0 and math.isnan(mean_ci([]).mean)
+    assert mean_ci([0.5, float("nan"), 0.7]).n == 2  # a failed seed's NaN is not a value
+
+
+def test_paired_comparison_matches_scipy_ttest_rel() -> None:
+    cell = {0: 0.80, 1: 0.82, 2: 0.79, 3: 0.85, 9: 0.99}  # seed 9 has no partner: dropped
+    base = {0: 0.78, 1: 0.80, 2: 0.80, 3: 0.81, 4: 0.50}
+    c = paired_comparison(cell, base)
+    assert c.seeds == [0, 1, 2, 3]
+    # Differences 0.02, 0.02, -0.01, 0.04: mean 0.0175, sd 0.020616, t = 1.6977 on 3 df.
+    assert c.mean_diff == pytest.approx(0.0175)
+    t = 0.0175 / (np.std([0.02, 0.02, -0.01, 0.04], ddof=1) / 2)
+    assert t == pytest.approx(1.6977, abs=1e-4)
+    assert c.p_value == pytest.approx(2 * sps.t.sf(t, 3), rel=1e-9)
+    assert c.p_value == pytest.approx(sps.ttest_rel([0.80, 0.82, 0.79, 0.85], [0.78, 0.80, 0.80, 0.81]).pvalue, rel=1e-12)
+    assert c.p_value == pytest.approx(0.188, abs=1e-3)
+    half = sps.t.ppf(0.975, 3) * np.std([0.02, 0.02, -0.01, 0.04], ddof=1) / 2
+    assert (c.low, c.high) == pytest.approx((0.0175 - half, 0.0175 + half))
+
+
+def test_paired_comparison_needs_two_pairs() -> None:
+    c = paired_comparison({0: 0.9, 1: float("nan")}, {0: 0.8, 1: 0.7})
+    assert c.n == 1 and c.mean_diff == pytest.approx(0.1) and math.isnan(c.p_value) and math.isnan(c.low)
+
+
+def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
+    """A finished sweep's directory, written by hand: 3 cells x 3 seeds, one trial failed."""
+    sweep = {"grid": {"expansion.n_inner_pts": [0, 2, 4]}, "arms": {"ee": {"expansion.name": "ee"}},
+             "seeds": [0, 1, 2], "baseline": {"expansion.n_inner_pts": 0}}
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    write_json_atomic(sweep_dir / PLAN_FILE, plan.to_json())
+    ledger = Ledger(sweep_dir)
+    recall = {("arm=ee,expansion.n_inner_pts=0", 0): 0.60, ("arm=ee,expansion.n_inner_pts=0", 1): 0.62,
+              ("arm=ee,expansion.n_inner_pts=0", 2): 0.61,
+              ("arm=ee,expansion.n_inner_pts=2", 0): 0.66, ("arm=ee,expansion.n_inner_pts=2", 1): 0.65,
+              ("arm=ee,expansion.n_inner_pts=2", 2): 0.69,
+              ("arm=ee,expansion.n_inner_pts=4", 0): 0.64, ("arm=ee,expansion.n_inner_pts=4", 2): 0.66}
+    for t in plan.final_trials():
+        metrics = {"epoch": 2.0, "recall_at_1": recall[(t.cell, t.seed)], "map_at_r": recall[(t.cell, t.seed)] / 2} \
+            if (t.cell, t.seed) in recall else {}
+        failed = not metrics
+        ledger.update_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
+                            params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
+                            error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics, history=[metrics])
+    return sweep_dir, recall
+
+
+def test_report_tables_statistics_and_plot(tmp_path: Path) -> None:
+    sweep_dir, recall = _fake_sweep(tmp_path)
+    files = write_report(sweep_dir)
+    names = {f.name for f in files}
+    assert {"report.md", "trials.parquet", "cells.parquet", "comparisons.parquet", "plot_expansion.n_inner_pts.png"} <= names
+
+    trials = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
+    assert len(trials) == 9
+    failed = [r for r in trials if r["status"] == FAILED]
+    assert [(r["key"], r["error"], r["attempts"]) for r in failed] == [
+        ("arm=ee,expansion.n_inner_pts=4/seed=1", "RuntimeError: CUDA out of memory", 3)]
+    assert failed[0]["recall_at_1"] is None
+    assert {r["expansion.n_inner_pts"] for r in trials} == {0, 2, 4}
+
+    cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
+    four = cells[("arm=ee,expansion.n_inner_pts=4", "recall_at_1")]
+    assert four["n"] == 2 and four["mean"] == pytest.approx(0.65)
+    low, high = sps.t.interval(0.95, 1, loc=0.65, scale=sps.sem([0.64, 0.66]))
+    assert (four["ci_low"], four["ci_high"]) == pytest.approx((low, high))
+
+    comps = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "comparisons.parquet").to_pylist()}
+    assert {c for c, _ in comps} == {"arm=ee,expansion.n_inner_pts=2", "arm=ee,expansion.n_inner_pts=4"}
+    two = comps[("arm=ee,expansion.n_inner_pts=2", "recall_at_1")]
+    assert two["baseline"] == "arm=ee,expansion.n_inner_pts=0" and json.loads(two["seeds"]) == [0, 1, 2]
+    assert two["p_value"] == pytest.approx(sps.ttest_rel([0.66, 0.65, 0.69], [0.60, 0.62, 0.61]).pvalue)
+    assert comps[("arm=ee,expansion.n_inner_pts=4", "recall_at_1")]["n"] == 2  # the failed seed drops its pair
+
+    md = (sweep_dir / "report.md").read_text()
+    assert "RuntimeError: CUDA out of memory" in md
+    assert "| arm=ee,expansion.n_inner_pts=2 | 0.6667 ± " in md
+    assert "1.5 standard errors" not in md and "4.30 standard errors" in md  # n = 3 seeds
+    png = sweep_dir / "plot_expansion.n_inner_pts.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_report_command_on_a_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep_dir, _ = _fake_sweep(tmp_path)
+    proc = subprocess.run([sys.executable, "sweep/report.py", str(sweep_dir)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "## Paired comparison with the baseline" in proc.stdout
+    assert (sweep_dir / "trials.parquet").is_file()
+    assert report_main([str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err

@@ -1,0 +1,222 @@
+"""Real sweeps on digits with the real trainer: Ray Tune (2 CPUs), MLflow (sqlite), the report.
+
+One grid sweep (module fixture) holds a healthy ablation plus two broken cells that fail for real
+reasons: a learning rate of 1e30 makes the contrastive loss NaN at its second step, and asking
+for 1000 of digits' 5 training classes makes the dataset raise in every attempt. The resume test
+interrupts the same sweep (Ctrl-C on the command) and checks that `--resume` ends with the same
+table. The search test runs the two-phase grid x Optuna sweep.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from sweep.ledger import FAILED, FINISHED, KILLED
+from sweep.plan import load_plan
+from sweep.runner import SweepOutcome, run_sweep
+from sweep_testlib import REPO_ROOT, write_yaml
+
+pytestmark = pytest.mark.slow
+
+GRID_SWEEP: dict[str, Any] = {
+    "grid": {"model.embedding_dim": [8, 16]},
+    "arms": {
+        "ms": {},
+        "nan": {"loss.name": "contrastive", "optimizer.lr": 1.0e30, "model.embedding_dim": 8},
+        "crash": {"data.num_classes": 1000, "model.embedding_dim": 8},
+    },
+    "seeds": [0, 1],
+    "baseline": {"arm": "ms", "model.embedding_dim": 8},
+    "max_failures": 1,
+}
+EPOCHS = 2
+
+
+def ledger(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in json.loads((sweep_dir / "ledger.json").read_text())["trials"].values()}
+
+
+def runs_of(tracking_uri: str, experiment: str) -> tuple[Any, list[Any]]:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 1, "one parent run per sweep"
+    return parents[0], [r for r in runs if r.data.tags.get("sweep.role") != "parent"]
+
+
+def steps(tracking_uri: str, run_id: str, metric: str = "recall_at_1") -> list[int]:
+    return [m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, metric)]
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(ray_local: None, tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepOutcome]:
+    tmp = tmp_path_factory.mktemp("grid")
+    path = write_yaml(tmp / "grid.yaml", {**GRID_SWEEP, "name": "grid", "mlflow": {"tracking_uri": tracking_uri}})
+    return path, run_sweep(load_plan(path), tmp / "sweep", verbose=0)
+
+
+def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, SweepOutcome], tracking_uri: str) -> None:
+    _, outcome = grid_sweep
+    assert outcome.status == FINISHED
+    table = {r["key"]: r for r in pq.read_table(outcome.sweep_dir / "trials.parquet").to_pylist()}
+    assert len(table) == 4 * 2
+    ok = [r for r in table.values() if r["arm"] == "ms"]
+    assert {r["status"] for r in ok} == {FINISHED} and {r["epochs"] for r in ok} == {EPOCHS}
+    assert all(0 < r["recall_at_1"] <= 1 for r in ok)
+
+    # NaN loss: failed with its reason, and not retried (it is the config, not bad luck).
+    for seed in (0, 1):
+        nan = table[f"arm=nan,model.embedding_dim=8/seed={seed}"]
+        assert (nan["status"], nan["attempts"]) == (FAILED, 1)
+        assert "non-finite loss" in nan["error"] and nan["recall_at_1"] is None
+    # A crash is retried max_failures times, then failed with the exception's last line.
+    for seed in (0, 1):
+        crash = table[f"arm=crash,model.embedding_dim=8/seed={seed}"]
+        assert (crash["status"], crash["attempts"]) == (FAILED, 2)
+        assert "DatasetError: data.num_classes: 1000 exceeds the 5 training classes" in crash["error"]
+
+    # Statistics: over the two seeds of each healthy cell; the comparison pairs them by seed.
+    cells = {(r["cell"], r["metric"]): r for r in pq.read_table(outcome.sweep_dir / "cells.parquet").to_pylist()}
+    for dim in (8, 16):
+        cell = f"arm=ms,model.embedding_dim={dim}"
+        values = [table[f"{cell}/seed={s}"]["recall_at_1"] for s in (0, 1)]
+        assert cells[(cell, "recall_at_1")]["mean"] == pytest.approx(sum(values) / 2)
+    comps = {r["cell"]: r for r in pq.read_table(outcome.sweep_dir / "comparisons.parquet").to_pylist()
+             if r["metric"] == "recall_at_1"}
+    assert comps["arm=ms,model.embedding_dim=16"]["n"] == 2
+    assert comps["arm=nan,model.embedding_dim=8"]["n"] == 0
+    assert (outcome.sweep_dir / "plot_model.embedding_dim.png").is_file()
+
+    # MLflow: one parent, one child per trial under it, statuses and errors as in the table.
+    parent, children = runs_of(tracking_uri, "grid")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    by_key = {r.info.run_name: r for r in children}
+    assert set(by_key) == set(table)
+    for key, row in table.items():
+        run = by_key[key]
+        assert run.info.run_id == row["mlflow_run_id"]
+        assert run.info.status == row["status"]
+        assert run.data.tags["sweep.seed"] == str(row["seed"]) and run.data.tags["sweep.cell"] == row["cell"]
+        assert run.data.tags["sweep.phase"] == "final" and "mlflow.source.git.commit" in run.data.tags
+        assert run.data.params["model.embedding_dim"] == str(row["model.embedding_dim"])
+        if row["status"] == FINISHED:
+            assert steps(tracking_uri, run.info.run_id) == [1, 2]
+            assert run.data.metrics["recall_at_1"] == pytest.approx(row["recall_at_1"])
+        else:
+            assert run.data.tags["error"] == row["error"]
+    client = MlflowClient(tracking_uri)
+    first = by_key["arm=ms,model.embedding_dim=8/seed=0"].info.run_id
+    assert {a.path for a in client.list_artifacts(first)} == {"config.yaml", "metrics.json"}
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "trials.parquet", "plot_model.embedding_dim.png", "sweep.yaml"} <= parent_files
+
+
+def test_existing_sweep_dir_needs_resume(grid_sweep: tuple[Path, SweepOutcome]) -> None:
+    path, outcome = grid_sweep
+    with pytest.raises(ValueError, match="a sweep already exists here; add --resume"):
+        run_sweep(load_plan(path), outcome.sweep_dir, verbose=0)
+    with pytest.raises(ValueError, match="was started from a different sweep definition"):
+        run_sweep(load_plan(path, ["sweep.seeds=[0]"]), outcome.sweep_dir, resume=True, verbose=0)
+
+
+@pytest.mark.timeout(400)
+def test_interrupted_sweep_resumes_to_the_same_table(grid_sweep: tuple[Path, SweepOutcome], tracking_uri: str,
+                                                      tmp_path: Path) -> None:
+    path, reference = grid_sweep
+    out, log = tmp_path / "sweep", tmp_path / "run.log"
+    name = ["--set", "sweep.name=resumed"]
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "sweep/run.py", str(path), *name, "--out", str(out)],
+                                cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not ((out / "ledger.json").is_file() and any(r["status"] == FINISHED for r in ledger(out).values())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "continue with: python sweep/run.py" in log.read_text()
+    before = ledger(out)
+    done_before = {k: r for k, r in before.items() if r["status"] in (FINISHED, FAILED)}
+    assert 1 <= len(done_before) < 8
+    cut_off = [r for r in before.values() if r["status"] == KILLED]
+    parent, children = runs_of(tracking_uri, "resumed")
+    assert parent.info.status == KILLED
+    assert {r.info.status for r in children if r.info.run_id in {c["mlflow_run_id"] for c in cut_off}} <= {KILLED}
+
+    outcome = run_sweep(load_plan(path, [name[1]]), out, resume=True, verbose=0)  # = `--resume`, in-process
+    assert outcome.status == FINISHED
+    after = ledger(out)
+    # Trials that had ended were not run again: same record, same MLflow run, one Tune result per epoch.
+    for key, record in done_before.items():
+        assert after[key] == record
+        if record["status"] == FINISHED:
+            result_lines = (out / "final" / record["trial_id"] / "result.json").read_text().splitlines()
+            assert len(result_lines) == EPOCHS
+
+    # The same table as the uninterrupted sweep (the trainer is deterministic given the seed).
+    table = {r["key"]: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
+    expected = {r["key"]: r for r in pq.read_table(reference.sweep_dir / "trials.parquet").to_pylist()}
+    assert set(table) == set(expected)
+    for key, row in expected.items():
+        assert table[key]["status"] == row["status"], key
+        assert table[key]["error"] == row["error"], key
+        for metric in ("recall_at_1", "map_at_r", "loss"):
+            assert table[key][metric] == pytest.approx(row[metric], abs=1e-6), (key, metric)
+
+    # MLflow: still one parent and exactly one child per trial, no step logged twice.
+    parent, children = runs_of(tracking_uri, "resumed")
+    assert parent.info.status == FINISHED
+    assert sorted(r.info.run_name for r in children) == sorted(table)
+    for run in children:
+        assert run.info.status == table[run.info.run_name]["status"]
+        if run.info.status == FINISHED:
+            assert steps(tracking_uri, run.info.run_id) == [1, 2]
+
+
+def test_grid_with_search_runs_two_phases(ray_local: None, tracking_uri: str, tmp_path: Path) -> None:
+    sweep = {
+        "name": "searched", "grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1],
+        "search": {"params": {"optimizer.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2}},
+                   "num_samples": 2, "holdout": 0.4},
+        "scheduler": {"name": "asha", "grace_period": 1},
+        "mlflow": {"tracking_uri": tracking_uri},
+    }
+    outcome = run_sweep(load_plan(write_yaml(tmp_path / "s.yaml", sweep)), tmp_path / "sweep", verbose=0)
+    assert outcome.status == FINISHED
+    records = ledger(outcome.sweep_dir).values()
+    search = [r for r in records if r["phase"] == "search"]
+    final = [r for r in records if r["phase"] == "final"]
+    assert len(search) == 2 * 2 and len(final) == 2 * 2
+    assert {r["status"] for r in records} == {FINISHED}
+    _, children = runs_of(tracking_uri, "searched")
+    params = {r.data.tags["sweep.trial_id"]: r.data.params for r in children}
+    for cell in ("model.embedding_dim=8", "model.embedding_dim=16"):
+        tried = [r for r in search if r["cell"] == cell]
+        lrs = [r["params"]["optimizer.lr"] for r in tried]
+        assert len(set(lrs)) == 2 and all(1e-3 <= lr <= 1e-2 for lr in lrs), lrs  # Optuna sampled the range
+        assert {r["seed"] for r in tried} == {0}
+        for r in tried:  # searched on held-out training classes
+            assert params[r["trial_id"]]["data.holdout"] == "0.4"
+        best = max(tried, key=lambda r: r["metrics"]["recall_at_1"])
+        reruns = [r for r in final if r["cell"] == cell]
+        assert sorted(r["seed"] for r in reruns) == [0, 1]
+        for r in reruns:  # the cell's best value, on the test split
+            assert r["params"] == best["params"]
+            assert params[r["trial_id"]]["optimizer.lr"] == str(best["params"]["optimizer.lr"])
+            assert params[r["trial_id"]]["data.holdout"] == "None"
+    assert "## Search (per cell, on held-out training classes)" in (outcome.sweep_dir / "report.md").read_text()
