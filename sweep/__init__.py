@@ -1,0 +1,13 @@
+"""Benchmark sweeps over `dml_core` experiments: Ray Tune + Optuna + MLflow.
+
+    spec.py      the typed `sweep:` block of an experiment YAML
+    plan.py      grid x arms x seeds (+ search) -> cells and trials; dry-run printing (no Ray)
+    search.py    one Optuna study and one set of ASHA brackets per grid cell
+    trainable.py the Ray Tune function around `dml_core.training.fit`
+    tracking.py  MLflow: parent run per sweep, child run per trial, from a driver-side callback
+    ledger.py    the sweep directory's record of trials, runs and phases (resume, report)
+    runner.py    the search and final phases on Ray Tune, resume, failure handling
+    stats.py     Student-t intervals and paired t-tests over seeds
+    report.py    tables, markdown and plots; `python sweep/report.py <sweep dir>`
+    run.py       the command: `python sweep/run.py experiments/<name>.yaml`
+"""

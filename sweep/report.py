@@ -153,65 +153,65 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], plots: list[Path]) -> str:
-    metric = plan["metric"]
-    metrics = summary_metrics(records)
-    final = [r for r in records if r.get("phase") == FINAL]
-    counts = defaultdict(int)
+def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any], plots: list[Path]) -> str:
+    counts: dict[str, int] = defaultdict(int)
     for r in records:
-        counts[r.get("status")] += 1
+        counts[str(r.get("status"))] += 1
     out = [f"# Sweep `{plan['name']}`", "",
-           f"Source: `{plan['source']}`; seeds {plan['seeds']}; primary metric `{metric}` ({plan['mode']}).",
-           "Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: str(kv[0]))) + ".", ""]
-
-    shown = [m for m in metrics if m.startswith("recall_at_")][:2] + [m for m in ("map_at_r", "nmi") if m in metrics]
-    shown = [metric] + [m for m in shown if m != metric] if metric in metrics else shown
-    out += [f"## Per cell: mean ± {CONFIDENCE:.0%} Student-t interval over seeds (final phase)", ""]
-    rows = []
-    for cell in _cells(plan):
-        row = [cell.id]
-        for m in shown:
-            row.append(_ci_text(mean_ci(list(_by_seed(final, cell.id, m).values()))))
-        rows.append(row)
-    out += [_md_table(["cell", *shown], rows), ""]
-
-    comparisons = [r for r in comparison_rows(plan, records) if r["metric"] == metric]
+           f"Source: `{plan['source']}`; seeds {plan['seeds']}; primary metric `{plan['metric']}` ({plan['mode']}).",
+           "Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
+    out += _cells_section(plan, records)
     if plan.get("baseline"):
-        n = len(plan["seeds"])
-        caveat = (f"With {n} seeds the interval is the mean difference ± {t_multiplier(n):.2f} standard errors: wide, "
-                  "and the test has little power" if n >= 2 else "With one seed there is no interval and no test")
-        out += [f"## Paired comparison with the baseline {plan['baseline']} on `{metric}`", "",
-                "Differences are cell - baseline, paired by seed; p from a two-sided paired t-test "
-                f"(`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the number of cells compared.", ""]
-        out += [_md_table(["cell", "baseline", "n", "mean diff", f"{CONFIDENCE:.0%} CI", "p"],
-                          [[c["cell"], c["baseline"], c["n"], _f(c["mean_diff"]), f"[{_f(c['ci_low'])}, {_f(c['ci_high'])}]",
-                            _f(c["p_value"], 3)] for c in comparisons]), ""]
-
+        out += _comparison_section(plan, records)
     if plan.get("search"):
-        out += ["## Search (per cell, on held-out training classes)", ""]
-        rows = []
-        for cell in _cells(plan):
-            tried = [r for r in records if r.get("phase") == SEARCH and r.get("cell") == cell.id]
-            ok = [r for r in tried if r.get("status") == FINISHED and metric_value(r, plan) is not None]
-            best = max(ok, key=lambda r: metric_value(r, plan) * (1 if plan["mode"] == "max" else -1), default=None)
-            rows.append([cell.id, f"{len(ok)}/{len(tried)}", json.dumps(best["params"]) if best else "-",
-                         _f(metric_value(best, plan)) if best else "-"])
-        out += [_md_table(["cell", "finished", "best params", "search metric"], rows), ""]
-
+        out += _search_section(plan, records, best)
     if plots:
         out += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-
-    out += ["## Trials", ""]
-    rows = [[r["key"], r["phase"], r["status"], _f(r.get(metric)), r["epochs"] if r["epochs"] is not None else "-",
-             r["params"] if r["params"] != "{}" else "", (r["error"] or "")[:200]] for r in trials_rows(plan, records)]
-    out += [_md_table(["trial", "phase", "status", metric, "epochs", "params", "error"], rows), ""]
+    out += _trials_section(plan, records)
     return "\n".join(out)
 
 
-def metric_value(record: Optional[dict[str, Any]], plan: dict[str, Any]) -> Optional[float]:
-    search_metric = (plan.get("search") or {}).get("metric") or plan["metric"]
-    value = (record or {}).get("metrics", {}).get(search_metric)
-    return value if value is not None and math.isfinite(value) else None
+def _cells_section(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    metric, metrics = plan["metric"], summary_metrics(records)
+    shown = [m for m in metrics if m.startswith("recall_at_")][:2] + [m for m in ("map_at_r", "nmi") if m in metrics]
+    shown = [metric] + [m for m in shown if m != metric] if metric in metrics else shown
+    rows = [[cell.id] + [_ci_text(mean_ci(list(_by_seed(records, cell.id, m).values()))) for m in shown]
+            for cell in _cells(plan)]
+    return [f"## Per cell: mean ± {CONFIDENCE:.0%} Student-t interval over seeds (final phase)", "",
+            _md_table(["cell", *shown], rows), ""]
+
+
+def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    metric, n = plan["metric"], len(plan["seeds"])
+    caveat = (f"With {n} seeds the interval is the mean difference ± {t_multiplier(n):.2f} standard errors: wide, "
+              "and the test has little power" if n >= 2 else "With one seed there is no interval and no test")
+    rows = [[c["cell"], c["baseline"], c["n"], _f(c["mean_diff"]), f"[{_f(c['ci_low'])}, {_f(c['ci_high'])}]", _f(c["p_value"], 3)]
+            for c in comparison_rows(plan, records) if c["metric"] == metric]
+    return [f"## Paired comparison with the baseline {plan['baseline']} on `{metric}`", "",
+            "Differences are cell - baseline, paired by seed; p from a two-sided paired t-test "
+            f"(`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the number of cells compared.", "",
+            _md_table(["cell", "baseline", "n", "mean diff", f"{CONFIDENCE:.0%} CI", "p"], rows), ""]
+
+
+def _search_section(plan: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any]) -> list[str]:
+    """What the search chose per cell (the runner's choice, kept in the ledger)."""
+    rows = []
+    for cell in _cells(plan):
+        tried = [r for r in records if r.get("phase") == SEARCH and r.get("cell") == cell.id]
+        finished = sum(r.get("status") == FINISHED for r in tried)
+        chosen = best.get(cell.id)
+        rows.append([cell.id, f"{finished}/{len(tried)}", json.dumps(chosen["params"]) if chosen else "-",
+                     _f(chosen["value"]) if chosen else "-"])
+    metric = (plan["search"] or {}).get("metric") or plan["metric"]
+    return ["## Search (per cell, on held-out training classes)", "",
+            _md_table(["cell", "finished", "best params", f"{metric} (held-out)"], rows), ""]
+
+
+def _trials_section(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    metric = plan["metric"]
+    rows = [[r["key"], r["phase"], r["status"], _f(r.get(metric)), "-" if r["epochs"] is None else r["epochs"],
+             "" if r["params"] == "{}" else r["params"], (r["error"] or "")[:200]] for r in trials_rows(plan, records)]
+    return ["## Trials", "", _md_table(["trial", "phase", "status", metric, "epochs", "params", "error"], rows), ""]
 
 
 # --------------------------------------------------------------------------- plots
@@ -238,9 +238,10 @@ def plot_axes(plan: dict[str, Any], records: list[dict[str, Any]], out_dir: Path
             if ci.n:
                 lines[label].append((values.index(json.dumps(cell.get(axis))), ci))
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label, points in lines.items():
+        for i, (label, points) in enumerate(lines.items()):
             points.sort(key=lambda p: p[0])
-            xs = [p[0] for p in points]
+            dodge = 0.05 * (i - (len(lines) - 1) / 2)  # lines sharing an x stay visible
+            xs = [p[0] + dodge for p in points]
             ys = [p[1].mean for p in points]
             err = [0.0 if math.isnan(p[1].half_width) else p[1].half_width for p in points]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
@@ -249,7 +250,7 @@ def plot_axes(plan: dict[str, Any], records: list[dict[str, Any]], out_dir: Path
         ax.set_ylabel(f"{metric} (mean ± {CONFIDENCE:.0%} CI, {len(plan['seeds'])} seeds)")
         ax.set_title(plan["name"])
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
+        if set(lines) != {metric}:
             ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / f"plot_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
@@ -275,7 +276,7 @@ def write_report(sweep_dir: str | Path) -> list[Path]:
             files.append(path)
     plots = plot_axes(plan, records, sweep_dir)
     md = sweep_dir / "report.md"
-    md.write_text(render_markdown(plan, records, plots))
+    md.write_text(render_markdown(plan, records, Ledger(sweep_dir).get("best", {}), plots))
     return [md, *files, *plots]
 
 

@@ -24,14 +24,6 @@ from sweep.spec import SweepError
 
 log = logging.getLogger("sweep")
 
-# Tune snapshots its experiment state every 10 s by default (and at every trial checkpoint, since
-# `num_to_keep` is set); a driver killed in between may lose the end of a trial, which then re-runs
-# from its last checkpoint (the ledger keeps MLflow free of duplicates). The state of a sweep is
-# small: snapshot often, and silence Tune's warning about exactly that.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
 class SweepInterrupted(Exception):
     """Ctrl-C (or a lost driver loop) stopped a phase before all its trials ended."""
 
@@ -79,6 +71,12 @@ def prepare_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
 
 def _trial_dirname(trial: Any) -> str:
     return trial.trial_id  # the default embeds the whole config in the folder name
+
+
+def _trial_name(trial: Any) -> str:
+    """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`."""
+    spec = TrialSpec.from_dict(trial.config["trial"])
+    return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
 
 
 class SweepRunner:
@@ -163,7 +161,7 @@ class SweepRunner:
         space = {"trial": tune.grid_search([t.to_dict() for t in trials])}
         config = tune.TuneConfig(
             num_samples=1, max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True,
-            trial_dirname_creator=_trial_dirname,
+            trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_name,
         )
         return lambda name: tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
 
@@ -187,6 +185,7 @@ class SweepRunner:
         config = tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=self.plan.num_search_trials, metric=metric, mode=mode,
             max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True, trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_name,
         )
         return lambda name: tune.Tuner(self.trainable, tune_config=config, run_config=self._run_config(name))
 
@@ -240,6 +239,12 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     from sweep.tracking import Tracker, flatten, git_commit, mark_killed, resolve_tracking_uri
 
     plan.validate_configs()
+    # Tune snapshots its experiment state every 10 s by default (and at every trial checkpoint,
+    # since `num_to_keep` is set); a driver killed in between may lose the end of a trial, which
+    # then re-runs from its last checkpoint (the ledger keeps MLflow free of duplicates). A sweep's
+    # state is small: snapshot often, and silence Tune's warning about exactly that.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     ledger = prepare_sweep_dir(plan, sweep_dir, resume)
     if not ray.is_initialized():

@@ -62,7 +62,7 @@ def check_config_key(dotted: str) -> None:
     """
     head = dotted.split(".", 1)[0]
     if head in _RESERVED:
-        raise ValueError(f"{_RESERVED[head]}")
+        raise ValueError(_RESERVED[head])
     model: type[BaseModel] = ExperimentConfig
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -250,7 +250,7 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepSpec":
-        coords = {**{k: v for k, v in self.grid.items()}, "arm": list(self.arms)}
+        coords = {**self.grid, "arm": list(self.arms)}
         for i, part in enumerate(self.exclude):
             _check_partial_cell(part, coords, f"exclude.{i}")
         if self.baseline is not None:
@@ -267,11 +267,11 @@ class SweepSpec(_Strict):
 
     @property
     def search_metric(self) -> str:
-        return (self.search.metric if self.search and self.search.metric else None) or self.metric
+        return (self.search and self.search.metric) or self.metric
 
     @property
     def search_mode(self) -> str:
-        return (self.search.mode if self.search and self.search.mode else None) or self.mode
+        return (self.search and self.search.mode) or self.mode
 
 
 def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:

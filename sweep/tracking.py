@@ -14,7 +14,6 @@ All MLflow calls happen in the driver -- in a Ray Tune `Callback` -- never insid
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import time
@@ -33,8 +32,6 @@ from sweep.plan import SEARCH, TrialSpec, trial_config
 from sweep.spec import SweepError
 from sweep.trainable import TRIAL_ERROR
 
-log = logging.getLogger("sweep.tracking")
-
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
@@ -49,8 +46,9 @@ def resolve_tracking_uri(configured: Optional[str]) -> str:
         uri = prefix + os.path.abspath(uri[len(prefix):])
     is_file_store = uri.startswith("file:") or "://" not in uri
     if is_file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        where = "sweep.mlflow.tracking_uri" if configured else "MLFLOW_TRACKING_URI"
         raise SweepError(
-            f"sweep.mlflow.tracking_uri: {uri}: mlflow 3 refuses the file store unless MLFLOW_ALLOW_FILE_STORE=true; "
+            f"{where}: {uri}: mlflow 3 refuses the file store unless MLFLOW_ALLOW_FILE_STORE=true; "
             f"use {DEFAULT_TRACKING_URI} or an MLflow server"
         )
     return uri

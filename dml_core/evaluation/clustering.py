@@ -12,19 +12,24 @@ classes, then compare clusters with classes by
 The pair counts come from the class x cluster contingency table (sum of C(n_ij, 2) etc.), so F1
 costs O(N + non-zero cells) rather than the O(N^2) of enumerating pairs.
 
-K-means is faiss' Lloyd k-means (random initial centroids drawn with `seed`, `niter` iterations,
-exhaustive nearest-centroid assignment: the same algorithm and defaults as pytorch-metric-learning
-uses, so with seed 1234 both give the same partition). Cost: niter x N x k x d multiply-adds.
-That is negligible for CUB and Cars (k ~ 100) but is the expensive part of evaluating SOP
-(N = 60,502 points, k = 11,316 classes): ~0.7 TFLOP per iteration, tens of seconds per
-iteration on a 2-core CPU, under a second on a GPU. What is done about it:
-- the GPU is used when faiss has one (`use_gpu`);
+K-means is faiss' Lloyd k-means (random initial centroids drawn with `seed`, at most `niter`
+iterations, exhaustive nearest-centroid assignment): the same algorithm and defaults as
+pytorch-metric-learning uses, so with seed 1234 both give the same partition. Random
+initialisation means even perfectly separated classes need not reach NMI = 1 (two starting points
+in one class never separate); that is inherent to this standard protocol, and kept for
+comparability. Cost: one iteration is an N x k x d nearest-centroid search, and faiss stops as
+soon as an iteration leaves the objective unchanged, so `niter` is an upper bound. It is
+negligible for CUB and Cars (k ~ 100) and the expensive part of evaluating SOP (N = 60,502, k =
+11,316): measured by `benchmarks/bench_eval.py` at N = 60,000, k = 11,924, d = 512 on a 2-core
+CPU, ~11 CPU-seconds (~6 s wall) per iteration, so up to ~2 minutes for 20 iterations. What is
+done about it:
+- the GPU is used when faiss has one (`use_gpu`): ~0.7 TFLOP per SOP iteration, well under a
+  second on a current GPU (an estimate: no GPU was available to measure it);
 - nothing is approximated: SOP has ~5 points per class, so faiss' subsampling
   (`max_points_per_centroid`, default 256) never triggers on these datasets, and an approximate
   assignment step would make NMI incomparable with published numbers;
-- the lever is `niter` (config `eval.kmeans_iters`): cost is linear in it; on a CPU, SOP runs
-  may lower it or set `eval.clustering: false` and compute NMI/F1 only for the final model.
-  `benchmarks/bench_eval.py` measures the time and the effect on NMI.
+- the lever is `niter` (config `eval.kmeans_iters`), cost linear in it; on a CPU, SOP runs may
+  lower it or set `eval.clustering: false` and compute NMI/F1 only for the final model.
 """
 from __future__ import annotations
 

@@ -92,6 +92,8 @@ def retrieval_metrics(
     Arrays are validated float32 embeddings and int64 labels (see `inputs.py`).
     """
     ks = check_ks(ks)
+    if (gallery is None) != (gallery_labels is None):
+        raise EvaluationError("gallery_labels: gallery and gallery_labels must be given together")
     exclude_self = gallery is None
     if exclude_self:
         gallery_labels = query_labels

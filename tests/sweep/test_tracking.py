@@ -1,0 +1,138 @@
+"""The driver-side MLflow callback, driven by hand (no Ray): one run per trial, whatever happens."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from sweep.ledger import FAILED, FINISHED, KILLED, RUNNING, Ledger
+from sweep.plan import load_plan
+from sweep.spec import SweepError
+from sweep.tracking import Tracker, TrackingCallback, mark_killed, resolve_tracking_uri
+from sweep.trainable import TRIAL_ERROR
+from sweep_testlib import write_yaml
+
+
+def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"  # made absolute
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("sqlite:////data/m.db") == "sqlite:////data/m.db"
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(SweepError, match="mlflow 3 refuses the file store unless MLFLOW_ALLOW_FILE_STORE=true"):
+        resolve_tracking_uri("./mlruns")
+
+
+class FakeTrial(SimpleNamespace):
+    """The attributes of a Ray Tune `Trial` that the callback reads."""
+
+    def get_error(self) -> None:
+        return None
+
+
+def make_trial(trial_id: str, trial_spec: dict[str, Any], **extra: Any) -> FakeTrial:
+    fields = {"last_result": {}, "error_file": None, **extra}
+    return FakeTrial(trial_id=trial_id, config={"trial": trial_spec}, experiment_dir_name="final", **fields)
+
+
+@pytest.fixture()
+def tracked(tmp_path: Path, tracking_uri: str) -> tuple[TrackingCallback, list[dict[str, Any]]]:
+    """A callback for a 2-cell x 2-seed sweep whose parent run exists, and its final trial specs."""
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1]}))
+    sweep_dir = tmp_path / "sweep"
+    experiment = f"cb-{tmp_path.name}"
+    parent = Tracker(tracking_uri, experiment).start_run("parent", {"sweep.role": "parent"}, {})
+    Ledger(sweep_dir).set("mlflow_parent_run_id", parent)
+    cb = TrackingCallback(str(sweep_dir), tracking_uri, experiment, "x", plan.base, plan.source)
+    return cb, [t.to_dict() for t in plan.final_trials()]
+
+
+def result(epoch: int, recall: float) -> dict[str, Any]:
+    # What Tune hands the callback: the trainer's metrics plus Tune's own keys.
+    return {"epoch": epoch, "loss": 0.5, "recall_at_1": recall, "training_iteration": epoch, "time_total_s": 1.0,
+            "trial_id": "x", "date": "today", "done": False, "config": {}}
+
+
+def history(cb: TrackingCallback, run_id: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in MlflowClient(cb.tracking_uri).get_metric_history(run_id, "recall_at_1")]
+
+
+def test_lifecycle_retry_and_duplicate_results(tracked: tuple[TrackingCallback, list]) -> None:
+    cb, specs = tracked
+    trial = make_trial("t1", specs[0])
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, result(1, 0.5))
+    # A crash and retry from the epoch-1 checkpoint: same run, epoch 1 is not logged twice.
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, result(1, 0.5))
+    cb.on_trial_result(0, [], trial, result(2, 0.7))
+    trial.last_result = result(2, 0.7)
+    cb.on_trial_complete(0, [], trial)
+
+    record = Ledger(cb.sweep_dir).trial("t1")
+    assert (record["status"], record["attempts"], record["key"]) == (FINISHED, 2, "model.embedding_dim=8/seed=0")
+    assert record["metrics"] == {"epoch": 2.0, "loss": 0.5, "recall_at_1": 0.7}  # Tune's keys dropped
+    client = MlflowClient(cb.tracking_uri)
+    run = client.get_run(record["mlflow_run_id"])
+    assert run.info.status == FINISHED and run.info.run_name == record["key"]
+    assert run.data.tags["mlflow.parentRunId"] == Ledger(cb.sweep_dir).get("mlflow_parent_run_id")
+    assert run.data.params["model.embedding_dim"] == "8" and run.data.params["seed"] == "0"
+    assert history(cb, run.info.run_id) == [(1, 0.5), (2, 0.7)]
+    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", cb.sweep_dir)).read_text())
+    assert summary["final"]["recall_at_1"] == 0.7 and len(summary["history"]) == 2
+
+
+def test_non_finite_loss_and_crash_are_failures(tracked: tuple[TrackingCallback, list], tmp_path: Path) -> None:
+    cb, specs = tracked
+    nan = make_trial("t2", specs[1])
+    cb.on_trial_start(0, [], nan)
+    nan.last_result = {"recall_at_1": float("nan"), "epoch": 1, TRIAL_ERROR: "non-finite loss (nan) at epoch 1, iteration 2"}
+    cb.on_trial_result(0, [], nan, nan.last_result)  # the marker is not an evaluation
+    cb.on_trial_complete(0, [], nan)
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Failure # 1\nTraceback ...\n  File x\nValueError: first\nFailure # 2\nTraceback\nDatasetError: data.root: missing\n")
+    crash = make_trial("t3", specs[2], error_file=str(error_file))
+    cb.on_trial_error(0, [], crash)  # failed before its start was reported
+
+    client = MlflowClient(cb.tracking_uri)
+    ledger = Ledger(cb.sweep_dir)
+    for trial_id, error, failure in (("t2", "non-finite loss (nan) at epoch 1, iteration 2", "non_finite"),
+                                     ("t3", "DatasetError: data.root: missing", "crash")):
+        record = ledger.trial(trial_id)
+        assert (record["status"], record["error"], record["failure"]) == (FAILED, error, failure)
+        run = client.get_run(record["mlflow_run_id"])
+        assert run.info.status == FAILED and run.data.tags["error"] == error
+        assert history(cb, run.info.run_id) == []
+
+
+def test_recreated_trial_continues_its_key_and_interrupted_ones_are_killed(tracked: tuple[TrackingCallback, list]) -> None:
+    cb, specs = tracked
+    first = make_trial("old", specs[3])
+    cb.on_trial_start(0, [], first)
+    cb.on_trial_result(0, [], first, result(1, 0.4))
+    ledger = Ledger(cb.sweep_dir)
+    assert mark_killed(ledger, cb.tracker) == 1
+    run_id = ledger.trial("old")["mlflow_run_id"]
+    assert MlflowClient(cb.tracking_uri).get_run(run_id).info.status == KILLED
+
+    # After a killed driver Tune re-created the trial with a new id: same record, same run.
+    again = make_trial("new", specs[3])
+    cb.on_trial_start(0, [], again)
+    assert ledger.trial("old") is None
+    record = ledger.trial("new")
+    assert (record["mlflow_run_id"], record["status"], record["attempts"]) == (run_id, RUNNING, 2)
+    cb.on_trial_result(0, [], again, result(1, 0.4))
+    cb.on_trial_result(0, [], again, result(2, 0.6))
+    again.last_result = result(2, 0.6)
+    cb.on_trial_complete(0, [], again)
+    run = MlflowClient(cb.tracking_uri).get_run(run_id)
+    assert run.info.status == FINISHED and run.data.tags["sweep.trial_id"] == "new"
+    assert history(cb, run_id) == [(1, 0.4), (2, 0.6)]
+    assert [r["key"] for r in ledger.trials()].count("model.embedding_dim=16/seed=1") == 1
