@@ -13,8 +13,9 @@ parent's peak over fork + exec into the child's ru_maxrss). The `load-only` chil
 floor: interpreter, imports and the data itself.
 
 Methods:
-- ``bare``        faiss IndexFlatIP, one exact search with the same k + 1 as `evaluate` needs
-                  (k = max(max K, max R), + 1 for the query itself): the time to beat.
+- ``bare``        faiss IndexFlatIP (IndexFlatL2 with --metric l2), one exact search with the
+                  same k + 1 as `evaluate` needs (k = max(max K, max R), + 1 for the query
+                  itself), no metrics: the time to beat.
 - ``ours``        `evaluate(..., clustering=False)`: R@K, MAP@R, R-precision.
 - ``pml-mbc``     AccuracyCalculator(k="max_bin_count"): precision@1, MAP@R, R-precision.
 - ``pml-default`` AccuracyCalculator(k=None): the same, but searches all N - 1 neighbours.
@@ -71,7 +72,7 @@ def run_load_only(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dic
 def run_bare(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     import faiss
 
-    index = faiss.IndexFlatIP(x.shape[1])
+    index = (faiss.IndexFlatIP if args.metric == "cosine" else faiss.IndexFlatL2)(x.shape[1])
     index.add(x)
     index.search(x, search_depth(y, args.ks) + 1)
     return {}
@@ -80,7 +81,7 @@ def run_bare(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str
 def run_ours(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     from dml_core.evaluation import evaluate
 
-    return evaluate(x, y, k=args.ks, clustering=False)
+    return evaluate(x, y, k=args.ks, clustering=False, metric=args.metric)
 
 
 def run_ours_kmeans(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
@@ -179,7 +180,7 @@ def _peak_mib() -> float:
 # ----------------------------------------------------------------------------- parent
 def run_child(method: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", method, str(data), "--kmeans-iters", str(args.kmeans_iters)]
-    cmd += ["--ks", *map(str, args.ks)]
+    cmd += ["--ks", *map(str, args.ks), "--metric", args.metric]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if proc.returncode != 0:
@@ -250,7 +251,10 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     # peak MiB: the child's whole peak RSS; of which method: above the RSS it had after its imports
     # and loading the data (torch alone is ~700 MiB for the PML children).
     # Ratios are of wall-clock seconds, and in brackets of CPU seconds.
-    print(f"  {'method':<12} {'seconds':>8} {'cpu s':>8} {'vs bare':>15} {'vs ours':>15} {'peak MiB':>9} {'of which method':>16}")
+    print(
+        f"  {'method':<12} {'seconds':>8} {'cpu s':>8} {'vs bare':>15} {'vs ours':>15} "
+        f"{'peak MiB':>9} {'of which method':>16}"
+    )
     for method, res in results.items():
         if "seconds" not in res:
             print(f"  {method:<12} {res.get('skipped') or res.get('error')}")
@@ -282,6 +286,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="Recall@K list")
     parser.add_argument("--kmeans-iters", type=int, default=20)
+    parser.add_argument(
+        "--metric", choices=["cosine", "l2"], default="cosine",
+        help="ours and bare: IndexFlatIP on the unit rows, or IndexFlatL2 as PML uses",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs per method; fastest counts")
     parser.add_argument("--skip-pml", action="store_true")
     parser.add_argument("--pml-default-max", type=int, default=10_000, help="largest N for PML k=None")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# matplotlib (the sweep report) would otherwise write its font cache under ~/.config and ~/.cache.
+os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="dml-tests-mpl-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OMNIGLOT_SMALL = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1"

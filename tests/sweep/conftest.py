@@ -1,17 +1,12 @@
 """Fixtures for the sweep tests: a tiny local Ray and an MLflow sqlite store in a temp dir."""
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Iterator
 
 import pytest
 
-# Nothing under ~: no Ray auth token, no MLflow telemetry, matplotlib's cache in a temp dir.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="mpl-sweep-tests-"))
+# The environment (no Ray auth token, no MLflow telemetry, matplotlib's cache in a temp dir)
+# is set by tests/conftest.py for the whole suite.
 
 
 @pytest.fixture(scope="session")
