@@ -36,7 +36,8 @@ def evaluate(
     - Retrieval: `retrieval.py` (queries whose class has no other item are left out); clustering:
       `clustering.py` on all distinct test embeddings (queries + gallery), k = their class count.
     - `metric`: "cosine" (default; rows L2-normalised, inner product) or "l2" (raw squared
-      Euclidean); see `knn.py`. `use_gpu`: None = a GPU if faiss has one.
+      Euclidean); see `knn.py`. `use_gpu`: None = a GPU if faiss has one. `chunk_size`: query
+      rows per faiss search (default: sized so one chunk's working set stays near 256 MiB).
     - Inputs: torch tensors (any device/dtype) or numpy arrays; labels are integer class ids.
     """
     ks = check_ks(k)
