@@ -1,5 +1,6 @@
 """End-to-end runs of the trainer on the embedded digits (seconds each)."""
 import json
+import math
 
 import pytest
 import torch
@@ -115,3 +116,16 @@ def test_feature_cache_trains_only_the_head_and_reuses_files(tmp_path):
     second = fit(cfg)
     assert [p.stat().st_mtime_ns for p in tmp_path.iterdir()] == mtimes  # read, not rewritten
     assert first.metrics["recall_at_1"] == pytest.approx(second.metrics["recall_at_1"])
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "hphn_triplet", "lifted_structure", "npair",
+                                  "multi_similarity", "proxy_anchor", "proxy_nca"])
+def test_every_loss_trains_with_the_expansion_it_takes(loss):
+    from dml_core.losses import LOSSES
+
+    expansion = "see" if LOSSES.get(loss).family == "proxy" else "ee"
+    cfg = tiny(loss={"name": loss}, expansion={"name": expansion, "n_inner_pts": 2},
+               train={"epochs": 1, "iterations_per_epoch": 4}, eval={"clustering": False})
+    result = fit(cfg)
+    assert math.isfinite(result.metrics["loss"])
+    assert 0.0 < result.metrics["recall_at_1"] <= 1.0
