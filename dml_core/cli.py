@@ -5,18 +5,14 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-# The user-facing errors: a config, data folder, model or loss setting that cannot work.
-# Anything else is a bug and keeps its traceback.
-from dml_core.config import ConfigError
-from dml_core.registry import UnknownNameError
-
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from dml_core.data import DatasetError
-    from dml_core.models import ModelError
+    """A config, data folder, model or loss setting that cannot work; anything else is a bug
+    and keeps its traceback. ConfigError, DatasetError, ModelError, UnknownNameError,
+    LossConfigError and EvaluationError are all ValueErrors."""
     from dml_core.training import NonFiniteLossError
 
-    return (ConfigError, UnknownNameError, DatasetError, ModelError, NonFiniteLossError, FileNotFoundError, ValueError)
+    return (ValueError, NonFiniteLossError, FileNotFoundError)
 
 
 @contextmanager
