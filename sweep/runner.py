@@ -48,7 +48,8 @@ def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
     return (Path(root) / plan.name).resolve()
 
 
-def prepare_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
+def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
+    """Refuse to start over an existing sweep, or to resume a missing or different one."""
     plan_file = sweep_dir / PLAN_FILE
     if resume:
         if not plan_file.is_file():
@@ -61,6 +62,11 @@ def prepare_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
             )
     elif plan_file.exists():
         raise SweepError(f"{sweep_dir}: a sweep already exists here; add --resume to continue it, or use --out DIR / --set sweep.name=...")
+
+
+def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
+    """The sweep directory with its plan (new sweeps) and ledger; after `check_sweep_dir`."""
+    plan_file = sweep_dir / PLAN_FILE
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_json_atomic(plan_file, plan.to_json())
@@ -246,11 +252,13 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
-    ledger = prepare_sweep_dir(plan, sweep_dir, resume)
+    check_sweep_dir(plan, sweep_dir, resume)
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
     available = ray.cluster_resources()
+    # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     plan.check_resources(available.get("CPU", 0.0), available.get("GPU", 0.0))
+    ledger = create_sweep_dir(plan, sweep_dir, resume)
 
     experiment = plan.spec.mlflow.experiment or plan.name
     tracker = Tracker(tracking_uri, experiment)
