@@ -42,13 +42,13 @@ def image_folder_dataset(folder: Path, num_channels: int):
 
 def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, device: str = "auto",
                  batch_size: int | None = None) -> int:
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from dml_core.data.transforms import build_transforms
     from dml_core.evaluation import embed_dataset
     from dml_core.training import select_device
+    from dml_core.training.features import vector_column
 
     dev = select_device(device)
     cfg, model, in_channels = load_trained_model(run_dir, str(dev))
@@ -56,11 +56,10 @@ def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, de
     transform = build_transforms(cfg.data, train=False, num_channels=ds.num_channels, pretrained=cfg.model.pretrained,
                                  out_channels=in_channels)
     emb, labels = embed_dataset(model, ds.with_transform(transform), batch_size or cfg.data.eval_batch_size, dev)
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
     table = pa.table({
         "path": pa.array(ds.paths, pa.string()),
         "label": pa.array([ds.class_names[i] for i in labels], pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1]),
+        "embedding": vector_column(emb),
     })
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -60,11 +60,14 @@ def cache_key(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def vector_column(rows: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float array -> an Arrow column of N fixed-size float32 lists (features, embeddings)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), rows.shape[1])
+
+
 def _write(path: Path, feats: np.ndarray, labels: np.ndarray) -> None:
-    table = pa.table({
-        "label": pa.array(labels, pa.int64()),
-        "feature": pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1), pa.float32()), feats.shape[1]),
-    })
+    table = pa.table({"label": pa.array(labels, pa.int64()), "feature": vector_column(feats)})
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)  # concurrent trials may race to write the same file: last rename wins
