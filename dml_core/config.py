@@ -158,6 +158,8 @@ class EvalConfig(_Strict):
     primary_metric: str = "recall_at_1"
     # Faiss k-means iterations for NMI/F1.
     kmeans_iters: int = Field(20, ge=1)
+    # kNN + k-means backend (dml_core.evaluation.knn.BACKENDS): auto = torch on CUDA, else faiss.
+    knn_backend: Literal["auto", "faiss", "torch"] = "auto"
 
 
 class ExperimentConfig(_Strict):

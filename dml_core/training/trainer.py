@@ -182,7 +182,7 @@ class Trainer:
         bs = self.cfg.data.eval_batch_size
         fwd = self.model.head if self.cached else self.model
         kwargs = dict(k=self.recall_at, clustering=self.cfg.eval.clustering, kmeans_iters=self.cfg.eval.kmeans_iters,
-                      seed=self.cfg.seed)
+                      seed=self.cfg.seed, backend=self.cfg.eval.knn_backend, device=self.device)
         if self.splits.test is not None:
             emb, labels = embed_dataset(fwd, self.splits.test, bs, self.device, self.cfg.data.num_workers)
             return evaluate(emb, labels, **kwargs)
