@@ -222,6 +222,13 @@ class Trainer:
         g, gl = embed_dataset(fwd, self.splits.gallery, bs, self.device, self.cfg.data.num_workers)
         return evaluate(q, ql, g, gl, **kwargs)
 
+    def _gpu_memory(self) -> dict[str, float]:
+        """On CUDA, ``gpu_mem_peak_mib``: this process' peak allocated GPU memory so far (what a
+        fractional-GPU trial must fit in; the CUDA context adds a few hundred MiB on top)."""
+        if self.device.type != "cuda":
+            return {}
+        return {"gpu_mem_peak_mib": torch.cuda.max_memory_allocated(self.device) / 2**20}
+
     def _write_metrics(self, status: str, **extra: Any) -> None:
         if self.out_dir is None:
             return
@@ -248,7 +255,7 @@ class Trainer:
                     self._progress(epoch, train_loss, None, time.perf_counter() - t0)
                     continue
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
-                           "time_s": time.perf_counter() - started}
+                           "time_s": time.perf_counter() - started, **self._gpu_memory()}
                 if primary not in metrics:
                     raise ValueError(f"eval.primary_metric: {primary!r} is not among the metrics {sorted(metrics)}")
                 self.history.append(metrics)
