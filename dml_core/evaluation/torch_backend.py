@@ -94,27 +94,29 @@ def search_chunks(
 # ------------------------------------------------------------------ k-means
 
 
-class _Mt19937Stream:
-    """`std::mt19937(seed)()` outputs in order (faiss' RandomGenerator), read in blocks."""
+class _UniformStream:
+    """faiss' `RandomGenerator(seed).rand_float()` values in order: ``float(mt()) / float(mt.max())``
+    in float32 from `std::mt19937(seed)`, drawn in blocks."""
 
-    def __init__(self, seed: int, block: int = 4096) -> None:
+    def __init__(self, seed: int, block: int = 16384) -> None:
         # RandomState(int) seeds with init_genrand, as std::mt19937's constructor does.
         self._rs = np.random.RandomState(seed & 0xFFFFFFFF)
         self._block = block
-        self._buf = np.empty(0, dtype=np.uint32)
+        self._buf = np.empty(0, dtype=np.float32)
         self._pos = 0
 
     def rest_of_block(self) -> np.ndarray:
-        """The next draws up to the end of the current block (a fresh block when it is used up)."""
+        """The next values up to the end of the current block (a fresh block when it is used up)."""
         if self._pos == len(self._buf):
-            self._buf = self._rs.randint(0, 2**32, size=self._block, dtype=np.uint32)
+            raw = self._rs.randint(0, 2**32, size=self._block, dtype=np.uint32)
+            self._buf = raw.astype(np.float32) / _UINT32_MAX
             self._pos = 0
         out = self._buf[self._pos :]
         self._pos = len(self._buf)
         return out
 
     def consumed(self, n: int, of: np.ndarray) -> None:
-        """Only the first `n` draws of the last `rest_of_block()` result count as used."""
+        """Only the first `n` values of the last `rest_of_block()` result count as used."""
         self._pos -= len(of) - n
 
 
@@ -129,33 +131,35 @@ def faiss_rand_perm(n: int, seed: int) -> np.ndarray:
     return perm
 
 
-def _split_empty_clusters(counts: np.ndarray, centroids: torch.Tensor, n: int) -> None:
-    """faiss::split_clusters: each empty centroid becomes a perturbed copy of a cluster picked
-    with probability (size - 1) / (n - k), scanning clusters cyclically from 0; in place."""
+def _split_empty_clusters(counts: np.ndarray, centroids: np.ndarray, n: int) -> None:
+    """faiss::split_clusters, in place on host arrays: each empty centroid becomes a perturbed copy
+    of a cluster picked with probability (size - 1) / (n - k), scanning clusters cyclically from 0."""
     k = len(counts)
-    empty = np.flatnonzero(counts == 0)
-    if len(empty) == 0:
-        return
-    rng = _Mt19937Stream(_SPLIT_SEED)
     denom = np.float32(n - k)
-    sign = torch.ones(centroids.shape[1], device=centroids.device, dtype=centroids.dtype)
-    sign[1::2] = -1.0
-    for ci in empty.tolist():
+
+    def prob(sizes: np.ndarray) -> np.ndarray:
+        return ((sizes.astype(np.float64) - 1.0) / denom).astype(np.float32)
+
+    p = prob(counts)  # kept up to date: only the two clusters of a split change size
+    rng = _UniformStream(_SPLIT_SEED)
+    up = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1 + _SPLIT_EPS, 1 - _SPLIT_EPS).astype(np.float32)
+    down = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1 - _SPLIT_EPS, 1 + _SPLIT_EPS).astype(np.float32)
+    for ci in np.flatnonzero(counts == 0).tolist():
         cj = 0
-        while True:  # scan in blocks of draws; return the ones after the hit to the stream
-            block = rng.rest_of_block()
-            order = (cj + np.arange(len(block))) % k
-            p = ((counts[order].astype(np.float64) - 1.0) / denom).astype(np.float32)
-            hit = np.flatnonzero(block.astype(np.float32) / _UINT32_MAX < p)
+        while True:  # scan a block of draws at a time; hand back the draws after the hit
+            r = rng.rest_of_block()
+            order = (cj + np.arange(len(r))) % k
+            hit = np.flatnonzero(r < p[order])
             if len(hit):
-                rng.consumed(int(hit[0]) + 1, block)
+                rng.consumed(int(hit[0]) + 1, r)
                 cj = int(order[hit[0]])
                 break
-            cj = int((cj + len(block)) % k)
-        centroids[ci] = centroids[cj] * (1 + _SPLIT_EPS * sign)
-        centroids[cj] = centroids[cj] * (1 - _SPLIT_EPS * sign)
+            cj = int((cj + len(r)) % k)
+        centroids[ci] = centroids[cj] * up
+        centroids[cj] *= down
         counts[ci] = counts[cj] / 2
         counts[cj] -= counts[ci]
+        p[[ci, cj]] = prob(counts[[ci, cj]])
 
 
 def _nearest(x: torch.Tensor, centroids: torch.Tensor, budget_bytes: int) -> torch.Tensor:
@@ -194,5 +198,8 @@ def kmeans_assign(
             filled = counts_t > 0
             centroids = torch.where(filled[:, None], sums / counts_t.clamp(min=1)[:, None].to(sums.dtype), centroids)
             counts = counts_t.cpu().numpy().astype(np.float32)
-            _split_empty_clusters(counts, centroids, n_train)
+            if (counts == 0).any():  # rare row edits: cheaper on a host copy than as GPU kernels
+                host = centroids.cpu().numpy()
+                _split_empty_clusters(counts, host, n_train)
+                centroids = torch.from_numpy(host).to(device)
         return _nearest(x_all, centroids, budget_bytes).cpu().numpy()
