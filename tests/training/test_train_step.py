@@ -58,3 +58,18 @@ def test_batched_read_back_names_the_first_non_finite_iteration():
     batched = failing(50)
     assert exact.startswith("non-finite loss") and "at epoch 1, iteration" in exact
     assert batched.startswith(exact) and "checked every" in batched
+
+
+def test_eval_knn_backend_torch_gives_the_faiss_metrics():
+    def metrics(backend):
+        raw = json.loads(json.dumps(TINY))
+        raw["train"].update(epochs=1, iterations_per_epoch=2)
+        raw["eval"]["knn_backend"] = backend
+        t = Trainer(config_from_dict(raw))
+        t.train_epoch(0)
+        return t.evaluate()
+
+    faiss_m, torch_m = metrics("faiss"), metrics("torch")
+    assert faiss_m.keys() == torch_m.keys() and "nmi" in faiss_m
+    for key in faiss_m:
+        assert torch_m[key] == pytest.approx(faiss_m[key], abs=1e-6), key
