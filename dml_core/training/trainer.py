@@ -100,6 +100,14 @@ class Trainer:
                 raise ValueError("data.cache_features: needs model.freeze_backbone: true (features of a trained backbone change every step)")
             self.splits = cached_feature_splits(self.splits, self.model, cfg, self.device)
 
+        self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
+        # NHWC is cuDNN's fast layout for bf16 convolutions (tensor cores); elsewhere, and for
+        # cached 2-D features, the default layout is kept.
+        self.memory_format = torch.channels_last if self.autocast and not self.cached else torch.preserve_format
+        if self.memory_format is torch.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_check_every = self.LOSS_CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
+
         num_classes = int(self.splits.train.labels.max()) + 1
         self.loss_fn = build_loss(
             cfg.loss.name, num_classes=num_classes, embedding_dim=cfg.model.embedding_dim,
@@ -115,13 +123,6 @@ class Trainer:
         )
         self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
                                  pin_memory=self.device.type == "cuda")
-        self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
-        # NHWC is cuDNN's fast layout for bf16 convolutions (tensor cores); elsewhere, and for
-        # cached 2-D features, the default layout is kept.
-        self.memory_format = torch.channels_last if self.autocast and not self.cached else torch.preserve_format
-        if self.memory_format is torch.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.loss_check_every = self.LOSS_CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
 
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
