@@ -56,7 +56,7 @@ class DataConfig(_Strict):
     crop_scale: tuple[float, float] = (0.2, 1.0)
     horizontal_flip: bool = True
     # Omniglot and digits are grayscale: with a 3-channel pretrained backbone they are repeated to RGB.
-    num_workers: int = Field(0, ge=0)
+    num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; null = auto (dml_core.data.loading)")
     batch: BatchConfig = BatchConfig()
     eval_batch_size: int = Field(256, ge=1)
     cache_features: bool = False

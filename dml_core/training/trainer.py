@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from dml_core.config import ExperimentConfig, dump_config
 from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
+from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.losses import build_loss
 from dml_core.models import backbone_wants_rgb, build_model
@@ -86,6 +87,8 @@ class Trainer:
 
         out_channels = 3 if backbone_wants_rgb(cfg.model.backbone) else None
         self.splits: DatasetSplits = build_datasets(cfg.data, pretrained=cfg.model.pretrained, out_channels=out_channels)
+        workers = resolve_num_workers(cfg.data.num_workers, self.splits.train)  # null = auto; recorded resolved
+        cfg = self.cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": workers})})
         self.in_channels = out_channels or self.splits.num_channels
         self.model = build_model(cfg.model, self.in_channels).to(self.device)
         self.recall_at = cfg.eval.recall_at or self.splits.recall_at
@@ -110,8 +113,8 @@ class Trainer:
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
-                                 pin_memory=self.device.type == "cuda")
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler,
+                                 **loader_options(0 if self.cached else cfg.data.num_workers, self.device))
         self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
 
         self.start_epoch = 0
