@@ -191,7 +191,7 @@ def fetch_process(archive: download.Archive, folder: Path) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_concurrent_starts_download_exactly_once(tmp_path, serve, zip_body) -> None:
-    server = serve(delay_s=2.0)  # the first download is still running when the others ask
+    server = serve(delay_s=10.0)  # the first download is still running when the others ask
     archive, folder = archive_for(server, zip_body), tmp_path / "omniglot"
     procs = [fetch_process(archive, folder) for _ in range(3)]
     outs = [p.communicate(timeout=280) for p in procs]
