@@ -1,4 +1,4 @@
-"""Zero-shot evaluation of embeddings (ALGORITHMS.md section 3).
+"""Zero-shot evaluation of embeddings (docs/algorithms.md section 3).
 
 - `knn.py`: exact, chunked faiss kNN with self-exclusion by index (CPU, or GPU when available).
 - `retrieval.py`: Recall@K, MAP@R, R-precision from one search.
