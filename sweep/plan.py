@@ -253,11 +253,11 @@ class SweepPlan:
         """Every data path exists on the driver's machine -- fetched first where `data.download`
         is on, so trials on this node find it and a blocked network is one line naming the URL."""
         from dml_core.data.download import ensure_downloaded, where_to_get
-        from dml_core.data.roots import resolve_data_paths
+        from dml_core.data.roots import DATA_ENV, data_home, resolve_data_paths, uses_data_home
 
         seen = set()
         for cfg in configs:
-            data = resolve_data_paths(cfg.data)
+            written, data = cfg.data, resolve_data_paths(cfg.data)
             if data.download and data.model_dump_json() not in seen:
                 seen.add(data.model_dump_json())
                 try:
@@ -270,11 +270,10 @@ class SweepPlan:
                     continue
                 seen.add(path)
                 if not Path(path).exists():
-                    raise SweepError(
-                        f"{self.source}: data.{key}: {path} does not exist "
-                        f"(relative paths resolve against the current directory, {os.getcwd()}; "
-                        f"{where_to_get(data.name)})"
-                    )
+                    raw = getattr(written, key)
+                    why = (f"{raw} with {DATA_ENV}={data_home()}" if uses_data_home(raw)
+                           else f"relative paths resolve against the current directory, {os.getcwd()}")
+                    raise SweepError(f"{self.source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
 
     # ------------------------------------------------------------------ printing
 

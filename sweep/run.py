@@ -27,7 +27,7 @@ import shlex
 
 from sweep.ledger import KILLED
 from sweep.plan import load_plan
-from sweep.resources import check_fits, cluster_shapes, local_shape
+from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.runner import default_sweep_dir, ray_address, run_sweep
 
 
@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             plan.validate_configs()
             cpus, gpus = available_resources(args.address)
             joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
-            shapes = cluster_shapes(args.cluster_config) if joined else [local_shape()]
+            if joined:
+                shapes = cluster_shapes(args.cluster_config)
+            else:  # a cluster YAML given offline: judge the trial against its node types instead
+                shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
             print(plan.describe(sweep_dir, cpus, gpus))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")

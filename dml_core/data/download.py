@@ -136,12 +136,13 @@ def ensure_archive(archive: Archive, folder: str | Path) -> Path:
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if not folder.stat().st_mode & 0o222:  # marked read-only; root could still write into it
+            raise DownloadFailed(f"{folder} is read-only")
         with FileLock(str(folder / f".{archive.extracts_to}.lock")):
             if target.is_dir():  # another process fetched it while this one waited
                 return target
             for stale in folder.glob(f".{archive.extracts_to}.partial-*"):  # left by a killed download
                 shutil.rmtree(stale, ignore_errors=True)
-            log.warning("data.download: fetching %s into %s", archive.url, folder)
             with tempfile.TemporaryDirectory(dir=folder, prefix=f".{archive.extracts_to}.partial-") as tmp:
                 file = Path(tmp) / archive.filename
                 _fetch(archive, file)
@@ -164,6 +165,8 @@ def _fetch(archive: Archive, dest: Path) -> None:
     try:
         with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
             expected = response.headers.get("Content-Length")
+            # Only once the server answers: offline, the one line of the failure is all there is.
+            log.warning("data.download: fetching %s (%s bytes) into %s", archive.url, expected or "?", dest.parent.parent)
             for chunk in _chunks(response):
                 out.write(chunk)
                 md5.update(chunk)

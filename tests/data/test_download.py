@@ -163,6 +163,19 @@ def test_server_gone_is_one_line_naming_url_and_folder(tmp_path, serve, zip_body
     assert leftovers(folder) == []
 
 
+def test_read_only_folder_is_left_untouched(tmp_path, serve, zip_body) -> None:
+    folder = tmp_path / "omniglot"
+    folder.mkdir()
+    folder.chmod(0o555)
+    server = serve()
+    try:
+        with pytest.raises(DatasetError, match=rf"into {folder} \({folder} is read-only\)"):
+            download.ensure_archive(archive_for(server, zip_body), folder)
+        assert list(folder.iterdir()) == [] and server.gets == {}
+    finally:
+        folder.chmod(0o755)
+
+
 def test_stale_partial_download_is_ignored_and_cleaned(tmp_path, serve, zip_body) -> None:
     folder = tmp_path / "omniglot"
     (folder / f".{TOP}.partial-dead" / "x" / TOP).mkdir(parents=True)  # a killed process's: hidden, not the target
