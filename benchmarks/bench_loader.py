@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         paths = write_jpegs(Path(tmp), args.images)
         kb = sum(Path(q).stat().st_size for q in paths) / len(paths) / 1024
-        cfg = DataConfig(name="image_folder", image_size=224, crop_scale=(0.2, 1.0), horizontal_flip=True)
+        cfg = DataConfig.of(name="image_folder", image_size=224, crop_scale=(0.2, 1.0), horizontal_flip=True)
         transform = build_transforms(cfg, train=True, num_channels=3, pretrained=True, out_channels=3)
         dataset = ImageListDataset(paths, [0] * len(paths), ["c"], num_channels=3, transform=transform)
         assert dataset[0][0].shape == (3, 224, 224)

@@ -105,7 +105,7 @@ def planned_downloads(cfg: DataConfig) -> list[tuple[Archive, Path]]:
     by_folder = {a.extracts_to: a for a in archives}
     plan: list[tuple[Archive, Path]] = []
     for field in ("root", "train_root", "test_root"):
-        value = getattr(cfg, field)
+        value = getattr(cfg, field, None)  # each dataset has only the path fields its layout reads
         if value is None:
             continue
         path = Path(value).expanduser().absolute()
@@ -122,7 +122,7 @@ def ensure_downloaded(cfg: DataConfig) -> None:
         raise DatasetError(f"data.download: no direct download for {cfg.name}; {where_to_get(cfg.name)}")
     if not ARCHIVES[cfg.name]:
         return
-    if cfg.root is None and cfg.train_root is None and cfg.test_root is None:
+    if all(getattr(cfg, f, None) is None for f in ("root", "train_root", "test_root")):
         raise DatasetError(f"data.root: required with data.download (the folder to download {cfg.name} into)")
     for archive, folder in planned_downloads(cfg):
         ensure_archive(archive, folder)

@@ -41,5 +41,5 @@ def expand_data_path(path: str | None) -> str | None:
 
 
 def resolve_data_paths(cfg: DataConfig) -> DataConfig:
-    """A copy of ``cfg`` whose path fields are expanded (see the module docstring)."""
-    return cfg.model_copy(update={f: expand_data_path(getattr(cfg, f)) for f in PATH_FIELDS})
+    """A copy of ``cfg`` whose path fields (those its dataset has) are expanded (module docstring)."""
+    return cfg.model_copy(update={f: expand_data_path(getattr(cfg, f)) for f in PATH_FIELDS if hasattr(cfg, f)})

@@ -234,7 +234,7 @@ def test_killed_download_leaves_no_folder_and_the_next_run_completes(tmp_path, s
 
 def test_paths_choose_the_archive_they_name(tmp_path) -> None:
     def plan(**paths) -> list[tuple[str, Path]]:
-        cfg = DataConfig(name=paths.pop("name", "omniglot"), download=True, **paths)
+        cfg = DataConfig.of(name=paths.pop("name", "omniglot"), download=True, **paths)
         return [(a.filename, folder) for a, folder in download.planned_downloads(cfg)]
 
     small = tmp_path / "omniglot" / "images_background_small1"
@@ -257,17 +257,17 @@ def test_official_small_subsets_are_in_the_table() -> None:
 
 def test_refusals_are_one_line(tmp_path) -> None:
     with pytest.raises(DatasetError, match=r"^data\.download: no direct download for sop; .*Stanford_Online_Products"):
-        download.ensure_downloaded(DataConfig(name="sop", root=str(tmp_path)))
-    download.ensure_downloaded(DataConfig())  # digits: bundled, nothing to do
+        download.ensure_downloaded(DataConfig.of(name="sop", root=str(tmp_path)))
+    download.ensure_downloaded(DataConfig.of())  # digits: bundled, nothing to do
     with pytest.raises(DatasetError, match=r"^data\.root: required with data\.download"):
-        download.ensure_downloaded(DataConfig(name="cub200"))
+        download.ensure_downloaded(DataConfig.of(name="cub200"))
 
 
 def test_build_datasets_fetches_the_subset_under_dml_data(tmp_path, serve, zip_body, monkeypatch) -> None:
     server = serve()
     monkeypatch.setitem(download.ARCHIVES, "omniglot", (archive_for(server, zip_body),))
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
-    cfg = DataConfig(name="omniglot", root="${DML_DATA}/omniglot/" + TOP, download=True)
+    cfg = DataConfig.of(name="omniglot", root="${DML_DATA}/omniglot/" + TOP, download=True)
     splits = build_datasets(cfg)
     assert splits.train.class_names == ["A/character01", "A/character02"]
     assert splits.test.class_names == ["B/character01", "B/character02"]
