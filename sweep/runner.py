@@ -20,6 +20,7 @@ import yaml
 
 from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, write_json_atomic
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
+from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
 
 log = logging.getLogger("sweep")
@@ -237,7 +238,7 @@ def ray_address(address: Optional[str]) -> str:
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
-              address: Optional[str] = None, verbose: int = 1) -> SweepOutcome:
+              address: Optional[str] = None, verbose: int = 1, cluster_config: Optional[str] = None) -> SweepOutcome:
     """Validate, start (or join) Ray, run all phases with MLflow tracking, write the report."""
     import ray
 
@@ -255,9 +256,8 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     check_sweep_dir(plan, sweep_dir, resume)
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
-    available = ray.cluster_resources()
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
-    plan.check_resources(available.get("CPU", 0.0), available.get("GPU", 0.0))
+    check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
     ledger = create_sweep_dir(plan, sweep_dir, resume)
 
     experiment = plan.spec.mlflow.experiment or plan.name
