@@ -8,18 +8,37 @@ one experiment per cell keeps the trial actors (and their torch import) alive ac
 cells in parallel, and leaves a single experiment to restore on `--resume`.
 
 `PerCellSearch` hands out suggestions round-robin over the cells until each has `num_samples`.
+
+The studies live in the sweep directory, in one Optuna journal file (`optuna.journal`, one study
+per cell, named by the cell id), so `optuna.load_study`, `optuna.visualization` and
+optuna-dashboard can show the search after the sweep, and `--resume` continues the same studies.
+Nothing of the search is pickled: Tune's `SearchGenerator` would cloudpickle its state and the
+searcher's into `search_gen_state-*.json` / `searcher-state-*.pkl`, and unpickle them on
+`Tuner.restore` -- code execution for whoever can write the folder. `JournalSearchGenerator`
+replaces both with a small JSON snapshot (counters and the Tune trial ids handed out), and the
+studies themselves are reloaded from the journal.
 """
 from __future__ import annotations
 
-import pickle
+import json
+import math
+import os
+from pathlib import Path
 from typing import Any, Optional
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import SearchGenerator, Searcher
 
 from sweep.spec import SearchParam
+
+STUDY_FILE = "optuna.journal"
+_TUNE_ID = "tune_trial_id"  # Optuna user attribute: which Tune trial ran this sample
+_LOST = "lost"  # user attribute of a sample lost with a killed driver (replaced)
+_SNAPSHOT = "search-state-{}.json"
 
 
 def optuna_distribution(p: SearchParam) -> optuna.distributions.BaseDistribution:
@@ -30,18 +49,73 @@ def optuna_distribution(p: SearchParam) -> optuna.distributions.BaseDistribution
     return optuna.distributions.FloatDistribution(p.low, p.high, log=p.type == "loguniform")
 
 
+def study_storage(sweep_dir: str | Path) -> JournalStorage:
+    """The sweep's Optuna storage: `optuna.load_study(study_name=<cell id>, storage=...)`."""
+    return JournalStorage(JournalFileBackend(str(Path(sweep_dir) / STUDY_FILE)))
+
+
+def load_studies(sweep_dir: str | Path) -> dict[str, optuna.Study]:
+    """Cell id -> its study; empty when the sweep ran no search."""
+    if not (Path(sweep_dir) / STUDY_FILE).is_file():
+        return {}
+    storage = study_storage(sweep_dir)
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in storage.get_all_studies()}
+
+
 class PerCellSearch(Searcher):
     def __init__(self, trials: dict[str, dict[str, Any]], params: dict[str, SearchParam], num_samples: int, metric: str,
-                 mode: str, seed: int) -> None:
-        """`trials`: cell id -> the cell's search `TrialSpec` as a dict; `params`: dotted key -> range."""
+                 mode: str, seed: int, sweep_dir: str | Path, max_concurrent: Optional[int] = None) -> None:
+        """`trials`: cell id -> the cell's search `TrialSpec` as a dict; `params`: dotted key -> range;
+        `max_concurrent`: live samples at most (Tune ignores `max_concurrent_trials` for a
+        `SearchGenerator`, so the limit is applied here)."""
         super().__init__(metric=metric, mode=mode)
         self._trials = trials
         self._num_samples = num_samples
-        space = {key: optuna_distribution(p) for key, p in params.items()}
-        # The same sampler seed in every cell: the cells start from the same random proposals.
-        self._studies = {cell: OptunaSearch(space=dict(space), metric=metric, mode=mode, seed=seed) for cell in trials}
-        self._suggested = {cell: 0 for cell in trials}
-        self._cell_of: dict[str, str] = {}
+        self._space = {key: optuna_distribution(p) for key, p in params.items()}
+        self._seed = seed
+        self._sweep_dir = str(sweep_dir)
+        self._max_concurrent = max_concurrent
+        # A new Tune experiment continues none of an earlier session's samples.
+        self._open_studies(handed_out=set())
+
+    _DERIVED = ("_studies", "_asked", "_suggested")
+
+    # Studies hold a storage with a file lock: not something to copy into Tune's tuner.pkl.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled from tuner.pkl by `Tuner.restore`; `reload` then applies Tune's snapshot.
+        self.__dict__.update(state)
+        self._open_studies(handed_out=None)
+
+    def _open_studies(self, handed_out: Optional[set[str]]) -> None:
+        """(Re)load every cell's study from the journal. `handed_out`: the Tune trial ids that
+        continue (None: keep every running sample until Tune's snapshot is known); a sample still RUNNING that Tune does not know was lost
+        with a killed driver: it is closed as FAIL (marked `lost`) and the cell draws a replacement."""
+        storage = study_storage(self._sweep_dir)
+        direction = "maximize" if self._mode == "max" else "minimize"
+        known = {s.study_name: s.n_trials for s in storage.get_all_studies()}
+        self._studies: dict[str, optuna.Study] = {}
+        self._asked: dict[str, tuple[str, optuna.Trial]] = {}  # live Tune trial id -> (cell, Optuna trial)
+        self._suggested: dict[str, int] = {}
+        for cell in self._trials:
+            # The same sampler seed in every cell (the cells start from the same random proposals),
+            # offset by the samples already drawn so that a resumed study does not re-propose its
+            # first candidates.
+            sampler = optuna.samplers.TPESampler(seed=self._seed + known.get(cell, 0))
+            study = optuna.create_study(study_name=cell, storage=storage, sampler=sampler, direction=direction,
+                                        load_if_exists=True)
+            self._studies[cell] = study
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                live = optuna.trial.Trial(study, t._trial_id)
+                if handed_out is not None and t.user_attrs.get(_TUNE_ID) not in handed_out:
+                    live.set_user_attr(_LOST, True)
+                    study.tell(live, state=TrialState.FAIL)
+                else:
+                    self._asked[t.user_attrs[_TUNE_ID]] = (cell, live)
+            self._suggested[cell] = sum(not t.user_attrs.get(_LOST) for t in study.get_trials(deepcopy=False))
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # metric, mode and space were fixed at construction
@@ -50,29 +124,72 @@ class PerCellSearch(Searcher):
         open_cells = [c for c in self._trials if self._suggested[c] < self._num_samples]
         if not open_cells:
             return Searcher.FINISHED
-        cell = min(open_cells, key=lambda c: self._suggested[c])
-        params = self._studies[cell].suggest(trial_id)
-        if params is None:
+        if self._max_concurrent is not None and len(self._asked) >= self._max_concurrent:
             return None
+        cell = min(open_cells, key=lambda c: self._suggested[c])
+        trial = self._studies[cell].ask(self._space)
+        trial.set_user_attr(_TUNE_ID, trial_id)
         self._suggested[cell] += 1
-        self._cell_of[trial_id] = cell
-        return {"trial": self._trials[cell], "params": params}
+        self._asked[trial_id] = (cell, trial)
+        return {"trial": self._trials[cell], "params": dict(trial.params)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._cell_of:
-            self._studies[self._cell_of[trial_id]].on_trial_result(trial_id, result)
+        """Each evaluation as an intermediate value (Optuna's intermediate-values plot); an epoch
+        reported again after a resume is skipped."""
+        value, step = result.get(self._metric), result.get("epoch")
+        if trial_id not in self._asked or value is None or step is None or not math.isfinite(value):
+            return
+        trial = self._asked[trial_id][1]
+        if int(step) not in trial._cached_frozen_trial.intermediate_values:
+            trial.report(float(value), int(step))
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if trial_id in self._cell_of:
-            self._studies[self._cell_of[trial_id]].on_trial_complete(trial_id, result, error)
+        if trial_id not in self._asked:
+            return
+        cell, trial = self._asked.pop(trial_id)
+        value = (result or {}).get(self._metric)
+        if error or value is None or not math.isfinite(value):
+            self._studies[cell].tell(trial, state=TrialState.FAIL)  # a crash or a NaN loss: nothing to learn
+        else:
+            self._studies[cell].tell(trial, float(value))
 
+    # Tune's own hooks would pickle this object; `JournalSearchGenerator` saves JSON instead.
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        raise NotImplementedError("saved by JournalSearchGenerator as JSON")
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+        raise NotImplementedError("restored by JournalSearchGenerator from the Optuna journal")
+
+    def handed_out(self) -> list[str]:
+        """Tune trial ids of the samples in flight (finished ones are in the journal)."""
+        return sorted(self._asked)
+
+    def reload(self, handed_out: list[str]) -> None:
+        self._open_studies(set(handed_out))
+
+
+class JournalSearchGenerator(SearchGenerator):
+    """Tune's `SearchGenerator` with a JSON snapshot instead of cloudpickle (see the module doc)."""
+
+    CKPT_FILE_TMPL = _SNAPSHOT
+
+    def save_to_dir(self, dirpath: str, session_str: str) -> None:
+        state = {"counter": self._counter, "total_samples": self._total_samples, "finished": self._finished,
+                 "handed_out": self.searcher.handed_out()}
+        path = Path(dirpath) / self.CKPT_FILE_TMPL.format(session_str)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
+    def has_checkpoint(self, dirpath: str) -> bool:
+        return any(Path(dirpath).glob(self.CKPT_FILE_TMPL.format("*")))
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        newest = max(Path(dirpath).glob(self.CKPT_FILE_TMPL.format("*")), key=lambda p: p.stat().st_mtime)
+        state = json.loads(newest.read_text())
+        # The experiment spec stays the one Tune just registered (from the Tuner, not a file).
+        self._counter, self._total_samples, self._finished = state["counter"], state["total_samples"], state["finished"]
+        self.searcher.reload(state["handed_out"])
 
 
 class PerCellASHA(FIFOScheduler):
