@@ -343,7 +343,7 @@ def _search_section(plan: dict[str, Any], records: list[dict[str, Any]], best: d
                      fmt_metric(metric, chosen["value"]) if chosen else "-"])
     return [f"## Search (per cell, on {on})", "",
             _md_table(["cell", "finished", "best params", f"{_unit(metric)} (search)"], rows), "",
-            *[f"{n}" for n in notes], *([""] if notes else [])]
+            *(line for n in notes for line in (n, ""))]
 
 
 def _trials_section(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
@@ -407,7 +407,7 @@ def plot_axes(plan: dict[str, Any], records: list[dict[str, Any]], out_dir: Path
                 ci = mean_ci(list(seeds.values()))
                 if not ci.n:
                     continue
-                ax.scatter([x + dodge] * len(seeds), [k * v for v in seeds.values()], s=14, alpha=0.45, color=f"C{i}")
+                ax.scatter([x + dodge - 0.04] * len(seeds), [k * v for v in seeds.values()], s=14, alpha=0.5, color=f"C{i}")
                 mean = k * ci.mean
                 low = mean if math.isnan(ci.low) else max(lo, k * ci.low)
                 high = mean if math.isnan(ci.high) else min(hi, k * ci.high)
@@ -447,8 +447,8 @@ def plot_paired_differences(plan: dict[str, Any], records: list[dict[str, Any]],
     ax.axvline(0, color="gray", lw=1, ls="--")
     ax.set_yticks(range(len(comps)), [f"{labels[c['cell']]} - {labels[c['baseline']]}" for c in comps])
     ax.invert_yaxis()
-    unit = "points" if is_fraction(metric) else ""
-    ax.set_xlabel(f"{metric_label(metric)} difference {unit} (dots: seeds; diamond: mean ± {CONFIDENCE:.0%} CI)")
+    unit = " (points)" if is_fraction(metric) else ""
+    ax.set_xlabel(f"{metric_label(metric)} difference{unit} (dots: seeds; diamond: mean ± {CONFIDENCE:.0%} CI)")
     ax.set_title(f"{plan['name']}: paired by seed", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     return [_save(fig, out_dir / "plot_paired_differences.png")]
@@ -479,7 +479,10 @@ def plot_learning_curves(plan: dict[str, Any], records: list[dict[str, Any]], ou
             k, epochs = _scale(m), [e for e, _ in pts]
             ax.plot(epochs, [k * sum(v) / len(v) for _, v in pts], marker="o", ms=3, color=f"C{i}", label=labels[cell])
             ax.fill_between(epochs, [k * min(v) for _, v in pts], [k * max(v) for _, v in pts], color=f"C{i}", alpha=0.15)
+    from matplotlib.ticker import MaxNLocator
+
     for ax, m in zip(panels, (metric, "loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(_unit(m))
         ax.grid(alpha=0.3)
@@ -517,16 +520,15 @@ def plot_search(sweep_dir: Path, plan: dict[str, Any]) -> tuple[list[Path], list
     ordered = [s for cid, s in studies.items() if cid in labels] or list(studies.values())
     done = [s for s in ordered if any(t.value is not None for t in s.get_trials(deepcopy=False))]
     if done:
-        ax = ovm.plot_optimization_history(done, target_name="search score")
+        metric = (plan.get("search") or {}).get("metric") or plan["metric"]
+        ax = ovm.plot_optimization_history(done, target_name=f"search {metric_label(metric)}")
         legend = ax.get_legend()
         for text in legend.get_texts() if legend else []:  # the legend names studies by cell id
             for cid in sorted(labels, key=len, reverse=True):
                 text.set_text(text.get_text().replace(cid, labels[cid]))
         paths.append(_save(ax.figure, sweep_dir / "plot_search_history.png"))
-    n_params = len((plan.get("search") or {}).get("params") or {})
-    if n_params < 2:
-        notes.append("Parameter importances need 2+ searched parameters; this search has one.")
-        return paths, notes
+    if len((plan.get("search") or {}).get("params") or {}) == 1:
+        notes.append("One parameter was searched: its importance is 1 by construction.")
     for cid, s in studies.items():
         if sum(t.value is not None for t in s.get_trials(deepcopy=False)) < 2:
             continue
@@ -553,11 +555,11 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
             pq.write_table(table, sweep_dir / f"{name}.parquet")
             pacsv.write_csv(table, sweep_dir / f"{name}.csv")  # previewable in MLflow's artifact view
             files += [sweep_dir / f"{name}.parquet", sweep_dir / f"{name}.csv"]
-    search_plots, notes = plot_search(sweep_dir, plan)
     plots = {"Per cell": plot_axes(plan, records, sweep_dir),
              "Paired differences": plot_paired_differences(plan, records, sweep_dir),
-             "Learning curves": plot_learning_curves(plan, records, sweep_dir),
-             "Search history": search_plots}
+             "Learning curves": plot_learning_curves(plan, records, sweep_dir)}
+    # Last: optuna's plots switch matplotlib to its own style for the rest of the process.
+    plots["Search history"], notes = plot_search(sweep_dir, plan)
     md = sweep_dir / "report.md"
     meta = Ledger(sweep_dir).get("best", {})
     md.write_text(render_markdown(plan, records, {"best": meta, "wall_s": Ledger(sweep_dir).get("wall_s", math.nan)},

@@ -26,8 +26,9 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
   tables as CSV and its plots as artifacts, and the sweep YAML. Its params are the base config,
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
-- the experiment carries `mlflow.experimentKind = custom_model_development`, so it opens on the
-  runs table instead of MLflow 3's GenAI overview.
+- MLflow 3.17 opens an experiment on its GenAI overview; `Tracker.ui_hint`'s URL ends in
+  `?workflowType=machine_learning`, which opens the runs table (checked in Chromium; the
+  experiment tag `mlflow.experimentKind` does not change the page a fresh browser opens).
 """
 from __future__ import annotations
 
@@ -54,8 +55,6 @@ from sweep.trainable import TRIAL_ERROR
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
-# The experiment tag the MLflow 3 UI reads to choose between its GenAI and model-training pages.
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 STEP_KEY = "epoch"  # the step of every logged metric
 
 
@@ -124,7 +123,7 @@ class Tracker:
         location = None
         if self.tracking_uri.startswith("sqlite:///"):
             location = Path(self.tracking_uri[len("sqlite:///"):]).parent.joinpath("mlartifacts").as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        return self.client.create_experiment(self.experiment, artifact_location=location)
 
     def ui_hint(self) -> tuple[str, str]:
         """The command that serves this store and the URL of this experiment's runs table."""
