@@ -96,7 +96,6 @@ class PerCellSearch(Searcher):
         with a killed driver: it is closed as FAIL (marked `lost`) and the cell draws a replacement."""
         storage = study_storage(self._sweep_dir)
         direction = "maximize" if self._mode == "max" else "minimize"
-        known = {s.study_name: s.n_trials for s in storage.get_all_studies()}
         self._studies: dict[str, optuna.Study] = {}
         self._asked: dict[str, tuple[str, optuna.Trial]] = {}  # live Tune trial id -> (cell, Optuna trial)
         self._suggested: dict[str, int] = {}
@@ -104,9 +103,8 @@ class PerCellSearch(Searcher):
             # The same sampler seed in every cell (the cells start from the same random proposals),
             # offset by the samples already drawn so that a resumed study does not re-propose its
             # first candidates.
-            sampler = optuna.samplers.TPESampler(seed=self._seed + known.get(cell, 0))
-            study = optuna.create_study(study_name=cell, storage=storage, sampler=sampler, direction=direction,
-                                        load_if_exists=True)
+            study = optuna.create_study(study_name=cell, storage=storage, direction=direction, load_if_exists=True)
+            study.sampler = optuna.samplers.TPESampler(seed=self._seed + len(study.get_trials(deepcopy=False)))
             self._studies[cell] = study
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 live = optuna.trial.Trial(study, t._trial_id)

@@ -1,0 +1,82 @@
+"""The per-cell Optuna search driven by hand (no Ray trials): studies in the sweep directory,
+a JSON snapshot instead of pickles, and a restore that continues the same studies."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from sweep.search import STUDY_FILE, JournalSearchGenerator, PerCellSearch, load_studies, study_storage
+from sweep.spec import SearchParam
+
+CELLS = {"a": {"cell": "a"}, "b": {"cell": "b"}}
+LR = {"optimizer.lr": SearchParam(type="loguniform", low=1e-3, high=1e-2)}
+
+
+def searcher(sweep_dir: Path, **kw: object) -> PerCellSearch:
+    return PerCellSearch(CELLS, LR, num_samples=3, metric="recall_at_1", mode="max", seed=0, sweep_dir=sweep_dir, **kw)
+
+
+def test_studies_are_stored_in_the_sweep_dir(tmp_path: Path) -> None:
+    s = searcher(tmp_path)
+    configs = {tid: s.suggest(tid) for tid in ("t1", "t2", "t3")}
+    assert [c["trial"]["cell"] for c in configs.values()] == ["a", "b", "a"]  # round-robin over cells
+    s.on_trial_result("t1", {"recall_at_1": 0.5, "epoch": 1})
+    s.on_trial_result("t1", {"recall_at_1": 0.5, "epoch": 1})  # a resumed trial re-reports: ignored
+    s.on_trial_complete("t1", {"recall_at_1": 0.8, "epoch": 2})
+    s.on_trial_complete("t2", {"recall_at_1": float("nan")})  # a NaN loss: nothing to learn from
+
+    assert (tmp_path / STUDY_FILE).is_file()
+    a = optuna.load_study(study_name="a", storage=study_storage(tmp_path))
+    first = a.trials[0]
+    assert (first.state, first.value, first.intermediate_values) == (optuna.trial.TrialState.COMPLETE, 0.8, {1: 0.5})
+    assert first.params == configs["t1"]["params"] and first.user_attrs["tune_trial_id"] == "t1"
+    assert load_studies(tmp_path)["b"].trials[0].state == optuna.trial.TrialState.FAIL
+    with pytest.raises(NotImplementedError):  # Tune's pickling hook is refused
+        s.save(str(tmp_path / "x.pkl"))
+
+
+def test_restore_continues_from_the_journal_and_a_json_snapshot(tmp_path: Path) -> None:
+    gen = JournalSearchGenerator(searcher(tmp_path))
+    s = gen.searcher
+    for tid in ("t1", "t2", "t3"):
+        s.suggest(tid)
+    s.on_trial_complete("t1", {"recall_at_1": 0.9})
+    gen._counter = 3
+    snapshot_dir = tmp_path / "search"
+    snapshot_dir.mkdir()
+    gen.save_to_dir(str(snapshot_dir), "2026-01-01")
+    s.suggest("t4")  # drawn after Tune's last snapshot, then the driver is killed: lost
+    assert [p.name for p in snapshot_dir.iterdir()] == ["search-state-2026-01-01.json"]  # JSON, no pickle
+
+    # Tuner.restore: the searcher comes back from tuner.pkl (its studies are not in it) ...
+    restored = JournalSearchGenerator(pickle.loads(pickle.dumps(s)))
+    assert "_studies" not in pickle.loads(pickle.dumps(s)).__getstate__()
+    # ... and its state from the journal plus the snapshot.
+    assert restored.has_checkpoint(str(snapshot_dir))
+    restored.restore_from_dir(str(snapshot_dir))
+    assert restored._counter == 3
+    r = restored.searcher
+    assert r.handed_out() == ["t2", "t3"]  # still running in Tune's snapshot: they continue
+    lost = [t for t in load_studies(tmp_path)["b"].trials if t.user_attrs["tune_trial_id"] == "t4"]
+    assert lost[0].state == optuna.trial.TrialState.FAIL and lost[0].user_attrs["lost"]
+    r.on_trial_complete("t2", {"recall_at_1": 0.7})  # a resumed trial's end reaches its study
+    assert load_studies(tmp_path)["b"].trials[0].value == 0.7
+    # 3 samples per cell: a has t1, t3; b has t2 (t4 was lost) -> one more for a, two for b.
+    cells = [r.suggest(tid)["trial"]["cell"] for tid in ("t5", "t6", "t7")]
+    assert sorted(cells) == ["a", "b", "b"]
+    assert r.suggest("t8") == Searcher.FINISHED
+    # A resumed study does not re-propose its first candidates (its sampler seed moved on).
+    values = [t.params["optimizer.lr"] for t in load_studies(tmp_path)["a"].trials]
+    assert len(set(values)) == len(values)
+
+
+def test_max_concurrent_is_applied_by_the_searcher(tmp_path: Path) -> None:
+    s = searcher(tmp_path, max_concurrent=1)
+    assert s.suggest("t1") is not None
+    assert s.suggest("t2") is None  # wait: one sample in flight
+    s.on_trial_complete("t1", {"recall_at_1": 0.5})
+    assert s.suggest("t2") is not None
