@@ -84,7 +84,8 @@ class ConsoleCallback(tune.Callback):
         label = record.get("label") or record.get("key", trial.trial_id)
         label = label.removeprefix(f"{SEARCH} · ")  # the phase column says it
         if record.get("status") == FAILED:
-            say(f"{head} FAILED  {phase} {label}  {record.get('error') or 'failed'}  ({fmt_duration(seconds)})")
+            took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
+            say(f"{head} FAILED  {phase} {label}  {record.get('error') or 'failed'}{took}")
             return
         metrics = record.get("metrics", {})
         if phase == SEARCH:

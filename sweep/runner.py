@@ -2,9 +2,10 @@
 
 Each phase is one Ray Tune experiment inside the sweep directory (`search/`, `final/`).
 Resuming (`--resume`) walks the same phases: a phase the ledger marks complete is skipped, an
-interrupted one is continued with `Tuner.restore` (unfinished trials resume from their last
-checkpoint; finished ones are never re-run; errored ones are kept as failed unless
-`--retry-failed`, which restarts them from scratch).
+interrupted final phase is continued with `Tuner.restore` (unfinished trials resume from their
+last checkpoint; finished ones are never re-run; errored ones are kept as failed unless
+`--retry-failed`, which restarts them from scratch). An interrupted search continues its Optuna
+studies in a new Tune experiment: finished samples count, cut-off ones are redrawn.
 """
 from __future__ import annotations
 
@@ -143,7 +144,9 @@ class SweepRunner:
             return
         path = self.sweep_dir / name
         self._header(name, expected)
-        if self.resume and tune.Tuner.can_restore(str(path)):
+        # The search is never restored from Tune's folder (pickles): it continues from the
+        # Optuna journal in a new Tune experiment (see sweep.search).
+        if self.resume and name != SEARCH and tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(
                 str(path), self.trainable, resume_unfinished=True, resume_errored=False, restart_errored=self.retry_failed
             )

@@ -12,17 +12,18 @@ cells in parallel, and leaves a single experiment to restore on `--resume`.
 The studies live in the sweep directory, in one Optuna journal file (`optuna.journal`, one study
 per cell, named by the cell id), so `optuna.load_study`, `optuna.visualization` and
 optuna-dashboard can show the search after the sweep, and `--resume` continues the same studies.
-Nothing of the search is pickled: Tune's `SearchGenerator` would cloudpickle its state and the
-searcher's into `search_gen_state-*.json` / `searcher-state-*.pkl`, and unpickle them on
+
+Nothing of the search is pickled or unpickled. Tune's `SearchGenerator` would cloudpickle its
+state and the searcher's into `search_gen_state-*.json` / `searcher-state-*.pkl` and load them on
 `Tuner.restore` -- code execution for whoever can write the folder. `JournalSearchGenerator`
-replaces both with a small JSON snapshot (counters and the Tune trial ids handed out), and the
-studies themselves are reloaded from the journal.
+writes neither, and the runner never restores the search experiment: `--resume` starts a new
+Tune experiment on the same journal (that experiment's `tuner.pkl` is never read back). Samples
+that were running when the driver stopped are closed as failed (`lost`) and redrawn from scratch:
+a search sample is cheap, and its replacement is drawn with everything the study has learnt.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,7 +39,6 @@ from sweep.spec import SearchParam
 STUDY_FILE = "optuna.journal"
 _TUNE_ID = "tune_trial_id"  # Optuna user attribute: which Tune trial ran this sample
 _LOST = "lost"  # user attribute of a sample lost with a killed driver (replaced)
-_SNAPSHOT = "search-state-{}.json"
 
 
 def optuna_distribution(p: SearchParam) -> optuna.distributions.BaseDistribution:
@@ -76,24 +76,18 @@ class PerCellSearch(Searcher):
         self._seed = seed
         self._sweep_dir = str(sweep_dir)
         self._max_concurrent = max_concurrent
-        # A new Tune experiment continues none of an earlier session's samples.
-        self._open_studies(handed_out=set())
+        self._open_studies()
 
     _DERIVED = ("_studies", "_asked", "_suggested")
 
-    # Studies hold a storage with a file lock: not something to copy into Tune's tuner.pkl.
+    # Tune pickles its search algorithm into tuner.pkl; studies hold a storage with a file lock.
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Unpickled from tuner.pkl by `Tuner.restore`; `reload` then applies Tune's snapshot.
-        self.__dict__.update(state)
-        self._open_studies(handed_out=None)
-
-    def _open_studies(self, handed_out: Optional[set[str]]) -> None:
-        """(Re)load every cell's study from the journal. `handed_out`: the Tune trial ids that
-        continue (None: keep every running sample until Tune's snapshot is known); a sample still RUNNING that Tune does not know was lost
-        with a killed driver: it is closed as FAIL (marked `lost`) and the cell draws a replacement."""
+    def _open_studies(self) -> None:
+        """Load (or create) every cell's study from the journal. A sample still RUNNING there
+        belongs to an earlier, stopped driver (a new searcher runs in a new Tune experiment), so it
+        is closed as FAIL, marked `lost`, and the cell draws a replacement."""
         storage = study_storage(self._sweep_dir)
         direction = "maximize" if self._mode == "max" else "minimize"
         self._studies: dict[str, optuna.Study] = {}
@@ -107,12 +101,9 @@ class PerCellSearch(Searcher):
             study.sampler = optuna.samplers.TPESampler(seed=self._seed + len(study.get_trials(deepcopy=False)))
             self._studies[cell] = study
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                live = optuna.trial.Trial(study, t._trial_id)
-                if handed_out is not None and t.user_attrs.get(_TUNE_ID) not in handed_out:
-                    live.set_user_attr(_LOST, True)
-                    study.tell(live, state=TrialState.FAIL)
-                else:
-                    self._asked[t.user_attrs[_TUNE_ID]] = (cell, live)
+                lost = optuna.trial.Trial(study, t._trial_id)
+                lost.set_user_attr(_LOST, True)
+                study.tell(lost, state=TrialState.FAIL)
             self._suggested[cell] = sum(not t.user_attrs.get(_LOST) for t in study.get_trials(deepcopy=False))
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
@@ -151,43 +142,25 @@ class PerCellSearch(Searcher):
         else:
             self._studies[cell].tell(trial, float(value))
 
-    # Tune's own hooks would pickle this object; `JournalSearchGenerator` saves JSON instead.
+    # Tune's own hooks would pickle this object; the journal is the state instead.
     def save(self, checkpoint_path: str) -> None:
-        raise NotImplementedError("saved by JournalSearchGenerator as JSON")
+        raise NotImplementedError("the search state is the Optuna journal")
 
     def restore(self, checkpoint_path: str) -> None:
-        raise NotImplementedError("restored by JournalSearchGenerator from the Optuna journal")
-
-    def handed_out(self) -> list[str]:
-        """Tune trial ids of the samples in flight (finished ones are in the journal)."""
-        return sorted(self._asked)
-
-    def reload(self, handed_out: list[str]) -> None:
-        self._open_studies(set(handed_out))
+        raise NotImplementedError("the search state is the Optuna journal")
 
 
 class JournalSearchGenerator(SearchGenerator):
-    """Tune's `SearchGenerator` with a JSON snapshot instead of cloudpickle (see the module doc)."""
-
-    CKPT_FILE_TMPL = _SNAPSHOT
+    """Tune's `SearchGenerator` without its pickled snapshots (see the module doc)."""
 
     def save_to_dir(self, dirpath: str, session_str: str) -> None:
-        state = {"counter": self._counter, "total_samples": self._total_samples, "finished": self._finished,
-                 "handed_out": self.searcher.handed_out()}
-        path = Path(dirpath) / self.CKPT_FILE_TMPL.format(session_str)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        pass  # every sample and result is already in the journal
 
     def has_checkpoint(self, dirpath: str) -> bool:
-        return any(Path(dirpath).glob(self.CKPT_FILE_TMPL.format("*")))
+        return False  # nothing to restore from a Tune folder: never unpickle one
 
     def restore_from_dir(self, dirpath: str) -> None:
-        newest = max(Path(dirpath).glob(self.CKPT_FILE_TMPL.format("*")), key=lambda p: p.stat().st_mtime)
-        state = json.loads(newest.read_text())
-        # The experiment spec stays the one Tune just registered (from the Tuner, not a file).
-        self._counter, self._total_samples, self._finished = state["counter"], state["total_samples"], state["finished"]
-        self.searcher.reload(state["handed_out"])
+        raise RuntimeError("the search continues from its Optuna journal, not from a Tune folder")
 
 
 class PerCellASHA(FIFOScheduler):

@@ -2,7 +2,6 @@
 a JSON snapshot instead of pickles, and a restore that continues the same studies."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import optuna
@@ -39,35 +38,28 @@ def test_studies_are_stored_in_the_sweep_dir(tmp_path: Path) -> None:
         s.save(str(tmp_path / "x.pkl"))
 
 
-def test_restore_continues_from_the_journal_and_a_json_snapshot(tmp_path: Path) -> None:
+def test_resume_continues_the_studies_without_any_pickle(tmp_path: Path) -> None:
     gen = JournalSearchGenerator(searcher(tmp_path))
     s = gen.searcher
     for tid in ("t1", "t2", "t3"):
         s.suggest(tid)
     s.on_trial_complete("t1", {"recall_at_1": 0.9})
-    gen._counter = 3
-    snapshot_dir = tmp_path / "search"
-    snapshot_dir.mkdir()
-    gen.save_to_dir(str(snapshot_dir), "2026-01-01")
-    s.suggest("t4")  # drawn after Tune's last snapshot, then the driver is killed: lost
-    assert [p.name for p in snapshot_dir.iterdir()] == ["search-state-2026-01-01.json"]  # JSON, no pickle
+    s.on_trial_complete("t2", {"recall_at_1": 0.7})
+    tune_dir = tmp_path / "search"
+    tune_dir.mkdir()
+    gen.save_to_dir(str(tune_dir), "2026-01-01")  # Tune's periodic snapshot: writes nothing
+    assert list(tune_dir.iterdir()) == [] and not gen.has_checkpoint(str(tune_dir))
+    with pytest.raises(RuntimeError, match="Optuna journal"):
+        gen.restore_from_dir(str(tune_dir))
+    assert "_studies" not in s.__getstate__()  # what Tune pickles into tuner.pkl: no storage
 
-    # Tuner.restore: the searcher comes back from tuner.pkl (its studies are not in it) ...
-    restored = JournalSearchGenerator(pickle.loads(pickle.dumps(s)))
-    assert "_studies" not in pickle.loads(pickle.dumps(s)).__getstate__()
-    # ... and its state from the journal plus the snapshot.
-    assert restored.has_checkpoint(str(snapshot_dir))
-    restored.restore_from_dir(str(snapshot_dir))
-    assert restored._counter == 3
-    r = restored.searcher
-    assert r.handed_out() == ["t2", "t3"]  # still running in Tune's snapshot: they continue
-    lost = [t for t in load_studies(tmp_path)["b"].trials if t.user_attrs["tune_trial_id"] == "t4"]
-    assert lost[0].state == optuna.trial.TrialState.FAIL and lost[0].user_attrs["lost"]
-    r.on_trial_complete("t2", {"recall_at_1": 0.7})  # a resumed trial's end reaches its study
-    assert load_studies(tmp_path)["b"].trials[0].value == 0.7
-    # 3 samples per cell: a has t1, t3; b has t2 (t4 was lost) -> one more for a, two for b.
-    cells = [r.suggest(tid)["trial"]["cell"] for tid in ("t5", "t6", "t7")]
-    assert sorted(cells) == ["a", "b", "b"]
+    # The driver stopped with t3 running; --resume builds a new searcher on the same journal.
+    r = searcher(tmp_path)
+    t3 = load_studies(tmp_path)["a"].trials[1]
+    assert t3.state == optuna.trial.TrialState.FAIL and t3.user_attrs["lost"]
+    # 3 samples per cell: a has t1 (t3 was lost), b has t2 -> two more for each, then finished.
+    cells = [r.suggest(tid)["trial"]["cell"] for tid in ("t4", "t5", "t6", "t7")]
+    assert sorted(cells) == ["a", "a", "b", "b"]
     assert r.suggest("t8") == Searcher.FINISHED
     # A resumed study does not re-propose its first candidates (its sampler seed moved on).
     values = [t.params["optimizer.lr"] for t in load_studies(tmp_path)["a"].trials]
