@@ -105,6 +105,8 @@ def _quiet_libraries(verbose: int) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     for name in ("mlflow", "alembic", "optuna", "matplotlib", "filelock"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Tune's Ctrl-C warnings advise `Tuner.restore(...)`; the sweep prints its own resume command.
+    logging.getLogger("ray.tune").setLevel(logging.WARNING if verbose else logging.ERROR)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
@@ -118,7 +120,8 @@ def closing_block(outcome: SweepOutcome) -> str:
     finished = sum(r.get("status") == FINISHED for r in trials)
     failed = sum(r.get("status") == FAILED for r in trials)
     wall = fmt_duration(float(Ledger(outcome.sweep_dir).get("wall_s", float("nan"))))
-    lines = [f"-- done in {wall}: {finished} trials finished, {failed} failed"]
+    lost = sum(r.get("status") == KILLED for r in trials)  # search samples cut off and redrawn
+    lines = [f"-- done in {wall}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
     lines += [f"   {h}" for h in headlines(outcome.sweep_dir)]
     lines.append(f"report:  {outcome.sweep_dir / 'report.md'}")
     if outcome.mlflow_command:
