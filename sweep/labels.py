@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any, Iterable
 
+from dml_core.evaluation.names import recall_k
+
 # Short names of common ablation keys; any other key shows its last dotted part.
 _SHORT_KEYS = {
     "expansion.n_inner_pts": "n",
@@ -31,8 +33,8 @@ _NOT_FRACTIONS = {"loss", "time_s", "epoch"}
 
 def metric_label(metric: str) -> str:
     """`recall_at_1` -> `R@1`, `map_at_r` -> `MAP@R`; unknown names unchanged."""
-    m = re.fullmatch(r"recall_at_(\d+)", metric)
-    return f"R@{m.group(1)}" if m else _METRIC_NAMES.get(metric, metric)
+    k = recall_k(metric)
+    return f"R@{k}" if k is not None else _METRIC_NAMES.get(metric, metric)
 
 
 def is_fraction(metric: str) -> bool:

@@ -45,12 +45,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from dml_core.evaluation.names import ordered
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
-from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger
+from sweep.ledger import FINISHED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
 from sweep.stats import CONFIDENCE, MeanCI, mean_ci, paired_comparison, t_multiplier
 
-_SUMMARY_ORDER = ("map_at_r", "r_precision", "nmi", "f1", "loss", "time_s")
 EVALUATIONS = ("last", "best")
 ALPHA = 1 - CONFIDENCE  # a verdict other than "inconclusive" needs p below this
 
@@ -93,9 +93,7 @@ def select_evaluation(records: list[dict[str, Any]], evaluation: str, metric: st
 
 def summary_metrics(records: list[dict[str, Any]]) -> list[str]:
     """Metric names present in finished trials, recall@K first (by K), then the rest."""
-    names = {k for r in records for k in r.get("metrics", {})} - {"epoch"}
-    recalls = sorted((n for n in names if re.fullmatch(r"recall_at_\d+", n)), key=lambda n: int(n.rsplit("_", 1)[1]))
-    return recalls + [n for n in _SUMMARY_ORDER if n in names] + sorted(names - set(recalls) - set(_SUMMARY_ORDER))
+    return ordered({k for r in records for k in r.get("metrics", {})} - {"epoch"})
 
 
 def _by_seed(records: list[dict[str, Any]], cell_id: str, metric: str) -> dict[int, float]:
