@@ -23,6 +23,7 @@ import logging
 import os
 import shlex
 
+from dml_core.errors import first_line
 from sweep.ledger import KILLED
 from sweep.plan import load_plan
 from sweep.runner import default_sweep_dir, ray_address, run_sweep
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(plan.describe(sweep_dir), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
