@@ -46,7 +46,8 @@ def _fmt(value: Any) -> str:
 
 
 def _absolute(value: Any) -> Any:
-    if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+    # `${DML_DATA}/...` is expanded by the data layer, in the trial: leave it as written.
+    if isinstance(value, str) and value and "://" not in value and "${" not in value and not os.path.isabs(value):
         return os.path.abspath(value)
     return value
 
@@ -289,7 +290,7 @@ class SweepPlan:
         for cfg in configs:
             for key in ("root", "train_root", "test_root"):
                 path = getattr(cfg.data, key, None)
-                if path is None or path in seen or "://" in path:
+                if path is None or path in seen or "://" in path or "${" in path:  # ${...}: the data index checks it
                     continue
                 seen.add(path)
                 if not Path(path).exists():
