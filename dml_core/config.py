@@ -253,6 +253,29 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Experimen
         raise ConfigError(format_validation_error(e, source, model=ExperimentConfig, unions=SECTIONS)) from None
 
 
+def config_from_dump(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """A config this program wrote (a checkpoint's or run directory's), old layouts included.
+
+    Before components owned their parameters, every section was dumped with every key of every
+    component (`model.conv_blocks` for a ResNet, SEE's keys under `expansion: none`, SEE's count
+    as `n_inner_pts`). Those keys were inert, so they are dropped here -- for machine-written
+    configs only; a user's YAML with such a key is an error.
+    """
+    tree = copy.deepcopy(raw)
+    for kind, registry in SECTIONS.items():
+        section = tree.get(kind)
+        if not isinstance(section, dict):
+            continue
+        tag = registry.tag_of(section.get(registry.discriminator, registry.default))
+        if tag not in registry:
+            continue
+        fields = registry.get(tag).model_fields
+        if kind == "expansion" and "n_expan" in fields and "n_expan" not in section and "n_inner_pts" in section:
+            section["n_expan"] = section["n_inner_pts"]  # SEE's count had EE's name
+        tree[kind] = {k: v for k, v in section.items() if k in fields}
+    return config_from_dict(tree, source)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> ExperimentConfig:
     """Read, override and validate one experiment YAML."""
     raw = read_yaml(path)
