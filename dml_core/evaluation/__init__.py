@@ -1,4 +1,4 @@
-"""Zero-shot evaluation of embeddings (ALGORITHMS.md section 3).
+"""Zero-shot evaluation of embeddings (docs/algorithms.md section 3).
 
 - `knn.py`: exact, chunked kNN with self-exclusion by index: faiss or `torch_backend.py` (CUDA).
 - `retrieval.py`: Recall@K, MAP@R, R-precision from one search.

@@ -1,7 +1,7 @@
 """Clustering metrics: NMI and pairwise F1 of a k-means partition against the classes.
 
 Protocol (Oh Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding", CVPR
-2016; ALGORITHMS.md section 3): run k-means on the test embeddings with k = number of test
+2016; docs/algorithms.md section 3): run k-means on the test embeddings with k = number of test
 classes, then compare clusters with classes by
 
 - NMI: normalised mutual information, scikit-learn's `normalized_mutual_info_score` (arithmetic

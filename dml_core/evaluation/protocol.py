@@ -1,4 +1,4 @@
-"""`evaluate`: the zero-shot evaluation protocol of ALGORITHMS.md section 3 in one call."""
+"""`evaluate`: the zero-shot evaluation protocol of docs/algorithms.md section 3 in one call."""
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence

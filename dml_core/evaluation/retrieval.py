@@ -1,6 +1,6 @@
 """Retrieval metrics from one exact kNN search: Recall@K, MAP@R and R-precision.
 
-Definitions (ALGORITHMS.md section 3). For a query q with class y_q, let R be the number of
+Definitions (docs/algorithms.md section 3). For a query q with class y_q, let R be the number of
 gallery items of class y_q (q itself excluded when the gallery is the query set), and rel(i) = 1
 if the i-th nearest neighbour has class y_q.
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from dml_core.config import ExperimentConfig, dump_config
 from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
+from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.losses import build_loss
 from dml_core.models import build_model
@@ -116,14 +117,14 @@ class Trainer:
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs)
 
         batch = cfg.data.batch
-        # data.num_workers: null = auto; until the auto rule lands (issue 8), auto = in-process.
-        self.num_workers = 0 if cfg.data.num_workers is None else cfg.data.num_workers
+        # data.num_workers: null = auto (dml_core.data.loading).
+        self.num_workers = resolve_num_workers(cfg.data.num_workers, self.splits.train)
         self.iterations = cfg.train.iterations_per_epoch or max(1, len(self.splits.train) // batch.size)
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=self.num_workers,
-                                 pin_memory=self.device.type == "cuda")
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler,
+                                 **loader_options(0 if self.cached else self.num_workers, self.device))
 
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
