@@ -121,6 +121,9 @@ def experiment_config(args: argparse.Namespace, seed: int, expansion: str) -> Ex
             "name": "omniglot", "root": str(args.root), "image_size": 28, "train_classes": 0.5,
             "crop_scale": list(args.crop_scale),
             "horizontal_flip": False,  # mirrored characters are other characters' shapes
+            # In-process loading, as in the PML arm's DataLoaders: worker processes draw the
+            # augmentations from other RNG streams, so the "shared" control would no longer be one.
+            "num_workers": 0,
             "batch": {"classes_per_batch": args.classes_per_batch, "samples_per_class": args.samples_per_class},
         },
         "model": {"backbone": "small_conv", "conv_width": args.conv_width, "embedding_dim": 128},
