@@ -8,7 +8,8 @@
     --address ADDR     join a Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)
     --out DIR          sweep directory (default: <storage_path>/<sweep name>)
 
-Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted (resume with --resume).
+Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
+(one line on stderr), 130 interrupted (resume with --resume).
 """
 from __future__ import annotations
 
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.status == KILLED:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
         return 130
+    if outcome.failed:
+        shown = ", ".join(outcome.failed[:3]) + (", ..." if len(outcome.failed) > 3 else "")
+        print(f"sweep finished with failures: {len(outcome.failed)} of {outcome.final_trials} final trials failed "
+              f"({shown}); report of the rest: {outcome.sweep_dir / 'report.md'}", file=sys.stderr)
+        return 1
     print(f"sweep finished: {outcome.sweep_dir / 'report.md'}")
     return 0
 
