@@ -20,10 +20,10 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu"):
     from dml_core.config import config_from_dict
     from dml_core.models import build_model
     from dml_core.training import load_checkpoint
-    from dml_core.training.checkpoint import CHECKPOINT_NAME, restore
+    from dml_core.training.checkpoint import checkpoint_file, restore
 
     ckpt = load_checkpoint(run_dir, map_location=device)
-    source = Path(run_dir) / CHECKPOINT_NAME if Path(run_dir).is_dir() else Path(run_dir)
+    source = checkpoint_file(run_dir)
     cfg = config_from_dict(ckpt["config"], str(source))
     in_channels = int(ckpt["in_channels"])
     # The weights come from the checkpoint: never try to fetch pretrained ones again.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,23 +69,27 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file meant by `path`: itself, or the `checkpoint.pt` of a run directory."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A trainer checkpoint (file, or run directory holding `checkpoint.pt`), or a one-line error."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "Weights only load failed" in text:
-            why = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "WeightsUnpickler" in line),
-                       "it holds objects other than tensors, numbers and strings")
-            raise CheckpointError(f"{path}: refused to load, it is not a plain-tensor checkpoint and could run code "
-                                  f"({why})") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
+        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+        if unsafe:
+            raise CheckpointError(f"{path}: refused to load: unpickling it would call {unsafe.group(1)} (a checkpoint "
+                                  "holds only tensors, numbers and strings; this one is foreign or tampered with)") from None
+        why = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), _first_line(e))
+        raise CheckpointError(f"{path}: not a readable checkpoint, damaged or not written by dml_core.train ({why})") from None
     except Exception as e:  # truncated zip, random bytes, a text file: torch raises many types
         raise CheckpointError(f"{path}: not a readable checkpoint, damaged or not written by dml_core.train "
                               f"({type(e).__name__}: {_first_line(e)})") from None

@@ -27,6 +27,7 @@ from dml_core.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     METRICS_NAME,
+    checkpoint_file,
     load_checkpoint,
     restore,
     rng_state,
@@ -148,6 +149,7 @@ class Trainer:
 
     def load_state(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
+        path = checkpoint_file(path)
         restore(path, "model", self.model.load_state_dict, ckpt["model"])
         restore(path, "loss (proxies)", self.loss_fn.load_state_dict, ckpt["loss"])
         restore(path, "optimizer state", self.optimizer.load_state_dict, ckpt["optimizer"])
