@@ -51,8 +51,8 @@ CASES = [
     Case("MS + EE n=8", "multi_similarity", {"name": "ee", "n_inner_pts": 8}, "MS"),
     Case("MS + EE n=32", "multi_similarity", {"name": "ee", "n_inner_pts": 32}, "MS", 1.05),
     Case("PA", "proxy_anchor", None, "PA"),
-    Case("PA + SEE n=8", "proxy_anchor", {"name": "see", "n_inner_pts": 8}, "PA", 1.03),
-    Case("PA + SEE n=16", "proxy_anchor", {"name": "see", "n_inner_pts": 16}, "PA"),
+    Case("PA + SEE n=8", "proxy_anchor", {"name": "see", "n_expan": 8}, "PA", 1.03),
+    Case("PA + SEE n=16", "proxy_anchor", {"name": "see", "n_expan": 16}, "PA"),
 ]
 
 

@@ -5,6 +5,8 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+from dml_core.errors import first_line
+
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """A config, data folder, model or loss setting that cannot work; anything else is a bug
@@ -25,6 +27,5 @@ def one_line_errors(prog: str, debug: bool = False) -> Iterator[None]:
     except user_error_types() as e:
         if debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        print(f"{prog}: error: {first_line(e)}", file=sys.stderr)
         raise SystemExit(2)

@@ -11,112 +11,29 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
+from dml_core.errors import ConfigError, format_validation_error
+from dml_core.evaluation.names import check_metric_name, metric_names
+from dml_core.params import (
+    SECTIONS,
+    BatchConfig,
+    DataConfig,
+    ExpansionConfig,
+    LossConfig,
+    ModelConfig,
+)
 
-class ConfigError(ValueError):
-    """A user's configuration mistake; the message is one line that names the field or file."""
+__all__ = ["BatchConfig", "ConfigError", "DataConfig", "ExpansionConfig", "ExperimentConfig", "LossConfig",
+           "ModelConfig", "config_from_dict", "load_config", "read_yaml"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class BatchConfig(_Strict):
-    """P x K class-balanced batches: K instances of each of P classes, contiguous."""
-
-    classes_per_batch: int = Field(16, ge=1, description="P")
-    samples_per_class: int = Field(4, ge=1, description="K")
-
-    @property
-    def size(self) -> int:
-        return self.classes_per_batch * self.samples_per_class
-
-
-class DataConfig(_Strict):
-    name: Literal["digits", "omniglot", "image_folder", "cub200", "cars196", "sop", "inshop"] = "digits"
-    # Dataset folder. For image_folder/omniglot it may hold all classes (split class-disjointly by
-    # `train_classes`) -- or give `train_root` and `test_root` separately instead.
-    root: Optional[str] = None
-    train_root: Optional[str] = None
-    test_root: Optional[str] = None
-    # Class-disjoint split of one root: a fraction (0-1) or a count of classes, taken in sorted
-    # class order (standard for CUB/Cars: first half trains); `None` = the dataset's standard split.
-    train_classes: Optional[float] = None
-    # Hold out this fraction of the training classes as a class-disjoint validation set that
-    # replaces the test split for evaluation (hyper-parameter search must not see test classes).
-    holdout: Optional[float] = Field(None, gt=0, lt=1)
-    # Class-count ablation: train on the first N training classes only.
-    num_classes: Optional[int] = Field(None, ge=2)
-    image_size: int = Field(28, ge=8, description="train crop / test crop side, pixels")
-    resize_size: Optional[int] = Field(None, description="test-time resize before centre crop; default image_size*256/224")
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    horizontal_flip: bool = True
-    # Omniglot and digits are grayscale: with a 3-channel pretrained backbone they are repeated to RGB.
-    num_workers: int = Field(0, ge=0)
-    batch: BatchConfig = BatchConfig()
-    eval_batch_size: int = Field(256, ge=1)
-    cache_features: bool = False
-    cache_dir: Optional[str] = None
-    download: bool = False
-
-    @field_validator("crop_scale")
-    @classmethod
-    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not (0 < v[0] <= v[1] <= 1):
-            raise ValueError("must satisfy 0 < min <= max <= 1")
-        return v
-
-
-class ModelConfig(_Strict):
-    backbone: Literal["small_conv", "resnet18", "resnet50", "googlenet"] = "small_conv"
-    pretrained: bool = False
-    embedding_dim: int = Field(128, ge=2)
-    pooling: Literal["avg", "avg_max"] = "avg"
-    freeze_bn: bool = False
-    freeze_backbone: bool = False
-    # small_conv only: number of conv blocks and channel width.
-    conv_blocks: int = Field(4, ge=1, le=6)
-    conv_width: int = Field(64, ge=8)
-
-
-class LossConfig(BaseModel):
-    """`name` picks the loss from the registry; every other key is a constructor argument.
-
-    The extra keys are checked against the loss's signature when the config is loaded
-    (see `validate_experiment`), so `loss.margni: 0.1` fails at load with a suggestion.
-    """
-
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-    name: str = "multi_similarity"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class ExpansionConfig(_Strict):
-    """Synthetic embeddings added to each batch: none, EE (Ko & Gu 2020) or SEE (Le & Woo 2024)."""
-
-    name: Literal["none", "ee", "see"] = "none"
-    # EE: interior points per positive pair; SEE: synthetic points per expanded sample (n_expan).
-    n_inner_pts: int = Field(2, ge=0)
-    # EE
-    l2_norm: bool = True
-    # SEE
-    lam: float = Field(0.2, ge=0)
-    threshold_type: Literal[0, 1] = 1
-    threshold_max: float = 0.4
-    threshold_min: float = 0.04
-    threshold_lower_bound: float = 0.0
-    detach: bool = True
-    center: Literal["auto", "proxy", "centroid"] = "auto"
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.model_dump()
 
 
 class OptimizerConfig(_Strict):
@@ -153,20 +70,36 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     # Recall@K list; None = the dataset's standard list (CUB/Cars 1,2,4,8; SOP 1,10,100,1000; ...).
-    recall_at: Optional[list[int]] = None
+    recall_at: Optional[list[Annotated[int, Field(ge=1)]]] = Field(None, min_length=1)
     clustering: bool = True
     primary_metric: str = "recall_at_1"
     # Faiss k-means iterations for NMI/F1.
     kmeans_iters: int = Field(20, ge=1)
 
+    @field_validator("recall_at")
+    @classmethod
+    def _distinct(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"repeated values {v}")
+        return v
+
+
+def _section(kind: str) -> Any:
+    """The discriminated union of the `kind` section, with its registry's default component."""
+    registry = SECTIONS[kind]
+    return FieldInfo(annotation=registry.union(), default_factory=registry.default_params)
+
 
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    expansion: ExpansionConfig = ExpansionConfig()
+    # Component sections: one parameter model per registered dataset / backbone / loss /
+    # expansion (`dml_core.params`), chosen by `data.name`, `model.backbone`, `loss.name`,
+    # `expansion.name`. Annotated from the registries below (`_rebuild`).
+    data: DataConfig = Field(default_factory=SECTIONS["data"].default_params)
+    model: ModelConfig = Field(default_factory=SECTIONS["model"].default_params)
+    loss: LossConfig = Field(default_factory=SECTIONS["loss"].default_params)
+    expansion: ExpansionConfig = Field(default_factory=SECTIONS["expansion"].default_params)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     train: TrainConfig = TrainConfig()
@@ -176,32 +109,37 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ExperimentConfig":
-        if self.expansion.name == "ee" and self.data.batch.samples_per_class % 2:
-            raise ValueError(
-                f"data.batch.samples_per_class: EE pairs rows (2m, 2m+1) of each class, so K must be even (got {self.data.batch.samples_per_class})"
-            )
-        if self.expansion.name == "see" and self.model.embedding_dim < self.expansion.n_inner_pts + 2:
-            raise ValueError(
-                f"model.embedding_dim: SEE with n_inner_pts={self.expansion.n_inner_pts} needs embedding_dim >= n_inner_pts + 2 (got {self.model.embedding_dim})"
-            )
+        self.expansion.check(self.loss, self.model.embedding_dim, self.data.batch.samples_per_class)
+        check_metric_name(self.eval.primary_metric, self.metric_names(), "eval.primary_metric")
         return self
+
+    @property
+    def recall_at(self) -> tuple[int, ...]:
+        """The Recall@K list evaluated: `eval.recall_at`, else the dataset's standard one."""
+        return tuple(self.eval.recall_at) if self.eval.recall_at else self.data.recall_at
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric a run of this config reports per evaluation (the trainer adds `loss`)."""
+        return ("loss", *metric_names(self.recall_at, self.eval.clustering))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-YAML-able dict, `sweep:` block included (exclude it yourself where unwanted)."""
         return self.model_dump(mode="json")
 
 
+def _rebuild() -> None:
+    """Re-annotate the component sections from the registries (also after a late registration)."""
+    for kind in SECTIONS:
+        ExperimentConfig.__pydantic_fields__[kind] = _section(kind)
+    ExperimentConfig.model_rebuild(force=True)
+
+
+_rebuild()
+for _registry in SECTIONS.values():
+    _registry.on_change.append(_rebuild)
+
+
 # --------------------------------------------------------------------------- loading
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
 
 
 def parse_value(text: str) -> Any:
@@ -237,9 +175,28 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the dotted `overrides` set.
+
+    An override that switches a section's component (``expansion.name=none``,
+    ``model.backbone=resnet18``) drops the base's keys that belong to the old component only,
+    so an arm or ``--set`` can switch components; keys the overrides set are kept (and
+    validated against the new component).
+    """
     tree = copy.deepcopy(raw)
     for key, value in overrides.items():
         set_dotted(tree, key, value)
+    for kind, registry in SECTIONS.items():
+        switch = f"{kind}.{registry.discriminator}"
+        old = (raw.get(kind) or {}) if isinstance(raw.get(kind), dict) else {}
+        if switch not in overrides or old.get(registry.discriminator, registry.default) == overrides[switch]:
+            continue
+        new_tag = registry.tag_of(overrides[switch])
+        if new_tag not in registry or not isinstance(tree.get(kind), dict):
+            continue  # validation names the unknown component
+        accepted = registry.get(new_tag).model_fields
+        set_here = {k.split(".")[1] for k in overrides if k.startswith(f"{kind}.")}
+        for key in [k for k in old if k not in accepted and k not in set_here]:
+            tree[kind].pop(key, None)
     return tree
 
 
@@ -262,12 +219,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate a raw config (pydantic only: no loss, model or dataset is built)."""
     try:
-        cfg = ExperimentConfig.model_validate(raw)
+        return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
-    validate_experiment(cfg, source)
-    return cfg
+        raise ConfigError(format_validation_error(e, source, model=ExperimentConfig, unions=SECTIONS)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> ExperimentConfig:
@@ -277,16 +233,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None =
         overrides = parse_overrides(overrides)
     raw = apply_overrides(raw, overrides or {})
     return config_from_dict(raw, str(path))
-
-
-def validate_experiment(cfg: ExperimentConfig, source: str = "<config>") -> None:
-    """Checks that need the registries: loss name and parameters, loss/expansion compatibility."""
-    from dml_core.losses import check_loss_config  # late: losses import torch
-
-    try:
-        check_loss_config(cfg.loss.name, cfg.loss.params, cfg.expansion.as_dict())
-    except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:

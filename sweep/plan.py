@@ -1,6 +1,7 @@
 """From one experiment YAML to the list of trials a sweep runs.
 
-    cells  = grid axes (full product) x arms, minus `exclude`   (an arm may pin an axis)
+    cells  = grid axes (full product) x arms, minus `exclude`   (an arm may pin an axis, or opt
+                                                                out of it by pinning it to null)
     trials = cells x seeds                                      (the same seeds everywhere)
 
 With a `search:` block the sweep has two phases, because Optuna's TPE sampler cannot also walk a
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dml_core.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
+from dml_core.evaluation.names import check_metric_name
 
 from sweep.spec import SweepError, SweepSpec, parse_sweep
 
@@ -75,9 +77,13 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
     cells = []
     for arm, arm_overrides in arms:
         axes = {k: [arm_overrides[k]] if k in arm_overrides else values for k, values in spec.grid.items()}
+        # An arm that pins a grid key to null takes no part in that axis: its cells leave the key
+        # unset (an axis that its component does not have, e.g. EE's n_inner_pts for `none`).
+        unset = {k for k in spec.grid if k in arm_overrides and arm_overrides[k] is None}
         for combo in itertools.product(*axes.values()):
             coords = dict(zip(axes, combo))
-            cell = Cell(arm, coords, {**coords, **arm_overrides})
+            overrides = {k: v for k, v in {**coords, **arm_overrides}.items() if k not in unset}
+            cell = Cell(arm, coords, overrides)
             if not any(cell.matches(part) for part in spec.exclude):
                 cells.append(cell)
     return cells
@@ -163,7 +169,8 @@ class SweepPlan:
         base.pop("sweep", None)
         for key in PATH_KEYS:
             section, leaf = key.split(".")
-            base[section][leaf] = _absolute(base[section][leaf])
+            if leaf in base[section]:  # digits has no root, SOP no train_root
+                base[section][leaf] = _absolute(base[section][leaf])
         if base["train"]["num_threads"] is None:
             # Ray reserves `cpu` cores per trial; let torch use exactly those.
             base["train"]["num_threads"] = max(1, int(spec.resources_per_trial.cpu))
@@ -226,12 +233,26 @@ class SweepPlan:
 
     def validate_configs(self) -> None:
         """Every trial config (search bounds included) and data path, as one-line errors."""
-        configs = [trial_config(self.base, t, None, self.source) for t in self.final_trials()]
+        finals = [(t, trial_config(self.base, t, None, self.source)) for t in self.final_trials()]
+        for trial, cfg in finals:
+            self._check_metric(trial, cfg, "sweep.metric", self.spec.metric)
+        configs = [cfg for _, cfg in finals]
         if self.spec.search:
             for cell in self.cells:
                 trial = self.search_trial(cell)
-                configs += [trial_config(self.base, trial, p, self.source) for p in self._search_corners()]
+                for p in self._search_corners():
+                    cfg = trial_config(self.base, trial, p, self.source)
+                    self._check_metric(trial, cfg, "sweep.search.metric" if self.spec.search.metric else "sweep.metric",
+                                       self.spec.search_metric)
+                    configs.append(cfg)
         self._check_paths(configs)
+
+    def _check_metric(self, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
+        """The metric the sweep ranks by must be one this trial reports (its dataset's Recall@K)."""
+        try:
+            check_metric_name(metric, cfg.metric_names(), field)
+        except ValueError as e:
+            raise SweepError(f"{self.source} [{trial.key}]: {e}") from None
 
     def check_resources(self, cpus: float, gpus: float) -> None:
         """A trial that asks for more than the cluster has would stay PENDING forever."""
@@ -256,7 +277,7 @@ class SweepPlan:
         seen = set()
         for cfg in configs:
             for key in ("root", "train_root", "test_root"):
-                path = getattr(cfg.data, key)
+                path = getattr(cfg.data, key, None)
                 if path is None or path in seen or "://" in path:
                     continue
                 seen.add(path)

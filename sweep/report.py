@@ -32,12 +32,10 @@ from typing import Any, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dml_core.evaluation.names import ordered
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
 from sweep.stats import CONFIDENCE, MeanCI, mean_ci, paired_comparison, t_multiplier
-
-_SUMMARY_ORDER = ("map_at_r", "r_precision", "nmi", "f1", "loss", "time_s")
-
 
 def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     sweep_dir = Path(sweep_dir)
@@ -53,9 +51,7 @@ def _cells(plan: dict[str, Any]) -> list[Cell]:
 
 def summary_metrics(records: list[dict[str, Any]]) -> list[str]:
     """Metric names present in finished trials, recall@K first (by K), then the rest."""
-    names = {k for r in records for k in r.get("metrics", {})} - {"epoch"}
-    recalls = sorted((n for n in names if re.fullmatch(r"recall_at_\d+", n)), key=lambda n: int(n.rsplit("_", 1)[1]))
-    return recalls + [n for n in _SUMMARY_ORDER if n in names] + sorted(names - set(recalls) - set(_SUMMARY_ORDER))
+    return ordered({k for r in records for k in r.get("metrics", {})} - {"epoch"})
 
 
 def _by_seed(records: list[dict[str, Any]], cell_id: str, metric: str) -> dict[int, float]:

@@ -18,7 +18,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dml_core.config import ExperimentConfig, LossConfig
+from dml_core.config import ExperimentConfig
+from dml_core.errors import format_validation_error
+from dml_core.evaluation.names import looks_like_metric
+from dml_core.params import SECTIONS
 
 
 class SweepError(ValueError):
@@ -41,11 +44,23 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _models_of(model: type[BaseModel], name: str) -> list[type[BaseModel]]:
+    """The model(s) behind field `name`: every registered component for a component section."""
+    if model is ExperimentConfig and name in SECTIONS:
+        registry = SECTIONS[name]
+        return [registry.get(n) for n in registry.names()]
+    sub = _submodel(model.model_fields[name].annotation)
+    return [sub] if sub else []
+
+
 def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        sub = _submodel(field.annotation)
-        keys.extend(_leaf_keys(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"])
+    keys: list[str] = []
+    for name in model.model_fields:
+        subs = _models_of(model, name)
+        if not subs:
+            keys.append(f"{prefix}{name}")
+        for sub in subs:
+            keys.extend(k for k in _leaf_keys(sub, f"{prefix}{name}.") if k not in keys)
     return keys
 
 
@@ -57,28 +72,27 @@ _RESERVED = {"seed": "use sweep.seeds", "sweep": "the sweep block cannot be swep
 def check_config_key(dotted: str) -> None:
     """Raise `ValueError` unless `dotted` names a settable field of `ExperimentConfig`.
 
-    `loss.<anything>` is accepted: loss keys are constructor arguments, checked against the
-    loss's signature when each trial config is validated.
+    In a component section the key must belong to some registered component
+    (`expansion.n_inner_pts`: EE); whether it belongs to the component a cell chooses is checked
+    when each trial config is validated (`--dry-run`).
     """
     head = dotted.split(".", 1)[0]
     if head in _RESERVED:
         raise ValueError(_RESERVED[head])
-    model: type[BaseModel] = ExperimentConfig
+    models: list[type[BaseModel]] = [ExperimentConfig]
     parts = dotted.split(".")
     for i, part in enumerate(parts):
-        if model is LossConfig and i == len(parts) - 1:
-            return
-        field = model.model_fields.get(part)
-        if field is None:
+        owners = [m for m in models if part in m.model_fields]
+        if not owners:
             hint = difflib.get_close_matches(dotted, _leaf_keys(ExperimentConfig), n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ValueError(f"unknown config key{extra}")
-        sub = _submodel(field.annotation)
-        if sub is None:
+        subs = [sub for m in owners for sub in _models_of(m, part)]
+        if not subs:
             if i != len(parts) - 1:
                 raise ValueError(f"{'.'.join(parts[: i + 1])} is not a section")
             return
-        model = sub
+        models = subs
     raise ValueError("names a section, not a field")
 
 
@@ -96,12 +110,10 @@ def _check_keys(keys: typing.Iterable[str], allow: tuple[str, ...] = ()) -> None
 # --------------------------------------------------------------------------- the block
 
 
-# Metrics the trainer reports after each evaluation (see `dml_core.training.fit`).
-_METRIC = re.compile(r"^(loss|recall_at_\d+|map_at_r|r_precision|nmi|f1)$")
-
-
 def _check_metric(v: str) -> str:
-    if not _METRIC.match(v):
+    """A metric some run can report; whether these trials report it is checked per trial config
+    (`SweepPlan.validate_configs`, i.e. `--dry-run`), which knows the dataset's Recall@K list."""
+    if not looks_like_metric(v):
         raise ValueError("expected one of loss, recall_at_<K>, map_at_r, r_precision, nmi, f1")
     return v
 
@@ -182,10 +194,11 @@ class SweepSpec(_Strict):
     # Ablation axes: dotted config key -> values. The full product is taken.
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     # Named override sets crossed with the grid. An arm that sets a grid key pins that axis for
-    # itself (e.g. `none: {expansion.name: none, expansion.n_inner_pts: 0}` runs once, not once per
-    # n_inner_pts value).
+    # itself; pinned to null the axis does not apply to the arm, whose cells leave the key unset
+    # (e.g. `none: {expansion.name: none, expansion.n_inner_pts: null}` runs once, not once per
+    # n_inner_pts value: `none` has no n_inner_pts).
     arms: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Partial cells to drop, e.g. `[{arm: see, expansion.n_inner_pts: 0}]`.
+    # Partial cells to drop, e.g. `[{arm: ee, expansion.n_inner_pts: 0}]`.
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     # The same seeds in every cell, so cells can be compared pairwise by seed.
     seeds: Optional[list[int]] = Field(None, min_length=1)  # default: [the experiment's seed]
@@ -298,16 +311,6 @@ def parse_sweep(block: dict[str, Any] | None, source: str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(block)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        msg = msg.removeprefix("Value error, ")
-        where = f"sweep.{loc}" if loc else "sweep"
-        # Validators report `key: problem` for dict entries; fold the key into the location.
-        sep = "." if _starts_with_key(msg) else ": "
-        raise SweepError(f"{source}: {where}{sep}{msg}") from None
+        raise SweepError(format_validation_error(e, source, root=("sweep",), model=SweepSpec)) from None
 
 
-def _starts_with_key(msg: str) -> bool:
-    head = msg.split(": ", 1)[0]
-    return ": " in msg and bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", head))

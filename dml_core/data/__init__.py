@@ -58,7 +58,7 @@ def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: i
     own (small_conv). ``pretrained`` selects ImageNet normalisation.
     """
     if cfg.download:
-        ensure_downloaded(cfg.name, cfg.root)
+        ensure_downloaded(cfg.name, getattr(cfg, "root", None))
     splits = DATASETS.get(cfg.name)(cfg)
     if cfg.holdout is not None:
         splits = holdout_split(splits, cfg.holdout)

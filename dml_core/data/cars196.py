@@ -44,4 +44,4 @@ def build_cars196(cfg: DataConfig) -> DatasetSplits:
     order = [f"{c:03d}.{name}" for c, name in enumerate(class_names, start=1)]
     full = labelled_images(paths, keys, 3, class_order=order, source=mat_path)
     train, test = split_by_share(full, cfg)  # first half = classes 1-98
-    return DatasetSplits(train=train, test=test, recall_at=(1, 2, 4, 8), num_channels=3)
+    return DatasetSplits(train=train, test=test, recall_at=cfg.recall_at, num_channels=3)

@@ -46,4 +46,4 @@ def build_cub200(cfg: DataConfig) -> DatasetSplits:
     check_images(paths, images_txt)
     full = labelled_images(paths, classes, 3, class_order=[name for _, name in class_rows], source=images_txt)
     train, test = split_by_share(full, cfg)  # first half = classes 1-100
-    return DatasetSplits(train=train, test=test, recall_at=(1, 2, 4, 8), num_channels=3)
+    return DatasetSplits(train=train, test=test, recall_at=cfg.recall_at, num_channels=3)

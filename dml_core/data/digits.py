@@ -10,7 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, ArrayDataset, DatasetError, DatasetSplits
+from dml_core.data.base import DATASETS, ArrayDataset, DatasetSplits
 from dml_core.data.splits import split_by_share
 
 DIGITS_MAX = 16.0  # load_digits pixel values are counts 0..16 of a 4x4 block
@@ -18,11 +18,8 @@ DIGITS_MAX = 16.0  # load_digits pixel values are counts 0..16 of a 4x4 block
 
 @DATASETS.register("digits")
 def build_digits(cfg: DataConfig) -> DatasetSplits:
-    for field in ("root", "train_root", "test_root"):
-        if getattr(cfg, field) is not None:
-            raise DatasetError(f"data.{field}: digits is bundled with scikit-learn and reads no folder; remove the key")
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / DIGITS_MAX
     full = ArrayDataset(images, bunch.target, [str(d) for d in bunch.target_names])
     train, test = split_by_share(full, cfg)
-    return DatasetSplits(train=train, test=test, recall_at=(1, 2, 4, 8), num_channels=1)
+    return DatasetSplits(train=train, test=test, recall_at=cfg.recall_at, num_channels=1)

@@ -30,4 +30,4 @@ def build_image_folder(cfg: DataConfig) -> DatasetSplits:
     else:
         train = load_image_folder(roots[0], "data.train_root")
         test = load_image_folder(roots[1], "data.test_root")
-    return DatasetSplits(train=train, test=test, recall_at=(1, 2, 4, 8), num_channels=3)
+    return DatasetSplits(train=train, test=test, recall_at=cfg.recall_at, num_channels=3)

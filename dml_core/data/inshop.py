@@ -18,7 +18,6 @@ from pathlib import Path
 from dml_core.config import DataConfig
 from dml_core.data.base import DATASETS, DatasetError, DatasetSplits, ImageListDataset
 from dml_core.data.layout import check_images, labelled_images, read_rows, require_file, require_root
-from dml_core.data.splits import reject_train_classes
 
 EXPECTED = "In-Shop layout: list_eval_partition.txt and img/"
 STATUSES = ("train", "query", "gallery")
@@ -44,7 +43,6 @@ def items_dataset(root: Path, rows: list[list[str]], partition: Path) -> ImageLi
 
 @DATASETS.register("inshop")
 def build_inshop(cfg: DataConfig) -> DatasetSplits:
-    reject_train_classes(cfg, "list_eval_partition.txt")
     root = require_root(cfg, EXPECTED)
     partition = require_file(root / "list_eval_partition.txt", EXPECTED)
     rows = read_partition(partition)
@@ -62,6 +60,6 @@ def build_inshop(cfg: DataConfig) -> DatasetSplits:
         test=None,
         query=evaluation.rows(range(n_query)),
         gallery=evaluation.rows(range(n_query, len(evaluation))),
-        recall_at=(1, 10, 20, 30, 40, 50),
+        recall_at=cfg.recall_at,
         num_channels=3,
     )

@@ -26,9 +26,6 @@ def is_image(path: Path) -> bool:
 
 def require_root(cfg: DataConfig, expected: str) -> Path:
     """``data.root`` for datasets with one root and a standard split (CUB, Cars, SOP, In-Shop)."""
-    for field in ("train_root", "test_root"):
-        if getattr(cfg, field) is not None:
-            raise DatasetError(f"data.{field}: not used by {cfg.name}, whose split is fixed; give data.root ({expected})")
     if cfg.root is None:
         raise DatasetError(f"data.root: required for dataset {cfg.name!r} ({expected})")
     return require_dir(Path(cfg.root), "data.root", expected)

@@ -66,4 +66,4 @@ def build_omniglot(cfg: DataConfig) -> DatasetSplits:
     else:
         train = load_omniglot_tree(roots[0], "data.train_root")
         test = load_omniglot_tree(roots[1], "data.test_root")
-    return DatasetSplits(train=train, test=test, recall_at=(1, 2, 4, 8), num_channels=1)
+    return DatasetSplits(train=train, test=test, recall_at=cfg.recall_at, num_channels=1)

@@ -21,7 +21,6 @@ from dml_core.data.layout import (
     require_file,
     require_root,
 )
-from dml_core.data.splits import reject_train_classes
 
 EXPECTED = "Stanford_Online_Products layout: Ebay_train.txt, Ebay_test.txt and the image folders"
 
@@ -37,11 +36,10 @@ def load_sop_list(root: Path, list_name: str) -> ImageListDataset:
 
 @DATASETS.register("sop")
 def build_sop(cfg: DataConfig) -> DatasetSplits:
-    reject_train_classes(cfg, "Ebay_train.txt / Ebay_test.txt")
     root = find_layout_root(require_root(cfg, EXPECTED), "Ebay_train.txt", "Stanford_Online_Products")
     return DatasetSplits(
         train=load_sop_list(root, "Ebay_train.txt"),
         test=load_sop_list(root, "Ebay_test.txt"),
-        recall_at=(1, 10, 100, 1000),
+        recall_at=cfg.recall_at,
         num_channels=3,
     )

@@ -46,12 +46,6 @@ def split_by_share(full: DMLDataset, cfg: DataConfig) -> tuple[DMLDataset, DMLDa
     return split_first_classes(full, train_class_count(cfg.train_classes, full.num_classes))
 
 
-def reject_train_classes(cfg: DataConfig, split_files: str) -> None:
-    """For datasets whose split is published as files (SOP, In-Shop)."""
-    if cfg.train_classes is not None:
-        raise DatasetError(f"data.train_classes: {cfg.name} has a fixed split ({split_files}); remove the key")
-
-
 def holdout_split(splits: DatasetSplits, share: float) -> DatasetSplits:
     """Validation split: the last ``share`` of the training classes become the evaluation set.
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from .inputs import EvaluationError
 from .knn import Metric, knn_chunks
+from .names import RETRIEVAL, recall_name
 
 
 def check_ks(ks: int | Sequence[int]) -> tuple[int, ...]:
@@ -57,12 +58,12 @@ def score_neighbours(hits: np.ndarray, r: np.ndarray, ks: Sequence[int]) -> dict
     """
     n, k = hits.shape
     if n == 0:
-        return {name: np.zeros(0) for name in [*(f"recall_at_{kk}" for kk in ks), "map_at_r", "r_precision"]}
+        return {name: np.zeros(0) for name in [*(recall_name(kk) for kk in ks), *RETRIEVAL]}
     if r.min() < 1 or r.max() > k:
         raise EvaluationError(f"r: every R must be in [1, {k}] (the neighbours searched)")
     found = hits.any(axis=1)
     first_hit = np.where(found, hits.argmax(axis=1), k)  # 0-based rank of the first hit
-    out = {f"recall_at_{kk}": (first_hit < kk).astype(np.float64) for kk in ks}
+    out = {recall_name(kk): (first_hit < kk).astype(np.float64) for kk in ks}
 
     # Only the first max(R) columns can count towards MAP@R / R-precision: with SOP's K = 1000
     # and R <= 11 this keeps the work O(n * 11) instead of O(n * 1000).

@@ -1,7 +1,8 @@
 """Embedding-space augmentation: EE (Ko & Gu, CVPR 2020) and SEE (Le & Woo, PAKDD 2024).
 
-Pure tensor functions; the losses in `dml_core.losses` consume them (pair-based losses: EE's
-hard negative pair mining or SEE around batch centroids; proxy-based losses: SEE around proxies).
+Pure tensor functions (`ee.py`, `see.py`) and the strategies that wrap them for the losses
+(`strategy.py`: pair-based losses get EE's hard negative pair mining or SEE around batch
+centroids, proxy-based losses SEE around proxies).
 """
 from dml_core.expansion.ee import (
     BatchLayoutError,

@@ -1,8 +1,9 @@
-"""Metric-learning losses, pair-based and proxy-based, with EE / SEE expansion built in.
+"""Metric-learning losses, pair-based and proxy-based, with EE / SEE expansion as strategies.
 
-``build_loss(name, num_classes=..., embedding_dim=..., expansion=cfg.expansion.as_dict(),
-**cfg.loss.params)`` is how the trainer gets its loss; ``check_loss_config`` is the same check
-without building, run when a config file is loaded.
+``build_loss(cfg.loss, num_classes=..., embedding_dim=..., expansion=cfg.expansion)`` is how the
+trainer gets its loss (``build_loss("triplet", margin=0.1)`` works too). The parameters of each
+loss are declared in `dml_core.params.losses` and checked when a config is loaded, without
+building anything.
 
 =================  ======  ==================================================
 name               family  paper
@@ -19,9 +20,11 @@ proxy_nca          proxy   Movshovitz-Attias et al., ICCV 2017
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional, Union
 
+from pydantic import ValidationError
+
+from dml_core.errors import format_validation_error
 from dml_core.losses import (  # noqa: F401  (importing registers the losses)
     contrastive,
     hphn_triplet,
@@ -38,10 +41,12 @@ from dml_core.losses.base import (
     LossConfigError,
     PairBasedLoss,
     ProxyBasedLoss,
-    parse_expansion,
 )
+from dml_core.expansion.strategy import build_strategy
 from dml_core.losses.registry import LOSSES
-from dml_core.registry import UnknownNameError, check_kwargs
+from dml_core.params import SECTIONS
+from dml_core.params.expansions import ExpansionConfig
+from dml_core.params.losses import LossConfig
 
 __all__ = [
     "LOSSES",
@@ -50,68 +55,53 @@ __all__ = [
     "PairBasedLoss",
     "ProxyBasedLoss",
     "build_loss",
-    "check_loss_config",
+    "loss_params",
 ]
 
 # Filled in by build_loss / the trainer, never by the `loss:` config block.
-_RESERVED = ("num_classes", "embedding_dim", "expansion")
+_RESERVED = {"num_classes": "the data and model config", "embedding_dim": "the data and model config",
+             "expansion": "the expansion: block"}
 
 
-def _loss_class(name: str) -> type[BaseMetricLoss]:
+def _parse(section: str, raw: dict[str, Any]) -> Any:
     try:
-        return LOSSES.get(name)
-    except UnknownNameError as e:
-        raise LossConfigError(f"loss.name: {e}") from None
+        return SECTIONS[section].adapter().validate_python(raw)
+    except ValidationError as e:
+        raise LossConfigError(format_validation_error(e, root=(section,), unions=SECTIONS)) from None
 
 
-def _check_params(cls: type[BaseMetricLoss], params: Mapping[str, Any]) -> None:
-    for key in _RESERVED:
+def loss_params(name: str, **params: Any) -> LossConfig:
+    """The validated parameter model of loss ``name`` (one-line `LossConfigError` otherwise)."""
+    for key, source in _RESERVED.items():
         if key in params:
-            source = "the expansion: block" if key == "expansion" else "the data and model config"
             raise LossConfigError(f"loss.{key}: not a loss parameter; it comes from {source}")
-    # Check against the constructor's user-facing parameters only, so the "accepted" list in
-    # the error does not advertise the reserved ones.
-    signature = inspect.signature(cls.__init__)
-    user = [p for n, p in signature.parameters.items() if n not in _RESERVED]
-    user_facing: Callable[..., None] = lambda **kwargs: None  # noqa: E731
-    user_facing.__signature__ = signature.replace(parameters=user)  # type: ignore[attr-defined]
-    check_kwargs(user_facing, dict(params), "loss")
+    return _parse("loss", {"name": name, **params})
 
 
 def build_loss(
-    name: str,
+    name: Union[str, LossConfig],
     *,
     num_classes: Optional[int] = None,
     embedding_dim: Optional[int] = None,
     expansion: ExpansionSpec = None,
     **params: Any,
 ) -> BaseMetricLoss:
-    """The loss registered as ``name``; ``num_classes``/``embedding_dim`` reach proxy losses only.
+    """The loss ``name`` (or a validated `LossConfig`) with the given expansion.
 
-    ``expansion`` is the `expansion:` config block as a dict (or None / ``{"name": "none"}``).
-    Raises `LossConfigError` (a ValueError) with a one-line message naming the field.
+    ``num_classes``/``embedding_dim`` size a proxy loss's proxies; ``embedding_dim`` also
+    checks SEE's dimension. ``expansion`` is the `expansion:` block (an `ExpansionConfig`, a
+    dict, or None for none). Raises `LossConfigError` (a ValueError) naming the field.
     """
-    cls = _loss_class(name)
-    _check_params(cls, params)
+    cfg = name if isinstance(name, LossConfig) else loss_params(name, **params)
+    exp = expansion if isinstance(expansion, ExpansionConfig) else _parse("expansion", dict(expansion or {}))
+    try:
+        exp.check(cfg, embedding_dim)
+    except ValueError as e:
+        raise LossConfigError(str(e)) from None
+    cls = LOSSES.get(cfg.component)
+    strategy = build_strategy(exp)
     if issubclass(cls, ProxyBasedLoss):
         if num_classes is None or embedding_dim is None:
-            raise LossConfigError(f"loss.name: {name} is proxy-based; build_loss needs num_classes and embedding_dim")
-        return cls(num_classes=num_classes, embedding_dim=embedding_dim, expansion=expansion, **params)
-    return cls(expansion=expansion, **params)
-
-
-def check_loss_config(name: str, params: Mapping[str, Any], expansion: ExpansionSpec = None) -> None:
-    """Validate a `loss:` block and its `expansion:` block without training anything.
-
-    Unknown loss or parameter, bad parameter values, and an expansion the loss cannot take
-    (EE on a proxy loss, SEE around proxies for a pair loss, ...) raise a one-line
-    `LossConfigError` such as ``loss.name: unknown loss 'tripplet' (did you mean 'triplet'?)``.
-    """
-    cls = _loss_class(name)
-    _check_params(cls, params)
-    settings = parse_expansion(expansion)
-    if issubclass(cls, ProxyBasedLoss):
-        # Tiny stand-in sizes: the real ones come from the data and model at build time.
-        build_loss(name, num_classes=2, embedding_dim=settings.n_inner_pts + 2, expansion=settings, **params)
-    else:
-        build_loss(name, expansion=settings, **params)
+            raise LossConfigError(f"loss.name: {cfg.name} is proxy-based; build_loss needs num_classes and embedding_dim")
+        return cls(cfg, strategy, num_classes=num_classes, embedding_dim=embedding_dim)
+    return cls(cfg, strategy)

@@ -11,21 +11,19 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_number
+from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import mean_of_positive
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import ContrastiveParams
 
 
-@register_loss("contrastive")
+@register_loss(ContrastiveParams)
 class ContrastiveLoss(PairBasedLoss):
     metric = "distance"
 
-    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, expansion: ExpansionSpec = None) -> None:
-        super().__init__(expansion)
-        self.pos_margin = check_number("pos_margin", pos_margin, ge=0)
-        self.neg_margin = check_number("neg_margin", neg_margin, ge=0)
+    params: ContrastiveParams
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
-        pos = F.relu(matrix - self.pos_margin)[pos_mask]
-        neg = F.relu(self.neg_margin - matrix)[neg_mask]
+        pos = F.relu(matrix - self.params.pos_margin)[pos_mask]
+        neg = F.relu(self.params.neg_margin - matrix)[neg_mask]
         return mean_of_positive(pos) + mean_of_positive(neg)

@@ -14,25 +14,23 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_number, zero_loss
+from dml_core.losses.base import PairBasedLoss, zero_loss
 from dml_core.losses.pairs import hardest_positive_negative
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import HPHNTripletParams
 
 
-@register_loss("hphn_triplet")
+@register_loss(HPHNTripletParams)
 class HPHNTripletLoss(PairBasedLoss):
     metric = "distance"
 
-    def __init__(self, margin: float = 1e-5, soft_margin: bool = False, expansion: ExpansionSpec = None) -> None:
-        super().__init__(expansion)
-        self.margin = check_number("margin", margin, ge=0)
-        self.soft_margin = bool(soft_margin)
+    params: HPHNTripletParams
 
     def per_anchor(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         """The loss of each anchor that has a positive and a negative in the batch."""
         d_ap, d_an, valid = hardest_positive_negative(matrix, pos_mask, neg_mask)
-        violation = d_ap[valid] - d_an[valid] + self.margin
-        return F.softplus(violation) if self.soft_margin else F.relu(violation)
+        violation = d_ap[valid] - d_an[valid] + self.params.margin
+        return F.softplus(violation) if self.params.soft_margin else F.relu(violation)
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         losses = self.per_anchor(matrix, pos_mask, neg_mask)

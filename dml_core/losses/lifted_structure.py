@@ -16,25 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_number, zero_loss
+from dml_core.losses.base import PairBasedLoss, zero_loss
 from dml_core.losses.pairs import masked_logsumexp
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import LiftedStructureParams
 
 
-@register_loss("lifted_structure")
+@register_loss(LiftedStructureParams)
 class LiftedStructureLoss(PairBasedLoss):
     metric = "distance"
 
-    def __init__(self, neg_margin: float = 1.0, pos_margin: float = 0.0, expansion: ExpansionSpec = None) -> None:
-        super().__init__(expansion)
-        self.neg_margin = check_number("neg_margin", neg_margin)
-        self.pos_margin = check_number("pos_margin", pos_margin)
+    params: LiftedStructureParams
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         if not bool(pos_mask.any()) or not bool(neg_mask.any()):
             return zero_loss(matrix)
         # log sum_{k in N(i)} exp(m - D_ik) per row; a pair combines its two rows' terms.
-        row_term = masked_logsumexp(self.neg_margin - matrix, neg_mask, dim=1)
-        j = torch.logaddexp(row_term.unsqueeze(1), row_term.unsqueeze(0)) + matrix - self.pos_margin
+        row_term = masked_logsumexp(self.params.neg_margin - matrix, neg_mask, dim=1)
+        j = torch.logaddexp(row_term.unsqueeze(1), row_term.unsqueeze(0)) + matrix - self.params.pos_margin
         # Ordered pairs count each unordered pair twice: mean over them / 2 = 1/(2|P|) sum.
         return (F.relu(j[pos_mask]) ** 2).mean() / 2

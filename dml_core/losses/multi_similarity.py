@@ -15,35 +15,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_number
+from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import masked_logsumexp
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import MultiSimilarityParams
 
 
-@register_loss("multi_similarity")
+@register_loss(MultiSimilarityParams)
 class MultiSimilarityLoss(PairBasedLoss):
     metric = "similarity"
 
-    def __init__(
-        self,
-        alpha: float = 2.0,
-        beta: float = 50.0,
-        base: float = 0.5,
-        epsilon: float = 0.1,
-        expansion: ExpansionSpec = None,
-    ) -> None:
-        super().__init__(expansion)
-        self.alpha = check_number("alpha", alpha, gt=0)
-        self.beta = check_number("beta", beta, gt=0)
-        self.base = check_number("base", base)
-        self.epsilon = check_number("epsilon", epsilon, ge=0)
+    params: MultiSimilarityParams
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         with torch.no_grad():
             hardest_neg = matrix.masked_fill(~neg_mask, float("-inf")).amax(1, keepdim=True)
             easiest_pos = matrix.masked_fill(~pos_mask, float("inf")).amin(1, keepdim=True)
-            pos_kept = pos_mask & (matrix - self.epsilon < hardest_neg)
-            neg_kept = neg_mask & (matrix + self.epsilon > easiest_pos)
-        pos = masked_logsumexp(-self.alpha * (matrix - self.base), pos_kept, add_one=True) / self.alpha
-        neg = masked_logsumexp(self.beta * (matrix - self.base), neg_kept, add_one=True) / self.beta
+            pos_kept = pos_mask & (matrix - self.params.epsilon < hardest_neg)
+            neg_kept = neg_mask & (matrix + self.params.epsilon > easiest_pos)
+        pos = masked_logsumexp(-self.params.alpha * (matrix - self.params.base), pos_kept, add_one=True) / self.params.alpha
+        neg = masked_logsumexp(self.params.beta * (matrix - self.params.base), neg_kept, add_one=True) / self.params.beta
         return (pos + neg).mean()

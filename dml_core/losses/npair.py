@@ -18,22 +18,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from dml_core.expansion import check_pair_layout
-from dml_core.losses.base import ExpansionSpec, LossConfigError, PairBasedLoss, check_number
+from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import masked_logsumexp
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import NPairParams
 
 
-@register_loss("npair")
+@register_loss(NPairParams)
 class NPairLoss(PairBasedLoss):
     metric = "similarity"
 
-    def __init__(self, l2_reg: float = 0.0, expansion: ExpansionSpec = None) -> None:
-        super().__init__(expansion)
-        self.l2_reg = check_number("l2_reg", l2_reg, ge=0)
-        n = self.expansion.n_inner_pts
-        if self.expansion.name == "see" and n % 2:
-            # Each sample's n synthetic rows must form whole (anchor, positive) pairs.
-            raise LossConfigError(f"expansion.n_inner_pts: npair with SEE needs an even n_inner_pts (got {n})")
+    params: NPairParams
 
     def check_batch(self, labels: Tensor) -> None:
         check_pair_layout(labels, who="npair")
@@ -43,7 +38,7 @@ class NPairLoss(PairBasedLoss):
         negatives = neg_mask[0::2, 1::2]
         margins = logits - logits.diagonal().unsqueeze(1)
         loss = masked_logsumexp(margins, negatives, dim=1, add_one=True).mean()
-        if self.l2_reg:
+        if self.params.l2_reg:
             # ||f||^2 is the matrix diagonal; the mean over rows covers anchors and positives.
-            loss = loss + self.l2_reg * matrix.diagonal().mean()
+            loss = loss + self.params.l2_reg * matrix.diagonal().mean()
         return loss

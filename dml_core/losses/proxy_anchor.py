@@ -14,29 +14,20 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, ProxyBasedLoss, check_number
+from dml_core.losses.base import ProxyBasedLoss
 from dml_core.losses.pairs import masked_logsumexp
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import ProxyAnchorParams
 
 
-@register_loss("proxy_anchor")
+@register_loss(ProxyAnchorParams)
 class ProxyAnchorLoss(ProxyBasedLoss):
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        alpha: float = 32.0,
-        delta: float = 0.1,
-        expansion: ExpansionSpec = None,
-    ) -> None:
-        super().__init__(num_classes, embedding_dim, expansion)
-        self.alpha = check_number("alpha", alpha, gt=0)
-        self.delta = check_number("delta", delta)
+    params: ProxyAnchorParams
 
     def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T  # (B, C)
         pos_mask = F.one_hot(labels, self.num_classes).bool()
-        pos = masked_logsumexp(-self.alpha * (cos - self.delta), pos_mask, dim=0, add_one=True)
-        neg = masked_logsumexp(self.alpha * (cos + self.delta), ~pos_mask, dim=0, add_one=True)
+        pos = masked_logsumexp(-self.params.alpha * (cos - self.params.delta), pos_mask, dim=0, add_one=True)
+        neg = masked_logsumexp(self.params.alpha * (cos + self.params.delta), ~pos_mask, dim=0, add_one=True)
         num_with_pos = pos_mask.any(0).sum()
         return pos.sum() / num_with_pos + neg.sum() / self.num_classes

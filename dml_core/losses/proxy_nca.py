@@ -15,23 +15,16 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, ProxyBasedLoss, check_number
+from dml_core.losses.base import ProxyBasedLoss
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import ProxyNCAParams
 
 
-@register_loss("proxy_nca")
+@register_loss(ProxyNCAParams)
 class ProxyNCALoss(ProxyBasedLoss):
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        softmax_scale: float = 1.0,
-        expansion: ExpansionSpec = None,
-    ) -> None:
-        super().__init__(num_classes, embedding_dim, expansion)
-        self.softmax_scale = check_number("softmax_scale", softmax_scale, gt=0)
+    params: ProxyNCAParams
 
     def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T
         squared_distance = (2 - 2 * cos).clamp_min(0)  # both sides unit-norm
-        return F.cross_entropy(-self.softmax_scale * squared_distance, labels)
+        return F.cross_entropy(-self.params.softmax_scale * squared_distance, labels)

@@ -20,27 +20,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_core.losses.base import ExpansionSpec, PairBasedLoss, check_choice, check_number
+from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import hardest_positive_negative, mean_of_positive
 from dml_core.losses.registry import register_loss
+from dml_core.params.losses import TripletParams
 
-MINING = ("batch_all", "batch_hard", "semi_hard")
 _CUBE_BUDGET = 2**24  # numbers in one block of the triplet cube (64 MiB of float32)
 
 
-@register_loss("triplet")
+@register_loss(TripletParams)
 class TripletLoss(PairBasedLoss):
     metric = "distance"
 
-    def __init__(self, margin: float = 0.2, mining: str = "batch_all", expansion: ExpansionSpec = None) -> None:
-        super().__init__(expansion)
-        self.margin = check_number("margin", margin, ge=0)
-        self.mining = check_choice("mining", mining, MINING)
+    params: TripletParams
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
-        if self.mining == "batch_hard":
+        if self.params.mining == "batch_hard":
             d_ap, d_an, valid = hardest_positive_negative(matrix, pos_mask, neg_mask)
-            return mean_of_positive(F.relu(d_ap[valid] - d_an[valid] + self.margin))
+            return mean_of_positive(F.relu(d_ap[valid] - d_an[valid] + self.params.margin))
         # The (anchor, positive, negative) cube is B^3; build it a block of anchors at a time
         # so an SEE-enlarged batch (~1000 rows) stays within _CUBE_BUDGET numbers per block.
         total, active = matrix.new_zeros(()), matrix.new_zeros((), dtype=torch.long)
@@ -49,8 +46,8 @@ class TripletLoss(PairBasedLoss):
             d = matrix[rows]
             gap = d.unsqueeze(1) - d.unsqueeze(2)  # [a, p, n] = d_an - d_ap
             valid = pos_mask[rows].unsqueeze(2) & neg_mask[rows].unsqueeze(1)
-            if self.mining == "semi_hard":
-                valid = valid & (gap > 0) & (gap <= self.margin)
-            losses = F.relu(self.margin - gap[valid])
+            if self.params.mining == "semi_hard":
+                valid = valid & (gap > 0) & (gap <= self.params.margin)
+            losses = F.relu(self.params.margin - gap[valid])
             total, active = total + losses.sum(), active + (losses > 0).sum()
         return total / active.clamp_min(1)

@@ -1,7 +1,7 @@
 """Backbones and the embedding head."""
-from dml_core.models.backbones import BACKBONES, ModelError, backbone_wants_rgb, build_backbone
+from dml_core.models.backbones import BACKBONES, ModelError, build_backbone
 from dml_core.models.embedding import EmbeddingModel, build_model
 from dml_core.models.head import EmbeddingHead, GlobalPool
 
-__all__ = ["BACKBONES", "ModelError", "backbone_wants_rgb", "build_backbone", "EmbeddingModel", "build_model",
+__all__ = ["BACKBONES", "ModelError", "build_backbone", "EmbeddingModel", "build_model",
            "EmbeddingHead", "GlobalPool"]

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dml_core.params.backbones import GoogLeNetModel, ModelConfig, ResNet18Model, ResNet50Model, SmallConvModel
 from dml_core.registry import Registry
 
 
@@ -17,7 +18,8 @@ class ModelError(ValueError):
     """A model configuration that cannot be built; the message names the field."""
 
 
-BACKBONES: Registry[Callable[..., "Backbone"]] = Registry("backbone")
+# Parameter model -> builder(cfg, in_channels); the names are declared in `dml_core.params.backbones`.
+BACKBONES: Registry[Callable[[ModelConfig, int], "Backbone"]] = Registry("backbone")
 
 
 class Backbone(nn.Module):
@@ -90,31 +92,32 @@ def _load(arch: str, pretrained: bool, **kwargs) -> nn.Module:
         ) from None
 
 
-@BACKBONES.register("small_conv")
-def small_conv(in_channels: int, pretrained: bool = False, blocks: int = 4, width: int = 64) -> Backbone:
-    if pretrained:
+@BACKBONES.register_for(SmallConvModel)
+def small_conv(cfg: SmallConvModel, in_channels: int) -> Backbone:
+    if cfg.pretrained:
         raise ModelError("model.pretrained: small_conv has no pretrained weights; set model.pretrained: false")
-    return SmallConvNet(in_channels, blocks, width)
+    return SmallConvNet(in_channels, cfg.conv_blocks, cfg.conv_width)
 
 
-def _resnet(arch: str, out_channels: int) -> Callable[..., Backbone]:
-    def build(in_channels: int, pretrained: bool = False, **_: int) -> Backbone:
+def _resnet(arch: str, out_channels: int) -> Callable[[ModelConfig, int], Backbone]:
+    def build(cfg: ModelConfig, in_channels: int) -> Backbone:
         _require_rgb(arch, in_channels)
-        net = _load(arch, pretrained)
+        net = _load(arch, cfg.pretrained)
         body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
         return TorchvisionBackbone(body, out_channels)
 
     return build
 
 
-BACKBONES.register("resnet18")(_resnet("resnet18", 512))
-BACKBONES.register("resnet50")(_resnet("resnet50", 2048))
+BACKBONES.register_for(ResNet18Model)(_resnet("resnet18", 512))
+BACKBONES.register_for(ResNet50Model)(_resnet("resnet50", 2048))
 
 
-@BACKBONES.register("googlenet")
-def googlenet(in_channels: int, pretrained: bool = False, **_: int) -> Backbone:
+@BACKBONES.register_for(GoogLeNetModel)
+def googlenet(cfg: GoogLeNetModel, in_channels: int) -> Backbone:
     """GoogLeNet / Inception-v1, EE's reference backbone (Szegedy et al. 2015)."""
     _require_rgb("googlenet", in_channels)
+    pretrained = cfg.pretrained
     # torchvision's pretrained GoogLeNet expects aux heads at load time; we drop them after.
     kwargs = {} if pretrained else {"aux_logits": False, "init_weights": True}
     net = _load("googlenet", pretrained, **kwargs)
@@ -143,10 +146,6 @@ def _require_rgb(arch: str, in_channels: int) -> None:
         raise ModelError(f"model.backbone: {arch} takes 3-channel input, got {in_channels} (grayscale data is repeated to RGB by the data pipeline)")
 
 
-def build_backbone(name: str, in_channels: int, pretrained: bool = False, **kwargs: int) -> Backbone:
-    return BACKBONES.get(name)(in_channels, pretrained=pretrained, **kwargs)
-
-
-def backbone_wants_rgb(name: str) -> bool:
-    """Torchvision backbones take RGB; the small conv net takes the data's own channels."""
-    return name != "small_conv"
+def build_backbone(cfg: ModelConfig, in_channels: int) -> Backbone:
+    """The feature extractor `cfg` (a validated `model:` section) names, for ``in_channels`` input."""
+    return BACKBONES.get(cfg.component)(cfg, in_channels)

@@ -57,7 +57,5 @@ class EmbeddingModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig, in_channels: int) -> EmbeddingModel:
-    backbone = build_backbone(
-        cfg.backbone, in_channels, pretrained=cfg.pretrained, blocks=cfg.conv_blocks, width=cfg.conv_width
-    )
+    backbone = build_backbone(cfg, in_channels)
     return EmbeddingModel(backbone, cfg.embedding_dim, cfg.pooling, cfg.freeze_bn, cfg.freeze_backbone)

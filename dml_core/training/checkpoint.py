@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dml_core.errors import first_line
 from dml_core.io import atomic_write_bytes, atomic_write_json
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -64,11 +65,6 @@ def save_checkpoint(path: Path, **payload: Any) -> None:
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
 def checkpoint_file(path: str | Path) -> Path:
     """The checkpoint file meant by `path`: itself, or the `checkpoint.pt` of a run directory."""
     path = Path(path)
@@ -88,11 +84,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if unsafe:
             raise CheckpointError(f"{path}: refused to load: unpickling it would call {unsafe.group(1)} (a checkpoint "
                                   "holds only tensors, numbers and strings; this one is foreign or tampered with)") from None
-        why = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), _first_line(e))
+        why = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), first_line(e))
         raise CheckpointError(f"{path}: not a readable checkpoint, damaged or not written by dml_core.train ({why})") from None
     except Exception as e:  # truncated zip, random bytes, a text file: torch raises many types
         raise CheckpointError(f"{path}: not a readable checkpoint, damaged or not written by dml_core.train "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+                              f"({type(e).__name__}: {first_line(e)})") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a dml_core.train checkpoint (no {', '.join(missing)})")

@@ -51,9 +51,10 @@ def cache_key(cfg: ExperimentConfig) -> str:
     """Everything that changes the features: data selection, test transform, backbone weights."""
     d, m = cfg.data, cfg.model
     parts = {
-        "data": [d.name, d.root, d.train_root, d.test_root, d.train_classes, d.holdout, d.num_classes,
-                 d.image_size, d.resize_size],
-        "model": [m.backbone, m.pretrained, m.pooling, m.conv_blocks, m.conv_width],
+        # Keys a dataset does not have (digits: no root) count as None.
+        "data": [d.name, *(getattr(d, k, None) for k in ("root", "train_root", "test_root", "train_classes")),
+                 d.holdout, d.num_classes, d.image_size, d.resize_size],
+        "model": [m.backbone, m.pretrained, m.pooling, m.backbone_params()],
         # A randomly initialised backbone differs per seed; pretrained weights do not.
         "seed": None if m.pretrained else cfg.seed,
         "version": 1,
@@ -100,7 +101,7 @@ def cached_feature_splits(splits: DatasetSplits, model: torch.nn.Module, cfg: Ex
             feats, labels = _read(path)
         else:
             feats, labels = embed_dataset(model.feature_extractor(), ds.with_transform(test_transform), cfg.data.eval_batch_size,
-                                          device, cfg.data.num_workers)
+                                          device, cfg.data.num_workers or 0)  # null = auto (issue 8): in-process for now
             _write(path, feats, labels)
         out[name] = FeatureDataset(feats, labels, ds.class_names)
     return dataclasses.replace(splits, **out)

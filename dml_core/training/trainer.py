@@ -21,8 +21,8 @@ from dml_core.config import ExperimentConfig, dump_config
 from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.losses import build_loss
-from dml_core.models import backbone_wants_rgb, build_model
 from dml_core.io import DirectoryLock, make_dir
+from dml_core.models import build_model
 from dml_core.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -97,11 +97,11 @@ class Trainer:
         seed_everything(cfg.seed)
         self.device = select_device(cfg.train.device)
 
-        out_channels = 3 if backbone_wants_rgb(cfg.model.backbone) else None
+        out_channels = 3 if cfg.model.rgb else None
         self.splits: DatasetSplits = build_datasets(cfg.data, pretrained=cfg.model.pretrained, out_channels=out_channels)
         self.in_channels = out_channels or self.splits.num_channels
         self.model = build_model(cfg.model, self.in_channels).to(self.device)
-        self.recall_at = cfg.eval.recall_at or self.splits.recall_at
+        self.recall_at = cfg.recall_at
 
         # Frozen backbone + cache: every trial of a sweep trains only the head on stored features.
         self.cached = cfg.data.cache_features
@@ -112,18 +112,19 @@ class Trainer:
 
         num_classes = int(self.splits.train.labels.max()) + 1
         self.loss_fn = build_loss(
-            cfg.loss.name, num_classes=num_classes, embedding_dim=cfg.model.embedding_dim,
-            expansion=cfg.expansion.as_dict(), **cfg.loss.params,
+            cfg.loss, num_classes=num_classes, embedding_dim=cfg.model.embedding_dim, expansion=cfg.expansion,
         ).to(self.device)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, self.loss_fn)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs)
 
         batch = cfg.data.batch
+        # data.num_workers: null = auto; until the auto rule lands (issue 8), auto = in-process.
+        self.num_workers = 0 if cfg.data.num_workers is None else cfg.data.num_workers
         self.iterations = cfg.train.iterations_per_epoch or max(1, len(self.splits.train) // batch.size)
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=self.num_workers,
                                  pin_memory=self.device.type == "cuda")
         self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
 
@@ -198,11 +199,11 @@ class Trainer:
         kwargs = dict(k=self.recall_at, clustering=self.cfg.eval.clustering, kmeans_iters=self.cfg.eval.kmeans_iters,
                       seed=self.cfg.seed)
         if self.splits.test is not None:
-            emb, labels = embed_dataset(fwd, self.splits.test, bs, self.device, self.cfg.data.num_workers)
+            emb, labels = embed_dataset(fwd, self.splits.test, bs, self.device, self.num_workers)
             _require_finite(emb, "test")
             return evaluate(emb, labels, **kwargs)
-        q, ql = embed_dataset(fwd, self.splits.query, bs, self.device, self.cfg.data.num_workers)
-        g, gl = embed_dataset(fwd, self.splits.gallery, bs, self.device, self.cfg.data.num_workers)
+        q, ql = embed_dataset(fwd, self.splits.query, bs, self.device, self.num_workers)
+        g, gl = embed_dataset(fwd, self.splits.gallery, bs, self.device, self.num_workers)
         _require_finite(q, "query")
         _require_finite(g, "gallery")
         return evaluate(q, ql, g, gl, **kwargs)
@@ -234,8 +235,6 @@ class Trainer:
                     continue
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
                            "time_s": time.perf_counter() - started}
-                if primary not in metrics:
-                    raise ValueError(f"eval.primary_metric: {primary!r} is not among the metrics {sorted(metrics)}")
                 self.history.append(metrics)
                 if _is_better(metrics[primary], self.best.get(primary)):
                     self.best = dict(metrics)

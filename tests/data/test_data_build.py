@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dml_core.config import DataConfig
+from dml_core.config import ConfigError, DataConfig
+from dml_core.params import DATASET_PARAMS
 from dml_core.data import DATASETS, DatasetError, PKBatchSampler, build_datasets, download
 
 
 def test_digits_default_zero_shot_split() -> None:
-    splits = build_datasets(DataConfig())
+    splits = build_datasets(DataConfig.of())
     assert splits.train.class_names == ["0", "1", "2", "3", "4"]
     assert splits.test.class_names == ["5", "6", "7", "8", "9"]
     assert (len(splits.train), len(splits.test)) == (901, 896)  # load_digits' class sizes
@@ -28,23 +29,22 @@ def test_digits_default_zero_shot_split() -> None:
 
 
 def test_digits_options_channels_and_ablation() -> None:
-    splits = build_datasets(DataConfig(image_size=16, num_classes=3), out_channels=3, pretrained=True)
+    splits = build_datasets(DataConfig.of(image_size=16, num_classes=3), out_channels=3, pretrained=True)
     assert splits.train.class_names == ["0", "1", "2"] and splits.test.num_classes == 5
     assert splits.train[0][0].shape == (3, 16, 16)
-    assert build_datasets(DataConfig(train_classes=0.3)).train.num_classes == 3
+    assert build_datasets(DataConfig.of(train_classes=0.3)).train.num_classes == 3
     with pytest.raises(DatasetError, match="^data.num_classes: 6 exceeds the 5 training classes of digits$"):
-        build_datasets(DataConfig(num_classes=6))
-    with pytest.raises(DatasetError, match="^data.root: digits is bundled"):
-        build_datasets(DataConfig(root="/somewhere"))
+        build_datasets(DataConfig.of(num_classes=6))
+    with pytest.raises(ConfigError, match="^data.root: not a parameter of dataset digits"):
+        DataConfig.of(root="/somewhere")  # rejected when the config is read, before any data
 
 
-def test_every_config_name_is_registered() -> None:
-    names = DataConfig.model_fields["name"].annotation.__args__
-    assert sorted(names) == DATASETS.names()
+def test_every_dataset_with_parameters_has_a_builder() -> None:
+    assert DATASET_PARAMS.names() == DATASETS.names()
 
 
 def test_digits_batches_end_to_end() -> None:
-    splits = build_datasets(DataConfig(image_size=12))
+    splits = build_datasets(DataConfig.of(image_size=12))
     sampler = PKBatchSampler(splits.train.labels, classes_per_batch=4, samples_per_class=2, iterations=2, seed=0)
     x, y = next(iter(torch.utils.data.DataLoader(splits.train, batch_sampler=sampler)))
     assert x.shape == (8, 1, 12, 12) and torch.equal(y[0::2], y[1::2]) and len(set(y.tolist())) == 4
@@ -103,7 +103,7 @@ def test_download_extracts_and_build_uses_official_split(tmp_path, monkeypatch, 
         monkeypatch.setitem(download.ARCHIVES, "omniglot", tuple(
             download.Archive(f"{url}/{top}.zip", md5, f"{top}.zip", top) for top, md5 in archives))
         root = tmp_path / "omniglot"
-        splits = build_datasets(DataConfig(name="omniglot", root=str(root), download=True))
+        splits = build_datasets(DataConfig.of(name="omniglot", root=str(root), download=True))
         assert splits.train.class_names == ["A/character01", "B/character01"]
         assert splits.test.class_names == ["C/character01"] and len(splits.test) == 2
 

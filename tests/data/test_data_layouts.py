@@ -11,7 +11,7 @@ from dml_core.data import DatasetError, DatasetSplits, build_datasets
 
 
 def _build(**kwargs) -> DatasetSplits:
-    return build_datasets(DataConfig(**kwargs))
+    return build_datasets(DataConfig.of(**kwargs))
 
 
 def _assert_contiguous(ds) -> None:
@@ -67,9 +67,10 @@ def test_image_folder_errors(tmp_path, make_class_tree, write_image) -> None:
         _build(name="image_folder", root=str(tmp_path / "nope"))
     with pytest.raises(DatasetError, match=r"^data\.root: required"):
         _build(name="image_folder")
-    with pytest.raises(DatasetError, match=r"^data\.test_root: required together with data\.train_root"):
+    # Caught when the config is read (ConfigError), before any folder is looked at.
+    with pytest.raises(ValueError, match=r"^data\.test_root: required together with data\.train_root"):
         _build(name="image_folder", train_root=str(root))
-    with pytest.raises(DatasetError, match=r"^data\.root: give either"):
+    with pytest.raises(ValueError, match=r"^data\.root: give either"):
         _build(name="image_folder", root=str(root), train_root=str(root), test_root=str(root))
     with pytest.raises(DatasetError, match=r"^data\.train_classes: .*both need at least one"):
         _build(name="image_folder", root=str(tmp_path / "r"), train_classes=0.99)
@@ -148,11 +149,11 @@ def test_cub_standard_split_is_classes_1_to_100(tmp_path, make_cub) -> None:
 
 def test_cub_root_may_be_the_dataset_folder_and_num_classes(tmp_path, make_cub) -> None:
     cub = make_cub(tmp_path, num_classes=6, per_class=2)
-    splits = build_datasets(DataConfig(name="cub200", root=str(cub), num_classes=2))
+    splits = build_datasets(DataConfig.of(name="cub200", root=str(cub), num_classes=2))
     assert splits.train.class_names == ["001.Bird_1", "002.Bird_2"] and len(splits.train) == 4
     assert splits.test.num_classes == 3  # the ablation never touches the test classes
     with pytest.raises(DatasetError, match="^data.num_classes: 4 exceeds the 3 training classes"):
-        build_datasets(DataConfig(name="cub200", root=str(cub), num_classes=4))
+        build_datasets(DataConfig.of(name="cub200", root=str(cub), num_classes=4))
 
 
 def test_cub_errors_name_the_file(tmp_path, make_cub) -> None:
@@ -223,7 +224,7 @@ def test_cars_errors(tmp_path, make_cars) -> None:
     with pytest.raises(DatasetError, match=r"cars_annos\.mat: not a Cars196 annotation file"):
         _build(name="cars196", root=str(tmp_path))
     make_cars(tmp_path, num_classes=4, per_class=1)
-    with pytest.raises(DatasetError, match=r"^data\.train_root: not used by cars196"):
+    with pytest.raises(ValueError, match=r"^data\.train_root: not a parameter of dataset cars196"):
         _build(name="cars196", root=str(tmp_path), train_root=str(tmp_path))
 
 
@@ -240,7 +241,7 @@ def test_sop_split_comes_from_the_list_files(tmp_path, make_sop) -> None:
     # Paths and labels stay aligned: the product id in the file name encodes the class.
     for path, label in zip(splits.test.paths, splits.test.labels):
         assert int(Path(path).stem.split("_")[0]) - 111085122870 == int(splits.test.class_names[label])
-    with pytest.raises(DatasetError, match=r"^data\.train_classes: sop has a fixed split"):
+    with pytest.raises(ValueError, match=r"^data\.train_classes: not a parameter of dataset sop"):
         _build(name="sop", root=str(tmp_path), train_classes=0.5)
 
 

@@ -70,3 +70,12 @@ def test_bad_input_is_a_one_line_value_error(kwargs, message):
     with pytest.raises(EvaluationError, match=message) as info:
         evaluate(**args)
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("ks, clustering", [((1, 2, 4, 8), True), ((1, 10), False)])
+def test_evaluate_returns_exactly_the_declared_metric_names(ks, clustering):
+    from dml_core.evaluation import metric_names
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 8)).astype(np.float32), np.repeat(np.arange(10), 4)
+    assert tuple(evaluate(x, y, k=ks, clustering=clustering, kmeans_iters=2)) == metric_names(ks, clustering)

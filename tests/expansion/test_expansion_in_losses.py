@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dml_core.losses.base as loss_base
+import dml_core.expansion.strategy as strategy
 from dml_core.expansion import class_centroids, expand_around_centers, see_threshold
 from dml_core.losses import build_loss
 
@@ -65,7 +65,7 @@ def test_see_with_nothing_expanded_or_lam_zero_is_the_plain_loss():
 @pytest.mark.parametrize("name", PROXY_LOSSES)
 def test_see_adds_lam_times_the_loss_of_the_synthetic_points(name):
     emb, labels = batch()
-    cfg = {"name": "see", "n_inner_pts": 6, "lam": 0.3}
+    cfg = {"name": "see", "n_expan": 6, "lam": 0.3}
     loss = build_loss(name, num_classes=C, embedding_dim=16, expansion=cfg)
     loss.set_epoch(80, 100)
     torch.manual_seed(11)
@@ -103,8 +103,8 @@ def test_set_epoch_drives_the_number_of_expanded_samples(monkeypatch):
         seen.append(points.shape[0])
         return points, point_labels
 
-    monkeypatch.setattr(loss_base, "expand_around_centers", spy)
-    loss = build_loss("proxy_anchor", num_classes=C, embedding_dim=16, expansion={"name": "see", "n_inner_pts": 8})
+    monkeypatch.setattr(strategy, "expand_around_centers", spy)
+    loss = build_loss("proxy_anchor", num_classes=C, embedding_dim=16, expansion={"name": "see", "n_expan": 8})
     for epoch in (0, 50, 99):
         loss.set_epoch(epoch, 100)
         loss(emb, labels)
@@ -115,7 +115,7 @@ def test_set_epoch_drives_the_number_of_expanded_samples(monkeypatch):
 @pytest.mark.parametrize("name", PAIR_LOSSES)
 def test_see_for_pair_losses_runs_the_loss_on_the_enlarged_batch(name):
     emb, labels = batch()
-    cfg = {"name": "see", "n_inner_pts": 4, "threshold_type": 0, "threshold_max": 0.3, "threshold_min": 0.3}
+    cfg = {"name": "see", "n_expan": 4, "threshold_type": 0, "threshold_max": 0.3, "threshold_min": 0.3}
     torch.manual_seed(5)
     value = build_loss(name, expansion=cfg)(emb, labels)
     torch.manual_seed(5)
@@ -127,7 +127,10 @@ def test_see_for_pair_losses_runs_the_loss_on_the_enlarged_batch(name):
 
 
 def test_see_center_auto_means_proxy_for_proxy_losses_and_centroid_for_pair_losses():
-    assert build_loss("proxy_nca", num_classes=C, embedding_dim=16, expansion={"name": "see"}).see_center == "proxy"
-    assert build_loss("triplet", expansion={"name": "see"}).see_center == "centroid"
-    assert build_loss("proxy_nca", num_classes=C, embedding_dim=16,
-                      expansion={"name": "see", "center": "centroid"}).see_center == "centroid"
+    def center(loss):
+        return loss.expansion.params.resolved_center(loss.family)
+
+    assert center(build_loss("proxy_nca", num_classes=C, embedding_dim=16, expansion={"name": "see"})) == "proxy"
+    assert center(build_loss("triplet", expansion={"name": "see"})) == "centroid"
+    assert center(build_loss("proxy_nca", num_classes=C, embedding_dim=16,
+                             expansion={"name": "see", "center": "centroid"})) == "centroid"

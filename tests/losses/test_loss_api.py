@@ -1,11 +1,11 @@
-"""build_loss / check_loss_config: the registry, the contract with the trainer, config errors."""
+"""build_loss: the registry, the contract with the trainer, parameter and expansion errors."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from dml_core.config import ExpansionConfig
-from dml_core.losses import LOSSES, BaseMetricLoss, build_loss, check_loss_config
+from dml_core.losses import LOSSES, BaseMetricLoss, build_loss, loss_params
 
 from conftest import NUM_CLASSES, PAIR_LOSSES, PROXY_LOSSES
 
@@ -21,7 +21,7 @@ def test_registry_holds_the_eight_losses_with_their_family():
 def test_build_loss_as_the_trainer_calls_it(pk_batch):
     emb, labels = pk_batch(dtype=torch.float32)
     for name in PAIR_LOSSES + PROXY_LOSSES:
-        loss = build_loss(name, num_classes=NUM_CLASSES, embedding_dim=16, expansion=ExpansionConfig().as_dict())
+        loss = build_loss(name, num_classes=NUM_CLASSES, embedding_dim=16, expansion=ExpansionConfig.of())
         assert isinstance(loss, BaseMetricLoss)
         loss.set_epoch(0, 10)
         value = loss(emb, labels)
@@ -53,24 +53,27 @@ def test_expansion_none_or_name_none_is_the_plain_loss(pk_batch):
     "name, params, expansion, message",
     [
         ("tripplet", {}, None, r"^loss\.name: unknown loss 'tripplet' \(did you mean 'triplet'\?\)"),
-        ("triplet", {"margni": 0.1}, None, r"^loss\.margni: unknown parameter \(did you mean 'margin'\?\); accepted: \['margin', 'mining'\]$"),
+        ("triplet", {"margni": 0.1}, None, r"^loss\.margni: not a parameter of loss triplet \(did you mean 'margin'\?\)$"),
         ("proxy_nca", {}, {"name": "ee"}, r"^expansion\.name: 'ee' needs a pair-based loss; proxy_nca is proxy-based$"),
         ("proxy_anchor", {}, {"name": "ee", "n_inner_pts": 4}, r"^expansion\.name: 'ee' needs a pair-based loss"),
         ("triplet", {}, {"name": "see", "center": "proxy"}, r"^expansion\.center: 'proxy' needs a proxy-based loss; triplet is pair-based"),
-        ("npair", {}, {"name": "see", "n_inner_pts": 3}, r"^expansion\.n_inner_pts: npair with SEE needs an even"),
-        ("triplet", {"mining": "hardest"}, None, r"^loss\.mining: must be one of \['batch_all', 'batch_hard', 'semi_hard'\]"),
-        ("triplet", {"margin": -0.1}, None, r"^loss\.margin: must be >= 0"),
-        ("multi_similarity", {"alpha": "two"}, None, r"^loss\.alpha: expected a number, got 'two'$"),
-        ("proxy_anchor", {"alpha": 0}, None, r"^loss\.alpha: must be > 0"),
+        ("npair", {}, {"name": "see", "n_expan": 3}, r"^expansion\.n_expan: npair with SEE needs an even"),
+        ("triplet", {"mining": "hardest"}, None, r"^loss\.mining: Input should be 'batch_all', 'batch_hard' or 'semi_hard'"),
+        ("triplet", {"margin": -0.1}, None, r"^loss\.margin: Input should be greater than or equal to 0"),
+        ("multi_similarity", {"alpha": "two"}, None, r"^loss\.alpha: Input should be a valid number"),
+        ("proxy_anchor", {"alpha": 0}, None, r"^loss\.alpha: Input should be greater than 0"),
         ("proxy_anchor", {"num_classes": 5}, None, r"^loss\.num_classes: not a loss parameter"),
         ("contrastive", {"expansion": {}}, None, r"^loss\.expansion: not a loss parameter; it comes from the expansion: block$"),
-        ("triplet", {}, {"name": "eee"}, r"^expansion\.name: Input should be 'none', 'ee' or 'see'"),
-        ("triplet", {}, {"name": "ee", "n_inner": 2}, r"^expansion\.n_inner: unknown key$"),
+        ("triplet", {}, {"name": "eee"}, r"^expansion\.name: unknown expansion 'eee' \(did you mean 'ee'\?\); choose from \['ee', 'none', 'see'\]$"),
+        ("triplet", {}, {"name": "ee", "n_inner": 2}, r"^expansion\.n_inner: not a parameter of expansion ee \(did you mean 'n_inner_pts'\?\)$"),
+        ("proxy_anchor", {}, {"name": "see", "n_inner_pts": 8}, r"^expansion\.n_inner_pts: SEE's synthetic points per sample are expansion\.n_expan"),
     ],
 )
-def test_check_loss_config_errors_are_one_line_and_name_the_field(name, params, expansion, message):
+def test_build_loss_errors_are_one_line_and_name_the_field(name, params, expansion, message):
     with pytest.raises(ValueError, match=message) as info:
-        check_loss_config(name, params, expansion)
+        if {"num_classes", "expansion"} & set(params):  # the sizes and expansion are build_loss's own
+            loss_params(name, **params)
+        build_loss(name, num_classes=NUM_CLASSES, embedding_dim=64, expansion=expansion, **params)
     assert "\n" not in str(info.value)
 
 
@@ -78,21 +81,21 @@ def test_check_loss_config_errors_are_one_line_and_name_the_field(name, params, 
     "name, params, expansion",
     [
         ("triplet", {"margin": 0.1, "mining": "semi_hard"}, {"name": "ee", "n_inner_pts": 8}),
-        ("proxy_anchor", {"alpha": 16}, {"name": "see", "n_inner_pts": 16}),
+        ("proxy_anchor", {"alpha": 16}, {"name": "see", "n_expan": 16}),
         ("multi_similarity", {}, {"name": "see", "center": "auto"}),
         ("proxy_nca", {}, {"name": "see", "center": "centroid"}),
-        ("npair", {}, {"name": "see", "n_inner_pts": 4}),
+        ("npair", {}, {"name": "see", "n_expan": 4}),
         ("hphn_triplet", {"soft_margin": True}, None),
         ("hphn_triplet", {"margin": "1e-5"}, None),  # YAML reads 1e-5 as a string
     ],
 )
-def test_check_loss_config_accepts_valid_blocks(name, params, expansion):
-    check_loss_config(name, params, expansion)
+def test_build_loss_accepts_valid_blocks(name, params, expansion):
+    assert isinstance(build_loss(name, num_classes=NUM_CLASSES, embedding_dim=64, expansion=expansion, **params), BaseMetricLoss)
 
 
 def test_see_needs_embedding_dim_of_n_plus_two():
-    with pytest.raises(ValueError, match=r"^expansion\.n_inner_pts: SEE with n_inner_pts=16 needs embedding_dim >= 18 \(got 8\)$"):
-        build_loss("proxy_anchor", num_classes=3, embedding_dim=8, expansion={"name": "see", "n_inner_pts": 16})
+    with pytest.raises(ValueError, match=r"^model\.embedding_dim: SEE with n_expan=16 needs embedding_dim >= 18 \(got 8\)$"):
+        build_loss("proxy_anchor", num_classes=3, embedding_dim=8, expansion={"name": "see", "n_expan": 16})
 
 
 def test_bad_input_shapes_are_reported(pk_batch):

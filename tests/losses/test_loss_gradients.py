@@ -10,7 +10,7 @@ from dml_core.losses import build_loss
 from conftest import NUM_CLASSES, PAIR_LOSSES, PROXY_LOSSES, make_batch
 
 # SEE thresholds of type 0 at -1: every sample expands, so the synthetic term is exercised.
-SEE_ALL = {"name": "see", "n_inner_pts": 4, "threshold_type": 0, "threshold_max": -1.0, "threshold_min": -1.0}
+SEE_ALL = {"name": "see", "n_expan": 4, "threshold_type": 0, "threshold_max": -1.0, "threshold_min": -1.0}
 EXPANSIONS = {
     "none": None,
     "ee": {"name": "ee", "n_inner_pts": 3},

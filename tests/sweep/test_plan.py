@@ -12,10 +12,11 @@ from sweep.plan import FINAL, SEARCH, load_plan, reference_cell, trial_config
 from sweep.spec import SweepError
 from sweep_testlib import REPO_ROOT, write_yaml
 
+# The grid axis is EE's n_inner_pts: `none` and `see` do not have it and opt out (pin to null).
 ARMS = {
-    "none": {"expansion.name": "none", "expansion.n_inner_pts": 0},  # pins the axis: one cell
+    "none": {"expansion.name": "none", "expansion.n_inner_pts": None},  # one cell
     "ee": {"expansion.name": "ee"},
-    "see": {"expansion.name": "see", "loss.name": "proxy_anchor"},
+    "see": {"expansion.name": "see", "loss.name": "proxy_anchor", "expansion.n_inner_pts": None, "expansion.n_expan": 4},
 }
 
 
@@ -41,43 +42,44 @@ def test_grid_times_arms_times_seeds(tmp_path: Path) -> None:
 
 def test_arm_pins_an_axis_and_exclude_drops_cells(tmp_path: Path) -> None:
     sweep = {"grid": {"expansion.n_inner_pts": [0, 1, 2, 4]}, "arms": ARMS,
-             "exclude": [{"arm": "see", "expansion.n_inner_pts": 0}], "seeds": [0, 1, 2]}
+             "exclude": [{"arm": "ee", "expansion.n_inner_pts": 0}], "seeds": [0, 1, 2]}
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     assert [c.id for c in plan.cells] == [
-        "arm=none,expansion.n_inner_pts=0",
-        "arm=ee,expansion.n_inner_pts=0", "arm=ee,expansion.n_inner_pts=1",
-        "arm=ee,expansion.n_inner_pts=2", "arm=ee,expansion.n_inner_pts=4",
-        "arm=see,expansion.n_inner_pts=1", "arm=see,expansion.n_inner_pts=2", "arm=see,expansion.n_inner_pts=4",
+        "arm=none,expansion.n_inner_pts=null",
+        "arm=ee,expansion.n_inner_pts=1", "arm=ee,expansion.n_inner_pts=2", "arm=ee,expansion.n_inner_pts=4",
+        "arm=see,expansion.n_inner_pts=null",
     ]
-    assert len(plan.final_trials()) == 8 * 3
+    assert len(plan.final_trials()) == 5 * 3
     see4 = trial_config(plan.base, plan.final_trials()[-1], None, plan.source)
-    assert (see4.expansion.name, see4.expansion.n_inner_pts, see4.loss.name, see4.seed) == ("see", 4, "proxy_anchor", 2)
+    assert (see4.expansion.name, see4.expansion.n_expan, see4.loss.name, see4.seed) == ("see", 4, "proxy_anchor", 2)
+    ee2 = trial_config(plan.base, plan.final_trials()[6], None, plan.source)
+    assert (ee2.expansion.name, ee2.expansion.n_inner_pts) == ("ee", 2)
 
 
 def test_reference_cell_for_both_kinds_of_baseline(tmp_path: Path) -> None:
     sweep = {"grid": {"expansion.n_inner_pts": [0, 2, 4]}, "arms": ARMS}
     cells = load_plan(write_yaml(tmp_path / "x.yaml", sweep)).cells
     by_id = {c.id: c for c in cells}
-    ee2, see4 = by_id["arm=ee,expansion.n_inner_pts=2"], by_id["arm=see,expansion.n_inner_pts=4"]
+    ee2, see = by_id["arm=ee,expansion.n_inner_pts=2"], by_id["arm=see,expansion.n_inner_pts=null"]
 
     # {arm: none}: the pinned none cell is everybody's reference.
     none = {"arm": "none"}
-    assert reference_cell(ee2, cells, none).id == "arm=none,expansion.n_inner_pts=0"
-    assert reference_cell(see4, cells, none).id == "arm=none,expansion.n_inner_pts=0"
-    assert reference_cell(by_id["arm=none,expansion.n_inner_pts=0"], cells, none) is None
+    assert reference_cell(ee2, cells, none).id == "arm=none,expansion.n_inner_pts=null"
+    assert reference_cell(see, cells, none).id == "arm=none,expansion.n_inner_pts=null"
+    assert reference_cell(by_id["arm=none,expansion.n_inner_pts=null"], cells, none) is None
 
-    # {n_inner_pts: 0}: each arm against its own n = 0 cell (baseline cells differ in `arm`).
+    # {n_inner_pts: 0}: the EE cells against EE at n = 0.
     zero = {"expansion.n_inner_pts": 0}
     assert reference_cell(ee2, cells, zero).id == "arm=ee,expansion.n_inner_pts=0"
-    assert reference_cell(see4, cells, zero).id == "arm=see,expansion.n_inner_pts=0"
+    assert reference_cell(by_id["arm=ee,expansion.n_inner_pts=0"], cells, zero) is None
 
 
 def test_reference_cell_matches_the_other_axes(tmp_path: Path) -> None:
     sweep = {"grid": {"model.embedding_dim": [16, 64], "expansion.n_inner_pts": [2, 4]}, "arms": ARMS}
     cells = load_plan(write_yaml(tmp_path / "x.yaml", sweep)).cells
-    cell = next(c for c in cells if c.id == "arm=see,model.embedding_dim=64,expansion.n_inner_pts=4")
+    cell = next(c for c in cells if c.id == "arm=ee,model.embedding_dim=64,expansion.n_inner_pts=4")
     # The none arm pins n_inner_pts only, so its cells still differ in embedding_dim: match it.
-    assert reference_cell(cell, cells, {"arm": "none"}).id == "arm=none,model.embedding_dim=64,expansion.n_inner_pts=0"
+    assert reference_cell(cell, cells, {"arm": "none"}).id == "arm=none,model.embedding_dim=64,expansion.n_inner_pts=null"
 
 
 def test_reference_cell_with_a_baseline_arm_per_arm(tmp_path: Path) -> None:
@@ -172,11 +174,11 @@ def test_dry_run_prints_the_plan_without_training(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    assert "cells: 5 (after pinning/exclude) = arms ['none', 'ee', 'see'] x expansion.n_inner_pts [0, 2]" in text
+    assert "cells: 4 (after pinning/exclude) = arms ['none', 'ee', 'see'] x expansion.n_inner_pts [0, 2]" in text
     assert "seeds: [0, 1, 2]" in text
     assert "search: 5 Optuna TPE samples per cell on seed 0, scored on held-out 0.2 of the training classes" in text
-    assert "-> 25 trials" in text
-    assert "final: 5 cells x 3 seeds = 15 trials" in text
-    assert "total: 40 trials" in text
-    assert "arm=see,expansion.n_inner_pts=2" in text
+    assert "-> 20 trials" in text
+    assert "final: 4 cells x 3 seeds = 12 trials" in text
+    assert "total: 32 trials" in text
+    assert "arm=ee,expansion.n_inner_pts=2" in text
     assert not out.exists()

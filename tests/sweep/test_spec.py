@@ -63,9 +63,9 @@ def test_bad_sweep_block_is_one_line_naming_file_and_field(tmp_path: Path, sweep
 
 
 def test_bad_trial_config_names_the_cell(tmp_path: Path) -> None:
-    # SEE needs embedding_dim >= n_inner_pts + 2: only the cell (see, dim 4) is invalid.
+    # SEE needs embedding_dim >= n_expan + 2: only the cell (see, dim 4) is invalid.
     sweep = {"grid": {"model.embedding_dim": [4, 16]},
-             "arms": {"see": {"expansion.name": "see", "expansion.n_inner_pts": 4, "loss.name": "proxy_anchor"}}}
+             "arms": {"see": {"expansion.name": "see", "expansion.n_expan": 4, "loss.name": "proxy_anchor"}}}
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     with pytest.raises(ValueError) as err:
         plan.validate_configs()

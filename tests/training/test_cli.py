@@ -22,7 +22,7 @@ def run_cli(module, args, cwd):
     "yaml_text, sets, expected",
     [
         ("data: {name: digits\n", [], "malformed YAML"),
-        ("model: {embeding_dim: 3}\n", [], "model.embeding_dim: unknown key"),
+        ("model: {embeding_dim: 3}\n", [], "model.embeding_dim: not a parameter of backbone small_conv"),
         ("optimizer: {lr: fast}\n", [], "optimizer.lr"),
         ("loss: {name: tripplet}\n", [], "did you mean 'triplet'"),
         ("data: {name: image_folder, root: /no/such/folder}\n", [], "/no/such/folder"),
@@ -49,7 +49,7 @@ def test_a_real_process_prints_one_line_not_a_traceback(tmp_path):
     cfg.write_text("model: {embeding_dim: 3}\n")
     proc = run_cli("dml_core.train", [str(cfg)], tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"dml_core.train: error: {cfg}: model.embeding_dim: unknown key"]
+    assert proc.stderr.strip().splitlines() == [f"dml_core.train: error: {cfg}: model.embeding_dim: not a parameter of backbone small_conv (did you mean 'embedding_dim'?)"]
 
 
 def test_undecodable_image_names_the_file(tmp_path):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from dml_core.config import ConfigError, ExperimentConfig, load_config
+from dml_core.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,13 +33,13 @@ def test_overrides_are_typed(tmp_path):
     [
         ("data: {name: digits\n", "malformed YAML"),
         ("modle: {}\n", "modle: unknown key"),
-        ("model: {embeding_dim: 3}\n", "model.embeding_dim: unknown key"),
+        ("model: {embeding_dim: 3}\n", "model.embeding_dim: not a parameter of backbone small_conv"),
         ("optimizer: {lr: fast}\n", "optimizer.lr"),
         ("data: {name: cifar}\n", "data.name"),
         ("loss: {name: tripplet}\n", "triplet"),
         ("loss: {name: triplet, margni: 0.1}\n", "margni"),
         ("expansion: {name: ee}\ndata: {batch: {samples_per_class: 3}}\n", "data.batch.samples_per_class"),
-        ("expansion: {name: see, n_inner_pts: 8}\nmodel: {embedding_dim: 8}\nloss: {name: proxy_anchor}\n", "model.embedding_dim"),
+        ("expansion: {name: see, n_expan: 8}\nmodel: {embedding_dim: 8}\nloss: {name: proxy_anchor}\n", "model.embedding_dim"),
         ("- just\n- a list\n", "top level must be a mapping"),
     ],
 )
@@ -66,3 +66,65 @@ def test_bad_override_syntax(tmp_path):
 
 def test_defaults_validate():
     ExperimentConfig()
+
+
+# --------------------------------------------------------------------- issue 10: component sections
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"model": {"backbone": "resnet18", "conv_blocks": 6}},
+         "model.conv_blocks: not a parameter of backbone resnet18; it belongs to backbone small_conv"),
+        ({"expansion": {"name": "none", "lam": 5.0, "threshold_max": 0.9}},
+         "expansion.lam: not a parameter of expansion none; it belongs to expansion see"),
+        ({"eval": {"primary_metric": "recall_at_7"}},
+         "eval.primary_metric: 'recall_at_7' is not reported by this run (did you mean 'recall_at_8'?)"),
+        ({"data": {"name": "sop", "root": "/x", "train_root": "/y"}},
+         "data.train_root: not a parameter of dataset sop"),
+        ({"eval": {"recall_at": [0, 1]}}, "eval.recall_at.0: Input should be greater than or equal to 1"),
+        ({"expansion": {"name": "see", "n_inner_pts": 4}, "loss": {"name": "proxy_anchor"}},
+         "expansion.n_inner_pts: SEE's synthetic points per sample are expansion.n_expan"),
+        ({"loss": {"name": "triplet", "margni": 0.1}}, "loss.margni: not a parameter of loss triplet (did you mean 'margin'?)"),
+        ({"data": {"name": "cifar"}}, "data.name: unknown dataset 'cifar'"),
+    ],
+)
+def test_keys_that_do_not_belong_to_the_chosen_component_are_one_line_errors(raw, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, "x.yaml")
+    assert str(info.value).startswith(f"x.yaml: {message}"), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_primary_metric_follows_the_datasets_recall_list():
+    assert config_from_dict({"data": {"name": "sop"}, "eval": {"primary_metric": "recall_at_100"}}).recall_at == (1, 10, 100, 1000)
+    with pytest.raises(ConfigError, match="eval.primary_metric: 'nmi' is not reported"):
+        config_from_dict({"eval": {"clustering": False, "primary_metric": "nmi"}})
+
+
+def test_switching_a_component_drops_the_old_components_keys_only():
+    from dml_core.config import apply_overrides
+
+    base = {"expansion": {"name": "ee", "n_inner_pts": 2}, "model": {"backbone": "small_conv", "conv_blocks": 3}}
+    cfg = config_from_dict(apply_overrides(base, {"expansion.name": "none", "model.backbone": "resnet18"}))
+    assert (cfg.expansion.name, cfg.model.backbone) == ("none", "resnet18")
+    with pytest.raises(ConfigError, match="expansion.n_inner_pts: SEE.s synthetic points per sample are expansion.n_expan"):
+        config_from_dict(apply_overrides(base, {"expansion.name": "see", "expansion.n_inner_pts": 4}))
+
+
+def test_every_shipped_experiment_loads():
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        load_config(path)
+
+
+def test_validating_a_config_imports_no_torch_and_builds_nothing():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dml_core.config import config_from_dict; "
+            "config_from_dict({'loss': {'name': 'proxy_anchor'}, 'expansion': {'name': 'see', 'n_expan': 8}, "
+            "'model': {'backbone': 'resnet50', 'embedding_dim': 64}, 'data': {'name': 'cub200', 'root': '/x'}}); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'faiss', 'dml_core.losses', 'dml_core.models') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": ""}).stdout
+    assert out.strip() == "[]"

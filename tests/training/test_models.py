@@ -8,20 +8,20 @@ from dml_core.models import ModelError, build_model
 @pytest.mark.parametrize("backbone, channels, size", [("small_conv", 1, 8), ("small_conv", 3, 28), ("resnet18", 3, 32)])
 @pytest.mark.parametrize("pooling", ["avg", "avg_max"])
 def test_embeddings_are_unit_norm(backbone, channels, size, pooling):
-    model = build_model(ModelConfig(backbone=backbone, embedding_dim=16, pooling=pooling), channels)
+    model = build_model(ModelConfig.of(backbone=backbone, embedding_dim=16, pooling=pooling), channels)
     out = model(torch.randn(3, channels, size, size))
     assert out.shape == (3, 16)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
 
 
 def test_features_then_head_equals_forward():
-    model = build_model(ModelConfig(embedding_dim=8), 1).eval()
+    model = build_model(ModelConfig.of(embedding_dim=8), 1).eval()
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(model.head_forward(model.features(x)), model(x))
 
 
 def test_freeze_bn_keeps_running_stats():
-    model = build_model(ModelConfig(embedding_dim=8, freeze_bn=True), 1)
+    model = build_model(ModelConfig.of(embedding_dim=8, freeze_bn=True), 1)
     model.train()
     bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
@@ -31,14 +31,14 @@ def test_freeze_bn_keeps_running_stats():
 
 
 def test_freeze_backbone_has_no_trainable_backbone_params():
-    model = build_model(ModelConfig(embedding_dim=8, freeze_backbone=True), 1)
+    model = build_model(ModelConfig.of(embedding_dim=8, freeze_backbone=True), 1)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
 
 
 def test_torchvision_backbone_rejects_grayscale():
     with pytest.raises(ModelError, match="model.backbone"):
-        build_model(ModelConfig(backbone="resnet18"), 1)
+        build_model(ModelConfig.of(backbone="resnet18"), 1)
 
 
 def test_pretrained_without_weights_is_one_clear_line(monkeypatch, tmp_path):
@@ -50,5 +50,5 @@ def test_pretrained_without_weights_is_one_clear_line(monkeypatch, tmp_path):
 
     monkeypatch.setattr(tvm, "get_model", offline)
     with pytest.raises(ModelError) as info:
-        build_model(ModelConfig(backbone="resnet18", pretrained=True), 3)
+        build_model(ModelConfig.of(backbone="resnet18", pretrained=True), 3)
     assert "model.pretrained" in str(info.value) and "\n" not in str(info.value)

@@ -81,10 +81,14 @@ def test_training_beats_an_untrained_model():
     assert trained["recall_at_1"] > untrained["recall_at_1"] + 0.05
 
 
+# Synthetic points per pair (EE) / per expanded sample (SEE).
+COUNT = {"ee": "n_inner_pts", "see": "n_expan"}
+
+
 @pytest.mark.parametrize("loss, expansion", [("multi_similarity", "ee"), ("proxy_anchor", "see"), ("triplet", "see")])
 def test_expansions_train_end_to_end(loss, expansion):
     n = 2
-    result = fit(tiny(loss={"name": loss}, expansion={"name": expansion, "n_inner_pts": n}))
+    result = fit(tiny(loss={"name": loss}, expansion={"name": expansion, COUNT[expansion]: n}))
     assert result.metrics["recall_at_1"] > 0.2
 
 
@@ -124,7 +128,7 @@ def test_every_loss_trains_with_the_expansion_it_takes(loss):
     from dml_core.losses import LOSSES
 
     expansion = "see" if LOSSES.get(loss).family == "proxy" else "ee"
-    cfg = tiny(loss={"name": loss}, expansion={"name": expansion, "n_inner_pts": 2},
+    cfg = tiny(loss={"name": loss}, expansion={"name": expansion, COUNT[expansion]: 2},
                train={"epochs": 1, "iterations_per_epoch": 4}, eval={"clustering": False})
     result = fit(cfg)
     assert math.isfinite(result.metrics["loss"])
