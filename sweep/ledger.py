@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dml_core.io import PathError, atomic_write_json, read_json
+from dml_core.io import PathError, atomic_write_json, make_dir, read_json
 
 LEDGER_FILE = "ledger.json"
 PLAN_FILE = "plan.json"
@@ -51,6 +51,7 @@ class Ledger:
         return data
 
     def _save(self, data: dict[str, Any]) -> None:
+        make_dir(self.path.parent)  # the sweep dir exists under a driver; a Ledger used alone may not
         atomic_write_json(self.path, data)
 
     # ---------------------------------------------------------------- trials
