@@ -6,7 +6,7 @@ Same config, same seed, both with `model.freeze_backbone: true`; the cached tria
 backbone features from parquet (`data.cache_features: true`), the end-to-end one runs the
 backbone on every batch and at every evaluation. The first cached trial of a sweep pays for the
 cache (printed as "cold"); every later trial is "warm". Target: warm >= 10x faster.
-Data: the shared Omniglot subset (../shared/data/omniglot/images_background_small1), or digits.
+Data: the Omniglot subset at $DML_DATA/omniglot/images_background_small1 (see README "Data"), or digits.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dml_core.config import config_from_dict  # noqa: E402
+from dml_core.data.roots import data_home  # noqa: E402
 from dml_core.training import fit  # noqa: E402
 
-OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot" / "images_background_small1"
+OMNIGLOT = data_home() / "omniglot" / "images_background_small1"  # $DML_DATA (dml_core.data.roots)
 
 
 def trial_config(args: argparse.Namespace, cache: bool, cache_dir: str) -> dict:

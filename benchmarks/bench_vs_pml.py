@@ -1,6 +1,6 @@
 """Quality check against an independent trainer: this project vs pytorch-metric-learning (PML).
 
-Task: the shared Omniglot subset (`shared/data/omniglot/images_background_small1`, 5 alphabets)
+Task: the Omniglot subset (`$DML_DATA/omniglot/images_background_small1`, 5 alphabets)
 split by alphabet with `data.train_classes: 0.5` -- 70 training classes, 66 unseen test classes
 of 20 drawings each. Every arm trains the same net (`small_conv`, 28 px, 128-d, L2-normalised)
 for the same number of P x K batches (default 16 x 4 = 64) with Adam at the same lr, from the
@@ -73,6 +73,7 @@ from torchvision import transforms
 
 from dml_core.config import ExperimentConfig, config_from_dict
 from dml_core.data import DMLDataset, PKBatchSampler, build_datasets
+from dml_core.data.roots import data_home
 from dml_core.data.transforms import eval_resize_size
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.models import build_model
@@ -80,7 +81,7 @@ from dml_core.training import Trainer
 from dml_core.training.trainer import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
-OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot" / "images_background_small1"
+OMNIGLOT = data_home() / "omniglot" / "images_background_small1"  # $DML_DATA (dml_core.data.roots)
 EVAL_BATCH = 256
 METRICS = ("recall_at_1", "map_at_r")
 # Our metric name -> PML AccuracyCalculator's name for the same quantity.

@@ -24,7 +24,7 @@ done
 {
   echo "# Written by cluster/write_env.sh from cluster/cluster.env: edit that file and re-run 'ray up'."
   for var in DML_REPO DML_COMMIT DML_BUCKET DML_EFS_HOST; do printf 'export %s=%q\n' "$var" "${!var}"; done
-  echo "export DML_DATA_ROOT=/mnt/data"
+  echo "export DML_DATA=/mnt/data"
   echo "export DML_STORAGE_PATH=/mnt/dml/sweeps"
   echo "export DML_MLFLOW_DIR=/mnt/dml/mlflow"
   echo "export MLFLOW_HOST=$head_ip"

@@ -75,6 +75,8 @@ class EvalConfig(_Strict):
     primary_metric: str = "recall_at_1"
     # Faiss k-means iterations for NMI/F1.
     kmeans_iters: int = Field(20, ge=1)
+    # kNN + k-means backend (dml_core.evaluation.knn.BACKENDS): auto = torch on CUDA, else faiss.
+    knn_backend: Literal["auto", "faiss", "torch"] = "auto"
 
     @field_validator("recall_at")
     @classmethod

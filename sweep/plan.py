@@ -30,12 +30,13 @@ from typing import Any, Optional
 from dml_core.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
 from dml_core.evaluation.names import check_metric_name
 
+from sweep.resources import trial_loader_workers
 from sweep.spec import SweepError, SweepSpec, parse_sweep
 
 # Data locations in a trial config. Ray runs each trial in its own working directory, so a
 # relative path is made absolute in the driver, against the current working directory -- the
-# same rule as a single run (`dml_core` resolves `data.root` against the cwd). Run sweeps from
-# the repository root so that `../shared/data/...` in `experiments/*.yaml` resolves.
+# same rule as a single run (`dml_core` resolves `data.root` against the cwd). A path naming
+# `${DML_DATA}` is left for each trial to expand on its own node (`dml_core.data.roots`).
 PATH_KEYS = ("data.root", "data.train_root", "data.test_root", "data.cache_dir")
 
 SEARCH, FINAL = "search", "final"
@@ -46,7 +47,8 @@ def _fmt(value: Any) -> str:
 
 
 def _absolute(value: Any) -> Any:
-    if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+    if isinstance(value, str) and value and "://" not in value and not value.startswith(("~", "$")) \
+            and not os.path.isabs(value):
         return os.path.abspath(value)
     return value
 
@@ -174,6 +176,9 @@ class SweepPlan:
         if base["train"]["num_threads"] is None:
             # Ray reserves `cpu` cores per trial; let torch use exactly those.
             base["train"]["num_threads"] = max(1, int(spec.resources_per_trial.cpu))
+        if base["data"]["num_workers"] is None:
+            # Auto: the trial's CPUs but the training loop's one, not the cores of whichever node it lands on.
+            base["data"]["num_workers"] = trial_loader_workers(spec.resources_per_trial)
         cells = expand_cells(spec)
         for cell in cells:
             cell.overrides = {k: _absolute(v) if k in PATH_KEYS else v for k, v in cell.overrides.items()}
@@ -254,14 +259,6 @@ class SweepPlan:
         except ValueError as e:
             raise SweepError(f"{self.source} [{trial.key}]: {e}") from None
 
-    def check_resources(self, cpus: float, gpus: float) -> None:
-        """A trial that asks for more than the cluster has would stay PENDING forever."""
-        res = self.spec.resources_per_trial
-        if res.cpu > cpus:
-            raise SweepError(f"{self.source}: sweep.resources_per_trial.cpu: {res.cpu:g} per trial but only {cpus:g} CPUs available")
-        if res.gpu > gpus:
-            raise SweepError(f"{self.source}: sweep.resources_per_trial.gpu: {res.gpu:g} per trial but only {gpus:g} GPUs available")
-
     def _search_corners(self) -> list[dict[str, Any]]:
         """One config per search bound / choice, the others at their low end: cheap coverage that
         catches e.g. a `high` that a config field rejects."""
@@ -274,18 +271,30 @@ class SweepPlan:
         return corners
 
     def _check_paths(self, configs: list[ExperimentConfig]) -> None:
+        """Every data path exists on the driver's machine -- fetched first where `data.download`
+        is on, so trials on this node find it and a blocked network is one line naming the URL."""
+        from dml_core.data.download import ensure_downloaded, where_to_get
+        from dml_core.data.roots import DATA_ENV, data_home, resolve_data_paths, uses_data_home
+
         seen = set()
         for cfg in configs:
+            written, data = cfg.data, resolve_data_paths(cfg.data)
+            if data.download and data.model_dump_json() not in seen:
+                seen.add(data.model_dump_json())
+                try:
+                    ensure_downloaded(data)
+                except ValueError as e:
+                    raise SweepError(f"{self.source}: {e}") from None
             for key in ("root", "train_root", "test_root"):
-                path = getattr(cfg.data, key, None)
+                path = getattr(data, key, None)
                 if path is None or path in seen or "://" in path:
                     continue
                 seen.add(path)
                 if not Path(path).exists():
-                    raise SweepError(
-                        f"{self.source}: data.{key}: {path} does not exist "
-                        f"(relative paths resolve against the current directory, {os.getcwd()})"
-                    )
+                    raw = getattr(written, key)  # present: the resolved copy has the same fields
+                    why = (f"{raw} with {DATA_ENV}={data_home()}" if uses_data_home(raw)
+                           else f"relative paths resolve against the current directory, {os.getcwd()}")
+                    raise SweepError(f"{self.source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
 
     # ------------------------------------------------------------------ printing
 

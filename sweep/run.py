@@ -6,6 +6,8 @@
     --resume           continue an interrupted sweep (same YAML and --set values)
     --retry-failed     with --resume: restart trials that crashed (after their retries)
     --address ADDR     join a Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)
+    --cluster-config F the cluster YAML whose node types a trial may also fit (default:
+                       $DML_CLUSTER_CONFIG, else ~/ray_bootstrap_config.yaml on a head node)
     --out DIR          sweep directory (default: <storage_path>/<sweep name>)
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
@@ -26,6 +28,7 @@ import shlex
 
 from sweep.ledger import KILLED
 from sweep.plan import load_plan
+from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.runner import default_sweep_dir, ray_address, run_sweep
 
 
@@ -38,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--address", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--cluster-config", default=None)
     return p
 
 
@@ -74,12 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             plan.validate_configs()
             cpus, gpus = available_resources(args.address)
-            plan.check_resources(cpus, gpus)
+            joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
+            if joined:
+                shapes = cluster_shapes(args.cluster_config)
+            else:  # a cluster YAML given offline: judge the trial against its node types instead
+                shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
+            check_fits(plan.spec.resources_per_trial, shapes, plan.source)
             print(plan.describe(sweep_dir, cpus, gpus))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(plan.describe(sweep_dir), flush=True)
-        outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address)
+        outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
+                            cluster_config=args.cluster_config)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ import yaml
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
+from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
 
 log = logging.getLogger("sweep")
@@ -239,7 +240,7 @@ def ray_address(address: Optional[str]) -> str:
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
-              address: Optional[str] = None, verbose: int = 1) -> SweepOutcome:
+              address: Optional[str] = None, verbose: int = 1, cluster_config: Optional[str] = None) -> SweepOutcome:
     """Validate, own the sweep directory, start (or join) Ray, run all phases with MLflow tracking,
     write the report.
 
@@ -249,11 +250,12 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     """
     plan.validate_configs()
     with DirectoryLock(sweep_dir):
-        return _run_sweep(plan, sweep_dir, resume=resume, retry_failed=retry_failed, address=address, verbose=verbose)
+        return _run_sweep(plan, sweep_dir, resume=resume, retry_failed=retry_failed, address=address, verbose=verbose,
+                          cluster_config=cluster_config)
 
 
 def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: bool, address: Optional[str],
-               verbose: int) -> SweepOutcome:
+               verbose: int, cluster_config: Optional[str]) -> SweepOutcome:
     import ray
 
     from sweep.report import write_report
@@ -269,9 +271,8 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
     check_sweep_dir(plan, sweep_dir, resume)
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
-    available = ray.cluster_resources()
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
-    plan.check_resources(available.get("CPU", 0.0), available.get("GPU", 0.0))
+    check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
     ledger = create_sweep_dir(plan, sweep_dir, resume)
 
     experiment = plan.spec.mlflow.experiment or plan.name

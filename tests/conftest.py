@@ -1,4 +1,9 @@
-"""Test-wide settings: keep Ray and MLflow from writing into the user's home, and find shared data."""
+"""Test-wide settings: keep Ray and MLflow from writing into the user's home, and find the data.
+
+Datasets are reached through DML_DATA (`dml_core.data.roots`), as on a user's machine. On this
+project's machines the real Omniglot subset sits in the data folder beside the checkout; this is
+the one place that knows it, and it only fills in DML_DATA when the caller has not set it.
+"""
 from __future__ import annotations
 
 import os
@@ -14,11 +19,17 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="dml-tests-mpl-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OMNIGLOT_SMALL = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1"
+_SIBLING_DATA = REPO_ROOT.parent / "shared" / "data"
+if "DML_DATA" not in os.environ and _SIBLING_DATA.is_dir():
+    os.environ["DML_DATA"] = str(_SIBLING_DATA)
+
+from dml_core.data.roots import data_home  # noqa: E402  (after DML_DATA is settled)
+
+OMNIGLOT_SMALL = data_home() / "omniglot" / "images_background_small1"
 
 
 @pytest.fixture(scope="session")
 def omniglot_root() -> Path:
     if not OMNIGLOT_SMALL.is_dir():
-        pytest.skip(f"shared Omniglot subset not found at {OMNIGLOT_SMALL}")
+        pytest.skip(f"Omniglot subset not found at {OMNIGLOT_SMALL} (set DML_DATA)")
     return OMNIGLOT_SMALL

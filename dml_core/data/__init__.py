@@ -33,6 +33,7 @@ from dml_core.data.base import (
     ImageListDataset,
 )
 from dml_core.data.download import ensure_downloaded
+from dml_core.data.roots import resolve_data_paths
 from dml_core.data.sampler import PKBatchSampler
 from dml_core.data.splits import holdout_split
 from dml_core.data.transforms import build_transforms
@@ -55,10 +56,12 @@ def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: i
     """The splits of ``cfg.name`` with train / test transforms applied.
 
     ``out_channels``: channels the model takes -- 3 for torchvision backbones, None for the data's
-    own (small_conv). ``pretrained`` selects ImageNet normalisation.
+    own (small_conv). ``pretrained`` selects ImageNet normalisation. Paths may name
+    ``${DML_DATA}`` (see `dml_core.data.roots`).
     """
+    cfg = resolve_data_paths(cfg)
     if cfg.download:
-        ensure_downloaded(cfg.name, getattr(cfg, "root", None))
+        ensure_downloaded(cfg)
     splits = DATASETS.get(cfg.name)(cfg)
     if cfg.holdout is not None:
         splits = holdout_split(splits, cfg.holdout)

@@ -1,40 +1,79 @@
 """Downloads for the datasets with an official, checksummed archive (used when ``data.download``).
 
-Omniglot and CUB-200-2011 have stable public archives; the URLs and MD5s are the ones torchvision
-(Omniglot) and the DML literature (CUB, CaltechDATA record 65de6-vp158) use. Cars196, SOP and
-In-Shop have no maintained direct download; for those the error says where to get them.
+Omniglot and CUB-200-2011 have stable public archives. Omniglot's come from the ``python/``
+folder of the official repository (brendenlake/omniglot): the full ``images_background`` /
+``images_evaluation`` (MD5s as torchvision has them) and the two small background subsets
+(``images_background_small1`` / ``small2``; sizes and MD5s of the files in that repository).
+CUB is the CaltechDATA record 65de6-vp158 the DML literature uses. Cars196, SOP and In-Shop have
+no maintained direct download; for those the error says where to get them.
+
+Which archives: a path (``data.root``, ``train_root`` or ``test_root``) whose last folder is
+what an archive extracts to gets that archive, extracted into its parent
+(``.../omniglot/images_background_small1`` -> ``images_background_small1.zip`` into
+``.../omniglot``); any other ``data.root`` gets the dataset's default archives extracted into it.
+
+A download is atomic and safe when several trials on one node start at once: under a file lock
+beside the target folder, the archive is fetched into a hidden temporary folder next to the
+target, its size and MD5 checked, extracted there, and the extracted folder moved into place
+with one ``os.replace``. A killed download leaves only the hidden temporary folder (removed by the
+next attempt), never a target folder that counts as present; a process that waited on the lock
+finds the folder in place and fetches nothing.
 """
 from __future__ import annotations
 
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.datasets.utils import download_and_extract_archive
+from filelock import FileLock
 
+from dml_core.config import DataConfig
 from dml_core.data.base import DatasetError
+
+log = logging.getLogger("dml_core.data")
+
+TIMEOUT_S = 60.0  # per socket operation; a stalled server fails the download instead of hanging it
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Archive:
     url: str
     md5: str
-    filename: str
-    extracts_to: str  # what the archive creates in the root; present = already downloaded
+    extracts_to: str  # the one folder the archive holds; present = already downloaded
+    size: int | None = None  # bytes, where known
+    default: bool = True  # fetched for a data.root that names none of the dataset's folders
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 
+# The only table of downloadable archives; tests replace an entry with loopback URLs.
 ARCHIVES: dict[str, tuple[Archive, ...]] = {
     "digits": (),  # bundled with scikit-learn
     "omniglot": (
-        Archive(f"{OMNIGLOT_URL}/images_background.zip", "68d2efa1b9178cc56df9314c21c6e718",
-                "images_background.zip", "images_background"),
-        Archive(f"{OMNIGLOT_URL}/images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811",
-                "images_evaluation.zip", "images_evaluation"),
+        Archive(f"{OMNIGLOT_URL}/images_background.zip", "68d2efa1b9178cc56df9314c21c6e718", "images_background"),
+        Archive(f"{OMNIGLOT_URL}/images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811", "images_evaluation"),
+        Archive(f"{OMNIGLOT_URL}/images_background_small1.zip", "e704a628b5459e08445c13499850abc4",
+                "images_background_small1", size=1_319_022, default=False),
+        Archive(f"{OMNIGLOT_URL}/images_background_small2.zip", "b75a71a51d3b13f821f212756fe481fd",
+                "images_background_small2", size=1_580_917, default=False),
     ),
     "cub200": (
         Archive("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-                "97eceeb196236b17998738112f37df78", "CUB_200_2011.tgz", "CUB_200_2011"),
+                "97eceeb196236b17998738112f37df78", "CUB_200_2011"),
     ),
 }
 
@@ -49,23 +88,111 @@ MANUAL: dict[str, str] = {
 }
 
 
-def ensure_downloaded(name: str, root: str | Path | None) -> None:
-    """Download and extract ``name``'s archives into ``root`` unless already extracted there."""
-    if name not in ARCHIVES:
-        raise DatasetError(f"data.download: no direct download for {name}; {MANUAL.get(name, 'see its module docstring')}")
-    if not ARCHIVES[name]:
-        return
-    if root is None:
-        raise DatasetError(f"data.root: required with data.download (the folder to download {name} into)")
-    root = Path(root).expanduser()
-    for archive in ARCHIVES[name]:
-        if (root / archive.extracts_to).exists():
+class DownloadFailed(Exception):
+    """Why one fetch failed (turned into the one-line `DatasetError` by `ensure_archive`)."""
+
+
+def where_to_get(name: str) -> str:
+    """How a user obtains dataset ``name``: the hint for a missing data folder."""
+    if ARCHIVES.get(name):
+        return "set data.download: true to fetch it"
+    return MANUAL.get(name, "see its module docstring")
+
+
+def planned_downloads(cfg: DataConfig) -> list[tuple[Archive, Path]]:
+    """(archive, folder to extract it into) for each archive ``cfg``'s (expanded) paths call for."""
+    archives = ARCHIVES[cfg.name]
+    by_folder = {a.extracts_to: a for a in archives}
+    plan: list[tuple[Archive, Path]] = []
+    for field in ("root", "train_root", "test_root"):
+        value = getattr(cfg, field, None)  # each dataset has only the path fields its layout reads
+        if value is None:
             continue
-        try:
-            download_and_extract_archive(archive.url, str(root), filename=archive.filename, md5=archive.md5)
-        except (OSError, RuntimeError, ValueError) as e:  # URLError/HTTPError/timeouts are OSErrors; bad MD5 a RuntimeError
-            reason = " ".join(str(e).split()) or type(e).__name__
-            raise DatasetError(
-                f"data.download: could not fetch {archive.url} into {root} ({reason}); "
-                f"download it by hand and extract it into data.root"
-            ) from None
+        path = Path(value).expanduser().absolute()
+        if path.name in by_folder:
+            plan.append((by_folder[path.name], path.parent))
+        elif field == "root":
+            plan += [(a, path) for a in archives if a.default]
+    return plan
+
+
+def ensure_downloaded(cfg: DataConfig) -> None:
+    """Fetch and extract what ``cfg`` names unless already extracted (``cfg``'s paths expanded)."""
+    if cfg.name not in ARCHIVES:
+        raise DatasetError(f"data.download: no direct download for {cfg.name}; {where_to_get(cfg.name)}")
+    if not ARCHIVES[cfg.name]:
+        return
+    if all(getattr(cfg, f, None) is None for f in ("root", "train_root", "test_root")):
+        raise DatasetError(f"data.root: required with data.download (the folder to download {cfg.name} into)")
+    for archive, folder in planned_downloads(cfg):
+        ensure_archive(archive, folder)
+
+
+def ensure_archive(archive: Archive, folder: str | Path) -> Path:
+    """``folder/archive.extracts_to``, downloaded and extracted first if it is not there."""
+    folder = Path(folder)
+    target = folder / archive.extracts_to
+    if target.is_dir():  # checked before locking: a read-only data folder needs no lock file
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.stat().st_mode & 0o222:  # marked read-only; root could still write into it
+            raise DownloadFailed(f"{folder} is read-only")
+        with FileLock(str(folder / f".{archive.extracts_to}.lock")):
+            if target.is_dir():  # another process fetched it while this one waited
+                return target
+            for stale in folder.glob(f".{archive.extracts_to}.partial-*"):  # left by a killed download
+                shutil.rmtree(stale, ignore_errors=True)
+            with tempfile.TemporaryDirectory(dir=folder, prefix=f".{archive.extracts_to}.partial-") as tmp:
+                file = Path(tmp) / archive.filename
+                _fetch(archive, file)
+                _extract(file, Path(tmp) / "x")
+                extracted = Path(tmp) / "x" / archive.extracts_to
+                if not extracted.is_dir():
+                    raise DownloadFailed(f"{archive.filename} holds no folder {archive.extracts_to}")
+                os.replace(extracted, target)
+    except (DownloadFailed, OSError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DatasetError(
+            f"data.download: could not fetch {archive.url} into {folder} ({reason}); "
+            f"download it by hand and extract it into {folder}"
+        ) from None
+    return target
+
+
+def _fetch(archive: Archive, dest: Path) -> None:
+    md5, got = hashlib.md5(), 0
+    try:
+        with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
+            expected = response.headers.get("Content-Length")
+            # Only once the server answers: offline, the one line of the failure is all there is.
+            log.warning("data.download: fetching %s (%s bytes) into %s", archive.url, expected or "?", dest.parent.parent)
+            for chunk in _chunks(response):
+                out.write(chunk)
+                md5.update(chunk)
+                got += len(chunk)
+    except http.client.HTTPException as e:  # IncompleteRead etc. are not OSErrors
+        raise DownloadFailed(f"{type(e).__name__}: {e}") from None
+    if expected is not None and got != int(expected):
+        raise DownloadFailed(f"truncated: got {got} of {expected} bytes")
+    if archive.size is not None and got != archive.size:
+        raise DownloadFailed(f"got {got} bytes, expected {archive.size}")
+    if md5.hexdigest() != archive.md5:
+        raise DownloadFailed(f"MD5 {md5.hexdigest()}, expected {archive.md5}")
+
+
+def _chunks(response) -> Iterator[bytes]:
+    while chunk := response.read(_CHUNK):
+        yield chunk
+
+
+def _extract(file: Path, dest: Path) -> None:
+    try:
+        if zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as zf:  # extractall drops absolute and '..' member paths
+                zf.extractall(dest)
+        else:
+            with tarfile.open(file) as tf:
+                tf.extractall(dest, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError) as e:
+        raise DownloadFailed(f"cannot extract {file.name}: {e}") from None

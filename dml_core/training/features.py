@@ -22,6 +22,7 @@ import torch
 
 from dml_core.config import ExperimentConfig
 from dml_core.data import DatasetSplits
+from dml_core.data.loading import resolve_num_workers
 from dml_core.evaluation import embed_dataset
 from dml_core.io import atomic_write_bytes, make_dir
 
@@ -101,7 +102,7 @@ def cached_feature_splits(splits: DatasetSplits, model: torch.nn.Module, cfg: Ex
             feats, labels = _read(path)
         else:
             feats, labels = embed_dataset(model.feature_extractor(), ds.with_transform(test_transform), cfg.data.eval_batch_size,
-                                          device, cfg.data.num_workers or 0)  # null = auto (issue 8): in-process for now
+                                          device, resolve_num_workers(cfg.data.num_workers, ds))
             _write(path, feats, labels)
         out[name] = FeatureDataset(feats, labels, ds.class_names)
     return dataclasses.replace(splits, **out)

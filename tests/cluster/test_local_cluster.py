@@ -97,6 +97,39 @@ def test_max_overlap_counts_concurrency() -> None:
 
 
 @pytest.mark.timeout(200)
+def test_trial_bigger_than_any_node_is_refused_before_any_trial(
+    ray_cluster: LocalCluster, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    # Workers have 2 CPUs each, 4 in all: 3 CPUs per trial passes a check of the total but
+    # would stay PENDING forever, since a trial runs on one node.
+    command = [*sweep_command("too_big", 1, 0, ray_cluster), "--set", "sweep.resources_per_trial.cpu=3"]
+    env = sweep_env(ray_cluster, mlflow_server, tmp_path)
+    for extra in (["--dry-run"], []):
+        proc = subprocess.run(command + extra, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=150)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "3 CPU + 0 GPU per trial fits no single node" in errors[0], proc.stderr[-3000:]
+        assert "(2 CPU, 1 GPU" in errors[0]
+    assert not (tmp_path / "too_big").exists(), "refused before the sweep directory (and any trial) exists"
+    assert not any(mlflow_server_runs(mlflow_server, "too_big"))
+
+    # The same cluster with its autoscaler's node types known (here the cluster YAML, as on the
+    # head node): a node type that holds the trial may still come, so the sweep is not refused.
+    config = tmp_path / "cluster.yaml"
+    config.write_text("head_node_type: head\navailable_node_types:\n  head: {resources: {CPU: 0}, max_workers: 0}\n"
+                      "  big: {resources: {CPU: 4, GPU: 1}, min_workers: 0, max_workers: 2}\n")
+    proc = subprocess.run(command + ["--dry-run", "--cluster-config", str(config)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def mlflow_server_runs(mlflow: MlflowServer, experiment: str) -> list[Any]:
+    client = MlflowClient(tracking_uri=mlflow.uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.timeout(200)
 def test_sweep_spreads_over_nodes_with_fractional_gpus_and_reaches_mlflow(
     ray_cluster: LocalCluster, mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:

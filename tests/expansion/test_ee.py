@@ -1,4 +1,4 @@
-"""Embedding Expansion: generation and hard negative pair mining (ALGORITHMS.md section 1)."""
+"""Embedding Expansion: generation and hard negative pair mining (docs/algorithms.md section 1)."""
 from __future__ import annotations
 
 import pytest

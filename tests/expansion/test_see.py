@@ -1,4 +1,4 @@
-"""Spherical Embedding Expansion: simplex, per-sample expansion, schedules (ALGORITHMS.md section 2)."""
+"""Spherical Embedding Expansion: simplex, per-sample expansion, schedules (docs/algorithms.md section 2)."""
 from __future__ import annotations
 
 import pytest

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweep.plan import FINAL, SEARCH, load_plan, reference_cell, trial_config
+from sweep.resources import NodeShape, check_fits
 from sweep.spec import SweepError
 from sweep_testlib import REPO_ROOT, write_yaml
 
@@ -137,18 +138,20 @@ def test_relative_data_paths_resolve_against_the_cwd(tmp_path: Path, monkeypatch
     # Ray runs trials in their own working directories: paths leave the driver absolute.
     assert plan.base["data"]["root"] == str(tmp_path / "images")
     assert [c.overrides["data.root"] for c in plan.cells] == [str(tmp_path / "images"), str(tmp_path / "missing")]
-    with pytest.raises(SweepError, match=rf"data\.root: {tmp_path / 'missing'} does not exist \(relative paths resolve against the current directory, {tmp_path}\)"):
+    with pytest.raises(SweepError, match=rf"data\.root: {tmp_path / 'missing'} does not exist \(relative paths resolve against the current directory, {tmp_path}; image_folder reads your own folder"):
         plan.validate_configs()
 
 
-def test_resources_must_fit(tmp_path: Path) -> None:
+def test_resources_must_fit_one_node(tmp_path: Path) -> None:
     plan = load_plan(write_yaml(tmp_path / "x.yaml", {"resources_per_trial": {"cpu": 4, "gpu": 0.5}}))
     assert plan.base["train"]["num_threads"] == 1  # set explicitly in the tiny config
-    with pytest.raises(SweepError, match=r"sweep\.resources_per_trial\.cpu: 4 per trial but only 2 CPUs available"):
-        plan.check_resources(2, 1)
-    with pytest.raises(SweepError, match=r"sweep\.resources_per_trial\.gpu: 0\.5 per trial but only 0 GPUs available"):
-        plan.check_resources(8, 0)
-    plan.check_resources(4, 1)
+    request = plan.spec.resources_per_trial
+    two_small = [NodeShape("a", 2, 1), NodeShape("b", 2, 1)]  # 4 CPUs in total, 2 per node
+    with pytest.raises(SweepError, match=r"sweep\.resources_per_trial: 4 CPU \+ 0\.5 GPU per trial fits no single node.*a \(2 CPU, 1 GPU\)"):
+        check_fits(request, two_small, plan.source)
+    with pytest.raises(SweepError, match="fits no single node"):
+        check_fits(request, [NodeShape("cpu only", 8, 0)], plan.source)
+    check_fits(request, [*two_small, NodeShape("node type gpu_worker", 8, 1)], plan.source)
 
 
 def test_torch_threads_follow_reserved_cpus(tmp_path: Path) -> None:
