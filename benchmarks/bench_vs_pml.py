@@ -125,7 +125,7 @@ def experiment_config(args: argparse.Namespace, seed: int, expansion: str) -> Ex
         },
         "model": {"backbone": "small_conv", "conv_width": args.conv_width, "embedding_dim": 128},
         "loss": {"name": "multi_similarity"},  # alpha 2, beta 50, base 0.5, epsilon 0.1 = PML's defaults
-        "expansion": {"name": expansion, "n_inner_pts": 2},
+        "expansion": {"name": expansion, **({"n_inner_pts": 2} if expansion == "ee" else {})},
         "optimizer": {"name": "adam", "lr": args.lr},
         "train": {"epochs": 1, "iterations_per_epoch": args.iterations, "num_threads": args.threads,
                   "device": "cpu", "checkpoint": False},

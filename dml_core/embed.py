@@ -17,14 +17,14 @@ from dml_core.cli import one_line_errors
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu"):
     """(config, model in eval mode) from a run directory written by `dml_core.train`."""
-    from dml_core.config import config_from_dict
+    from dml_core.config import config_from_dump
     from dml_core.models import build_model
     from dml_core.training import load_checkpoint
     from dml_core.training.checkpoint import checkpoint_file, restore
 
     ckpt = load_checkpoint(run_dir, map_location=device)
     source = checkpoint_file(run_dir)
-    cfg = config_from_dict(ckpt["config"], str(source))
+    cfg = config_from_dump(ckpt["config"], str(source))
     in_channels = int(ckpt["in_channels"])
     # The weights come from the checkpoint: never try to fetch pretrained ones again.
     model = build_model(cfg.model.model_copy(update={"pretrained": False}), in_channels)

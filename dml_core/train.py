@@ -15,8 +15,8 @@ from dml_core.cli import one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dml_core.train", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment YAML")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optimizer.lr=3e-4 (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set optimizer.lr=3e-4 train.epochs=5 (repeatable)")
     parser.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     parser.add_argument("--resume", help="checkpoint file or run directory to continue from")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

@@ -1,6 +1,6 @@
 """Run a sweep: `python sweep/run.py experiments/<name>.yaml [options]` (or `python -m sweep.run`).
 
-    --set key=value    override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
+    --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
     --dry-run          print the trial plan and validate every trial config, data path and the
                        resources; train nothing
     --resume           continue an interrupted sweep (same YAML and --set values)
@@ -23,7 +23,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `sweep` and `dml_core` importable
+# Run as a script (`python sweep/run.py`): put this checkout first, so a worktree runs its own code
+# even where another checkout is installed (the `dml-sweep` entry point needs no such step).
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
@@ -31,6 +33,7 @@ import logging
 import os
 import shlex
 
+from dml_core.errors import first_line
 from sweep.labels import fmt_duration
 from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
@@ -41,7 +44,8 @@ from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sweep/run.py", description="Run a DML benchmark sweep on Ray Tune.")
     p.add_argument("config", help="experiment YAML with a sweep: block")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values: --set a.b=1 c.d=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--retry-failed", action="store_true")
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
