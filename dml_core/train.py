@@ -28,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if args.resume is None and (out / "metrics.json").exists():
-            raise ValueError(f"--out {out}: already holds a run; pass --resume {out} to continue it or choose another --out")
         result = fit(cfg, out_dir=out, resume=args.resume, progress=True)
         primary = cfg.eval.primary_metric
         print(f"finished: {primary} {result.metrics.get(primary, float('nan')):.4f} "

@@ -15,7 +15,8 @@ The console shows the plan, a header per phase, one line per trial (`[7/10] fina
 R@1 96.2  (8 s)  ETA 0:20`; failures with their error) and a closing block: each comparison's
 headline, the report path and the command + URL that open the runs in the MLflow UI.
 
-Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted (resume with --resume).
+Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
+(one line on stderr), 130 interrupted (resume with --resume).
 """
 from __future__ import annotations
 
@@ -109,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
         return 130
     print(closing_block(outcome), flush=True)
+    if outcome.failed:
+        shown = ", ".join(outcome.failed[:3]) + (", ..." if len(outcome.failed) > 3 else "")
+        print(f"sweep finished with failures: {len(outcome.failed)} of {outcome.final_trials} final trials failed "
+              f"({shown}); report of the rest: {outcome.sweep_dir / 'report.md'}", file=sys.stderr)
+        return 1
     return 0
 
 

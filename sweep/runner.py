@@ -9,20 +9,20 @@ studies in a new Tune experiment: finished samples count, cut-off ones are redra
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.console import say
 from sweep.labels import cell_labels, fmt_metric, fmt_params, metric_label
-from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, write_json_atomic
+from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, _describe_param
 from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
@@ -40,6 +40,8 @@ class SweepOutcome:
     report_files: list[Path]
     mlflow_command: str = ""  # serves the tracking store ("" for an MLflow server)
     mlflow_url: str = ""  # this experiment's runs table
+    final_trials: int = 0
+    failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
 
 
 def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
@@ -61,7 +63,8 @@ def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
     if resume:
         if not plan_file.is_file():
             raise SweepError(f"{sweep_dir}: no sweep to resume here (no {PLAN_FILE}); run without --resume")
-        started = json.loads(plan_file.read_text())["fingerprint"]
+        started = read_json(plan_file).get("fingerprint")
+        Ledger(sweep_dir).trials()  # a damaged ledger stops here, before Ray starts, naming the file
         if started != plan.fingerprint():
             raise SweepError(
                 f"{sweep_dir}: was started from a different sweep definition; resume with the same YAML and "
@@ -73,12 +76,11 @@ def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
 
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
     """The sweep directory with its plan (new sweeps) and ledger; after `check_sweep_dir`."""
-    plan_file = sweep_dir / PLAN_FILE
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        write_json_atomic(plan_file, plan.to_json())
-        (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-        (sweep_dir / "plan.txt").write_text(plan.describe(sweep_dir) + "\n")
+        # plan.json last: it is what marks the directory as holding a sweep to --resume
+        atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
+        atomic_write_text(sweep_dir / "plan.txt", plan.describe(sweep_dir) + "\n")
+        atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     return Ledger(sweep_dir)
 
 
@@ -263,7 +265,7 @@ class SweepRunner:
             if t.cell in best:
                 kept.append(t)
             elif self.ledger.trial(t.key) is None:
-                self.ledger.update_trial(
+                self.ledger.add_trial(
                     t.key, key=t.key, phase=FINAL, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, params={},
                     status=FAILED, failure="search", error="no search trial of this cell finished", metrics={}, history=[],
                 )
@@ -278,16 +280,27 @@ def ray_address(address: Optional[str]) -> str:
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
               address: Optional[str] = None, verbose: int = 0, cluster_config: Optional[str] = None) -> SweepOutcome:
-    """Validate, start (or join) Ray, run all phases with MLflow tracking, write the report.
+    """Validate, own the sweep directory, start (or join) Ray, run all phases with MLflow tracking,
+    write the report.
 
+    The directory's lock is taken before anything is written or Ray starts and held to the end:
+    a second driver on the same directory (a repeated command, a `--resume` while it runs) stops
+    with one line naming the holder, and cannot interleave its ledger writes or MLflow runs.
     `verbose` 0 leaves the console to `sweep.console` (Tune silent, trial processes' output not
     forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging."""
+    plan.validate_configs()
+    with DirectoryLock(sweep_dir):
+        return _run_sweep(plan, sweep_dir, resume=resume, retry_failed=retry_failed, address=address, verbose=verbose,
+                          cluster_config=cluster_config)
+
+
+def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: bool, address: Optional[str],
+               verbose: int, cluster_config: Optional[str]) -> SweepOutcome:
     import ray
 
     from sweep.report import parent_results, write_report
     from sweep.tracking import Tracker, git_commit, mark_killed, parent_params, resolve_tracking_uri
 
-    plan.validate_configs()
     # Tune snapshots its experiment state every 10 s by default (and at every trial checkpoint,
     # since `num_to_keep` is set); a driver killed in between may lose the end of a trial, which
     # then re-runs from its last checkpoint (the ledger keeps MLflow free of duplicates). A sweep's
@@ -338,10 +351,15 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
         ledger.set("wall_s", ledger.get("wall_s", 0.0) + time.monotonic() - started)
+    final = [r for r in ledger.trials() if r.get("phase") == FINAL]
+    failed = sorted(r["key"] for r in final if r.get("status") != FINISHED)
     files = write_report(sweep_dir)
     metrics, description = parent_results(sweep_dir)
     tracker.log_results(parent, metrics, description)
     tracker.log_files(parent, files)
-    tracker.end_run(parent, FINISHED)
+    if final and len(failed) == len(final):
+        tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
+    else:
+        tracker.end_run(parent, FINISHED)
     command, url = tracker.ui_hint()
-    return SweepOutcome(sweep_dir, FINISHED, files, command, url)
+    return SweepOutcome(sweep_dir, FINISHED, files, command, url, final_trials=len(final), failed=failed)

@@ -243,7 +243,7 @@ class TrackingCallback(tune.Callback):
         config_dict = {k: v for k, v in cfg.to_dict().items() if k != "sweep"}
         run_id = self.tracker.start_run(label, tags, flatten(config_dict))
         self.tracker.client.log_text(run_id, yaml.safe_dump(config_dict, sort_keys=False), "config.yaml")
-        self.ledger.update_trial(
+        self.ledger.add_trial(
             trial.trial_id, key=key, label=label, phase=spec.phase, cell=spec.cell, arm=spec.arm, coords=spec.coords,
             seed=spec.seed, params=params, status=RUNNING, error=None, failure=None, attempts=1, mlflow_run_id=run_id,
             tune_experiment=trial.experiment_dir_name, last_step=0, metrics={}, history=[],

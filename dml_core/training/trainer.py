@@ -22,12 +22,15 @@ from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
 from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.losses import build_loss
+from dml_core.io import DirectoryLock, make_dir
 from dml_core.models import build_model
 from dml_core.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     METRICS_NAME,
+    checkpoint_file,
     load_checkpoint,
+    restore,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -42,7 +45,8 @@ ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the run stops rather than train on garbage."""
+    """The loss or the embeddings became NaN or infinite (the model diverged); the run stops rather
+    than train or evaluate on garbage, and a sweep does not retry it."""
 
 
 @dataclass
@@ -65,6 +69,15 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def _require_finite(embeddings: np.ndarray, split: str) -> None:
+    # A diverged model (weights overflowed in the last step) yields NaN embeddings with a finite
+    # last loss: the same fault as a NaN loss, not an evaluation error to retry.
+    bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+    if bad:
+        raise NonFiniteLossError(f"non-finite embeddings: {bad} of {len(embeddings)} {split} embeddings are NaN or "
+                                 "infinite (the model diverged; lower optimizer.lr or set train.grad_clip)")
 
 
 def _is_better(value: float, best: Optional[float]) -> bool:
@@ -148,10 +161,11 @@ class Trainer:
 
     def load_state(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ckpt["model"])
-        self.loss_fn.load_state_dict(ckpt["loss"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        path = checkpoint_file(path)
+        restore(path, "model", self.model.load_state_dict, ckpt["model"])
+        restore(path, "loss (proxies)", self.loss_fn.load_state_dict, ckpt["loss"])
+        restore(path, "optimizer state", self.optimizer.load_state_dict, ckpt["optimizer"])
+        restore(path, "schedule", self.scheduler.load_state_dict, ckpt["scheduler"])
         self.history = list(ckpt.get("history", []))
         self.best = dict(ckpt.get("best", {}))
         self.start_epoch = int(ckpt["epoch"]) + 1
@@ -220,9 +234,12 @@ class Trainer:
                       seed=self.cfg.seed, backend=self.cfg.eval.knn_backend, device=self.device)
         if self.splits.test is not None:
             emb, labels = embed_dataset(fwd, self.splits.test, bs, self.device, self.num_workers)
+            _require_finite(emb, "test")
             return evaluate(emb, labels, **kwargs)
         q, ql = embed_dataset(fwd, self.splits.query, bs, self.device, self.num_workers)
         g, gl = embed_dataset(fwd, self.splits.gallery, bs, self.device, self.num_workers)
+        _require_finite(q, "query")
+        _require_finite(g, "gallery")
         return evaluate(q, ql, g, gl, **kwargs)
 
     def _gpu_memory(self) -> dict[str, float]:
@@ -245,7 +262,7 @@ class Trainer:
         cfg = self.cfg
         primary = cfg.eval.primary_metric
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(self.out_dir)
             dump_config(cfg, self.out_dir / CONFIG_NAME)
             self._write_metrics("running")
         started = time.perf_counter()
@@ -294,7 +311,20 @@ def fit(cfg: ExperimentConfig, *, out_dir: Optional[str | Path] = None, report: 
     `resume` is a checkpoint file (or a run directory holding `checkpoint.pt`) to continue from:
     model, loss (proxies), optimizer, schedule, history and RNG states are restored.
     """
-    trainer = Trainer(cfg, out_dir=Path(out_dir) if out_dir is not None else None, report=report, progress=progress)
+    if out_dir is None:
+        return _fit(cfg, None, report, resume, progress)
+    out_dir = Path(out_dir)
+    # Owned before anything is read or written, so a second run on the same folder stops at once.
+    with DirectoryLock(out_dir):
+        if resume is None and (out_dir / METRICS_NAME).exists():
+            raise ValueError(f"{out_dir}: already holds a run; resume it (--resume {out_dir}) or choose another "
+                             "output directory")
+        return _fit(cfg, out_dir, report, resume, progress)
+
+
+def _fit(cfg: ExperimentConfig, out_dir: Optional[Path], report: Optional[ReportFn], resume: Optional[str | Path],
+         progress: bool) -> FitResult:
+    trainer = Trainer(cfg, out_dir=out_dir, report=report, progress=progress)
     if resume is not None:
         trainer.load_state(resume)
     return trainer.run()

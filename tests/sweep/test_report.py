@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
 
-from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger, write_json_atomic
+from dml_core.io import atomic_write_json
+from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger
 from sweep.plan import load_plan
 from sweep.report import main as report_main
 from sweep.report import evaluation_of, headline, verdict, write_report
@@ -65,7 +66,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    write_json_atomic(sweep_dir / PLAN_FILE, plan.to_json())
+    atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     ledger = Ledger(sweep_dir)
     recall = {("arm=ee,expansion.n_inner_pts=0", 0): 0.60, ("arm=ee,expansion.n_inner_pts=0", 1): 0.62,
               ("arm=ee,expansion.n_inner_pts=0", 2): 0.61,
@@ -76,7 +77,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
         metrics = {"epoch": 2.0, "recall_at_1": recall[(t.cell, t.seed)], "map_at_r": recall[(t.cell, t.seed)] / 2} \
             if (t.cell, t.seed) in recall else {}
         failed = not metrics
-        ledger.update_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
+        ledger.add_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
                             params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
                             error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics, history=[metrics])
     return sweep_dir, recall
