@@ -11,10 +11,19 @@ Layout of a sweep directory::
     ledger.json    this file: {"meta": {...}, "trials": {trial_id: record}}
     search/        Ray Tune experiment of the search phase (if any; all cells)
     final/         Ray Tune experiment of the final phase (cells x seeds)
+    final-2/, ...  the Tune experiment of each `--resume` of a phase (the unfinished trials only)
+    checkpoints/   each trial's latest checkpoint, named by its ledger key (`trial_checkpoint`)
     trials.parquet, cells.parquet, report.md, plot_*.png   written by sweep/report.py
+
+Tune's own files in `search*/` and `final*/` (tuner.pkl, experiment_state-*.json and the trials'
+params.pkl hold pickles) are written by Tune and never read back: resuming starts a new Tune
+experiment from this ledger, the Optuna journal and `checkpoints/` (read with weights_only=True),
+so whoever can write the sweep folder cannot make the driver run code.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,16 @@ from dml_core.io import PathError, atomic_write_json, make_dir, read_json
 
 LEDGER_FILE = "ledger.json"
 PLAN_FILE = "plan.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def trial_checkpoint(sweep_dir: str | Path, key: str) -> Path:
+    """Where the trial with ledger key `key` keeps its latest `checkpoint.pt`: named after the key,
+    not a Tune trial id, so that the new Tune experiment of a `--resume` finds it. Readable and
+    unique: the key with unsafe characters replaced, plus a digest of the exact key."""
+    readable = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", key)[:100]
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+    return Path(sweep_dir) / CHECKPOINT_DIR / f"{readable}-{digest}.pt"
 
 # Trial statuses (MLflow's run statuses, so the two always agree).
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
@@ -31,8 +50,8 @@ TRIAL_FIELDS = ("key", "phase", "cell", "seed", "status")
 
 
 class Ledger:
-    """Read-modify-write on every call: the file is the only state, so the copy of this object that
-    Ray Tune pickles with its callbacks (and restores on resume) never goes stale.
+    """Read-modify-write on every call: the file is the only state (the callbacks holding a Ledger
+    are pickled by Tune into its experiment folder, and never restored from there).
 
     One writer: the driver holding the sweep directory's `DirectoryLock`; every write replaces the
     file atomically. A record is created whole (`add_trial`); updating an id the ledger does not

@@ -130,6 +130,12 @@ class TrialSpec:
     def key(self) -> str:
         return f"{self.cell}/seed={self.seed}" if self.phase == FINAL else f"{SEARCH}/{self.cell}"
 
+    def ledger_key(self, trial_id: str) -> str:
+        """The key of the Tune trial `trial_id` running this spec in the sweep's ledger (and of its
+        checkpoint): a final trial is its cell and seed, whichever Tune experiment runs it; a
+        search sample is one Tune trial."""
+        return f"{self.key}/{trial_id}" if self.phase == SEARCH else self.key
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

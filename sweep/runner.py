@@ -2,10 +2,12 @@
 
 Each phase is one Ray Tune experiment inside the sweep directory (`search/`, `final/`).
 Resuming (`--resume`) walks the same phases: a phase the ledger marks complete is skipped, an
-interrupted final phase is continued with `Tuner.restore` (unfinished trials resume from their
-last checkpoint; finished ones are never re-run; errored ones are kept as failed unless
-`--retry-failed`, which restarts them from scratch). An interrupted search continues its Optuna
-studies in a new Tune experiment: finished samples count, cut-off ones are redrawn.
+interrupted one runs again as a new Tune experiment (`final-2/`, ...; Tune's folders, which hold
+pickles, are never restored or read). An interrupted final phase runs only the trials the ledger
+does not mark ended, each continuing from its own last checkpoint in `<sweep dir>/checkpoints/`;
+finished ones are never re-run; crashed ones are kept as failed unless `--retry-failed`, which
+restarts them from scratch. An interrupted search continues its Optuna studies: finished samples
+count, cut-off ones are redrawn.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import yaml
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.console import say
 from sweep.labels import cell_labels, fmt_metric, fmt_params, metric_label
-from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger
+from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, trial_checkpoint
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, _describe_param
 from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
@@ -117,7 +119,7 @@ class SweepRunner:
         self.resume, self.retry_failed, self.verbose = resume, retry_failed, verbose
         res = self.spec.resources_per_trial
         # The base config travels once through Ray's object store, not inside every trial's config.
-        bound = tune.with_parameters(run_trial, base=plan.base, source=plan.source,
+        bound = tune.with_parameters(run_trial, base=plan.base, source=plan.source, sweep_dir=str(sweep_dir),
                                      metrics=tuple({self.spec.metric, self.spec.search_metric}))
         self.trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
         self.labels = plan_labels(plan)
@@ -132,40 +134,42 @@ class SweepRunner:
     def run(self) -> None:
         best: dict[str, dict[str, Any]] = {}
         if self.spec.search:
-            self._run_phase(SEARCH, self._search_tuner(), expected=self.plan.num_search_trials)
+            self._run_phase(SEARCH, self._search_tuner(), self.plan.num_search_trials, lambda: self._ended(SEARCH))
             best = {cell.id: p for cell in self.plan.cells if (p := self._best_params(cell)) is not None}
         trials = self.plan.final_trials(best)
         if self.spec.search:
             trials = self._drop_unsearched(trials, best)
         if trials:
-            self._run_phase(FINAL, self._final_tuner(trials), expected=len(trials))
+            self._run_phase(FINAL, self._final_tuner(trials), len(trials), lambda: len(trials) - len(self._unended(trials)))
 
-    def _run_phase(self, name: str, new_tuner: Any, expected: int) -> None:
-        from ray import tune
-
+    def _run_phase(self, name: str, new_tuner: Any, expected: int, ended: Any) -> None:
+        """One driver session of a phase, always as a new Tune experiment: what ran before is
+        known from the ledger (and the Optuna journal, and the trials' checkpoints), never from
+        Tune's folders. `ended()`: how many of the phase's `expected` trials have ended."""
         if self.ledger.phase_done(name) and not (self.retry_failed and self._has_crashes(name)):
             return
-        path = self.sweep_dir / name
-        self._header(name, expected)
-        # The search is never restored from Tune's folder (pickles): it continues from the
-        # Optuna journal in a new Tune experiment (see sweep.search).
-        if self.resume and name != SEARCH and tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), self.trainable, resume_unfinished=True, resume_errored=False, restart_errored=self.retry_failed
-            )
-        else:
-            tuner = new_tuner(name)
-        tuner.fit()
-        # Tune returns normally after Ctrl-C, and a restored ResultGrid cannot tell finished trials
-        # from interrupted ones; the ledger can: every trial of the phase must have ended.
-        ended = [r for r in self.ledger.trials() if r.get("tune_experiment") == name and r.get("status") in (FINISHED, FAILED)]
-        if len(ended) < expected:
+        self._header(name, expected, ended())
+        tuner = new_tuner(self._experiment_name(name))
+        if tuner is not None:
+            tuner.fit()
+        # Tune returns normally after Ctrl-C; the ledger tells: every trial of the phase must have ended.
+        if ended() < expected:
             raise SweepInterrupted(name)
         self._close_orphans(name)
         self.ledger.mark_phase_done(name)
 
-    def _header(self, phase: str, expected: int) -> None:
-        ended = sum(r.get("tune_experiment") == phase and r.get("status") in (FINISHED, FAILED) for r in self.ledger.trials())
+    def _experiment_name(self, phase: str) -> str:
+        """`final` the first time, `final-2`, `final-3`, ... for each later session of the phase."""
+        name, n = phase, 1
+        while (self.sweep_dir / name).exists():
+            n += 1
+            name = f"{phase}-{n}"
+        return name
+
+    def _ended(self, phase: str) -> int:
+        return sum(r.get("phase") == phase and r.get("status") in (FINISHED, FAILED) for r in self.ledger.trials())
+
+    def _header(self, phase: str, expected: int, ended: int) -> None:
         done = f" ({ended} done before, resuming)" if ended else ""
         seeds = len(self.plan.seeds)
         if phase == SEARCH:
@@ -180,13 +184,37 @@ class SweepRunner:
         """Search samples started just before a driver was killed, and lost from Tune's state with
         it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
         for r in self.ledger.trials():
-            if r.get("tune_experiment") == phase and r.get("status") not in (FINISHED, FAILED):
+            if r.get("phase") == phase and r.get("status") not in (FINISHED, FAILED):
                 self.ledger.update_trial(r["trial_id"], status=KILLED, error="lost with a killed driver; replaced by a new sample")
                 self.callback.tracker.end_run(r["mlflow_run_id"], KILLED, "lost with a killed driver")
 
+    @staticmethod
+    def _crashed(record: dict[str, Any]) -> bool:
+        return record.get("status") == FAILED and record.get("failure") == "crash"
+
     def _has_crashes(self, phase: str) -> bool:
-        return any(r.get("tune_experiment") == phase and r.get("status") == FAILED and r.get("failure") == "crash"
-                   for r in self.ledger.trials())
+        return any(r.get("phase") == phase and self._crashed(r) for r in self.ledger.trials())
+
+    def _final_records(self) -> dict[str, dict[str, Any]]:
+        return {r["key"]: r for r in self.ledger.trials() if r.get("phase") == FINAL}
+
+    def _unended(self, trials: list[TrialSpec]) -> list[TrialSpec]:
+        records = self._final_records()
+        return [t for t in trials if records.get(t.key, {}).get("status") not in (FINISHED, FAILED)]
+
+    def _to_run(self, trials: list[TrialSpec]) -> list[TrialSpec]:
+        """The final trials this session runs: those the ledger does not mark ended, and with
+        `--retry-failed` the crashed ones too, whose checkpoints are dropped (from scratch)."""
+        records = self._final_records()
+        todo = []
+        for t in trials:
+            record = records.get(t.key, {})
+            if self.retry_failed and self._crashed(record):
+                trial_checkpoint(self.sweep_dir, t.key).unlink(missing_ok=True)
+            elif record.get("status") in (FINISHED, FAILED):
+                continue
+            todo.append(t)
+        return todo
 
     def _run_config(self, name: str) -> Any:
         from ray import tune
@@ -196,19 +224,25 @@ class SweepRunner:
             storage_path=str(self.sweep_dir),
             callbacks=[self.callback, self.console],  # tracking first: the console reads its ledger
             failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=self.verbose,
         )
 
     def _final_tuner(self, trials: list[TrialSpec]) -> Any:
+        """name -> a Tuner of the final trials still to run (None when none is left)."""
         from ray import tune
 
-        space = {"trial": tune.grid_search([t.to_dict() for t in trials])}
-        config = tune.TuneConfig(
-            num_samples=1, max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True,
-            trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_name,
-        )
-        return lambda name: tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
+        def tuner(name: str) -> Any:
+            todo = self._to_run(trials)
+            if not todo:
+                return None
+            config = tune.TuneConfig(
+                num_samples=1, max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True,
+                trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_name,
+            )
+            space = {"trial": tune.grid_search([t.to_dict() for t in todo])}
+            return tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
+
+        return tuner
 
     def _search_tuner(self) -> Any:
         from ray import tune
@@ -301,12 +335,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
     from sweep.report import parent_results, write_report
     from sweep.tracking import Tracker, git_commit, mark_killed, parent_params, resolve_tracking_uri
 
-    # Tune snapshots its experiment state every 10 s by default (and at every trial checkpoint,
-    # since `num_to_keep` is set); a driver killed in between may lose the end of a trial, which
-    # then re-runs from its last checkpoint (the ledger keeps MLflow free of duplicates). A sweep's
-    # state is small: snapshot often, and silence Tune's warning about exactly that.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if verbose == 0:
         # Ray 2.60's output engine prints its config box, results path and TensorBoard hint even
         # at verbose 0; the legacy engine at verbose 0 prints nothing.

@@ -6,8 +6,10 @@ All MLflow calls happen in the driver -- in a Ray Tune `Callback` -- never insid
   `setup_mlflow` in trials that races: "table ... already exists"), and trials on other machines
   need no access to the tracking store;
 - the run of a trial is created when Tune first starts it and its id is kept in the sweep's
-  ledger, keyed by the Tune trial id: a retried or resumed trial logs into the same run and a
-  step (epoch) already logged is not logged again, so `--resume` never duplicates runs or points;
+  ledger, keyed by the Tune trial id; a retried trial logs into the same run, and so does a final
+  trial resumed in the new Tune experiment of `--resume` (found by its cell and seed, see
+  `_adopt`); a step (epoch) already logged is not logged again, so `--resume` never duplicates
+  runs or points;
 - the end status follows the trial: FINISHED, or FAILED with the error in the `error` tag
   (crash after all retries, or a non-finite loss); KILLED for trials cut off by Ctrl-C.
 
@@ -181,8 +183,8 @@ def mlflow_metric_names(metrics: dict[str, float], prefix: str) -> dict[str, flo
 class TrackingCallback(tune.Callback):
     """Mirrors trial events into the ledger and MLflow (driver side).
 
-    Ray Tune pickles its callbacks with the experiment and restores them on `Tuner.restore`; this
-    object therefore holds only plain settings, and all state lives in the ledger file.
+    Ray Tune pickles its callbacks into the experiment folder (the sweep never restores them from
+    there); this object holds only plain settings, and all state lives in the ledger file.
     """
 
     _SETTINGS = ("sweep_dir", "tracking_uri", "experiment", "sweep_name", "base", "source", "labels", "search_prefix")
@@ -219,13 +221,13 @@ class TrackingCallback(tune.Callback):
         if record is not None and record.get("mlflow_run_id"):
             self.tracker.reopen(record["mlflow_run_id"])  # retry, or continued by --resume
             self.ledger.update_trial(trial.trial_id, status=RUNNING, error=None, failure=None,
-                                     attempts=record.get("attempts", 0) + 1)
+                                     attempts=record.get("attempts", 0) + 1, tune_experiment=trial.experiment_dir_name)
             return
         spec = TrialSpec.from_dict(trial.config["trial"])
         sampled = trial.config.get("params")
         cfg = trial_config(self.base, spec, sampled, self.source)
         params = {**spec.params, **(sampled or {})}  # searched values (sampled, or the cell's best)
-        key = f"{spec.key}/{trial.trial_id}" if spec.phase == SEARCH else spec.key
+        key = spec.ledger_key(trial.trial_id)
         cell_label = self.labels.get(spec.cell, spec.cell)
         if spec.phase == SEARCH:
             sample = 1 + sum(r.get("phase") == SEARCH and r.get("cell") == spec.cell for r in self.ledger.trials())
@@ -250,9 +252,9 @@ class TrackingCallback(tune.Callback):
         )
 
     def _adopt(self, trial: Any) -> Optional[dict[str, Any]]:
-        """A final trial that Tune re-created under a new id -- its creation was not yet in Tune's
-        state snapshot when the driver was killed -- continues the record and MLflow run of its
-        key (cell + seed), so the table and MLflow keep one entry per trial."""
+        """A final trial of an earlier driver session, now run under a new Tune id (each `--resume`
+        is a new Tune experiment), continues the record and MLflow run of its key (cell + seed),
+        so the table and MLflow keep one entry per trial."""
         spec = TrialSpec.from_dict(trial.config["trial"])
         if spec.phase == SEARCH:
             return None  # search trials are samples, not keys: a lost one is re-drawn

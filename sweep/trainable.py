@@ -1,8 +1,13 @@
 """The Ray Tune function that runs one trial: `dml_core.training.fit` plus reporting.
 
-Each evaluation is forwarded with `ray.tune.report(metrics, checkpoint=tune.Checkpoint)`; when
-Tune restarts the trial (a retry after a crash, or `--resume` after an interrupted sweep) it hands
-back the latest checkpoint and `fit(resume=...)` continues from it.
+Each evaluation is forwarded with `ray.tune.report(metrics)`. The trial's checkpoint is not handed
+to Tune: it is copied (atomically) to `<sweep dir>/checkpoints/`, under the trial's ledger key
+(`sweep.ledger.trial_checkpoint`), right before the evaluation is reported. Whatever starts the
+trial again -- Tune's retry after a crash, or the new Tune experiment of `--resume` -- finds it
+there and `fit(resume=...)` continues from it; it is read with `weights_only=True`, so a file
+planted there cannot run code. A resumed trial first replays the evaluations its checkpoint holds
+(flagged `replayed`): the driver may have stopped after the checkpoint was written but before it
+logged that evaluation, and the tracking callback logs only the epochs it does not have yet.
 
 A NaN/inf loss is a property of the configuration, not a transient crash, so retrying it would
 only burn compute: the trial reports its search metric as NaN (Optuna then records the sample as
@@ -11,7 +16,6 @@ records such a trial as FAILED ("non-finite loss ...") -- see `sweep.tracking`.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,54 +23,58 @@ from typing import Any, Optional
 
 from ray import tune
 
+from dml_core.io import atomic_write_bytes, make_dir
+from sweep.ledger import trial_checkpoint
 from sweep.plan import TrialSpec, trial_config
 
 # Result key that carries a trial's failure reason when it ends without raising.
 TRIAL_ERROR = "trial_error"
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # free when Tune's staging dir is on the same disk
-    except OSError:
-        shutil.copy2(src, dst)
+# Result flag of an evaluation re-sent from the checkpoint of a resumed trial (not a metric).
+REPLAYED = "replayed"
 
 
 class _TuneReporter:
-    """The `report` callback of `fit`: metrics and checkpoint to Tune."""
+    """The `report` callback of `fit`: the checkpoint to the sweep folder, the metrics to Tune."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: Path) -> None:
+        self.keep = keep  # the trial's checkpoint in the sweep directory
         self.last_epoch = 0
 
     def __call__(self, metrics: dict[str, float], epoch: int, checkpoint_path: Optional[Path]) -> None:
+        if checkpoint_path is not None:
+            make_dir(self.keep.parent)
+            with open(checkpoint_path, "rb") as src:
+                atomic_write_bytes(self.keep, lambda dst: shutil.copyfileobj(src, dst))
         self.last_epoch = epoch
-        result = {**metrics, "epoch": epoch}
-        if checkpoint_path is None:
-            tune.report(result)
-            return
-        # Tune persists the directory's content during report(), so a scratch dir suffices.
-        with tempfile.TemporaryDirectory(prefix="dml-ckpt-") as tmp:
-            _link_or_copy(Path(checkpoint_path), Path(tmp) / Path(checkpoint_path).name)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+        tune.report({**metrics, "epoch": epoch})
+
+    def replay(self, history: list[dict[str, Any]]) -> None:
+        for metrics in history:
+            self.last_epoch = int(metrics["epoch"])
+            tune.report({**metrics, "epoch": self.last_epoch, REPLAYED: True})
 
 
-def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metrics: tuple[str, ...]) -> None:
+def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metrics: tuple[str, ...],
+              sweep_dir: str) -> None:
     """Tune entry point, bound by `tune.with_parameters` to the sweep's base config, its source
-    (for messages) and the metrics Tune ranks by. `config` = {"trial": TrialSpec dict} plus, in the
-    search phase, {"params": dotted key -> sampled value}."""
+    (for messages), the metrics Tune ranks by and the sweep directory (every node sees it).
+    `config` = {"trial": TrialSpec dict} plus, in the search phase, {"params": dotted key -> sampled
+    value}."""
     from dml_core.training import NonFiniteLossError, fit  # late: keeps `import sweep` light
+    from dml_core.training.checkpoint import load_checkpoint
 
     trial = TrialSpec.from_dict(config["trial"])
     cfg = trial_config(base, trial, config.get("params"), source)
-    reporter = _TuneReporter()
+    keep = trial_checkpoint(sweep_dir, trial.ledger_key(tune.get_context().get_trial_id()))
+    reporter = _TuneReporter(keep)
+    resume = None
+    if keep.is_file():
+        resume = keep
+        # A finished checkpoint (the driver stopped before the trial's end reached the ledger)
+        # makes fit a no-op: the replay is then what reports the trial's results.
+        reporter.replay(load_checkpoint(keep).get("history", []))
     with tempfile.TemporaryDirectory(prefix="dml-trial-") as work:
-        resume = None
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            restored = checkpoint.to_directory(os.path.join(work, "restored"))
-            resume = next(Path(restored).glob("*.pt"))
         try:
-            # A finished checkpoint (Tune's state lagging a killed driver) makes fit a no-op.
             fit(cfg, out_dir=Path(work) / "run", report=reporter, resume=resume)
         except NonFiniteLossError as e:
             reason = str(e) if str(e).startswith("non-finite") else f"non-finite loss: {e}"

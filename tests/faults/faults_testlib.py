@@ -110,6 +110,16 @@ def run_together(main: str, argvs: list[list[str]], cwd: Path, timeout: float = 
             for i, p in enumerate(procs)]
 
 
+class CreatesAFile:
+    """Unpickling this calls open(marker, "w"): stands for any code a pickle can run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
 def one_error_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{stderr}"

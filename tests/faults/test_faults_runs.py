@@ -16,7 +16,7 @@ import torch
 
 from dml_core import embed as embed_cli
 from dml_core import train as train_cli
-from faults_testlib import one_error_line, run_together, start_together, tiny, write_yaml
+from faults_testlib import CreatesAFile, one_error_line, run_together, start_together, tiny, write_yaml
 
 
 def train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
@@ -85,16 +85,6 @@ def test_an_out_that_cannot_be_created_is_one_line(tmp_path: Path, capsys, where
 # ------------------------------------------------------------------ checkpoints
 
 
-class _CreatesAFile:
-    """Unpickling this calls open(marker, "w"): stands for any code a pickle can run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def _planted_run(tmp_path: Path, trained_run: Path, checkpoint: bytes | None = None) -> Path:
     run = tmp_path / "planted"
     shutil.copytree(trained_run, run)
@@ -109,7 +99,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, trained_run
     marker = tmp_path / "pwned"
     run = _planted_run(tmp_path, trained_run)
     ckpt = torch.load(trained_run / "checkpoint.pt", weights_only=True)
-    ckpt["history"] = _CreatesAFile(marker)
+    ckpt["history"] = CreatesAFile(marker)
     if form == "torch_save":
         torch.save(ckpt, run / "checkpoint.pt")
     else:

@@ -1,15 +1,22 @@
 """The sweep driver: concurrent starts on one sweep directory, failed final trials, damaged
-ledger, unwritable --out (refused before Ray starts)."""
+ledger, unwritable --out (refused before Ray starts), `kill -9` of the driver with hostile pickles
+planted in the sweep folder before `--resume`."""
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
-from faults_testlib import REPO, one_error_line, run_together, tiny, write_yaml
+from faults_testlib import REPO, CreatesAFile, env, one_error_line, run_cli, run_together, tiny, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +120,135 @@ def test_the_ledger_never_holds_a_stub_record(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing key, phase, cell, seed"):
         ledger.add_trial("t3", status="FAILED")
     assert [r["trial_id"] for r in ledger.trials()] == ["t1"]
+
+
+# ------------------------------------------------------------------ kill -9, hostile pickles, resume
+
+KILL_ARMS = {"a": {}, "b": {"model.embedding_dim": 8}, "crash": {"data.num_classes": 1000}}
+KILL_EPOCHS = 30
+
+
+def _records(out: Path) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in json.loads((out / "ledger.json").read_text())["trials"].values()}
+
+
+def _plant_pickles(tune_dir: Path, marker: Path) -> list[Path]:
+    """Every file of a Tune experiment folder that a restore unpickles (tuner.pkl, the variant
+    generator's and searcher's state, the trials' params.pkl, and the cloudpickled parts of
+    experiment_state-*.json) becomes one that creates `marker` when it is loaded."""
+    payload = pickle.dumps(CreatesAFile(marker))
+    pickled = ("basic-variant-state-", "searcher-state-", "search_gen_state-")
+    for name in ("tuner.pkl", "searcher-state-2000-01-01_00-00-00.pkl", "search_gen_state-2000-01-01_00-00-00.json"):
+        (tune_dir / name).touch()  # also those this Tune version did not write
+    planted = []
+    for path in sorted(tune_dir.rglob("*")):
+        if path.suffix == ".pkl" or path.name.startswith(pickled):
+            path.write_bytes(payload)
+        elif path.name.startswith("experiment_state-"):
+            hostile = {"_type": "CLOUDPICKLE_FALLBACK", "value": payload.hex()}  # Tune's JSON escape to cloudpickle
+            path.write_text(json.dumps({"trial_data": [], "runner_data": hostile}))
+        else:
+            continue
+        planted.append(path)
+    return planted
+
+
+@pytest.mark.timeout(600)
+def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: Path) -> None:
+    """Before: `--resume` continued the final phase with `Tuner.restore`, which unpickles tuner.pkl
+    and the experiment state in <sweep>/final/: whoever could write the (shared) sweep folder ran
+    code on the driver. Now a resume starts a new Tune experiment from the ledger, and each
+    unfinished trial continues from its checkpoint in <sweep>/checkpoints/ (weights_only)."""
+    from ray import tune
+
+    from dml_core.training import fit
+    from sweep.ledger import trial_checkpoint
+    from sweep.plan import load_plan, trial_config
+
+    raw = tiny(train={"epochs": KILL_EPOCHS})
+    raw["sweep"] = {"name": "faults", "arms": KILL_ARMS, "seeds": [0], "baseline": {"arm": "a"}, "max_failures": 1,
+                    "max_concurrent_trials": 1, "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    cfg, out, log = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", tmp_path / "first.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, str(REPO / "sweep" / "run.py"), str(cfg), "--out", str(out)], cwd=tmp_path,
+                                env=env(), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Kill once a trial has finished and another one is under way with a checkpoint.
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            records = _records(out) if (out / "ledger.json").is_file() else {}
+            running = [k for k, r in records.items() if r["status"] == "RUNNING" and r.get("last_step", 0) >= 2]
+            if any(r["status"] == "FINISHED" for r in records.values()) and running:
+                break
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL of the driver: no handler, no cleanup
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = _records(out)
+    [cut] = running
+    finished = {k: r for k, r in before.items() if r["status"] == "FINISHED"}
+    assert trial_checkpoint(out, cut).is_file()
+
+    marker = tmp_path / "pwned"
+    assert tune.Tuner.can_restore(str(out / "final"))  # what the old resume then restored
+    planted = _plant_pickles(out / "final", marker)
+    assert {p.name for p in planted} >= {"tuner.pkl", "params.pkl"}
+    assert any(p.name.startswith("experiment_state-") for p in planted)
+    contents = {p: p.read_bytes() for p in planted}
+
+    resumed = run_cli([str(REPO / "sweep" / "run.py"), str(cfg), "--out", str(out), "--resume"], tmp_path, timeout=400)
+    assert not marker.exists(), "a pickle in the sweep folder was loaded"
+    assert resumed.returncode == 1, resumed.stderr[-3000:]  # the crash arm fails; everything else finished
+    assert resumed.stderr.strip().splitlines()[-1].startswith("sweep finished with failures: 1 of 3 final trials failed")
+    after = _records(out)
+    assert {k: r["status"] for k, r in after.items()} == {"arm=a/seed=0": "FINISHED", "arm=b/seed=0": "FINISHED",
+                                                          "arm=crash/seed=0": "FAILED"}
+    assert "DatasetError: data.num_classes: 1000" in after["arm=crash/seed=0"]["error"]
+    for key, record in finished.items():  # not run again
+        assert after[key] == record
+    assert {p: p.read_bytes() for p in planted} == contents  # not even rewritten
+
+    # The cut-off trial ran in a new Tune experiment and continued from its own checkpoint: it
+    # replayed the evaluations the checkpoint holds, then trained only the remaining epochs ...
+    record = after[cut]
+    assert record["tune_experiment"] == "final-2"
+    results = [json.loads(line) for line in (out / "final-2" / record["trial_id"] / "result.json").read_text().splitlines()]
+    replayed = [r["epoch"] for r in results if r.get("replayed")]
+    trained = [r["epoch"] for r in results if not r.get("replayed")]
+    assert len(replayed) >= 2 and replayed == list(range(1, len(replayed) + 1))
+    assert trained == list(range(len(replayed) + 1, KILL_EPOCHS + 1))
+    assert [h["epoch"] for h in record["history"]] == list(range(1, KILL_EPOCHS + 1))
+    # ... to the numbers of an uninterrupted run of the same trial.
+    plan = load_plan(cfg)
+    [spec] = [t for t in plan.final_trials() if t.key == cut]
+    reference = fit(trial_config(plan.base, spec, None, plan.source)).metrics
+    for metric in ("recall_at_1", "map_at_r", "loss"):
+        assert record["metrics"][metric] == pytest.approx(reference[metric], abs=1e-6), metric
+
+    # MLflow: one run per trial, every epoch logged once.
+    runs = {r.data.tags["sweep.key"]: r for r in mlflow_children(tmp_path)}
+    assert len(mlflow_children(tmp_path)) == 3 and set(runs) == set(after)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for key in ("arm=a/seed=0", "arm=b/seed=0"):
+        assert runs[key].info.status == "FINISHED" and runs[key].info.run_id == after[key]["mlflow_run_id"]
+        steps = [m.step for m in client.get_metric_history(runs[key].info.run_id, "recall_at_1")]
+        assert steps == list(range(1, KILL_EPOCHS + 1)), key
+
+    # --retry-failed restarts the crashed trial from scratch: a checkpoint left under its key (here
+    # a copy of another trial's) is dropped, not resumed; the finished trials stay as they are.
+    crash = trial_checkpoint(out, "arm=crash/seed=0")
+    shutil.copy(trial_checkpoint(out, "arm=a/seed=0"), crash)
+    retried = run_cli([str(REPO / "sweep" / "run.py"), str(cfg), "--out", str(out), "--resume", "--retry-failed"],
+                      tmp_path, timeout=400)
+    assert retried.returncode == 1, retried.stderr[-3000:]
+    again = _records(out)
+    assert not crash.exists() and not marker.exists()
+    assert again["arm=crash/seed=0"]["attempts"] > after["arm=crash/seed=0"]["attempts"]
+    assert (again["arm=crash/seed=0"]["status"], again["arm=crash/seed=0"]["history"]) == ("FAILED", [])
+    assert client.get_metric_history(again["arm=crash/seed=0"]["mlflow_run_id"], "recall_at_1") == []
+    for key in ("arm=a/seed=0", "arm=b/seed=0"):
+        assert again[key] == after[key]
+    assert len(mlflow_children(tmp_path)) == 3
