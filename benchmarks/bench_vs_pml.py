@@ -121,11 +121,14 @@ def experiment_config(args: argparse.Namespace, seed: int, expansion: str) -> Ex
             "name": "omniglot", "root": str(args.root), "image_size": 28, "train_classes": 0.5,
             "crop_scale": list(args.crop_scale),
             "horizontal_flip": False,  # mirrored characters are other characters' shapes
+            # In-process loading, as in the PML arm's DataLoaders: worker processes draw the
+            # augmentations from other RNG streams, so the "shared" control would no longer be one.
+            "num_workers": 0,
             "batch": {"classes_per_batch": args.classes_per_batch, "samples_per_class": args.samples_per_class},
         },
         "model": {"backbone": "small_conv", "conv_width": args.conv_width, "embedding_dim": 128},
         "loss": {"name": "multi_similarity"},  # alpha 2, beta 50, base 0.5, epsilon 0.1 = PML's defaults
-        "expansion": {"name": expansion, "n_inner_pts": 2},
+        "expansion": {"name": expansion, **({"n_inner_pts": 2} if expansion == "ee" else {})},
         "optimizer": {"name": "adam", "lr": args.lr},
         "train": {"epochs": 1, "iterations_per_epoch": args.iterations, "num_threads": args.threads,
                   "device": "cpu", "checkpoint": False},

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from dml_core.errors import ConfigError, format_validation_error
+from dml_core.errors import ConfigError, first_line, format_validation_error
 from dml_core.evaluation.names import check_metric_name, metric_names
 from dml_core.params import (
     SECTIONS,
@@ -75,6 +75,8 @@ class EvalConfig(_Strict):
     primary_metric: str = "recall_at_1"
     # Faiss k-means iterations for NMI/F1.
     kmeans_iters: int = Field(20, ge=1)
+    # kNN + k-means backend (dml_core.evaluation.knn.BACKENDS): auto = torch on CUDA, else faiss.
+    knn_backend: Literal["auto", "faiss", "torch"] = "auto"
 
     @field_validator("recall_at")
     @classmethod
@@ -109,7 +111,11 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ExperimentConfig":
-        self.expansion.check(self.loss, self.model.embedding_dim, self.data.batch.samples_per_class)
+        k = self.data.batch.samples_per_class
+        if self.loss.family == "pair" and k < 2:
+            raise ValueError(f"data.batch.samples_per_class: {self.loss.name} is pair-based and K = {k} gives it no "
+                             "positive pairs (it would train on a loss of 0); use K >= 2")
+        self.expansion.check(self.loss, self.model.embedding_dim, k)
         check_metric_name(self.eval.primary_metric, self.metric_names(), "eval.primary_metric")
         return self
 
@@ -200,16 +206,39 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return tree
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"line {line}: duplicate key {key!r} (first set on line {first})")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` entries are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or first_line(e)
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
     if raw is None:
         raw = {}
@@ -224,6 +253,29 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Experimen
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, model=ExperimentConfig, unions=SECTIONS)) from None
+
+
+def config_from_dump(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """A config this program wrote (a checkpoint's or run directory's), old layouts included.
+
+    Before components owned their parameters, every section was dumped with every key of every
+    component (`model.conv_blocks` for a ResNet, SEE's keys under `expansion: none`, SEE's count
+    as `n_inner_pts`). Those keys were inert, so they are dropped here -- for machine-written
+    configs only; a user's YAML with such a key is an error.
+    """
+    tree = copy.deepcopy(raw)
+    for kind, registry in SECTIONS.items():
+        section = tree.get(kind)
+        if not isinstance(section, dict):
+            continue
+        tag = registry.tag_of(section.get(registry.discriminator, registry.default))
+        if tag not in registry:
+            continue
+        fields = registry.get(tag).model_fields
+        if kind == "expansion" and "n_expan" in fields and "n_expan" not in section and "n_inner_pts" in section:
+            section["n_expan"] = section["n_inner_pts"]  # SEE's count had EE's name
+        tree[kind] = {k: v for k, v in section.items() if k in fields}
+    return config_from_dict(tree, source)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> ExperimentConfig:

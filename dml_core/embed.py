@@ -1,9 +1,11 @@
 """`python -m dml_core.embed <run dir> <image folder> -o embeddings.parquet`
 
 Embeds every image under a folder with a trained model: the way a user puts a model to use.
-The folder is a `<class>/<image>` tree (the class is the image's folder, nested trees too) or a
-flat folder of images (label empty). The parquet table has columns `path`, `label`, `embedding`
-(fixed-size list of float32), ready for pyarrow, pandas or a faiss index.
+The folder has the layout training reads (`data.name: image_folder`): a `<class>/<image>` tree,
+the class being the image's folder (nested trees too); anything else is refused with the same
+message training gives (unlabelled images: put them in one folder, e.g. `<folder>/all/*.jpg`).
+The parquet table has columns `path`, `label`, `embedding` (fixed-size list of float32), ready
+for pyarrow, pandas or a faiss index. It is written atomically: whole, or not at all.
 """
 from __future__ import annotations
 
@@ -15,29 +17,26 @@ from dml_core.cli import one_line_errors
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu"):
     """(config, model in eval mode) from a run directory written by `dml_core.train`."""
-    from dml_core.config import config_from_dict
+    from dml_core.config import config_from_dump
     from dml_core.models import build_model
     from dml_core.training import load_checkpoint
+    from dml_core.training.checkpoint import checkpoint_file, restore
 
     ckpt = load_checkpoint(run_dir, map_location=device)
-    cfg = config_from_dict(ckpt["config"], f"{run_dir}/checkpoint.pt")
+    source = checkpoint_file(run_dir)
+    cfg = config_from_dump(ckpt["config"], str(source))
     in_channels = int(ckpt["in_channels"])
     # The weights come from the checkpoint: never try to fetch pretrained ones again.
     model = build_model(cfg.model.model_copy(update={"pretrained": False}), in_channels)
-    model.load_state_dict(ckpt["model"])
+    restore(source, "model", model.load_state_dict, ckpt["model"])
     return cfg, model.to(device).eval(), in_channels
 
 
 def image_folder_dataset(folder: Path, num_channels: int):
-    """All images of a `<class>/<image>` tree, or of a flat folder (one unnamed class)."""
-    from dml_core.data.layout import is_image, labelled_images, require_dir, scan_class_tree
+    """All images of a `<class>/<image>` tree, read exactly as training reads `data.root`."""
+    from dml_core.data.image_folder import load_image_folder
 
-    folder = require_dir(folder, "image folder", "a folder of images or of <class>/<image> folders")
-    flat = sorted(str(p) for p in folder.iterdir() if p.is_file() and is_image(p))
-    if flat:
-        return labelled_images(flat, [""] * len(flat), num_channels)
-    paths, classes = scan_class_tree(folder, "image folder")
-    return labelled_images(paths, classes, num_channels)
+    return load_image_folder(folder, "image folder", num_channels)
 
 
 def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, device: str = "auto",
@@ -47,6 +46,7 @@ def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, de
 
     from dml_core.data.transforms import build_transforms
     from dml_core.evaluation import embed_dataset
+    from dml_core.io import atomic_write_bytes, make_dir
     from dml_core.training import select_device
     from dml_core.training.features import vector_column
 
@@ -62,8 +62,8 @@ def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, de
         "embedding": vector_column(emb),
     })
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, output)
+    make_dir(output.parent)
+    atomic_write_bytes(output, lambda f: pq.write_table(table, f))
     return len(ds)
 
 

@@ -15,8 +15,8 @@ from dml_core.cli import one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dml_core.train", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment YAML")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optimizer.lr=3e-4 (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set optimizer.lr=3e-4 train.epochs=5 (repeatable)")
     parser.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     parser.add_argument("--resume", help="checkpoint file or run directory to continue from")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -28,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if args.resume is None and (out / "metrics.json").exists():
-            raise ValueError(f"--out {out}: already holds a run; pass --resume {out} to continue it or choose another --out")
         result = fit(cfg, out_dir=out, resume=args.resume, progress=True)
         primary = cfg.eval.primary_metric
         print(f"finished: {primary} {result.metrics.get(primary, float('nan')):.4f} "

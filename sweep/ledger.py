@@ -15,11 +15,10 @@ Layout of a sweep directory::
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from dml_core.io import PathError, atomic_write_json, make_dir, read_json
 
 LEDGER_FILE = "ledger.json"
 PLAN_FILE = "plan.json"
@@ -27,18 +26,18 @@ PLAN_FILE = "plan.json"
 # Trial statuses (MLflow's run statuses, so the two always agree).
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write-then-rename: a killed driver leaves the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
+# What every trial record holds from its creation on (the table and MLflow need them).
+TRIAL_FIELDS = ("key", "phase", "cell", "seed", "status")
 
 
 class Ledger:
     """Read-modify-write on every call: the file is the only state, so the copy of this object that
-    Ray Tune pickles with its callbacks (and restores on resume) never goes stale."""
+    Ray Tune pickles with its callbacks (and restores on resume) never goes stale.
+
+    One writer: the driver holding the sweep directory's `DirectoryLock`; every write replaces the
+    file atomically. A record is created whole (`add_trial`); updating an id the ledger does not
+    hold is a bug and raises, rather than leaving a stub without key, phase or MLflow run.
+    """
 
     def __init__(self, sweep_dir: str | Path) -> None:
         self.path = Path(sweep_dir) / LEDGER_FILE
@@ -46,11 +45,14 @@ class Ledger:
     def _load(self) -> dict[str, Any]:
         if not self.path.exists():
             return {"meta": {}, "trials": {}}
-        return json.loads(self.path.read_text())
+        data = read_json(self.path)
+        if not isinstance(data, dict) or not isinstance(data.get("trials"), dict) or not isinstance(data.get("meta"), dict):
+            raise PathError(f"{self.path}: damaged, not a sweep ledger (no meta/trials); restore it or start anew")
+        return data
 
     def _save(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, data)
+        make_dir(self.path.parent)  # the sweep dir exists under a driver; a Ledger used alone may not
+        atomic_write_json(self.path, data)
 
     # ---------------------------------------------------------------- trials
 
@@ -60,9 +62,21 @@ class Ledger:
     def trials(self) -> list[dict[str, Any]]:
         return list(self._load()["trials"].values())
 
+    def add_trial(self, trial_id: str, **fields: Any) -> dict[str, Any]:
+        """A new record (or a full rewrite of one): the identifying fields must all be there."""
+        missing = [f for f in TRIAL_FIELDS if f not in fields]
+        if missing:
+            raise ValueError(f"ledger record {trial_id}: missing {', '.join(missing)}")
+        data = self._load()
+        record = data["trials"][trial_id] = {"trial_id": trial_id, **fields}
+        self._save(data)
+        return record
+
     def update_trial(self, trial_id: str, **fields: Any) -> dict[str, Any]:
         data = self._load()
-        record = data["trials"].setdefault(trial_id, {"trial_id": trial_id})
+        if trial_id not in data["trials"]:
+            raise KeyError(f"{self.path}: no trial {trial_id} to update")
+        record = data["trials"][trial_id]
         record.update(fields)
         self._save(data)
         return record

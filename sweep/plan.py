@@ -47,8 +47,9 @@ def _fmt(value: Any) -> str:
 
 
 def _absolute(value: Any) -> Any:
+    # `~` and `${DML_DATA}/...` are expanded by the data layer, in the trial: leave them as written.
     if isinstance(value, str) and value and "://" not in value and not value.startswith(("~", "$")) \
-            and not os.path.isabs(value):
+            and "${" not in value and not os.path.isabs(value):
         return os.path.abspath(value)
     return value
 
@@ -238,10 +239,9 @@ class SweepPlan:
 
     def validate_configs(self) -> None:
         """Every trial config (search bounds included) and data path, as one-line errors."""
-        finals = [(t, trial_config(self.base, t, None, self.source)) for t in self.final_trials()]
-        for trial, cfg in finals:
+        trials = [(t, trial_config(self.base, t, None, self.source)) for t in self.final_trials()]
+        for trial, cfg in trials:
             self._check_metric(trial, cfg, "sweep.metric", self.spec.metric)
-        configs = [cfg for _, cfg in finals]
         if self.spec.search:
             for cell in self.cells:
                 trial = self.search_trial(cell)
@@ -249,8 +249,20 @@ class SweepPlan:
                     cfg = trial_config(self.base, trial, p, self.source)
                     self._check_metric(trial, cfg, "sweep.search.metric" if self.spec.search.metric else "sweep.metric",
                                        self.spec.search_metric)
-                    configs.append(cfg)
-        self._check_paths(configs)
+                    trials.append((trial, cfg))
+        self._check_paths([cfg for _, cfg in trials])
+        self._check_data(trials)
+
+    def _check_data(self, trials: list[tuple[TrialSpec, ExperimentConfig]]) -> None:
+        """P x K of every trial against its training split's classes and images (read once per
+        data selection: annotation files and folder listings, no pixels)."""
+        from dml_core.data.index import check_batch, data_index  # late: the data layer imports torch
+
+        for trial, cfg in trials:
+            try:
+                check_batch(cfg.data, data_index(cfg.data))
+            except ValueError as e:
+                raise SweepError(f"{self.source} [{trial.key}]: {e}") from None
 
     def _check_metric(self, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
         """The metric the sweep ranks by must be one this trial reports (its dataset's Recall@K)."""

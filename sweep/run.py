@@ -1,6 +1,6 @@
 """Run a sweep: `python sweep/run.py experiments/<name>.yaml [options]` (or `python -m sweep.run`).
 
-    --set key=value    override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
+    --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
     --dry-run          print the trial plan and validate every trial config, data path and the
                        resources; train nothing
     --resume           continue an interrupted sweep (same YAML and --set values)
@@ -9,15 +9,23 @@
     --cluster-config F the cluster YAML whose node types a trial may also fit (default:
                        $DML_CLUSTER_CONFIG, else ~/ray_bootstrap_config.yaml on a head node)
     --out DIR          sweep directory (default: <storage_path>/<sweep name>)
+    -v, --verbose      Ray Tune's own progress output and the trials' logs too (for debugging)
 
-Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted (resume with --resume).
+The console shows the plan, a header per phase, one line per trial (`[7/10] final  n=2 · s0
+R@1 96.2  (8 s)  ETA 0:20`; failures with their error) and a closing block: each comparison's
+headline, the report path and the command + URL that open the runs in the MLflow UI.
+
+Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
+(one line on stderr), 130 interrupted (resume with --resume).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `sweep` and `dml_core` importable
+# Run as a script (`python sweep/run.py`): put this checkout first, so a worktree runs its own code
+# even where another checkout is installed (the `dml-sweep` entry point needs no such step).
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
@@ -25,22 +33,26 @@ import logging
 import os
 import shlex
 
-from sweep.ledger import KILLED
+from dml_core.errors import first_line
+from sweep.labels import fmt_duration
+from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
-from sweep.runner import default_sweep_dir, ray_address, run_sweep
+from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sweep/run.py", description="Run a DML benchmark sweep on Ray Tune.")
     p.add_argument("config", help="experiment YAML with a sweep: block")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values: --set a.b=1 c.d=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--address", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--cluster-config", default=None)
+    p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
 
@@ -69,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.retry_failed and not args.resume:
         print("error: --retry-failed needs --resume", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("sweep").setLevel(logging.INFO)
+    _quiet_libraries(args.verbose)
     try:
         plan = load_plan(args.config, args.overrides)
         sweep_dir = default_sweep_dir(plan, args.out)
@@ -88,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(plan.describe(sweep_dir), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
-                            cluster_config=args.cluster_config)
+                            cluster_config=args.cluster_config, verbose=args.verbose)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
@@ -98,8 +109,46 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.status == KILLED:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
         return 130
-    print(f"sweep finished: {outcome.sweep_dir / 'report.md'}")
+    print(closing_block(outcome), flush=True)
+    if outcome.failed:
+        shown = ", ".join(outcome.failed[:3]) + (", ..." if len(outcome.failed) > 3 else "")
+        print(f"sweep finished with failures: {len(outcome.failed)} of {outcome.final_trials} final trials failed "
+              f"({shown}); report of the rest: {outcome.sweep_dir / 'report.md'}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _quiet_libraries(verbose: int) -> None:
+    """Keep the console to the sweep's own lines: MLflow's database set-up, alembic, Optuna's
+    "study created" and matplotlib's font cache log at INFO; warnings still show."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    for name in ("mlflow", "alembic", "optuna", "matplotlib", "filelock"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Tune's Ctrl-C warnings advise `Tuner.restore(...)`; the sweep prints its own resume command.
+    logging.getLogger("ray.tune").setLevel(logging.WARNING if verbose else logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+def closing_block(outcome: SweepOutcome) -> str:
+    from sweep.ledger import Ledger
+    from sweep.report import headlines
+
+    trials = Ledger(outcome.sweep_dir).trials()
+    finished = sum(r.get("status") == FINISHED for r in trials)
+    failed = sum(r.get("status") == FAILED for r in trials)
+    wall = fmt_duration(float(Ledger(outcome.sweep_dir).get("wall_s", float("nan"))))
+    lost = sum(r.get("status") == KILLED for r in trials)  # search samples cut off and redrawn
+    lines = [f"-- done in {wall}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
+    lines += [f"   {h}" for h in headlines(outcome.sweep_dir)]
+    lines.append(f"report:  {outcome.sweep_dir / 'report.md'}")
+    if outcome.mlflow_command:
+        lines.append(f"MLflow:  {outcome.mlflow_command}")
+        lines.append(f"         then open {outcome.mlflow_url}")
+    else:
+        lines.append(f"MLflow:  {outcome.mlflow_url}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

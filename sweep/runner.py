@@ -2,24 +2,28 @@
 
 Each phase is one Ray Tune experiment inside the sweep directory (`search/`, `final/`).
 Resuming (`--resume`) walks the same phases: a phase the ledger marks complete is skipped, an
-interrupted one is continued with `Tuner.restore` (unfinished trials resume from their last
-checkpoint; finished ones are never re-run; errored ones are kept as failed unless
-`--retry-failed`, which restarts them from scratch).
+interrupted final phase is continued with `Tuner.restore` (unfinished trials resume from their
+last checkpoint; finished ones are never re-run; errored ones are kept as failed unless
+`--retry-failed`, which restarts them from scratch). An interrupted search continues its Optuna
+studies in a new Tune experiment: finished samples count, cut-off ones are redrawn.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, write_json_atomic
-from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
+from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
+from sweep.console import say
+from sweep.labels import cell_labels, fmt_metric, fmt_params, metric_label
+from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger
+from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, _describe_param
 from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
 
@@ -34,6 +38,10 @@ class SweepOutcome:
     sweep_dir: Path
     status: str  # FINISHED or KILLED
     report_files: list[Path]
+    mlflow_command: str = ""  # serves the tracking store ("" for an MLflow server)
+    mlflow_url: str = ""  # this experiment's runs table
+    final_trials: int = 0
+    failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
 
 
 def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
@@ -55,7 +63,8 @@ def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
     if resume:
         if not plan_file.is_file():
             raise SweepError(f"{sweep_dir}: no sweep to resume here (no {PLAN_FILE}); run without --resume")
-        started = json.loads(plan_file.read_text())["fingerprint"]
+        started = read_json(plan_file).get("fingerprint")
+        Ledger(sweep_dir).trials()  # a damaged ledger stops here, before Ray starts, naming the file
         if started != plan.fingerprint():
             raise SweepError(
                 f"{sweep_dir}: was started from a different sweep definition; resume with the same YAML and "
@@ -67,12 +76,11 @@ def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
 
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
     """The sweep directory with its plan (new sweeps) and ledger; after `check_sweep_dir`."""
-    plan_file = sweep_dir / PLAN_FILE
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        write_json_atomic(plan_file, plan.to_json())
-        (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-        (sweep_dir / "plan.txt").write_text(plan.describe(sweep_dir) + "\n")
+        # plan.json last: it is what marks the directory as holding a sweep to --resume
+        atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
+        atomic_write_text(sweep_dir / "plan.txt", plan.describe(sweep_dir) + "\n")
+        atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     return Ledger(sweep_dir)
 
 
@@ -86,11 +94,21 @@ def _trial_name(trial: Any) -> str:
     return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
 
 
+def search_prefix(plan: SweepPlan) -> str:
+    """MLflow name prefix of search-phase metrics: they are scored on other data than final ones."""
+    return "holdout_" if plan.spec.search and plan.spec.search.holdout is not None else "search_"
+
+
+def plan_labels(plan: SweepPlan) -> dict[str, str]:
+    return cell_labels(plan.to_json()["cells"], plan.spec.arms)
+
+
 class SweepRunner:
     def __init__(self, plan: SweepPlan, sweep_dir: Path, ledger: Ledger, tracking_uri: str, experiment: str,
-                 *, resume: bool = False, retry_failed: bool = False, verbose: int = 1) -> None:
+                 *, resume: bool = False, retry_failed: bool = False, verbose: int = 0) -> None:
         from ray import tune
 
+        from sweep.console import ConsoleCallback
         from sweep.tracking import TrackingCallback
         from sweep.trainable import run_trial
 
@@ -102,7 +120,12 @@ class SweepRunner:
         bound = tune.with_parameters(run_trial, base=plan.base, source=plan.source,
                                      metrics=tuple({self.spec.metric, self.spec.search_metric}))
         self.trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
-        self.callback = TrackingCallback(str(sweep_dir), tracking_uri, experiment, plan.name, plan.base, plan.source)
+        self.labels = plan_labels(plan)
+        self.callback = TrackingCallback(str(sweep_dir), tracking_uri, experiment, plan.name, plan.base, plan.source,
+                                         self.labels, search_prefix(plan))
+        total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
+        self.console = ConsoleCallback(str(sweep_dir), total, self.spec.metric, self.spec.search_metric,
+                                       search_prefix(plan))
 
     # ---------------------------------------------------------------- phases
 
@@ -123,7 +146,10 @@ class SweepRunner:
         if self.ledger.phase_done(name) and not (self.retry_failed and self._has_crashes(name)):
             return
         path = self.sweep_dir / name
-        if self.resume and tune.Tuner.can_restore(str(path)):
+        self._header(name, expected)
+        # The search is never restored from Tune's folder (pickles): it continues from the
+        # Optuna journal in a new Tune experiment (see sweep.search).
+        if self.resume and name != SEARCH and tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(
                 str(path), self.trainable, resume_unfinished=True, resume_errored=False, restart_errored=self.retry_failed
             )
@@ -137,6 +163,18 @@ class SweepRunner:
             raise SweepInterrupted(name)
         self._close_orphans(name)
         self.ledger.mark_phase_done(name)
+
+    def _header(self, phase: str, expected: int) -> None:
+        ended = sum(r.get("tune_experiment") == phase and r.get("status") in (FINISHED, FAILED) for r in self.ledger.trials())
+        done = f" ({ended} done before, resuming)" if ended else ""
+        seeds = len(self.plan.seeds)
+        if phase == SEARCH:
+            s = self.spec.search
+            on = "held-out training classes" if s.holdout is not None else "the test split"
+            what = f"{len(self.plan.cells)} cells x {s.num_samples} Optuna samples on seed {self.plan.seeds[0]}, scored on {on}"
+        else:
+            what = f"{len(self.plan.cells)} cells x {seeds} seed{'s' * (seeds > 1)}, scored on the test split"
+        say(f"-- {phase}: {expected} trials = {what}{done}")
 
     def _close_orphans(self, phase: str) -> None:
         """Search samples started just before a driver was killed, and lost from Tune's state with
@@ -156,7 +194,7 @@ class SweepRunner:
         return tune.RunConfig(
             name=name,
             storage_path=str(self.sweep_dir),
-            callbacks=[self.callback],
+            callbacks=[self.callback, self.console],  # tracking first: the console reads its ledger
             failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=self.verbose,
@@ -175,14 +213,15 @@ class SweepRunner:
     def _search_tuner(self) -> Any:
         from ray import tune
 
-        from sweep.search import PerCellASHA, PerCellSearch
+        from sweep.search import JournalSearchGenerator, PerCellASHA, PerCellSearch
 
         spec, search = self.spec, self.spec.search
         metric, mode = spec.search_metric, spec.search_mode
-        searcher = PerCellSearch(
+        searcher = JournalSearchGenerator(PerCellSearch(
             {cell.id: self.plan.search_trial(cell).to_dict() for cell in self.plan.cells},
-            search.params, search.num_samples, metric, mode, seed=self.plan.seeds[0],
-        )
+            search.params, search.num_samples, metric, mode, seed=self.plan.seeds[0], sweep_dir=self.sweep_dir,
+            max_concurrent=spec.max_concurrent_trials,
+        ))
         scheduler = None
         if spec.scheduler.name == "asha":
             scheduler = PerCellASHA(
@@ -191,7 +230,7 @@ class SweepRunner:
             )
         config = tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=self.plan.num_search_trials, metric=metric, mode=mode,
-            max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True, trial_dirname_creator=_trial_dirname,
+            reuse_actors=True, trial_dirname_creator=_trial_dirname,
             trial_name_creator=_trial_name,
         )
         return lambda name: tune.Tuner(self.trainable, tune_config=config, run_config=self._run_config(name))
@@ -213,7 +252,9 @@ class SweepRunner:
             return None
         top = max(done, key=lambda r: sign * r["metrics"][metric])
         self.ledger.set("best", {**chosen, cell.id: {"params": top["params"], "trial_id": top["trial_id"], "value": top["metrics"][metric]}})
-        log.info("best for %s: %s (%s = %.4f)", cell.id, top["params"], metric, top["metrics"][metric])
+        prefix = search_prefix(self.plan).rstrip("_")
+        say(f"   best {self.labels[cell.id]}: {fmt_params(top['params'])} ({prefix} {metric_label(metric)} "
+            f"{fmt_metric(metric, top['metrics'][metric])})")
         return top["params"]
 
     def _drop_unsearched(self, trials: list[TrialSpec], best: dict[str, Any]) -> list[TrialSpec]:
@@ -224,7 +265,7 @@ class SweepRunner:
             if t.cell in best:
                 kept.append(t)
             elif self.ledger.trial(t.key) is None:
-                self.ledger.update_trial(
+                self.ledger.add_trial(
                     t.key, key=t.key, phase=FINAL, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, params={},
                     status=FAILED, failure="search", error="no search trial of this cell finished", metrics={}, history=[],
                 )
@@ -238,24 +279,43 @@ def ray_address(address: Optional[str]) -> str:
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
-              address: Optional[str] = None, verbose: int = 1, cluster_config: Optional[str] = None) -> SweepOutcome:
-    """Validate, start (or join) Ray, run all phases with MLflow tracking, write the report."""
+              address: Optional[str] = None, verbose: int = 0, cluster_config: Optional[str] = None) -> SweepOutcome:
+    """Validate, own the sweep directory, start (or join) Ray, run all phases with MLflow tracking,
+    write the report.
+
+    The directory's lock is taken before anything is written or Ray starts and held to the end:
+    a second driver on the same directory (a repeated command, a `--resume` while it runs) stops
+    with one line naming the holder, and cannot interleave its ledger writes or MLflow runs.
+    `verbose` 0 leaves the console to `sweep.console` (Tune silent, trial processes' output not
+    forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging."""
+    plan.validate_configs()
+    with DirectoryLock(sweep_dir):
+        return _run_sweep(plan, sweep_dir, resume=resume, retry_failed=retry_failed, address=address, verbose=verbose,
+                          cluster_config=cluster_config)
+
+
+def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: bool, address: Optional[str],
+               verbose: int, cluster_config: Optional[str]) -> SweepOutcome:
     import ray
 
-    from sweep.report import write_report
-    from sweep.tracking import Tracker, flatten, git_commit, mark_killed, resolve_tracking_uri
+    from sweep.report import parent_results, write_report
+    from sweep.tracking import Tracker, git_commit, mark_killed, parent_params, resolve_tracking_uri
 
-    plan.validate_configs()
     # Tune snapshots its experiment state every 10 s by default (and at every trial checkpoint,
     # since `num_to_keep` is set); a driver killed in between may lose the end of a trial, which
     # then re-runs from its last checkpoint (the ledger keeps MLflow free of duplicates). A sweep's
     # state is small: snapshot often, and silence Tune's warning about exactly that.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if verbose == 0:
+        # Ray 2.60's output engine prints its config box, results path and TensorBoard hint even
+        # at verbose 0; the legacy engine at verbose 0 prints nothing.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     check_sweep_dir(plan, sweep_dir, resume)
     if not ray.is_initialized():
-        ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=verbose > 0)
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
     ledger = create_sweep_dir(plan, sweep_dir, resume)
@@ -269,13 +329,15 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
         ledger.set("git_commit", git_commit())
         tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
                 "mlflow.source.git.commit": ledger.get("git_commit")}
-        params = flatten(plan.base) | flatten({"sweep": plan.spec.model_dump(mode="json")})
+        searched = {k: _describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+        params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
         parent = tracker.start_run(plan.name, tags, params)
         ledger.set("mlflow_parent_run_id", parent)
         tracker.log_files(parent, [sweep_dir / "sweep.yaml", sweep_dir / "plan.txt"])
 
     runner = SweepRunner(plan, sweep_dir, ledger, tracking_uri, experiment, resume=resume, retry_failed=retry_failed,
                          verbose=verbose)
+    started = time.monotonic()
     try:
         runner.run()
     except (SweepInterrupted, KeyboardInterrupt) as e:
@@ -287,7 +349,17 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     except BaseException as e:
         tracker.end_run(parent, FAILED, f"{type(e).__name__}: {e}")
         raise
+    finally:  # the driver's wall time over every session of the sweep, for the report
+        ledger.set("wall_s", ledger.get("wall_s", 0.0) + time.monotonic() - started)
+    final = [r for r in ledger.trials() if r.get("phase") == FINAL]
+    failed = sorted(r["key"] for r in final if r.get("status") != FINISHED)
     files = write_report(sweep_dir)
+    metrics, description = parent_results(sweep_dir)
+    tracker.log_results(parent, metrics, description)
     tracker.log_files(parent, files)
-    tracker.end_run(parent, FINISHED)
-    return SweepOutcome(sweep_dir, FINISHED, files)
+    if final and len(failed) == len(final):
+        tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
+    else:
+        tracker.end_run(parent, FINISHED)
+    command, url = tracker.ui_hint()
+    return SweepOutcome(sweep_dir, FINISHED, files, command, url, final_trials=len(final), failed=failed)

@@ -8,18 +8,37 @@ one experiment per cell keeps the trial actors (and their torch import) alive ac
 cells in parallel, and leaves a single experiment to restore on `--resume`.
 
 `PerCellSearch` hands out suggestions round-robin over the cells until each has `num_samples`.
+
+The studies live in the sweep directory, in one Optuna journal file (`optuna.journal`, one study
+per cell, named by the cell id), so `optuna.load_study`, `optuna.visualization` and
+optuna-dashboard can show the search after the sweep, and `--resume` continues the same studies.
+
+Nothing of the search is pickled or unpickled. Tune's `SearchGenerator` would cloudpickle its
+state and the searcher's into `search_gen_state-*.json` / `searcher-state-*.pkl` and load them on
+`Tuner.restore` -- code execution for whoever can write the folder. `JournalSearchGenerator`
+writes neither, and the runner never restores the search experiment: `--resume` starts a new
+Tune experiment on the same journal (that experiment's `tuner.pkl` is never read back). Samples
+that were running when the driver stopped are closed as failed (`lost`) and redrawn from scratch:
+a search sample is cheap, and its replacement is drawn with everything the study has learnt.
 """
 from __future__ import annotations
 
-import pickle
+import math
+from pathlib import Path
 from typing import Any, Optional
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import SearchGenerator, Searcher
 
 from sweep.spec import SearchParam
+
+STUDY_FILE = "optuna.journal"
+_TUNE_ID = "tune_trial_id"  # Optuna user attribute: which Tune trial ran this sample
+_LOST = "lost"  # user attribute of a sample lost with a killed driver (replaced)
 
 
 def optuna_distribution(p: SearchParam) -> optuna.distributions.BaseDistribution:
@@ -30,18 +49,62 @@ def optuna_distribution(p: SearchParam) -> optuna.distributions.BaseDistribution
     return optuna.distributions.FloatDistribution(p.low, p.high, log=p.type == "loguniform")
 
 
+def study_storage(sweep_dir: str | Path) -> JournalStorage:
+    """The sweep's Optuna storage: `optuna.load_study(study_name=<cell id>, storage=...)`."""
+    return JournalStorage(JournalFileBackend(str(Path(sweep_dir) / STUDY_FILE)))
+
+
+def load_studies(sweep_dir: str | Path) -> dict[str, optuna.Study]:
+    """Cell id -> its study; empty when the sweep ran no search."""
+    if not (Path(sweep_dir) / STUDY_FILE).is_file():
+        return {}
+    storage = study_storage(sweep_dir)
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in storage.get_all_studies()}
+
+
 class PerCellSearch(Searcher):
     def __init__(self, trials: dict[str, dict[str, Any]], params: dict[str, SearchParam], num_samples: int, metric: str,
-                 mode: str, seed: int) -> None:
-        """`trials`: cell id -> the cell's search `TrialSpec` as a dict; `params`: dotted key -> range."""
+                 mode: str, seed: int, sweep_dir: str | Path, max_concurrent: Optional[int] = None) -> None:
+        """`trials`: cell id -> the cell's search `TrialSpec` as a dict; `params`: dotted key -> range;
+        `max_concurrent`: live samples at most (Tune ignores `max_concurrent_trials` for a
+        `SearchGenerator`, so the limit is applied here)."""
         super().__init__(metric=metric, mode=mode)
         self._trials = trials
         self._num_samples = num_samples
-        space = {key: optuna_distribution(p) for key, p in params.items()}
-        # The same sampler seed in every cell: the cells start from the same random proposals.
-        self._studies = {cell: OptunaSearch(space=dict(space), metric=metric, mode=mode, seed=seed) for cell in trials}
-        self._suggested = {cell: 0 for cell in trials}
-        self._cell_of: dict[str, str] = {}
+        self._space = {key: optuna_distribution(p) for key, p in params.items()}
+        self._seed = seed
+        self._sweep_dir = str(sweep_dir)
+        self._max_concurrent = max_concurrent
+        self._open_studies()
+
+    _DERIVED = ("_studies", "_asked", "_suggested")
+
+    # Tune pickles its search algorithm into tuner.pkl; studies hold a storage with a file lock.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def _open_studies(self) -> None:
+        """Load (or create) every cell's study from the journal. A sample still RUNNING there
+        belongs to an earlier, stopped driver (a new searcher runs in a new Tune experiment), so it
+        is closed as FAIL, marked `lost`, and the cell draws a replacement."""
+        storage = study_storage(self._sweep_dir)
+        direction = "maximize" if self._mode == "max" else "minimize"
+        self._studies: dict[str, optuna.Study] = {}
+        self._asked: dict[str, tuple[str, optuna.Trial]] = {}  # live Tune trial id -> (cell, Optuna trial)
+        self._suggested: dict[str, int] = {}
+        for cell in self._trials:
+            # The same sampler seed in every cell (the cells start from the same random proposals),
+            # offset by the samples already drawn so that a resumed study does not re-propose its
+            # first candidates.
+            study = optuna.create_study(study_name=cell, storage=storage, direction=direction, load_if_exists=True)
+            study.sampler = optuna.samplers.TPESampler(seed=self._seed + len(study.get_trials(deepcopy=False)))
+            self._studies[cell] = study
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                lost = optuna.trial.Trial(study, t._trial_id)
+                lost.set_user_attr(_LOST, True)
+                study.tell(lost, state=TrialState.FAIL)
+            self._suggested[cell] = sum(not t.user_attrs.get(_LOST) for t in study.get_trials(deepcopy=False))
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # metric, mode and space were fixed at construction
@@ -50,29 +113,54 @@ class PerCellSearch(Searcher):
         open_cells = [c for c in self._trials if self._suggested[c] < self._num_samples]
         if not open_cells:
             return Searcher.FINISHED
-        cell = min(open_cells, key=lambda c: self._suggested[c])
-        params = self._studies[cell].suggest(trial_id)
-        if params is None:
+        if self._max_concurrent is not None and len(self._asked) >= self._max_concurrent:
             return None
+        cell = min(open_cells, key=lambda c: self._suggested[c])
+        trial = self._studies[cell].ask(self._space)
+        trial.set_user_attr(_TUNE_ID, trial_id)
         self._suggested[cell] += 1
-        self._cell_of[trial_id] = cell
-        return {"trial": self._trials[cell], "params": params}
+        self._asked[trial_id] = (cell, trial)
+        return {"trial": self._trials[cell], "params": dict(trial.params)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._cell_of:
-            self._studies[self._cell_of[trial_id]].on_trial_result(trial_id, result)
+        """Each evaluation as an intermediate value (Optuna's intermediate-values plot); an epoch
+        reported again after a resume is skipped."""
+        value, step = result.get(self._metric), result.get("epoch")
+        if trial_id not in self._asked or value is None or step is None or not math.isfinite(value):
+            return
+        trial = self._asked[trial_id][1]
+        if int(step) not in trial._cached_frozen_trial.intermediate_values:
+            trial.report(float(value), int(step))
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if trial_id in self._cell_of:
-            self._studies[self._cell_of[trial_id]].on_trial_complete(trial_id, result, error)
+        if trial_id not in self._asked:
+            return
+        cell, trial = self._asked.pop(trial_id)
+        value = (result or {}).get(self._metric)
+        if error or value is None or not math.isfinite(value):
+            self._studies[cell].tell(trial, state=TrialState.FAIL)  # a crash or a NaN loss: nothing to learn
+        else:
+            self._studies[cell].tell(trial, float(value))
 
+    # Tune's own hooks would pickle this object; the journal is the state instead.
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        raise NotImplementedError("the search state is the Optuna journal")
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+        raise NotImplementedError("the search state is the Optuna journal")
+
+
+class JournalSearchGenerator(SearchGenerator):
+    """Tune's `SearchGenerator` without its pickled snapshots (see the module doc)."""
+
+    def save_to_dir(self, dirpath: str, session_str: str) -> None:
+        pass  # every sample and result is already in the journal
+
+    def has_checkpoint(self, dirpath: str) -> bool:
+        return False  # nothing to restore from a Tune folder: never unpickle one
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        raise RuntimeError("the search continues from its Optuna journal, not from a Tune folder")
 
 
 class PerCellASHA(FIFOScheduler):

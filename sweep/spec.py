@@ -187,6 +187,12 @@ class MlflowSpec(_Strict):
     experiment: Optional[str] = None  # default: the sweep name
 
 
+class ReportSpec(_Strict):
+    # Which evaluation of a final trial the statistics use: `last` (the model as trained) or
+    # `best` (its best epoch by sweep.metric; optimistic, the epoch is chosen on the test split).
+    evaluation: Literal["last", "best"] = "last"
+
+
 class SweepSpec(_Strict):
     """The `sweep:` block. Cells = grid x arms (minus `exclude`); trials = cells x seeds."""
 
@@ -215,6 +221,7 @@ class SweepSpec(_Strict):
     metric: str = "recall_at_1"
     mode: Literal["max", "min"] = "max"
     mlflow: MlflowSpec = MlflowSpec()
+    report: ReportSpec = ReportSpec()
     # Ray Tune storage root; the sweep lives in <storage_path>/<name>. Precedence: --out >
     # env DML_STORAGE_PATH > this key > ./sweeps.
     storage_path: Optional[str] = None

@@ -10,10 +10,30 @@ All MLflow calls happen in the driver -- in a Ray Tune `Callback` -- never insid
   step (epoch) already logged is not logged again, so `--resume` never duplicates runs or points;
 - the end status follows the trial: FINISHED, or FAILED with the error in the `error` tag
   (crash after all retries, or a non-finite loss); KILLED for trials cut off by Ctrl-C.
+
+What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
+
+- run names are short and distinct, and the same text is in the `label` tag: `ee n=2 · s0` for a
+  final trial, `search · ee n=2 · #3` for the third search sample of that cell (the full cell id
+  is in `sweep.cell`, the ledger key in `sweep.key`);
+- search trials are scored on held-out *training* classes, final trials on the test split, so
+  their metrics never share a name: a search run logs `holdout_recall_at_1`, `holdout_loss`, ...
+  (`search_...` when the search has no holdout and scores the test split), a final run
+  `recall_at_1`, ...; sorting the table by `recall_at_1` ranks final trials only;
+- the epoch is the step of every metric, never a metric of its own;
+- the parent run holds the sweep's results (see `log_results`): per-cell mean and CI bounds,
+  paired differences and p-values as metrics, the headlines as its description, the report, its
+  tables as CSV and its plots as artifacts, and the sweep YAML. Its params are the base config,
+  except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
+  final trial used the base value of either;
+- MLflow 3.17 opens an experiment on its GenAI overview; `Tracker.ui_hint`'s URL ends in
+  `?workflowType=machine_learning`, which opens the runs table (checked in Chromium; the
+  experiment tag `mlflow.experimentKind` does not change the page a fresh browser opens).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -35,6 +55,7 @@ from sweep.trainable import TRIAL_ERROR
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
+STEP_KEY = "epoch"  # the step of every logged metric
 
 
 def resolve_tracking_uri(configured: Optional[str]) -> str:
@@ -104,6 +125,13 @@ class Tracker:
             location = Path(self.tracking_uri[len("sqlite:///"):]).parent.joinpath("mlartifacts").as_uri()
         return self.client.create_experiment(self.experiment, artifact_location=location)
 
+    def ui_hint(self) -> tuple[str, str]:
+        """The command that serves this store and the URL of this experiment's runs table."""
+        url = f"#/experiments/{self.experiment_id}?workflowType=machine_learning"
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return "", f"{self.tracking_uri.rstrip('/')}/{url}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}", f"http://127.0.0.1:5000/{url}"
+
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
         items = [Param(k, str(v)) for k, v in params.items()]
@@ -127,6 +155,28 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
 
+    def log_results(self, run_id: str, metrics: dict[str, float], description: str) -> None:
+        """A sweep's statistics on its parent run, the headlines as the run's description."""
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+        self.client.set_tag(run_id, "mlflow.note.content", description)
+
+
+def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],
+                  sweep: dict[str, Any]) -> dict[str, Any]:
+    """The parent run's params: the base config, with swept and searched keys saying so."""
+    params = flatten(base)
+    params |= {k: f"grid {json.dumps(v)}" for k, v in grid.items()}
+    params |= {k: f"searched {v}" for k, v in searched.items()}
+    return params | flatten({"sweep": sweep})
+
+
+def mlflow_metric_names(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """What a trial logs: everything but the step, search metrics under their own prefix."""
+    return {f"{prefix}{k}": v for k, v in metrics.items() if k != STEP_KEY}
+
 
 class TrackingCallback(tune.Callback):
     """Mirrors trial events into the ledger and MLflow (driver side).
@@ -135,16 +185,18 @@ class TrackingCallback(tune.Callback):
     object therefore holds only plain settings, and all state lives in the ledger file.
     """
 
-    _SETTINGS = ("sweep_dir", "tracking_uri", "experiment", "sweep_name", "base", "source")
+    _SETTINGS = ("sweep_dir", "tracking_uri", "experiment", "sweep_name", "base", "source", "labels", "search_prefix")
 
     def __init__(self, sweep_dir: str, tracking_uri: str, experiment: str, sweep_name: str, base: dict[str, Any],
-                 source: str) -> None:
+                 source: str, labels: Optional[dict[str, str]] = None, search_prefix: str = "holdout_") -> None:
         self.sweep_dir = sweep_dir
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.sweep_name = sweep_name
         self.base = base  # to log each trial's resolved config
         self.source = source
+        self.labels = labels or {}  # cell id -> label (sweep.labels.cell_labels)
+        self.search_prefix = search_prefix  # search metrics' MLflow names: holdout_recall_at_1
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: self.__dict__[k] for k in self._SETTINGS}  # not the cached client or ledger
@@ -174,7 +226,14 @@ class TrackingCallback(tune.Callback):
         cfg = trial_config(self.base, spec, sampled, self.source)
         params = {**spec.params, **(sampled or {})}  # searched values (sampled, or the cell's best)
         key = f"{spec.key}/{trial.trial_id}" if spec.phase == SEARCH else spec.key
+        cell_label = self.labels.get(spec.cell, spec.cell)
+        if spec.phase == SEARCH:
+            sample = 1 + sum(r.get("phase") == SEARCH and r.get("cell") == spec.cell for r in self.ledger.trials())
+            label = f"search · {cell_label} · #{sample}"
+        else:
+            label = f"{cell_label} · s{spec.seed}"
         tags = {
+            "label": label, "sweep.key": key,
             "mlflow.parentRunId": self.ledger.get("mlflow_parent_run_id"),
             "sweep.name": self.sweep_name, "sweep.phase": spec.phase, "sweep.cell": spec.cell,
             "sweep.arm": spec.arm or "", "sweep.seed": spec.seed, "sweep.trial_id": trial.trial_id,
@@ -182,10 +241,10 @@ class TrackingCallback(tune.Callback):
             **{f"sweep.coord.{k}": v for k, v in spec.coords.items()},
         }
         config_dict = {k: v for k, v in cfg.to_dict().items() if k != "sweep"}
-        run_id = self.tracker.start_run(key, tags, flatten(config_dict))
+        run_id = self.tracker.start_run(label, tags, flatten(config_dict))
         self.tracker.client.log_text(run_id, yaml.safe_dump(config_dict, sort_keys=False), "config.yaml")
-        self.ledger.update_trial(
-            trial.trial_id, key=key, phase=spec.phase, cell=spec.cell, arm=spec.arm, coords=spec.coords,
+        self.ledger.add_trial(
+            trial.trial_id, key=key, label=label, phase=spec.phase, cell=spec.cell, arm=spec.arm, coords=spec.coords,
             seed=spec.seed, params=params, status=RUNNING, error=None, failure=None, attempts=1, mlflow_run_id=run_id,
             tune_experiment=trial.experiment_dir_name, last_step=0, metrics={}, history=[],
         )
@@ -208,10 +267,11 @@ class TrackingCallback(tune.Callback):
             return  # the NaN marker of a non-finite loss, not an evaluation
         record = self.ledger.trial(trial.trial_id)
         metrics = trial_metrics(result)
-        step = int(metrics.get("epoch", result.get("training_iteration", 0)))
+        step = int(metrics.get(STEP_KEY, result.get("training_iteration", 0)))
         if record is None or step <= record.get("last_step", 0):
             return  # already logged by an earlier attempt of this trial
-        self.tracker.log_metrics(record["mlflow_run_id"], metrics, step)
+        prefix = self.search_prefix if record.get("phase") == SEARCH else ""
+        self.tracker.log_metrics(record["mlflow_run_id"], mlflow_metric_names(metrics, prefix), step)
         self.ledger.update_trial(trial.trial_id, last_step=step, metrics=metrics, history=[*record["history"], metrics])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

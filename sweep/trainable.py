@@ -69,5 +69,5 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metr
             # A finished checkpoint (Tune's state lagging a killed driver) makes fit a no-op.
             fit(cfg, out_dir=Path(work) / "run", report=reporter, resume=resume)
         except NonFiniteLossError as e:
-            reason = str(e) if "non-finite loss" in str(e) else f"non-finite loss: {e}"
+            reason = str(e) if str(e).startswith("non-finite") else f"non-finite loss: {e}"
             tune.report({**{m: float("nan") for m in metrics}, "epoch": reporter.last_epoch + 1, TRIAL_ERROR: reason})

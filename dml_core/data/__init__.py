@@ -47,17 +47,18 @@ __all__ = [
     "ImageListDataset",
     "PKBatchSampler",
     "build_datasets",
+    "select_splits",
     "build_transforms",
     "ensure_downloaded",
 ]
 
 
-def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: int | None = None) -> DatasetSplits:
-    """The splits of ``cfg.name`` with train / test transforms applied.
+def select_splits(cfg: DataConfig) -> DatasetSplits:
+    """The untransformed splits of ``cfg.name`` after ``data.holdout`` and ``data.num_classes``.
 
-    ``out_channels``: channels the model takes -- 3 for torchvision backbones, None for the data's
-    own (small_conv). ``pretrained`` selects ImageNet normalisation. Paths may name
-    ``${DML_DATA}`` (see `dml_core.data.roots`).
+    Reads annotation files / folder listings and image headers (what the builder checks), never
+    pixels: this is also the dataset index `--dry-run` checks batches against.
+    Paths may name ``${DML_DATA}`` (see `dml_core.data.roots`).
     """
     cfg = resolve_data_paths(cfg)
     if cfg.download:
@@ -70,6 +71,16 @@ def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: i
         if cfg.num_classes > available:
             raise DatasetError(f"data.num_classes: {cfg.num_classes} exceeds the {available} training classes of {cfg.name}")
         splits.train = splits.train.subset_classes(cfg.num_classes)
+    return splits
+
+
+def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: int | None = None) -> DatasetSplits:
+    """The splits of ``cfg.name`` with train / test transforms applied.
+
+    ``out_channels``: channels the model takes -- 3 for torchvision backbones, None for the data's
+    own (small_conv). ``pretrained`` selects ImageNet normalisation.
+    """
+    splits = select_splits(cfg)
     channels = splits.num_channels if out_channels is None else out_channels
 
     def transforms(train: bool):

@@ -5,6 +5,8 @@ fix it in the config, the field (``data.root``) -- a wrong path should cost seco
 """
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from PIL import Image
 
 from dml_core.config import DataConfig
 from dml_core.data.base import PIL_DECODE_ERRORS, DatasetError, ImageListDataset, decode_error
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -98,12 +102,13 @@ def scan_class_tree(root: Path, field: str) -> tuple[list[str], list[str]]:
 
     Nested trees are fine (``root/birds/sparrow/1.jpg`` is class ``birds/sparrow``). A leaf folder
     without images is an error (usually a failed extraction), as is an image directly in ``root``.
-    Hidden files and folders are skipped. Returns (paths, class names), sorted by class then file.
+    Hidden files and folders are skipped, and each real folder is read once (`_class_folders`).
+    Returns (paths, class names), sorted by class then file.
     """
     root = require_dir(root, field, "a folder of <class>/<image> folders")
     paths: list[str] = []
     classes: list[str] = []
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir() and not _hidden(p, root)) + [root]:
+    for folder in _class_folders(root) + [root]:
         entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
         images = sorted(p for p in entries if p.is_file() and is_image(p))
         if folder == root:
@@ -123,8 +128,41 @@ def scan_class_tree(root: Path, field: str) -> tuple[list[str], list[str]]:
     return [paths[i] for i in order], [classes[i] for i in order]
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _class_folders(root: Path) -> list[Path]:
+    """Every non-hidden folder under ``root``, each real folder once, in sorted order.
+
+    Links to files are followed (an image may live elsewhere). A link to a folder already in the
+    tree -- a loop such as ``character02/self -> ../character02``, or a second name for a class --
+    would add a class of duplicated images: it is skipped with a warning naming it. A link to a
+    folder outside the tree is followed. Real folders are named before links, so a class keeps its
+    own folder's name whichever sorts first.
+    """
+    seen = {os.path.realpath(root): root}
+    folders: list[Path] = []
+    links: list[Path] = []
+
+    def walk(folder: Path) -> None:
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or not p.is_dir():
+                continue
+            if p.is_symlink():
+                links.append(p)
+            else:
+                visit(p)
+
+    def visit(folder: Path) -> None:
+        real = os.path.realpath(folder)
+        if real in seen:
+            log.warning("%s: skipped, a link to %s, whose images are already read as %s", folder, real, seen[real])
+            return
+        seen[real] = folder
+        folders.append(folder)
+        walk(folder)
+
+    walk(root)
+    while links:
+        visit(links.pop(0))
+    return sorted(folders)
 
 
 def labelled_images(

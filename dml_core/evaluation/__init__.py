@@ -1,6 +1,6 @@
 """Zero-shot evaluation of embeddings (docs/algorithms.md section 3).
 
-- `knn.py`: exact, chunked faiss kNN with self-exclusion by index (CPU, or GPU when available).
+- `knn.py`: exact, chunked kNN with self-exclusion by index: faiss or `torch_backend.py` (CUDA).
 - `retrieval.py`: Recall@K, MAP@R, R-precision from one search.
 - `clustering.py`: NMI and pairwise F1 of k-means with k = number of classes.
 - `protocol.py`: `evaluate`, the whole protocol in one call; `embed.py`: `embed_dataset`.

@@ -23,8 +23,11 @@ negligible for CUB and Cars (k ~ 100) and the expensive part of evaluating SOP (
 11,316): measured by `benchmarks/bench_eval.py` at N = 60,000, k = 11,924, d = 512 on a 2-core
 CPU, ~11 CPU-seconds (~6 s wall) per iteration, so up to ~2 minutes for 20 iterations. What is
 done about it:
-- the GPU is used when faiss has one (`use_gpu`): ~0.7 TFLOP per SOP iteration, well under a
-  second on a current GPU (an estimate: no GPU was available to measure it);
+- on a CUDA device the torch backend (`torch_backend.kmeans_assign`) runs the same algorithm --
+  faiss' subsample, initial centroids and empty-cluster splits replayed exactly -- without a faiss
+  GPU build (tests: identical partitions to faiss on CPU); a faiss GPU build is used where it
+  loads (`use_gpu`). ~0.7 TFLOP per SOP iteration, well under a second on a current GPU (an
+  estimate until `benchmarks/gpu_check.py` has run on one);
 - nothing is approximated: SOP has ~5 points per class, so faiss' subsampling
   (`max_points_per_centroid`, default 256) never triggers on these datasets, and an approximate
   assignment step would make NMI incomparable with published numbers;
@@ -33,16 +36,25 @@ done about it:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import faiss
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
-from .knn import Metric, prepare
+from .knn import CHUNK_BYTES, Backend, Metric, prepare, resolve_backend
 
 
-def kmeans_assign(x: np.ndarray, n_clusters: int, *, niter: int, seed: int, use_gpu: bool = False) -> np.ndarray:
-    """Cluster the rows of `x` (float32 (n, d)) into `n_clusters` with faiss k-means; int64 ids."""
+def kmeans_assign(x: np.ndarray, n_clusters: int, *, niter: int, seed: int, use_gpu: bool = False,
+                  backend: Backend = "faiss", device: Any = None) -> np.ndarray:
+    """Cluster the rows of `x` (float32 (n, d)) into `n_clusters` with faiss' k-means (run by
+    faiss, or replayed by the torch backend on `device`); int64 cluster ids."""
+    if resolve_backend(backend, device) == "torch":
+        from . import torch_backend
+
+        return torch_backend.kmeans_assign(x, n_clusters, niter=niter, seed=seed,
+                                           device=torch_backend.resolve_device(device), budget_bytes=CHUNK_BYTES)
     kmeans = faiss.Kmeans(
         x.shape[1],
         n_clusters,
@@ -84,14 +96,17 @@ def clustering_metrics(
     seed: int = 0,
     metric: Metric = "cosine",
     use_gpu: bool = False,
+    backend: Backend = "faiss",
+    device: Any = None,
 ) -> dict[str, float]:
     """``{"nmi", "f1"}`` of k-means (k = number of classes in `labels`) on `x`.
 
     With ``metric="cosine"`` the unit-normalised rows are clustered, i.e. the same geometry the
-    retrieval metrics rank in; ``"l2"`` clusters the raw rows.
+    retrieval metrics rank in; ``"l2"`` clusters the raw rows. `backend`/`device`: see `knn.py`.
     """
     n_classes = len(np.unique(labels))
-    clusters = kmeans_assign(prepare(x, metric), n_classes, niter=niter, seed=seed, use_gpu=use_gpu)
+    clusters = kmeans_assign(prepare(x, metric), n_classes, niter=niter, seed=seed, use_gpu=use_gpu,
+                             backend=backend, device=device)
     return {
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
         "f1": pairwise_f1(labels, clusters),

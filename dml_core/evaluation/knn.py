@@ -1,4 +1,10 @@
-"""Exact k-nearest-neighbour search through faiss, in query chunks, with self-exclusion by index.
+"""Exact k-nearest-neighbour search in query chunks, with self-exclusion by index.
+
+Two backends compute the same thing: faiss (`IndexFlat*`, CPU, or GPU where a faiss GPU build
+loads) and torch (`torch_backend.py`: chunked matmul + `torch.topk` on any torch device, the
+path for CUDA, which needs no faiss GPU build). ``backend="auto"`` picks torch when the device is
+CUDA and faiss otherwise (`resolve_backend`). Both hand their raw (k + 1)-results to the same
+`_drop_self`, so self-exclusion is identical; they differ only in the order of exact ties.
 
 Two metrics, both exact (`IndexFlat*`, brute force; no approximation enters reported numbers):
 
@@ -13,6 +19,8 @@ Memory. The queries are searched `chunk_size` rows at a time and each chunk is h
 caller before the next is computed, so nothing of size N x N (nor even N x k, if the caller
 reduces per chunk as `retrieval.py` does) is ever held. Faiss itself tiles the distance matrix
 into 4096 x 1024 blocks. Peak memory is the gallery held by the index plus one chunk's results.
+The torch backend forms each chunk's full (rows x gallery) score block, so its default chunk is
+also capped so that block fits the same `CHUNK_BYTES` budget (`torch_backend.chunk_rows`).
 
 Self-exclusion. Without a separate gallery every query is also in the gallery, so the search asks
 for k + 1 neighbours and removes the query's own row index. It is removed by index and never by
@@ -23,7 +31,7 @@ result is dropped instead, which leaves k genuine other rows.
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import faiss
 import numpy as np
@@ -32,6 +40,9 @@ from .inputs import EvaluationError
 
 Metric = Literal["cosine", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "l2")
+# "auto": torch on a CUDA device, faiss otherwise. Mirrored by config `eval.knn_backend`.
+Backend = Literal["auto", "faiss", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")
 
 # A float32 unit vector's squared norm is 1 to within ~5e-7 (measured on 512-d rows from
 # torch.nn.functional.normalize and faiss.normalize_L2); fp16/bf16 outputs miss by ~1e-3 and get
@@ -63,6 +74,21 @@ def resolve_use_gpu(use_gpu: Optional[bool]) -> bool:
             "pass use_gpu=None to pick automatically"
         )
     return bool(use_gpu)
+
+
+def device_of(x: Any) -> Optional[str]:
+    """The torch device of a tensor (e.g. ``"cuda:0"``), None for anything else."""
+    return str(x.device) if type(x).__module__.startswith("torch") else None
+
+
+def resolve_backend(backend: str, device: Any) -> str:
+    """``"faiss"`` or ``"torch"`` for `backend` given the embeddings' `device` (str, torch.device
+    or None = not a torch tensor); "auto" is torch exactly when the device is CUDA."""
+    if backend not in BACKENDS:
+        raise EvaluationError(f"backend: unknown {backend!r}; choose from {list(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    return "torch" if device is not None and str(device).startswith("cuda") else "faiss"
 
 
 def prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
@@ -101,6 +127,8 @@ def knn_chunks(
     metric: Metric = "cosine",
     chunk_size: Optional[int] = None,
     use_gpu: Optional[bool] = None,
+    backend: Backend = "faiss",
+    device: Any = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, scores, ids)`` for consecutive query chunks ``queries[start:start + c]``.
 
@@ -108,8 +136,10 @@ def knn_chunks(
     products (``"cosine"``, descending) or squared L2 distances (``"l2"``, ascending).
     ``gallery=None`` searches the queries among themselves and excludes each query's own row (see
     the module docstring); a separate gallery excludes nothing. Inputs are float32 (n, d) arrays
-    (see `inputs.as_embeddings`).
+    (see `inputs.as_embeddings`). `backend` "faiss" (with `use_gpu`) or "torch" on `device`
+    (None: CUDA when torch sees it, else CPU); "auto" resolves by `device` (`resolve_backend`).
     """
+    backend = resolve_backend(backend, device)
     exclude_self = gallery is None
     queries = prepare(queries, metric)
     gallery = queries if exclude_self else prepare(gallery, metric)
@@ -120,18 +150,31 @@ def knn_chunks(
     available = gallery.shape[0] - int(exclude_self)
     if not 1 <= k <= available:
         raise EvaluationError(f"k: must be in [1, {available}] (the rows that can be neighbours), got {k}")
-    if chunk_size is None:
-        chunk_size = default_chunk_size(k)
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise EvaluationError(f"chunk_size: must be >= 1, got {chunk_size}")
 
     k_search = k + int(exclude_self)
-    index = _build_index(gallery, metric, k_search, resolve_use_gpu(use_gpu))
-    for start in range(0, queries.shape[0], chunk_size):
-        block = queries[start : start + chunk_size]
-        scores, ids = index.search(block, k_search)
+    if backend == "torch":
+        from . import torch_backend  # torch is imported only when this backend is used
+
+        if chunk_size is None:
+            chunk_size = torch_backend.chunk_rows(gallery.shape[0], k, CHUNK_BYTES, _BYTES_PER_ENTRY)
+        chunks = torch_backend.search_chunks(queries, gallery, k_search, metric=metric, chunk_size=chunk_size,
+                                             device=torch_backend.resolve_device(device))
+    else:
+        chunks = _faiss_chunks(queries, gallery, k_search, metric, chunk_size or default_chunk_size(k), use_gpu)
+    for start, scores, ids in chunks:
         if exclude_self:
             scores, ids = _drop_self(scores, ids, start)
+        yield start, scores, ids
+
+
+def _faiss_chunks(
+    queries: np.ndarray, gallery: np.ndarray, k_search: int, metric: Metric, chunk_size: int, use_gpu: Optional[bool]
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    index = _build_index(gallery, metric, k_search, resolve_use_gpu(use_gpu))
+    for start in range(0, queries.shape[0], chunk_size):
+        scores, ids = index.search(queries[start : start + chunk_size], k_search)
         yield start, scores, ids
 
 
@@ -152,7 +195,10 @@ def knn(
     metric: Metric = "cosine",
     chunk_size: Optional[int] = None,
     use_gpu: Optional[bool] = None,
+    backend: Backend = "faiss",
+    device: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All chunks of `knn_chunks` stacked: ``(scores, ids)``, each (n_queries, k)."""
-    parts = list(knn_chunks(queries, gallery, k, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu))
+    parts = list(knn_chunks(queries, gallery, k, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu,
+                            backend=backend, device=device))
     return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])

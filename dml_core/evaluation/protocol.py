@@ -7,7 +7,7 @@ import numpy as np
 
 from .clustering import clustering_metrics
 from .inputs import EvaluationError, as_embeddings, as_labels
-from .knn import Metric, resolve_use_gpu
+from .knn import Backend, Metric, device_of, resolve_backend, resolve_use_gpu
 from .retrieval import check_ks, retrieval_metrics
 
 
@@ -24,6 +24,8 @@ def evaluate(
     use_gpu: Optional[bool] = None,
     metric: Metric = "cosine",
     chunk_size: Optional[int] = None,
+    backend: Backend = "auto",
+    device: Any = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of test embeddings, as a flat ``{name: float}`` dict.
 
@@ -37,10 +39,18 @@ def evaluate(
       `clustering.py` on all distinct test embeddings (queries + gallery), k = their class count.
     - `metric`: "cosine" (default; rows L2-normalised, inner product) or "l2" (raw squared
       Euclidean); see `knn.py`. `use_gpu`: None = a GPU if faiss has one. `chunk_size`: query
-      rows per faiss search (default: sized so one chunk's working set stays near 256 MiB).
+      rows per search (default: sized so one chunk's working set stays near 256 MiB).
+    - `backend`: "faiss", "torch" (exact chunked matmul + top-k on `device`) or "auto" = torch
+      when `device` is CUDA, else faiss. `device` defaults to the embeddings' own when they are
+      a torch tensor (so CUDA embeddings are evaluated on their GPU, no faiss GPU build needed).
+      `use_gpu` concerns the faiss backend only. Both backends give the same metrics up to the
+      order of exact ties (tests/evaluation/test_backends.py).
     - Inputs: torch tensors (any device/dtype) or numpy arrays; labels are integer class ids.
     """
     ks = check_ks(k)
+    if device is None:
+        device = device_of(embeddings)
+    backend = resolve_backend(backend, device)
     if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, int) or kmeans_iters < 1:
         raise EvaluationError(f"kmeans_iters: must be a positive integer, got {kmeans_iters!r}")
     if (gallery is None) != (gallery_labels is None):
@@ -57,11 +67,13 @@ def evaluate(
             g = gy = None  # the queries passed twice: a query must not retrieve itself
     if g is None and len(x) < 2:
         raise EvaluationError("embeddings: need at least 2 rows to search each among the others")
-    use_gpu = resolve_use_gpu(use_gpu)
+    use_gpu = resolve_use_gpu(use_gpu) if backend == "faiss" else False
+    on = dict(backend=backend, device=device)
 
-    metrics = retrieval_metrics(x, y, g, gy, ks=ks, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu)
+    metrics = retrieval_metrics(x, y, g, gy, ks=ks, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu, **on)
     if clustering:
         all_x = x if g is None else np.concatenate([x, g])
         all_y = y if gy is None else np.concatenate([y, gy])
-        metrics.update(clustering_metrics(all_x, all_y, niter=kmeans_iters, seed=seed, metric=metric, use_gpu=use_gpu))
+        metrics.update(clustering_metrics(all_x, all_y, niter=kmeans_iters, seed=seed, metric=metric, use_gpu=use_gpu,
+                                           **on))
     return metrics

@@ -24,12 +24,12 @@ Memory is one query chunk's (rows x k) results, not N_q x k: metrics are summed 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .inputs import EvaluationError
-from .knn import Metric, knn_chunks
+from .knn import Backend, Metric, knn_chunks
 from .names import RETRIEVAL, recall_name
 
 
@@ -86,6 +86,8 @@ def retrieval_metrics(
     metric: Metric = "cosine",
     chunk_size: Optional[int] = None,
     use_gpu: Optional[bool] = None,
+    backend: Backend = "faiss",
+    device: Any = None,
 ) -> dict[str, float]:
     """Recall@K for each K in `ks`, MAP@R and R-precision, means over queries with R >= 1.
 
@@ -109,7 +111,8 @@ def retrieval_metrics(
     k = min(max(ks[-1], int(r.max())), n_candidates)
 
     sums: dict[str, float] = {}
-    for start, _, ids in knn_chunks(queries, gallery, k, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu):
+    for start, _, ids in knn_chunks(queries, gallery, k, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu,
+                                   backend=backend, device=device):
         rows = slice(start, start + len(ids))
         keep = valid[rows]
         hits = gallery_labels[ids[keep]] == query_labels[rows][keep, None]

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dml_core.errors import first_line
 from dml_core.params.backbones import GoogLeNetModel, ModelConfig, ResNet18Model, ResNet50Model, SmallConvModel
 from dml_core.registry import Registry
 
@@ -84,7 +85,7 @@ def _load(arch: str, pretrained: bool, **kwargs) -> nn.Module:
         return tvm.get_model(arch, weights=weights, **kwargs)
     except Exception as e:  # no cache and no network: urllib/OSError/RuntimeError
         hub = torch.hub.get_dir()
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise ModelError(
             f"model.pretrained: cannot load torchvision weights {weights} for {arch!r} "
             f"(not cached under {hub}/checkpoints and download failed: {reason}); "

@@ -9,6 +9,7 @@ from dml_core.params.backbones import BACKBONE_PARAMS, ModelConfig
 from dml_core.params.datasets import DATASET_PARAMS, BatchConfig, DataConfig
 from dml_core.params.expansions import EXPANSION_PARAMS, ExpansionConfig
 from dml_core.params.losses import LOSS_PARAMS, LossConfig
+from dml_core.params import timm as _timm  # noqa: F401,E402  (registers timm/<name> backbones)
 
 # Experiment config section -> the registry its union is built from.
 SECTIONS = {"data": DATASET_PARAMS, "model": BACKBONE_PARAMS, "loss": LOSS_PARAMS, "expansion": EXPANSION_PARAMS}

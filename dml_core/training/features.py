@@ -24,6 +24,7 @@ from dml_core.config import ExperimentConfig
 from dml_core.data import DatasetSplits
 from dml_core.data.loading import resolve_num_workers
 from dml_core.evaluation import embed_dataset
+from dml_core.io import atomic_write_bytes, make_dir
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -70,9 +71,8 @@ def vector_column(rows: np.ndarray) -> pa.FixedSizeListArray:
 
 def _write(path: Path, feats: np.ndarray, labels: np.ndarray) -> None:
     table = pa.table({"label": pa.array(labels, pa.int64()), "feature": vector_column(feats)})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)  # concurrent trials may race to write the same file: last rename wins
+    # Concurrent trials may fill the same file: each writes its own temporary, the last rename wins.
+    atomic_write_bytes(path, lambda f: pq.write_table(table, f))
 
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ def cached_feature_splits(splits: DatasetSplits, model: torch.nn.Module, cfg: Ex
                           device: torch.device, cache_dir: Optional[Path] = None) -> DatasetSplits:
     """Replace each split's images by cached backbone features (computing them on a miss)."""
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else (cache_dir or default_cache_dir())
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root)
     key = cache_key(cfg)
     eval_split = splits.test if splits.test is not None else splits.query
     test_transform = eval_split.transform

@@ -22,12 +22,15 @@ from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
 from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.losses import build_loss
+from dml_core.io import DirectoryLock, make_dir
 from dml_core.models import build_model
 from dml_core.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     METRICS_NAME,
+    checkpoint_file,
     load_checkpoint,
+    restore,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -42,7 +45,8 @@ ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the run stops rather than train on garbage."""
+    """The loss or the embeddings became NaN or infinite (the model diverged); the run stops rather
+    than train or evaluate on garbage, and a sweep does not retry it."""
 
 
 @dataclass
@@ -67,12 +71,24 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _require_finite(embeddings: np.ndarray, split: str) -> None:
+    # A diverged model (weights overflowed in the last step) yields NaN embeddings with a finite
+    # last loss: the same fault as a NaN loss, not an evaluation error to retry.
+    bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+    if bad:
+        raise NonFiniteLossError(f"non-finite embeddings: {bad} of {len(embeddings)} {split} embeddings are NaN or "
+                                 "infinite (the model diverged; lower optimizer.lr or set train.grad_clip)")
+
+
 def _is_better(value: float, best: Optional[float]) -> bool:
     return best is None or value > best
 
 
 class Trainer:
     """One experiment's state: data, model, loss, optimizer, and the loop over epochs."""
+
+    # Steps between host read-backs of the loss on CUDA (see `train_epoch`).
+    LOSS_CHECK_EVERY_CUDA = 50
 
     def __init__(self, cfg: ExperimentConfig, out_dir: Optional[Path] = None, report: Optional[ReportFn] = None,
                  progress: bool = False) -> None:
@@ -98,6 +114,14 @@ class Trainer:
                 raise ValueError("data.cache_features: needs model.freeze_backbone: true (features of a trained backbone change every step)")
             self.splits = cached_feature_splits(self.splits, self.model, cfg, self.device)
 
+        self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
+        # NHWC is cuDNN's fast layout for bf16 convolutions (tensor cores); elsewhere, and for
+        # cached 2-D features, the default layout is kept.
+        self.memory_format = torch.channels_last if self.autocast and not self.cached else torch.preserve_format
+        if self.memory_format is torch.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_check_every = self.LOSS_CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
+
         num_classes = int(self.splits.train.labels.max()) + 1
         self.loss_fn = build_loss(
             cfg.loss, num_classes=num_classes, embedding_dim=cfg.model.embedding_dim, expansion=cfg.expansion,
@@ -114,7 +138,6 @@ class Trainer:
         )
         self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler,
                                  **loader_options(0 if self.cached else self.num_workers, self.device))
-        self.autocast = self.device.type == "cuda" and cfg.train.amp == "bf16"
 
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
@@ -138,10 +161,11 @@ class Trainer:
 
     def load_state(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ckpt["model"])
-        self.loss_fn.load_state_dict(ckpt["loss"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        path = checkpoint_file(path)
+        restore(path, "model", self.model.load_state_dict, ckpt["model"])
+        restore(path, "loss (proxies)", self.loss_fn.load_state_dict, ckpt["loss"])
+        restore(path, "optimizer state", self.optimizer.load_state_dict, ckpt["optimizer"])
+        restore(path, "schedule", self.scheduler.load_state_dict, ckpt["scheduler"])
         self.history = list(ckpt.get("history", []))
         self.best = dict(ckpt.get("best", {}))
         self.start_epoch = int(ckpt["epoch"]) + 1
@@ -155,42 +179,75 @@ class Trainer:
         return self.model(x)
 
     def train_epoch(self, epoch: int) -> float:
+        """One epoch of optimiser steps; returns the mean training loss.
+
+        The losses are read back to the host every `loss_check_every` steps (1 on CPU, where it
+        costs nothing; `LOSS_CHECK_EVERY_CUDA` on CUDA, where `loss.item()` would stall the
+        queue every step) and at the end of the epoch. A non-finite loss raises
+        `NonFiniteLossError` naming its exact iteration; on CUDA up to `loss_check_every - 1`
+        further steps may already have run on the corrupted weights, which the raise discards.
+        """
         self.model.train()
         self.loss_fn.train()
         self.loss_fn.set_epoch(epoch, self.cfg.train.epochs)
         self.sampler.set_epoch(epoch)
         total, count = 0.0, 0
+        pending: list[torch.Tensor] = []  # detached losses of steps not yet read back
         for it, (x, y) in enumerate(self.loader):
-            x = x.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             y = y.to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
                 emb = self._forward(x)
             loss = self.loss_fn(emb.float(), y)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"non-finite loss ({value}) at epoch {epoch + 1}, iteration {it + 1}")
+            pending.append(loss.detach())
+            if len(pending) == self.loss_check_every:
+                total += self._read_losses(pending, epoch, it + 1 - len(pending))
+                pending = []
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             self.optimizer.step()
-            total += value
             count += 1
+        if pending:
+            total += self._read_losses(pending, epoch, count - len(pending))
         self.scheduler.step()
         return total / max(count, 1)
+
+    @staticmethod
+    def _read_losses(losses: list[torch.Tensor], epoch: int, first_it: int) -> float:
+        """Sum of the given steps' losses (one host sync); raise on the first non-finite one."""
+        values = torch.stack(losses).cpu().tolist()
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({value}) at epoch {epoch + 1}, iteration {first_it + offset + 1}"
+                    + (f" (losses checked every {len(values)} iterations)" if len(values) > 1 else "")
+                )
+        return math.fsum(values) if len(values) > 1 else values[0]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         bs = self.cfg.data.eval_batch_size
         fwd = self.model.head if self.cached else self.model
         kwargs = dict(k=self.recall_at, clustering=self.cfg.eval.clustering, kmeans_iters=self.cfg.eval.kmeans_iters,
-                      seed=self.cfg.seed)
+                      seed=self.cfg.seed, backend=self.cfg.eval.knn_backend, device=self.device)
         if self.splits.test is not None:
             emb, labels = embed_dataset(fwd, self.splits.test, bs, self.device, self.num_workers)
+            _require_finite(emb, "test")
             return evaluate(emb, labels, **kwargs)
         q, ql = embed_dataset(fwd, self.splits.query, bs, self.device, self.num_workers)
         g, gl = embed_dataset(fwd, self.splits.gallery, bs, self.device, self.num_workers)
+        _require_finite(q, "query")
+        _require_finite(g, "gallery")
         return evaluate(q, ql, g, gl, **kwargs)
+
+    def _gpu_memory(self) -> dict[str, float]:
+        """On CUDA, ``gpu_mem_peak_mib``: this process' peak allocated GPU memory so far (what a
+        fractional-GPU trial must fit in; the CUDA context adds a few hundred MiB on top)."""
+        if self.device.type != "cuda":
+            return {}
+        return {"gpu_mem_peak_mib": torch.cuda.max_memory_allocated(self.device) / 2**20}
 
     def _write_metrics(self, status: str, **extra: Any) -> None:
         if self.out_dir is None:
@@ -205,7 +262,7 @@ class Trainer:
         cfg = self.cfg
         primary = cfg.eval.primary_metric
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(self.out_dir)
             dump_config(cfg, self.out_dir / CONFIG_NAME)
             self._write_metrics("running")
         started = time.perf_counter()
@@ -218,7 +275,7 @@ class Trainer:
                     self._progress(epoch, train_loss, None, time.perf_counter() - t0)
                     continue
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
-                           "time_s": time.perf_counter() - started}
+                           "time_s": time.perf_counter() - started, **self._gpu_memory()}
                 self.history.append(metrics)
                 if _is_better(metrics[primary], self.best.get(primary)):
                     self.best = dict(metrics)
@@ -254,7 +311,20 @@ def fit(cfg: ExperimentConfig, *, out_dir: Optional[str | Path] = None, report: 
     `resume` is a checkpoint file (or a run directory holding `checkpoint.pt`) to continue from:
     model, loss (proxies), optimizer, schedule, history and RNG states are restored.
     """
-    trainer = Trainer(cfg, out_dir=Path(out_dir) if out_dir is not None else None, report=report, progress=progress)
+    if out_dir is None:
+        return _fit(cfg, None, report, resume, progress)
+    out_dir = Path(out_dir)
+    # Owned before anything is read or written, so a second run on the same folder stops at once.
+    with DirectoryLock(out_dir):
+        if resume is None and (out_dir / METRICS_NAME).exists():
+            raise ValueError(f"{out_dir}: already holds a run; resume it (--resume {out_dir}) or choose another "
+                             "output directory")
+        return _fit(cfg, out_dir, report, resume, progress)
+
+
+def _fit(cfg: ExperimentConfig, out_dir: Optional[Path], report: Optional[ReportFn], resume: Optional[str | Path],
+         progress: bool) -> FitResult:
+    trainer = Trainer(cfg, out_dir=out_dir, report=report, progress=progress)
     if resume is not None:
         trainer.load_state(resume)
     return trainer.run()

@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
 
-from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger, write_json_atomic
+from dml_core.io import atomic_write_json
+from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger
 from sweep.plan import load_plan
 from sweep.report import main as report_main
-from sweep.report import write_report
+from sweep.report import evaluation_of, headline, verdict, write_report
 from sweep.stats import mean_ci, paired_comparison, t_multiplier
 from sweep_testlib import REPO_ROOT, write_yaml
 
@@ -65,7 +66,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    write_json_atomic(sweep_dir / PLAN_FILE, plan.to_json())
+    atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     ledger = Ledger(sweep_dir)
     recall = {("arm=ee,expansion.n_inner_pts=0", 0): 0.60, ("arm=ee,expansion.n_inner_pts=0", 1): 0.62,
               ("arm=ee,expansion.n_inner_pts=0", 2): 0.61,
@@ -76,7 +77,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
         metrics = {"epoch": 2.0, "recall_at_1": recall[(t.cell, t.seed)], "map_at_r": recall[(t.cell, t.seed)] / 2} \
             if (t.cell, t.seed) in recall else {}
         failed = not metrics
-        ledger.update_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
+        ledger.add_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
                             params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
                             error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics, history=[metrics])
     return sweep_dir, recall
@@ -111,10 +112,51 @@ def test_report_tables_statistics_and_plot(tmp_path: Path) -> None:
 
     md = (sweep_dir / "report.md").read_text()
     assert "RuntimeError: CUDA out of memory" in md
-    assert "| arm=ee,expansion.n_inner_pts=2 | 0.6667 ± " in md
+    assert "| ee n=2 | 3 | 66.7 ± " in md  # the arm name + short axis; recall in %
     assert "1.5 standard errors" not in md and "4.30 standard errors" in md  # n = 3 seeds
-    png = sweep_dir / "plot_expansion.n_inner_pts.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "{" not in "".join(line for line in md.splitlines() if line.startswith("#"))  # no dicts in headings
+    assert "## Paired comparison with the baseline (expansion.n_inner_pts = 0) on R@1" in md
+    # Headline: +6.0 points, paired interval, p, seeds and a verdict in words.
+    half = sps.t.ppf(0.975, 2) * sps.sem([0.06, 0.03, 0.08]) * 100
+    assert (f"- ee n=2 vs ee n=0: R@1 +5.7 points (3 seeds, 95% CI {5.667 - half:+.1f} to {5.667 + half:+.1f}, "
+            f"p = {two['p_value']:.2g}): ") in md
+    assert "**last** evaluation" in md
+    for name in ("plot_expansion.n_inner_pts.png", "plot_paired_differences.png", "plot_learning_curves.png"):
+        png = sweep_dir / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, name
+        assert f"]({name})" in md
+    assert (sweep_dir / "cells.csv").read_text().splitlines()[0].startswith('"cell","arm"')
+
+
+def test_verdicts_and_headlines() -> None:
+    base = {"cell": "c", "baseline": "b", "metric": "recall_at_1", "n": 3, "mean_diff": 0.02, "ci_low": 0.01,
+            "ci_high": 0.03, "p_value": 0.01}
+    assert verdict(base, "max") == "better" and verdict(base, "min") == "worse"
+    assert verdict({**base, "p_value": 0.2, "ci_low": -0.01}, "max") == "inconclusive"
+    assert verdict({**base, "n": 1, "p_value": float("nan")}, "max").startswith("no test")
+    assert headline(base, {"c": "ee", "b": "ms"}, "max") == (
+        "ee vs ms: R@1 +2.0 points (3 seeds, 95% CI +1.0 to +3.0, p = 0.01): better.")
+    loss = {**base, "metric": "loss", "mean_diff": -0.1234, "ci_low": -0.2, "ci_high": -0.05}
+    assert headline(loss, {}, "min").startswith("c vs b: loss -0.123 (3 seeds, 95% CI -0.2 to -0.05")
+
+
+def test_best_evaluation_is_selectable(tmp_path: Path) -> None:
+    """`--evaluation best` takes each final trial's best epoch by the primary metric (with that
+    epoch's other metrics); `last` (the default) its final one."""
+    sweep_dir, recall = _fake_sweep(tmp_path)
+    ledger = Ledger(sweep_dir)
+    record = next(r for r in ledger.trials() if r["key"] == "arm=ee,expansion.n_inner_pts=0/seed=0")
+    early = {"epoch": 1.0, "recall_at_1": 0.70, "map_at_r": 0.1}
+    ledger.update_trial(record["trial_id"], history=[early, record["metrics"]])
+
+    write_report(sweep_dir)
+    cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
+    assert cells[("arm=ee,expansion.n_inner_pts=0", "recall_at_1")]["mean"] == pytest.approx(0.61)
+    write_report(sweep_dir, evaluation="best")
+    cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
+    assert cells[("arm=ee,expansion.n_inner_pts=0", "recall_at_1")]["mean"] == pytest.approx((0.70 + 0.62 + 0.61) / 3)
+    assert cells[("arm=ee,expansion.n_inner_pts=0", "map_at_r")]["mean"] == pytest.approx((0.1 + 0.31 + 0.305) / 3)
+    assert "**best** evaluation" in (sweep_dir / "report.md").read_text()
 
 
 def test_report_command_on_a_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -126,3 +168,10 @@ def test_report_command_on_a_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFix
     assert (sweep_dir / "trials.parquet").is_file()
     assert report_main([str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_evaluation_field_in_the_sweep_block(tmp_path: Path) -> None:
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"report": {"evaluation": "best"}}))
+    assert evaluation_of(plan.to_json()) == "best" and evaluation_of(plan.to_json(), "last") == "last"
+    with pytest.raises(ValueError, match=r"sweep.report.evaluation: Input should be 'last' or 'best'"):
+        load_plan(write_yaml(tmp_path / "y.yaml", {"report": {"evaluation": "mean"}}))

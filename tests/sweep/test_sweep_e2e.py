@@ -8,7 +8,10 @@ table. The search test runs the two-phase grid x Optuna sweep.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
@@ -23,6 +27,7 @@ from mlflow import MlflowClient
 from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
 from sweep.runner import SweepOutcome, run_sweep
+from sweep.search import study_storage
 from sweep_testlib import REPO_ROOT, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -62,7 +67,11 @@ def steps(tracking_uri: str, run_id: str, metric: str = "recall_at_1") -> list[i
 def grid_sweep(ray_local: None, tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepOutcome]:
     tmp = tmp_path_factory.mktemp("grid")
     path = write_yaml(tmp / "grid.yaml", {**GRID_SWEEP, "name": "grid", "mlflow": {"tracking_uri": tracking_uri}})
-    return path, run_sweep(load_plan(path), tmp / "sweep", verbose=0)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        outcome = run_sweep(load_plan(path), tmp / "sweep", verbose=0)
+    (tmp / "console.txt").write_text(console.getvalue())
+    return path, outcome
 
 
 def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, SweepOutcome], tracking_uri: str) -> None:
@@ -101,10 +110,14 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     parent, children = runs_of(tracking_uri, "grid")
     assert parent.info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    by_key = {r.info.run_name: r for r in children}
+    by_key = {r.data.tags["sweep.key"]: r for r in children}
     assert set(by_key) == set(table)
     for key, row in table.items():
         run = by_key[key]
+        # Short distinct names, the same text as the label tag: arm, the varying axis, the seed.
+        cell = row["arm"] if row["arm"] != "ms" else f"ms dim={row['model.embedding_dim']}"  # nan, crash pin dim
+        assert run.info.run_name == run.data.tags["label"] == f"{cell} · s{row['seed']}"
+        assert "epoch" not in run.data.metrics  # the step of every metric
         assert run.info.run_id == row["mlflow_run_id"]
         assert run.info.status == row["status"]
         assert run.data.tags["sweep.seed"] == str(row["seed"]) and run.data.tags["sweep.cell"] == row["cell"]
@@ -119,7 +132,32 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     first = by_key["arm=ms,model.embedding_dim=8/seed=0"].info.run_id
     assert {a.path for a in client.list_artifacts(first)} == {"config.yaml", "metrics.json"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "trials.parquet", "plot_model.embedding_dim.png", "sweep.yaml"} <= parent_files
+    assert {"report.md", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "plot_model.embedding_dim.png",
+            "plot_paired_differences.png", "plot_learning_curves.png", "sweep.yaml"} <= parent_files
+
+    # The parent carries the results: cell means and CI bounds, the paired difference and its p.
+    cell16 = cells[("arm=ms,model.embedding_dim=16", "recall_at_1")]
+    assert parent.data.metrics["recall_at_1.ms_dim_16.mean"] == pytest.approx(cell16["mean"])
+    assert parent.data.metrics["recall_at_1.ms_dim_16.ci_low"] == pytest.approx(cell16["ci_low"])
+    comp = comps["arm=ms,model.embedding_dim=16"]
+    name = "recall_at_1.ms_dim_16_vs_ms_dim_8"
+    assert parent.data.metrics[f"{name}.diff"] == pytest.approx(comp["mean_diff"])
+    assert parent.data.metrics[f"{name}.ci_high"] == pytest.approx(comp["ci_high"])
+    if comp["p_value"] == comp["p_value"]:  # NaN when both seeds differ by exactly the same amount
+        assert parent.data.metrics[f"{name}.p"] == pytest.approx(comp["p_value"])
+    assert parent.data.tags["mlflow.note.content"].startswith("ms dim=16 vs ms dim=8: R@1 ")
+    assert parent.data.params["model.embedding_dim"] == "grid [8, 16]"  # not the base value
+    assert "epoch" not in parent.data.metrics
+
+    # Console: one line per trial with the counter, failures with their error, the closing data.
+    console = (outcome.sweep_dir.parent / "console.txt").read_text()
+    assert "-- final: 8 trials = 4 cells x 2 seeds" in console
+    assert len(re.findall(r"^\[[ \d]\d?/8\] ", console, re.M)) == 8
+    assert re.search(r"^\[[ \d]/8\] FAILED  final crash · s0  [\w.]*DatasetError: data.num_classes: 1000", console, re.M)
+    assert re.search(r"^\[[ \d]/8\] FAILED  final nan · s1  non-finite loss", console, re.M)
+    assert re.search(r"^\[[ \d]/8\] final   ms dim=16 · s1  R@1 \d+\.\d  \(", console, re.M)
+    assert "╭" not in console and "Trial status" not in console  # Ray Tune's boxes and tables
+    assert outcome.mlflow_url.endswith(f"#/experiments/{parent.info.experiment_id}?workflowType=machine_learning")
 
 
 def test_existing_sweep_dir_needs_resume(grid_sweep: tuple[Path, SweepOutcome]) -> None:
@@ -150,6 +188,7 @@ def test_interrupted_sweep_resumes_to_the_same_table(grid_sweep: tuple[Path, Swe
         if proc.poll() is None:
             proc.kill()
     assert "continue with: python sweep/run.py" in log.read_text()
+    assert "╭" not in log.read_text() and "View detailed results" not in log.read_text()  # Ray's output is off
     before = ledger(out)
     done_before = {k: r for k, r in before.items() if r["status"] in (FINISHED, FAILED)}
     assert 1 <= len(done_before) < 8
@@ -181,9 +220,9 @@ def test_interrupted_sweep_resumes_to_the_same_table(grid_sweep: tuple[Path, Swe
     # MLflow: still one parent and exactly one child per trial, no step logged twice.
     parent, children = runs_of(tracking_uri, "resumed")
     assert parent.info.status == FINISHED
-    assert sorted(r.info.run_name for r in children) == sorted(table)
+    assert sorted(r.data.tags["sweep.key"] for r in children) == sorted(table)
     for run in children:
-        assert run.info.status == table[run.info.run_name]["status"]
+        assert run.info.status == table[run.data.tags["sweep.key"]]["status"]
         if run.info.status == FINISHED:
             assert steps(tracking_uri, run.info.run_id) == [1, 2]
 
@@ -219,4 +258,28 @@ def test_grid_with_search_runs_two_phases(ray_local: None, tracking_uri: str, tm
             assert r["params"] == best["params"]
             assert params[r["trial_id"]]["optimizer.lr"] == str(best["params"]["optimizer.lr"])
             assert params[r["trial_id"]]["data.holdout"] == "None"
-    assert "## Search (per cell, on held-out training classes)" in (outcome.sweep_dir / "report.md").read_text()
+    report = (outcome.sweep_dir / "report.md").read_text()
+    assert "## Search (per cell, on held-out training classes)" in report
+    assert "![plot_search_history](plot_search_history.png)" in report
+    assert (outcome.sweep_dir / "plot_search_history.png").is_file()
+
+    # Search runs: their own names and metric names (held-out training classes, not the test split).
+    search_runs = [r for r in children if r.data.tags["sweep.phase"] == "search"]
+    assert sorted(r.info.run_name for r in search_runs) == sorted(
+        f"search · dim={d} · #{n}" for d in (8, 16) for n in (1, 2))
+    for run in search_runs:
+        assert "holdout_recall_at_1" in run.data.metrics and "recall_at_1" not in run.data.metrics
+    parent, _ = runs_of(tracking_uri, "searched")
+    assert parent.data.params["optimizer.lr"] == "searched loguniform[0.001, 0.01]"
+
+    # The Optuna studies outlive the sweep: one per cell in the sweep directory, with every sample.
+    for cell in ("model.embedding_dim=8", "model.embedding_dim=16"):
+        study = optuna.load_study(study_name=cell, storage=study_storage(outcome.sweep_dir))
+        trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        tried = {r["trial_id"]: r for r in search if r["cell"] == cell}
+        assert sorted(t.user_attrs["tune_trial_id"] for t in trials) == sorted(tried)
+        for t in trials:
+            assert t.params == tried[t.user_attrs["tune_trial_id"]]["params"]
+            assert t.value == pytest.approx(tried[t.user_attrs["tune_trial_id"]]["metrics"]["recall_at_1"])
+    # Nothing of the search is pickled (Tune's searcher-state-*.pkl / cloudpickled search_gen_state).
+    assert not list(outcome.sweep_dir.rglob("searcher-state-*")) and not list(outcome.sweep_dir.rglob("search_gen_state-*"))

@@ -49,8 +49,9 @@ def tracked(tmp_path: Path, tracking_uri: str) -> tuple[TrackingCallback, list[d
     experiment = f"cb-{tmp_path.name}"
     parent = Tracker(tracking_uri, experiment).start_run("parent", {"sweep.role": "parent"}, {})
     Ledger(sweep_dir).set("mlflow_parent_run_id", parent)
-    cb = TrackingCallback(str(sweep_dir), tracking_uri, experiment, "x", plan.base, plan.source)
-    return cb, [t.to_dict() for t in plan.final_trials()]
+    labels = {"model.embedding_dim=8": "dim=8", "model.embedding_dim=16": "dim=16"}
+    cb = TrackingCallback(str(sweep_dir), tracking_uri, experiment, "x", plan.base, plan.source, labels, "holdout_")
+    return cb, [t.to_dict() for t in plan.final_trials()] + [plan.search_trial(c).to_dict() for c in plan.cells]
 
 
 def result(epoch: int, recall: float) -> dict[str, Any]:
@@ -80,7 +81,9 @@ def test_lifecycle_retry_and_duplicate_results(tracked: tuple[TrackingCallback, 
     assert record["metrics"] == {"epoch": 2.0, "loss": 0.5, "recall_at_1": 0.7}  # Tune's keys dropped
     client = MlflowClient(cb.tracking_uri)
     run = client.get_run(record["mlflow_run_id"])
-    assert run.info.status == FINISHED and run.info.run_name == record["key"]
+    assert run.info.status == FINISHED and run.info.run_name == run.data.tags["label"] == "dim=8 · s0"
+    assert run.data.tags["sweep.key"] == record["key"]
+    assert set(run.data.metrics) == {"loss", "recall_at_1"}  # the epoch is the step, not a metric
     assert run.data.tags["mlflow.parentRunId"] == Ledger(cb.sweep_dir).get("mlflow_parent_run_id")
     assert run.data.params["model.embedding_dim"] == "8" and run.data.params["seed"] == "0"
     assert history(cb, run.info.run_id) == [(1, 0.5), (2, 0.7)]
@@ -136,3 +139,21 @@ def test_recreated_trial_continues_its_key_and_interrupted_ones_are_killed(track
     assert run.info.status == FINISHED and run.data.tags["sweep.trial_id"] == "new"
     assert history(cb, run_id) == [(1, 0.4), (2, 0.6)]
     assert [r["key"] for r in ledger.trials()].count("model.embedding_dim=16/seed=1") == 1
+
+
+def test_search_trials_have_their_own_names_and_metrics(tracked: tuple[TrackingCallback, list]) -> None:
+    """A search trial is scored on held-out training classes: its metrics must not sort with the
+    final trials' test-split `recall_at_1`."""
+    cb, specs = tracked
+    search = [s for s in specs if s["phase"] == "search" and s["cell"] == "model.embedding_dim=16"][0]
+    client = MlflowClient(cb.tracking_uri)
+    for n, trial_id in enumerate(("s1", "s2"), start=1):
+        trial = make_trial(trial_id, search)
+        trial.config["params"] = {"optimizer.lr": 0.00354}
+        cb.on_trial_start(0, [], trial)
+        cb.on_trial_result(0, [], trial, result(1, 0.9))
+        run = client.get_run(Ledger(cb.sweep_dir).trial(trial_id)["mlflow_run_id"])
+        assert run.info.run_name == run.data.tags["label"] == f"search · dim=16 · #{n}"
+        assert set(run.data.metrics) == {"holdout_loss", "holdout_recall_at_1"}
+        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "holdout_recall_at_1")] == [(1, 0.9)]
+    assert Ledger(cb.sweep_dir).trial("s1")["metrics"]["recall_at_1"] == 0.9  # the ledger keeps the trainer's names

@@ -101,3 +101,23 @@ def test_train_then_embed_in_process(tmp_path, capsys):
     labels = table.column("label").to_pylist()
     paths = table.column("path").to_pylist()
     assert all(Path(p).parent.name == lab for p, lab in zip(paths, labels))
+
+
+def test_one_set_flag_takes_several_overrides(tmp_path, capsys):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("data: {name: digits}\n")
+    with pytest.raises(SystemExit) as info:
+        train_cli.main([str(cfg), "--set", "model.embedding_dim=8", "optimizer.lr=fast", "--out", str(tmp_path / "run")])
+    assert info.value.code == 2
+    assert "optimizer.lr: Input should be a valid number" in capsys.readouterr().err  # the second one was read
+
+
+def test_entry_points_name_existing_mains():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"dml-train", "dml-embed", "dml-sweep", "dml-report"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))

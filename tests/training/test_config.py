@@ -128,3 +128,17 @@ def test_validating_a_config_imports_no_torch_and_builds_nothing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
                          env={"PYTHONPATH": str(REPO), "PATH": ""}).stdout
     assert out.strip() == "[]"
+
+
+def test_configs_dumped_by_the_flat_layout_still_load():
+    from dml_core.config import config_from_dump
+
+    # What a checkpoint of the previous version holds: every key of every component.
+    old = {"data": {"name": "digits", "root": None, "train_root": None, "test_root": None, "train_classes": None},
+           "model": {"backbone": "resnet18", "embedding_dim": 32, "conv_blocks": 4, "conv_width": 64},
+           "loss": {"name": "proxy_anchor", "alpha": 16.0},
+           "expansion": {"name": "see", "n_inner_pts": 8, "l2_norm": True, "lam": 0.3}}
+    cfg = config_from_dump(old)
+    assert (cfg.model.backbone, cfg.expansion.n_expan, cfg.expansion.lam, cfg.loss.alpha) == ("resnet18", 8, 0.3, 16.0)
+    with pytest.raises(ConfigError):
+        config_from_dict(old)  # a user's YAML gets no such leniency

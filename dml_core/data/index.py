@@ -1,0 +1,56 @@
+"""What `--dry-run` needs to know of a dataset: images per training class (no pixels read).
+
+`data_index` applies the dataset's split, ``data.holdout`` and ``data.num_classes`` exactly as
+training will (`select_splits`), and `check_batch` rejects P x K batches that cannot be drawn
+from it. Indexes are cached per data selection, so the cells of a sweep share one read.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from dml_core.config import DataConfig
+from dml_core.data import select_splits
+
+# Keys that change which images are in the training split (not batching or transforms).
+_SELECTION = ("name", "root", "train_root", "test_root", "train_classes", "holdout", "num_classes", "download")
+
+
+@dataclass(frozen=True)
+class DataIndex:
+    images_per_class: tuple[int, ...]  # training classes, in label order
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.images_per_class)
+
+
+@lru_cache(maxsize=64)
+def _index(selection: str) -> DataIndex:
+    cfg = DataConfig.of(**json.loads(selection))
+    counts = np.bincount(select_splits(cfg).train.labels)
+    return DataIndex(tuple(int(c) for c in counts))
+
+
+def data_index(cfg: DataConfig) -> DataIndex:
+    dumped = cfg.model_dump(mode="json")
+    return _index(json.dumps({k: dumped[k] for k in _SELECTION if k in dumped}, sort_keys=True))
+
+
+def check_batch(cfg: DataConfig, index: DataIndex) -> None:
+    """Raise `ValueError` naming the field if P x K batches cannot be drawn from the index."""
+    p, k = cfg.batch.classes_per_batch, cfg.batch.samples_per_class
+    after = ", after data.holdout" if cfg.holdout is not None else ""
+    after += ", after data.num_classes" if cfg.num_classes is not None else ""
+    if p > index.num_classes:
+        raise ValueError(f"data.batch.classes_per_batch: {p} classes per batch but the training split of {cfg.name} "
+                         f"has {index.num_classes} classes{after}")
+    largest = max(index.images_per_class)
+    if k > largest:
+        # The sampler repeats images of a class smaller than K; when every class is, each batch
+        # is made of duplicates.
+        raise ValueError(f"data.batch.samples_per_class: {k} per class but no training class of {cfg.name} "
+                         f"has more than {largest} images{after}")

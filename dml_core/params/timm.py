@@ -1,0 +1,37 @@
+"""Parameters of timm backbones: ``model.backbone: timm/<model name>`` for any timm model.
+
+The name is checked against timm's registry when the config is loaded (this imports timm and
+torch, for timm configs only).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from dml_core.params.backbones import BACKBONE_PARAMS, ModelConfig
+from dml_core.registry import did_you_mean
+
+PREFIX = "timm/"
+
+
+@BACKBONE_PARAMS.register("timm", prefix=True)
+class TimmModel(ModelConfig):
+    """Any model of PyTorch Image Models (timm), e.g. ``timm/deit_small_patch16_224``."""
+
+    rgb: ClassVar[bool] = True
+    backbone: str = Field(pattern=r"^timm/.+")
+
+    @property
+    def timm_name(self) -> str:
+        return self.backbone.removeprefix(PREFIX)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        import timm
+
+        name = v.removeprefix(PREFIX)
+        if not timm.is_model(name):
+            raise ValueError(f"unknown timm model {name!r}{did_you_mean(name, timm.list_models())}")
+        return v

@@ -1,0 +1,103 @@
+"""What a sweep prints: one line per trial event, phase headers and the closing block.
+
+Ray Tune's own output (config boxes, status tables, worker logs) is off unless `-v`; this
+driver-side callback prints instead, e.g.
+
+    [3/10] search  n=2 #2  lr 0.00354  holdout R@1 99.1  (5 s)  ETA 0:40
+    [7/10] final   n=2 · s0  R@1 96.2  (8 s)  ETA 0:20
+    [8/10] FAILED  final crash · s1  DatasetError: data.num_classes: 1000 exceeds ...  (2 s)
+
+The counter and the trial lines come from the sweep's ledger, which `TrackingCallback` (listed
+before this callback) has already updated for the event, so they stay right across `--resume`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from functools import cached_property
+from typing import Any, Optional, TextIO
+
+from ray import tune
+
+from sweep.labels import fmt_duration, fmt_metric, fmt_params, metric_label
+from sweep.ledger import FAILED, FINISHED, Ledger
+from sweep.plan import SEARCH
+
+_PHASE_WIDTH = 6
+
+
+def say(line: str = "", stream: Optional[TextIO] = None) -> None:
+    """One line of the sweep's console output (stdout, flushed: it interleaves with Ray's)."""
+    print(line, file=stream or sys.stdout, flush=True)
+
+
+class ConsoleCallback(tune.Callback):
+    """Prints each trial's end (finished or failed) and each retry as one line."""
+
+    def __init__(self, sweep_dir: str, total: int, metric: str, search_metric: str, search_prefix: str) -> None:
+        self.sweep_dir = sweep_dir
+        self.total = total  # trials of the whole sweep, both phases
+        self.metric = metric
+        self.search_metric = search_metric
+        self.search_prefix = search_prefix.rstrip("_")  # "holdout" or "search"
+        self._t0 = time.monotonic()
+        self._done0 = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "ledger"}
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.sweep_dir)
+
+    def setup(self, **info: Any) -> None:
+        """Each phase's `fit` starts here: the ETA uses this phase's pace."""
+        self._t0, self._done0 = time.monotonic(), self._ended()
+
+    def _ended(self) -> int:
+        return sum(r.get("status") in (FINISHED, FAILED) for r in self.ledger.trials())
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._report(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._report(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from sweep.tracking import error_line
+
+        record = self.ledger.trial(trial.trial_id) or {}
+        say(f"{'':>{len(self._counter(0))}} retry   {record.get('label', trial.trial_id)}  {error_line(trial)}")
+
+    def _counter(self, done: int) -> str:
+        width = len(str(self.total))
+        return f"[{done:>{width}}/{self.total}]"
+
+    def _report(self, trial: Any) -> None:
+        record = self.ledger.trial(trial.trial_id)
+        if record is None:
+            return
+        done = self._ended()
+        seconds = float((trial.last_result or {}).get("time_total_s", float("nan")))
+        head = self._counter(done)
+        phase = record.get("phase", "")
+        label = record.get("label") or record.get("key", trial.trial_id)
+        label = label.removeprefix(f"{SEARCH} · ")  # the phase column says it
+        if record.get("status") == FAILED:
+            took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
+            say(f"{head} FAILED  {phase} {label}  {record.get('error') or 'failed'}{took}")
+            return
+        metrics = record.get("metrics", {})
+        if phase == SEARCH:
+            m = self.search_metric
+            value = f"{fmt_params(record.get('params') or {})}  {self.search_prefix} {metric_label(m)} {fmt_metric(m, metrics.get(m))}"
+        else:
+            value = f"{metric_label(self.metric)} {fmt_metric(self.metric, metrics.get(self.metric))}"
+        say(f"{head} {phase:<{_PHASE_WIDTH}}  {label}  {value}  ({fmt_duration(seconds)}){self._eta(done)}")
+
+    def _eta(self, done: int) -> str:
+        finished_here = done - self._done0
+        if finished_here <= 0 or done >= self.total:
+            return ""
+        per_trial = (time.monotonic() - self._t0) / finished_here
+        return f"  ETA {fmt_duration(per_trial * (self.total - done))}"

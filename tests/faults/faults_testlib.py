@@ -1,0 +1,130 @@
+"""Shared by the fault tests: a tiny digits experiment, CLIs in real processes, and processes
+released by one barrier at the same instant (concurrent starts)."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The digits experiment at its smallest: a run takes about a second once torch is imported.
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"name": "digits", "image_size": 16, "crop_scale": [0.6, 1.0], "horizontal_flip": False,
+             "batch": {"classes_per_batch": 3, "samples_per_class": 4}},
+    "model": {"backbone": "small_conv", "conv_blocks": 2, "conv_width": 8, "embedding_dim": 16},
+    "loss": {"name": "multi_similarity"},
+    "optimizer": {"name": "adam", "lr": 0.003},
+    "train": {"epochs": 1, "eval_every": 1, "iterations_per_epoch": 2, "num_threads": 1},
+    "eval": {"clustering": False},
+}
+
+
+def tiny(**sections: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(TINY)
+    for name, value in sections.items():
+        raw[name] = {**raw[name], **value} if isinstance(raw.get(name), dict) else value
+    return raw
+
+
+def write_yaml(path: Path, raw: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env())
+
+
+def _released_child(barrier: Any, main: str, argv: list[str], out: str, cwd: str) -> None:
+    import importlib
+
+    os.chdir(cwd)
+    for fd, name in ((1, f"{out}.stdout"), (2, f"{out}.stderr")):  # fd level: Ray and C code too
+        f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(f, fd)
+        os.close(f)
+    module, func = main.split(":")
+    entry = getattr(importlib.import_module(module), func)
+    barrier.wait()
+    try:
+        rc = entry(argv)
+    except SystemExit as e:
+        rc = e.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc if isinstance(rc, int) else 1)
+
+
+@dataclass
+class Released:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# Imported once by the fork server (first use of `run_together` in a session).
+PRELOAD = ["dml_core.training", "dml_core.train", "sweep.run", "faults_testlib"]
+
+
+def start_together(main: str, argvs: list[list[str]], cwd: Path) -> list[Any]:
+    """Start `main` ("module:function", called with argv like a CLI) in one process per argv, all
+    released at once by a barrier. The processes fork from one server that imported `PRELOAD`
+    (torch, the CLIs) once, so the start-up cost is paid once and the work starts together.
+    Each process's stdout/stderr go to `cwd/proc<i>.stdout|stderr`."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    barrier = ctx.Barrier(len(argvs))
+    procs = [ctx.Process(target=_released_child, args=(barrier, main, argv, str(cwd / f"proc{i}"), str(cwd)))
+             for i, argv in enumerate(argvs)]
+    for p in procs:
+        p.barrier = barrier  # keeps it alive until the children have unpickled it
+        p.start()
+    return procs
+
+
+def run_together(main: str, argvs: list[list[str]], cwd: Path, timeout: float = 300) -> list[Released]:
+    """`start_together`, then wait for all: their exit status and output."""
+    procs = start_together(main, argvs, cwd)
+    for p in procs:
+        p.join(timeout)
+        if p.exitcode is None:
+            p.kill()
+            raise AssertionError(f"{main} {argvs}: still running after {timeout} s")
+    return [Released(p.exitcode, (cwd / f"proc{i}.stdout").read_text(), (cwd / f"proc{i}.stderr").read_text())
+            for i, p in enumerate(procs)]
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def fill_feature_cache(argv: list[str]) -> int:
+    """A trial filling the feature cache: write the split's file 30 times (argv: path, seed)."""
+    import numpy as np
+
+    from dml_core.training.features import _write
+
+    path, seed = Path(argv[0]), int(argv[1])
+    feats = np.random.default_rng(seed).normal(size=(64, 32)).astype("float32")
+    for _ in range(30):
+        _write(path, feats, np.full(64, seed))
+    return 0
