@@ -23,6 +23,7 @@ import torch
 from dml_core.config import ExperimentConfig
 from dml_core.data import DatasetSplits
 from dml_core.data.loading import resolve_num_workers
+from dml_core.data.roots import resolve_data_paths
 from dml_core.evaluation import embed_dataset
 from dml_core.io import atomic_write_bytes, make_dir
 
@@ -50,7 +51,8 @@ def default_cache_dir() -> Path:
 
 def cache_key(cfg: ExperimentConfig) -> str:
     """Everything that changes the features: data selection, test transform, backbone weights."""
-    d, m = cfg.data, cfg.model
+    # Expanded: `${DML_DATA}/x` names other data on every machine that sets DML_DATA otherwise.
+    d, m = resolve_data_paths(cfg.data), cfg.model
     parts = {
         # Keys a dataset does not have (digits: no root) count as None.
         "data": [d.name, *(getattr(d, k, None) for k in ("root", "train_root", "test_root", "train_classes")),

@@ -1,8 +1,9 @@
 """Real sweeps on digits with the real trainer: Ray Tune (2 CPUs), MLflow (sqlite), the report.
 
 One grid sweep (module fixture) holds a healthy ablation plus two broken cells that fail for real
-reasons: a learning rate of 1e30 makes the contrastive loss NaN at its second step, and asking
-for 1000 of digits' 5 training classes makes the dataset raise in every attempt. The resume test
+reasons: a learning rate of 1e30 makes the contrastive loss NaN at its second step, and an image
+folder whose PNGs are cut in half (headers intact, so the dataset index and `--dry-run` accept it)
+fails to decode in every attempt. The resume test
 interrupts the same sweep (Ctrl-C on the command) and checks that `--resume` ends with the same
 table. The search test runs the two-phase grid x Optuna sweep.
 """
@@ -19,10 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 
 from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
@@ -37,7 +40,7 @@ GRID_SWEEP: dict[str, Any] = {
     "arms": {
         "ms": {},
         "nan": {"loss.name": "contrastive", "optimizer.lr": 1.0e30, "model.embedding_dim": 8},
-        "crash": {"data.num_classes": 1000, "model.embedding_dim": 8},
+        "crash": {"data.name": "image_folder", "data.root": "<set by grid_sweep>", "model.embedding_dim": 8},
     },
     "seeds": [0, 1],
     "baseline": {"arm": "ms", "model.embedding_dim": 8},
@@ -59,6 +62,18 @@ def runs_of(tracking_uri: str, experiment: str) -> tuple[Any, list[Any]]:
     return parents[0], [r for r in runs if r.data.tags.get("sweep.role") != "parent"]
 
 
+def truncated_image_folder(root: Path, classes: int = 6, per_class: int = 8) -> Path:
+    """Class folders of PNGs whose pixel data is cut off: what a half-copied dataset looks like."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            png = root / f"c{c}" / f"{i}.png"
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(png)
+            png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    return root
+
+
 def steps(tracking_uri: str, run_id: str, metric: str = "recall_at_1") -> list[int]:
     return [m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, metric)]
 
@@ -66,7 +81,10 @@ def steps(tracking_uri: str, run_id: str, metric: str = "recall_at_1") -> list[i
 @pytest.fixture(scope="module")
 def grid_sweep(ray_local: None, tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepOutcome]:
     tmp = tmp_path_factory.mktemp("grid")
-    path = write_yaml(tmp / "grid.yaml", {**GRID_SWEEP, "name": "grid", "mlflow": {"tracking_uri": tracking_uri}})
+    arms = {**GRID_SWEEP["arms"], "crash": {**GRID_SWEEP["arms"]["crash"],
+                                            "data.root": str(truncated_image_folder(tmp / "truncated"))}}
+    sweep = {**GRID_SWEEP, "arms": arms, "name": "grid", "mlflow": {"tracking_uri": tracking_uri}}
+    path = write_yaml(tmp / "grid.yaml", sweep)
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
         outcome = run_sweep(load_plan(path), tmp / "sweep", verbose=0)
@@ -92,7 +110,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     for seed in (0, 1):
         crash = table[f"arm=crash,model.embedding_dim=8/seed={seed}"]
         assert (crash["status"], crash["attempts"]) == (FAILED, 2)
-        assert "DatasetError: data.num_classes: 1000 exceeds the 5 training classes" in crash["error"]
+        assert re.search(r"DatasetError: \S+/truncated/c\d/\d\.png: cannot decode image \(image file is truncated", crash["error"])
 
     # Statistics: over the two seeds of each healthy cell; the comparison pairs them by seed.
     cells = {(r["cell"], r["metric"]): r for r in pq.read_table(outcome.sweep_dir / "cells.parquet").to_pylist()}
@@ -153,7 +171,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     console = (outcome.sweep_dir.parent / "console.txt").read_text()
     assert "-- final: 8 trials = 4 cells x 2 seeds" in console
     assert len(re.findall(r"^\[[ \d]\d?/8\] ", console, re.M)) == 8
-    assert re.search(r"^\[[ \d]/8\] FAILED  final crash · s0  [\w.]*DatasetError: data.num_classes: 1000", console, re.M)
+    assert re.search(r"^\[[ \d]/8\] FAILED  final crash · s0  [\w.]*DatasetError: \S+\.png: cannot decode image", console, re.M)
     assert re.search(r"^\[[ \d]/8\] FAILED  final nan · s1  non-finite loss", console, re.M)
     assert re.search(r"^\[[ \d]/8\] final   ms dim=16 · s1  R@1 \d+\.\d  \(", console, re.M)
     assert "╭" not in console and "Trial status" not in console  # Ray Tune's boxes and tables
