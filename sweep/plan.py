@@ -46,6 +46,13 @@ def _fmt(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _describe_baseline(baseline: dict[str, Any]) -> str:
+    """`arm=ms, model.embedding_dim=8` as written in the YAML, not a Python dict."""
+    if not baseline:
+        return "none (no paired comparison)"
+    return ", ".join(f"{key}={_fmt(value)}" for key, value in baseline.items())
+
+
 def _absolute(value: Any) -> Any:
     # `~` and `${DML_DATA}/...` are expanded by the data layer, in the trial: leave them as written.
     if isinstance(value, str) and value and "://" not in value and not value.startswith(("~", "$")) \
@@ -343,7 +350,7 @@ class SweepPlan:
             f"  total: {self.num_search_trials + n_final} trials, {res.cpu:g} CPU + {res.gpu:g} GPU each, "
             f"concurrency {conc}{avail}, retries {spec.max_failures}"
         )
-        lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {spec.baseline or 'none (no paired comparison)'}")
+        lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {_describe_baseline(spec.baseline)}")
         width = max(len(c.id) for c in self.cells)
         lines.append(f"  {'#':>3}  {'cell':<{width}}  overrides")
         for i, c in enumerate(self.cells):

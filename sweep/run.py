@@ -122,6 +122,9 @@ def _quiet_libraries(verbose: int) -> None:
     """Keep the console to the sweep's own lines: MLflow's database set-up, alembic, Optuna's
     "study created" and matplotlib's font cache log at INFO; warnings still show."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    # MLflow sets its logger's level when it is first imported (later, by the tracker), from this
+    # variable; a level set here beforehand would be overwritten.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     for name in ("mlflow", "alembic", "optuna", "matplotlib", "filelock"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     # Tune's Ctrl-C warnings advise `Tuner.restore(...)`; the sweep prints its own resume command.

@@ -185,3 +185,9 @@ def test_dry_run_prints_the_plan_without_training(tmp_path: Path) -> None:
     assert "total: 32 trials" in text
     assert "arm=ee,expansion.n_inner_pts=2" in text
     assert not out.exists()
+
+
+def test_describe_writes_the_baseline_as_the_yaml_does(tmp_path: Path) -> None:
+    sweep = {"grid": {"model.embedding_dim": [8, 16]}, "baseline": {"model.embedding_dim": 8}}
+    text = load_plan(write_yaml(tmp_path / "x.yaml", sweep)).describe()
+    assert "baseline: model.embedding_dim=8" in text and "{" not in text.split("baseline:")[1].splitlines()[0]
