@@ -7,17 +7,10 @@ import torch
 from dml_core.config import config_from_dict
 from dml_core.training import NonFiniteLossError
 from dml_core.training.trainer import Trainer
+from test_trainer import TINY as TRAINER_TINY
 
-TINY = {
-    "name": "tiny",
-    "data": {"name": "digits", "image_size": 12, "horizontal_flip": False,
-             "batch": {"classes_per_batch": 5, "samples_per_class": 4}},
-    "model": {"backbone": "small_conv", "conv_blocks": 2, "conv_width": 16, "embedding_dim": 16},
-    "loss": {"name": "multi_similarity"},
-    "optimizer": {"lr": 0.003},
-    "train": {"epochs": 1, "iterations_per_epoch": 12, "num_threads": 1},
-    "eval": {"kmeans_iters": 5},
-}
+# test_trainer's experiment, one longer epoch: the CUDA read-back interval spans several steps.
+TINY = {**TRAINER_TINY, "train": {**TRAINER_TINY["train"], "epochs": 1, "iterations_per_epoch": 12}}
 
 
 def trainer(**train) -> Trainer:
