@@ -64,10 +64,8 @@ def available_resources(address: str | None) -> tuple[float, float]:
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
         res = ray.cluster_resources()
         return res.get("CPU", 0.0), res.get("GPU", 0.0)
-    import torch
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return float(cpus), float(torch.cuda.device_count())
+    here = local_shape()
+    return here.cpu, here.gpu
 
 
 def _resume_command(argv: list[str]) -> str:
