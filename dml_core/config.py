@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from dml_core.errors import ConfigError, first_line, format_validation_error
 from dml_core.evaluation.names import check_metric_name, metric_names
+from dml_core.io import atomic_write_text
 from dml_core.params import (
     SECTIONS,
     BatchConfig,
@@ -288,4 +289,4 @@ def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None =
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

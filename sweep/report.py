@@ -46,6 +46,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dml_core.evaluation.names import ordered
+from dml_core.io import atomic_write_text
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
@@ -559,9 +560,9 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
     # Last: optuna's plots switch matplotlib to its own style for the rest of the process.
     plots["Search history"], notes = plot_search(sweep_dir, plan)
     md = sweep_dir / "report.md"
-    meta = Ledger(sweep_dir).get("best", {})
-    md.write_text(render_markdown(plan, records, {"best": meta, "wall_s": Ledger(sweep_dir).get("wall_s", math.nan)},
-                                  plots, evaluation, notes))
+    ledger = Ledger(sweep_dir)
+    meta = {"best": ledger.get("best", {}), "wall_s": ledger.get("wall_s", math.nan)}
+    atomic_write_text(md, render_markdown(plan, records, meta, plots, evaluation, notes))
     return [md, *files, *(p for ps in plots.values() for p in ps)]
 
 
