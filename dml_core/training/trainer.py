@@ -224,7 +224,7 @@ class Trainer:
                     f"non-finite loss ({value}) at epoch {epoch + 1}, iteration {first_it + offset + 1}"
                     + (f" (losses checked every {len(values)} iterations)" if len(values) > 1 else "")
                 )
-        return math.fsum(values) if len(values) > 1 else values[0]
+        return math.fsum(values)  # exact: one value sums to itself, as the per-step CPU path needs
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
