@@ -31,7 +31,7 @@ result is dropped instead, which leaves k genuine other rows.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional, get_args
 
 import faiss
 import numpy as np
@@ -39,10 +39,10 @@ import numpy as np
 from .inputs import EvaluationError
 
 Metric = Literal["cosine", "l2"]
-METRICS: tuple[str, ...] = ("cosine", "l2")
+METRICS: tuple[str, ...] = get_args(Metric)
 # "auto": torch on a CUDA device, faiss otherwise. Mirrored by config `eval.knn_backend`.
 Backend = Literal["auto", "faiss", "torch"]
-BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 # A float32 unit vector's squared norm is 1 to within ~5e-7 (measured on 512-d rows from
 # torch.nn.functional.normalize and faiss.normalize_L2); fp16/bf16 outputs miss by ~1e-3 and get
