@@ -10,6 +10,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -19,20 +20,20 @@ from dml_core import train as train_cli
 from faults_testlib import CreatesAFile, one_error_line, run_together, start_together, tiny, write_yaml
 
 
-def train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+def _cli(main: Callable[[list[str]], Any], argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     try:
-        rc = train_cli.main(argv)
+        rc = main(argv)
     except SystemExit as e:
         rc = e.code
     return rc, capsys.readouterr().err
+
+
+def train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    return _cli(train_cli.main, argv, capsys)
 
 
 def embed(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    try:
-        rc = embed_cli.main(argv)
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
+    return _cli(embed_cli.main, argv, capsys)
 
 
 # ------------------------------------------------------------------ ownership
