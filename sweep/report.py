@@ -50,10 +50,10 @@ from dml_core.io import atomic_write_text
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
-from sweep.stats import CONFIDENCE, MeanCI, mean_ci, paired_comparison, t_multiplier
+from sweep.stats import ALPHA, CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
+from sweep.stats import verdict as stats_verdict
 
 EVALUATIONS = ("last", "best")
-ALPHA = 1 - CONFIDENCE  # a verdict other than "inconclusive" needs p below this
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -172,14 +172,9 @@ def comparison_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list
 
 
 def verdict(c: dict[str, Any], mode: str) -> str:
-    """Plain words for one paired comparison: a difference whose interval excludes 0 at p < 0.05
-    is "better"/"worse" (by the metric's mode), anything else "inconclusive"."""
-    if c["n"] < 2 or not math.isfinite(c["p_value"]):
-        return "no test (fewer than 2 paired seeds)" if c["n"] < 2 else "no test (identical differences)"
-    if c["p_value"] >= ALPHA or c["ci_low"] <= 0 <= c["ci_high"]:
-        return "inconclusive"
-    higher = c["mean_diff"] > 0
-    return "better" if higher == (mode == "max") else "worse"
+    """`sweep.stats.verdict` of a comparison row."""
+    seeds = json.loads(c["seeds"]) if "seeds" in c else list(range(c["n"]))
+    return stats_verdict(PairedComparison(seeds, c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"]), mode)
 
 
 def headline(c: dict[str, Any], labels: dict[str, str], mode: str) -> str:

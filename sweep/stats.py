@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE  # a verdict other than "inconclusive" needs p below this
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,15 @@ def paired_comparison(cell: dict[int, float], baseline: dict[int, float], confid
         with np.errstate(divide="ignore", invalid="ignore"):  # constant differences: t = +-inf or NaN
             p = float(stats.ttest_rel(a, b).pvalue)
     return PairedComparison(seeds, diff.mean, diff.low, diff.high, p)
+
+
+def verdict(c: PairedComparison, mode: str) -> str:
+    """Plain words for one paired comparison: a difference whose interval excludes 0 at p < ALPHA
+    is "better"/"worse" (by the metric's mode), anything else "inconclusive". The one place a
+    comparison becomes a word: console, report and MLflow all call it."""
+    if c.n < 2 or not math.isfinite(c.p_value):
+        return "no test (fewer than 2 paired seeds)" if c.n < 2 else "no test (identical differences)"
+    if c.p_value >= ALPHA or c.low <= 0 <= c.high:
+        return "inconclusive"
+    higher = c.mean_diff > 0
+    return "better" if higher == (mode == "max") else "worse"

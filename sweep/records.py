@@ -1,0 +1,112 @@
+"""The typed record of a sweep: one `TrialRecord` per trial, one `SweepMeta` per sweep.
+
+This is the contract between the modules that write a sweep's state (the driver's Tune
+callbacks, the runner) and those that read it (report, console, MLflow sync, cross-sweep
+tables). Readers call `load_records(sweep_dir)` and use attributes, never string keys; where
+the records are kept (today the sweep's `ledger.json`) is the writer's business.
+
+Two keys name a trial:
+
+- `key`, the trial's place in *this* sweep: `<cell id>/seed=<n>` for a final trial,
+  `search/<cell id>/<tune trial id>` for a search sample (what the report's rows, the console and
+  the checkpoints are named by);
+- `content_key`, the identity of its *result*: a digest of the fully resolved experiment config,
+  seed, what it is scored on and the results version of `dml_core` (empty until the trial store
+  fills it). Two records with the same content key are the same experiment, in any sweep.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Phase = Literal["search", "final"]
+# MLflow's run statuses, so the two always agree.
+Status = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+SEARCH, FINAL = "search", "final"
+
+
+class _Record(BaseModel):
+    # extra="ignore": a record written by a newer version still reads; validate_assignment keeps
+    # an update from storing the wrong type.
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+
+class TrialRecord(_Record):
+    trial_id: str  # the Tune trial id of the latest attempt ("" for a trial that never started)
+    key: str  # place in this sweep: `<cell>/seed=<n>` or `search/<cell>/<tune id>`
+    phase: Phase
+    cell: str
+    arm: Optional[str] = None
+    coords: dict[str, Any] = Field(default_factory=dict)
+    seed: int
+    params: dict[str, Any] = Field(default_factory=dict)  # searched values (sampled, or the cell's best)
+    label: str = ""
+    status: Status
+    failure: Optional[str] = None  # crash | non_finite | search | ...
+    error: Optional[str] = None  # one line
+    attempts: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)  # the last evaluation (with `epoch`)
+    history: list[dict[str, float]] = Field(default_factory=list)  # every evaluation, in order
+    last_step: int = 0
+    mlflow_run_id: Optional[str] = None
+    tune_experiment: Optional[str] = None
+    # Filled by the trial store.
+    content_key: str = ""
+    reused_from: Optional[str] = None  # the sweep whose run produced this result; None = ran here
+    wall_s: Optional[float] = None
+    hardware: Optional[str] = None
+    code_version: Optional[str] = None
+    checkpoint: Optional[str] = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (FINISHED, FAILED)
+
+    def value(self, metric: str) -> float:
+        """The last evaluation's `metric`, NaN when missing."""
+        return float(self.metrics.get(metric, math.nan))
+
+
+class BestChoice(_Record):
+    """What the search chose for one cell (decided once, then kept)."""
+
+    params: dict[str, Any]
+    trial_id: str
+    value: float
+
+
+class SweepMeta(_Record):
+    mlflow_parent_run_id: Optional[str] = None
+    tracking_uri: Optional[str] = None
+    git_commit: str = "unknown"
+    wall_s: float = 0.0  # the driver's wall time over every session of the sweep
+    phases_done: list[str] = Field(default_factory=list)
+    best: dict[str, BestChoice] = Field(default_factory=dict)  # cell id -> the search's choice
+
+
+class SweepRecords(_Record):
+    meta: SweepMeta
+    trials: list[TrialRecord]
+
+    def final(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.phase == FINAL]
+
+    def search(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.phase == SEARCH]
+
+
+def load_records(sweep_dir: str | Path) -> SweepRecords:
+    """Every trial record and the sweep's facts, typed. Reads the sweep's ledger (one read)."""
+    from sweep.ledger import Ledger
+
+    data = Ledger(sweep_dir)._load()
+    return SweepRecords(meta=SweepMeta.model_validate(data["meta"]),
+                        trials=[TrialRecord.model_validate(r) for r in data["trials"].values()])
