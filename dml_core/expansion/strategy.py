@@ -1,6 +1,7 @@
 """Expansion strategies: what a loss calls to add synthetic embeddings to its batch.
 
-A strategy is built from its parameter model (`dml_core.params.expansions`) and offers the
+A strategy is built from its parameter model (`dml_core.params.expansions`, where each is
+registered with its name) and offers the
 hooks the two loss families need; the losses call them without knowing which strategy runs:
 
 - pair-based losses: `extend_pair_batch` may append synthetic rows labelled with their class
@@ -20,14 +21,10 @@ from torch import Tensor
 
 from dml_core.expansion.ee import Metric, hard_negative_pair_mining
 from dml_core.expansion.see import class_centroids, expand_around_centers, see_threshold
-from dml_core.params.expansions import EXPANSION_PARAMS, EEParams, ExpansionConfig, NoExpansion, SEEParams
-from dml_core.registry import Registry
+from dml_core.params.expansions import EXPANSIONS, EEParams, ExpansionConfig, SEEParams
 
 if TYPE_CHECKING:
     from dml_core.losses.base import BaseMetricLoss, ProxyBasedLoss
-
-STRATEGIES: Registry[type["ExpansionStrategy"]] = Registry("expansion")
-
 
 class ExpansionStrategy:
     """No expansion: every hook leaves the batch as it is."""
@@ -52,10 +49,6 @@ class ExpansionStrategy:
         return None
 
 
-STRATEGIES.register_for(NoExpansion)(ExpansionStrategy)
-
-
-@STRATEGIES.register_for(EEParams)
 class EmbeddingExpansion(ExpansionStrategy):
     """Ko & Gu 2020: each negative entry becomes the hardest pair of the two rows' augmented sets."""
 
@@ -66,7 +59,6 @@ class EmbeddingExpansion(ExpansionStrategy):
         return hard_negative_pair_mining(embeddings, labels, matrix, n_inner_pts=p.n_inner_pts, l2_norm=p.l2_norm, metric=metric)
 
 
-@STRATEGIES.register_for(SEEParams)
 class SphericalEmbeddingExpansion(ExpansionStrategy):
     """Le & Woo 2024: synthetic points on a sphere cap around the class proxy (or batch centroid)."""
 
@@ -107,8 +99,8 @@ def build_strategy(params: ExpansionConfig | dict | None) -> ExpansionStrategy:
     """The strategy for an `expansion:` block (params, a dict, or None for no expansion)."""
     if not isinstance(params, ExpansionConfig):
         params = ExpansionConfig.of(**dict(params or {}))
-    return STRATEGIES.get(params.component)(params)
+    return EXPANSIONS.build(params)
 
 
-__all__ = ["EXPANSION_PARAMS", "STRATEGIES", "EmbeddingExpansion", "ExpansionStrategy", "SphericalEmbeddingExpansion",
+__all__ = ["EmbeddingExpansion", "ExpansionStrategy", "SphericalEmbeddingExpansion",
            "build_strategy"]

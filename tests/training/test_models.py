@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dml_core.config import ModelConfig
+from dml_core.params.backbones import ModelConfig
 from dml_core.models import ModelError, build_model
 
 
