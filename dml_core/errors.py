@@ -11,12 +11,25 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-if TYPE_CHECKING:  # for the annotations only: the registry imports this module
-    from dml_core.registry import Kind
+
+class Kind(Protocol):
+    """What the formatter reads of a component kind (`dml_core.registry.Kind`, which imports
+    this module for its messages)."""
+
+    kind: str
+    discriminator: str
+
+    def names(self) -> list[str]: ...
+
+    def choices(self) -> list[str]: ...
+
+    def get(self, name: str) -> type[BaseModel]: ...
+
+    def __contains__(self, name: object) -> bool: ...
 
 
 class ConfigError(ValueError):

@@ -3,13 +3,13 @@
 A `Kind` (dataset, backbone, loss, expansion) maps a name to one `Component`: its typed parameter
 model and its builder. One registration gives all three:
 
-    @DATASETS.register("cub200", builder="dml_core.data.cub200:build")
-    class CUB200Data(_OneRootSplitByClass):
-        ...
+    @DATASETS.register("birds", builder="my_package.birds:build")
+    class BirdsData(DataConfig):
+        root: Annotated[Optional[str], PATH, SELECTS] = None
 
 - The **parameter model** is a pydantic model in a light module (`dml_core/params/`): validating
   a config imports no torch, which is why the builder is named, not imported. The registration
-  returns the model with its discriminator field added (``name: Literal["cub200"] = "cub200"``,
+  returns the model with its discriminator field added (``name: Literal["birds"] = "birds"``,
   or ``backbone`` for models), so the name is written once, in the registration. A model that
   declares that `Literal` itself (a script's own component) may leave the name out.
 - The **builder** is the torch class or function that makes the component from its validated
@@ -60,7 +60,7 @@ class ComponentParams(Strict):
 
     @classmethod
     def of(cls: type[P], **fields: Any) -> P:
-        """Validate ``fields`` as the component they name (``DataConfig.of(name="cub200", root=...)``).
+        """Validate ``fields`` as the component they name (``DataConfig.of(name="birds", root=...)``).
 
         Raises `ConfigError` with the one-line message a config file would get.
         """
@@ -139,6 +139,16 @@ class Kind(Generic[P]):
             return cls
 
         return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove component ``name`` (a test's or a plugin's own); the configs forget it too."""
+        self.entry(name)
+        del self._entries[name]
+        self.prefixes.discard(name)
+        if self.default == name:
+            self.default = None
+        self._adapter = None
+        self.version += 1
 
     # ------------------------------------------------------------------ lookup
 

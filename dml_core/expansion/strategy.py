@@ -13,7 +13,7 @@ The defaults do nothing, so `none` is the base class itself.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,22 @@ from dml_core.expansion.ee import Metric, hard_negative_pair_mining
 from dml_core.expansion.see import class_centroids, expand_around_centers, see_threshold
 from dml_core.params.expansions import EXPANSIONS, EEParams, ExpansionConfig, SEEParams
 
-if TYPE_CHECKING:
-    from dml_core.losses.base import BaseMetricLoss, ProxyBasedLoss
+
+class LossState(Protocol):
+    """What a strategy reads of the loss calling it (`dml_core.losses.base`, which imports this
+    module): the epoch, for SEE's schedule."""
+
+    epoch: int
+    total_epochs: int
+
+
+class ProxyLoss(LossState, Protocol):
+    """A proxy-based loss, as SEE's extra term uses it."""
+
+    proxies: Tensor
+
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor: ...
+
 
 class ExpansionStrategy:
     """No expansion: every hook leaves the batch as it is."""
@@ -36,7 +50,7 @@ class ExpansionStrategy:
     def name(self) -> str:
         return self.params.name
 
-    def extend_pair_batch(self, loss: "BaseMetricLoss", embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def extend_pair_batch(self, loss: LossState, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Rows to add to a pair-based loss's batch, before its matrix is computed."""
         return embeddings, labels
 
@@ -44,7 +58,7 @@ class ExpansionStrategy:
         """The matrix a pair-based loss sees, given the plain one."""
         return matrix
 
-    def proxy_term(self, loss: "ProxyBasedLoss", embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
+    def proxy_term(self, loss: ProxyLoss, embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
         """An extra term added to a proxy-based loss, or None."""
         return None
 
@@ -64,7 +78,7 @@ class SphericalEmbeddingExpansion(ExpansionStrategy):
 
     params: SEEParams
 
-    def points(self, loss: "BaseMetricLoss", embeddings: Tensor, labels: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+    def points(self, loss: LossState, embeddings: Tensor, labels: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
         """SEE synthetic points for the loss's epoch threshold (detached per `detach`)."""
         p = self.params
         z = F.normalize(embeddings, dim=-1)
@@ -75,13 +89,13 @@ class SphericalEmbeddingExpansion(ExpansionStrategy):
         )
         return expand_around_centers(z, centers, labels, p.n_expan, threshold, p.threshold_type)
 
-    def extend_pair_batch(self, loss: "BaseMetricLoss", embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def extend_pair_batch(self, loss: LossState, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         # The loss runs on the enlarged batch; `lam` does not apply (no separate synthetic term).
         centers = class_centroids(F.normalize(embeddings, dim=-1), labels)
         points, point_labels = self.points(loss, embeddings, labels, centers)
         return torch.cat([embeddings, points]), torch.cat([labels, point_labels])
 
-    def proxy_term(self, loss: "ProxyBasedLoss", embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
+    def proxy_term(self, loss: ProxyLoss, embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
         p = self.params
         if p.lam == 0:
             return None
