@@ -45,6 +45,15 @@ class DataConfig(ComponentParams):
     resize_size: Optional[int] = Field(None, description="test-time resize before centre crop; default image_size*256/224")
     crop_scale: tuple[float, float] = (0.2, 1.0)
     horizontal_flip: bool = True
+    # Train geometry (`dml_core.data.transforms`): `random_resized_crop` (scale crop_scale; PA,
+    # SEE) or `random_translation` (EE's reference: half the time a resize to image_size square,
+    # else a resize to 1.125 x image_size square and a random image_size crop; no scale change).
+    train_transform: Literal["random_resized_crop", "random_translation"] = "random_resized_crop"
+    # Test geometry: `resize_center_crop` (resize_size, then a centre image_size crop) or
+    # `resize_square` (EE's reference: resize to image_size x image_size, aspect not kept).
+    test_transform: Literal["resize_center_crop", "resize_square"] = "resize_center_crop"
+    # Resampling of every resize (SEE's reference: bicubic).
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     # DataLoader worker processes; None = auto (resolved by the trainer / sweep from the CPUs).
     num_workers: Optional[int] = Field(None, ge=0)
     batch: BatchConfig = BatchConfig()

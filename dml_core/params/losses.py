@@ -27,6 +27,15 @@ class LossConfig(ComponentParams):
         return {k: v for k, v in self.model_dump().items() if k != "name"}
 
 
+class AnchorReducedParams(LossConfig):
+    """A loss that is one term per anchor, then reduced over the anchors."""
+
+    # `mean` over anchors, or `sum` as EE's MXNet reference back-propagates its per-anchor loss
+    # vector (the gradient of the sum; with weight decay 5e-4 this changes the balance of decay
+    # and loss gradient by the batch size).
+    reduction: Literal["mean", "sum"] = "mean"
+
+
 @LOSS_PARAMS.register()
 class ContrastiveParams(LossConfig):
     name: Literal["contrastive"] = "contrastive"
@@ -42,7 +51,7 @@ class TripletParams(LossConfig):
 
 
 @LOSS_PARAMS.register()
-class HPHNTripletParams(LossConfig):
+class HPHNTripletParams(AnchorReducedParams):
     name: Literal["hphn_triplet"] = "hphn_triplet"
     margin: float = Field(1e-5, ge=0)
     soft_margin: bool = False
@@ -56,14 +65,14 @@ class LiftedStructureParams(LossConfig):
 
 
 @LOSS_PARAMS.register()
-class NPairParams(LossConfig):
+class NPairParams(AnchorReducedParams):
     row_pairs: ClassVar[bool] = True
     name: Literal["npair"] = "npair"
     l2_reg: float = Field(0.0, ge=0)
 
 
 @LOSS_PARAMS.register()
-class MultiSimilarityParams(LossConfig):
+class MultiSimilarityParams(AnchorReducedParams):
     name: Literal["multi_similarity"] = "multi_similarity"
     alpha: float = Field(2.0, gt=0)
     beta: float = Field(50.0, gt=0)
