@@ -216,7 +216,8 @@ class Trainer:
             y = y.to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
                 emb = self._forward(x)
-            loss = self.loss_fn(emb.float(), y)
+            # bf16 autocast output back to float32; a float32 / float64 model's is kept as is.
+            loss = self.loss_fn(emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb, y)
             pending.append(loss.detach())
             if len(pending) == self.loss_check_every:
                 total += self._read_losses(pending, epoch, it + 1 - len(pending))
