@@ -51,6 +51,10 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.9, ge=0)
     # Adam / AdamW denominator epsilon. SEE's reference uses 1e-4 with fp16 (1e-8 otherwise).
     eps: float = Field(1e-8, gt=0)
+    # Where eps enters Adam's denominator: `torch` adds it to sqrt(v) / sqrt(1 - beta2^t) (after
+    # the bias correction), `mxnet` to sqrt(v) before it, as MXNet's Adam (EE's reference) does;
+    # realised by setting torch's eps to eps / sqrt(1 - beta2^t) at each step t.
+    eps_mode: Literal["torch", "mxnet"] = "torch"
 
 
 class SchedulerConfig(_Strict):

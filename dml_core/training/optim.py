@@ -7,7 +7,7 @@ the lr of each update, SEE's writes `lr x schedule[it]` into every group each it
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -64,10 +64,12 @@ class LRSchedule:
     iteration, so resuming needs only the epoch."""
 
     def __init__(self, cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, total_epochs: int,
-                 iterations_per_epoch: int) -> None:
+                 iterations_per_epoch: int, mxnet_eps: Optional[float] = None) -> None:
         self.cfg, self.optimizer = cfg, optimizer
         self.total_epochs, self.iterations = total_epochs, iterations_per_epoch
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        # optimizer.eps_mode: mxnet -- torch's eps for update t is eps / sqrt(1 - beta2^t).
+        self.mxnet_eps = mxnet_eps
 
     def lrs(self, step: int) -> list[float]:
         """Each group's lr at global iteration `step` (0-based)."""
@@ -78,8 +80,11 @@ class LRSchedule:
                 for base, group in zip(self.base_lrs, self.optimizer.param_groups)]
 
     def apply(self, step: int) -> None:
+        """Set the groups' lr (and, for `eps_mode: mxnet`, eps) for the update at global `step`."""
         for group, lr in zip(self.optimizer.param_groups, self.lrs(step)):
             group["lr"] = lr
+            if self.mxnet_eps is not None:
+                group["eps"] = self.mxnet_eps / math.sqrt(1 - group["betas"][1] ** (step + 1))
 
     def state_dict(self) -> dict[str, Any]:
         return {"base_lrs": list(self.base_lrs)}
@@ -91,5 +96,10 @@ class LRSchedule:
 
 
 def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, total_epochs: int,
-                    iterations_per_epoch: int = 1) -> LRSchedule:
-    return LRSchedule(cfg, optimizer, total_epochs, iterations_per_epoch)
+                    iterations_per_epoch: int = 1, optimizer_cfg: Optional[OptimizerConfig] = None) -> LRSchedule:
+    mxnet_eps = None
+    if optimizer_cfg is not None and optimizer_cfg.eps_mode == "mxnet":
+        if optimizer_cfg.name not in ("adam", "adamw"):
+            raise ValueError(f"optimizer.eps_mode: mxnet applies to adam / adamw, not {optimizer_cfg.name}")
+        mxnet_eps = optimizer_cfg.eps
+    return LRSchedule(cfg, optimizer, total_epochs, iterations_per_epoch, mxnet_eps)

@@ -149,7 +149,7 @@ class Trainer:
         # data.num_workers: null = auto (dml_core.data.loading).
         self.num_workers = resolve_num_workers(cfg.data.num_workers, self.splits.train)
         self.iterations = cfg.train.iterations_per_epoch or epoch_iterations(cfg, self.splits.train.labels)
-        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs, self.iterations)
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs, self.iterations, cfg.optimizer)
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
