@@ -107,6 +107,11 @@ class TrainConfig(_Strict):
     # Elementwise clamp of every gradient (model and loss parameters) to [-v, v], after norm
     # clipping: SEE's reference with --clip_grad on (v = 10).
     grad_clamp: Optional[float] = Field(None, gt=0)
+    # Multiply the model's gradients (not the loss parameters') by this after backward, before
+    # clipping. 0.5 is what SEE's 2-GPU reference computes: each rank back-propagates the loss
+    # of the all-gathered global batch into its own half only, and DDP averages the model's
+    # gradients over the 2 ranks, while the proxies (outside DDP) keep the full gradient.
+    model_grad_scale: float = Field(1.0, gt=0)
     checkpoint: bool = True
     # Threads torch may use on CPU; None leaves torch's default.
     num_threads: Optional[int] = Field(None, ge=1)

@@ -224,6 +224,10 @@ class Trainer:
                 pending = []
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.cfg.train.model_grad_scale != 1.0:
+                for p in self.model.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(self.cfg.train.model_grad_scale)
             if self.cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             if self.cfg.train.grad_clamp:

@@ -119,11 +119,17 @@ def _named(trainer: Trainer) -> dict[str, Tensor]:
     return named
 
 
-def run_project(cfg: ExperimentConfig, batches: list[list[tuple[Tensor, Tensor]]]) -> tuple[Init, Trace, Trainer]:
-    """Train the project's trainer on `batches` (one list per epoch); record every step."""
+def run_project(cfg: ExperimentConfig, batches: list[list[tuple[Tensor, Tensor]]],
+                head_scale: float = 1.0) -> tuple[Init, Trace, Trainer]:
+    """Train the project's trainer on `batches` (one list per epoch); record every step.
+
+    `head_scale` multiplies the initial head weight (both sides start from the result): a small
+    embedding before normalisation makes large gradients, so a clamp has something to clamp."""
     trainer = Trainer(cfg)
     trainer.model.double()
     trainer.loss_fn.double()
+    with torch.no_grad():
+        trainer.model.head.linear.weight.mul_(head_scale)
     proxies = getattr(trainer.loss_fn, "proxies", None)
     init = Init(copy.deepcopy(trainer.model.backbone),
                 {n: p.detach().clone() for n, p in trainer.model.head.named_parameters()},
