@@ -1,4 +1,5 @@
-"""SEE + Proxy-Anchor, DeiT-S on CUB (experiments/repro_see_pa_cub200_deit.yaml) against the
+"""SEE + Proxy-Anchor on CUB, DeiT-S (experiments/repro_see_pa_cub200_deit.yaml) and ResNet-50
+(repro_see_pa_cub200.yaml: the reference trainer's ResNet-50 branch), each against the
 reference's training step (`torch_see`, two DDP ranks emulated): same stand-in backbone, init,
 proxies and batches; 4 epochs of 2 iterations -- epoch 0 with the backbone's lr at 0 (the
 warm-up), the SEE threshold schedule of a 4-epoch run (points from epoch 2 on), the elementwise
@@ -51,4 +52,34 @@ def test_the_recipe_trains_as_the_reference_step():
 ], ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
 def test_switching_a_knob_back_breaks_equivalence(knob):
     init, project, reference = _run(**knob)
+    assert compare(project, reference, initial_params(init)), f"{knob} went unnoticed"
+
+
+# --------------------------------------------------------------------------- ResNet-50 recipe
+
+RESNET_YAML = "repro_see_pa_cub200.yaml"
+# The reference trainer's ResNet-50 branch: frozen BN (its modules in eval mode), GAP + GMP;
+# the YAML's learning rates (its header: Proxy-Anchor's 1e-4, proxies x 100).
+RESNET_REF = dict(lr=1e-4, proxy_lr_scale=1e2, bn_train=False, gap_plus_gmp=True)
+
+
+def test_the_resnet50_recipe_trains_as_the_reference_step():
+    init, project, reference = _run(RESNET_YAML, RESNET_REF)
+    assert_equivalent(project, reference, init)
+    assert reference.extra["clamped"] > 0 and reference.extra["expanded"] > 0
+
+
+@pytest.mark.parametrize("knob", [
+    {"train.grad_clamp": None},
+    {"scheduler.backbone_frozen_epochs": 0},
+    {"scheduler.name": "cosine"},
+    {"model.head": "linear"},
+    {"optimizer.eps": 1e-8},
+    {"optimizer.weight_decay_on_loss": False},
+    {"train.model_grad_scale": 1.0},
+    {"model.freeze_bn": False},
+    {"model.pooling": "avg"},
+], ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_resnet50_switching_a_knob_back_breaks_equivalence(knob):
+    init, project, reference = _run(RESNET_YAML, RESNET_REF, **knob)
     assert compare(project, reference, initial_params(init)), f"{knob} went unnoticed"

@@ -96,7 +96,7 @@ def train_reference(init: Init, batches: list[list[tuple[Tensor, Tensor]]], *, e
                     batch_size_per_gpu: int, world_size: int = 2, weight_decay: float = 1e-2, eps: float = 1e-4,
                     warmup_epochs: int = 1, clamp: Optional[float] = 10.0, proxy_lr_scale: float = 1e4,
                     n_expan: int = 8, lam: float = 0.2, max_t: float = 0.4, min_t: float = 0.0,
-                    bn_train: bool = True, lastnorm: bool = True) -> Trace:
+                    bn_train: bool = True, lastnorm: bool = True, gap_plus_gmp: bool = False) -> Trace:
     backbone = copy.deepcopy(init.backbone)
     backbone.train(bn_train)
     weight = init.head["linear.weight"].clone().requires_grad_(True)
@@ -116,7 +116,10 @@ def train_reference(init: Init, batches: list[list[tuple[Tensor, Tensor]]], *, e
     trace = Trace(extra={"clamped": 0, "expanded": 0})
 
     def embed(x: Tensor) -> Tensor:
-        feats = F.adaptive_avg_pool2d(backbone(x), 1).flatten(1)
+        fmap = backbone(x)
+        feats = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        if gap_plus_gmp:  # the reference's Resnet50: max_x + avg_x
+            feats = F.adaptive_max_pool2d(fmap, 1).flatten(1) + feats
         if lastnorm:
             feats = F.layer_norm(feats, feats.shape[1:])
         return F.normalize(feats @ weight.T + bias, p=2, dim=1)
