@@ -14,6 +14,7 @@ import numpy as np
 
 from dml_core.config import DataConfig
 from dml_core.data import select_splits
+from dml_core.data.roots import resolve_data_paths
 
 # Keys that change which images are in the training split (not batching or transforms).
 _SELECTION = ("name", "root", "train_root", "test_root", "train_classes", "holdout", "num_classes", "download")
@@ -36,7 +37,8 @@ def _index(selection: str) -> DataIndex:
 
 
 def data_index(cfg: DataConfig) -> DataIndex:
-    dumped = cfg.model_dump(mode="json")
+    # Keyed by the expanded paths: `${DML_DATA}/x` names another folder when DML_DATA changes.
+    dumped = resolve_data_paths(cfg).model_dump(mode="json")
     return _index(json.dumps({k: dumped[k] for k in _SELECTION if k in dumped}, sort_keys=True))
 
 
