@@ -49,7 +49,9 @@ from dml_core.evaluation.names import ordered
 from dml_core.io import atomic_write_text
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
+from sweep.console import describe_budget
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
+from sweep.spec import FOLD_METRIC
 from sweep.stats import ALPHA, CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
 from sweep.stats import verdict as stats_verdict
 
@@ -330,20 +332,37 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
             _md_table(["cell", "baseline", "n", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows), ""]
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def _search_section(plan: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any], labels: dict[str, str],
                     notes: list[str]) -> list[str]:
     """What the search chose per cell (the runner's choice, kept in the ledger)."""
-    metric = (plan["search"] or {}).get("metric") or plan["metric"]
-    on = "held-out training classes" if (plan["search"] or {}).get("holdout") is not None else "the test split"
+    search = plan["search"] or {}
+    folds = search.get("folds")
+    metric = search.get("metric") or (FOLD_METRIC if folds else plan["metric"])
+    on = "held-out training classes" if search.get("holdout") is not None else "the test split"
+    if folds:
+        on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
     rows = []
     for cell in _cells(plan):
         tried = [r for r in records if r.get("phase") == SEARCH and r.get("cell") == cell.id]
         finished = sum(r.get("status") == FINISHED for r in tried)
         chosen = best.get(cell.id)
-        rows.append([labels[cell.id], f"{finished}/{len(tried)}", fmt_params(chosen["params"]) if chosen else "-",
-                     fmt_metric(metric, chosen["value"]) if chosen else "-"])
+        row = [labels[cell.id], f"{finished}/{len(tried)}", fmt_params(chosen["params"]) if chosen else "-",
+               fmt_metric(metric, chosen["value"]) if chosen else "-"]
+        if folds:
+            won = next((r for r in tried if chosen and r.get("trial_id") == chosen.get("trial_id")), None)
+            scores = [(won or {}).get("metrics", {}).get(f"fold{i}_{metric}") for i in range(folds)]
+            row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
+        rows.append(row)
+    head = ["cell", "finished", "best params", f"{_unit(metric)} (search{', fold mean' if folds else ''})"]
+    head += [f"{_unit(metric)} per fold"] if folds else []
+    budget = plan.get("search_budget")
     return [f"## Search (per cell, on {on})", "",
-            _md_table(["cell", "finished", "best params", f"{_unit(metric)} (search)"], rows), "",
+            *([_sentence(describe_budget(budget, folds)), ""] if budget else []),
+            _md_table(head, rows), "",
             *(line for n in notes for line in (n, ""))]
 
 

@@ -17,7 +17,8 @@ from dml_core.data import select_splits
 from dml_core.data.roots import resolve_data_paths
 
 # Keys that change which images are in the training split (not batching or transforms).
-_SELECTION = ("name", "root", "train_root", "test_root", "train_classes", "holdout", "num_classes", "download")
+_SELECTION = ("name", "root", "train_root", "test_root", "train_classes", "holdout", "folds", "fold", "num_classes",
+              "download")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,11 @@ class DataConfig(ComponentParams):
     # Hold out this fraction of the training classes as a class-disjoint validation set that
     # replaces the test split for evaluation (hyper-parameter search must not see test classes).
     holdout: Optional[float] = Field(None, gt=0, lt=1)
+    # Reality-Check cross-validation (Musgrave et al. 2020): the training classes in `folds`
+    # class-disjoint folds (contiguous in class order, sizes within one); train on all but fold
+    # `fold`, evaluate on fold `fold` (the test split is dropped). Excludes `holdout`.
+    folds: Optional[int] = Field(None, ge=2)
+    fold: int = Field(0, ge=0)
     # Class-count ablation: train on the first N training classes only.
     num_classes: Optional[int] = Field(None, ge=2)
     image_size: int = Field(28, ge=8, description="train crop / test crop side, pixels")
@@ -61,6 +66,14 @@ class DataConfig(ComponentParams):
     cache_features: bool = False
     cache_dir: Optional[str] = None
     download: bool = False
+
+    @model_validator(mode="after")
+    def _one_validation_split(self) -> "DataConfig":
+        if self.folds is not None and self.holdout is not None:
+            raise ValueError("folds: data.folds and data.holdout both carve validation classes out of training; use one")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold: {self.fold} is not one of the {self.folds} folds (0..{self.folds - 1})")
+        return self
 
     @field_validator("crop_scale")
     @classmethod
