@@ -189,7 +189,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     """`raw` with the dotted `overrides` set.
 
     An override that switches a section's component (``expansion.name=none``,
-    ``model.backbone=resnet18``) drops the base's keys that belong to the old component only,
+    ``model.backbone=<another>``) drops the base's keys that belong to the old component only,
     so an arm or ``--set`` can switch components; keys the overrides set are kept (and
     validated against the new component).
     """

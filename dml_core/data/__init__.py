@@ -65,7 +65,7 @@ def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: i
     """The splits of ``cfg.name`` with train / test transforms applied.
 
     ``out_channels``: channels the model takes -- 3 for torchvision backbones, None for the data's
-    own (small_conv). ``pretrained`` selects ImageNet normalisation.
+    own (a backbone whose `rgb` is False). ``pretrained`` selects ImageNet normalisation.
     """
     splits = select_splits(cfg)
     channels = splits.num_channels if out_channels is None else out_channels

@@ -2,8 +2,8 @@
 registration of every backbone (its name, these parameters and its builder).
 
 The embedding head's settings (dimension, pooling, freezing, pretrained weights) are shared by
-every backbone and live on `ModelConfig`; a backbone adds its own keys (`small_conv`: blocks and
-width).
+every backbone and live on `ModelConfig`; a backbone adds its own keys (the small
+conv net: blocks and width).
 """
 from __future__ import annotations
 
