@@ -162,13 +162,14 @@ class SearchSpec(Strict):
     # `metric` says otherwise). Replaces `holdout`.
     folds: Optional[int] = Field(None, ge=2)
 
-    @model_validator(mode="after")
-    def _folds_or_holdout(self) -> "SearchSpec":
-        if self.folds is not None:
-            if "holdout" in self.model_fields_set and self.holdout is not None:
+    @model_validator(mode="before")
+    @classmethod
+    def _folds_or_holdout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("folds") is not None:
+            if data.get("holdout") is not None:
                 raise ValueError("folds: search.folds cross-validates on the training classes; drop search.holdout")
-            self.holdout = None  # the folds are the held-out classes
-        return self
+            data = {**data, "holdout": None}  # the folds are the held-out classes
+        return data
 
     @field_validator("params")
     @classmethod
