@@ -126,3 +126,12 @@ def test_knob_values_are_checked_at_load():
         config_from_dict({"optimizer": {"eps_mode": "keras"}})
     with pytest.raises(ConfigError, match="train.grad_clamp"):
         config_from_dict({"train": {"grad_clamp": -1}})
+
+
+def test_the_feature_cache_key_sees_the_test_geometry_and_resampling():
+    from dml_core.training.features import cache_key
+
+    base = {"data": {"name": "digits"}, "model": {"freeze_backbone": True}}
+    keys = {cache_key(config_from_dict({**base, "data": {"name": "digits", **extra}}))
+            for extra in ({}, {"test_transform": "resize_square"}, {"interpolation": "bicubic"})}
+    assert len(keys) == 3
