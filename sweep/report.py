@@ -23,7 +23,9 @@ Writes into the sweep directory:
 
 Which evaluation of a final trial enters the statistics is `sweep.report.evaluation`: `last`
 (default: the model as trained) or `best` (the best evaluation by the primary metric, with every
-other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split).
+other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split)
+or `best_on_test` (the papers' rule: the evaluation of best test Recall@1, whatever the primary
+metric; shown as test-set selection wherever it is used).
 """
 from __future__ import annotations
 
