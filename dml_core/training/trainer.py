@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from dml_core.config import ExperimentConfig, dump_config
 from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
+from dml_core.data.draws import KeyedBatches, KeyedSamples
 from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
 from dml_core.losses import build_loss
@@ -153,8 +154,16 @@ class Trainer:
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler,
-                                 **loader_options(0 if self.cached else self.num_workers, self.device))
+        if self.cached:  # features taken with the test transform: no augmentation, nothing random to key
+            self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, **loader_options(0, self.device))
+        else:
+            # Each sample's augmentation is seeded from (seed, epoch, draw), so the worker count
+            # (hence core count and run mode) changes no number (dml_core.data.draws). The loader's
+            # own generator keeps it off the training stream, which it would otherwise draw a worker
+            # base seed from per epoch, or once with persistent workers.
+            self.loader = DataLoader(KeyedSamples(self.splits.train, cfg.seed), batch_sampler=KeyedBatches(self.sampler),
+                                     generator=torch.Generator().manual_seed(cfg.seed),
+                                     **loader_options(self.num_workers, self.device))
 
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
