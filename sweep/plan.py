@@ -199,7 +199,8 @@ class SweepPlan:
         if not cells:
             raise SweepError(f"{source}: sweep.exclude: removes every cell")
         name = spec.name or base_cfg.name
-        return cls(source, name, base, dict(block or {}), spec, cells, spec.seeds or [base_cfg.seed])
+        seeds = spec.policy.seeds if spec.policy else spec.seeds or [base_cfg.seed]  # a policy: every seed it may run
+        return cls(source, name, base, dict(block or {}), spec, cells, seeds)
 
     # ------------------------------------------------------------------ trials
 
@@ -333,6 +334,11 @@ class SweepPlan:
             f"  cells: {len(self.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
             f"  seeds: {self.seeds} (the same seeds in every cell: paired comparisons)",
         ]
+        if spec.policy:
+            from sweep.sequential import PolicyView  # late: sequential imports this module
+
+            view = PolicyView.of(spec.policy, self.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+            lines += [f"  seed policy: {view.rule()}", f"               {view.design.description}"]
         if spec.search:
             s = spec.search
             on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
@@ -343,7 +349,8 @@ class SweepPlan:
             )
             lines.append("          " + ", ".join(f"{k}: {_describe_param(p)}" for k, p in s.params.items()))
         n_final = len(self.cells) * len(self.seeds)
-        lines.append(f"  final: {len(self.cells)} cells x {len(self.seeds)} seeds = {n_final} trials")
+        at_most = f"at most {len(self.cells)} cells x {len(self.seeds)} seeds (from {spec.policy.start} each)" if spec.policy else ""
+        lines.append(f"  final: {at_most or f'{len(self.cells)} cells x {len(self.seeds)} seeds'} = {n_final} trials")
         conc = spec.max_concurrent_trials or "as resources allow"
         avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
         lines.append(
