@@ -289,7 +289,22 @@ class PolicyView:
                       sweep.get("equivalence_margin"))
 
     def assess(self, records: Iterable[TrialRecord], metric: Optional[str] = None) -> list[Assessment]:
-        return assess(self.design, self.seeds, self.quantities, records, metric or self.metric)
+        """Where each quantity stands. For another `metric` than the policy's, the interval of
+        that metric at the look where the policy's metric stopped (at the same level: the
+        Bonferroni argument covers every look of every metric read this way)."""
+        records = list(records)
+        primary = assess(self.design, self.seeds, self.quantities, records, self.metric)
+        if metric is None or metric == self.metric:
+            return primary
+        out = []
+        for a in primary:
+            if a.look < 0:
+                out.append(a)
+                continue
+            at_look = Design((self.design.looks[a.look],), (self.design.alphas[a.look],))
+            (b,) = assess(at_look, self.seeds, [a.quantity], records, metric)
+            out.append(Assessment(a.quantity, a.look, a.seeds_run, b.comparison, a.closed, a.reason))
+        return out
 
     def next_round(self, records: Iterable[TrialRecord]) -> list[tuple[str, int]]:
         return next_round(self.design, self.seeds, self.quantities, records, self.metric)
