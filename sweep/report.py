@@ -606,7 +606,12 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the report of a sweep directory.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:  # `dml-report table SWEEP_DIR...`: the paper's table across sweeps
+        from sweep.table import main as table_main
+
+        return table_main(argv[1:])
+    parser = argparse.ArgumentParser(description="Write the report of a sweep directory (or `table SWEEP_DIR...`).")
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--evaluation", choices=EVALUATIONS, default=None,
                         help="which evaluation of each final trial the statistics use (default: sweep.report.evaluation)")
