@@ -12,8 +12,9 @@ from scipy import stats
 from sweep.plan import load_plan
 from sweep.records import FINISHED, load_records
 from sweep.report import headlines
-from sweep.runner import run_sweep
+from sweep.runner import create_sweep_dir, run_sweep
 from sweep.sequential import Design
+from sweep.table import build_table, to_latex, to_markdown
 from sweep_testlib import REPO_ROOT, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,29 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
     assert f"until each interval is within ±{width:g} points" in report
     assert "repeated confidence intervals (Jennison & Turnbull 1989" in report and "Pocock-type spending" in report
     assert f"| n=2 vs n=0 | {design.looks[stop]} | {stop + 1} of 2 |" in report
+
+    # The paper's table over this real sweep and a variant at embedding dimension 32 (from records).
+    variant = load_plan(REPO_ROOT / "experiments/quickstart.yaml",
+                        [*TINY, "sweep.search=null", "sweep.seeds=[0, 1]", "sweep.name=quickstart_dim32",
+                         "model.embedding_dim=32"])
+    (tmp_path / "dim32").mkdir()
+    ledger = create_sweep_dir(variant, tmp_path / "dim32", resume=False)
+    for cell, value in (("expansion.n_inner_pts=0", 0.9), ("expansion.n_inner_pts=2", 0.8)):
+        for seed in (0, 1):
+            key = f"{cell}/seed={seed}"
+            ledger.add_trial(key, key=key, phase="final", cell=cell, seed=seed, status=FINISHED,
+                             metrics={"recall_at_1": value + 0.01 * seed})
+    table = build_table([outcome.sweep_dir, tmp_path / "dim32"], ["expansion.n_inner_pts"], ["model.embedding_dim"],
+                        ["recall_at_1"], {"expansion.n_inner_pts": 0})
+    assert table.cols == [(32,), (64,)]
+    for (row, col, _), e in table.entries.items():
+        values = seeds["expansion.n_inner_pts=%d" % row[0]] if col == (64,) else None
+        if values is not None:  # the real sweep's cells: every number from its records
+            assert e.ci.n == len(values) and e.ci.mean == pytest.approx(sum(values.values()) / len(values))
+    ee64 = table.entries[((2,), (64,), "recall_at_1")]
+    assert ee64.comparison.procedure == "repeated CI"  # the policy's own comparison, not a t-test on adaptive seeds
+    assert table.entries[((2,), (32,), "recall_at_1")].comparison.procedure == "paired t"
+    assert "| 0 |" in to_markdown(table) and r"\toprule" in to_latex(table)
 
 
 def test_identical_arms_end_equivalent_and_a_real_gap_does_not(ray_local: None, tracking_uri: str, tmp_path: Path) -> None:
