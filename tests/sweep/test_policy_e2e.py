@@ -12,10 +12,10 @@ from scipy import stats
 from sweep.plan import load_plan
 from sweep.records import FINISHED, load_records
 from sweep.report import headlines
-from sweep.runner import create_sweep_dir, run_sweep
+from sweep.runner import run_sweep
 from sweep.sequential import Design
 from sweep.table import build_table, to_latex, to_markdown
-from sweep_testlib import REPO_ROOT, write_yaml
+from sweep_testlib import REPO_ROOT, sweep_from_records, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -77,13 +77,8 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
     variant = load_plan(REPO_ROOT / "experiments/quickstart.yaml",
                         [*TINY, "sweep.search=null", "sweep.seeds=[0, 1]", "sweep.name=quickstart_dim32",
                          "model.embedding_dim=32"])
-    (tmp_path / "dim32").mkdir()
-    ledger = create_sweep_dir(variant, tmp_path / "dim32", resume=False)
-    for cell, by_seed in (("expansion.n_inner_pts=0", (0.9, 0.91)), ("expansion.n_inner_pts=2", (0.8, 0.83))):
-        for seed, value in enumerate(by_seed):
-            key = f"{cell}/seed={seed}"
-            ledger.add_trial(key, key=key, phase="final", cell=cell, seed=seed, status=FINISHED,
-                             metrics={"recall_at_1": value})
+    values = {"expansion.n_inner_pts=0": {0: 0.9, 1: 0.91}, "expansion.n_inner_pts=2": {0: 0.8, 1: 0.83}}
+    sweep_from_records(tmp_path / "dim32", variant, values)
     table = build_table([outcome.sweep_dir, tmp_path / "dim32"], ["expansion.n_inner_pts"], ["model.embedding_dim"],
                         ["recall_at_1"], {"expansion.n_inner_pts": 0})
     assert table.cols == [(32,), (64,)]

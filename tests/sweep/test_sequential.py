@@ -186,3 +186,40 @@ def test_seed_policy_in_the_sweep_block() -> None:
         with pytest.raises(SweepError) as e:
             parse_sweep(block, "x.yaml")
         assert str(e.value).startswith(f"x.yaml: {message}"), str(e.value)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_report_of_a_policy_sweep_names_rule_procedure_and_verdicts(tmp_path) -> None:
+    """A seed-policy sweep's report (from records): the rule and procedure, where each comparison
+    stopped, its repeated CI in the headline, and "equivalent within ±1 points" for a copy of the
+    baseline."""
+    import csv
+
+    from scipy import stats
+
+    from sweep.plan import load_plan
+    from sweep.report import headlines, write_report
+    from sweep_testlib import sweep_from_records, write_yaml
+
+    sweep = {"arms": {"base": {}, "same": {}, "gap": {"optimizer.lr": 1e-7}}, "baseline": {"arm": "base"},
+             "seeds": {"start": 2, "max": 3, "until": "decided"}, "equivalence_margin": 1.0}
+    plan = load_plan(write_yaml(tmp_path / "p.yaml", sweep))
+    base = {0: 0.80, 1: 0.82, 2: 0.81}
+    gap = {0: 0.50, 1: 0.70, 2: 0.62}  # far below, but too noisy to decide at 2 seeds: round 2 ran
+    sweep_dir = sweep_from_records(tmp_path / "sweep", plan, {"arm=base": base, "arm=same": {0: 0.80, 1: 0.82},
+                                                               "arm=gap": gap})
+    write_report(sweep_dir)
+    md = (sweep_dir / "report.md").read_text()
+    assert "## Seed policy" in md and "looks at 2, 3 seeds per cell" in md and "equivalent within ±1 points); at most 3" in md
+    assert "repeated confidence intervals (Jennison & Turnbull 1989" in md
+    assert "| same vs base | 2 | 1 of 2 | equivalent |" in md and "| gap vs base | 3 | 2 of 2 |" in md
+    design = Design.from_policy(plan.spec.policy, "recall_at_1", 1.0)
+    diffs = 100 * (np.array([gap[s] for s in (0, 1, 2)]) - np.array([base[s] for s in (0, 1, 2)]))
+    low, high = stats.t.interval(1 - design.alphas[1], 2, loc=diffs.mean(), scale=stats.sem(diffs))
+    lines = headlines(sweep_dir)
+    assert f"gap vs base: R@1 {diffs.mean():+.1f} points (3 seeds, 95% repeated CI {low:+.1f} to {high:+.1f}): " in lines[1]
+    assert lines[0] == "same vs base: R@1 +0.0 points (2 seeds, 95% repeated CI +0.0 to +0.0): equivalent within ±1 points."
+    rows = list(csv.DictReader((sweep_dir / "comparisons.csv").open()))
+    assert {r["procedure"] for r in rows} == {"repeated CI"} and {r["margin"] for r in rows} == {"0.01"}

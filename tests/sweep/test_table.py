@@ -20,9 +20,8 @@ from scipy import stats
 
 from sweep.plan import load_plan
 from sweep.report import main as report_main
-from sweep.runner import create_sweep_dir
 from sweep.table import build_table, to_csv, to_latex, to_markdown
-from sweep_testlib import write_yaml
+from sweep_testlib import sweep_from_records, write_yaml
 
 GRID = {"grid": {"expansion.n_inner_pts": [0, 2]}, "baseline": {"expansion.n_inner_pts": 0}}
 EE = {"name": "ee", "n_inner_pts": 2}
@@ -36,16 +35,7 @@ def make_sweep(tmp: Path, name: str, dim: int, values: dict[str, dict[int, float
     path = write_yaml(tmp / f"{name}.yaml", {**GRID, "name": name, "seeds": seeds}, expansion=EE,
                       model={"backbone": "small_conv", "conv_blocks": 2, "conv_width": 16, "embedding_dim": dim},
                       optimizer={"name": "adam", "lr": lr})
-    plan = load_plan(path)
-    (tmp / name).mkdir()
-    ledger = create_sweep_dir(plan, tmp / name, resume=False)
-    for cell, by_seed in values.items():
-        for seed, v in by_seed.items():
-            key = f"{cell}/seed={seed}"
-            ledger.add_trial(key, key=key, phase="final", cell=cell, arm=None, coords={}, seed=seed, status="FINISHED",
-                             metrics={"recall_at_1": v, "map_at_r": v / 2, "epoch": 2.0},
-                             content_key=f"{content or name}/{cell}/{seed}")
-    return tmp / name
+    return sweep_from_records(tmp / name, load_plan(path), values, content or name)
 
 
 @pytest.fixture()
