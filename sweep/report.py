@@ -51,7 +51,7 @@ from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
 from sweep.records import TrialRecord
-from sweep.sequential import DECIDED, EQUIVALENT, MAX, OPEN, WIDTH, PolicyView, points
+from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH, PolicyView, points
 from sweep.stats import ALPHA, CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
 from sweep.stats import verdict as stats_verdict
 
@@ -318,7 +318,7 @@ def _policy_section(plan: dict[str, Any], records: list[dict[str, Any]], labels:
     if view is None:
         return []
     reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
-               WIDTH: "interval narrow enough", MAX: "max seeds reached"}
+               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
     rows = [[labels.get(a.quantity.cell, a.quantity.cell) + (f" vs {labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
              a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]]
             for a in view.assess([TrialRecord.model_validate(r) for r in records])]

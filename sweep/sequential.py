@@ -34,7 +34,7 @@ was, and the report and tables recompute the same intervals.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -54,6 +54,7 @@ SPENDING_NAMES = {"pocock": "Pocock-type", "obrien_fleming": "O'Brien-Fleming-ty
 
 # Why a quantity stopped getting seeds (`Assessment.reason`).
 OPEN, DECIDED, EQUIVALENT, WIDTH, MAX = "open", "decided", "equivalent", "ci_half_width", "max seeds"
+NOTHING = "no comparison"  # a cell compared with nothing, under `until: decided`
 
 
 def points(metric: str, x: float) -> float:
@@ -232,6 +233,16 @@ def assess(design: Design, seeds: list[int], qs: list[Quantity], records: Iterab
         done = next((j for j, s in enumerate(seeds) if not all((c, s) in ended for c in q.cells)), len(seeds))
         reached[i] = sum(n <= done for n in design.looks)
     res = sequential_test(design, matrix, reached)
+    own = np.array([q.ref is None for q in qs])
+    if own.any():
+        # A cell compared with nothing has nothing to decide (its mean's interval always "excludes
+        # 0"): only a width rule adds seeds to it; without one it stops at its first look.
+        alone = sequential_test(replace(design, decided=False, margin=None), matrix[own], reached[own])
+        if design.ci_half_width is None:
+            first = alone.look >= 0
+            alone.closed[first], alone.reason[first] = True, NOTHING
+        for name in ("look", "n", "mean", "low", "high", "closed", "reason"):
+            getattr(res, name)[own] = getattr(alone, name)
     out = []
     for i, q in enumerate(qs):
         k = int(res.look[i])

@@ -9,7 +9,7 @@ import pytest
 
 from sweep.plan import Cell
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
-from sweep.sequential import (DECIDED, EQUIVALENT, MAX, OPEN, WIDTH, Design, PolicyView, Quantity, next_round,
+from sweep.sequential import (DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH, Design, PolicyView, Quantity, next_round,
                               quantities, sequential_test)
 from sweep.spec import SeedPolicy
 from sweep.stats import PairedComparison, verdict
@@ -159,6 +159,13 @@ def test_equivalence_and_width_rules_close_comparisons() -> None:
     own = PolicyView.of(SeedPolicy(start=2, max=4, until={"ci_half_width": 15.0}), CELLS, None, "recall_at_1", None)
     noisy = same[:4] + [record(BIG, 0, 0.2), record(BIG, 1, 0.9)]
     assert own.next_round(noisy) == [(BIG, 2)]
+    # Under `until: decided` a cell in no comparison (arm c: the baseline maps only b -> a) has
+    # nothing to decide: its first seeds, no more.
+    arms = [Cell(a, {}, {}) for a in "abc"]
+    decided = PolicyView.of(SeedPolicy(start=2, max=4, until="decided"), arms, {"arm": {"b": "a"}}, "recall_at_1", None)
+    assert decided.quantities == [Quantity("arm=b", "arm=a"), Quantity("arm=c")]
+    spread = [record(f"arm={a}", s, v) for a in "abc" for s, v in ((0, 0.1), (1, 0.9))]
+    assert decided.next_round(spread) == [("arm=b", 2), ("arm=a", 2)] and decided.assess(spread)[-1].reason == NOTHING
 
 
 # --------------------------------------------------------------------------- the YAML
