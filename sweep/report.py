@@ -284,7 +284,8 @@ def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], meta: d
     which = ("its **last** evaluation (the model as trained)" if evaluation == "last" else
              f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)")
     out = [f"# Sweep `{plan['name']}`", "",
-           f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds {plan['seeds']}; primary metric "
+           f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds "
+           f"{'from ' + str(plan['seeds']) + ' by the seed policy below' if PolicyView.from_plan_json(plan) else plan['seeds']}; primary metric "
            f"{metric_label(metric)} (`{metric}`, {plan['mode']}), in % where it is a fraction.",
            f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(float(meta.get('wall_s', math.nan)))} "
            f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials).",
