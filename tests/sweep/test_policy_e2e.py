@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 from sweep.plan import load_plan
-from sweep.records import FINISHED, load_records
+from sweep.records import FINISHED, KILLED, load_records
 from sweep.report import headlines
-from sweep.runner import run_sweep
-from sweep.sequential import Design
+from sweep.runner import SweepInterrupted, run_sweep
+from sweep.sequential import Design, PolicyView
 from sweep.table import build_table, to_latex, to_markdown
 from sweep_testlib import REPO_ROOT, sweep_from_records, write_yaml
 
@@ -92,17 +92,36 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
     assert "| 0 |" in to_markdown(table) and r"\toprule" in to_latex(table)
 
 
-def test_identical_arms_end_equivalent_and_a_real_gap_does_not(ray_local: None, tracking_uri: str, tmp_path: Path) -> None:
+def test_identical_arms_end_equivalent_and_a_real_gap_does_not(ray_local: None, tracking_uri: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Arms `same` (the base config again) and `gap` (a learning rate too small to learn in 10
     steps) against `base`, until decided with a 1-point margin: `same` is equivalent at the first
-    look and gets no more seeds; `gap` is not equivalent."""
+    look and gets no more seeds; `gap` is not equivalent. The driver is stopped before its second
+    round; `--resume` goes on from the records."""
     sweep: dict[str, Any] = {
         "name": "equivalence", "arms": {"base": {}, "same": {}, "gap": {"optimizer.lr": 1.0e-7}},
         "baseline": {"arm": "base"}, "seeds": {"start": 2, "max": 3, "until": "decided"},
         "equivalence_margin": 1.0, "mlflow": {"tracking_uri": tracking_uri},
     }
     plan = load_plan(write_yaml(tmp_path / "eq.yaml", sweep))
-    outcome = run_sweep(plan, tmp_path / "sweep")
+    decide = PolicyView.next_round
+    calls: list[list[tuple[str, int]]] = []
+
+    def stop_before_round_two(view: PolicyView, records: Any) -> list[tuple[str, int]]:
+        calls.append(decide(view, records))
+        if len(calls) == 2 and calls[-1]:
+            raise SweepInterrupted("final")  # what a lost driver leaves: round 1 recorded, round 2 not started
+        return calls[-1]
+
+    monkeypatch.setattr(PolicyView, "next_round", stop_before_round_two)
+    first = run_sweep(plan, tmp_path / "sweep")
+    monkeypatch.undo()
+    if first.status == KILLED:
+        assert {(t.cell, t.seed) for t in load_records(first.sweep_dir).final()} == set(calls[0])
+        outcome = run_sweep(plan, tmp_path / "sweep", resume=True)
+        assert {(t.cell, t.seed) for t in load_records(first.sweep_dir).final()} == set(calls[0]) | set(calls[1])
+    else:
+        outcome = first  # decided at the first look: no second round to resume
     assert outcome.status == FINISHED
     seeds = seeds_by_cell(outcome.sweep_dir)
     lines = {line.split(":")[0]: line for line in headlines(outcome.sweep_dir)}
