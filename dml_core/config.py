@@ -88,6 +88,9 @@ class TrainConfig(Strict):
     # (classes x K // batch size), EE's reference "epoch" (98 x 32 // 128 = 24 on Cars196).
     epoch_length: Literal["images", "classes"] = "images"
     eval_every: int = Field(1, ge=1)
+    # No evaluation before this (1-based) epoch, except the last. SEE's reference evaluates only
+    # once its warm-up (frozen backbone) epochs are over: 2 with one warm-up epoch.
+    eval_from_epoch: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
     # Gradient norm clipping of the model's parameters (torch clip_grad_norm_).

@@ -23,6 +23,7 @@ from ray import tune
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, metric_label
 from sweep.ledger import FAILED, FINISHED, Ledger
 from sweep.plan import SEARCH, SweepPlan, yaml_value
+from sweep.sequential import PolicyView
 from sweep.spec import SweepSpec
 
 _PHASE_WIDTH = 6
@@ -119,6 +120,9 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
         f"  seeds: {plan.seeds} (the same seeds in every cell: paired comparisons)",
     ]
+    if spec.policy:
+        view = PolicyView.of(spec.policy, plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+        lines += [f"  seed policy: {view.rule()}", f"               {view.design.description}"]
     if spec.search:
         s = spec.search
         on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
@@ -133,7 +137,8 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         lines.append("          " + ", ".join(f"{k}: {describe_param(p)}" for k, p in s.params.items()))
         lines.append("  " + describe_budget(plan.search_budget(), s.folds))
     n_final = len(plan.cells) * len(plan.seeds)
-    lines.append(f"  final: {len(plan.cells)} cells x {len(plan.seeds)} seeds = {n_final} trials")
+    at_most = f"at most {len(plan.cells)} cells x {len(plan.seeds)} seeds (from {spec.policy.start} each)" if spec.policy else ""
+    lines.append(f"  final: {at_most or f'{len(plan.cells)} cells x {len(plan.seeds)} seeds'} = {n_final} trials")
     conc = spec.max_concurrent_trials or "as resources allow"
     avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
     lines.append(

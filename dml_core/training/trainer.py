@@ -304,7 +304,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 train_loss = self.train_epoch(epoch)
                 last = epoch == cfg.train.epochs - 1
-                if (epoch + 1) % cfg.train.eval_every and not last:
+                skip = (epoch + 1) % cfg.train.eval_every or epoch + 1 < cfg.train.eval_from_epoch
+                if skip and not last:
                     self._progress(epoch, train_loss, None, time.perf_counter() - t0)
                     continue
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
