@@ -10,16 +10,18 @@ file and the dotted field, e.g. ``experiments/x.yaml: optimizer.lr: Input should
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from dml_core.errors import ConfigError, first_line, format_validation_error
 from dml_core.evaluation.names import check_metric_name, metric_names
-from dml_core.io import atomic_write_text
+from dml_core.io import atomic_write_text, check_folder_name
+from dml_core.strict import StrictModel
 from dml_core.params import (
     SECTIONS,
     BatchConfig,
@@ -33,8 +35,8 @@ __all__ = ["BatchConfig", "ConfigError", "DataConfig", "ExpansionConfig", "Exper
            "ModelConfig", "config_from_dict", "load_config", "read_yaml"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Strict(StrictModel):
+    """Unknown keys are errors; booleans are not numbers (`dml_core.strict`)."""
 
 
 class OptimizerConfig(_Strict):
@@ -94,8 +96,9 @@ def _section(kind: str) -> Any:
 
 
 class ExperimentConfig(_Strict):
-    name: str = "experiment"
-    seed: int = 0
+    name: str = "experiment"  # names the run folder (runs/<name>-<time>) and a sweep's default folder
+    # numpy, torch and Python's random all take 0 .. 2**32 - 1.
+    seed: int = Field(0, ge=0, lt=2**32)
     # Component sections: one parameter model per registered dataset / backbone / loss /
     # expansion (`dml_core.params`), chosen by `data.name`, `model.backbone`, `loss.name`,
     # `expansion.name`. Annotated from the registries below (`_rebuild`).
@@ -109,6 +112,11 @@ class ExperimentConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     # Read by `sweep/`, ignored by the trainer: one YAML serves a single run and a sweep.
     sweep: Optional[dict[str, Any]] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_folder_name(v)
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ExperimentConfig":
@@ -177,7 +185,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = parse_value(value)
+        key = key.strip()
+        if not all(key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key part in {key!r}; expected key.sub=value")
+        out[key] = parse_value(value)
     return out
 
 
@@ -207,7 +218,11 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return tree
 
 
-class _DuplicateKey(yaml.YAMLError):
+class _BadKey(yaml.YAMLError):
+    """A mapping key the config cannot hold; the message is the whole line after the file name."""
+
+
+class _DuplicateKey(_BadKey):
     def __init__(self, key: Any, line: int, first: int) -> None:
         super().__init__(f"line {line}: duplicate key {key!r} (first set on line {first})")
 
@@ -222,6 +237,9 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue  # `<<: *base` entries are meant to be overridden
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):  # `? [1, 2]`: PyYAML would fail with a TypeError
+                kind = "list" if isinstance(key, list) else "mapping" if isinstance(key, dict) else type(key).__name__
+                raise _BadKey(f"line {line}: a key must be a plain value (a string or number), not a {kind}")
             if key in seen:
                 raise _DuplicateKey(key, line, seen[key])
             seen[key] = line
@@ -230,19 +248,28 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
-    except _DuplicateKey as e:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read this file ({e.strerror or e})") from None
+    try:
+        raw = yaml.load(text, Loader=UniqueKeyLoader)
+    except _BadKey as e:
         raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or first_line(e)
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
-    if raw is None:
-        raw = {}
+    if raw is None:  # every setting defaulted would train digits on a config nobody wrote
+        raise ConfigError(f"{path}: empty; an experiment YAML needs at least `data:`")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return raw

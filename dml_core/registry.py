@@ -14,6 +14,8 @@ from typing import Any, Callable, ClassVar, Generic, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter
 
+from dml_core.strict import StrictModel
+
 T = TypeVar("T")
 P = TypeVar("P", bound="ComponentParams")
 
@@ -28,8 +30,8 @@ def did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Strict(StrictModel):
+    """Unknown keys are errors; booleans are not numbers (`dml_core.strict`)."""
 
 
 class ComponentParams(_Strict):

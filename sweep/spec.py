@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
+from dml_core.io import check_folder_name
 from dml_core.evaluation.names import looks_like_metric
 from dml_core.params import SECTIONS
 
@@ -264,9 +265,7 @@ class SweepSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", v):
-            raise ValueError("use letters, digits, '.', '_' and '-' (it names a folder)")
-        return v
+        return None if v is None else check_folder_name(v)
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepSpec":

@@ -278,7 +278,8 @@ def test_dml_data_expansion(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     assert expand_data_path("${DML_DATA}/omniglot") == f"{tmp_path}/omniglot"
     assert expand_data_path("$DML_DATA/omniglot") == f"{tmp_path}/omniglot"
-    assert expand_data_path("$DML_DATAX/a") == "$DML_DATAX/a"  # another variable: left alone
+    with pytest.raises(DatasetError, match=r"^data.root: \$DML_DATAX: only \$\{DML_DATA\} is expanded"):
+        expand_data_path("$DML_DATAX/a")  # another variable: an error, never a literal folder
     assert expand_data_path("~/d") == str(Path.home() / "d") and expand_data_path(None) is None
     monkeypatch.delenv(DATA_ENV)
     assert data_home() == Path.home() / ".cache" / "dml-sweep" / "data"

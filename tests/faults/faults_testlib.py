@@ -120,6 +120,31 @@ class CreatesAFile:
         return (open, (str(self.marker), "w"))
 
 
+def call_cli(main: Any, argv: list[str], capsys: Any) -> tuple[int, str]:
+    """A CLI's `main(argv)` in this process: (exit status, stderr)."""
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def truncated_pngs(root: Path, classes: int = 6, per_class: int = 8) -> Path:
+    """Class folders of PNGs cut in half: they pass the dataset index (the header is whole) and
+    fail when decoded."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            png = root / f"c{c}" / f"{i}.png"  # noise: half of it still holds the whole header
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(png)
+            png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    return root
+
+
 def one_error_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{stderr}"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from faults_testlib import REPO, CreatesAFile, env, one_error_line, run_cli, run_together, tiny, write_yaml
+from faults_testlib import REPO, CreatesAFile, env, one_error_line, run_cli, run_together, tiny, truncated_pngs, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -127,22 +127,6 @@ def test_the_ledger_never_holds_a_stub_record(tmp_path: Path) -> None:
 KILL_EPOCHS = 30
 
 
-def _truncated_pngs(root: Path) -> Path:
-    """Six class folders of PNGs cut in half: they pass the dataset index, and fail when decoded
-    (a crash at run time, retried, then failed)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(6):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(8):
-            png = root / f"c{c}" / f"{i}.png"  # noise: half of it still holds the whole header
-            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(png)
-            png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
-    return root
-
-
 def _records(out: Path) -> dict[str, dict[str, Any]]:
     return {r["key"]: r for r in json.loads((out / "ledger.json").read_text())["trials"].values()}
 
@@ -182,7 +166,7 @@ def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: P
 
     raw = tiny(train={"epochs": KILL_EPOCHS})
     arms = {"a": {}, "b": {"model.embedding_dim": 8},
-            "crash": {"data.name": "image_folder", "data.root": str(_truncated_pngs(tmp_path / "truncated"))}}
+            "crash": {"data.name": "image_folder", "data.root": str(truncated_pngs(tmp_path / "truncated"))}}
     raw["sweep"] = {"name": "faults", "arms": arms, "seeds": [0], "baseline": {"arm": "a"}, "max_failures": 1,
                     "max_concurrent_trials": 1, "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     cfg, out, log = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", tmp_path / "first.log"
