@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
 from dml_core.io import check_folder_name
-from dml_core.evaluation.names import looks_like_metric
+from dml_core.evaluation.names import check_mode, direction, looks_like_metric
 from dml_core.params import SECTIONS
 
 
@@ -150,7 +150,8 @@ class SearchSpec(_Strict):
     params: dict[str, SearchParam] = Field(min_length=1)
     num_samples: int = Field(10, ge=1)
     metric: Optional[str] = None  # default: sweep.metric
-    mode: Optional[Literal["max", "min"]] = None  # default: sweep.mode
+    # default and only allowed value: the search metric's direction (`evaluation.names.direction`)
+    mode: Optional[Literal["max", "min"]] = None
     # Musgrave et al. 2020 (A Metric Learning Reality Check): tuning on the test classes inflates
     # results. Search trials hold out this fraction of the *training* classes and evaluate on
     # them; the final per-seed runs then train on all training classes and test on the test split.
@@ -220,7 +221,9 @@ class SweepSpec(_Strict):
     # own reference arm, e.g. `{arm: {ee: ms, see: pa}}` (EE against its loss alone, SEE likewise).
     baseline: Optional[dict[str, Any]] = None
     metric: str = "recall_at_1"
-    mode: Literal["max", "min"] = "max"
+    # The metric's direction (`evaluation.names.direction`: loss min, the rest max), filled in at
+    # validation; writing the other one is an error.
+    mode: Optional[Literal["max", "min"]] = None
     mlflow: MlflowSpec = MlflowSpec()
     report: ReportSpec = ReportSpec()
     # Ray Tune storage root; the sweep lives in <storage_path>/<name>. Precedence: --out >
@@ -269,6 +272,9 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepSpec":
+        self.mode = check_mode(self.metric, self.mode, "mode")
+        if self.search is not None:
+            check_mode(self.search_metric, self.search.mode, "search.mode")
         coords = {**self.grid, "arm": list(self.arms)}
         for i, part in enumerate(self.exclude):
             _check_partial_cell(part, coords, f"exclude.{i}")
@@ -290,7 +296,7 @@ class SweepSpec(_Strict):
 
     @property
     def search_mode(self) -> str:
-        return (self.search and self.search.mode) or self.mode
+        return direction(self.search_metric)
 
 
 def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:

@@ -21,6 +21,7 @@ from dml_core.config import ExperimentConfig, dump_config
 from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
 from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
+from dml_core.evaluation.names import direction
 from dml_core.losses import build_loss
 from dml_core.io import DirectoryLock, make_dir
 from dml_core.models import build_model
@@ -80,8 +81,8 @@ def _require_finite(embeddings: np.ndarray, split: str) -> None:
                                  "infinite (the model diverged; lower optimizer.lr or set train.grad_clip)")
 
 
-def _is_better(value: float, best: Optional[float]) -> bool:
-    return best is None or value > best
+def _is_better(value: float, best: Optional[float], metric: str) -> bool:
+    return best is None or (value < best if direction(metric) == "min" else value > best)
 
 
 class Trainer:
@@ -277,7 +278,7 @@ class Trainer:
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
                            "time_s": time.perf_counter() - started, **self._gpu_memory()}
                 self.history.append(metrics)
-                if _is_better(metrics[primary], self.best.get(primary)):
+                if _is_better(metrics[primary], self.best.get(primary), primary):
                     self.best = dict(metrics)
                 ckpt_path = None
                 if self.out_dir is not None and cfg.train.checkpoint:

@@ -251,3 +251,46 @@ def test_embed_device_cuda_without_cuda_blames_device(trained_run: Path, image_t
     rc, err = call_cli(embed_cli.main, [str(trained_run), str(image_tree), "-o", str(tmp_path / "e.parquet"),
                                         "--device", "cuda"], capsys)
     assert rc == 2 and one_error_line(err).startswith("dml_core.embed: error: --device cuda: no CUDA device"), err
+
+
+# ------------------------------------------------------------------ metric direction (defect 2)
+
+
+def _sweep_plan(**sweep):
+    from sweep.plan import SweepPlan
+
+    search = {"params": {"optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, "num_samples": 2}
+    return SweepPlan.from_dict({**tiny(), "sweep": {"seeds": [0], **sweep, "search": {**search, **sweep.get("search", {})}}},
+                               "x.yaml")
+
+
+def test_loss_is_minimised_wherever_it_is_the_metric() -> None:
+    """`sweep.metric=loss` planned `loss (max)`: the search kept the higher-loss lr and the
+    headline called the higher loss better."""
+    plan = _sweep_plan(metric="loss")
+    assert (plan.spec.mode, plan.spec.search_mode) == ("min", "min")
+    assert "metric: loss (min)" in plan.describe(Path("/tmp/s"))
+    assert plan.to_json()["mode"] == "min"
+    searched = _sweep_plan(search={"metric": "loss"})  # the final trials still maximise Recall@1
+    assert (searched.spec.mode, searched.spec.search_mode) == ("max", "min")
+
+
+@pytest.mark.parametrize("sweep,field", [({"metric": "loss", "mode": "max"}, "sweep.mode"),
+                                         ({"mode": "min"}, "sweep.mode"),
+                                         ({"search": {"metric": "loss", "mode": "max"}}, "sweep.search.mode")])
+def test_a_mode_that_contradicts_the_metric_is_refused(sweep: dict, field: str) -> None:
+    with pytest.raises(ValueError) as info:
+        _sweep_plan(**sweep)
+    assert _one_line(info.value).startswith(f"x.yaml: {field}: "), str(info.value)
+    assert "drop the mode" in str(info.value)
+
+
+def test_primary_metric_loss_picks_the_lowest_epoch() -> None:
+    from dml_core.training import fit
+
+    cfg = config_from_dict(tiny(train={"epochs": 4, "iterations_per_epoch": 3}, eval={"clustering": False,
+                                                                                    "primary_metric": "loss"}))
+    result = fit(cfg)
+    losses = [h["loss"] for h in result.history]
+    assert len(set(losses)) == len(losses)  # distinct, so the wrong choice cannot pass
+    assert result.best["loss"] == min(losses)
