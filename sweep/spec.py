@@ -113,7 +113,7 @@ def _check_keys(keys: typing.Iterable[str], allow: tuple[str, ...] = ()) -> None
 
 def _check_metric(v: str) -> str:
     """A metric some run can report; whether these trials report it is checked per trial config
-    (`SweepPlan.validate_configs`, i.e. `--dry-run`), which knows the dataset's Recall@K list."""
+    (`sweep.checks.check_plan`, i.e. `--dry-run`), which knows the dataset's Recall@K list."""
     if not looks_like_metric(v):
         raise ValueError("expected one of loss, recall_at_<K>, map_at_r, r_precision, nmi, f1")
     return v
