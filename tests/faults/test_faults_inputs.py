@@ -269,7 +269,9 @@ def test_loss_is_minimised_wherever_it_is_the_metric() -> None:
     headline called the higher loss better."""
     plan = _sweep_plan(metric="loss")
     assert (plan.spec.mode, plan.spec.search_mode) == ("min", "min")
-    assert "metric: loss (min)" in plan.describe(Path("/tmp/s"))
+    from sweep.console import describe_plan
+
+    assert "metric: loss (min)" in describe_plan(plan, Path("/tmp/s"))
     assert plan.to_json()["mode"] == "min"
     searched = _sweep_plan(search={"metric": "loss"})  # the final trials still maximise Recall@1
     assert (searched.spec.mode, searched.spec.search_mode) == ("max", "min")
