@@ -12,11 +12,12 @@ experiment config (`model.embedding_dim`, `loss.margin`); they are checked again
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
@@ -135,6 +136,9 @@ class SearchParam(_Strict):
             return self
         if self.choices is not None:
             raise ValueError(f"{self.type} takes low/high, not choices")
+        for end, value in (("low", self.low), ("high", self.high)):
+            if value is not None and not math.isfinite(value):  # `.inf` crashed the driver once Ray ran
+                raise ValueError(f"{end}: must be a finite number, got {value}")
         if self.low is None or self.high is None or not self.low < self.high:
             raise ValueError(f"{self.type} needs low < high")
         if self.type == "loguniform" and self.low <= 0:
@@ -178,9 +182,23 @@ class SchedulerSpec(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+RAY_RESOURCE_UNIT = 1e-4  # Ray counts resources in ten-thousandths (ray._raylet.RESOURCE_UNIT_SCALING)
+
+
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="fractional GPUs share one device")
+
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _ray_quantity(cls, v: float, info: ValidationInfo) -> float:
+        # What Ray refuses when the first trial is placed (every trial then fails): shares below
+        # its resource unit, and a fraction of more than one GPU.
+        if 0 < v < RAY_RESOURCE_UNIT:
+            raise ValueError(f"{v} is below {RAY_RESOURCE_UNIT}, the smallest share Ray schedules")
+        if info.field_name == "gpu" and v > 1 and not float(v).is_integer():
+            raise ValueError(f"more than one GPU per trial must be a whole number, got {v}")
+        return v
 
 
 class MlflowSpec(_Strict):
@@ -209,7 +227,8 @@ class SweepSpec(_Strict):
     # Partial cells to drop, e.g. `[{arm: ee, expansion.n_inner_pts: 0}]`.
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     # The same seeds in every cell, so cells can be compared pairwise by seed.
-    seeds: Optional[list[int]] = Field(None, min_length=1)  # default: [the experiment's seed]
+    # default: [the experiment's seed]; numpy, torch and Python's random take 0 .. 2**32 - 1
+    seeds: Optional[list[Annotated[int, Field(ge=0, lt=2**32)]]] = Field(None, min_length=1)
     search: Optional[SearchSpec] = None
     scheduler: SchedulerSpec = SchedulerSpec()
     resources_per_trial: Resources = Resources()
