@@ -218,17 +218,48 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return tree
 
 
-class _BadKey(yaml.YAMLError):
-    """A mapping key the config cannot hold; the message is the whole line after the file name."""
+def _count_values(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `node` expands to (aliases share their node: each is counted once per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise _Refused(f"line {node.start_mark.line + 1}: an alias refers to the value that contains it")
+    open_.add(id(node))
+    children = (node.value if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    total = 1 + sum(_count_values(child, sizes, open_) for child in children)
+    open_.discard(id(node))
+    if total > MAX_YAML_VALUES:
+        raise _Refused(f"line {node.start_mark.line + 1}: aliases expand this value to more than {MAX_YAML_VALUES} values")
+    sizes[id(node)] = total
+    return total
 
 
-class _DuplicateKey(_BadKey):
+class _Refused(yaml.YAMLError):
+    """A document the loader refuses (a key it cannot hold, an alias bomb); the message follows the file name."""
+
+
+class _DuplicateKey(_Refused):
     def __init__(self, key: Any, line: int, first: int) -> None:
         super().__init__(f"line {line}: duplicate key {key!r} (first set on line {first})")
 
 
+# Values a YAML may expand to, aliases counted each time they are used. A config has hundreds; a
+# kilobyte of nested anchors (`a: &a [1,1,..]`, `b: &b [*a,*a,..]`, ...) expands to millions, which
+# were validated, trained and written out (a 20 MB config.yaml) or echoed in one error line.
+MAX_YAML_VALUES = 100_000
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last silently)."""
+    """A SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last silently)
+    and a document whose aliases expand to more than `MAX_YAML_VALUES` values."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _count_values(node, {}, set())
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -239,7 +270,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if not isinstance(key, Hashable):  # `? [1, 2]`: PyYAML would fail with a TypeError
                 kind = "list" if isinstance(key, list) else "mapping" if isinstance(key, dict) else type(key).__name__
-                raise _BadKey(f"line {line}: a key must be a plain value (a string or number), not a {kind}")
+                raise _Refused(f"line {line}: a key must be a plain value (a string or number), not a {kind}")
             if key in seen:
                 raise _DuplicateKey(key, line, seen[key])
             seen[key] = line
@@ -261,7 +292,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read this file ({e.strerror or e})") from None
     try:
         raw = yaml.load(text, Loader=UniqueKeyLoader)
-    except _BadKey as e:
+    except _Refused as e:
         raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
