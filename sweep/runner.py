@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import yaml
 
+from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
 from sweep.console import describe_param, describe_plan, say
@@ -346,6 +347,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=verbose > 0)
+        sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
     ledger = create_sweep_dir(plan, sweep_dir, resume)

@@ -163,3 +163,12 @@ def fill_feature_cache(argv: list[str]) -> int:
     for _ in range(30):
         _write(path, feats, np.full(64, seed))
     return 0
+
+
+def open_tracker(argv: list[str]) -> int:
+    """A sweep driver's first touch of its MLflow store (argv: tracking URI, experiment): the
+    store is created (or migrated) and the experiment made; prints the experiment id."""
+    from sweep.tracking import Tracker
+
+    print(Tracker(argv[0], argv[1]).experiment_id, flush=True)
+    return 0

@@ -103,3 +103,24 @@ def test_an_unreachable_server_from_the_environment_names_the_variable(tmp_path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     line = _refused(tmp_path, capsys, monkeypatch, True, mlflow={})
     assert line.startswith(f"error: MLFLOW_TRACKING_URI: {uri}: no MLflow server answers ("), line
+
+
+def test_a_huge_plan_is_summarised_on_the_console_and_listed_whole_in_plan_txt(tmp_path: Path, capsys, monkeypatch,
+                                                                                 no_ray: None) -> None:
+    """A 10,000-cell --dry-run printed 10,008 lines (300 cells here: --dry-run validates each)."""
+    from sweep.console import describe_plan
+    from sweep.plan import load_plan
+    from sweep.run import main
+
+    lrs = [round(1e-4 * (1 + i), 6) for i in range(30)]
+    cfg = _sweep(tmp_path, grid={"optimizer.lr": lrs, "optimizer.weight_decay": [i / 1000 for i in range(10)]})
+    monkeypatch.chdir(tmp_path)
+    assert main([str(cfg), "--out", str(tmp_path / "sweep"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) < 40, "\n".join(out[:50])
+    assert any(f"... 280 more cells (every cell: {tmp_path / 'sweep' / 'plan.txt'} once the sweep starts" in line
+               for line in out)
+    assert sorted(os.listdir(tmp_path)) == ["s.yaml"]  # a dry run writes nothing
+    # What the runner writes to plan.txt: every cell, the last one included.
+    whole = describe_plan(load_plan(cfg), tmp_path / "sweep").splitlines()
+    assert len(whole) > 300 and "optimizer.lr=0.003, optimizer.weight_decay=0.009" in whole[-1]
