@@ -40,7 +40,7 @@ from dml_core.errors import first_line
 from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan
 from sweep.labels import fmt_duration
-from sweep.ledger import FAILED, FINISHED, KILLED
+from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE
 from sweep.plan import SweepPlan, load_plan
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _quiet_libraries(args.verbose)
     sigterm_as_ctrl_c()
-    plan = None
+    plan, sweep_dir = None, None
     try:
         plan = load_plan(args.config, args.overrides)
         sweep_dir = default_sweep_dir(plan, args.out)
@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         where = _driver_io_fault(e, plan)
         if where is None:
             raise
-        print(f"error: {where}; fix it, then continue with: {_resume_command(argv)}", file=sys.stderr)
+        started = sweep_dir is not None and (sweep_dir / PLAN_FILE).is_file()
+        then = (f"continue with: {_resume_command(argv)}" if started
+                else f"run it again: {' '.join(shlex.quote(a) for a in ['python', 'sweep/run.py', *argv])}")
+        print(f"error: {where}; fix it, then {then}", file=sys.stderr)
         return EXIT_IO
     if outcome.status == KILLED:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
@@ -137,13 +140,19 @@ def _driver_io_fault(error: Exception, plan: SweepPlan | None) -> str | None:
     """`<file or store>: <why>` for a failed write of the driver's state -- an OSError (the sweep
     folder: ledger, plan, report) or the MLflow store refusing a write -- else None (a bug: its
     traceback is kept)."""
-    if isinstance(error, OSError):
-        where = error.filename or "the sweep folder"
-        return f"{where}: {error.strerror or first_line(error)}"
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    if isinstance(error, (MlflowException, SQLAlchemyError)):
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:  # Tune may wrap a callback's error
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    os_error = next((e for e in chain if isinstance(e, OSError)), None)
+    if os_error is not None:
+        where = os_error.filename or "the sweep folder"
+        return f"{where}: {os_error.strerror or first_line(os_error)}"
+    error = next((e for e in chain if isinstance(e, (MlflowException, SQLAlchemyError))), None)
+    if error is not None:
         from sweep.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri) if plan is not None else "the MLflow store"

@@ -172,3 +172,27 @@ def open_tracker(argv: list[str]) -> int:
 
     print(Tracker(argv[0], argv[1]).experiment_id, flush=True)
     return 0
+
+
+def sweep_with_full_disk(argv: list[str]) -> int:
+    """`sweep.run:main(argv[1:])` on a disk that fills up at the driver's `argv[0]`-th write of
+    ledger.json: that write and every later one fail with ENOSPC, as a full disk does (at fsync,
+    naming no file). Trials run in Ray's worker processes and write as usual."""
+    import errno
+
+    import dml_core.io
+
+    failing_from, writes = int(argv[0]), [0]
+    real_fsync = dml_core.io.os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".ledger.json."):
+            writes[0] += 1
+            if writes[0] >= failing_from:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    dml_core.io.os.fsync = fsync  # os.fsync of this process (the driver); only ledger writes fail
+    from sweep.run import main
+
+    return main(argv[1:])

@@ -276,3 +276,65 @@ def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: P
     for key in ("arm=a/seed=0", "arm=b/seed=0"):
         assert again[key] == after[key]
     assert len(mlflow_children(tmp_path)) == 3
+
+
+# ------------------------------------------------------------------ SIGTERM, driver I/O faults (issue 19, defect 4)
+
+
+def _wait_for_a_running_trial(proc: subprocess.Popen, out: Path, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        records = _records(out) if (out / "ledger.json").is_file() else {}
+        if any(r["status"] == "RUNNING" and r.get("last_step", 0) >= 1 for r in records.values()):
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path: Path) -> None:
+    """`kill -TERM` (what kill, Slurm and Kubernetes send) exited 134 with Ray's C++ stack dump, no
+    resume hint, trials left RUNNING."""
+    raw = tiny(train={"epochs": KILL_EPOCHS})
+    raw["sweep"] = {"name": "faults", "arms": {"a": {}, "b": {"model.embedding_dim": 8}}, "seeds": [0],
+                    "max_concurrent_trials": 1, "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    cfg, out, log = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", tmp_path / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, str(REPO / "sweep" / "run.py"), str(cfg), "--out", str(out)], cwd=tmp_path,
+                                env=env(), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    try:
+        _wait_for_a_running_trial(proc, out, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=180) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log.read_text()
+    assert err.strip().splitlines()[-1] == (f"interrupted; continue with: python sweep/run.py {cfg} --out {out} --resume")
+    assert "Traceback" not in err and "SIGTERM" not in err, err[-3000:]
+    statuses = {r["status"] for r in _records(out).values()}
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+    parent = [r for r in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("faults").experiment_id])
+        if r.data.tags.get("sweep.role") == "parent"]
+    assert [r.info.status for r in parent] == ["KILLED"]
+
+
+@pytest.mark.parametrize("failing_write", [1, 4], ids=["at_start", "mid_sweep"])
+def test_a_full_disk_under_the_driver_is_one_line_and_exit_3(tmp_path: Path, failing_write: int) -> None:
+    """A full disk on a ledger write exited 1 with tracebacks (1 is "done, some trials failed").
+    Now: one line naming the file, exit 3; a sweep that had not started leaves no folder (a plain
+    rerun works), one that had keeps a whole ledger to --resume."""
+    cfg, out = sweep_yaml(tmp_path, {"a": {}, "b": {"model.embedding_dim": 8}}), tmp_path / "sweep"
+    [result] = run_together("faults_testlib:sweep_with_full_disk", [[str(failing_write), str(cfg), "--out", str(out)]],
+                            tmp_path)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    then = (f"run it again: python sweep/run.py {cfg} --out {out}" if failing_write == 1
+            else f"continue with: python sweep/run.py {cfg} --out {out} --resume")
+    assert result.stderr.strip().splitlines()[-1] == f"error: {out / 'ledger.json'}: No space left on device; fix it, then {then}"
+    if failing_write == 1:
+        assert not out.exists()
+    else:
+        records = json.loads((out / "ledger.json").read_text())["trials"]  # the last whole ledger
+        assert records and (out / "plan.json").is_file()
