@@ -90,8 +90,8 @@ def check_paths(plan: SweepPlan, trials: TrialConfigs) -> None:
     seen = set()
     for _, cfg in trials:
         written, data = cfg.data, resolve_data_paths(cfg.data)
-        for key in ("root", "train_root", "test_root"):
-            path = getattr(data, key, None)
+        for key in data.data_roots():
+            path = getattr(data, key)
             if path is None or path in seen or "://" in path:
                 continue
             seen.add(path)

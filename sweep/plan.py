@@ -27,16 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dml_core.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
+from dml_core.config import ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
+from dml_core.errors import ConfigError
+from dml_core.params.datasets import DATASETS
 
 from sweep.resources import trial_loader_workers
 from sweep.spec import SweepError, SweepSpec, parse_sweep
 
-# Data locations in a trial config. Ray runs each trial in its own working directory, so a
-# relative path is made absolute in the driver, against the current working directory -- the
-# same rule as a single run (`dml_core` resolves `data.root` against the cwd). A path naming
-# `${DML_DATA}` is left for each trial to expand on its own node (`dml_core.data.roots`).
-PATH_KEYS = ("data.root", "data.train_root", "data.test_root", "data.cache_dir")
 
 SEARCH, FINAL = "search", "final"
 
@@ -44,6 +41,16 @@ SEARCH, FINAL = "search", "final"
 def yaml_value(value: Any) -> str:
     """A cell coordinate as written in the YAML: strings bare, the rest as JSON (`null`, `0.1`)."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+# Data locations in a trial config are the dataset's path fields (`DataConfig.path_fields`). Ray
+# runs each trial in its own working directory, so a relative path is made absolute in the
+# driver, against the current working directory -- the same rule as a single run (`dml_core`
+# resolves `data.root` against the cwd). A path naming `${DML_DATA}` is left for each trial to
+# expand on its own node (`dml_core.data.roots`).
+def _path_keys() -> set[str]:
+    """`data.<field>` for each path field of any registered dataset (an arm may switch datasets)."""
+    return {f"data.{f}" for dataset in DATASETS for f in dataset.params.path_fields()}
 
 
 def _absolute(value: Any) -> Any:
@@ -176,19 +183,17 @@ class SweepPlan:
         base_cfg = config_from_dict(raw, source)  # the base experiment must be valid on its own
         base = base_cfg.to_dict()
         base.pop("sweep", None)
-        for key in PATH_KEYS:
-            section, leaf = key.split(".")
-            if leaf in base[section]:  # digits has no root, SOP no train_root
-                base[section][leaf] = _absolute(base[section][leaf])
+        for leaf in base_cfg.data.path_fields():  # each dataset has only the paths its layout reads
+            base["data"][leaf] = _absolute(base["data"][leaf])
         if base["train"]["num_threads"] is None:
             # Ray reserves `cpu` cores per trial; let torch use exactly those.
             base["train"]["num_threads"] = max(1, int(spec.resources_per_trial.cpu))
         if base["data"]["num_workers"] is None:
             # Auto: the trial's CPUs but the training loop's one, not the cores of whichever node it lands on.
             base["data"]["num_workers"] = trial_loader_workers(spec.resources_per_trial)
-        cells = expand_cells(spec)
+        cells, path_keys = expand_cells(spec), _path_keys()
         for cell in cells:
-            cell.overrides = {k: _absolute(v) if k in PATH_KEYS else v for k, v in cell.overrides.items()}
+            cell.overrides = {k: _absolute(v) if k in path_keys else v for k, v in cell.overrides.items()}
         if not cells:
             raise SweepError(f"{source}: sweep.exclude: removes every cell")
         name = spec.name or base_cfg.name

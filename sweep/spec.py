@@ -17,21 +17,18 @@ import re
 import typing
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
 from dml_core.io import check_folder_name
 from dml_core.evaluation.names import check_mode, direction, looks_like_metric
 from dml_core.params import SECTIONS
+from dml_core.registry import Strict
 
 
 class SweepError(ValueError):
     """A mistake in a sweep block or sweep directory; the message is one line."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------------- dotted config keys
@@ -120,7 +117,7 @@ def _check_metric(v: str) -> str:
     return v
 
 
-class SearchParam(_Strict):
+class SearchParam(Strict):
     """One searched hyper-parameter; `int` bounds are inclusive."""
 
     type: Literal["loguniform", "uniform", "int", "categorical"]
@@ -148,7 +145,7 @@ class SearchParam(_Strict):
         return self
 
 
-class SearchSpec(_Strict):
+class SearchSpec(Strict):
     """Optuna TPE search, run per grid cell on the first seed (see `sweep.plan`)."""
 
     params: dict[str, SearchParam] = Field(min_length=1)
@@ -174,7 +171,7 @@ class SearchSpec(_Strict):
         return None if v is None else _check_metric(v)
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(Strict):
     """Early stopping of search trials: ASHA (Li et al. 2020) on the per-epoch search metric."""
 
     name: Literal["none", "asha"] = "none"
@@ -185,7 +182,7 @@ class SchedulerSpec(_Strict):
 RAY_RESOURCE_UNIT = 1e-4  # Ray counts resources in ten-thousandths (ray._raylet.RESOURCE_UNIT_SCALING)
 
 
-class Resources(_Strict):
+class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="fractional GPUs share one device")
 
@@ -201,19 +198,19 @@ class Resources(_Strict):
         return v
 
 
-class MlflowSpec(_Strict):
+class MlflowSpec(Strict):
     # Precedence: this key > env MLFLOW_TRACKING_URI > sqlite:///mlflow.db (current directory).
     tracking_uri: Optional[str] = None
     experiment: Optional[str] = None  # default: the sweep name
 
 
-class ReportSpec(_Strict):
+class ReportSpec(Strict):
     # Which evaluation of a final trial the statistics use: `last` (the model as trained) or
     # `best` (its best epoch by sweep.metric; optimistic, the epoch is chosen on the test split).
     evaluation: Literal["last", "best"] = "last"
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     """The `sweep:` block. Cells = grid x arms (minus `exclude`); trials = cells x seeds."""
 
     name: Optional[str] = None  # default: the experiment's `name`
@@ -291,7 +288,9 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepSpec":
-        self.mode = check_mode(self.metric, self.mode, "mode")
+        mode = check_mode(self.metric, self.mode, "mode")
+        if self.mode != mode:  # assigned only when unset: validate_assignment re-runs this validator
+            self.mode = mode
         if self.search is not None:
             check_mode(self.search_metric, self.search.mode, "search.mode")
         coords = {**self.grid, "arm": list(self.arms)}

@@ -14,12 +14,11 @@ import os
 import re
 from pathlib import Path
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 from dml_core.data.base import DatasetError
 
 DATA_ENV = "DML_DATA"
 DEFAULT_DATA_HOME = Path("~/.cache/dml-sweep/data")
-PATH_FIELDS = ("root", "train_root", "test_root", "cache_dir")
 
 _VARIABLE = re.compile(r"\$\{" + DATA_ENV + r"\}|\$" + DATA_ENV + r"(?![A-Za-z0-9_])")
 _ANY_VARIABLE = re.compile(r"\$\{[^}]*\}?|\$[A-Za-z_][A-Za-z0-9_]*")
@@ -51,5 +50,4 @@ def expand_data_path(path: str | None, field: str = "data.root") -> str | None:
 
 def resolve_data_paths(cfg: DataConfig) -> DataConfig:
     """A copy of ``cfg`` whose path fields (those its dataset has) are expanded (module docstring)."""
-    return cfg.model_copy(update={f: expand_data_path(getattr(cfg, f), f"data.{f}") for f in PATH_FIELDS
-                                  if hasattr(cfg, f)})
+    return cfg.model_copy(update={f: expand_data_path(getattr(cfg, f), f"data.{f}") for f in cfg.path_fields()})

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dml_core.config import ConfigError, config_from_dict, load_config
+from dml_core.config import config_from_dict, load_config
+from dml_core.errors import ConfigError
 from sweep.checks import check_plan
 from sweep.plan import SweepPlan
 
