@@ -28,7 +28,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Generic, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError, create_model
+from pydantic import ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError, create_model
 
 from dml_core.errors import ConfigError, did_you_mean, format_validation_error
 
