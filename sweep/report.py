@@ -23,7 +23,9 @@ Writes into the sweep directory:
 
 Which evaluation of a final trial enters the statistics is `sweep.report.evaluation`: `last`
 (default: the model as trained) or `best` (the best evaluation by the primary metric, with every
-other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split).
+other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split)
+or `best_on_test` (the papers' rule: the evaluation of best test Recall@1, whatever the primary
+metric; shown as test-set selection wherever it is used).
 """
 from __future__ import annotations
 
@@ -49,11 +51,17 @@ from dml_core.evaluation.names import ordered
 from dml_core.io import atomic_write_text
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
 from sweep.ledger import FINISHED, PLAN_FILE, Ledger
+from sweep.console import describe_budget
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
-from sweep.stats import ALPHA, CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
+from sweep.records import TrialRecord
+from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH, PolicyView, points
+from sweep.spec import FOLD_METRIC
+from sweep.stats import ALPHA, CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
 from sweep.stats import verdict as stats_verdict
 
-EVALUATIONS = ("last", "best")
+EVALUATIONS = ("last", "best", "best_on_test")
+# `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
+PAPERS_SELECTION_METRIC = "recall_at_1"
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -82,6 +90,8 @@ def select_evaluation(records: list[dict[str, Any]], evaluation: str, metric: st
     or the best one of the history by `metric` (its epoch's metrics, all of them)."""
     if evaluation == "last":
         return records
+    if evaluation == "best_on_test":
+        metric, mode = PAPERS_SELECTION_METRIC, "max"
     sign = 1 if mode == "max" else -1
     out = []
     for r in records:
@@ -153,28 +163,40 @@ def cell_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[
 
 
 def comparison_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per cell and metric, the paired comparison with its baseline cell. Under a seed policy the
+    interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`)."""
     if not plan.get("baseline"):
         return []
     cells = _cells(plan)
+    view = PolicyView.from_plan_json(plan)
+    margin_points = (plan.get("sweep") or {}).get("equivalence_margin")
+    typed = [TrialRecord.model_validate(r) for r in records] if view else []
     rows = []
-    for cell in cells:
-        ref = reference_cell(cell, cells, plan["baseline"])
-        if ref is None:
-            continue
-        for metric in summary_metrics(records):
-            c = paired_comparison(_by_seed(records, cell.id, metric), _by_seed(records, ref.id, metric))
+    for metric in summary_metrics(records):
+        policy = {(a.quantity.cell, a.quantity.ref): a.comparison for a in view.assess(typed, metric)} if view else {}
+        for cell in cells:
+            ref = reference_cell(cell, cells, plan["baseline"])
+            if ref is None:
+                continue
+            c = policy.get((cell.id, ref.id)) or paired_comparison(_by_seed(records, cell.id, metric),
+                                                                    _by_seed(records, ref.id, metric))
             rows.append({"cell": cell.id, "baseline": ref.id, "metric": metric, "n": c.n, "seeds": json.dumps(c.seeds),
-                         "mean_diff": c.mean_diff, "ci_low": c.low, "ci_high": c.high, "p_value": c.p_value})
-    return rows
+                         "mean_diff": c.mean_diff, "ci_low": c.low, "ci_high": c.high, "p_value": c.p_value,
+                         "procedure": c.procedure, "margin": None if margin_points is None else points(metric, margin_points)})
+    order = {c.id: i for i, c in enumerate(cells)}
+    return sorted(rows, key=lambda r: order[r["cell"]])
 
 
 # --------------------------------------------------------------------------- headlines
 
 
 def verdict(c: dict[str, Any], mode: str) -> str:
-    """`sweep.stats.verdict` of a comparison row."""
+    """`sweep.stats.verdict` of a comparison row (with its equivalence margin, if any)."""
     seeds = json.loads(c["seeds"]) if "seeds" in c else list(range(c["n"]))
-    return stats_verdict(PairedComparison(seeds, c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"]), mode)
+    comparison = PairedComparison(seeds, c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"], c.get("procedure", PAIRED_T))
+    margin = c.get("margin")
+    shown = None if margin is None else f"{_scale(c['metric']) * margin:g}" + (" points" if is_fraction(c["metric"]) else "")
+    return stats_verdict(comparison, mode, margin=margin, margin_text=shown)
 
 
 def headline(c: dict[str, Any], labels: dict[str, str], mode: str) -> str:
@@ -185,7 +207,8 @@ def headline(c: dict[str, Any], labels: dict[str, str], mode: str) -> str:
     head = f"{labels.get(c['cell'], c['cell'])} vs {labels.get(c['baseline'], c['baseline'])}: {metric_label(m)}"
     if c["n"] == 0:
         return f"{head}: no seed finished in both cells."
-    ci = (f", {CONFIDENCE:.0%} CI {fmt_points(m, c['ci_low'])} to {fmt_points(m, c['ci_high'])}"
+    repeated = " repeated" if c.get("procedure", PAIRED_T) != PAIRED_T else ""  # a seed policy's interval
+    ci = (f", {CONFIDENCE:.0%}{repeated} CI {fmt_points(m, c['ci_low'])} to {fmt_points(m, c['ci_high'])}"
           if math.isfinite(c["ci_low"]) else "")
     p = f", p = {c['p_value']:.2g}" if math.isfinite(c["p_value"]) else ""
     return f"{head} {fmt_points(m, c['mean_diff'])}{unit} ({c['n']} seed{'s' * (c['n'] > 1)}{ci}{p}): {verdict(c, mode)}."
@@ -218,7 +241,8 @@ def parent_results(sweep_dir: str | Path) -> tuple[dict[str, float], str]:
             out |= {f"{name}.diff": c["mean_diff"], f"{name}.ci_low": c["ci_low"], f"{name}.ci_high": c["ci_high"],
                     f"{name}.p": c["p_value"]}
     lines = headlines(sweep_dir) or [f"{len(plan['cells'])} cells, no baseline: see report.md"]
-    return out, "\n\n".join([*lines, f"Statistics on each final trial's {evaluation} evaluation; see report.md."])
+    which = "best-test-R@1 evaluation (test-set selection, the papers' choice)" if evaluation == "best_on_test" else f"{evaluation} evaluation"
+    return out, "\n\n".join([*lines, f"Statistics on each final trial's {which}; see report.md."])
 
 
 # --------------------------------------------------------------------------- markdown
@@ -266,18 +290,22 @@ def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], meta: d
     tally = "; ".join(f"{ph} " + ", ".join(f"{n} {st.lower()}" for (p, st), n in sorted(counts.items()) if p == ph)
                       for ph in phases)
     trial_time = sum(float(r.get("metrics", {}).get("time_s", 0.0)) for r in records)
-    which = ("its **last** evaluation (the model as trained)" if evaluation == "last" else
-             f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)")
+    which = {"last": "its **last** evaluation (the model as trained)",
+             "best": f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)",
+             "best_on_test": f"its evaluation of best {metric_label(PAPERS_SELECTION_METRIC)} -- **test-set selection**, "
+                             "the papers' choice (the epoch is chosen on the test split; optimistic)"}[evaluation]
     out = [f"# Sweep `{plan['name']}`", "",
-           f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds {plan['seeds']}; primary metric "
+           f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds "
+           f"{'from ' + str(plan['seeds']) + ' by the seed policy below' if PolicyView.from_plan_json(plan) else plan['seeds']}; primary metric "
            f"{metric_label(metric)} (`{metric}`, {plan['mode']}), in % where it is a fraction.",
            f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(float(meta.get('wall_s', math.nan)))} "
            f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials).",
-           f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best` "
+           f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best|best_on_test` "
            "or `python sweep/report.py DIR --evaluation best`.", ""]
     comps = [c for c in comparison_rows(plan, records) if c["metric"] == metric] if plan.get("baseline") else []
     if comps:
         out += ["## Headlines", ""] + [f"- {headline(c, labels, plan['mode'])}" for c in comps] + [""]
+    out += _policy_section(plan, records, labels)
     out += _cells_section(plan, records, labels)
     if plan.get("baseline"):
         out += _comparison_section(plan, records, labels)
@@ -296,6 +324,23 @@ def _shown_metrics(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[
     return [metric] + [m for m in shown if m != metric] if metric in metrics else shown
 
 
+def _policy_section(plan: dict[str, Any], records: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    """A seed policy's rule, procedure and where each comparison stopped."""
+    view = PolicyView.from_plan_json(plan)
+    if view is None:
+        return []
+    reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
+               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
+    rows = [[labels.get(a.quantity.cell, a.quantity.cell) + (f" vs {labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
+             a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]]
+            for a in view.assess([TrialRecord.model_validate(r) for r in records])]
+    return ["## Seed policy", "", f"Rule: {view.rule()}.", "",
+            f"Procedure: {view.design.description}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of the look "
+            "where it stopped: it holds whatever the stopping; the per-cell intervals are plain Student-t over the seeds "
+            "each cell ran (descriptive).", "",
+            _md_table(["comparison", "seeds", "look", "stopped because"], rows), ""]
+
+
 def _cells_section(plan: dict[str, Any], records: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
     shown = _shown_metrics(plan, records)
     rows = [[labels[cell.id], len(_by_seed(records, cell.id, plan["metric"]))]
@@ -311,6 +356,8 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
     metric, n = plan["metric"], len(plan["seeds"])
     caveat = (f"With {n} seeds the interval is the mean difference ± {t_multiplier(n):.2f} standard errors: wide, "
               "and the test has little power" if n >= 2 else "With one seed there is no interval and no test")
+    if PolicyView.from_plan_json(plan):
+        caveat = "Under the seed policy the interval is the repeated CI of the look where the comparison stopped (see Seed policy)"
     unit = "points" if is_fraction(metric) else "difference"
     rows = [[labels[c["cell"]], labels[c["baseline"]], c["n"], fmt_points(metric, c["mean_diff"]),
              f"[{fmt_points(metric, c['ci_low'])}, {fmt_points(metric, c['ci_high'])}]",
@@ -319,24 +366,50 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
     return [f"## Paired comparison with the baseline ({describe_baseline(plan['baseline'])}) on {metric_label(metric)}", "",
             "Differences are cell - baseline, paired by seed; p from a two-sided paired t-test "
             f"(`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the number of cells compared. "
-            f"Verdict: better/worse when p < {ALPHA:.2g} and the interval excludes 0, else inconclusive.", "",
+            f"Verdict: better/worse when p < {ALPHA:.2g} and the interval excludes 0{_equivalence_note(plan)}, else inconclusive.", "",
             _md_table(["cell", "baseline", "n", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows), ""]
+
+
+def _equivalence_note(plan: dict[str, Any]) -> str:
+    margin = (plan.get("sweep") or {}).get("equivalence_margin")
+    if margin is None:
+        return ""
+    unit = " points" if is_fraction(plan["metric"]) else ""
+    return (f"; equivalent within ±{margin:g}{unit} when the interval lies inside it (two one-sided tests, TOST, "
+            "each at half the interval's error rate)")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 def _search_section(plan: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any], labels: dict[str, str],
                     notes: list[str]) -> list[str]:
     """What the search chose per cell (the runner's choice, kept in the ledger)."""
-    metric = (plan["search"] or {}).get("metric") or plan["metric"]
-    on = "held-out training classes" if (plan["search"] or {}).get("holdout") is not None else "the test split"
+    search = plan["search"] or {}
+    folds = search.get("folds")
+    metric = search.get("metric") or (FOLD_METRIC if folds else plan["metric"])
+    on = "held-out training classes" if search.get("holdout") is not None else "the test split"
+    if folds:
+        on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
     rows = []
     for cell in _cells(plan):
         tried = [r for r in records if r.get("phase") == SEARCH and r.get("cell") == cell.id]
         finished = sum(r.get("status") == FINISHED for r in tried)
         chosen = best.get(cell.id)
-        rows.append([labels[cell.id], f"{finished}/{len(tried)}", fmt_params(chosen["params"]) if chosen else "-",
-                     fmt_metric(metric, chosen["value"]) if chosen else "-"])
+        row = [labels[cell.id], f"{finished}/{len(tried)}", fmt_params(chosen["params"]) if chosen else "-",
+               fmt_metric(metric, chosen["value"]) if chosen else "-"]
+        if folds:
+            won = next((r for r in tried if chosen and r.get("trial_id") == chosen.get("trial_id")), None)
+            scores = [(won or {}).get("metrics", {}).get(f"fold{i}_{metric}") for i in range(folds)]
+            row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
+        rows.append(row)
+    head = ["cell", "finished", "best params", f"{_unit(metric)} (search{', fold mean' if folds else ''})"]
+    head += [f"{_unit(metric)} per fold"] if folds else []
+    budget = plan.get("search_budget")
     return [f"## Search (per cell, on {on})", "",
-            _md_table(["cell", "finished", "best params", f"{_unit(metric)} (search)"], rows), "",
+            *([_sentence(describe_budget(budget, folds)), ""] if budget else []),
+            _md_table(head, rows), "",
             *(line for n in notes for line in (n, ""))]
 
 
@@ -562,7 +635,12 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the report of a sweep directory.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:  # `dml-report table SWEEP_DIR...`: the paper's table across sweeps
+        from sweep.table import main as table_main
+
+        return table_main(argv[1:])
+    parser = argparse.ArgumentParser(description="Write the report of a sweep directory (or `table SWEEP_DIR...`).")
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--evaluation", choices=EVALUATIONS, default=None,
                         help="which evaluation of each final trial the statistics use (default: sweep.report.evaluation)")
