@@ -34,6 +34,7 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
@@ -105,6 +107,16 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _store_lock(tracking_uri: str) -> Any:
+    """A file lock beside a sqlite store: MLflow creates and migrates a fresh database in several
+    statements, and two drivers doing it at once fail (`table ... already exists`, `No such
+    index`). Other stores (a server, a database server) serialise this themselves."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        return contextlib.nullcontext()
+    return FileLock(tracking_uri[len(prefix):] + ".lock")
+
+
 def use_wal(tracking_uri: str) -> None:
     """Put a sqlite tracking store in WAL mode (a property of the file, kept from then on).
 
@@ -136,11 +148,19 @@ class Tracker:
 
     @cached_property
     def client(self) -> MlflowClient:
-        use_wal(self.tracking_uri)
-        return MlflowClient(self.tracking_uri)
+        with _store_lock(self.tracking_uri):
+            use_wal(self.tracking_uri)
+            client = MlflowClient(self.tracking_uri)
+            client.get_experiment_by_name(self.experiment)  # creates or migrates the store, under the lock
+        return client
 
     @cached_property
     def experiment_id(self) -> str:
+        self.client  # noqa: B018 -- the store first (its own lock; FileLock is not reentrant across instances)
+        with _store_lock(self.tracking_uri):  # two sweeps of one experiment: one creates, the other finds it
+            return self._experiment_id()
+
+    def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found:
             return found.experiment_id
