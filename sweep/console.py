@@ -101,3 +101,33 @@ class ConsoleCallback(tune.Callback):
             return ""
         per_trial = (time.monotonic() - self._t0) / finished_here
         return f"  ETA {fmt_duration(per_trial * (self.total - done))}"
+
+
+HEADLINES = 10  # comparisons in the closing block; the report has them all
+
+
+def closing_block(outcome: Any, wall_s: float) -> str:
+    """The sweep's last lines: the tally, the headlines (methods named), a search that could not
+    separate its candidates, the report, and the MLflow command + the URLs that open answers.
+    `outcome`: the runner's `SweepOutcome`, with its `SweepResults`."""
+    results = outcome.results
+    trials = results.records.trials
+    finished = sum(t.status == FINISHED for t in trials)
+    failed = sum(t.status == FAILED for t in trials)
+    lost = sum(t.status == "KILLED" for t in trials)  # search samples cut off and redrawn
+    lines = [f"-- done in {fmt_duration(wall_s)}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
+    lines += [f"   {h}" for h in results.headlines(limit=HEADLINES)]
+    lines += [f"   search, {line}" for line in results.search_lines()[:3]]
+    lines.append(f"report:  {outcome.sweep_dir / 'report.md'}  (report.html: the same with its plots)")
+    if outcome.mlflow_command:
+        lines.append(f"MLflow:  {outcome.mlflow_command}")
+        lines.append(f"         runs:    {outcome.mlflow_url}")
+    else:
+        lines.append(f"MLflow:  runs:    {outcome.mlflow_url}")
+    if outcome.parent_url:
+        lines.append(f"         sweep:   {outcome.parent_url}  (headlines; report.html under Artifacts)")
+    if outcome.compare_url and results.final_runs:
+        shown = len(results.compare_run_ids())
+        of = f" ({shown} of {len(results.final_runs)})" if shown < len(results.final_runs) else ""
+        lines.append(f"         compare: {outcome.compare_url}  (final runs{of})")
+    return "\n".join(lines)

@@ -81,6 +81,12 @@ class BestChoice(_Record):
     params: dict[str, Any]
     trial_id: str
     value: float
+    # The search's resolution (sweep.selection): False when the best was within noise of another
+    # candidate and the choice fell back to the documented rule, with `note` saying so.
+    separated: bool = True
+    noise: Optional[float] = None  # standard error of the chosen score; None when unknown
+    queries: Optional[int] = None  # held-out queries each candidate was scored on
+    note: str = ""
 
 
 class SweepMeta(_Record):

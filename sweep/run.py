@@ -34,8 +34,7 @@ import os
 import shlex
 
 from dml_core.errors import first_line
-from sweep.labels import fmt_duration
-from sweep.ledger import FAILED, FINISHED, KILLED
+from sweep.ledger import KILLED
 from sweep.plan import load_plan
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep
@@ -133,23 +132,9 @@ def _quiet_libraries(verbose: int) -> None:
 
 
 def closing_block(outcome: SweepOutcome) -> str:
-    from sweep.ledger import Ledger
-    from sweep.report import headlines
+    from sweep.console import closing_block as block
 
-    trials = Ledger(outcome.sweep_dir).trials()
-    finished = sum(r.get("status") == FINISHED for r in trials)
-    failed = sum(r.get("status") == FAILED for r in trials)
-    wall = fmt_duration(float(Ledger(outcome.sweep_dir).get("wall_s", float("nan"))))
-    lost = sum(r.get("status") == KILLED for r in trials)  # search samples cut off and redrawn
-    lines = [f"-- done in {wall}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
-    lines += [f"   {h}" for h in headlines(outcome.sweep_dir)]
-    lines.append(f"report:  {outcome.sweep_dir / 'report.md'}")
-    if outcome.mlflow_command:
-        lines.append(f"MLflow:  {outcome.mlflow_command}")
-        lines.append(f"         then open {outcome.mlflow_url}")
-    else:
-        lines.append(f"MLflow:  {outcome.mlflow_url}")
-    return "\n".join(lines)
+    return block(outcome, outcome.results.records.meta.wall_s)
 
 
 if __name__ == "__main__":

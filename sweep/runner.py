@@ -23,10 +23,11 @@ import yaml
 
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.console import say
-from sweep.labels import cell_labels, fmt_metric, fmt_params, metric_label
+from sweep.labels import cell_labels
 from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, trial_checkpoint
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, _describe_param
 from sweep.resources import check_fits, cluster_shapes
+from sweep.selection import Candidate, select_for_cell
 from sweep.spec import SweepError
 
 log = logging.getLogger("sweep")
@@ -42,6 +43,9 @@ class SweepOutcome:
     report_files: list[Path]
     mlflow_command: str = ""  # serves the tracking store ("" for an MLflow server)
     mlflow_url: str = ""  # this experiment's runs table
+    parent_url: str = ""  # the sweep's parent run: headlines, report.html
+    compare_url: str = ""  # MLflow's compare view of the final runs
+    results: Any = None  # sweep.results.SweepResults, for the closing block
     final_trials: int = 0
     failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
 
@@ -102,7 +106,7 @@ def search_prefix(plan: SweepPlan) -> str:
 
 
 def plan_labels(plan: SweepPlan) -> dict[str, str]:
-    return cell_labels(plan.to_json()["cells"], plan.spec.arms)
+    return cell_labels(plan.to_json()["cells"], plan.spec.arms, plan.base)
 
 
 class SweepRunner:
@@ -272,11 +276,11 @@ class SweepRunner:
     # ---------------------------------------------------------------- search results
 
     def _best_params(self, cell: Cell) -> Optional[dict[str, Any]]:
-        """Best finished search trial of `cell` by its last evaluation; decided once, then kept."""
+        """The kept search trial of `cell` by its last evaluation (`sweep.selection`); decided once, then kept."""
         chosen = self.ledger.get("best", {})
         if cell.id in chosen:
             return chosen[cell.id]["params"]
-        metric, sign = self.spec.search_metric, (1 if self.spec.search_mode == "max" else -1)
+        metric = self.spec.search_metric
         done = [
             r for r in self.ledger.trials()
             if r.get("phase") == SEARCH and r.get("cell") == cell.id and r.get("status") == FINISHED
@@ -284,12 +288,11 @@ class SweepRunner:
         ]
         if not done:
             return None
-        top = max(done, key=lambda r: sign * r["metrics"][metric])
-        self.ledger.set("best", {**chosen, cell.id: {"params": top["params"], "trial_id": top["trial_id"], "value": top["metrics"][metric]}})
-        prefix = search_prefix(self.plan).rstrip("_")
-        say(f"   best {self.labels[cell.id]}: {fmt_params(top['params'])} ({prefix} {metric_label(metric)} "
-            f"{fmt_metric(metric, top['metrics'][metric])})")
-        return top["params"]
+        # The documented rule (sweep/selection.py): the best, unless within scoring noise of another.
+        choice = select_for_cell(self.plan, cell, [Candidate(r["trial_id"], r["params"], r["metrics"][metric]) for r in done])
+        self.ledger.set("best", {**chosen, cell.id: choice.record()})
+        say(choice.console_line(self.labels[cell.id], metric, search_prefix(self.plan).rstrip("_")))
+        return choice.params
 
     def _drop_unsearched(self, trials: list[TrialSpec], best: dict[str, Any]) -> list[TrialSpec]:
         """A cell whose every search trial failed has nothing to re-run: its final trials are
@@ -332,7 +335,10 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
                verbose: int, cluster_config: Optional[str]) -> SweepOutcome:
     import ray
 
-    from sweep.report import parent_results, write_report
+    from sweep.parent_run import parent_description, parent_metrics
+    from sweep.records import load_records
+    from sweep.report import write_report
+    from sweep.results import SweepResults
     from sweep.tracking import Tracker, git_commit, mark_killed, parent_params, resolve_tracking_uri
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
@@ -382,13 +388,14 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
         ledger.set("wall_s", ledger.get("wall_s", 0.0) + time.monotonic() - started)
     final = [r for r in ledger.trials() if r.get("phase") == FINAL]
     failed = sorted(r["key"] for r in final if r.get("status") != FINISHED)
-    files = write_report(sweep_dir)
-    metrics, description = parent_results(sweep_dir)
-    tracker.log_results(parent, metrics, description)
+    results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
+    files = write_report(results, sweep_dir)
+    tracker.log_results(parent, parent_metrics(results), parent_description(results))
     tracker.log_files(parent, files)
     if final and len(failed) == len(final):
         tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
     else:
         tracker.end_run(parent, FINISHED)
     command, url = tracker.ui_hint()
-    return SweepOutcome(sweep_dir, FINISHED, files, command, url, final_trials=len(final), failed=failed)
+    return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
+                        tracker.compare_url(results.compare_run_ids()), results, final_trials=len(final), failed=failed)

@@ -98,6 +98,8 @@ class PerCellSearch(Searcher):
             # offset by the samples already drawn so that a resumed study does not re-propose its
             # first candidates.
             study = optuna.create_study(study_name=cell, storage=storage, direction=direction, load_if_exists=True)
+            if study.metric_names is None:  # dashboards name the objective instead of "Objective 0"
+                study.set_metric_names([self._metric])
             study.sampler = optuna.samplers.TPESampler(seed=self._seed + len(study.get_trials(deepcopy=False)))
             self._studies[cell] = study
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

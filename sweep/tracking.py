@@ -37,7 +37,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
+import sys
 import time
 from functools import cached_property
 from pathlib import Path
@@ -58,6 +60,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 STEP_KEY = "epoch"  # the step of every logged metric
+UI_PORT = 5000  # `mlflow ui`'s default
 
 
 def resolve_tracking_uri(configured: Optional[str]) -> str:
@@ -128,11 +131,28 @@ class Tracker:
         return self.client.create_experiment(self.experiment, artifact_location=location)
 
     def ui_hint(self) -> tuple[str, str]:
-        """The command that serves this store and the URL of this experiment's runs table."""
-        url = f"#/experiments/{self.experiment_id}?workflowType=machine_learning"
+        """The command that serves this store, runnable as printed (this interpreter's `-m mlflow`:
+        `mlflow` is not on PATH without an activated venv), and the URL of the runs table."""
+        url = f"{self.ui_base()}/#/experiments/{self.experiment_id}?workflowType=machine_learning"
         if self.tracking_uri.startswith(("http://", "https://")):
-            return "", f"{self.tracking_uri.rstrip('/')}/{url}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}", f"http://127.0.0.1:5000/{url}"
+            return "", url
+        python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+        return f"{shlex.quote(python)} -m mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)} --port {UI_PORT}", url
+
+    def ui_base(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return f"http://127.0.0.1:{UI_PORT}"
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page: for the parent, its description (the headlines) and artifacts (report.html)."""
+        return f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def compare_url(self, run_ids: list[str]) -> str:
+        """MLflow's compare view of `run_ids` (this MLflow ignores filter parameters on the runs
+        table's URL, but opens this one as built)."""
+        runs, experiments = json.dumps(run_ids, separators=(",", ":")), json.dumps([self.experiment_id])
+        return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}"
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
@@ -239,6 +259,7 @@ class TrackingCallback(tune.Callback):
             "mlflow.parentRunId": self.ledger.get("mlflow_parent_run_id"),
             "sweep.name": self.sweep_name, "sweep.phase": spec.phase, "sweep.cell": spec.cell,
             "sweep.arm": spec.arm or "", "sweep.seed": spec.seed, "sweep.trial_id": trial.trial_id,
+            "sweep.group": f"{spec.phase} · {cell_label}",  # MLflow's Group-by: one group per phase and cell
             "mlflow.source.git.commit": self.ledger.get("git_commit", "unknown"),
             **{f"sweep.coord.{k}": v for k, v in spec.coords.items()},
         }
