@@ -24,6 +24,7 @@ a search sample is cheap, and its replacement is drawn with everything the study
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -99,7 +100,9 @@ class PerCellSearch(Searcher):
             # first candidates.
             study = optuna.create_study(study_name=cell, storage=storage, direction=direction, load_if_exists=True)
             if study.metric_names is None:  # dashboards name the objective instead of "Objective 0"
-                study.set_metric_names([self._metric])
+                with warnings.catch_warnings():  # experimental in Optuna 5; the sweep pins Optuna's major
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([self._metric])
             study.sampler = optuna.samplers.TPESampler(seed=self._seed + len(study.get_trials(deepcopy=False)))
             self._studies[cell] = study
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

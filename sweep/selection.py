@@ -5,7 +5,9 @@ is a binomial proportion: its standard error is sqrt(p (1 - p) / n), so on 364 q
 100 % are one wrong neighbour apart and well within noise. Choosing the top score then picks noise
 and calls it tuning. The rule, per cell:
 
-1. **Noise.** For a score in [0, 1] on n queries, SE = sqrt(p (1 - p) / n) (exact for a recall;
+1. **Noise.** For a score p in [0, 1] on n queries, the binomial standard error with Agresti &
+   Coull's adjustment (so that a perfect 100 % still has a noise): p' = (p n + 2) / (n + 4),
+   SE = sqrt(p' (1 - p') / (n + 4)) (the standard error of a recall;
    an upper bound for any mean of per-query values in [0, 1] such as MAP@R or R-precision, and a
    rough guide for NMI / F1, which are not per-query means). With folds (`fold_scores`: the
    candidate's score on each fold), the standard error of the fold mean (sample SD / sqrt(folds))
@@ -64,7 +66,7 @@ class Selection:
 
     def console_line(self, label: str, metric: str, prefix: str) -> str:
         """`   best MS+EE n=2: lr 0.00354 (holdout R@1 99.1 ± 0.5)` (+ the note when tied)."""
-        noise = f" ± {fmt_metric(metric, Z * self.noise)}" if self.noise else ""
+        noise = f" ± {fmt_metric(metric, Z * self.noise)}" if self.noise is not None else ""
         line = f"   best {label}: {fmt_params(self.params)} ({prefix} {metric_label(metric)} {fmt_metric(metric, self.value)}{noise})"
         return f"{line}\n     {self.note}" if self.note else line
 
@@ -73,8 +75,8 @@ def score_noise(value: float, queries: Optional[int], metric: str, fold_scores: 
     """Standard error of one search score (rule 1); None when it cannot be estimated."""
     se: Optional[float] = None
     if queries and is_fraction(metric) and math.isfinite(value):
-        p = min(max(value, 0.0), 1.0)
-        se = math.sqrt(p * (1 - p) / queries)
+        p = (min(max(value, 0.0), 1.0) * queries + 2) / (queries + 4)  # Agresti-Coull
+        se = math.sqrt(p * (1 - p) / (queries + 4))
     folds = np.asarray([f for f in fold_scores if math.isfinite(f)], dtype=float)
     if len(folds) >= 2:
         fold_se = float(folds.std(ddof=1) / math.sqrt(len(folds)))
@@ -123,11 +125,11 @@ def select(candidates: list[Candidate], metric: str, mode: str, queries: Optiona
     chosen = min(tied, key=lambda c: (_distance(c.params, base, space), -sign * c.value))
     priors = fmt_params({k: base[k] for k in space if base.get(k) is not None})
     falls = ", ".join(f"{short_key(k)} falls back to {fmt_value(v)}" for k, v in chosen.params.items())
-    spread = f"{fmt_metric(metric, min(c.value for c in tied))} to {fmt_metric(metric, max(c.value for c in tied))}"
-    noise = f"± {fmt_metric(metric, Z * se_top)}" if se_top else "unknown"
-    note = (f"search could not separate candidates: scores within noise ({len(tied)} of {len(scored)} candidates "
-            f"scored {spread}, noise {noise} on {queries or '?'} queries); "
-            f"{falls} (of the tied candidates, the one nearest the base config's {priors}).")
+    low, high = (fmt_metric(metric, f(c.value for c in tied)) for f in (min, max))
+    noise = f"± {fmt_metric(metric, Z * se_top)}" if se_top is not None else "noise unknown"
+    note = (f"search could not separate candidates: scores within noise ({len(tied)} of {len(scored)} scored "
+            f"{low} to {high}, {noise} on {queries or '?'} held-out queries); {falls}, the tied candidate "
+            f"nearest the base config's {priors}.")
     return Selection(dict(chosen.params), chosen.trial_id, chosen.value, False, se_top, queries, [c.trial_id for c in tied], note)
 
 

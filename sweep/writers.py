@@ -167,7 +167,7 @@ def _search_section(results: SweepResults) -> list[Block]:
     rows = []
     for s in results.search:
         c = s.choice
-        noise = f" ± {fmt_metric(metric, Z * c.noise)}" if c and c.noise else ""
+        noise = f" ± {fmt_metric(metric, Z * c.noise)}" if c and c.noise is not None else ""
         rows.append([s.label, f"{s.finished}/{s.tried}", fmt_params(c.params) if c else "-",
                      f"{fmt_metric(metric, c.value)}{noise}" if c else "-",
                      "-" if c is None or c.queries is None else c.queries,

@@ -230,3 +230,42 @@ def test_evaluation_field_in_the_sweep_block(tmp_path: Path) -> None:
     assert SweepResults.build(plan, records, "last").evaluation == "last"
     with pytest.raises(ValueError, match=r"sweep.report.evaluation: Input should be 'last' or 'best'"):
         load_plan(write_yaml(tmp_path / "y.yaml", {"report": {"evaluation": "mean"}}))
+
+
+def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 cells x 2 seeds (the store's benchmark size): the results are built from the records
+    in linear time, and the plots, headlines and MLflow description summarise instead of listing."""
+    import time
+
+    from sweep.parent_run import parent_description, parent_metrics
+    from sweep.plots import MAX_ROWS, plot_paired_differences
+    from sweep.records import TrialRecord
+
+    sweep = {"grid": {"model.embedding_dim": list(range(8, 508)), "optimizer.lr": [0.001, 0.002]}, "seeds": [0, 1],
+             "baseline": {"optimizer.lr": 0.001}}
+    plan = load_plan(write_yaml(tmp_path / "big.yaml", sweep))
+    rng = np.random.default_rng(0)
+    trials = [TrialRecord(trial_id=t.key, key=t.key, phase="final", cell=t.cell, coords=t.coords, seed=t.seed, status=FINISHED,
+                          metrics={"epoch": 2.0, "recall_at_1": float(rng.uniform(0.5, 0.99))}, mlflow_run_id=f"r{i}")
+              for i, t in enumerate(plan.final_trials())]
+    records = SweepRecords(meta=SweepMeta(), trials=trials)
+
+    def scan(*args: object) -> None:
+        raise AssertionError("a regular grid finds each baseline by one lookup, not a scan of every cell")
+
+    monkeypatch.setattr("sweep.results.reference_cell", scan)
+    started = time.perf_counter()
+    results = SweepResults.build(plan, records)
+    # Linear: ~3 s on a shared 2-core machine, nearly all of it scipy's per-call overhead.
+    assert time.perf_counter() - started < 30
+    assert len(results.cells) == 1000 and len(results.primary) == 500
+    lines = results.headlines(limit=20)
+    assert len(lines) == 22 and lines[0].startswith("500 comparisons: ") and "the other 480" in lines[-1]
+    description = parent_description(results)
+    assert len(description) <= 5000 and "report.html" in description
+    metrics = parent_metrics(results)
+    assert all(0 <= v <= 100 for k, v in metrics.items() if k.endswith((".mean", ".ci_low", ".ci_high")) and "_vs_" not in k)
+    assert len(results.compare_run_ids()) == 40
+    (figure,) = plot_paired_differences(results, tmp_path)
+    assert figure.path.stat().st_size < 400_000  # one page of MAX_ROWS rows, not 500
+    assert MAX_ROWS < 500
