@@ -224,13 +224,15 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
     for i, s in enumerate(shown):
         dodge = width * (i - (len(shown) - 1) / 2) / max(1, len(shown) - 1) if len(shown) > 1 else 0.0
         queries = s.choice.queries if s.choice else None
-        xs, ys, err = [], [], []
+        lo, hi = metric_range(metric)
+        xs, ys, err = [], [], [[], []]
         for n, t in enumerate(s.samples, start=1):
             v = t.metrics.get(metric)
             if not t.finished or v is None or not math.isfinite(v):
                 continue
-            se = score_noise(v, queries, metric) or 0.0
-            xs.append(n + dodge), ys.append(in_unit(metric, v)), err.append(in_unit(metric, Z * se))
+            half = Z * (score_noise(v, queries, metric) or 0.0)  # the bar clipped to the metric's range
+            xs.append(n + dodge), ys.append(in_unit(metric, v))
+            err[0].append(in_unit(metric, min(half, v - lo))), err[1].append(in_unit(metric, min(half, hi - v)))
             if s.choice and t.trial_id == s.choice.trial_id:
                 ax.scatter([n + dodge], [in_unit(metric, v)], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
         ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], ms=6, capsize=3, alpha=0.85, color=f"C{i % 10}",

@@ -16,6 +16,7 @@ and calls it tuning. The rule, per cell:
    search is necessary, not sufficient, for a well-chosen value.
 2. **Ties.** A candidate is tied with the best when the difference of their scores is below
    `Z` = 1.96 standard errors of that difference, sqrt(SE_best^2 + SE_other^2).
+   A value drawn twice is one candidate (the mean of its scores).
 3. **Choice.** One candidate alone at the top (no ties, or noise unknown): it is chosen. Several
    tied: the search *could not separate candidates*; among the tied ones the sweep keeps the one
    closest to the base config's value (the YAML's own setting is the prior the search failed to
@@ -27,6 +28,7 @@ and keeps the choice (with its note) in the sweep's records; the report and MLfl
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -100,16 +102,31 @@ def _distance(params: dict[str, Any], base: dict[str, Any], space: dict[str, Any
     return total
 
 
+def _distinct(candidates: list[Candidate], sign: int) -> list[Candidate]:
+    """One candidate per distinct value: a sampler may draw a value twice (TPE, a categorical),
+    and a value does not tie with itself. Its score is the mean of its samples' scores, its trial
+    the best of them."""
+    groups: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault(json.dumps(c.params, sort_keys=True, default=str), []).append(c)
+    out = []
+    for same in groups.values():
+        top = max(same, key=lambda c: sign * c.value)
+        folds = [f for c in same for f in c.fold_scores]
+        out.append(Candidate(top.trial_id, top.params, float(np.mean([c.value for c in same])), folds))
+    return out
+
+
 def select(candidates: list[Candidate], metric: str, mode: str, queries: Optional[int], space: dict[str, Any],
            base: dict[str, Any]) -> Optional[Selection]:
     """The cell's choice among its finished candidates (rules 1-3); None when there are none.
 
     `queries`: held-out queries each candidate was scored on (None: unknown); `space`: the
     searched params (dotted key -> `SearchParam`); `base`: dotted key -> the base config's value."""
-    scored = [c for c in candidates if math.isfinite(c.value)]
+    sign = 1 if mode == "max" else -1
+    scored = _distinct([c for c in candidates if math.isfinite(c.value)], sign)
     if not scored:
         return None
-    sign = 1 if mode == "max" else -1
     top = max(scored, key=lambda c: sign * c.value)
     se_top = score_noise(top.value, queries, metric, top.fold_scores)
     tied = [top]

@@ -53,3 +53,11 @@ def test_unknown_noise_keeps_the_best_and_failed_scores_are_no_candidates() -> N
     choice = select(_cands(0.5, 0.4, math.nan), "loss", "min", 364, LR, {"optimizer.lr": 0.003})
     assert choice.separated and choice.trial_id == "t1" and choice.noise is None
     assert select(_cands(math.nan), "recall_at_1", "max", 364, LR, {}) is None
+
+
+def test_a_value_drawn_twice_is_one_candidate() -> None:
+    """TPE may propose the same value again: it does not tie with itself."""
+    same = [Candidate("a", {"optimizer.lr": 0.005}, 0.95), Candidate("b", {"optimizer.lr": 0.005}, 0.95),
+            Candidate("c", {"optimizer.lr": 0.002}, 0.50)]
+    choice = select(same, "recall_at_1", "max", 364, LR, {"optimizer.lr": 0.003})
+    assert choice.separated and choice.params == {"optimizer.lr": 0.005} and choice.tied == ["a"]
