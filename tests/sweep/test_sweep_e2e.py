@@ -120,8 +120,8 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
         assert cells[(cell, "recall_at_1")]["mean"] == pytest.approx(sum(values) / 2)
     comps = {r["cell"]: r for r in pq.read_table(outcome.sweep_dir / "comparisons.parquet").to_pylist()
              if r["metric"] == "recall_at_1"}
-    assert comps["arm=ms,model.embedding_dim=16"]["n"] == 2
-    assert comps["arm=nan,model.embedding_dim=8"]["n"] == 0
+    assert comps["arm=ms,model.embedding_dim=16"]["pairs"] == 2
+    assert comps["arm=nan,model.embedding_dim=8"]["pairs"] == 0
     assert (outcome.sweep_dir / "plot_model.embedding_dim.png").is_file()
 
     # MLflow: one parent, one child per trial under it, statuses and errors as in the table.
@@ -140,6 +140,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
         assert run.info.status == row["status"]
         assert run.data.tags["sweep.seed"] == str(row["seed"]) and run.data.tags["sweep.cell"] == row["cell"]
         assert run.data.tags["sweep.phase"] == "final" and "mlflow.source.git.commit" in run.data.tags
+        assert run.data.tags["sweep.group"] == f"final · {cell}"  # MLflow's Group-by: one group per cell
         assert run.data.params["model.embedding_dim"] == str(row["model.embedding_dim"])
         if row["status"] == FINISHED:
             assert steps(tracking_uri, run.info.run_id) == [1, 2]
@@ -150,20 +151,21 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     first = by_key["arm=ms,model.embedding_dim=8/seed=0"].info.run_id
     assert {a.path for a in client.list_artifacts(first)} == {"config.yaml", "metrics.json"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "plot_model.embedding_dim.png",
+    assert {"report.md", "report.html", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "plot_model.embedding_dim.png",
             "plot_paired_differences.png", "plot_learning_curves.png", "sweep.yaml"} <= parent_files
 
-    # The parent carries the results: cell means and CI bounds, the paired difference and its p.
+    # The parent carries the results in %: cell means and clipped CI bounds, the paired difference
+    # in points and its p.
     cell16 = cells[("arm=ms,model.embedding_dim=16", "recall_at_1")]
-    assert parent.data.metrics["recall_at_1.ms_dim_16.mean"] == pytest.approx(cell16["mean"])
-    assert parent.data.metrics["recall_at_1.ms_dim_16.ci_low"] == pytest.approx(cell16["ci_low"])
+    assert parent.data.metrics["recall_at_1_pct.ms_dim_16.mean"] == pytest.approx(100 * cell16["mean"])
+    assert parent.data.metrics["recall_at_1_pct.ms_dim_16.ci_low"] == pytest.approx(100 * cell16["ci_low"])
     comp = comps["arm=ms,model.embedding_dim=16"]
-    name = "recall_at_1.ms_dim_16_vs_ms_dim_8"
-    assert parent.data.metrics[f"{name}.diff"] == pytest.approx(comp["mean_diff"])
-    assert parent.data.metrics[f"{name}.ci_high"] == pytest.approx(comp["ci_high"])
+    name = "ms_dim_16_vs_ms_dim_8"
+    assert parent.data.metrics[f"recall_at_1_pct.{name}.diff"] == pytest.approx(100 * comp["mean_diff"])
+    assert parent.data.metrics[f"recall_at_1_pct.{name}.ci_high"] == pytest.approx(100 * comp["ci_high"])
     if comp["p_value"] == comp["p_value"]:  # NaN when both seeds differ by exactly the same amount
-        assert parent.data.metrics[f"{name}.p"] == pytest.approx(comp["p_value"])
-    assert parent.data.tags["mlflow.note.content"].startswith("ms dim=16 vs ms dim=8: R@1 ")
+        assert parent.data.metrics[f"recall_at_1.{name}.p"] == pytest.approx(comp["p_value"])
+    assert "\n- ms dim=16 vs ms dim=8: R@1 " in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["model.embedding_dim"] == "grid [8, 16]"  # not the base value
     assert "epoch" not in parent.data.metrics
 
@@ -279,6 +281,7 @@ def test_grid_with_search_runs_two_phases(ray_local: None, tracking_uri: str, tm
     report = (outcome.sweep_dir / "report.md").read_text()
     assert "## Search (per cell, on held-out training classes)" in report
     assert "![plot_search_history](plot_search_history.png)" in report
+    assert not list(outcome.sweep_dir.glob("plot_search_importance_*"))  # one searched param: no importance plot
     assert (outcome.sweep_dir / "plot_search_history.png").is_file()
 
     # Search runs: their own names and metric names (held-out training classes, not the test split).
