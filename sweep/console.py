@@ -19,7 +19,7 @@ from typing import Any, Optional, TextIO
 
 from ray import tune
 
-from sweep.labels import fmt_duration, fmt_metric, fmt_params, metric_label
+from sweep.labels import fmt_duration, fmt_metric, fmt_params, is_fraction, metric_label
 from sweep.ledger import FAILED, FINISHED, Ledger
 from sweep.plan import SEARCH
 
@@ -115,7 +115,9 @@ def closing_block(outcome: Any, wall_s: float) -> str:
     finished = sum(t.status == FINISHED for t in trials)
     failed = sum(t.status == FAILED for t in trials)
     lost = sum(t.status == "KILLED" for t in trials)  # search samples cut off and redrawn
-    lines = [f"-- done in {fmt_duration(wall_s)}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
+    unit = "; metrics in %, differences in points" if is_fraction(results.metric) else ""
+    lines = [f"-- done in {fmt_duration(wall_s)}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")
+             + unit]
     lines += [f"   {h}" for h in results.headlines(limit=HEADLINES)]
     lines += [f"   search, {line}" for line in results.search_lines()[:3]]
     lines.append(f"report:  {outcome.sweep_dir / 'report.md'}  (report.html: the same with its plots)")

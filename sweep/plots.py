@@ -102,7 +102,10 @@ def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
                 high = in_unit(metric, e.high) if e.has_interval else mean
                 xs.append(x), ys.append(mean), err[0].append(mean - low), err[1].append(high - mean)
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=f"C{i % 10}")
-        ax.set_xticks(range(len(values)), [json.loads(v) for v in values])
+        ticks = [json.loads(v) for v in values]
+        if len(series) == 1 and len(values) == len(results.cells):  # one line: its cells' labels name the methods
+            ticks = [c.label for c in sorted(results.cells, key=lambda c: values.index(json.dumps(c.cell.get(axis))))]
+        ax.set_xticks(range(len(values)), ticks)
         ax.set_xlabel(axis)
         ax.set_ylabel(f"{_axis_label(metric)}: seeds, mean ± {CONFIDENCE:.0%} CI")
         clipped = any(c.stats.get(metric) and c.stats[metric].clipped for c in results.cells)
