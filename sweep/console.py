@@ -127,7 +127,9 @@ def closing_block(outcome: Any, wall_s: float) -> str:
     else:
         lines.append(f"MLflow:  runs:    {outcome.mlflow_url}")
     if outcome.parent_url:
-        lines.append(f"         sweep:   {outcome.parent_url}  (headlines; report.html under Artifacts)")
+        lines.append(f"         sweep:   {outcome.parent_url}  (headlines, % metrics)")
+    if outcome.report_url:
+        lines.append(f"         report:  {outcome.report_url}")
     if outcome.compare_url and results.final_runs:
         shown = len(results.compare_run_ids())
         of = f" ({shown} of {len(results.final_runs)})" if shown < len(results.final_runs) else ""

@@ -7,9 +7,9 @@ Metrics (step 0), the primary metric only:
   (clipped to ±100) and `<metric>.<cell>_vs_<baseline>.p` (the paired t-test's p-value);
 - a metric that is not a fraction (a loss) keeps its own unit and name (`loss.<cell>.mean`).
 
-The description (the run page's first screen) names the units, the headlines (a tally plus the
-20 with the smallest p on a large sweep), any search that could not separate its candidates, and
-`report.html`, the full report with its plots in the run's artifacts.
+The description (on the run page's first screen) starts with the headlines (a tally plus the 20
+with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
+in the run's artifacts) and the units, then any search that could not separate its candidates.
 """
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def parent_description(results: SweepResults) -> str:
     unit = ("in %, differences in percentage points, intervals clipped to the metric's range"
             if is_fraction(metric) else "in the metric's own unit")
     lines = results.headlines(limit=HEADLINES) or [f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}."]
-    parts = [f"**Full report with plots: `{REPORT_HTML}` (Artifacts tab, below).** Results {unit}; "
-             f"metrics `{metric_prefix(metric)}.<cell>.mean|ci_low|ci_high` and `...<cell>_vs_<baseline>.diff|ci_low|ci_high`.",
-             "\n".join(f"- {line}" for line in lines)]
+    parts = ["\n".join(f"- {line}" for line in lines),
+             f"**Full report with plots: `{REPORT_HTML}` (Artifacts tab).** Results {unit}; metrics "
+             f"`{metric_prefix(metric)}.<cell>.mean|ci_low|ci_high` and `...<cell>_vs_<baseline>.diff|ci_low|ci_high`."]
     parts += [f"Search, {line}" for line in results.search_lines()[:5]]
     parts.append(f"Statistics on each final trial's {results.evaluation} evaluation.")
     text = "\n\n".join(parts)

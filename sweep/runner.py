@@ -46,6 +46,7 @@ class SweepOutcome:
     parent_url: str = ""  # the sweep's parent run: headlines, report.html
     compare_url: str = ""  # MLflow's compare view of the final runs
     results: Any = None  # sweep.results.SweepResults, for the closing block
+    report_url: str = ""  # report.html in MLflow's artifact viewer
     final_trials: int = 0
     failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
 
@@ -398,4 +399,5 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
         tracker.end_run(parent, FINISHED)
     command, url = tracker.ui_hint()
     return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
-                        tracker.compare_url(results.compare_run_ids()), results, final_trials=len(final), failed=failed)
+                        tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
+                        final_trials=len(final), failed=failed)

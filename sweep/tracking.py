@@ -148,6 +148,10 @@ class Tracker:
         """The run's page: for the parent, its description (the headlines) and artifacts (report.html)."""
         return f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """A run's artifact, opened in MLflow's artifact viewer (report.html renders there)."""
+        return f"{self.run_url(run_id)}/artifacts/{path}"
+
     def compare_url(self, run_ids: list[str]) -> str:
         """MLflow's compare view of `run_ids` (this MLflow ignores filter parameters on the runs
         table's URL, but opens this one as built)."""

@@ -246,8 +246,9 @@ def to_html(blocks: list[Block], title: str) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
            f"<style>{_CSS}</style></head><body>"]
     for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        if isinstance(b, Heading):  # an id per section: report.html#search-history
+            anchor = re.sub(r"[^a-z0-9]+", "-", b.text.lower()).strip("-")
+            out.append(f'<h{b.level} id="{anchor}">{_inline(b.text)}</h{b.level}>')
         elif isinstance(b, Para):
             out.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Bullets):
