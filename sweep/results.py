@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered
 from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
-from sweep.plan import Cell, SweepPlan, _fmt, reference_cell
+from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord, load_records
 from sweep.stats import CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison
 from sweep.stats import verdict as stats_verdict
@@ -350,13 +350,13 @@ def _references(plan: SweepPlan) -> dict[str, Cell]:
         if key not in indexes:
             candidates = [c for c in cells if c.matches(effective)]
             axes = list(dict.fromkeys(["arm", *(k for c in candidates for k in c.coords)]))
-            varying = [k for k in axes if len({_fmt(c.get(k)) for c in candidates}) > 1]
+            varying = [k for k in axes if len({yaml_value(c.get(k)) for c in candidates}) > 1]
             index: dict[tuple[str, ...], list[Cell]] = defaultdict(list)
             for c in candidates:
-                index[tuple(_fmt(c.get(k)) for k in varying)].append(c)
+                index[tuple(yaml_value(c.get(k)) for k in varying)].append(c)
             indexes[key] = (varying, index)
         varying, index = indexes[key]
-        found = index.get(tuple(_fmt(cell.get(k)) for k in varying), [])
+        found = index.get(tuple(yaml_value(cell.get(k)) for k in varying), [])
         ref = found[0] if len(found) == 1 else reference_cell(cell, cells, baseline)
         if ref is not None:
             out[cell.id] = ref

@@ -34,6 +34,8 @@ import os
 import shlex
 
 from dml_core.errors import first_line
+from sweep.checks import check_plan
+from sweep.console import describe_plan
 from sweep.ledger import KILLED
 from sweep.plan import load_plan
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_plan(args.config, args.overrides)
         sweep_dir = default_sweep_dir(plan, args.out)
         if args.dry_run:
-            plan.validate_configs()
+            check_plan(plan, download=True)
             cpus, gpus = available_resources(args.address)
             joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
             if joined:
@@ -91,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             else:  # a cluster YAML given offline: judge the trial against its node types instead
                 shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
-            print(plan.describe(sweep_dir, cpus, gpus))
+            print(describe_plan(plan, sweep_dir, cpus, gpus))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
-        print(plan.describe(sweep_dir), flush=True)
+        print(describe_plan(plan, sweep_dir), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line

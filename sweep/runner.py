@@ -22,10 +22,11 @@ from typing import Any, Optional
 import yaml
 
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
-from sweep.console import say
+from sweep.checks import check_plan
+from sweep.console import describe_param, describe_plan, say
 from sweep.labels import cell_labels
 from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, trial_checkpoint
-from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, _describe_param
+from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
 from sweep.resources import check_fits, cluster_shapes
 from sweep.selection import Candidate, select_for_cell
 from sweep.spec import SweepError
@@ -86,7 +87,7 @@ def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
     if not resume:
         # plan.json last: it is what marks the directory as holding a sweep to --resume
         atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-        atomic_write_text(sweep_dir / "plan.txt", plan.describe(sweep_dir) + "\n")
+        atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
         atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     return Ledger(sweep_dir)
 
@@ -326,7 +327,7 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     with one line naming the holder, and cannot interleave its ledger writes or MLflow runs.
     `verbose` 0 leaves the console to `sweep.console` (Tune silent, trial processes' output not
     forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging."""
-    plan.validate_configs()
+    check_plan(plan, download=True)
     with DirectoryLock(sweep_dir):
         return _run_sweep(plan, sweep_dir, resume=resume, retry_failed=retry_failed, address=address, verbose=verbose,
                           cluster_config=cluster_config)
@@ -365,7 +366,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
         ledger.set("git_commit", git_commit())
         tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
                 "mlflow.source.git.commit": ledger.get("git_commit")}
-        searched = {k: _describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+        searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
         params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
         parent = tracker.start_run(plan.name, tags, params)
         ledger.set("mlflow_parent_run_id", parent)
