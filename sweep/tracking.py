@@ -23,9 +23,11 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
   (`search_...` when the search has no holdout and scores the test split), a final run
   `recall_at_1`, ...; sorting the table by `recall_at_1` ranks final trials only;
 - the epoch is the step of every metric, never a metric of its own;
-- the parent run holds the sweep's results (see `log_results`): per-cell mean and CI bounds,
-  paired differences and p-values as metrics, the headlines as its description, the report, its
-  tables as CSV and its plots as artifacts, and the sweep YAML. Its params are the base config,
+- the parent run holds the sweep's results (see `log_results`; what, from `sweep.parent_run`):
+  per-cell mean and CI bounds in %, paired differences in points and p-values as metrics, the
+  headlines as its description, `report.html` (the report with its plots inline), `report.md`, its
+  tables as CSV and its plots as artifacts, and the sweep YAML;
+- child runs carry `sweep.group` (phase and cell label) for the runs table's Group-by. Its params are the base config,
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
 - MLflow 3.17 opens an experiment on its GenAI overview; `Tracker.ui_hint`'s URL ends in

@@ -174,8 +174,9 @@ def _search_section(results: SweepResults) -> list[Block]:
                      "-" if c is None else ("yes" if c.separated else "**no**: within noise")])
     journal = results.plan.name and f"{results.plan.name}/optuna.journal"
     return [Heading(f"Search (per cell, on {on})"),
-            Para(f"Each sample's score has a scoring noise: a recall over n held-out queries has a standard error "
-                 f"sqrt(p (1 - p) / n) (with folds, the fold spread when larger). The kept value is the best sample "
+            Para(f"Each sample's score has a scoring noise: a recall p over n held-out queries has a binomial "
+                 f"standard error, sqrt(p' (1 - p') / (n + 4)) with p' = (p n + 2) / (n + 4) (Agresti-Coull; an upper "
+                 "bound for MAP@R and R-precision; with folds, the fold spread when larger). The kept value is the best sample "
                  f"when no other sample is within {Z} standard errors of the difference; otherwise the search "
                  "**could not separate candidates**, and the tied sample nearest the base config's value is kept "
                  "(the rule: `sweep/selection.py`)."),
