@@ -84,7 +84,7 @@ def _describe_baseline(baseline: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def report_blocks(results: SweepResults, figures: list[Figure]) -> list[Block]:
+def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
     plan, metric = results.plan, results.metric
     blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(results))]
     if results.primary:
@@ -98,7 +98,7 @@ def report_blocks(results: SweepResults, figures: list[Figure]) -> list[Block]:
     if plan.spec.baseline:
         blocks += _comparison_section(results)
     if plan.spec.search:
-        blocks += _search_section(results)
+        blocks += _search_section(results, sweep_dir)
     sections: dict[str, list[Figure]] = defaultdict(list)
     for f in figures:
         sections[f.title].append(f)
@@ -159,7 +159,7 @@ def _comparison_section(results: SweepResults) -> list[Block]:
             Table(["comparison", "pairs", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows)]
 
 
-def _search_section(results: SweepResults) -> list[Block]:
+def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
     """What the search chose per cell, with the resolution of its scores (`sweep.selection`)."""
     spec = results.plan.spec.search
     metric = results.search_metric
@@ -172,7 +172,7 @@ def _search_section(results: SweepResults) -> list[Block]:
                      f"{fmt_metric(metric, c.value)}{noise}" if c else "-",
                      "-" if c is None or c.queries is None else c.queries,
                      "-" if c is None else ("yes" if c.separated else "**no**: within noise")])
-    journal = results.plan.name and f"{results.plan.name}/optuna.journal"
+    journal = sweep_dir / "optuna.journal"
     return [Heading(f"Search (per cell, on {on})"),
             Para(f"Each sample's score has a scoring noise: a recall p over n held-out queries has a binomial "
                  f"standard error, sqrt(p' (1 - p') / (n + 4)) with p' = (p n + 2) / (n + 4) (Agresti-Coull; an upper "
@@ -183,7 +183,7 @@ def _search_section(results: SweepResults) -> list[Block]:
             Table(["cell", "finished", "kept params", f"search {_unit(metric)} ± {Z} SE", "queries", "separated"], rows),
             *(Para(n) for n in results.search_notes),
             Para(f"Optuna studies: `{journal}`, one per cell, named by cell id; browse them with optuna-dashboard "
-                 f"(install: `{DASHBOARD_INSTALL}`, then `.venv/bin/optuna-dashboard sweeps/{journal}`) or "
+                 f"(install: `{DASHBOARD_INSTALL}`, then `.venv/bin/optuna-dashboard {journal}`) or "
                  "`optuna.load_study(study_name=CELL_ID, storage=sweep.search.study_storage(DIR))`.")]
 
 
@@ -296,7 +296,7 @@ def write_tables(results: SweepResults, sweep_dir: Path) -> list[Path]:
 
 
 def write_documents(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Path]:
-    blocks = report_blocks(results, figures)
+    blocks = report_blocks(results, figures, sweep_dir)
     md, page = sweep_dir / "report.md", sweep_dir / "report.html"
     atomic_write_text(md, to_markdown(blocks))
     atomic_write_text(page, to_html(blocks, f"Sweep {results.plan.name}"))
