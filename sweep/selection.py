@@ -20,8 +20,9 @@ and calls it tuning. The rule, per cell:
 3. **Choice.** One candidate alone at the top (no ties, or noise unknown): it is chosen. Several
    tied: the search *could not separate candidates*; among the tied ones the sweep keeps the one
    closest to the base config's value (the YAML's own setting is the prior the search failed to
-   overturn; distance in log space for `loguniform`, in units of the range for `uniform`/`int`,
-   0/1 for `categorical`, summed over parameters), ties of distance broken by score.
+   overturn; distance in log space for `loguniform` and for positive numeric `categorical`
+   choices (a decade grid), in units of the range for `uniform`/`int`, else 0/1 for
+   `categorical`; summed over parameters), ties of distance broken by score.
 
 The runner calls `select` once per cell at the end of the search, prints `Selection.console_line`
 and keeps the choice (with its note) in the sweep's records; the report and MLflow show the note.
@@ -94,7 +95,12 @@ def _distance(params: dict[str, Any], base: dict[str, Any], space: dict[str, Any
         if prior is None or value is None:
             continue
         if p.type == "categorical":
-            total += float(value != prior)
+            numbers = [c for c in p.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            if len(numbers) == len(p.choices) >= 2 and isinstance(prior, (int, float)) and min(numbers) > 0 and prior > 0:
+                # numeric choices (a decade grid of lrs): log distance over their span
+                total += abs(math.log(value) - math.log(prior)) / (math.log(max(numbers)) - math.log(min(numbers)))
+            else:
+                total += float(value != prior)
         elif p.type == "loguniform" and value > 0 and prior > 0:
             total += abs(math.log(value) - math.log(prior)) / (math.log(p.high) - math.log(p.low))
         else:
