@@ -9,7 +9,9 @@
     tracking.py  MLflow: parent run per sweep, child run per trial, from a driver-side callback
     ledger.py    the sweep directory's record of trials, runs and phases (resume, report)
     runner.py    the search and final phases on Ray Tune, resume, failure handling
-    stats.py     Student-t intervals and paired t-tests over seeds
+    stats.py     Student-t intervals and paired t-tests over seeds; verdict() (better/worse/equivalent)
+    sequential.py  seed policies: repeated CIs with alpha spending, which trials run next
+    table.py     `dml-report table`: the paper's table across sweeps (md, LaTeX, CSV)
     report.py    tables, markdown and plots; `python sweep/report.py <sweep dir>`
     run.py       the command: `python sweep/run.py experiments/<name>.yaml`
 """

@@ -23,6 +23,7 @@ from ray import tune
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, is_fraction, metric_label
 from sweep.ledger import FAILED, FINISHED, Ledger
 from sweep.plan import SEARCH, SweepPlan, yaml_value
+from sweep.sequential import PolicyView
 from sweep.spec import SweepSpec
 
 _PHASE_WIDTH = 6
@@ -153,17 +154,25 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
         f"  seeds: {plan.seeds} (the same seeds in every cell: paired comparisons)",
     ]
+    if spec.policy:
+        view = PolicyView.of(spec.policy, plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+        lines += [f"  seed policy: {view.rule()}", f"               {view.design.description}"]
     if spec.search:
         s = spec.search
         on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
+        if s.folds:
+            on = (f"{s.folds} class-disjoint folds of the training classes (Reality Check: each sample trained "
+                  f"{s.folds} times, on all folds but one, scored by the fold mean)")
         sched = f", ASHA (grace {spec.scheduler.grace_period}, factor {spec.scheduler.reduction_factor:g})" if spec.scheduler.name == "asha" else ""
         lines.append(
             f"  search: {s.num_samples} Optuna TPE samples per cell on seed {plan.seeds[0]}, scored on {on}"
             f" by {spec.search_metric} ({spec.search_mode}){sched} -> {plan.num_search_trials} trials"
         )
         lines.append("          " + ", ".join(f"{k}: {describe_param(p)}" for k, p in s.params.items()))
+        lines.append("  " + describe_budget(plan.search_budget(), s.folds))
     n_final = len(plan.cells) * len(plan.seeds)
-    lines.append(f"  final: {len(plan.cells)} cells x {len(plan.seeds)} seeds = {n_final} trials")
+    at_most = f"at most {len(plan.cells)} cells x {len(plan.seeds)} seeds (from {spec.policy.start} each)" if spec.policy else ""
+    lines.append(f"  final: {at_most or f'{len(plan.cells)} cells x {len(plan.seeds)} seeds'} = {n_final} trials")
     conc = spec.max_concurrent_trials or "as resources allow"
     avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
     lines.append(
@@ -179,6 +188,15 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         over = ", ".join(f"{k}={yaml_value(v)}" for k, v in c.overrides.items()) or "-"
         lines.append(f"  {i:>3}  {c.id:<{width}}  {labels[c.id]:<{lwidth}}  {over}")
     return "\n".join(lines)
+
+
+def describe_budget(budget: dict[str, dict[str, int]], folds: Any = None) -> str:
+    """`search budget per arm: a 8 samples x 4 folds = 32 runs; b ... -- the same for every arm`."""
+    per = "; ".join(f"{arm} {b['samples']} sample{'s' * (b['samples'] != 1)}"
+                    + (f" x {folds} folds = {b['fits']} runs" if folds else "")
+                    for arm, b in budget.items())
+    same = len({(b["samples"], b["fits"]) for b in budget.values()}) <= 1
+    return f"search budget per arm: {per} -- " + ("the same for every arm" if same else "NOT the same for every arm")
 
 
 def describe_param(p: Any) -> str:

@@ -51,7 +51,9 @@ def parent_description(results: SweepResults) -> str:
              f"**Full report with plots: `{REPORT_HTML}` (Artifacts tab).** Results {unit}; metrics "
              f"`{metric_prefix(metric)}.<cell>.mean|ci_low|ci_high` and `...<cell>_vs_<baseline>.diff|ci_low|ci_high`."]
     parts += [f"Search, {line}" for line in results.search_lines()[:5]]
-    parts.append(f"Statistics on each final trial's {results.evaluation} evaluation.")
+    which = ("best-test-R@1 evaluation (test-set selection, the papers' choice)" if results.evaluation == "best_on_test"
+             else f"{results.evaluation} evaluation")
+    parts.append(f"Statistics on each final trial's {which}.")
     text = "\n\n".join(parts)
     if len(text) > _MAX_DESCRIPTION:
         text = text[:_MAX_DESCRIPTION - 60].rsplit("\n", 1)[0] + f"\n\n... (cut: the rest is in {REPORT_HTML})"

@@ -17,7 +17,10 @@ once) feeds every writer. Written into the sweep directory:
 
 Which evaluation of a final trial enters the statistics is `sweep.report.evaluation`: `last`
 (default: the model as trained) or `best` (the best evaluation by the primary metric, with every
-other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split).
+other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split)
+or `best_on_test` (the papers' rule: the evaluation of best test Recall@1, whatever the primary
+metric; shown as test-set selection wherever it is used). `python sweep/report.py table DIR...`
+is `dml-report table` (`sweep.table`: the paper's table across sweeps).
 """
 from __future__ import annotations
 
@@ -28,28 +31,41 @@ if __package__ in (None, ""):  # `python sweep/report.py`: make the repository i
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+from typing import Optional
 
 from sweep.plots import draw_all
 from sweep.results import EVALUATIONS, SweepResults
 from sweep.writers import write_documents, write_tables
 
 
-def write_report(results: SweepResults, sweep_dir: str | Path) -> list[Path]:
-    """Tables, plots, `report.md` and `report.html` into `sweep_dir`; the files written."""
+def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None, results: Optional[SweepResults] = None) -> list[Path]:
+    """Tables, plots, `report.md` and `report.html` into `sweep_dir`; the files written. `results`:
+    the sweep's results when the caller has them (the runner), else built from the directory."""
     sweep_dir = Path(sweep_dir)
+    results = results or SweepResults.of_dir(sweep_dir, evaluation)
     tables = write_tables(results, sweep_dir)
     figures = draw_all(results, sweep_dir)
     return [*write_documents(results, figures, sweep_dir), *tables, *(f.path for f in figures)]
 
 
+def headlines(sweep_dir: str | Path, evaluation: Optional[str] = None) -> list[str]:
+    """The headline of every comparison on the primary metric, from a sweep directory."""
+    return SweepResults.of_dir(sweep_dir, evaluation).headlines()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the report of a sweep directory.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:  # `dml-report table SWEEP_DIR...`: the paper's table across sweeps
+        from sweep.table import main as table_main
+
+        return table_main(argv[1:])
+    parser = argparse.ArgumentParser(description="Write the report of a sweep directory (or `table SWEEP_DIR...`).")
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--evaluation", choices=EVALUATIONS, default=None,
                         help="which evaluation of each final trial the statistics use (default: sweep.report.evaluation)")
     args = parser.parse_args(argv)
     try:
-        files = write_report(SweepResults.of_dir(args.sweep_dir, args.evaluation), args.sweep_dir)
+        files = write_report(args.sweep_dir, args.evaluation)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

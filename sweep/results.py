@@ -25,10 +25,13 @@ from dml_core.evaluation.names import ordered
 from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
 from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord, load_records
-from sweep.stats import CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison
+from sweep.sequential import PolicyView, points
+from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison
 from sweep.stats import verdict as stats_verdict
 
-EVALUATIONS = ("last", "best")
+EVALUATIONS = ("last", "best", "best_on_test")
+# `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
+PAPERS_SELECTION_METRIC = "recall_at_1"
 PLAN_YAML = "sweep.yaml"  # the sweep's definition, written when it started (sweep.runner)
 
 
@@ -111,6 +114,12 @@ class Comparison:
     diff: Estimate  # the same, interval clipped to the difference's range
     diffs: dict[int, float]  # seed -> cell - baseline
     verdict: str
+    margin: Optional[float] = None  # the equivalence margin, raw units (sweep.equivalence_margin)
+
+    @property
+    def repeated(self) -> bool:
+        """A seed policy's repeated CI (valid under its optional stopping), not a plain paired t."""
+        return self.test.procedure != PAIRED_T
 
     @property
     def pairs(self) -> int:
@@ -126,7 +135,8 @@ class Comparison:
         ci = ""
         if self.diff.has_interval:
             mark = " (clipped to the metric's range)" if self.diff.clipped else ""
-            ci = f"{CONFIDENCE:.0%} CI {fmt_points(m, self.diff.low)} to {fmt_points(m, self.diff.high)}{mark}, "
+            kind = "repeated CI" if self.repeated else "CI"
+            ci = f"{CONFIDENCE:.0%} {kind} {fmt_points(m, self.diff.low)} to {fmt_points(m, self.diff.high)}{mark}, "
         p = f"p = {self.test.p_value:.2g}, " if math.isfinite(self.test.p_value) else ""
         pairs = f"{self.pairs} seed pair{'s' * (self.pairs != 1)}"
         return f"{head} {fmt_points(m, self.test.mean_diff)}{unit} ({ci}{p}{pairs}): {self.verdict}."
@@ -162,6 +172,7 @@ class SweepResults:
     comparisons: list[Comparison]  # every metric
     search: list[SearchResult] = field(default_factory=list)
     search_notes: list[str] = field(default_factory=list)
+    policy: Optional[PolicyView] = None  # a seed policy (sweep.sequential); None: a plain seed list
 
     # ---------------------------------------------------------------- building
 
@@ -171,7 +182,9 @@ class SweepResults:
         if evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation: {evaluation!r} is not one of {', '.join(EVALUATIONS)}")
         metric, mode = plan.spec.metric, plan.spec.mode
-        labels = cell_labels(plan.to_json()["cells"], plan.spec.arms, plan.base)
+        plan_json = plan.to_json()
+        labels = cell_labels(plan_json["cells"], plan.spec.arms, plan.base)
+        policy = PolicyView.from_plan_json(plan_json)
         trials = [_with_evaluation(t, evaluation, metric, mode) for t in records.trials]
         # One pass over the records: final values by cell, metric and seed; search samples by cell.
         values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -191,11 +204,11 @@ class SweepResults:
             by_metric = {m: dict(values[cell.id].get(m, {})) for m in metrics}
             stats = {m: _estimate(mean_ci(list(v.values())), m) for m, v in by_metric.items()}
             cells.append(CellResult(cell, labels[cell.id], by_metric, stats))
-        comparisons = _comparisons(plan, cells, labels, metrics, mode)
+        comparisons = _comparisons(plan, cells, labels, metrics, mode, policy, trials)
         search = [SearchResult(c.id, labels[c.id], len(samples[c.id]), sum(t.finished for t in samples[c.id]),
                                records.meta.best.get(c.id), samples[c.id])
                   for c in plan.cells] if plan.spec.search else []
-        return cls(plan, records, evaluation, labels, metrics, cells, comparisons, search, _search_notes(search))
+        return cls(plan, records, evaluation, labels, metrics, cells, comparisons, search, _search_notes(search), policy)
 
     @classmethod
     def of_dir(cls, sweep_dir: str | Path, evaluation: Optional[str] = None) -> "SweepResults":
@@ -292,7 +305,8 @@ class SweepResults:
     def comparison_rows(self) -> list[dict[str, Any]]:
         return [{"cell": c.cell, "baseline": c.baseline, "label": c.label, "metric": c.metric, "pairs": c.pairs,
                  "seeds": json.dumps(c.test.seeds), "mean_diff": c.test.mean_diff, "ci_low": c.diff.low,
-                 "ci_high": c.diff.high, "ci_clipped": c.diff.clipped, "p_value": c.test.p_value, "verdict": c.verdict}
+                 "ci_high": c.diff.high, "ci_clipped": c.diff.clipped, "p_value": c.test.p_value, "verdict": c.verdict,
+                 "procedure": c.test.procedure, "margin": c.margin}
                 for c in self.comparisons]
 
 
@@ -314,9 +328,12 @@ def plan_of(sweep_dir: str | Path) -> SweepPlan:
 
 def _with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) -> TrialRecord:
     """`last`: the record as is. `best`: a finished final trial's metrics are those of its best
-    evaluation by `metric` (that epoch's metrics, all of them)."""
+    evaluation by `metric` (that epoch's metrics, all of them); `best_on_test`: the same by test
+    R@1 whatever `metric` is (the papers' test-set selection)."""
     if evaluation == "last" or t.phase != FINAL or not t.finished:
         return t
+    if evaluation == "best_on_test":
+        metric, mode = PAPERS_SELECTION_METRIC, "max"
     scored = [h for h in t.history if math.isfinite(h.get(metric, math.nan))]
     if not scored:
         return t
@@ -363,18 +380,26 @@ def _references(plan: SweepPlan) -> dict[str, Cell]:
     return out
 
 
-def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str], metrics: list[str],
-                 mode: str) -> list[Comparison]:
+def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str], metrics: list[str], mode: str,
+                 policy: Optional[PolicyView], trials: list[TrialRecord]) -> list[Comparison]:
+    """Each cell against its baseline on every metric, paired by seed; under a seed policy the
+    interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`). The
+    verdict is `sweep.stats.verdict`'s, with the equivalence margin when the sweep sets one."""
     by_id = {c.id: c for c in cells}
+    references = _references(plan)
+    margin_points = plan.spec.equivalence_margin
     out = []
-    for cell_id, ref in _references(plan).items():
-        a, b = by_id[cell_id], by_id[ref.id]
-        for m in metrics:
-            test = paired_comparison(a.values[m], b.values[m])
+    for m in metrics:
+        stopped = {(a.quantity.cell, a.quantity.ref): a.comparison for a in policy.assess(trials, m)} if policy else {}
+        margin = None if margin_points is None else points(m, margin_points)
+        shown = None if margin is None else f"{in_unit(m, margin):g}" + (" points" if is_fraction(m) else "")
+        for cell_id, ref in references.items():
+            a, b = by_id[cell_id], by_id[ref.id]
+            test = stopped.get((cell_id, ref.id)) or paired_comparison(a.values[m], b.values[m])
             diff = Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(m, difference=True))
-            diffs = {s: a.values[m][s] - b.values[m][s] for s in test.seeds}
+            diffs = {s: a.values[m][s] - b.values[m][s] for s in test.seeds if s in a.values[m] and s in b.values[m]}
             out.append(Comparison(cell_id, ref.id, comparison_label(labels[cell_id], labels[ref.id]), m, test, diff, diffs,
-                                  stats_verdict(test, mode)))
+                                  stats_verdict(test, mode, margin=margin, margin_text=shown), margin))
     order = {c.id: i for i, c in enumerate(plan.cells)}
     return sorted(out, key=lambda c: (order[c.cell], metrics.index(c.metric)))
 

@@ -28,7 +28,7 @@ from sweep.labels import cell_labels
 from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, trial_checkpoint
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
 from sweep.resources import check_fits, cluster_shapes
-from sweep.selection import Candidate, select_for_cell
+from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
 
 log = logging.getLogger("sweep")
@@ -104,7 +104,8 @@ def _trial_name(trial: Any) -> str:
 
 def search_prefix(plan: SweepPlan) -> str:
     """MLflow name prefix of search-phase metrics: they are scored on other data than final ones."""
-    return "holdout_" if plan.spec.search and plan.spec.search.holdout is not None else "search_"
+    s = plan.spec.search
+    return "holdout_" if s and (s.holdout is not None or s.folds) else "search_"
 
 
 def plan_labels(plan: SweepPlan) -> dict[str, str]:
@@ -145,8 +146,40 @@ class SweepRunner:
         trials = self.plan.final_trials(best)
         if self.spec.search:
             trials = self._drop_unsearched(trials, best)
-        if trials:
+        if trials and self.spec.policy:
+            self._run_rounds(trials)
+        elif trials:
             self._run_phase(FINAL, self._final_tuner(trials), len(trials), lambda: len(trials) - len(self._unended(trials)))
+
+    def _run_rounds(self, trials: list[TrialSpec]) -> None:
+        """The final phase of a seed policy: rounds of trials, each chosen from the records by
+        `sweep.sequential` (only the cells of comparisons still open get seeds), until no
+        comparison is open. What ran before counts, so a resumed sweep continues where it was."""
+        from sweep.records import load_records
+        from sweep.sequential import PolicyView
+
+        if self.ledger.phase_done(FINAL) and not (self.retry_failed and self._has_crashes(FINAL)):
+            return
+        view = PolicyView.of(self.spec.policy, self.plan.cells, self.spec.baseline, self.spec.metric,
+                             self.spec.equivalence_margin)
+        by_cell_seed = {(t.cell, t.seed): t for t in trials}
+        say(f"-- final: {view.rule()}")
+        # --retry-failed: crashed trials of earlier rounds run again first (from scratch).
+        todo = [t for t in trials if self.retry_failed and self._crashed(self.ledger.trial(t.key) or {})]
+        while True:
+            todo += [by_cell_seed[cs] for cs in view.next_round(load_records(self.sweep_dir).final()) if cs in by_cell_seed]
+            if not todo:
+                break
+            seeds = sorted({t.seed for t in todo})
+            say(f"-- final round: {len(todo)} trials = {len({t.cell for t in todo})} cells x seeds {seeds}")
+            tuner = self._final_tuner(todo)(self._experiment_name(FINAL))
+            if tuner is not None:
+                tuner.fit()
+            if self._unended(todo):
+                raise SweepInterrupted(FINAL)
+            todo = []
+        self._close_orphans(FINAL)
+        self.ledger.mark_phase_done(FINAL)
 
     def _run_phase(self, name: str, new_tuner: Any, expected: int, ended: Any) -> None:
         """One driver session of a phase, always as a new Tune experiment: what ran before is
@@ -181,6 +214,7 @@ class SweepRunner:
         if phase == SEARCH:
             s = self.spec.search
             on = "held-out training classes" if s.holdout is not None else "the test split"
+            on = f"{s.folds} class-disjoint folds of the training classes (fold mean)" if s.folds else on
             what = f"{len(self.plan.cells)} cells x {s.num_samples} Optuna samples on seed {self.plan.seeds[0]}, scored on {on}"
         else:
             what = f"{len(self.plan.cells)} cells x {seeds} seed{'s' * (seeds > 1)}, scored on the test split"
@@ -291,7 +325,7 @@ class SweepRunner:
         if not done:
             return None
         # The documented rule (sweep/selection.py): the best, unless within scoring noise of another.
-        choice = select_for_cell(self.plan, cell, [Candidate(r["trial_id"], r["params"], r["metrics"][metric]) for r in done])
+        choice = select_for_cell(self.plan, cell, [candidate_of(r, metric) for r in done])
         self.ledger.set("best", {**chosen, cell.id: choice.record()})
         say(choice.console_line(self.labels[cell.id], metric, search_prefix(self.plan).rstrip("_")))
         return choice.params
@@ -391,7 +425,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
     final = [r for r in ledger.trials() if r.get("phase") == FINAL]
     failed = sorted(r["key"] for r in final if r.get("status") != FINISHED)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
-    files = write_report(results, sweep_dir)
+    files = write_report(sweep_dir, results=results)
     tracker.log_results(parent, parent_metrics(results), parent_description(results))
     tracker.log_files(parent, files)
     if final and len(failed) == len(final):

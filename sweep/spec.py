@@ -14,9 +14,9 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
@@ -140,6 +140,10 @@ class SearchParam(Strict):
         return self
 
 
+# A fold search's default metric: MAP@R, the Reality Check's (Musgrave et al. 2020).
+FOLD_METRIC = "map_at_r"
+
+
 class SearchSpec(Strict):
     """Optuna TPE search, run per grid cell on the first seed (see `sweep.plan`)."""
 
@@ -152,6 +156,20 @@ class SearchSpec(Strict):
     # them; the final per-seed runs then train on all training classes and test on the test split.
     # `null` searches on the test split (not recommended; reported in the plan).
     holdout: Optional[float] = Field(0.2, gt=0, lt=1)
+    # The Reality-Check protocol instead (Musgrave et al. 2020, Sec. 4): the training classes in
+    # `folds` class-disjoint folds; each sample is trained `folds` times (on all folds but one,
+    # scored on the one held out) and scored by the fold mean of the search metric (MAP@R unless
+    # `metric` says otherwise). Replaces `holdout`.
+    folds: Optional[int] = Field(None, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _folds_or_holdout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("folds") is not None:
+            if data.get("holdout") is not None:
+                raise ValueError("folds: search.folds cross-validates on the training classes; drop search.holdout")
+            data = {**data, "holdout": None}  # the folds are the held-out classes
+        return data
 
     @field_validator("params")
     @classmethod
@@ -186,8 +204,74 @@ class MlflowSpec(Strict):
 
 class ReportSpec(Strict):
     # Which evaluation of a final trial the statistics use: `last` (the model as trained) or
-    # `best` (its best epoch by sweep.metric; optimistic, the epoch is chosen on the test split).
-    evaluation: Literal["last", "best"] = "last"
+    # `best` (its best epoch by sweep.metric; optimistic, the epoch is chosen on the test split) or
+    # `best_on_test` (the papers' selection, e.g. EE's and SEE's reference code: the best test
+    # Recall@1 over the evaluations; test-set selection, labelled so wherever shown).
+    evaluation: Literal["last", "best", "best_on_test"] = "last"
+
+
+class StopRule(Strict):
+    """When a seed policy stops adding seeds to a comparison (any rule that is set suffices)."""
+
+    # Every comparison with its baseline decided: better, worse, or (with
+    # `sweep.equivalence_margin`) equivalent within the margin.
+    decided: bool = False
+    # The comparison's interval (a cell's own, for a cell compared with nothing) is at most this
+    # wide on each side, in points of the metric (percentage points for recall, MAP@R, NMI).
+    ci_half_width: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v != "decided":
+                raise ValueError(f"{v!r}: write `decided` or a mapping like {{ci_half_width: 1.0}}")
+            return {"decided": True}
+        return v
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> "StopRule":
+        if not self.decided and self.ci_half_width is None:
+            raise ValueError("set `decided` or `ci_half_width` (or write `until: decided`)")
+        return self
+
+
+class SeedPolicy(Strict):
+    """Seeds added in rounds until the answer is clear (`sweep.sequential`): `start` seeds per
+    cell, then `step` more per round where a comparison is still open, at most `max`. The seeds
+    are 0, 1, ..., max - 1, the same in every cell (paired)."""
+
+    start: int = Field(3, ge=2, description="seeds of the first round (a t-interval needs 2)")
+    max: int = Field(ge=2)
+    step: int = Field(1, ge=1, description="seeds added per round")
+    until: StopRule
+    # How the error rate alpha is spread over the planned looks (Lan & DeMets 1983 spending
+    # functions): pocock spends it evenly-ish (early stops come easier), obrien_fleming keeps
+    # most for the last looks, bonferroni splits it equally.
+    spending: Literal["pocock", "obrien_fleming", "bonferroni"] = "pocock"
+
+    @model_validator(mode="after")
+    def _range(self) -> "SeedPolicy":
+        if self.max < self.start:
+            raise ValueError(f"max ({self.max}) is below start ({self.start})")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.max))
+
+    @property
+    def looks(self) -> list[int]:
+        """Seeds per cell at each planned look: start, start + step, ..., max."""
+        return [*range(self.start, self.max, self.step), self.max]
+
+
+# A mapping is a policy, anything else a list: errors then name the policy's own field
+# (`sweep.seeds.max`), not both readings of a union.
+SeedsField = Annotated[
+    Union[Annotated[list[int], Field(min_length=1), Tag("list")], Annotated[SeedPolicy, Tag("policy")]],
+    Discriminator(lambda v: "policy" if isinstance(v, (dict, SeedPolicy)) else "list"),
+]
 
 
 class SweepSpec(Strict):
@@ -203,8 +287,13 @@ class SweepSpec(Strict):
     arms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Partial cells to drop, e.g. `[{arm: ee, expansion.n_inner_pts: 0}]`.
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    # The same seeds in every cell, so cells can be compared pairwise by seed.
-    seeds: Optional[list[int]] = Field(None, min_length=1)  # default: [the experiment's seed]
+    # The same seeds in every cell, so cells can be compared pairwise by seed: a list, or a
+    # policy that adds seeds in rounds until the answer is clear, e.g.
+    # `{start: 3, max: 12, until: decided}` (see SeedPolicy).
+    seeds: Optional[SeedsField] = None  # default: [the experiment's seed]
+    # Points of the metric (percentage points for fractions): a comparison whose interval lies
+    # within +-margin is "equivalent within +-margin" (TOST) instead of "inconclusive".
+    equivalence_margin: Optional[float] = Field(None, gt=0)
     search: Optional[SearchSpec] = None
     scheduler: SchedulerSpec = SchedulerSpec()
     resources_per_trial: Resources = Resources()
@@ -248,8 +337,8 @@ class SweepSpec(Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
-        if v is not None and len(set(v)) != len(v):
+    def _seeds(cls, v: Optional[list[int] | SeedPolicy]) -> Optional[list[int] | SeedPolicy]:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError(f"repeated seeds {v}")
         return v
 
@@ -277,18 +366,32 @@ class SweepSpec(Strict):
             clash = sorted(fixed & set(self.search.params))
             if clash:
                 raise ValueError(f"search.params.{clash[0]}: also set by grid/arms; search it or fix it, not both")
+        if isinstance(self.seeds, SeedPolicy) and self.seeds.until.decided and self.baseline is None:
+            raise ValueError("seeds.until: decided needs a baseline: to compare with (or use ci_half_width)")
         if self.scheduler.name == "asha" and self.search is None:
             # Stopping some seeds of a grid cell early would break the paired comparison.
             raise ValueError("scheduler: asha stops search trials early and needs a search: block")
+        if self.scheduler.name == "asha" and self.search is not None and self.search.folds:
+            raise ValueError("scheduler: asha stops trials on per-epoch results; a search.folds trial reports once, "
+                             "its fold mean after all folds")
         return self
 
     @property
+    def policy(self) -> Optional[SeedPolicy]:
+        return self.seeds if isinstance(self.seeds, SeedPolicy) else None
+
+    @property
     def search_metric(self) -> str:
-        return (self.search and self.search.metric) or self.metric
+        """`search.metric`; else MAP@R for a fold search (the Reality Check's metric); else sweep.metric."""
+        if self.search and self.search.metric:
+            return self.search.metric
+        return FOLD_METRIC if self.search and self.search.folds else self.metric
 
     @property
     def search_mode(self) -> str:
-        return (self.search and self.search.mode) or self.mode
+        if self.search and self.search.mode:
+            return self.search.mode
+        return "max" if self.search and self.search.folds and not self.search.metric else self.mode
 
 
 def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:
@@ -315,6 +418,8 @@ def parse_sweep(block: dict[str, Any] | None, source: str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(block)
     except ValidationError as e:
-        raise SweepError(format_validation_error(e, source, root=("sweep",), model=SweepSpec)) from None
+        message = format_validation_error(e, source, root=("sweep",), model=SweepSpec)
+        # The seeds union's tags are not keys of the YAML: `sweep.seeds.policy.max` -> `sweep.seeds.max`.
+        raise SweepError(re.sub(r"sweep\.seeds\.(list|policy)\b", "sweep.seeds", message)) from None
 
 

@@ -25,7 +25,10 @@ from dml_core.io import atomic_write_text
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
 from sweep.plots import Figure
 from sweep.records import FINISHED, SEARCH
-from sweep.results import Estimate, SweepResults, unit_of
+from sweep.console import describe_budget
+from sweep.labels import is_fraction
+from sweep.results import PAPERS_SELECTION_METRIC, Estimate, SweepResults, unit_of
+from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
 from sweep.selection import Z
 from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
 
@@ -94,6 +97,7 @@ def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path)
     if len(results.search_unseparated) > 5:
         blocks.append(Para(f"... and {len(results.search_unseparated) - 5} more cells whose search could not separate "
                            "candidates (the Search section)."))
+    blocks += _policy_section(results)
     blocks += _cells_section(results)
     if plan.spec.baseline:
         blocks += _comparison_section(results)
@@ -116,16 +120,46 @@ def _summary(results: SweepResults) -> str:
     tally = "; ".join(f"{ph} " + ", ".join(f"{n} {st.lower()}" for (p, st), n in sorted(counts.items()) if p == ph)
                       for ph in ("search", "final") if any(p == ph for p, _ in counts))
     trial_time = sum(float(r.metrics.get("time_s", 0.0)) for r in results.records.trials)
-    which = ("its **last** evaluation (the model as trained)" if results.evaluation == "last" else
-             f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)")
-    return (f"Source `{plan.source}`; {len(plan.cells)} cells x seeds {plan.seeds}; primary metric "
+    which = {"last": "its **last** evaluation (the model as trained)",
+             "best": f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)",
+             "best_on_test": f"its evaluation of best {metric_label(PAPERS_SELECTION_METRIC)} -- **test-set selection**, "
+                             "the papers' choice (the epoch is chosen on the test split; optimistic)"}[results.evaluation]
+    seeds = f"from {plan.seeds} by the seed policy below" if results.policy else f"{plan.seeds}"
+    return (f"Source `{plan.source}`; {len(plan.cells)} cells x seeds {seeds}; primary metric "
             f"{metric_label(metric)} (`{metric}`, {plan.spec.mode}). **Units: metrics that are fractions are in %, "
             f"differences in percentage points; {CONFIDENCE:.0%} intervals are clipped to the metric's range "
             f"([0, 100] %, ±100 points), a clipped bound is marked {CLIPPED}.** "
             f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(results.records.meta.wall_s or math.nan)} "
             f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials). "
-            f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best` "
+            f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best|best_on_test` "
             "or `python sweep/report.py DIR --evaluation best`.")
+
+
+def _policy_section(results: SweepResults) -> list[Block]:
+    """A seed policy's rule, procedure and where each comparison stopped."""
+    view = results.policy
+    if view is None:
+        return []
+    reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
+               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
+    trials = results.records.trials
+    rows = [[results.labels.get(a.quantity.cell, a.quantity.cell)
+             + (f" vs {results.labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
+             a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]] for a in view.assess(trials)]
+    return [Heading("Seed policy"), Para(f"Rule: {view.rule()}."),
+            Para(f"Procedure: {view.design.description}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of "
+                 "the look where it stopped: it holds whatever the stopping; the per-cell intervals are plain Student-t "
+                 "over the seeds each cell ran (descriptive)."),
+            Table(["comparison", "seeds", "look", "stopped because"], rows)]
+
+
+def _equivalence_note(results: SweepResults) -> str:
+    margin = results.plan.spec.equivalence_margin
+    if margin is None:
+        return ""
+    unit = " points" if is_fraction(results.metric) else ""
+    return (f"; equivalent within ±{margin:g}{unit} when the interval lies inside it (two one-sided tests, TOST, "
+            "each at half the interval's error rate)")
 
 
 def _cells_section(results: SweepResults) -> list[Block]:
@@ -145,6 +179,8 @@ def _comparison_section(results: SweepResults) -> list[Block]:
     pairs = max((c.pairs for c in comps), default=0)
     caveat = (f"With {pairs} seed pairs the interval is the mean difference ± {t_multiplier(pairs):.2f} standard errors: "
               "wide, and the test has little power" if pairs >= 2 else "With one seed pair there is no interval and no test")
+    if results.policy:
+        caveat = "Under the seed policy the interval is the repeated CI of the look where the comparison stopped (see Seed policy)"
     unit = unit_of(metric, True) or "difference"
     rows = [[c.label, c.pairs, fmt_points(metric, c.test.mean_diff),
              f"[{fmt_points(metric, c.diff.low)}{CLIPPED * c.diff.clipped_low}, "
@@ -155,36 +191,51 @@ def _comparison_section(results: SweepResults) -> list[Block]:
             Para("Differences are cell - baseline, paired by seed; `pairs` = seeds that finished in both cells; p from "
                  f"a two-sided paired t-test (`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the "
                  f"number of cells compared. Verdict (`sweep.stats.verdict`): better/worse when p < {ALPHA:.2g} and the "
-                 "interval excludes 0, else inconclusive."),
+                 f"interval excludes 0{_equivalence_note(results)}, else inconclusive."),
             Table(["comparison", "pairs", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows)]
 
 
 def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
     """What the search chose per cell, with the resolution of its scores (`sweep.selection`)."""
     spec = results.plan.spec.search
-    metric = results.search_metric
+    metric, folds = results.search_metric, spec.folds
     on = "held-out training classes" if spec.holdout is not None else "the test split"
+    if folds:
+        on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
     rows = []
     for s in results.search:
         c = s.choice
         noise = f" ± {fmt_metric(metric, Z * c.noise)}" if c and c.noise is not None else ""
-        rows.append([s.label, f"{s.finished}/{s.tried}", fmt_params(c.params) if c else "-",
-                     f"{fmt_metric(metric, c.value)}{noise}" if c else "-",
-                     "-" if c is None or c.queries is None else c.queries,
-                     "-" if c is None else ("yes" if c.separated else "**no**: within noise")])
+        row = [s.label, f"{s.finished}/{s.tried}", fmt_params(c.params) if c else "-",
+               f"{fmt_metric(metric, c.value)}{noise}" if c else "-",
+               "-" if c is None or c.queries is None else c.queries,
+               "-" if c is None else ("yes" if c.separated else "**no**: within noise")]
+        if folds:
+            won = next((t for t in s.samples if c and t.trial_id == c.trial_id), None)
+            scores = [won.metrics.get(f"fold{i}_{metric}") if won else None for i in range(folds)]
+            row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
+        rows.append(row)
+    head = ["cell", "finished", "kept params", f"search {_unit(metric)}{' (fold mean)' if folds else ''} ± {Z} SE",
+            "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{_unit(metric)} per fold"] if folds else [])
+    budget = results.plan.search_budget()
     journal = sweep_dir / "optuna.journal"
     return [Heading(f"Search (per cell, on {on})"),
+            *([Para(_sentence(describe_budget(budget, folds)))] if budget else []),
             Para(f"Each sample's score has a scoring noise: a recall p over n held-out queries has a binomial "
                  f"standard error, sqrt(p' (1 - p') / (n + 4)) with p' = (p n + 2) / (n + 4) (Agresti-Coull; an upper "
                  "bound for MAP@R and R-precision; with folds, the fold spread when larger). The kept value is the best sample "
                  f"when no other sample is within {Z} standard errors of the difference; otherwise the search "
                  "**could not separate candidates**, and the tied sample nearest the base config's value is kept "
                  "(the rule: `sweep/selection.py`)."),
-            Table(["cell", "finished", "kept params", f"search {_unit(metric)} ± {Z} SE", "queries", "separated"], rows),
+            Table(head, rows),
             *(Para(n) for n in results.search_notes),
             Para(f"Optuna studies: `{journal}`, one per cell, named by cell id; browse them with optuna-dashboard "
                  f"(install: `{DASHBOARD_INSTALL}`, then `.venv/bin/optuna-dashboard {journal}`) or "
                  "`optuna.load_study(study_name=CELL_ID, storage=sweep.search.study_storage(DIR))`.")]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 def _trials_section(results: SweepResults) -> list[Block]:

@@ -87,7 +87,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
 
 def test_report_tables_statistics_and_plot(tmp_path: Path) -> None:
     sweep_dir, recall = _fake_sweep(tmp_path)
-    files = write_report(SweepResults.of_dir(sweep_dir), sweep_dir)
+    files = write_report(sweep_dir)
     names = {f.name for f in files}
     assert {"report.md", "trials.parquet", "cells.parquet", "comparisons.parquet", "plot_expansion.n_inner_pts.png"} <= names
 
@@ -147,7 +147,7 @@ def test_intervals_are_clipped_to_the_metric_range_with_a_note(tmp_path: Path) -
             value = {0: 0.99, 1: 1.0, 2: 0.985}[r["seed"]]
             ledger.update_trial(r["trial_id"], metrics={**r["metrics"], "recall_at_1": value})
     results = SweepResults.of_dir(sweep_dir)
-    write_report(results, sweep_dir)
+    write_report(sweep_dir, results=results)
     cell = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
     high = cell[("arm=ee,expansion.n_inner_pts=2", "recall_at_1")]
     raw = mean_ci([0.99, 1.0, 0.985])
@@ -202,10 +202,10 @@ def test_best_evaluation_is_selectable(tmp_path: Path) -> None:
     early = {"epoch": 1.0, "recall_at_1": 0.70, "map_at_r": 0.1}
     ledger.update_trial(record["trial_id"], history=[early, record["metrics"]])
 
-    write_report(SweepResults.of_dir(sweep_dir), sweep_dir)
+    write_report(sweep_dir)
     cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
     assert cells[("arm=ee,expansion.n_inner_pts=0", "recall_at_1")]["mean"] == pytest.approx(0.61)
-    write_report(SweepResults.of_dir(sweep_dir, "best"), sweep_dir)
+    write_report(sweep_dir, evaluation="best")
     cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
     assert cells[("arm=ee,expansion.n_inner_pts=0", "recall_at_1")]["mean"] == pytest.approx((0.70 + 0.62 + 0.61) / 3)
     assert cells[("arm=ee,expansion.n_inner_pts=0", "map_at_r")]["mean"] == pytest.approx((0.1 + 0.31 + 0.305) / 3)
@@ -228,7 +228,7 @@ def test_evaluation_field_in_the_sweep_block(tmp_path: Path) -> None:
     records = SweepRecords(meta=SweepMeta(), trials=[])
     assert SweepResults.build(plan, records).evaluation == "best"
     assert SweepResults.build(plan, records, "last").evaluation == "last"
-    with pytest.raises(ValueError, match=r"sweep.report.evaluation: Input should be 'last' or 'best'"):
+    with pytest.raises(ValueError, match=r"sweep.report.evaluation: Input should be 'last', 'best' or 'best_on_test'"):
         load_plan(write_yaml(tmp_path / "y.yaml", {"report": {"evaluation": "mean"}}))
 
 
