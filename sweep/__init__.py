@@ -12,6 +12,11 @@
     stats.py     Student-t intervals and paired t-tests over seeds; verdict() (better/worse/equivalent)
     sequential.py  seed policies: repeated CIs with alpha spending, which trials run next
     table.py     `dml-report table`: the paper's table across sweeps (md, LaTeX, CSV)
-    report.py    tables, markdown and plots; `python sweep/report.py <sweep dir>`
+    selection.py which searched value a cell keeps, and whether the search could tell (scoring noise)
+    results.py   SweepResults: typed plan + records -> cells, comparisons, search, once per sweep end
+    plots.py     the report's plots (in %, one page each however large the sweep)
+    writers.py   tables (parquet/CSV), report.md and a self-contained report.html
+    parent_run.py  what the MLflow parent run carries: % metrics and the description
+    report.py    the command that rebuilds them: `python sweep/report.py <sweep dir>`
     run.py       the command: `python sweep/run.py experiments/<name>.yaml`
 """
