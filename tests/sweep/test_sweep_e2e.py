@@ -165,7 +165,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     assert parent.data.metrics[f"recall_at_1_pct.{name}.ci_high"] == pytest.approx(100 * comp["ci_high"])
     if comp["p_value"] == comp["p_value"]:  # NaN when both seeds differ by exactly the same amount
         assert parent.data.metrics[f"recall_at_1.{name}.p"] == pytest.approx(comp["p_value"])
-    assert "\n- ms dim=16 vs ms dim=8: R@1 " in parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["mlflow.note.content"].startswith("- ms dim=16 vs ms dim=8: R@1 ")  # the headline first
     assert parent.data.params["model.embedding_dim"] == "grid [8, 16]"  # not the base value
     assert "epoch" not in parent.data.metrics
 
