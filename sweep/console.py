@@ -70,7 +70,15 @@ class ConsoleCallback(tune.Callback):
         from sweep.tracking import error_line
 
         record = self.ledger.trial(trial.trial_id) or {}
-        say(f"{'':>{len(self._counter(0))}} retry   {record.get('label', trial.trial_id)}  {error_line(trial)}")
+        say(f"{'':>{len(self._counter(0))}} retry   {record.get('label', trial.trial_id)}  {error_line(trial)}"
+            f"{self._traceback(record)}")
+
+    def _traceback(self, record: dict[str, Any]) -> str:
+        """Where a crashed trial's traceback is (its log file), for the end of its one line."""
+        from sweep.trainable import trial_log
+
+        path = trial_log(self.sweep_dir, record["key"]) if record.get("key") else None
+        return f"  traceback: {path}" if path is not None and path.is_file() else ""
 
     def _counter(self, done: int) -> str:
         width = len(str(self.total))
@@ -88,7 +96,7 @@ class ConsoleCallback(tune.Callback):
         label = label.removeprefix(f"{SEARCH} · ")  # the phase column says it
         if record.get("status") == FAILED:
             took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
-            say(f"{head} FAILED  {phase} {label}  {record.get('error') or 'failed'}{took}")
+            say(f"{head} FAILED  {phase} {label}  {record.get('error') or 'failed'}{took}{self._traceback(record)}")
             return
         metrics = record.get("metrics", {})
         if phase == SEARCH:
@@ -142,9 +150,15 @@ def closing_block(outcome: Any, wall_s: float) -> str:
 
 # ------------------------------------------------------------------ the plan, before it runs
 
+# Cells listed on the console; past this the list is cut to its head and tail (a 10,000-cell grid
+# printed 10,008 lines). `plan.txt` in the sweep folder always lists every cell.
+SCREEN_CELLS = 20
+
+
 def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | None = None,
-                  gpus: float | None = None) -> str:
-    """The block printed before a sweep (and by `--dry-run`), also kept as the sweep's `plan.txt`."""
+                  gpus: float | None = None, max_cells: int | None = None) -> str:
+    """The block printed before a sweep (and by `--dry-run`), also kept as the sweep's `plan.txt`;
+    with `max_cells`, a longer cell list shows its first and last cells and a count of the rest."""
     spec, res = plan.spec, plan.spec.resources_per_trial
     where = f" -> {sweep_dir}" if sweep_dir else ""
     factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
@@ -184,7 +198,16 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
     width = max(len(c.id) for c in plan.cells)
     lwidth = max(len(v) for v in labels.values())
     lines.append(f"  {'#':>3}  {'cell':<{width}}  {'label':<{lwidth}}  overrides")
-    for i, c in enumerate(plan.cells):
+    shown = list(enumerate(plan.cells))
+    if max_cells is not None and len(shown) > max_cells:
+        head, tail = shown[:max_cells - 3], shown[-3:]
+        where = f"{sweep_dir / 'plan.txt'} once the sweep starts" if sweep_dir else "plan.txt in the sweep folder"
+        more = f"  ... {len(shown) - len(head) - len(tail)} more cells (every cell: {where}; or -v)"
+        shown = [*head, (None, more), *tail]
+    for i, c in shown:
+        if i is None:
+            lines.append(c)
+            continue
         over = ", ".join(f"{k}={yaml_value(v)}" for k, v in c.overrides.items()) or "-"
         lines.append(f"  {i:>3}  {c.id:<{width}}  {labels[c.id]:<{lwidth}}  {over}")
     return "\n".join(lines)

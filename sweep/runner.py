@@ -21,11 +21,12 @@ from typing import Any, Optional
 
 import yaml
 
+from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
 from sweep.console import describe_param, describe_plan, say
 from sweep.labels import cell_labels
-from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE, Ledger, trial_checkpoint
+from sweep.ledger import FAILED, FINISHED, KILLED, LEDGER_FILE, PLAN_FILE, Ledger, trial_checkpoint
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
 from sweep.resources import check_fits, cluster_shapes
 from sweep.selection import candidate_of, select_for_cell
@@ -367,6 +368,21 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
                           cluster_config=cluster_config)
 
 
+def _start_parent(plan: SweepPlan, sweep_dir: Path, ledger: Ledger, tracker: Any) -> str:
+    """The sweep's MLflow parent run, recorded in the ledger: from here on the sweep has started."""
+    from sweep.tracking import git_commit, parent_params
+
+    ledger.set("git_commit", git_commit())
+    tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
+            "mlflow.source.git.commit": ledger.get("git_commit")}
+    searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+    params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
+    parent = tracker.start_run(plan.name, tags, params)
+    ledger.set("mlflow_parent_run_id", parent)
+    tracker.log_files(parent, [sweep_dir / "sweep.yaml", sweep_dir / "plan.txt"])
+    return parent
+
+
 def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: bool, address: Optional[str],
                verbose: int, cluster_config: Optional[str]) -> SweepOutcome:
     import ray
@@ -375,7 +391,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
     from sweep.records import load_records
     from sweep.report import write_report
     from sweep.results import SweepResults
-    from sweep.tracking import Tracker, git_commit, mark_killed, parent_params, resolve_tracking_uri
+    from sweep.tracking import Tracker, mark_killed, resolve_tracking_uri
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if verbose == 0:
@@ -387,24 +403,24 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: 
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=verbose > 0)
+        sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
-    ledger = create_sweep_dir(plan, sweep_dir, resume)
-
     experiment = plan.spec.mlflow.experiment or plan.name
     tracker = Tracker(tracking_uri, experiment)
+    tracker.experiment_id  # noqa: B018 -- the store and experiment first: a store that fails leaves no sweep folder
+    ledger = create_sweep_dir(plan, sweep_dir, resume)
     parent = ledger.get("mlflow_parent_run_id")
     if parent:
         tracker.reopen(parent)
     else:
-        ledger.set("git_commit", git_commit())
-        tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
-                "mlflow.source.git.commit": ledger.get("git_commit")}
-        searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
-        params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
-        parent = tracker.start_run(plan.name, tags, params)
-        ledger.set("mlflow_parent_run_id", parent)
-        tracker.log_files(parent, [sweep_dir / "sweep.yaml", sweep_dir / "plan.txt"])
+        try:
+            parent = _start_parent(plan, sweep_dir, ledger, tracker)
+        except BaseException:
+            if not resume:  # not started: what create_sweep_dir wrote would refuse a plain rerun
+                for name in ("sweep.yaml", "plan.txt", PLAN_FILE, LEDGER_FILE):
+                    (sweep_dir / name).unlink(missing_ok=True)
+            raise
 
     runner = SweepRunner(plan, sweep_dir, ledger, tracking_uri, experiment, resume=resume, retry_failed=retry_failed,
                          verbose=verbose)

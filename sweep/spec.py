@@ -12,15 +12,17 @@ experiment config (`model.embedding_dim`, `loss.margin`); they are checked again
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
-from dml_core.evaluation.names import looks_like_metric
+from dml_core.io import check_folder_name
+from dml_core.evaluation.names import check_mode, direction, looks_like_metric
 from dml_core.params import SECTIONS
 from dml_core.registry import Strict
 
@@ -131,6 +133,9 @@ class SearchParam(Strict):
             return self
         if self.choices is not None:
             raise ValueError(f"{self.type} takes low/high, not choices")
+        for end, value in (("low", self.low), ("high", self.high)):
+            if value is not None and not math.isfinite(value):  # `.inf` crashed the driver once Ray ran
+                raise ValueError(f"{end}: must be a finite number, got {value}")
         if self.low is None or self.high is None or not self.low < self.high:
             raise ValueError(f"{self.type} needs low < high")
         if self.type == "loguniform" and self.low <= 0:
@@ -150,7 +155,8 @@ class SearchSpec(Strict):
     params: dict[str, SearchParam] = Field(min_length=1)
     num_samples: int = Field(10, ge=1)
     metric: Optional[str] = None  # default: sweep.metric
-    mode: Optional[Literal["max", "min"]] = None  # default: sweep.mode
+    # default and only allowed value: the search metric's direction (`evaluation.names.direction`)
+    mode: Optional[Literal["max", "min"]] = None
     # Musgrave et al. 2020 (A Metric Learning Reality Check): tuning on the test classes inflates
     # results. Search trials hold out this fraction of the *training* classes and evaluate on
     # them; the final per-seed runs then train on all training classes and test on the test split.
@@ -191,9 +197,23 @@ class SchedulerSpec(Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+RAY_RESOURCE_UNIT = 1e-4  # Ray counts resources in ten-thousandths (ray._raylet.RESOURCE_UNIT_SCALING)
+
+
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="fractional GPUs share one device")
+
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _ray_quantity(cls, v: float, info: ValidationInfo) -> float:
+        # What Ray refuses when the first trial is placed (every trial then fails): shares below
+        # its resource unit, and a fraction of more than one GPU.
+        if 0 < v < RAY_RESOURCE_UNIT:
+            raise ValueError(f"{v} is below {RAY_RESOURCE_UNIT}, the smallest share Ray schedules")
+        if info.field_name == "gpu" and v > 1 and not float(v).is_integer():
+            raise ValueError(f"more than one GPU per trial must be a whole number, got {v}")
+        return v
 
 
 class MlflowSpec(Strict):
@@ -269,7 +289,9 @@ class SeedPolicy(Strict):
 # A mapping is a policy, anything else a list: errors then name the policy's own field
 # (`sweep.seeds.max`), not both readings of a union.
 SeedsField = Annotated[
-    Union[Annotated[list[int], Field(min_length=1), Tag("list")], Annotated[SeedPolicy, Tag("policy")]],
+    # numpy, torch and Python's random take seeds 0 .. 2**32 - 1 (others crashed every trial)
+    Union[Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1), Tag("list")],
+          Annotated[SeedPolicy, Tag("policy")]],
     Discriminator(lambda v: "policy" if isinstance(v, (dict, SeedPolicy)) else "list"),
 ]
 
@@ -305,7 +327,9 @@ class SweepSpec(Strict):
     # own reference arm, e.g. `{arm: {ee: ms, see: pa}}` (EE against its loss alone, SEE likewise).
     baseline: Optional[dict[str, Any]] = None
     metric: str = "recall_at_1"
-    mode: Literal["max", "min"] = "max"
+    # The metric's direction (`evaluation.names.direction`: loss min, the rest max), filled in at
+    # validation; writing the other one is an error.
+    mode: Optional[Literal["max", "min"]] = None
     mlflow: MlflowSpec = MlflowSpec()
     report: ReportSpec = ReportSpec()
     # Ray Tune storage root; the sweep lives in <storage_path>/<name>. Precedence: --out >
@@ -350,12 +374,15 @@ class SweepSpec(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", v):
-            raise ValueError("use letters, digits, '.', '_' and '-' (it names a folder)")
-        return v
+        return None if v is None else check_folder_name(v)
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepSpec":
+        mode = check_mode(self.metric, self.mode, "mode")
+        if self.mode != mode:  # assigned only when unset: validate_assignment re-runs this validator
+            self.mode = mode
+        if self.search is not None:
+            check_mode(self.search_metric, self.search.mode, "search.mode")
         coords = {**self.grid, "arm": list(self.arms)}
         for i, part in enumerate(self.exclude):
             _check_partial_cell(part, coords, f"exclude.{i}")
@@ -389,9 +416,7 @@ class SweepSpec(Strict):
 
     @property
     def search_mode(self) -> str:
-        if self.search and self.search.mode:
-            return self.search.mode
-        return "max" if self.search and self.search.folds and not self.search.metric else self.mode
+        return direction(self.search_metric)
 
 
 def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:

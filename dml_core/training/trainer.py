@@ -22,6 +22,7 @@ from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
 from dml_core.data.draws import KeyedBatches, KeyedSamples
 from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
+from dml_core.evaluation.names import direction
 from dml_core.losses import build_loss
 from dml_core.io import DirectoryLock, make_dir
 from dml_core.models import build_model
@@ -98,8 +99,8 @@ def clamp_gradients(optimizer: torch.optim.Optimizer, value: float) -> None:
                 p.grad.clamp_(-value, value)
 
 
-def _is_better(value: float, best: Optional[float]) -> bool:
-    return best is None or value > best
+def _is_better(value: float, best: Optional[float], metric: str) -> bool:
+    return best is None or (value < best if direction(metric) == "min" else value > best)
 
 
 class Trainer:
@@ -311,7 +312,7 @@ class Trainer:
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
                            "time_s": time.perf_counter() - started, **self._gpu_memory()}
                 self.history.append(metrics)
-                if _is_better(metrics[primary], self.best.get(primary)):
+                if _is_better(metrics[primary], self.best.get(primary), primary):
                     self.best = dict(metrics)
                 ckpt_path = None
                 if self.out_dir is not None and cfg.train.checkpoint:
