@@ -34,6 +34,7 @@ from sweep.stats import CONFIDENCE
 MAX_SERIES = 8  # lines per axis plot / cells per learning-curve plot / cells in the search history
 MAX_ROWS = 30  # comparisons in the paired-differences plot
 MAX_IMPORTANCE = 4  # cells with an importance plot
+MAX_TICKS = 20  # labelled values on an axis plot's x axis
 _MARKERS = "osD^v<>PX*"
 
 
@@ -105,7 +106,8 @@ def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
         ticks = [json.loads(v) for v in values]
         if len(series) == 1 and len(values) == len(results.cells):  # one line: its cells' labels name the methods
             ticks = [c.label for c in sorted(results.cells, key=lambda c: values.index(json.dumps(c.cell.get(axis))))]
-        ax.set_xticks(range(len(values)), ticks)
+        step = -(-len(values) // MAX_TICKS)  # a long axis shows every step-th value, not 500 overprinted
+        ax.set_xticks(range(0, len(values), step), ticks[::step])
         ax.set_xlabel(axis)
         ax.set_ylabel(f"{_axis_label(metric)}: seeds, mean ± {CONFIDENCE:.0%} CI")
         clipped = any(c.stats.get(metric) and c.stats[metric].clipped for c in results.cells)

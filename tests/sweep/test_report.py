@@ -238,7 +238,7 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     import time
 
     from sweep.parent_run import parent_description, parent_metrics
-    from sweep.plots import MAX_ROWS, plot_paired_differences
+    from sweep.plots import MAX_ROWS, MAX_TICKS, plot_axes, plot_paired_differences
     from sweep.records import TrialRecord
 
     sweep = {"grid": {"model.embedding_dim": list(range(8, 508)), "optimizer.lr": [0.001, 0.002]}, "seeds": [0, 1],
@@ -269,3 +269,12 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     (figure,) = plot_paired_differences(results, tmp_path)
     assert figure.path.stat().st_size < 400_000  # one page of MAX_ROWS rows, not 500
     assert MAX_ROWS < 500
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    monkeypatch.setattr("sweep.plots._save", lambda fig, path: drawn.append(fig) or path)
+    plot_axes(results, tmp_path)  # along dim: 500 x values, 2 lines; along lr: 2 x values, 500 lines
+    dim, lr = (fig.axes[0] for fig in drawn)
+    assert len(dim.get_xticks()) <= MAX_TICKS and len(dim.get_lines()) >= 2
+    assert "8 of 500 shown (best 8 by mean)" in lr.get_title() and len(lr.get_legend().get_texts()) == 8
+    plt.close("all")
