@@ -1,4 +1,4 @@
-"""The results of a sweep, from its directory alone (`plan.json`, `ledger.json`, `optuna.journal`).
+"""The results of a sweep, from its directory alone (`plan.json`, its records in the trial store, `optuna.journal`).
 
     python sweep/report.py sweeps/<name>                     # rewrite the report of a (running) sweep
     python sweep/report.py sweeps/<name> --evaluation best   # statistics on each trial's best evaluation
@@ -48,7 +48,8 @@ import pyarrow.parquet as pq
 from dml_core.evaluation.names import ordered
 from dml_core.io import atomic_write_text
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
-from sweep.ledger import FINISHED, PLAN_FILE, Ledger
+from sweep.records import FINISHED, load_records
+from sweep.store import PLAN_FILE
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
 from sweep.stats import ALPHA, CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
 from sweep.stats import verdict as stats_verdict
@@ -61,7 +62,7 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     plan_file = sweep_dir / PLAN_FILE
     if not plan_file.is_file():
         raise FileNotFoundError(f"{sweep_dir}: not a sweep directory (no {PLAN_FILE})")
-    return json.loads(plan_file.read_text()), Ledger(sweep_dir).trials()
+    return json.loads(plan_file.read_text()), [t.model_dump(mode="json", exclude={"config"}) for t in load_records(sweep_dir).trials]
 
 
 def _cells(plan: dict[str, Any]) -> list[Cell]:
@@ -133,7 +134,7 @@ def trials_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dic
         row |= {"seed": r.get("seed"), "status": r.get("status"), "error": r.get("error"), "attempts": r.get("attempts"),
                 "epochs": _int_or_none(r.get("metrics", {}).get("epoch")), "params": json.dumps(r.get("params") or {}, sort_keys=True)}
         row |= {m: r.get("metrics", {}).get(m) for m in metrics}
-        row |= {"trial_id": r.get("trial_id"), "mlflow_run_id": r.get("mlflow_run_id")}
+        row |= {"trial_id": r.get("trial_id"), "mlflow_run_id": r.get("mlflow_run_id"), "reused_from": r.get("reused_from")}
         rows.append(row)
     return rows
 
@@ -325,7 +326,7 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
 
 def _search_section(plan: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any], labels: dict[str, str],
                     notes: list[str]) -> list[str]:
-    """What the search chose per cell (the runner's choice, kept in the ledger)."""
+    """What the search chose per cell (the runner's choice, kept in the trial store)."""
     metric = (plan["search"] or {}).get("metric") or plan["metric"]
     on = "held-out training classes" if (plan["search"] or {}).get("holdout") is not None else "the test split"
     rows = []
@@ -555,8 +556,8 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
     # Last: optuna's plots switch matplotlib to its own style for the rest of the process.
     plots["Search history"], notes = plot_search(sweep_dir, plan)
     md = sweep_dir / "report.md"
-    ledger = Ledger(sweep_dir)
-    meta = {"best": ledger.get("best", {}), "wall_s": ledger.get("wall_s", math.nan)}
+    facts = load_records(sweep_dir).meta
+    meta = {"best": {k: v.model_dump() for k, v in facts.best.items()}, "wall_s": facts.wall_s}
     atomic_write_text(md, render_markdown(plan, records, meta, plots, evaluation, notes))
     return [md, *files, *(p for ps in plots.values() for p in ps)]
 

@@ -3,8 +3,16 @@
     --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
     --dry-run          print the trial plan and validate every trial config, data path and the
                        resources; train nothing
-    --resume           continue an interrupted sweep (same YAML and --set values)
+    --resume           continue a sweep: an interrupted one, or one whose YAML grew (more seeds, arms,
+                       cells or search samples: only the new trials run)
     --retry-failed     with --resume: restart trials that crashed (after their retries)
+    --restart-changed  with --resume: allow a YAML change that alters trials already run (e.g. the
+                       base optimizer.lr); those trials run afresh
+    --no-reuse         train every trial, even one whose result the trial store holds (YAML:
+                       sweep.reuse: false)
+    --store FILE       the trial store (default: $DML_TRIAL_STORE, else <storage root>/.store/trials.sqlite)
+    --sync DIR         rebuild the MLflow runs of the sweep in DIR (parent + one per trial) from the
+                       trial store, in the tracking store in use now; trains nothing
     --address ADDR     join a Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)
     --cluster-config F the cluster YAML whose node types a trial may also fit (default:
                        $DML_CLUSTER_CONFIG, else ~/ray_bootstrap_config.yaml on a head node)
@@ -12,8 +20,9 @@
     -v, --verbose      Ray Tune's own progress output and the trials' logs too (for debugging)
 
 The console shows the plan, a header per phase, one line per trial (`[7/10] final  n=2 · s0
-R@1 96.2  (8 s)  ETA 0:20`; failures with their error) and a closing block: each comparison's
-headline, the report path and the command + URL that open the runs in the MLflow UI.
+R@1 96.2  (8 s)  ETA 0:20`; failures with their error; `reused from <sweep>` for a trial answered
+from the trial store) and a closing block: each comparison's headline, the report path and the
+command + URL that open the runs in the MLflow UI.
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
 (one line on stderr), 130 interrupted (resume with --resume).
@@ -35,20 +44,24 @@ import shlex
 
 from dml_core.errors import first_line
 from sweep.labels import fmt_duration
-from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
+from sweep.records import FAILED, FINISHED, KILLED
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
-from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep
+from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep, sync_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sweep/run.py", description="Run a DML benchmark sweep on Ray Tune.")
-    p.add_argument("config", help="experiment YAML with a sweep: block")
+    p.add_argument("config", nargs="?", help="experiment YAML with a sweep: block")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values: --set a.b=1 c.d=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--restart-changed", action="store_true")
+    p.add_argument("--no-reuse", action="store_true")
+    p.add_argument("--store", default=None, metavar="FILE")
+    p.add_argument("--sync", default=None, metavar="SWEEP_DIR")
     p.add_argument("--address", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--cluster-config", default=None)
@@ -76,11 +89,21 @@ def _resume_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    if args.retry_failed and not args.resume:
-        print("error: --retry-failed needs --resume", file=sys.stderr)
+    for flag in ("retry_failed", "restart_changed"):
+        if getattr(args, flag) and not args.resume:
+            print(f"error: --{flag.replace('_', '-')} needs --resume", file=sys.stderr)
+            return 2
+    if (args.config is None) == (args.sync is None):
+        print("error: give a sweep YAML, or --sync SWEEP_DIR (not both)", file=sys.stderr)
         return 2
     _quiet_libraries(args.verbose)
+    if args.store:
+        os.environ["DML_TRIAL_STORE"] = str(Path(args.store).resolve())  # also where a --resume finds it
     try:
+        if args.sync:
+            uri, created, deleted = sync_sweep(Path(args.sync))
+            print(f"MLflow: {args.sync} synced to {uri}: {created} runs recreated, {deleted} duplicates deleted")
+            return 0
         plan = load_plan(args.config, args.overrides)
         sweep_dir = default_sweep_dir(plan, args.out)
         if args.dry_run:
@@ -97,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(plan.describe(sweep_dir), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
-                            cluster_config=args.cluster_config, verbose=args.verbose)
+                            cluster_config=args.cluster_config, verbose=args.verbose,
+                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
@@ -133,15 +157,21 @@ def _quiet_libraries(verbose: int) -> None:
 
 
 def closing_block(outcome: SweepOutcome) -> str:
-    from sweep.ledger import Ledger
+    from sweep.records import load_records
     from sweep.report import headlines
 
-    trials = Ledger(outcome.sweep_dir).trials()
-    finished = sum(r.get("status") == FINISHED for r in trials)
-    failed = sum(r.get("status") == FAILED for r in trials)
-    wall = fmt_duration(float(Ledger(outcome.sweep_dir).get("wall_s", float("nan"))))
-    lost = sum(r.get("status") == KILLED for r in trials)  # search samples cut off and redrawn
+    records = load_records(outcome.sweep_dir)
+    trials = records.trials
+    finished = sum(r.status == FINISHED for r in trials)
+    failed = sum(r.status == FAILED for r in trials)
+    wall = fmt_duration(records.meta.wall_s)
+    lost = sum(r.status == KILLED for r in trials)  # search samples cut off and redrawn
+    reused = sum(r.reused for r in trials)
     lines = [f"-- done in {wall}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
+    if reused:
+        trained = sum(r.ended and not r.reused for r in trials)
+        lines.append(f"   {reused} of them reused from the trial store (not trained again), {trained} trained"
+                     + (" (--no-reuse trains them afresh)" if reused == len(trials) else ""))
     lines += [f"   {h}" for h in headlines(outcome.sweep_dir)]
     lines.append(f"report:  {outcome.sweep_dir / 'report.md'}")
     if outcome.mlflow_command:
