@@ -13,7 +13,8 @@ import pytest
 from scipy import stats as sps
 
 from dml_core.io import atomic_write_json
-from sweep.ledger import FAILED, FINISHED, PLAN_FILE, Ledger
+from sweep.records import FAILED, FINISHED, TrialRecord
+from sweep.store import PLAN_FILE, SweepLog
 from sweep.plan import load_plan
 from sweep.report import main as report_main
 from sweep.report import evaluation_of, headline, verdict, write_report
@@ -67,7 +68,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
     atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
-    ledger = Ledger(sweep_dir)
+    log = SweepLog.create(sweep_dir, "x")
     recall = {("arm=ee,expansion.n_inner_pts=0", 0): 0.60, ("arm=ee,expansion.n_inner_pts=0", 1): 0.62,
               ("arm=ee,expansion.n_inner_pts=0", 2): 0.61,
               ("arm=ee,expansion.n_inner_pts=2", 0): 0.66, ("arm=ee,expansion.n_inner_pts=2", 1): 0.65,
@@ -77,9 +78,10 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
         metrics = {"epoch": 2.0, "recall_at_1": recall[(t.cell, t.seed)], "map_at_r": recall[(t.cell, t.seed)] / 2} \
             if (t.cell, t.seed) in recall else {}
         failed = not metrics
-        ledger.add_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
-                            params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
-                            error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics, history=[metrics])
+        log.add(TrialRecord(trial_id=f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords,
+                            seed=t.seed, params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
+                            error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics,
+                            history=[metrics] if metrics else []))
     return sweep_dir, recall
 
 
@@ -144,10 +146,10 @@ def test_best_evaluation_is_selectable(tmp_path: Path) -> None:
     """`--evaluation best` takes each final trial's best epoch by the primary metric (with that
     epoch's other metrics); `last` (the default) its final one."""
     sweep_dir, recall = _fake_sweep(tmp_path)
-    ledger = Ledger(sweep_dir)
-    record = next(r for r in ledger.trials() if r["key"] == "arm=ee,expansion.n_inner_pts=0/seed=0")
+    log = SweepLog.open(sweep_dir)
+    record = log.get("arm=ee,expansion.n_inner_pts=0/seed=0")
     early = {"epoch": 1.0, "recall_at_1": 0.70, "map_at_r": 0.1}
-    ledger.update_trial(record["trial_id"], history=[early, record["metrics"]])
+    log.update(record.key, history=[early, record.metrics])
 
     write_report(sweep_dir)
     cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
