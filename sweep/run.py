@@ -81,6 +81,19 @@ def available_resources(address: str | None) -> tuple[float, float]:
     return here.cpu, here.gpu
 
 
+def _next_free(sweep_dir: Path) -> Path:
+    """The same command again (no --out, no --resume) makes a new sweep beside the old one,
+    `<name>-2`, `<name>-3`, ...: its trials that some sweep already finished are reused, not trained."""
+    if not (sweep_dir / "plan.json").exists():
+        return sweep_dir
+    n = 2
+    while (sweep_dir.with_name(f"{sweep_dir.name}-{n}") / "plan.json").exists():
+        n += 1
+    free = sweep_dir.with_name(f"{sweep_dir.name}-{n}")
+    print(f"{sweep_dir} holds a sweep (--resume continues it); this one goes to {free}", flush=True)
+    return free
+
+
 def _resume_command(argv: list[str]) -> str:
     args = [a for a in argv if a != "--resume"]
     return " ".join(shlex.quote(a) for a in ["python", "sweep/run.py", *args, "--resume"])
@@ -106,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         plan = load_plan(args.config, args.overrides)
         sweep_dir = default_sweep_dir(plan, args.out)
+        if not (args.out or args.resume or args.dry_run):
+            free = _next_free(sweep_dir)
+            if free != sweep_dir:  # so that the printed resume command finds this one
+                sweep_dir, argv = free, [*argv, "--out", str(free)]
         if args.dry_run:
             plan.validate_configs()
             cpus, gpus = available_resources(args.address)
