@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from dml_core.config import DataConfig  # noqa: E402
+from dml_core.params.datasets import DataConfig  # noqa: E402
 from dml_core.data import ImageListDataset, build_transforms  # noqa: E402
 from dml_core.data.loading import loader_options, usable_cores  # noqa: E402
 

@@ -14,30 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from dml_core.errors import ConfigError, first_line, format_validation_error
 from dml_core.evaluation.names import check_metric_name, metric_names
 from dml_core.io import atomic_write_text
-from dml_core.params import (
-    SECTIONS,
-    BatchConfig,
-    DataConfig,
-    ExpansionConfig,
-    LossConfig,
-    ModelConfig,
-)
+from dml_core.params import SECTIONS, DataConfig, ExpansionConfig, LossConfig, ModelConfig
+from dml_core.registry import Strict
 
-__all__ = ["BatchConfig", "ConfigError", "DataConfig", "ExpansionConfig", "ExperimentConfig", "LossConfig",
-           "ModelConfig", "config_from_dict", "load_config", "read_yaml"]
+__all__ = ["ExperimentConfig", "config_from_dict", "experiment_model", "load_config", "read_yaml"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class OptimizerConfig(_Strict):
+class OptimizerConfig(Strict):
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     # Per-group learning rates; None = `lr` (loss_lr: proxies, usually lr x 100..10^4).
@@ -48,7 +36,7 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.9, ge=0)
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(Strict):
     name: Literal["none", "cosine", "step", "multistep"] = "none"
     step_size: int = Field(10, ge=1, description="epochs, for step")
     milestones: list[int] = Field(default_factory=list, description="epochs, for multistep")
@@ -56,7 +44,7 @@ class SchedulerConfig(_Strict):
     warmup_epochs: int = Field(0, ge=0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     # Batches per epoch; None = one pass worth of images (len(train) // batch size).
     iterations_per_epoch: Optional[int] = Field(None, ge=1)
@@ -69,7 +57,7 @@ class TrainConfig(_Strict):
     num_threads: Optional[int] = Field(None, ge=1)
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     # Recall@K list; None = the dataset's standard list (CUB/Cars 1,2,4,8; SOP 1,10,100,1000; ...).
     recall_at: Optional[list[Annotated[int, Field(ge=1)]]] = Field(None, min_length=1)
     clustering: bool = True
@@ -87,18 +75,19 @@ class EvalConfig(_Strict):
         return v
 
 
-def _section(kind: str) -> Any:
-    """The discriminated union of the `kind` section, with its registry's default component."""
-    registry = SECTIONS[kind]
-    return FieldInfo(annotation=registry.union(), default_factory=registry.default_params)
+class ExperimentConfig(Strict):
+    """A validated experiment: what every reader of a config types it as.
 
+    The component sections are typed by their kind's base class here; the model that validates
+    them against the registered components is `experiment_model()`, a subclass, so every config
+    that `config_from_dict` returns is an `ExperimentConfig`.
+    """
 
-class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
     # Component sections: one parameter model per registered dataset / backbone / loss /
     # expansion (`dml_core.params`), chosen by `data.name`, `model.backbone`, `loss.name`,
-    # `expansion.name`. Annotated from the registries below (`_rebuild`).
+    # `expansion.name`; narrowed to the registered components by `experiment_model()`.
     data: DataConfig = Field(default_factory=SECTIONS["data"].default_params)
     model: ModelConfig = Field(default_factory=SECTIONS["model"].default_params)
     loss: LossConfig = Field(default_factory=SECTIONS["loss"].default_params)
@@ -134,16 +123,31 @@ class ExperimentConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-def _rebuild() -> None:
-    """Re-annotate the component sections from the registries (also after a late registration)."""
-    for kind in SECTIONS:
-        ExperimentConfig.__pydantic_fields__[kind] = _section(kind)
-    ExperimentConfig.model_rebuild(force=True)
+_built: tuple[tuple[int, ...], type[ExperimentConfig]] | None = None
 
 
-_rebuild()
-for _registry in SECTIONS.values():
-    _registry.on_change.append(_rebuild)
+def experiment_model() -> type[ExperimentConfig]:
+    """The model that validates experiment configs: `ExperimentConfig` with each component section
+    a discriminated union of its kind's registered parameter models (`Kind.union`).
+
+    Built from the kinds as they are when it is called, and built again once a component has
+    been registered since (a kind's `version` changes), so a component registered after this
+    module was imported -- in a script, a plugin, a test -- is accepted from then on.
+    """
+    global _built
+    versions = tuple(kind.version for kind in SECTIONS.values())
+    if _built is None or _built[0] != versions:
+        sections = {section: (kind.union(), Field(default_factory=kind.default_params)) for section, kind in SECTIONS.items()}
+        model = create_model("ExperimentModel", __base__=ExperimentConfig, __module__=__name__, **sections)
+        _built = (versions, model)
+    return _built[1]
+
+
+def __getattr__(name: str) -> Any:
+    # Pickle finds a validated config's class by this name (`experiment_model().__qualname__`).
+    if name == "ExperimentModel":
+        return experiment_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -251,7 +255,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
     """Validate a raw config (pydantic only: no loss, model or dataset is built)."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        return experiment_model().model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, model=ExperimentConfig, unions=SECTIONS)) from None
 

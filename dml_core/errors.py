@@ -8,17 +8,38 @@ message ("of backbone resnet18") instead of the dotted path.
 """
 from __future__ import annotations
 
+import difflib
 import re
 import typing
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from dml_core.registry import ParamRegistry, did_you_mean
+
+class Kind(Protocol):
+    """What the formatter reads of a component kind (`dml_core.registry.Kind`, which imports
+    this module for its messages)."""
+
+    kind: str
+    discriminator: str
+
+    def names(self) -> list[str]: ...
+
+    def choices(self) -> list[str]: ...
+
+    def get(self, name: str) -> type[BaseModel]: ...
+
+    def __contains__(self, name: object) -> bool: ...
 
 
 class ConfigError(ValueError):
     """A user's configuration mistake; the message is one line that names the field or file."""
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    hint = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def first_line(error: BaseException) -> str:
@@ -43,7 +64,7 @@ def format_validation_error(
     *,
     root: Sequence[str] = (),
     model: Optional[type[BaseModel]] = None,
-    unions: Mapping[str, ParamRegistry] = {},
+    unions: Mapping[str, Kind] = {},
 ) -> str:
     """``<source>: <dotted field>: <problem>`` for the first error (``(+N more)`` if several).
 
@@ -79,8 +100,8 @@ def format_validation_error(
     return f"{source}: {text}{more}" if source else f"{text}{more}"
 
 
-def _unknown_key(loc: list[str], skip: int, registry: Optional[ParamRegistry], component: Optional[str],
-                 model: Optional[type[BaseModel]], unions: Mapping[str, ParamRegistry]) -> str:
+def _unknown_key(loc: list[str], skip: int, registry: Optional[Kind], component: Optional[str],
+                 model: Optional[type[BaseModel]], unions: Mapping[str, Kind]) -> str:
     key = loc[-1]
     if registry is not None and component is not None and len(loc) == 2:
         params = registry.get(component)
@@ -93,8 +114,8 @@ def _unknown_key(loc: list[str], skip: int, registry: Optional[ParamRegistry], c
     return f"unknown key{did_you_mean(key, fields)}"
 
 
-def _fields_at(model: Optional[type[BaseModel]], path: list[str], registry: Optional[ParamRegistry],
-               component: Optional[str], unions: Mapping[str, ParamRegistry]) -> list[str]:
+def _fields_at(model: Optional[type[BaseModel]], path: list[str], registry: Optional[Kind],
+               component: Optional[str], unions: Mapping[str, Kind]) -> list[str]:
     """Field names of the (sub)model at ``path``, for did-you-mean; [] when unknown."""
     node = model
     for i, part in enumerate(path):

@@ -1,20 +1,37 @@
-"""Registries: the one place each component name is declared.
+"""Component kinds: the one place each component's name, parameters and builder are declared.
 
-Two kinds work together. A `ParamRegistry` maps a name to a component's typed parameter model
-(a pydantic model in a light module: no torch), and is what the experiment config's
-discriminated unions are built from. A `Registry` maps the same name to the thing that builds
-the component (a torch class or function); it registers *against the parameter model*
-(`register_for`), so a name is written once, in the parameter model.
+A `Kind` (dataset, backbone, loss, expansion) maps a name to one `Component`: its typed parameter
+model and its builder. One registration gives all three:
+
+    @DATASETS.register("birds", builder="my_package.birds:build")
+    class BirdsData(DataConfig):
+        root: Annotated[Optional[str], PATH, SELECTS] = None
+
+- The **parameter model** is a pydantic model in a light module (`dml_core/params/`): validating
+  a config imports no torch, which is why the builder is named, not imported. The registration
+  returns the model with its discriminator field added (``name: Literal["birds"] = "birds"``,
+  or ``backbone`` for models), so the name is written once, in the registration. A model that
+  declares that `Literal` itself (a script's own component) may leave the name out.
+- The **builder** is the torch class or function that makes the component from its validated
+  parameters: ``"module:attribute"``, imported the first time it is built, or the object itself
+  (a script that defines both halves in one place).
+
+The experiment config's ``data``, ``model``, ``loss`` and ``expansion`` sections are
+discriminated unions over the registered parameter models (`Kind.union`); `dml_core.config`
+builds the experiment model from them explicitly, and builds it again after a late
+registration (`Kind.version` says when).
 """
 from __future__ import annotations
 
-import difflib
+import importlib
 import typing
-from typing import Any, Callable, ClassVar, Generic, Optional, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Generic, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError, create_model
 
-T = TypeVar("T")
+from dml_core.errors import ConfigError, did_you_mean, format_validation_error
+
 P = TypeVar("P", bound="ComponentParams")
 
 
@@ -22,74 +39,143 @@ class UnknownNameError(ValueError):
     """A config named something no registry entry has."""
 
 
-def did_you_mean(word: str, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
-    hint = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, and so are invalid assignments."""
 
-
-class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ComponentParams(_Strict):
+class ComponentParams(Strict):
     """The parameters a registered component accepts; unknown keys are errors.
 
     Subclasses per kind (dataset, backbone, loss, expansion) add the fields every component of
-    that kind shares; a component's model adds its own and declares its name in the Literal of
-    the kind's discriminator field (``name``, or ``backbone`` for models).
+    that kind shares; a component's model adds its own.
     """
 
     # Old or mistaken keys -> the message that says what to write instead.
     renamed: ClassVar[dict[str, str]] = {}
-    component: ClassVar[str] = "<unregistered>"  # set by ParamRegistry.register
+    component: ClassVar[str] = "<unregistered>"  # set by Kind.register
 
-    registry: ClassVar["ParamRegistry"]  # set on each kind's base class
+    kind: ClassVar["Kind"]  # set on each kind's base class
 
     @classmethod
     def of(cls: type[P], **fields: Any) -> P:
-        """Validate ``fields`` as the component they name (``DataConfig.of(name="cub200", root=...)``).
+        """Validate ``fields`` as the component they name (``DataConfig.of(name="birds", root=...)``).
 
         Raises `ConfigError` with the one-line message a config file would get.
         """
-        from pydantic import ValidationError
-
-        from dml_core.errors import ConfigError, format_validation_error
-
         try:
-            return cls.registry.adapter().validate_python(fields)
+            return cls.kind.adapter().validate_python(fields)
         except ValidationError as e:
-            raise ConfigError(format_validation_error(e, root=(cls.registry.section,), unions={cls.registry.section: cls.registry})) from None
+            raise ConfigError(format_validation_error(e, root=(cls.kind.section,), unions={cls.kind.section: cls.kind})) from None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._entries: dict[str, T] = {}
+@dataclass
+class Component(Generic[P]):
+    """One registered component: its name, parameter model and (lazily imported) builder."""
 
-    def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            if name in self._entries:
-                raise KeyError(f"{self.kind} {name!r} registered twice")
-            self._entries[name] = obj
-            return obj
+    name: str
+    params: type[P]
+    builder_ref: Union[str, Callable[..., Any]]
+    _builder: Optional[Callable[..., Any]] = field(default=None, repr=False)
+
+    @property
+    def builder(self) -> Callable[..., Any]:
+        if self._builder is None:
+            ref = self.builder_ref
+            if isinstance(ref, str):
+                module, _, attr = ref.partition(":")
+                ref = getattr(importlib.import_module(module), attr)
+            self._builder = ref
+        return self._builder
+
+
+class Kind(Generic[P]):
+    """Name -> `Component` for one kind of component, keyed on the section's ``discriminator``.
+
+    ``prefix`` components stand for a family (``timm`` for ``timm/<any model>``): a value
+    ``timm/deit_small_patch16_224`` selects the component registered as ``timm``. ``check`` runs
+    once per component when its builder is first imported (e.g. a loss class's family must be
+    its parameters' family).
+    """
+
+    def __init__(self, kind: str, section: str, discriminator: str,
+                 check: Optional[Callable[[Component[P]], None]] = None) -> None:
+        self.kind = kind
+        self.section = section  # the experiment config section (`model` for backbones)
+        self.discriminator = discriminator
+        self.default: Optional[str] = None  # the component a section without a discriminator gets
+        self.prefixes: set[str] = set()
+        self.version = 0  # bumped by each registration: the experiment model is rebuilt on change
+        self._check = check
+        self._entries: dict[str, Component[P]] = {}
+        self._adapter: Optional[TypeAdapter] = None
+
+    # ------------------------------------------------------------------ registration
+
+    def register(self, name: Optional[str] = None, *, builder: Union[str, Callable[..., Any]],
+                 default: bool = False, prefix: bool = False) -> Callable[[type[P]], type[P]]:
+        """Register the parameter model it decorates under ``name`` with ``builder``; returns the
+        model with the discriminator field set to the name (see the module docstring)."""
+
+        def deco(cls: type[P]) -> type[P]:
+            tag = name or _literal_value(cls, self.discriminator)
+            if tag in self._entries:
+                raise KeyError(f"{self.kind} {tag!r} registered twice")
+            if not prefix and _literal_value(cls, self.discriminator, required=False) != tag:
+                cls = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__,
+                                   **{self.discriminator: (Literal[tag], tag)})
+            cls.component = tag
+            self._entries[tag] = Component(tag, cls, builder)
+            if prefix:
+                self.prefixes.add(tag)
+            if default:
+                self.default = tag
+            self._adapter = None
+            self.version += 1
+            return cls
 
         return deco
 
-    def register_for(self, params: type[ComponentParams]) -> Callable[[T], T]:
-        """Register the builder of the component whose parameter model is ``params``."""
-        return self.register(params.component)
+    def unregister(self, name: str) -> None:
+        """Remove component ``name`` (a test's or a plugin's own); the configs forget it too."""
+        self.entry(name)
+        del self._entries[name]
+        self.prefixes.discard(name)
+        if self.default == name:
+            self.default = None
+        self._adapter = None
+        self.version += 1
 
-    def get(self, name: str) -> T:
+    # ------------------------------------------------------------------ lookup
+
+    def entry(self, name: str) -> Component[P]:
         try:
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; choose from {sorted(self._entries)}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; choose from {self.names()}"
             ) from None
+
+    def get(self, name: str) -> type[P]:
+        """The parameter model of component ``name``."""
+        return self.entry(name).params
+
+    def builder(self, name: str) -> Callable[..., Any]:
+        """What builds component ``name`` (imported on first use, then checked)."""
+        entry = self.entry(name)
+        fresh = entry._builder is None
+        built = entry.builder
+        if fresh and self._check is not None:
+            self._check(entry)
+        return built
+
+    def build(self, params: ComponentParams, *args: Any, **kwargs: Any) -> Any:
+        """The component ``params`` (validated) selects: ``builder(params, *args, **kwargs)``."""
+        return self.builder(params.component)(params, *args, **kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -97,40 +183,14 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def __iter__(self) -> typing.Iterator[Component[P]]:
+        return iter(self._entries[n] for n in self.names())
 
-class ParamRegistry(Registry[type[P]]):
-    """Name -> parameter model of one kind of component, keyed on ``discriminator``.
-
-    ``prefixes`` are names that stand for a family (``timm`` for ``timm/<any model>``): a value
-    ``timm/deit_small_patch16_224`` selects the model registered as ``timm``.
-    """
-
-    def __init__(self, kind: str, section: str, discriminator: str, default: str) -> None:
-        super().__init__(kind)
-        self.section = section  # the experiment config section (`model` for backbones)
-        self.discriminator = discriminator
-        self.default = default
-        self.prefixes: set[str] = set()
-        self.on_change: list[Callable[[], None]] = []  # e.g. rebuild the experiment config
-        self._adapter: Optional[TypeAdapter] = None
-
-    def register(self, name: Optional[str] = None, *, prefix: bool = False) -> Callable[[type[P]], type[P]]:  # type: ignore[override]
-        def deco(cls: type[P]) -> type[P]:
-            tag = name or _literal_value(cls, self.discriminator)
-            cls.component = tag
-            if prefix:
-                self.prefixes.add(tag)
-            Registry.register(self, tag)(cls)
-            self._adapter = None
-            for hook in self.on_change:
-                hook()
-            return cls
-
-        return deco
+    # ------------------------------------------------------------------ the config union
 
     def union(self) -> Any:
         """The discriminated union of every registered parameter model (default: ``default``)."""
-        members = tuple(typing.Annotated[self._entries[n], Tag(n)] for n in self.names())
+        members = tuple(typing.Annotated[self._entries[n].params, Tag(n)] for n in self.names())
 
         def tag(value: Any) -> Optional[str]:
             if isinstance(value, dict):
@@ -159,8 +219,11 @@ class ParamRegistry(Registry[type[P]]):
         return [f"{n}/<name>" if n in self.prefixes else n for n in self.names()]
 
 
-def _literal_value(cls: type, field: str) -> str:
-    args = getattr(cls.model_fields[field].annotation, "__args__", ())
+def _literal_value(cls: type, field: str, required: bool = True) -> Optional[str]:
+    info = cls.model_fields.get(field)
+    args = typing.get_args(info.annotation) if info is not None and typing.get_origin(info.annotation) is Literal else ()
     if len(args) != 1 or not isinstance(args[0], str):
-        raise TypeError(f"{cls.__name__}.{field} must be Literal['<name>'] or be registered with a name")
+        if required:
+            raise TypeError(f"{cls.__name__}: register it with a name, or declare {field}: Literal['<name>']")
+        return None
     return args[0]

@@ -1,7 +1,9 @@
 """Benchmark sweeps over `dml_core` experiments: Ray Tune + Optuna + MLflow.
 
     spec.py      the typed `sweep:` block of an experiment YAML
-    plan.py      grid x arms x seeds (+ search) -> cells and trials; dry-run printing (no Ray)
+    plan.py      grid x arms x seeds (+ search) -> cells and trials (no Ray)
+    checks.py    what --dry-run checks: every trial config, metric, data path and P x K (no Ray)
+    console.py   what a sweep prints: the plan, then one line per trial
     search.py    one Optuna study and one set of ASHA brackets per grid cell
     trainable.py the Ray Tune function around `dml_core.training.fit`
     tracking.py  MLflow: parent run per sweep, child run per trial, from a driver-side callback

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, TextIO
+from pathlib import Path
+from typing import Any, Optional, TextIO
 
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, metric_label
+from sweep.plan import SweepPlan, yaml_value
 from sweep.records import FAILED, SEARCH, TrialRecord
+from sweep.spec import SweepSpec
 from sweep.store import describe_origin
 
 _PHASE_WIDTH = 6
@@ -83,3 +86,59 @@ class Console:
             return ""
         per_trial = (time.monotonic() - self._t0) / finished_here
         return f"  ETA {fmt_duration(per_trial * (self.total - done))}"
+
+
+# ------------------------------------------------------------------ the plan, before it runs
+
+def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | None = None,
+                  gpus: float | None = None) -> str:
+    """The block printed before a sweep (and by `--dry-run`), also kept as the sweep's `plan.txt`."""
+    spec, res = plan.spec, plan.spec.resources_per_trial
+    where = f" -> {sweep_dir}" if sweep_dir else ""
+    factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
+    dropped = f" (after pinning/exclude)" if spec.exclude or _pins(spec) else ""
+    lines = [
+        f"sweep {plan.name} ({plan.source}){where}",
+        f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
+        f"  seeds: {plan.seeds} (the same seeds in every cell: paired comparisons)",
+    ]
+    if spec.search:
+        s = spec.search
+        on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
+        sched = f", ASHA (grace {spec.scheduler.grace_period}, factor {spec.scheduler.reduction_factor:g})" if spec.scheduler.name == "asha" else ""
+        lines.append(
+            f"  search: {s.num_samples} Optuna TPE samples per cell on seed {plan.seeds[0]}, scored on {on}"
+            f" by {spec.search_metric} ({spec.search_mode}){sched} -> {plan.num_search_trials} trials"
+        )
+        lines.append("          " + ", ".join(f"{k}: {describe_param(p)}" for k, p in s.params.items()))
+    n_final = len(plan.cells) * len(plan.seeds)
+    lines.append(f"  final: {len(plan.cells)} cells x {len(plan.seeds)} seeds = {n_final} trials")
+    conc = spec.max_concurrent_trials or "as resources allow"
+    avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
+    lines.append(
+        f"  total: {plan.num_search_trials + n_final} trials, {res.cpu:g} CPU + {res.gpu:g} GPU each, "
+        f"concurrency {conc}{avail}, retries {spec.max_failures}"
+    )
+    lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {_describe_baseline(spec.baseline)}")
+    width = max(len(c.id) for c in plan.cells)
+    lines.append(f"  {'#':>3}  {'cell':<{width}}  overrides")
+    for i, c in enumerate(plan.cells):
+        over = ", ".join(f"{k}={yaml_value(v)}" for k, v in c.overrides.items()) or "-"
+        lines.append(f"  {i:>3}  {c.id:<{width}}  {over}")
+    return "\n".join(lines)
+
+
+def describe_param(p: Any) -> str:
+    """A searched parameter's space: `loguniform[0.0001, 0.01]`, `categorical[8, 16]`."""
+    return f"{p.type}{p.choices}" if p.type == "categorical" else f"{p.type}[{p.low:g}, {p.high:g}]"
+
+
+def _describe_baseline(baseline: dict[str, Any]) -> str:
+    """`arm=ms, model.embedding_dim=8` as written in the YAML, not a Python dict."""
+    if not baseline:
+        return "none (no paired comparison)"
+    return ", ".join(f"{key}={yaml_value(value)}" for key, value in baseline.items())
+
+
+def _pins(spec: SweepSpec) -> bool:
+    return any(k in spec.grid for arm in spec.arms.values() for k in arm)

@@ -27,30 +27,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dml_core.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
-from dml_core.evaluation.names import check_metric_name
+from dml_core.config import ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
+from dml_core.errors import ConfigError
+from dml_core.params.datasets import DATASETS
 
 from sweep.resources import trial_loader_workers
 from sweep.spec import SweepError, SweepSpec, parse_sweep
 
-# Data locations in a trial config. Ray runs each trial in its own working directory, so a
-# relative path is made absolute in the driver, against the current working directory -- the
-# same rule as a single run (`dml_core` resolves `data.root` against the cwd). A path naming
-# `${DML_DATA}` is left for each trial to expand on its own node (`dml_core.data.roots`).
-PATH_KEYS = ("data.root", "data.train_root", "data.test_root", "data.cache_dir")
 
 SEARCH, FINAL = "search", "final"
 
 
-def _fmt(value: Any) -> str:
+def yaml_value(value: Any) -> str:
+    """A cell coordinate as written in the YAML: strings bare, the rest as JSON (`null`, `0.1`)."""
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _describe_baseline(baseline: dict[str, Any]) -> str:
-    """`arm=ms, model.embedding_dim=8` as written in the YAML, not a Python dict."""
-    if not baseline:
-        return "none (no paired comparison)"
-    return ", ".join(f"{key}={_fmt(value)}" for key, value in baseline.items())
+# Data locations in a trial config are the dataset's path fields (`DataConfig.path_fields`). Ray
+# runs each trial in its own working directory, so a relative path is made absolute in the
+# driver, against the current working directory -- the same rule as a single run (`dml_core`
+# resolves `data.root` against the cwd). A path naming `${DML_DATA}` is left for each trial to
+# expand on its own node (`dml_core.data.roots`).
+def _path_keys() -> set[str]:
+    """`data.<field>` for each path field of any registered dataset (an arm may switch datasets)."""
+    return {f"data.{f}" for dataset in DATASETS for f in dataset.params.path_fields()}
 
 
 def _absolute(value: Any) -> Any:
@@ -71,7 +71,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        parts = ([f"arm={self.arm}"] if self.arm is not None else []) + [f"{k}={_fmt(v)}" for k, v in self.coords.items()]
+        parts = ([f"arm={self.arm}"] if self.arm is not None else []) + [f"{k}={yaml_value(v)}" for k, v in self.coords.items()]
         return ",".join(parts) or "base"
 
     def get(self, key: str) -> Any:
@@ -116,7 +116,7 @@ def reference_cell(cell: Cell, cells: list[Cell], baseline: dict[str, Any]) -> O
     candidates = [c for c in cells if c.matches(baseline)]
     keys = ["arm", *cell.coords]
     for key in keys:
-        if len({_fmt(c.get(key)) for c in candidates}) > 1:
+        if len({yaml_value(c.get(key)) for c in candidates}) > 1:
             candidates = [c for c in candidates if c.get(key) == cell.get(key)]
     return candidates[0] if len(candidates) == 1 else None
 
@@ -183,19 +183,17 @@ class SweepPlan:
         base_cfg = config_from_dict(raw, source)  # the base experiment must be valid on its own
         base = base_cfg.to_dict()
         base.pop("sweep", None)
-        for key in PATH_KEYS:
-            section, leaf = key.split(".")
-            if leaf in base[section]:  # digits has no root, SOP no train_root
-                base[section][leaf] = _absolute(base[section][leaf])
+        for leaf in base_cfg.data.path_fields():  # each dataset has only the paths its layout reads
+            base["data"][leaf] = _absolute(base["data"][leaf])
         if base["train"]["num_threads"] is None:
             # Ray reserves `cpu` cores per trial; let torch use exactly those.
             base["train"]["num_threads"] = max(1, int(spec.resources_per_trial.cpu))
         if base["data"]["num_workers"] is None:
             # Auto: the trial's CPUs but the training loop's one, not the cores of whichever node it lands on.
             base["data"]["num_workers"] = trial_loader_workers(spec.resources_per_trial)
-        cells = expand_cells(spec)
+        cells, path_keys = expand_cells(spec), _path_keys()
         for cell in cells:
-            cell.overrides = {k: _absolute(v) if k in PATH_KEYS else v for k, v in cell.overrides.items()}
+            cell.overrides = {k: _absolute(v) if k in path_keys else v for k, v in cell.overrides.items()}
         if not cells:
             raise SweepError(f"{source}: sweep.exclude: removes every cell")
         name = spec.name or base_cfg.name
@@ -248,128 +246,6 @@ class SweepPlan:
             "search": self.spec.search.model_dump(mode="json") if self.spec.search else None,
             "sweep": self.spec.model_dump(mode="json"),
         }
-
-    # ------------------------------------------------------------------ checks
-
-    def validate_configs(self) -> None:
-        """Every trial config (search bounds included) and data path, as one-line errors."""
-        trials = [(t, trial_config(self.base, t, None, self.source)) for t in self.final_trials()]
-        for trial, cfg in trials:
-            self._check_metric(trial, cfg, "sweep.metric", self.spec.metric)
-        if self.spec.search:
-            for cell in self.cells:
-                trial = self.search_trial(cell)
-                for p in self._search_corners():
-                    cfg = trial_config(self.base, trial, p, self.source)
-                    self._check_metric(trial, cfg, "sweep.search.metric" if self.spec.search.metric else "sweep.metric",
-                                       self.spec.search_metric)
-                    trials.append((trial, cfg))
-        self._check_paths([cfg for _, cfg in trials])
-        self._check_data(trials)
-
-    def _check_data(self, trials: list[tuple[TrialSpec, ExperimentConfig]]) -> None:
-        """P x K of every trial against its training split's classes and images (read once per
-        data selection: annotation files and folder listings, no pixels)."""
-        from dml_core.data.index import check_batch, data_index  # late: the data layer imports torch
-
-        for trial, cfg in trials:
-            try:
-                check_batch(cfg.data, data_index(cfg.data))
-            except ValueError as e:
-                raise SweepError(f"{self.source} [{trial.key}]: {e}") from None
-
-    def _check_metric(self, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
-        """The metric the sweep ranks by must be one this trial reports (its dataset's Recall@K)."""
-        try:
-            check_metric_name(metric, cfg.metric_names(), field)
-        except ValueError as e:
-            raise SweepError(f"{self.source} [{trial.key}]: {e}") from None
-
-    def _search_corners(self) -> list[dict[str, Any]]:
-        """One config per search bound / choice, the others at their low end: cheap coverage that
-        catches e.g. a `high` that a config field rejects."""
-        params = self.spec.search.params
-        low = {k: (p.choices[0] if p.type == "categorical" else _bound(p, p.low)) for k, p in params.items()}
-        corners = [low]
-        for key, p in params.items():
-            values = p.choices[1:] if p.type == "categorical" else [_bound(p, p.high)]
-            corners += [{**low, key: v} for v in values]
-        return corners
-
-    def _check_paths(self, configs: list[ExperimentConfig]) -> None:
-        """Every data path exists on the driver's machine -- fetched first where `data.download`
-        is on, so trials on this node find it and a blocked network is one line naming the URL."""
-        from dml_core.data.download import ensure_downloaded, where_to_get
-        from dml_core.data.roots import DATA_ENV, data_home, resolve_data_paths, uses_data_home
-
-        seen = set()
-        for cfg in configs:
-            written, data = cfg.data, resolve_data_paths(cfg.data)
-            if data.download and data.model_dump_json() not in seen:
-                seen.add(data.model_dump_json())
-                try:
-                    ensure_downloaded(data)
-                except ValueError as e:
-                    raise SweepError(f"{self.source}: {e}") from None
-            for key in ("root", "train_root", "test_root"):
-                path = getattr(data, key, None)
-                if path is None or path in seen or "://" in path:
-                    continue
-                seen.add(path)
-                if not Path(path).exists():
-                    raw = getattr(written, key)  # present: the resolved copy has the same fields
-                    why = (f"{raw} with {DATA_ENV}={data_home()}" if uses_data_home(raw)
-                           else f"relative paths resolve against the current directory, {os.getcwd()}")
-                    raise SweepError(f"{self.source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
-
-    # ------------------------------------------------------------------ printing
-
-    def describe(self, sweep_dir: Path | None = None, cpus: float | None = None, gpus: float | None = None) -> str:
-        spec, res = self.spec, self.spec.resources_per_trial
-        where = f" -> {sweep_dir}" if sweep_dir else ""
-        factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
-        dropped = f" (after pinning/exclude)" if spec.exclude or _pins(spec) else ""
-        lines = [
-            f"sweep {self.name} ({self.source}){where}",
-            f"  cells: {len(self.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
-            f"  seeds: {self.seeds} (the same seeds in every cell: paired comparisons)",
-        ]
-        if spec.search:
-            s = spec.search
-            on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
-            sched = f", ASHA (grace {spec.scheduler.grace_period}, factor {spec.scheduler.reduction_factor:g})" if spec.scheduler.name == "asha" else ""
-            lines.append(
-                f"  search: {s.num_samples} Optuna TPE samples per cell on seed {self.seeds[0]}, scored on {on}"
-                f" by {spec.search_metric} ({spec.search_mode}){sched} -> {self.num_search_trials} trials"
-            )
-            lines.append("          " + ", ".join(f"{k}: {_describe_param(p)}" for k, p in s.params.items()))
-        n_final = len(self.cells) * len(self.seeds)
-        lines.append(f"  final: {len(self.cells)} cells x {len(self.seeds)} seeds = {n_final} trials")
-        conc = spec.max_concurrent_trials or "as resources allow"
-        avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
-        lines.append(
-            f"  total: {self.num_search_trials + n_final} trials, {res.cpu:g} CPU + {res.gpu:g} GPU each, "
-            f"concurrency {conc}{avail}, retries {spec.max_failures}"
-        )
-        lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {_describe_baseline(spec.baseline)}")
-        width = max(len(c.id) for c in self.cells)
-        lines.append(f"  {'#':>3}  {'cell':<{width}}  overrides")
-        for i, c in enumerate(self.cells):
-            over = ", ".join(f"{k}={_fmt(v)}" for k, v in c.overrides.items()) or "-"
-            lines.append(f"  {i:>3}  {c.id:<{width}}  {over}")
-        return "\n".join(lines)
-
-
-def _bound(p: Any, value: float) -> Any:
-    return int(value) if p.type == "int" else value
-
-
-def _pins(spec: SweepSpec) -> bool:
-    return any(k in spec.grid for arm in spec.arms.values() for k in arm)
-
-
-def _describe_param(p: Any) -> str:
-    return f"{p.type}{p.choices}" if p.type == "categorical" else f"{p.type}[{p.low:g}, {p.high:g}]"
 
 
 def load_plan(path: str | Path, overrides: list[str] | None = None) -> SweepPlan:

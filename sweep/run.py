@@ -43,6 +43,8 @@ import os
 import shlex
 
 from dml_core.errors import first_line
+from sweep.checks import check_plan
+from sweep.console import describe_plan
 from sweep.labels import fmt_duration
 from sweep.plan import load_plan
 from sweep.records import FAILED, FINISHED, KILLED
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             if free != sweep_dir:  # so that the printed resume command finds this one
                 sweep_dir, argv = free, [*argv, "--out", str(free)]
         if args.dry_run:
-            plan.validate_configs()
+            check_plan(plan, download=True)
             cpus, gpus = available_resources(args.address)
             joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
             if joined:
@@ -132,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             else:  # a cluster YAML given offline: judge the trial against its node types instead
                 shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
-            print(plan.describe(sweep_dir, cpus, gpus))
+            print(describe_plan(plan, sweep_dir, cpus, gpus))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
-        print(plan.describe(sweep_dir), flush=True)
+        print(describe_plan(plan, sweep_dir), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose,
                             reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)

@@ -24,7 +24,8 @@ import yaml
 
 from dml_core.identity import result_config
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
-from sweep.console import say
+from sweep.checks import check_plan
+from sweep.console import describe_plan, say
 from sweep.labels import cell_labels, fmt_metric, fmt_params, metric_label
 from sweep.pending import (best_of, changed_fields, check_growth, check_search_unchanged, final_work, flatten_config,
                            identity, search_ended, search_left)
@@ -101,7 +102,7 @@ def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_chang
 def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
     # plan.json last: it is what marks the directory as holding a sweep to --resume
     atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-    atomic_write_text(sweep_dir / "plan.txt", plan.describe(sweep_dir) + "\n")
+    atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
     atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
 
 
@@ -388,7 +389,7 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging.
     `reuse` None follows `sweep.reuse` (default on); `store`: the trial store's file (default:
     `sweep.store.default_store_path`)."""
-    plan.validate_configs()
+    check_plan(plan, download=True)
     options = RunOptions(resume=resume, retry_failed=retry_failed, reuse=plan.spec.reuse if reuse is None else reuse,
                          restart_changed=restart_changed, verbose=verbose)
     with DirectoryLock(sweep_dir):

@@ -16,20 +16,17 @@ import re
 import typing
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
 from dml_core.evaluation.names import looks_like_metric
 from dml_core.params import SECTIONS
+from dml_core.registry import Strict
 
 
 class SweepError(ValueError):
     """A mistake in a sweep block or sweep directory; the message is one line."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------------- dotted config keys
@@ -112,13 +109,13 @@ def _check_keys(keys: typing.Iterable[str], allow: tuple[str, ...] = ()) -> None
 
 def _check_metric(v: str) -> str:
     """A metric some run can report; whether these trials report it is checked per trial config
-    (`SweepPlan.validate_configs`, i.e. `--dry-run`), which knows the dataset's Recall@K list."""
+    (`sweep.checks.check_plan`, i.e. `--dry-run`), which knows the dataset's Recall@K list."""
     if not looks_like_metric(v):
         raise ValueError("expected one of loss, recall_at_<K>, map_at_r, r_precision, nmi, f1")
     return v
 
 
-class SearchParam(_Strict):
+class SearchParam(Strict):
     """One searched hyper-parameter; `int` bounds are inclusive."""
 
     type: Literal["loguniform", "uniform", "int", "categorical"]
@@ -143,7 +140,7 @@ class SearchParam(_Strict):
         return self
 
 
-class SearchSpec(_Strict):
+class SearchSpec(Strict):
     """Optuna TPE search, run per grid cell on the first seed (see `sweep.plan`)."""
 
     params: dict[str, SearchParam] = Field(min_length=1)
@@ -168,7 +165,7 @@ class SearchSpec(_Strict):
         return None if v is None else _check_metric(v)
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(Strict):
     """Early stopping of search trials: ASHA (Li et al. 2020) on the per-epoch search metric."""
 
     name: Literal["none", "asha"] = "none"
@@ -176,24 +173,24 @@ class SchedulerSpec(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
-class Resources(_Strict):
+class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="fractional GPUs share one device")
 
 
-class MlflowSpec(_Strict):
+class MlflowSpec(Strict):
     # Precedence: this key > env MLFLOW_TRACKING_URI > sqlite:///mlflow.db (current directory).
     tracking_uri: Optional[str] = None
     experiment: Optional[str] = None  # default: the sweep name
 
 
-class ReportSpec(_Strict):
+class ReportSpec(Strict):
     # Which evaluation of a final trial the statistics use: `last` (the model as trained) or
     # `best` (its best epoch by sweep.metric; optimistic, the epoch is chosen on the test split).
     evaluation: Literal["last", "best"] = "last"
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     """The `sweep:` block. Cells = grid x arms (minus `exclude`); trials = cells x seeds."""
 
     name: Optional[str] = None  # default: the experiment's `name`

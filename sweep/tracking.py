@@ -55,9 +55,9 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from sweep.compat import TUNE_RESULT_KEYS
-from sweep.console import Console
+from sweep.console import Console, describe_param
 from sweep.pending import Identity, identity, identity_fields
-from sweep.plan import SEARCH, SweepPlan, TrialSpec, _describe_param
+from sweep.plan import SEARCH, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
 from sweep.spec import SweepError
 from sweep.store import SweepLog, trial_checkpoint
@@ -273,7 +273,7 @@ def open_parent(log: SweepLog, tracker: Tracker, plan: SweepPlan, sweep_dir: Pat
         return parent
     tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
             "mlflow.source.git.commit": log.meta.git_commit}
-    searched = {k: _describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+    searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
     params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
     parent = tracker.start_run(plan.name, tags, params)
     log.update_meta(mlflow_parent_run_id=parent, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)

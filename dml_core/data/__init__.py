@@ -1,17 +1,9 @@
 """Datasets for deep metric learning: zero-shot splits, P x K sampling, transforms.
 
 ``build_datasets(cfg.data)`` reads the dataset named by ``data.name`` and returns transformed,
-DataLoader-ready splits. Layouts (each module's docstring has the details):
-
-- ``digits``: none, scikit-learn's bundled 8x8 digits; classes 0-4 / 5-9; Recall@1,2,4,8.
-- ``omniglot``: ``<alphabet>/<character>/*.png``; split by alphabet; Recall@1,2,4,8.
-- ``image_folder``: ``<class>/<image>`` (nested classes allowed); first classes train; Recall@1,2,4,8.
-- ``cub200``: ``CUB_200_2011/`` with images.txt, image_class_labels.txt, classes.txt, images/;
-  classes 1-100 / 101-200; Recall@1,2,4,8.
-- ``cars196``: ``cars_annos.mat`` and ``car_ims/``; classes 1-98 / 99-196; Recall@1,2,4,8.
-- ``sop``: ``Ebay_train.txt`` / ``Ebay_test.txt`` and the images; those lists; Recall@1,10,100,1000.
-- ``inshop``: ``list_eval_partition.txt`` and ``img/``; train / query / gallery rows;
-  Recall@1,10,20,30,40,50, queries searched in the gallery.
+DataLoader-ready splits. Every dataset is registered in `dml_core.params.datasets` with its
+parameters, its standard Recall@K list and its builder, a module of this package whose docstring
+describes the layout on disk and the split.
 
 ``data.holdout: f`` evaluates on the last share f of the *training* classes instead of the test
 split (validation for hyper-parameter search, which must not look at the test classes).
@@ -20,12 +12,7 @@ untouched so runs with different N stay comparable.
 """
 from __future__ import annotations
 
-from dml_core.config import DataConfig
-
-# Importing the dataset modules registers them in DATASETS.
-from dml_core.data import cars196, cub200, digits, image_folder, inshop, omniglot, sop  # noqa: F401
 from dml_core.data.base import (
-    DATASETS,
     ArrayDataset,
     DatasetError,
     DatasetSplits,
@@ -37,9 +24,9 @@ from dml_core.data.roots import resolve_data_paths
 from dml_core.data.sampler import PKBatchSampler
 from dml_core.data.splits import holdout_split
 from dml_core.data.transforms import build_transforms
+from dml_core.params.datasets import DATASETS, DataConfig
 
 __all__ = [
-    "DATASETS",
     "ArrayDataset",
     "DatasetError",
     "DatasetSplits",
@@ -63,7 +50,7 @@ def select_splits(cfg: DataConfig) -> DatasetSplits:
     cfg = resolve_data_paths(cfg)
     if cfg.download:
         ensure_downloaded(cfg)
-    splits = DATASETS.get(cfg.name)(cfg)
+    splits = DATASETS.build(cfg)
     if cfg.holdout is not None:
         splits = holdout_split(splits, cfg.holdout)
     if cfg.num_classes is not None:

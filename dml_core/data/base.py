@@ -1,4 +1,4 @@
-"""Dataset base classes shared by every DML dataset, and the dataset registry.
+"""Dataset base classes shared by every DML dataset.
 
 Deep metric learning evaluates zero-shot: the test classes are never seen in training, so every
 split is its own little classification problem with labels 0..C-1 *within that split*. The base
@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dml_core.config import DataConfig
-from dml_core.registry import Registry
+from dml_core.params.datasets import DataConfig
 
 Transform = Callable[[Any], torch.Tensor]
 
@@ -218,7 +217,7 @@ class DatasetSplits:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-# A builder reads one dataset layout from disk and returns untransformed splits;
-# `build_datasets` then applies the class-count ablation and the transforms.
+# A builder (registered with its dataset in `dml_core.params.datasets`) reads one dataset layout
+# from disk and returns untransformed splits; `build_datasets` then applies the class-count
+# ablation and the transforms.
 DatasetBuilder = Callable[[DataConfig], DatasetSplits]
-DATASETS: Registry[DatasetBuilder] = Registry("dataset")

@@ -12,16 +12,15 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, DatasetError, DatasetSplits
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import DatasetError, DatasetSplits
 from dml_core.data.layout import check_images, labelled_images, require_file, require_root
 from dml_core.data.splits import split_by_share
 
 EXPECTED = "Cars196 layout: cars_annos.mat and car_ims/"
 
 
-@DATASETS.register("cars196")
-def build_cars196(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     root = require_root(cfg, EXPECTED)
     mat_path = require_file(root / "cars_annos.mat", EXPECTED)
     try:

@@ -9,8 +9,8 @@ and ``images/<path>``. ``data.root`` may be that folder or the folder containing
 """
 from __future__ import annotations
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, DatasetError, DatasetSplits
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import DatasetError, DatasetSplits
 from dml_core.data.layout import (
     check_images,
     find_layout_root,
@@ -24,8 +24,7 @@ from dml_core.data.splits import split_by_share
 EXPECTED = "CUB_200_2011 layout: images.txt, image_class_labels.txt, classes.txt, images/"
 
 
-@DATASETS.register("cub200")
-def build_cub200(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     root = find_layout_root(require_root(cfg, EXPECTED), "images.txt", "CUB_200_2011")
     images_txt = require_file(root / "images.txt", EXPECTED)
     labels_txt = require_file(root / "image_class_labels.txt", EXPECTED)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, ArrayDataset, DatasetSplits
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import ArrayDataset, DatasetSplits
 from dml_core.data.splits import split_by_share
 
 DIGITS_MAX = 16.0  # load_digits pixel values are counts 0..16 of a 4x4 block
 
 
-@DATASETS.register("digits")
-def build_digits(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / DIGITS_MAX
     full = ArrayDataset(images, bunch.target, [str(d) for d in bunch.target_names])

@@ -1,11 +1,8 @@
 """Downloads for the datasets with an official, checksummed archive (used when ``data.download``).
 
-Omniglot and CUB-200-2011 have stable public archives. Omniglot's come from the ``python/``
-folder of the official repository (brendenlake/omniglot): the full ``images_background`` /
-``images_evaluation`` (MD5s as torchvision has them) and the two small background subsets
-(``images_background_small1`` / ``small2``; sizes and MD5s of the files in that repository).
-CUB is the CaltechDATA record 65de6-vp158 the DML literature uses. Cars196, SOP and In-Shop have
-no maintained direct download; for those the error says where to get them.
+Each dataset declares its archives (`DataConfig.archives`: Omniglot's and CUB-200-2011's) or how
+to get it by hand (`DataConfig.manual`: Cars196, SOP and In-Shop have no maintained direct
+download), in `dml_core.params.datasets`; for the latter the error says where to get them.
 
 Which archives: a path (``data.root``, ``train_root`` or ``test_root``) whose last folder is
 what an archive extracts to gets that archive, extracted into its parent
@@ -31,61 +28,17 @@ import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
-from dml_core.config import DataConfig
 from dml_core.data.base import DatasetError
+from dml_core.params.datasets import DATASETS, Archive, DataConfig
 
 log = logging.getLogger("dml_core.data")
 
 TIMEOUT_S = 60.0  # per socket operation; a stalled server fails the download instead of hanging it
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Archive:
-    url: str
-    md5: str
-    extracts_to: str  # the one folder the archive holds; present = already downloaded
-    size: int | None = None  # bytes, where known
-    default: bool = True  # fetched for a data.root that names none of the dataset's folders
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-
-# The only table of downloadable archives; tests replace an entry with loopback URLs.
-ARCHIVES: dict[str, tuple[Archive, ...]] = {
-    "digits": (),  # bundled with scikit-learn
-    "omniglot": (
-        Archive(f"{OMNIGLOT_URL}/images_background.zip", "68d2efa1b9178cc56df9314c21c6e718", "images_background"),
-        Archive(f"{OMNIGLOT_URL}/images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811", "images_evaluation"),
-        Archive(f"{OMNIGLOT_URL}/images_background_small1.zip", "e704a628b5459e08445c13499850abc4",
-                "images_background_small1", size=1_319_022, default=False),
-        Archive(f"{OMNIGLOT_URL}/images_background_small2.zip", "b75a71a51d3b13f821f212756fe481fd",
-                "images_background_small2", size=1_580_917, default=False),
-    ),
-    "cub200": (
-        Archive("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-                "97eceeb196236b17998738112f37df78", "CUB_200_2011"),
-    ),
-}
-
-MANUAL: dict[str, str] = {
-    "image_folder": "image_folder reads your own folder; there is nothing to download",
-    "cars196": "get car_ims.tgz and cars_annos.mat (Krause et al., Stanford Cars) from a mirror; extract into data.root",
-    "sop": "get Stanford_Online_Products.zip from https://cvgl.stanford.edu/projects/lifted_struct/; extract into data.root",
-    "inshop": (
-        "request DeepFashion In-Shop access at http://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html; "
-        "put list_eval_partition.txt and img/ in data.root"
-    ),
-}
 
 
 class DownloadFailed(Exception):
@@ -94,18 +47,19 @@ class DownloadFailed(Exception):
 
 def where_to_get(name: str) -> str:
     """How a user obtains dataset ``name``: the hint for a missing data folder."""
-    if ARCHIVES.get(name):
+    params = DATASETS.get(name)
+    if params.archives:
         return "set data.download: true to fetch it"
-    return MANUAL.get(name, "see its module docstring")
+    return params.manual.format(name=name)
 
 
 def planned_downloads(cfg: DataConfig) -> list[tuple[Archive, Path]]:
     """(archive, folder to extract it into) for each archive ``cfg``'s (expanded) paths call for."""
-    archives = ARCHIVES[cfg.name]
+    archives = cfg.archives or ()
     by_folder = {a.extracts_to: a for a in archives}
     plan: list[tuple[Archive, Path]] = []
-    for field in ("root", "train_root", "test_root"):
-        value = getattr(cfg, field, None)  # each dataset has only the path fields its layout reads
+    for field in cfg.data_roots():  # each dataset has only the path fields its layout reads
+        value = getattr(cfg, field)
         if value is None:
             continue
         path = Path(value).expanduser().absolute()
@@ -118,11 +72,11 @@ def planned_downloads(cfg: DataConfig) -> list[tuple[Archive, Path]]:
 
 def ensure_downloaded(cfg: DataConfig) -> None:
     """Fetch and extract what ``cfg`` names unless already extracted (``cfg``'s paths expanded)."""
-    if cfg.name not in ARCHIVES:
+    if cfg.archives is None:
         raise DatasetError(f"data.download: no direct download for {cfg.name}; {where_to_get(cfg.name)}")
-    if not ARCHIVES[cfg.name]:
+    if not cfg.archives:
         return
-    if all(getattr(cfg, f, None) is None for f in ("root", "train_root", "test_root")):
+    if all(getattr(cfg, f) is None for f in cfg.data_roots()):
         raise DatasetError(f"data.root: required with data.download (the folder to download {cfg.name} into)")
     for archive, folder in planned_downloads(cfg):
         ensure_archive(archive, folder)

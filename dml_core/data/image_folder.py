@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, DatasetSplits, ImageListDataset
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import DatasetSplits, ImageListDataset
 from dml_core.data.layout import labelled_images, scan_class_tree, separate_roots
 from dml_core.data.splits import split_by_share
 
@@ -22,8 +22,7 @@ def load_image_folder(root: Path, field: str, num_channels: int = 3) -> ImageLis
     return labelled_images(paths, classes, num_channels)
 
 
-@DATASETS.register("image_folder")
-def build_image_folder(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     roots = separate_roots(cfg, EXPECTED)
     if roots is None:
         train, test = split_by_share(load_image_folder(Path(cfg.root), "data.root"), cfg)

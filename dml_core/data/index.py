@@ -2,21 +2,20 @@
 
 `data_index` applies the dataset's split, ``data.holdout`` and ``data.num_classes`` exactly as
 training will (`select_splits`), and `check_batch` rejects P x K batches that cannot be drawn
-from it. Indexes are cached per data selection, so the cells of a sweep share one read.
+from it. Indexes are cached per data selection (`DataConfig.selection`: the fields the dataset
+declares as selecting its images), so the cells of a sweep share one read.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
-from dml_core.config import DataConfig
 from dml_core.data import select_splits
+from dml_core.params.datasets import DataConfig
 
-# Keys that change which images are in the training split (not batching or transforms).
-_SELECTION = ("name", "root", "train_root", "test_root", "train_classes", "holdout", "num_classes", "download")
+_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -28,16 +27,19 @@ class DataIndex:
         return len(self.images_per_class)
 
 
-@lru_cache(maxsize=64)
-def _index(selection: str) -> DataIndex:
-    cfg = DataConfig.of(**json.loads(selection))
-    counts = np.bincount(select_splits(cfg).train.labels)
-    return DataIndex(tuple(int(c) for c in counts))
+_indexes: dict[str, DataIndex] = {}  # selection -> index, oldest first
 
 
 def data_index(cfg: DataConfig) -> DataIndex:
-    dumped = cfg.model_dump(mode="json")
-    return _index(json.dumps({k: dumped[k] for k in _SELECTION if k in dumped}, sort_keys=True))
+    """The training split's images per class, read once per data selection."""
+    key = json.dumps(cfg.selection(), sort_keys=True)
+    if key not in _indexes:
+        # Read with `cfg` itself: fields that do not select (`download`) still say how to read.
+        counts = np.bincount(select_splits(cfg).train.labels)
+        if len(_indexes) >= _CACHE_SIZE:
+            _indexes.pop(next(iter(_indexes)))
+        _indexes[key] = DataIndex(tuple(int(c) for c in counts))
+    return _indexes[key]
 
 
 def check_batch(cfg: DataConfig, index: DataIndex) -> None:

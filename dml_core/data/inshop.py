@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, DatasetError, DatasetSplits, ImageListDataset
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import DatasetError, DatasetSplits, ImageListDataset
 from dml_core.data.layout import check_images, labelled_images, read_rows, require_file, require_root
 
 EXPECTED = "In-Shop layout: list_eval_partition.txt and img/"
@@ -41,8 +41,7 @@ def items_dataset(root: Path, rows: list[list[str]], partition: Path) -> ImageLi
     return labelled_images([str(root / r[0]) for r in rows], items, 3, sorted(set(items)), partition)
 
 
-@DATASETS.register("inshop")
-def build_inshop(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     root = require_root(cfg, EXPECTED)
     partition = require_file(root / "list_eval_partition.txt", EXPECTED)
     rows = read_partition(partition)

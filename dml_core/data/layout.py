@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 from dml_core.data.base import PIL_DECODE_ERRORS, DatasetError, ImageListDataset, decode_error
 
 log = logging.getLogger(__name__)
@@ -192,21 +192,10 @@ def labelled_images(
 def separate_roots(cfg: DataConfig, expected: str) -> tuple[Path, Path] | None:
     """``(train_root, test_root)`` when the config gives them, None when ``data.root`` is to be split.
 
-    Exactly one of the two forms must be used, so a forgotten key cannot silently change the split.
+    Which combinations are valid is the parameter model's rule (`dml_core.params.datasets`,
+    checked when the config is loaded); here only a missing folder is an error.
     """
-    given = [f for f in ("train_root", "test_root") if getattr(cfg, f) is not None]
-    if given and cfg.root is not None:
-        raise DatasetError(
-            "data.root: give either data.root (split by data.train_classes) or data.train_root + data.test_root, not both"
-        )
-    if len(given) == 1:
-        missing = "test_root" if given == ["train_root"] else "train_root"
-        raise DatasetError(f"data.{missing}: required together with data.{given[0]} for {cfg.name}")
-    if given:
-        if cfg.train_classes is not None:
-            raise DatasetError(
-                "data.train_classes: only applies to one data.root; with data.train_root/test_root the roots are the split"
-            )
+    if cfg.train_root is not None:
         return (require_dir(Path(cfg.train_root), "data.train_root", expected),
                 require_dir(Path(cfg.test_root), "data.test_root", expected))
     if cfg.root is None:

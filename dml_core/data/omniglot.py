@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, DatasetError, DatasetSplits, ImageListDataset
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import DatasetError, DatasetSplits, ImageListDataset
 from dml_core.data.layout import labelled_images, scan_class_tree, separate_roots
 from dml_core.data.splits import split_first_classes, train_class_count
 
@@ -49,8 +49,7 @@ def alphabet_split_count(class_names: Sequence[str], target: int) -> int:
     return next((b for b in starts if b >= target), target)
 
 
-@DATASETS.register("omniglot")
-def build_omniglot(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     roots = separate_roots(cfg, EXPECTED)
     if roots is None and all((Path(cfg.root) / name).is_dir() for name in OFFICIAL_SPLIT):
         if cfg.train_classes is not None:

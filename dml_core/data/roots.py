@@ -12,11 +12,10 @@ import os
 import re
 from pathlib import Path
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 
 DATA_ENV = "DML_DATA"
 DEFAULT_DATA_HOME = Path("~/.cache/dml-sweep/data")
-PATH_FIELDS = ("root", "train_root", "test_root", "cache_dir")
 
 _VARIABLE = re.compile(r"\$\{" + DATA_ENV + r"\}|\$" + DATA_ENV + r"(?![A-Za-z0-9_])")
 
@@ -42,4 +41,4 @@ def expand_data_path(path: str | None) -> str | None:
 
 def resolve_data_paths(cfg: DataConfig) -> DataConfig:
     """A copy of ``cfg`` whose path fields (those its dataset has) are expanded (module docstring)."""
-    return cfg.model_copy(update={f: expand_data_path(getattr(cfg, f)) for f in PATH_FIELDS if hasattr(cfg, f)})
+    return cfg.model_copy(update={f: expand_data_path(getattr(cfg, f)) for f in cfg.path_fields()})

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml_core.config import DataConfig
-from dml_core.data.base import DATASETS, DatasetSplits, ImageListDataset
+from dml_core.params.datasets import DataConfig
+from dml_core.data.base import DatasetSplits, ImageListDataset
 from dml_core.data.layout import (
     check_images,
     find_layout_root,
@@ -34,8 +34,7 @@ def load_sop_list(root: Path, list_name: str) -> ImageListDataset:
     return labelled_images(paths, [str(int(row[1])) for row in rows], 3, class_order=class_order, source=list_path)
 
 
-@DATASETS.register("sop")
-def build_sop(cfg: DataConfig) -> DatasetSplits:
+def build(cfg: DataConfig) -> DatasetSplits:
     root = find_layout_root(require_root(cfg, EXPECTED), "Ebay_train.txt", "Stanford_Online_Products")
     return DatasetSplits(
         train=load_sop_list(root, "Ebay_train.txt"),

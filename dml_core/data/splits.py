@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 from dml_core.data.base import DatasetError, DatasetSplits, DMLDataset
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

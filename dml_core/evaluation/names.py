@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from dml_core.registry import did_you_mean
+from dml_core.errors import did_you_mean
 
 RETRIEVAL = ("map_at_r", "r_precision")
 CLUSTERING = ("nmi", "f1")

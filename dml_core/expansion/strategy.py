@@ -1,6 +1,7 @@
 """Expansion strategies: what a loss calls to add synthetic embeddings to its batch.
 
-A strategy is built from its parameter model (`dml_core.params.expansions`) and offers the
+A strategy is built from its parameter model (`dml_core.params.expansions`, where each is
+registered with its name) and offers the
 hooks the two loss families need; the losses call them without knowing which strategy runs:
 
 - pair-based losses: `extend_pair_batch` may append synthetic rows labelled with their class
@@ -12,7 +13,7 @@ The defaults do nothing, so `none` is the base class itself.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +21,23 @@ from torch import Tensor
 
 from dml_core.expansion.ee import Metric, hard_negative_pair_mining
 from dml_core.expansion.see import class_centroids, expand_around_centers, see_threshold
-from dml_core.params.expansions import EXPANSION_PARAMS, EEParams, ExpansionConfig, NoExpansion, SEEParams
-from dml_core.registry import Registry
+from dml_core.params.expansions import EXPANSIONS, EEParams, ExpansionConfig, SEEParams
 
-if TYPE_CHECKING:
-    from dml_core.losses.base import BaseMetricLoss, ProxyBasedLoss
 
-STRATEGIES: Registry[type["ExpansionStrategy"]] = Registry("expansion")
+class LossState(Protocol):
+    """What a strategy reads of the loss calling it (`dml_core.losses.base`, which imports this
+    module): the epoch, for SEE's schedule."""
+
+    epoch: int
+    total_epochs: int
+
+
+class ProxyLoss(LossState, Protocol):
+    """A proxy-based loss, as SEE's extra term uses it."""
+
+    proxies: Tensor
+
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor: ...
 
 
 class ExpansionStrategy:
@@ -39,7 +50,7 @@ class ExpansionStrategy:
     def name(self) -> str:
         return self.params.name
 
-    def extend_pair_batch(self, loss: "BaseMetricLoss", embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def extend_pair_batch(self, loss: LossState, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Rows to add to a pair-based loss's batch, before its matrix is computed."""
         return embeddings, labels
 
@@ -47,15 +58,11 @@ class ExpansionStrategy:
         """The matrix a pair-based loss sees, given the plain one."""
         return matrix
 
-    def proxy_term(self, loss: "ProxyBasedLoss", embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
+    def proxy_term(self, loss: ProxyLoss, embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
         """An extra term added to a proxy-based loss, or None."""
         return None
 
 
-STRATEGIES.register_for(NoExpansion)(ExpansionStrategy)
-
-
-@STRATEGIES.register_for(EEParams)
 class EmbeddingExpansion(ExpansionStrategy):
     """Ko & Gu 2020: each negative entry becomes the hardest pair of the two rows' augmented sets."""
 
@@ -66,13 +73,12 @@ class EmbeddingExpansion(ExpansionStrategy):
         return hard_negative_pair_mining(embeddings, labels, matrix, n_inner_pts=p.n_inner_pts, l2_norm=p.l2_norm, metric=metric)
 
 
-@STRATEGIES.register_for(SEEParams)
 class SphericalEmbeddingExpansion(ExpansionStrategy):
     """Le & Woo 2024: synthetic points on a sphere cap around the class proxy (or batch centroid)."""
 
     params: SEEParams
 
-    def points(self, loss: "BaseMetricLoss", embeddings: Tensor, labels: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+    def points(self, loss: LossState, embeddings: Tensor, labels: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
         """SEE synthetic points for the loss's epoch threshold (detached per `detach`)."""
         p = self.params
         z = F.normalize(embeddings, dim=-1)
@@ -83,13 +89,13 @@ class SphericalEmbeddingExpansion(ExpansionStrategy):
         )
         return expand_around_centers(z, centers, labels, p.n_expan, threshold, p.threshold_type)
 
-    def extend_pair_batch(self, loss: "BaseMetricLoss", embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def extend_pair_batch(self, loss: LossState, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         # The loss runs on the enlarged batch; `lam` does not apply (no separate synthetic term).
         centers = class_centroids(F.normalize(embeddings, dim=-1), labels)
         points, point_labels = self.points(loss, embeddings, labels, centers)
         return torch.cat([embeddings, points]), torch.cat([labels, point_labels])
 
-    def proxy_term(self, loss: "ProxyBasedLoss", embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
+    def proxy_term(self, loss: ProxyLoss, embeddings: Tensor, labels: Tensor) -> Optional[Tensor]:
         p = self.params
         if p.lam == 0:
             return None
@@ -107,8 +113,8 @@ def build_strategy(params: ExpansionConfig | dict | None) -> ExpansionStrategy:
     """The strategy for an `expansion:` block (params, a dict, or None for no expansion)."""
     if not isinstance(params, ExpansionConfig):
         params = ExpansionConfig.of(**dict(params or {}))
-    return STRATEGIES.get(params.component)(params)
+    return EXPANSIONS.build(params)
 
 
-__all__ = ["EXPANSION_PARAMS", "STRATEGIES", "EmbeddingExpansion", "ExpansionStrategy", "SphericalEmbeddingExpansion",
+__all__ = ["EmbeddingExpansion", "ExpansionStrategy", "SphericalEmbeddingExpansion",
            "build_strategy"]

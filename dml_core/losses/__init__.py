@@ -1,9 +1,9 @@
 """Metric-learning losses, pair-based and proxy-based, with EE / SEE expansion as strategies.
 
 ``build_loss(cfg.loss, num_classes=..., embedding_dim=..., expansion=cfg.expansion)`` is how the
-trainer gets its loss (``build_loss("triplet", margin=0.1)`` works too). The parameters of each
-loss are declared in `dml_core.params.losses` and checked when a config is loaded, without
-building anything.
+trainer gets its loss (``build_loss("triplet", margin=0.1)`` works too). Each loss is registered
+in `dml_core.params.losses` -- its name, its parameters (checked when a config is loaded, without
+building anything) and its class here, imported when first built.
 
 =================  ======  ==================================================
 name               family  paper
@@ -25,16 +25,7 @@ from typing import Any, Optional, Union
 from pydantic import ValidationError
 
 from dml_core.errors import format_validation_error
-from dml_core.losses import (  # noqa: F401  (importing registers the losses)
-    contrastive,
-    hphn_triplet,
-    lifted_structure,
-    multi_similarity,
-    npair,
-    proxy_anchor,
-    proxy_nca,
-    triplet,
-)
+from dml_core.expansion.strategy import build_strategy
 from dml_core.losses.base import (
     BaseMetricLoss,
     ExpansionSpec,
@@ -42,11 +33,9 @@ from dml_core.losses.base import (
     PairBasedLoss,
     ProxyBasedLoss,
 )
-from dml_core.expansion.strategy import build_strategy
-from dml_core.losses.registry import LOSSES
 from dml_core.params import SECTIONS
 from dml_core.params.expansions import ExpansionConfig
-from dml_core.params.losses import LossConfig
+from dml_core.params.losses import LOSSES, LossConfig
 
 __all__ = [
     "LOSSES",
@@ -98,7 +87,7 @@ def build_loss(
         exp.check(cfg, embedding_dim)
     except ValueError as e:
         raise LossConfigError(str(e)) from None
-    cls = LOSSES.get(cfg.component)
+    cls = LOSSES.builder(cfg.component)
     strategy = build_strategy(exp)
     if issubclass(cls, ProxyBasedLoss):
         if num_classes is None or embedding_dim is None:

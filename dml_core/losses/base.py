@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, Mapping, Union
 import torch
 from torch import Tensor, nn
 
-from dml_core.expansion.strategy import ExpansionStrategy, build_strategy
+from dml_core.expansion.strategy import ExpansionStrategy
 from dml_core.losses.pairs import Metric, label_masks, pairwise_matrix
 from dml_core.params.expansions import ExpansionConfig
 from dml_core.params.losses import LossConfig
@@ -39,13 +39,17 @@ class BaseMetricLoss(nn.Module, ABC):
     """``forward(embeddings (B, D), labels (B,)) -> scalar``; labels are 0..num_classes-1."""
 
     family: ClassVar[Literal["pair", "proxy"]]
-    name: ClassVar[str] = "<unregistered>"  # set by `register_loss`
 
     def __init__(self, params: LossConfig, expansion: ExpansionStrategy) -> None:
         super().__init__()
         self.params = params
         self.expansion = expansion
         self.epoch, self.total_epochs = 0, 1
+
+    @property
+    def name(self) -> str:
+        """The registered name (``loss.name``)."""
+        return self.params.name
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Called by the trainer at the start of each (0-based) epoch; SEE schedules on it."""
@@ -115,5 +119,5 @@ class ProxyBasedLoss(BaseMetricLoss):
         return loss if extra is None else loss + extra
 
 
-__all__ = ["BaseMetricLoss", "ExpansionSpec", "LossConfigError", "PairBasedLoss", "ProxyBasedLoss", "build_strategy",
+__all__ = ["BaseMetricLoss", "ExpansionSpec", "LossConfigError", "PairBasedLoss", "ProxyBasedLoss",
            "zero_loss"]

@@ -13,11 +13,9 @@ from torch import Tensor
 
 from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import mean_of_positive
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import ContrastiveParams
 
 
-@register_loss(ContrastiveParams)
 class ContrastiveLoss(PairBasedLoss):
     metric = "distance"
 

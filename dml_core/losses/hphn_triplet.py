@@ -16,11 +16,9 @@ from torch import Tensor
 
 from dml_core.losses.base import PairBasedLoss, zero_loss
 from dml_core.losses.pairs import hardest_positive_negative
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import HPHNTripletParams
 
 
-@register_loss(HPHNTripletParams)
 class HPHNTripletLoss(PairBasedLoss):
     metric = "distance"
 

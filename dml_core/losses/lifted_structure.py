@@ -18,11 +18,9 @@ from torch import Tensor
 
 from dml_core.losses.base import PairBasedLoss, zero_loss
 from dml_core.losses.pairs import masked_logsumexp
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import LiftedStructureParams
 
 
-@register_loss(LiftedStructureParams)
 class LiftedStructureLoss(PairBasedLoss):
     metric = "distance"
 

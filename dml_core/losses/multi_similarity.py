@@ -17,11 +17,9 @@ from torch import Tensor
 
 from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import masked_logsumexp
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import MultiSimilarityParams
 
 
-@register_loss(MultiSimilarityParams)
 class MultiSimilarityLoss(PairBasedLoss):
     metric = "similarity"
 

@@ -20,11 +20,9 @@ from torch import Tensor
 from dml_core.expansion import check_pair_layout
 from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import masked_logsumexp
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import NPairParams
 
 
-@register_loss(NPairParams)
 class NPairLoss(PairBasedLoss):
     metric = "similarity"
 

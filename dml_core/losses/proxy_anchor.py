@@ -16,11 +16,9 @@ from torch import Tensor
 
 from dml_core.losses.base import ProxyBasedLoss
 from dml_core.losses.pairs import masked_logsumexp
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import ProxyAnchorParams
 
 
-@register_loss(ProxyAnchorParams)
 class ProxyAnchorLoss(ProxyBasedLoss):
     params: ProxyAnchorParams
 

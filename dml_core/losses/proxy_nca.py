@@ -16,11 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dml_core.losses.base import ProxyBasedLoss
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import ProxyNCAParams
 
 
-@register_loss(ProxyNCAParams)
 class ProxyNCALoss(ProxyBasedLoss):
     params: ProxyNCAParams
 

@@ -22,13 +22,11 @@ from torch import Tensor
 
 from dml_core.losses.base import PairBasedLoss
 from dml_core.losses.pairs import hardest_positive_negative, mean_of_positive
-from dml_core.losses.registry import register_loss
 from dml_core.params.losses import TripletParams
 
 _CUBE_BUDGET = 2**24  # numbers in one block of the triplet cube (64 MiB of float32)
 
 
-@register_loss(TripletParams)
 class TripletLoss(PairBasedLoss):
     metric = "distance"
 

@@ -1,26 +1,21 @@
-"""Backbones by name: each returns a feature map (B, C, H, W) and reports its channel count.
+"""The backbones' builders: each returns a feature map (B, C, H, W) and reports its channel count.
+
+Names, parameters and the builder each name uses are registered in `dml_core.params.backbones`.
 
 The classification layers of torchvision models are removed: DML puts its own pooling and
 embedding head on top (Ko & Gu 2020 and Le & Woo 2024 both use GAP + linear + L2).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
 from dml_core.errors import first_line
-from dml_core.params.backbones import GoogLeNetModel, ModelConfig, ResNet18Model, ResNet50Model, SmallConvModel
-from dml_core.registry import Registry
+from dml_core.params.backbones import BACKBONES, GoogLeNetModel, ModelConfig, SmallConvModel
 
 
 class ModelError(ValueError):
     """A model configuration that cannot be built; the message names the field."""
-
-
-# Parameter model -> builder(cfg, in_channels); the names are declared in `dml_core.params.backbones`.
-BACKBONES: Registry[Callable[[ModelConfig, int], "Backbone"]] = Registry("backbone")
 
 
 class Backbone(nn.Module):
@@ -93,35 +88,27 @@ def _load(arch: str, pretrained: bool, **kwargs) -> nn.Module:
         ) from None
 
 
-@BACKBONES.register_for(SmallConvModel)
-def small_conv(cfg: SmallConvModel, in_channels: int) -> Backbone:
+def conv_blocks(cfg: SmallConvModel, in_channels: int) -> Backbone:
     if cfg.pretrained:
-        raise ModelError("model.pretrained: small_conv has no pretrained weights; set model.pretrained: false")
+        raise ModelError(f"model.pretrained: {cfg.backbone} has no pretrained weights; set model.pretrained: false")
     return SmallConvNet(in_channels, cfg.conv_blocks, cfg.conv_width)
 
 
-def _resnet(arch: str, out_channels: int) -> Callable[[ModelConfig, int], Backbone]:
-    def build(cfg: ModelConfig, in_channels: int) -> Backbone:
-        _require_rgb(arch, in_channels)
-        net = _load(arch, cfg.pretrained)
-        body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-        return TorchvisionBackbone(body, out_channels)
-
-    return build
+def resnet(cfg: ModelConfig, in_channels: int) -> Backbone:
+    """A torchvision ResNet, the one ``model.backbone`` names, up to its last stage."""
+    _require_rgb(cfg.backbone, in_channels)
+    net = _load(cfg.backbone, cfg.pretrained)
+    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return TorchvisionBackbone(body, net.fc.in_features)  # 512 (ResNet-18/34), 2048 (ResNet-50 and up)
 
 
-BACKBONES.register_for(ResNet18Model)(_resnet("resnet18", 512))
-BACKBONES.register_for(ResNet50Model)(_resnet("resnet50", 2048))
-
-
-@BACKBONES.register_for(GoogLeNetModel)
-def googlenet(cfg: GoogLeNetModel, in_channels: int) -> Backbone:
+def inception_v1(cfg: GoogLeNetModel, in_channels: int) -> Backbone:
     """GoogLeNet / Inception-v1, EE's reference backbone (Szegedy et al. 2015)."""
-    _require_rgb("googlenet", in_channels)
+    _require_rgb(cfg.backbone, in_channels)
     pretrained = cfg.pretrained
     # torchvision's pretrained GoogLeNet expects aux heads at load time; we drop them after.
     kwargs = {} if pretrained else {"aux_logits": False, "init_weights": True}
-    net = _load("googlenet", pretrained, **kwargs)
+    net = _load(cfg.backbone, pretrained, **kwargs)
     names = ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
              "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
              "inception5a", "inception5b"]
@@ -149,4 +136,4 @@ def _require_rgb(arch: str, in_channels: int) -> None:
 
 def build_backbone(cfg: ModelConfig, in_channels: int) -> Backbone:
     """The feature extractor `cfg` (a validated `model:` section) names, for ``in_channels`` input."""
-    return BACKBONES.get(cfg.component)(cfg, in_channels)
+    return BACKBONES.build(cfg, in_channels)

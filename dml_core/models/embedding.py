@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dml_core.config import ModelConfig
+from dml_core.params.backbones import ModelConfig
 from dml_core.models.backbones import Backbone, build_backbone
 from dml_core.models.head import EmbeddingHead, GlobalPool
 

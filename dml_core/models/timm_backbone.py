@@ -18,7 +18,7 @@ from torch import nn
 
 from dml_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dml_core.errors import first_line
-from dml_core.models.backbones import BACKBONES, Backbone, ModelError
+from dml_core.models.backbones import Backbone, ModelError
 from dml_core.params.timm import TimmModel
 
 
@@ -52,8 +52,7 @@ class TimmBackbone(Backbone):
         return features[:, :, None, None]
 
 
-@BACKBONES.register_for(TimmModel)
-def timm_backbone(cfg: TimmModel, in_channels: int) -> Backbone:
+def build(cfg: TimmModel, in_channels: int) -> Backbone:
     import timm
 
     if in_channels != 3:

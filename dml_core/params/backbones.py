@@ -1,4 +1,5 @@
-"""Backbone parameters: what `model:` accepts, per backbone (`model.backbone`).
+"""Backbone parameters: what `model:` accepts, per backbone (`model.backbone`), and the
+registration of every backbone (its name, these parameters and its builder).
 
 The embedding head's settings (dimension, pooling, freezing, pretrained weights) are shared by
 every backbone and live on `ModelConfig`; a backbone adds its own keys (`small_conv`: blocks and
@@ -10,13 +11,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from dml_core.registry import ComponentParams, ParamRegistry
+from dml_core.registry import ComponentParams, Kind
 
-BACKBONE_PARAMS: ParamRegistry = ParamRegistry("backbone", section="model", discriminator="backbone", default="small_conv")
+BACKBONES: Kind = Kind("backbone", section="model", discriminator="backbone")
 
 
 class ModelConfig(ComponentParams):
-    registry: ClassVar[ParamRegistry] = BACKBONE_PARAMS
+    kind: ClassVar[Kind] = BACKBONES
     # Takes 3-channel input (grayscale data is repeated to RGB), else the data's own channels.
     rgb: ClassVar[bool] = True
 
@@ -33,28 +34,26 @@ class ModelConfig(ComponentParams):
         return {k: v for k, v in self.model_dump().items() if k not in shared}
 
 
-@BACKBONE_PARAMS.register()
+@BACKBONES.register("small_conv", builder="dml_core.models.backbones:conv_blocks", default=True)
 class SmallConvModel(ModelConfig):
     """Conv-BN-ReLU-MaxPool blocks; trains in minutes on CPU."""
 
     rgb: ClassVar[bool] = False
-    backbone: Literal["small_conv"] = "small_conv"
     conv_blocks: int = Field(4, ge=1, le=6)
     conv_width: int = Field(64, ge=8)
 
 
-@BACKBONE_PARAMS.register()
+# torchvision models: the builders load the architecture the name selects.
+@BACKBONES.register("resnet18", builder="dml_core.models.backbones:resnet")
 class ResNet18Model(ModelConfig):
-    backbone: Literal["resnet18"] = "resnet18"
+    pass
 
 
-@BACKBONE_PARAMS.register()
+@BACKBONES.register("resnet50", builder="dml_core.models.backbones:resnet")
 class ResNet50Model(ModelConfig):
-    backbone: Literal["resnet50"] = "resnet50"
+    pass
 
 
-@BACKBONE_PARAMS.register()
+@BACKBONES.register("googlenet", builder="dml_core.models.backbones:inception_v1")
 class GoogLeNetModel(ModelConfig):
     """GoogLeNet / Inception-v1, EE's reference backbone."""
-
-    backbone: Literal["googlenet"] = "googlenet"

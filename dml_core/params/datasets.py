@@ -1,22 +1,62 @@
-"""Dataset parameters: what `data:` accepts, per dataset (`data.name`).
+"""Dataset parameters: what `data:` accepts, per dataset (`data.name`), and the registration
+of every dataset (its name, these parameters and its builder in `dml_core/data/`).
 
 Shared fields (batching, image sizes, holdout, class-count ablation, workers, caching) live on
 `DataConfig`; a dataset adds the keys its layout reads. Each dataset also declares its standard
 Recall@K list and whether it evaluates query -> gallery, so the metric names a run reports are
-known when the config is loaded.
+known when the config is loaded, and where to get it (`archives` to download, or `manual`).
+
+What each data field is for is declared on the field, once (`Annotated[..., SELECTS]`,
+`Annotated[..., PATH]`), and read by everything that must treat such fields alike:
+
+- ``SELECTS``: the field changes which images are in a split (``name``, the roots,
+  ``train_classes``, ``holdout``, ``num_classes``). The `--dry-run` data index and the feature
+  cache key are keyed on these: a selection field either of them missed would reuse a stale index
+  or stale cached features.
+- ``PATH``: the field is a filesystem path, expanded by `dml_core.data.roots` (``${DML_DATA}``,
+  ``~``) and made absolute by the sweep driver. A path that also selects (``root``) names the
+  data; one that does not (``cache_dir``) only locates derived files.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from dml_core.registry import ComponentParams, ParamRegistry, _Strict
-
-DATASET_PARAMS: ParamRegistry = ParamRegistry("dataset", section="data", discriminator="name", default="digits")
+from dml_core.registry import ComponentParams, Kind, Strict
 
 
-class BatchConfig(_Strict):
+@dataclass(frozen=True)
+class DataRole:
+    """A marker in a data field's `Annotated` metadata (module docstring)."""
+
+    role: str
+
+
+SELECTS = DataRole("selects")
+PATH = DataRole("path")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One official, checksummed archive of a dataset (fetched by `dml_core.data.download`)."""
+
+    url: str
+    md5: str
+    extracts_to: str  # the one folder the archive holds; present = already downloaded
+    size: int | None = None  # bytes, where known
+    default: bool = True  # fetched for a data.root that names none of the dataset's folders
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+DATASETS: Kind = Kind("dataset", section="data", discriminator="name")
+
+
+class BatchConfig(Strict):
     """P x K class-balanced batches: K instances of each of P classes, contiguous."""
 
     classes_per_batch: int = Field(16, ge=1, description="P")
@@ -28,19 +68,23 @@ class BatchConfig(_Strict):
 
 
 class DataConfig(ComponentParams):
-    registry: ClassVar[ParamRegistry] = DATASET_PARAMS
+    kind: ClassVar[Kind] = DATASETS
     # Standard Recall@K list of the dataset (eval.recall_at: null means this one).
     recall_at: ClassVar[tuple[int, ...]] = (1, 2, 4, 8)
     # Queries searched in a separate gallery (In-Shop) instead of each test item among the others.
     query_gallery: ClassVar[bool] = False
+    # Where to get the data: the archives `data.download` fetches (None: no direct download;
+    # empty: nothing to fetch), else how to obtain it by hand ("{name}" is the dataset's name).
+    archives: ClassVar[Optional[tuple[Archive, ...]]] = None
+    manual: ClassVar[str] = "see its module docstring"
 
-    name: str
-    # `root`-like values are plain strings: the data layer expands ${DML_DATA} and `~`.
+    name: Annotated[str, SELECTS]
+    # Path values are plain strings: the data layer expands ${DML_DATA} and `~`.
     # Hold out this fraction of the training classes as a class-disjoint validation set that
     # replaces the test split for evaluation (hyper-parameter search must not see test classes).
-    holdout: Optional[float] = Field(None, gt=0, lt=1)
+    holdout: Annotated[Optional[float], SELECTS] = Field(None, gt=0, lt=1)
     # Class-count ablation: train on the first N training classes only.
-    num_classes: Optional[int] = Field(None, ge=2)
+    num_classes: Annotated[Optional[int], SELECTS] = Field(None, ge=2)
     image_size: int = Field(28, ge=8, description="train crop / test crop side, pixels")
     resize_size: Optional[int] = Field(None, description="test-time resize before centre crop; default image_size*256/224")
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -50,8 +94,35 @@ class DataConfig(ComponentParams):
     batch: BatchConfig = BatchConfig()
     eval_batch_size: int = Field(256, ge=1)
     cache_features: bool = False
-    cache_dir: Optional[str] = None
+    cache_dir: Annotated[Optional[str], PATH] = None
     download: bool = False
+
+    @classmethod
+    def fields_with(cls, role: DataRole) -> tuple[str, ...]:
+        """This dataset's fields marked ``role`` (a dataset has only the fields its layout reads)."""
+        # `name` is re-declared as a Literal by the registration; it selects all the same.
+        marked = (n for n, f in cls.model_fields.items() if role in f.metadata or (role is SELECTS and n == "name"))
+        return tuple(marked)
+
+    @classmethod
+    def selection_fields(cls) -> tuple[str, ...]:
+        """The fields that choose which images are in each split (module docstring)."""
+        return cls.fields_with(SELECTS)
+
+    @classmethod
+    def path_fields(cls) -> tuple[str, ...]:
+        """The fields that hold filesystem paths."""
+        return cls.fields_with(PATH)
+
+    @classmethod
+    def data_roots(cls) -> tuple[str, ...]:
+        """The path fields that name the data itself (``root``, ``train_root``, ``test_root``)."""
+        return tuple(f for f in cls.path_fields() if f in cls.selection_fields())
+
+    def selection(self) -> dict[str, Any]:
+        """This config's selection fields and their values (JSON types)."""
+        dumped = self.model_dump(mode="json")
+        return {k: dumped[k] for k in self.selection_fields()}
 
     @field_validator("crop_scale")
     @classmethod
@@ -64,16 +135,16 @@ class DataConfig(ComponentParams):
 class _OneRootSplitByClass(DataConfig):
     """One folder, split class-disjointly: the first classes train (CUB, Cars)."""
 
-    root: Optional[str] = None
+    root: Annotated[Optional[str], PATH, SELECTS] = None
     # A fraction (0-1) or a count of classes, in sorted class order; None = the standard half.
-    train_classes: Optional[float] = None
+    train_classes: Annotated[Optional[float], SELECTS] = None
 
 
 class _FolderTree(_OneRootSplitByClass):
     """A class-folder tree: one `root` split by `train_classes`, or `train_root` + `test_root`."""
 
-    train_root: Optional[str] = None
-    test_root: Optional[str] = None
+    train_root: Annotated[Optional[str], PATH, SELECTS] = None
+    test_root: Annotated[Optional[str], PATH, SELECTS] = None
 
     @model_validator(mode="after")
     def _one_form(self) -> "_FolderTree":
@@ -92,45 +163,67 @@ class _FolderTree(_OneRootSplitByClass):
 class _PublishedSplit(DataConfig):
     """The split is published as list files (SOP, In-Shop): only the folder is configurable."""
 
-    root: Optional[str] = None
+    root: Annotated[Optional[str], PATH, SELECTS] = None
 
 
-@DATASET_PARAMS.register()
+# Omniglot's archives are in the `python/` folder of the official repository (brendenlake/omniglot):
+# the full images_background / images_evaluation (MD5s as torchvision has them) and the two small
+# background subsets (sizes and MD5s of the files in that repository). CUB's is the CaltechDATA
+# record 65de6-vp158 the DML literature uses. Tests replace `archives` with loopback URLs.
+OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
+
+
+@DATASETS.register("digits", builder="dml_core.data.digits:build", default=True)
 class DigitsData(DataConfig):
     """scikit-learn's bundled 8x8 digits: reads no folder."""
 
-    name: Literal["digits"] = "digits"
-    train_classes: Optional[float] = None
+    archives: ClassVar[Optional[tuple[Archive, ...]]] = ()  # bundled with scikit-learn
+    train_classes: Annotated[Optional[float], SELECTS] = None
 
 
-@DATASET_PARAMS.register()
+@DATASETS.register("omniglot", builder="dml_core.data.omniglot:build")
 class OmniglotData(_FolderTree):
-    name: Literal["omniglot"] = "omniglot"
+    archives: ClassVar[Optional[tuple[Archive, ...]]] = (
+        Archive(f"{OMNIGLOT_URL}/images_background.zip", "68d2efa1b9178cc56df9314c21c6e718", "images_background"),
+        Archive(f"{OMNIGLOT_URL}/images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811", "images_evaluation"),
+        Archive(f"{OMNIGLOT_URL}/images_background_small1.zip", "e704a628b5459e08445c13499850abc4",
+                "images_background_small1", size=1_319_022, default=False),
+        Archive(f"{OMNIGLOT_URL}/images_background_small2.zip", "b75a71a51d3b13f821f212756fe481fd",
+                "images_background_small2", size=1_580_917, default=False),
+    )
 
 
-@DATASET_PARAMS.register()
+@DATASETS.register("image_folder", builder="dml_core.data.image_folder:build")
 class ImageFolderData(_FolderTree):
-    name: Literal["image_folder"] = "image_folder"
+    manual: ClassVar[str] = "{name} reads your own folder; there is nothing to download"
 
 
-@DATASET_PARAMS.register()
+@DATASETS.register("cub200", builder="dml_core.data.cub200:build")
 class CUB200Data(_OneRootSplitByClass):
-    name: Literal["cub200"] = "cub200"
+    archives: ClassVar[Optional[tuple[Archive, ...]]] = (
+        Archive("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+                "97eceeb196236b17998738112f37df78", "CUB_200_2011"),
+    )
 
 
-@DATASET_PARAMS.register()
+@DATASETS.register("cars196", builder="dml_core.data.cars196:build")
 class Cars196Data(_OneRootSplitByClass):
-    name: Literal["cars196"] = "cars196"
+    manual: ClassVar[str] = ("get car_ims.tgz and cars_annos.mat (Krause et al., Stanford Cars) from a mirror; "
+                             "extract into data.root")
 
 
-@DATASET_PARAMS.register()
+@DATASETS.register("sop", builder="dml_core.data.sop:build")
 class SOPData(_PublishedSplit):
     recall_at: ClassVar[tuple[int, ...]] = (1, 10, 100, 1000)
-    name: Literal["sop"] = "sop"
+    manual: ClassVar[str] = ("get Stanford_Online_Products.zip from https://cvgl.stanford.edu/projects/lifted_struct/; "
+                             "extract into data.root")
 
 
-@DATASET_PARAMS.register()
+@DATASETS.register("inshop", builder="dml_core.data.inshop:build")
 class InShopData(_PublishedSplit):
     recall_at: ClassVar[tuple[int, ...]] = (1, 10, 20, 30, 40, 50)
     query_gallery: ClassVar[bool] = True
-    name: Literal["inshop"] = "inshop"
+    manual: ClassVar[str] = (
+        "request DeepFashion In-Shop access at http://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html; "
+        "put list_eval_partition.txt and img/ in data.root"
+    )

@@ -14,29 +14,28 @@ from typing import ClassVar, Literal, Optional
 from pydantic import Field
 
 from dml_core.params.losses import LossConfig
-from dml_core.registry import ComponentParams, ParamRegistry
+from dml_core.registry import ComponentParams, Kind
 
-EXPANSION_PARAMS: ParamRegistry = ParamRegistry("expansion", section="expansion", discriminator="name", default="none")
+EXPANSIONS: Kind = Kind("expansion", section="expansion", discriminator="name")
 
 
 class ExpansionConfig(ComponentParams):
-    registry: ClassVar[ParamRegistry] = EXPANSION_PARAMS
+    kind: ClassVar[Kind] = EXPANSIONS
     name: str
 
     def check(self, loss: LossConfig, embedding_dim: Optional[int] = None, samples_per_class: Optional[int] = None) -> None:
         """Raise `ValueError` (one line naming the field) if this expansion cannot run with these."""
 
 
-@EXPANSION_PARAMS.register()
+@EXPANSIONS.register("none", builder="dml_core.expansion.strategy:ExpansionStrategy", default=True)
 class NoExpansion(ExpansionConfig):
-    name: Literal["none"] = "none"
+    pass
 
 
-@EXPANSION_PARAMS.register()
+@EXPANSIONS.register("ee", builder="dml_core.expansion.strategy:EmbeddingExpansion")
 class EEParams(ExpansionConfig):
     """Embedding Expansion: hard negative pair mining over interpolated points."""
 
-    name: Literal["ee"] = "ee"
     n_inner_pts: int = Field(2, ge=0, description="interior points per positive pair")
     l2_norm: bool = True
 
@@ -49,14 +48,13 @@ class EEParams(ExpansionConfig):
             )
 
 
-@EXPANSION_PARAMS.register()
+@EXPANSIONS.register("see", builder="dml_core.expansion.strategy:SphericalEmbeddingExpansion")
 class SEEParams(ExpansionConfig):
     """Spherical Embedding Expansion: points on a sphere cap around the class centre."""
 
     renamed: ClassVar[dict[str, str]] = {
         "n_inner_pts": "SEE's synthetic points per sample are expansion.n_expan (n_inner_pts is EE's points per pair)",
     }
-    name: Literal["see"] = "see"
     n_expan: int = Field(2, ge=0, description="synthetic points per expanded sample")
     lam: float = Field(0.2, ge=0)
     threshold_type: Literal[0, 1] = 1

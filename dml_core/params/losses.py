@@ -1,5 +1,5 @@
-"""Loss parameters: what `loss:` accepts, per loss (`loss.name`). See `dml_core.losses` for the
-losses themselves; each registers its torch class against the parameter model here.
+"""Loss parameters: what `loss:` accepts, per loss (`loss.name`), and the registration of every
+loss (its name, these parameters and its torch class in `dml_core/losses/`).
 """
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from dml_core.registry import ComponentParams, ParamRegistry
+from dml_core.registry import Component, ComponentParams, Kind
 
-LOSS_PARAMS: ParamRegistry = ParamRegistry("loss", section="loss", discriminator="name", default="multi_similarity")
+
+def check_family(loss: Component) -> None:
+    """A loss class's family is its parameters' family (what the config checks rely on)."""
+    cls = loss.builder
+    if cls.family != loss.params.family:
+        raise TypeError(f"{cls.__name__} is {cls.family}-based but {loss.params.__name__}.family is {loss.params.family!r}")
+
+
+LOSSES: Kind = Kind("loss", section="loss", discriminator="name", check=check_family)
 
 
 class LossConfig(ComponentParams):
-    registry: ClassVar[ParamRegistry] = LOSS_PARAMS
+    kind: ClassVar[Kind] = LOSSES
     family: ClassVar[Literal["pair", "proxy"]] = "pair"
     # The loss reads rows (2m, 2m+1) as (anchor, positive) pairs (N-pair): K and any added
     # synthetic rows must come in pairs.
@@ -27,60 +35,52 @@ class LossConfig(ComponentParams):
         return {k: v for k, v in self.model_dump().items() if k != "name"}
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("contrastive", builder="dml_core.losses.contrastive:ContrastiveLoss")
 class ContrastiveParams(LossConfig):
-    name: Literal["contrastive"] = "contrastive"
     pos_margin: float = Field(0.0, ge=0)
     neg_margin: float = Field(1.0, ge=0)
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("triplet", builder="dml_core.losses.triplet:TripletLoss")
 class TripletParams(LossConfig):
-    name: Literal["triplet"] = "triplet"
     margin: float = Field(0.2, ge=0)
     mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("hphn_triplet", builder="dml_core.losses.hphn_triplet:HPHNTripletLoss")
 class HPHNTripletParams(LossConfig):
-    name: Literal["hphn_triplet"] = "hphn_triplet"
     margin: float = Field(1e-5, ge=0)
     soft_margin: bool = False
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("lifted_structure", builder="dml_core.losses.lifted_structure:LiftedStructureLoss")
 class LiftedStructureParams(LossConfig):
-    name: Literal["lifted_structure"] = "lifted_structure"
     neg_margin: float = 1.0
     pos_margin: float = 0.0
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("npair", builder="dml_core.losses.npair:NPairLoss")
 class NPairParams(LossConfig):
     row_pairs: ClassVar[bool] = True
-    name: Literal["npair"] = "npair"
     l2_reg: float = Field(0.0, ge=0)
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("multi_similarity", builder="dml_core.losses.multi_similarity:MultiSimilarityLoss", default=True)
 class MultiSimilarityParams(LossConfig):
-    name: Literal["multi_similarity"] = "multi_similarity"
     alpha: float = Field(2.0, gt=0)
     beta: float = Field(50.0, gt=0)
     base: float = 0.5
     epsilon: float = Field(0.1, ge=0)
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("proxy_anchor", builder="dml_core.losses.proxy_anchor:ProxyAnchorLoss")
 class ProxyAnchorParams(LossConfig):
     family: ClassVar[Literal["pair", "proxy"]] = "proxy"
-    name: Literal["proxy_anchor"] = "proxy_anchor"
     alpha: float = Field(32.0, gt=0)
     delta: float = 0.1
 
 
-@LOSS_PARAMS.register()
+@LOSSES.register("proxy_nca", builder="dml_core.losses.proxy_nca:ProxyNCALoss")
 class ProxyNCAParams(LossConfig):
     family: ClassVar[Literal["pair", "proxy"]] = "proxy"
-    name: Literal["proxy_nca"] = "proxy_nca"
     softmax_scale: float = Field(1.0, gt=0)

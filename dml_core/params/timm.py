@@ -9,13 +9,13 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from dml_core.params.backbones import BACKBONE_PARAMS, ModelConfig
-from dml_core.registry import did_you_mean
+from dml_core.errors import did_you_mean
+from dml_core.params.backbones import BACKBONES, ModelConfig
 
 PREFIX = "timm/"
 
 
-@BACKBONE_PARAMS.register("timm", prefix=True)
+@BACKBONES.register("timm", builder="dml_core.models.timm_backbone:build", prefix=True)
 class TimmModel(ModelConfig):
     """Any model of PyTorch Image Models (timm), e.g. ``timm/deit_small_patch16_224``."""
 

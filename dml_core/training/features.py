@@ -54,13 +54,13 @@ def cache_key(cfg: ExperimentConfig) -> str:
     # Expanded: `${DML_DATA}/x` names other data on every machine that sets DML_DATA otherwise.
     d, m = resolve_data_paths(cfg.data), cfg.model
     parts = {
-        # Keys a dataset does not have (digits: no root) count as None.
-        "data": [d.name, *(getattr(d, k, None) for k in ("root", "train_root", "test_root", "train_classes")),
-                 d.holdout, d.num_classes, d.image_size, d.resize_size],
+        # The fields the dataset declares as selecting its images (the data index's key too),
+        # then the test transform's.
+        "data": [d.selection(), d.image_size, d.resize_size],
         "model": [m.backbone, m.pretrained, m.pooling, m.backbone_params()],
         # A randomly initialised backbone differs per seed; pretrained weights do not.
         "seed": None if m.pretrained else cfg.seed,
-        "version": 1,
+        "version": 2,  # 2: the data selection as its declared fields
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

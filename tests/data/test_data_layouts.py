@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 from dml_core.data import DatasetError, DatasetSplits, build_datasets
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DataConfig
 from dml_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, eval_resize_size
 
 

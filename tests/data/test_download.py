@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dml_core.config import DataConfig
+from dml_core.params.datasets import DATASETS, OMNIGLOT_URL, DataConfig
 from dml_core.data import DatasetError, build_datasets, download
 from dml_core.data.roots import DATA_ENV, data_home, expand_data_path
 
@@ -248,11 +248,11 @@ def test_paths_choose_the_archive_they_name(tmp_path) -> None:
 
 
 def test_official_small_subsets_are_in_the_table() -> None:
-    by_name = {a.filename: a for a in download.ARCHIVES["omniglot"]}
+    by_name = {a.filename: a for a in DATASETS.get("omniglot").archives}
     small1 = by_name["images_background_small1.zip"]
-    assert small1.url == f"{download.OMNIGLOT_URL}/images_background_small1.zip"
+    assert small1.url == f"{OMNIGLOT_URL}/images_background_small1.zip"
     assert (small1.size, small1.md5) == (1_319_022, "e704a628b5459e08445c13499850abc4")
-    assert download.OMNIGLOT_URL.startswith("https://raw.githubusercontent.com/brendenlake/omniglot/")
+    assert OMNIGLOT_URL.startswith("https://raw.githubusercontent.com/brendenlake/omniglot/")
 
 
 def test_refusals_are_one_line(tmp_path) -> None:
@@ -265,7 +265,7 @@ def test_refusals_are_one_line(tmp_path) -> None:
 
 def test_build_datasets_fetches_the_subset_under_dml_data(tmp_path, serve, zip_body, monkeypatch) -> None:
     server = serve()
-    monkeypatch.setitem(download.ARCHIVES, "omniglot", (archive_for(server, zip_body),))
+    monkeypatch.setattr(DATASETS.get("omniglot"), "archives", (archive_for(server, zip_body),))
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
     cfg = DataConfig.of(name="omniglot", root="${DML_DATA}/omniglot/" + TOP, download=True)
     splits = build_datasets(cfg)

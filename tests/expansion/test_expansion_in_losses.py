@@ -9,9 +9,11 @@ import torch.nn.functional as F
 import dml_core.expansion.strategy as strategy
 from dml_core.expansion import class_centroids, expand_around_centers, see_threshold
 from dml_core.losses import build_loss
+from dml_core.params.losses import LOSSES
 
-PAIR_LOSSES = ["contrastive", "triplet", "hphn_triplet", "lifted_structure", "npair", "multi_similarity"]
-PROXY_LOSSES = ["proxy_anchor", "proxy_nca"]
+# From the registry, so a new loss is tested with no edit here.
+PAIR_LOSSES = [n for n in LOSSES.names() if LOSSES.get(n).family == "pair"]
+PROXY_LOSSES = [n for n in LOSSES.names() if LOSSES.get(n).family == "proxy"]
 C = 10
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dml_core.config import ConfigError, config_from_dict, load_config
+from dml_core.config import config_from_dict, load_config
+from dml_core.errors import ConfigError
+from sweep.checks import check_plan
 from sweep.plan import SweepPlan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +69,7 @@ def _plan(sweep: dict, **sections) -> SweepPlan:
 def test_dry_run_rejects_a_recall_the_dataset_does_not_report():
     plan = _plan({"metric": "recall_at_3"})  # digits reports Recall@1,2,4,8
     with pytest.raises(ValueError) as info:
-        plan.validate_configs()
+        check_plan(plan)
     assert _one_line(info.value).startswith("x.yaml [base/seed=0]: sweep.metric: 'recall_at_3' is not reported")
 
 
@@ -77,7 +79,7 @@ def test_dry_run_rejects_more_classes_per_batch_than_the_holdout_leaves():
                         "holdout": 0.4, "num_samples": 2}}
     plan = _plan(sweep, data={"batch": {"classes_per_batch": 4, "samples_per_class": 4}})
     with pytest.raises(ValueError) as info:
-        plan.validate_configs()
+        check_plan(plan)
     msg = _one_line(info.value)
     assert msg.startswith("x.yaml [search/base]: data.batch.classes_per_batch: 4 classes per batch"), msg
     assert "has 3 classes, after data.holdout" in msg
@@ -86,14 +88,14 @@ def test_dry_run_rejects_more_classes_per_batch_than_the_holdout_leaves():
 def test_dry_run_checks_every_cell_against_num_classes():
     plan = _plan({"grid": {"data.num_classes": [2, 5]}}, data={"batch": {"classes_per_batch": 3, "samples_per_class": 2}})
     with pytest.raises(ValueError) as info:
-        plan.validate_configs()
+        check_plan(plan)
     assert _one_line(info.value).startswith("x.yaml [data.num_classes=2/seed=0]: data.batch.classes_per_batch: 3")
 
 
 def test_dry_run_rejects_k_above_every_class_size():
     plan = _plan({}, data={"batch": {"classes_per_batch": 2, "samples_per_class": 400}})  # ~180 images per digit
     with pytest.raises(ValueError) as info:
-        plan.validate_configs()
+        check_plan(plan)
     assert "data.batch.samples_per_class: 400 per class but no training class of digits has more than" in _one_line(info.value)
 
 

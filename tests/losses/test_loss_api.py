@@ -4,18 +4,34 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dml_core.config import ExpansionConfig
+from dml_core.params.expansions import ExpansionConfig
 from dml_core.losses import LOSSES, BaseMetricLoss, build_loss, loss_params
 
 from conftest import NUM_CLASSES, PAIR_LOSSES, PROXY_LOSSES
 
 
-def test_registry_holds_the_eight_losses_with_their_family():
-    assert LOSSES.names() == sorted(PAIR_LOSSES + PROXY_LOSSES)
-    for name in PAIR_LOSSES:
-        assert LOSSES.get(name).family == "pair" and LOSSES.get(name).name == name
-    for name in PROXY_LOSSES:
-        assert LOSSES.get(name).family == "proxy" and LOSSES.get(name).name == name
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_each_loss_class_has_its_parameters_family_and_name(name):
+    assert LOSSES.builder(name).family == LOSSES.get(name).family  # the registry checks it on import
+    assert build_loss(name, num_classes=NUM_CLASSES, embedding_dim=16).name == name
+
+
+def test_a_loss_class_of_the_other_family_is_refused():
+    from dml_core.losses.base import PairBasedLoss
+    from dml_core.params.losses import LossConfig, check_family
+    from dml_core.registry import Kind
+
+    kind = Kind("loss", section="loss", discriminator="name", check=check_family)
+
+    class Wrong(PairBasedLoss):
+        pass
+
+    @kind.register("wrong", builder=Wrong)
+    class WrongParams(LossConfig):
+        family = "proxy"
+
+    with pytest.raises(TypeError, match="Wrong is pair-based but WrongParams.family is 'proxy'"):
+        kind.builder("wrong")
 
 
 def test_build_loss_as_the_trainer_calls_it(pk_batch):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sweep.checks import check_plan
+from sweep.console import describe_plan
 from sweep.plan import FINAL, SEARCH, load_plan, reference_cell, trial_config
 from sweep.resources import NodeShape, check_fits
 from sweep.spec import SweepError
@@ -119,14 +121,14 @@ def test_search_holdout_can_be_disabled(tmp_path: Path) -> None:
     sweep = {"search": {"params": {"optimizer.lr": {"type": "uniform", "low": 1e-3, "high": 1e-2}}, "holdout": None}}
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     assert "data.holdout" not in plan.search_trial(plan.cells[0]).overrides
-    assert "THE TEST SPLIT" in plan.describe()
+    assert "THE TEST SPLIT" in describe_plan(plan)
 
 
 def test_search_bounds_are_validated_as_configs(tmp_path: Path) -> None:
     sweep = {"search": {"params": {"data.batch.samples_per_class": {"type": "int", "low": 0, "high": 4}}}}
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     with pytest.raises(ValueError, match=r"\[search/base\]: data\.batch\.samples_per_class: Input should be greater than or equal to 1"):
-        plan.validate_configs()
+        check_plan(plan)
 
 
 def test_relative_data_paths_resolve_against_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +141,7 @@ def test_relative_data_paths_resolve_against_the_cwd(tmp_path: Path, monkeypatch
     assert plan.base["data"]["root"] == str(tmp_path / "images")
     assert [c.overrides["data.root"] for c in plan.cells] == [str(tmp_path / "images"), str(tmp_path / "missing")]
     with pytest.raises(SweepError, match=rf"data\.root: {tmp_path / 'missing'} does not exist \(relative paths resolve against the current directory, {tmp_path}; image_folder reads your own folder"):
-        plan.validate_configs()
+        check_plan(plan)
 
 
 def test_resources_must_fit_one_node(tmp_path: Path) -> None:
@@ -189,5 +191,5 @@ def test_dry_run_prints_the_plan_without_training(tmp_path: Path) -> None:
 
 def test_describe_writes_the_baseline_as_the_yaml_does(tmp_path: Path) -> None:
     sweep = {"grid": {"model.embedding_dim": [8, 16]}, "baseline": {"model.embedding_dim": 8}}
-    text = load_plan(write_yaml(tmp_path / "x.yaml", sweep)).describe()
+    text = describe_plan(load_plan(write_yaml(tmp_path / "x.yaml", sweep)))
     assert "baseline: model.embedding_dim=8" in text and "{" not in text.split("baseline:")[1].splitlines()[0]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sweep_testlib import REPO_ROOT, write_yaml
+from sweep.checks import check_plan
 from sweep.plan import load_plan
 from sweep.spec import SweepError, check_config_key
 
@@ -68,7 +69,7 @@ def test_bad_trial_config_names_the_cell(tmp_path: Path) -> None:
              "arms": {"see": {"expansion.name": "see", "expansion.n_expan": 4, "loss.name": "proxy_anchor"}}}
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     with pytest.raises(ValueError) as err:
-        plan.validate_configs()
+        check_plan(plan)
     assert "\n" not in str(err.value)
     assert "[arm=see,model.embedding_dim=4/seed=0]" in str(err.value)
     assert "model.embedding_dim" in str(err.value)

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from dml_core.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from dml_core.config import ExperimentConfig, config_from_dict, load_config
+from dml_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

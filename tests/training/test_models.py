@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dml_core.config import ModelConfig
-from dml_core.models import ModelError, build_model
+from dml_core.params.backbones import BACKBONES, ModelConfig
+from dml_core.models import ModelError, build_backbone, build_model
 
 
 @pytest.mark.parametrize("backbone, channels, size", [("small_conv", 1, 8), ("small_conv", 3, 28), ("resnet18", 3, 32)])
@@ -52,3 +52,13 @@ def test_pretrained_without_weights_is_one_clear_line(monkeypatch, tmp_path):
     with pytest.raises(ModelError) as info:
         build_model(ModelConfig.of(backbone="resnet18", pretrained=True), 3)
     assert "model.pretrained" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES.names() if n not in BACKBONES.prefixes])
+def test_every_registered_backbone_reports_its_feature_channels(name):
+    # From the registry: a new backbone is tested with no edit here (timm/<name> has its own tests).
+    cfg = ModelConfig.of(backbone=name)
+    backbone = build_backbone(cfg, 3)
+    with torch.no_grad():
+        features = backbone.eval()(torch.randn(1, 3, 32, 32))
+    assert features.dim() == 4 and features.shape[1] == backbone.out_channels

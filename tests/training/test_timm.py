@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dml_core.config import ConfigError, ModelConfig, config_from_dict
+from dml_core.config import config_from_dict
+from dml_core.errors import ConfigError
+from dml_core.params.backbones import ModelConfig
 from dml_core.models import ModelError, build_model
 
 

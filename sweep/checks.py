@@ -1,0 +1,124 @@
+"""What `--dry-run` (and every sweep's start) checks before anything trains.
+
+Every trial config a sweep can run -- each final cell x seed, and each search cell at the corners
+of its search space -- is built and validated; the metric the sweep ranks by must be one the
+trial reports; every data path must exist on the driver's machine; each training split must have
+the classes and images its P x K batches need. Each failure is one line naming the YAML and the
+trial. Fetching datasets (`data.download`) is a separate step the driver asks for
+(`check_plan(plan, download=True)`), so that a check alone never touches the network.
+
+Like `sweep.plan`, this module imports neither Ray nor MLflow; the data layer (torch) is imported
+only for the checks that read data.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dml_core.config import ExperimentConfig
+from dml_core.evaluation.names import check_metric_name
+
+from sweep.plan import SweepPlan, TrialSpec, trial_config
+from sweep.spec import SweepError
+
+TrialConfigs = list[tuple[TrialSpec, ExperimentConfig]]
+
+
+def check_plan(plan: SweepPlan, *, download: bool = False) -> None:
+    """Every trial config (search bounds included), metric, data path and P x K, as one-line
+    errors; with `download`, datasets with `data.download` on are fetched before their paths are
+    checked, so trials on this node find them and a blocked network is one line naming the URL."""
+    trials = trial_configs(plan)
+    if download:
+        download_data(plan, trials)
+    check_paths(plan, trials)
+    check_batches(plan, trials)
+
+
+def trial_configs(plan: SweepPlan) -> TrialConfigs:
+    """The validated config of every final trial and of each search cell at each search corner."""
+    trials = [(t, trial_config(plan.base, t, None, plan.source)) for t in plan.final_trials()]
+    for trial, cfg in trials:
+        _check_metric(plan, trial, cfg, "sweep.metric", plan.spec.metric)
+    if plan.spec.search:
+        field = "sweep.search.metric" if plan.spec.search.metric else "sweep.metric"
+        for cell in plan.cells:
+            trial = plan.search_trial(cell)
+            for p in search_corners(plan):
+                cfg = trial_config(plan.base, trial, p, plan.source)
+                _check_metric(plan, trial, cfg, field, plan.spec.search_metric)
+                trials.append((trial, cfg))
+    return trials
+
+
+def search_corners(plan: SweepPlan) -> list[dict[str, Any]]:
+    """One config per search bound / choice, the others at their low end: cheap coverage that
+    catches e.g. a `high` that a config field rejects."""
+    params = plan.spec.search.params
+    low = {k: (p.choices[0] if p.type == "categorical" else _bound(p, p.low)) for k, p in params.items()}
+    corners = [low]
+    for key, p in params.items():
+        values = p.choices[1:] if p.type == "categorical" else [_bound(p, p.high)]
+        corners += [{**low, key: v} for v in values]
+    return corners
+
+
+def download_data(plan: SweepPlan, trials: TrialConfigs) -> None:
+    """Fetch each distinct data selection whose `data.download` is on (once per selection)."""
+    from dml_core.data.download import ensure_downloaded
+    from dml_core.data.roots import resolve_data_paths
+
+    seen = set()
+    for _, cfg in trials:
+        data = resolve_data_paths(cfg.data)
+        if data.download and data.model_dump_json() not in seen:
+            seen.add(data.model_dump_json())
+            try:
+                ensure_downloaded(data)
+            except ValueError as e:
+                raise SweepError(f"{plan.source}: {e}") from None
+
+
+def check_paths(plan: SweepPlan, trials: TrialConfigs) -> None:
+    """Every data path exists on the driver's machine."""
+    from dml_core.data.download import where_to_get
+    from dml_core.data.roots import DATA_ENV, data_home, resolve_data_paths, uses_data_home
+
+    seen = set()
+    for _, cfg in trials:
+        written, data = cfg.data, resolve_data_paths(cfg.data)
+        for key in data.data_roots():
+            path = getattr(data, key)
+            if path is None or path in seen or "://" in path:
+                continue
+            seen.add(path)
+            if not Path(path).exists():
+                raw = getattr(written, key)  # present: the resolved copy has the same fields
+                why = (f"{raw} with {DATA_ENV}={data_home()}" if uses_data_home(raw)
+                       else f"relative paths resolve against the current directory, {os.getcwd()}")
+                raise SweepError(f"{plan.source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
+
+
+def check_batches(plan: SweepPlan, trials: TrialConfigs) -> None:
+    """P x K of every trial against its training split's classes and images (read once per
+    data selection: annotation files and folder listings, no pixels)."""
+    from dml_core.data.index import check_batch, data_index  # late: the data layer imports torch
+
+    for trial, cfg in trials:
+        try:
+            check_batch(cfg.data, data_index(cfg.data))
+        except ValueError as e:
+            raise SweepError(f"{plan.source} [{trial.key}]: {e}") from None
+
+
+def _check_metric(plan: SweepPlan, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
+    """The metric the sweep ranks by must be one this trial reports (its dataset's Recall@K)."""
+    try:
+        check_metric_name(metric, cfg.metric_names(), field)
+    except ValueError as e:
+        raise SweepError(f"{plan.source} [{trial.key}]: {e}") from None
+
+
+def _bound(p: Any, value: float) -> Any:
+    return int(value) if p.type == "int" else value
