@@ -77,6 +77,8 @@ def final_work(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identitie
     for spec in specs:
         ident, record = work.identities[spec.key], log.get(spec.key)
         same = record is not None and record.content_key in (ident.content_key, "")  # "": migrated record
+        if same and not record.content_key:  # migrated from a ledger.json: now it has an identity
+            record = log.update(spec.key, **identity_fields(ident))
         if same and record.ended:
             if retry_failed and crashed(record):
                 trial_checkpoint(log.sweep_dir, spec.key).unlink(missing_ok=True)
@@ -139,7 +141,10 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identities: dict[str, Identity],
                  restart_changed: bool) -> list[str]:
     """Refuse a resumed sweep that drops trials it ran, or (without `restart_changed`) changes the
-    config of trials it ran; returns the keys of the changed trials that will run afresh."""
+    config of trials it ran; returns the keys of the changed trials that will run afresh. A final
+    trial whose only change is in searched parameters follows its cell's new choice after the
+    search grew (the search's ranges cannot change, `check_search_unchanged`): it runs afresh."""
+    searched = set(plan.spec.search.params) if plan.spec.search else set()
     wanted = {s.key for s in specs}
     ran = [r for r in log.trials() if r.phase == FINAL]
     dropped = sorted({r.key for r in ran if r.key not in wanted and r.failure != "search"})
@@ -154,13 +159,13 @@ def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identit
         if ident is None or not r.content_key or r.content_key == ident.content_key:
             continue
         changed[r.key] = changed_fields(r.config, ident.config) or ["dml_core results version"]
-    if changed and not restart_changed:
-        first = next(iter(changed.values()))
+    refused = {k: v for k, v in changed.items() if not set(v) <= searched}
+    if refused and not restart_changed:
+        key, first = next(iter(refused.items()))
         shown = ", ".join(first[:3]) + (", ..." if len(first) > 3 else "")
-        old = flatten_config(next(iter(r.config for r in log.trials() if r.key in changed)))
-        new = flatten_config(identities[next(iter(changed))].config)
+        old, new = flatten_config(log.get(key).config), flatten_config(identities[key].config)
         was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 else ""
-        raise SweepError(f"{plan.source}: {shown}{was} changes {len(changed)} trials this sweep already ran; "
+        raise SweepError(f"{plan.source}: {shown}{was} changes {len(refused)} trials this sweep already ran; "
                          "add --restart-changed to run them afresh, or start a new sweep (--out DIR or --set sweep.name=...)")
     return sorted(changed)
 

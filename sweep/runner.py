@@ -215,7 +215,10 @@ class SweepRunner:
         identities = {s.key: identity(self.plan, s) for s in specs}
         changed = check_growth(self.plan, self.log, specs, identities, self.options.restart_changed)
         if changed:
-            say(f"   {len(changed)} trials whose config changed run afresh (--restart-changed)")
+            say(f"   {len(changed)} trials whose config changed run afresh: {', '.join(changed[:3])}"
+                + (", ..." if len(changed) > 3 else ""))
+            for key in changed:
+                self.runs.discard(key)
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
         if work.run or work.reuse:

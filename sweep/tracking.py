@@ -256,6 +256,16 @@ class TrialRuns:
             self.end(record.key)
         return run_id
 
+    def discard(self, key: str) -> None:
+        """Drop a trial whose config changed (it runs afresh): its record, run and checkpoint."""
+        record = self.log.get(key)
+        if record is None:
+            return
+        if record.mlflow_run_id and self.tracker.exists(record.mlflow_run_id):
+            self.tracker.client.delete_run(record.mlflow_run_id)
+        trial_checkpoint(self.log.sweep_dir, key).unlink(missing_ok=True)
+        self.log.remove(key)
+
     def end(self, key: str) -> None:
         record = self.log.get(key)
         summary = {"status": record.status, "error": record.error, "final": record.metrics, "history": record.history,
@@ -326,9 +336,16 @@ class TrackingCallback(tune.Callback):
         self.specs: list[TrialSpec] = []
         self.identities: dict[str, Identity] = {}
         self._samples: Optional[dict[str, int]] = None  # cell -> search samples recorded (labels)
+        self._hardware: Optional[str] = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"sweep_dir": str(self.log.sweep_dir)}
+
+    @property
+    def hardware(self) -> str:
+        if self._hardware is None:
+            self._hardware = _hardware()
+        return self._hardware
 
     def spec_of(self, trial: Any) -> TrialSpec:
         return self.specs[trial.config["trial"]]
@@ -378,7 +395,7 @@ class TrackingCallback(tune.Callback):
             trial_id=trial.trial_id, key=key, label=self._label(spec), phase=spec.phase, cell=spec.cell, arm=spec.arm,
             coords=spec.coords, seed=spec.seed, params={**spec.params, **(sampled or {})}, status=RUNNING, attempts=1,
             tune_experiment=trial.experiment_dir_name, code_version=self.log.meta.git_commit,
-            checkpoint=str(trial_checkpoint(self.log.sweep_dir, key)), hardware=_hardware(), **identity_fields(ident),
+            checkpoint=str(trial_checkpoint(self.log.sweep_dir, key)), hardware=self.hardware, **identity_fields(ident),
         ))
         self.runs.create(record)
 

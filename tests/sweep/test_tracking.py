@@ -204,29 +204,32 @@ def test_a_driver_killed_between_record_and_run_leaves_no_duplicate(tracked: tup
     assert sync_runs(runs) == (0, 0)  # a second sync changes nothing
 
 
-def test_another_tracking_store_gets_the_sweep_rebuilt_from_the_store(tracked: tuple[TrackingCallback, list],
-                                                                      tmp_path: Path) -> None:
-    """MLflow is a view: resumed against an empty (or other) tracking store, the parent and one
-    run per trial are recreated from the trial store, with every evaluation and the end status."""
-    from sweep.tracking import open_parent
+def test_sync_command_rebuilds_a_sweep_in_a_new_tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture, tracking_uri: str) -> None:
+    """MLflow is a view: `python sweep/run.py --sync DIR` makes the sweep's parent and one run per
+    trial (params, every evaluation, end status) from the trial store, in whichever tracking store
+    is in use now -- the one it used, then another MLFLOW_TRACKING_URI (what `--resume` also does)."""
+    from sweep.records import TrialRecord
+    from sweep.run import main
+    from sweep.runner import create_sweep_dir
 
-    cb, specs = tracked
-    trial = make_trial("t1", specs[0])
-    cb.on_trial_start(0, [], trial)
-    cb.on_trial_result(0, [], trial, result(1, 0.5))
-    cb.on_trial_result(0, [], trial, result(2, 0.7))
-    trial.last_result = result(2, 0.7)
-    cb.on_trial_complete(0, [], trial)
-
-    other = f"sqlite:///{tmp_path / 'other.db'}"
-    log = SweepLog.open(cb.log.sweep_dir)
-    tracker = Tracker(other, cb.tracker.experiment)
-    parent = open_parent(log, tracker, cb.plan, cb.log.sweep_dir)
-    assert parent != cb.log.meta.mlflow_parent_run_id and log.meta.tracking_uri == other
-    runs = TrialRuns(log, tracker, "x", LABELS, "holdout_")
-    assert sync_runs(runs) == (1, 0)
-    (run,) = tracker.children(parent)["model.embedding_dim=8/seed=0"]
-    assert run.info.status == FINISHED and run.data.tags["label"] == "dim=8 · s0"
-    assert [(m.step, m.value) for m in tracker.client.get_metric_history(run.info.run_id, "recall_at_1")] == [(1, 0.5), (2, 0.7)]
-    assert run.data.params["model.embedding_dim"] == "8"
-    assert sync_runs(runs) == (0, 0) and open_parent(log, tracker, cb.plan, cb.log.sweep_dir) == parent
+    name = f"synced-{tmp_path.name}"
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"name": name, "seeds": [0]}))
+    sweep_dir = tmp_path / "sweeps" / name
+    log = create_sweep_dir(plan, sweep_dir)
+    history = [{"recall_at_1": 0.4, "epoch": 1.0}, {"recall_at_1": 0.5, "epoch": 2.0}]
+    log.add(TrialRecord(trial_id="t", key="base/seed=0", label="base · s0", phase="final", cell="base", seed=0,
+                        status=FINISHED, metrics=history[-1], history=history, config={"model": {"embedding_dim": 8}}))
+    for uri in (tracking_uri, f"sqlite:///{tmp_path / 'other.db'}"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert main(["--sync", str(sweep_dir)]) == 0
+        assert f"synced to {uri}: 1 runs recreated" in capsys.readouterr().out
+        tracker = Tracker(uri, name)
+        (parent,) = tracker.client.search_runs([tracker.experiment_id], "tags.`sweep.role` = 'parent'")
+        assert parent.info.status == FINISHED
+        (child,) = tracker.children(parent.info.run_id)["base/seed=0"]
+        assert child.info.status == FINISHED and child.data.params["model.embedding_dim"] == "8"
+        steps = tracker.client.get_metric_history(child.info.run_id, "recall_at_1")
+        assert [(m.step, m.value) for m in steps] == [(1, 0.4), (2, 0.5)]
+    assert main(["--sync", str(sweep_dir)]) == 0  # in sync already: nothing created, nothing deleted
+    assert "0 runs recreated, 0 duplicates deleted" in capsys.readouterr().out
