@@ -429,7 +429,9 @@ class TrackingCallback(tune.Callback):
     def record_reused(self, spec: TrialSpec, key: str, ident: Identity, origin: str, found: TrialRecord,
                       params: dict[str, Any]) -> TrialRecord:
         """A trial answered from the store: its result copied into this sweep, marked with the
-        sweep that ran it, with a child run carrying its metrics."""
+        sweep that ran it, with a child run carrying its metrics. A record of this sweep under the
+        same key (a trial cut off earlier) gives way, with its run: one run per trial."""
+        self.runs.discard(key)
         record = self.log.add(TrialRecord(
             trial_id="", key=key, label=self._label(spec), phase=spec.phase, cell=spec.cell, arm=spec.arm,
             coords=spec.coords, seed=spec.seed, params={**spec.params, **params}, status=FINISHED, attempts=0, metrics=found.metrics, history=found.history,
