@@ -33,25 +33,73 @@ class OptimizerConfig(Strict):
     head_lr: Optional[float] = Field(None, gt=0)
     loss_lr: Optional[float] = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    # Decay the loss's parameters (proxies) too. Proxy-Anchor's and SEE's reference code do (their
+    # proxy group inherits the optimizer's weight decay); false keeps the proxies undecayed.
+    weight_decay_on_loss: bool = True
     momentum: float = Field(0.9, ge=0)
+    # Adam / AdamW denominator epsilon. SEE's reference uses 1e-4 with fp16 (1e-8 otherwise).
+    eps: float = Field(1e-8, gt=0)
+    # Where eps enters Adam's denominator: `torch` adds it to sqrt(v) / sqrt(1 - beta2^t) (after
+    # the bias correction), `mxnet` to sqrt(v) before it, as MXNet's Adam (EE's reference) does;
+    # realised by setting torch's eps to eps / sqrt(1 - beta2^t) at each step t.
+    eps_mode: Literal["torch", "mxnet"] = "torch"
 
 
 class SchedulerConfig(Strict):
-    name: Literal["none", "cosine", "step", "multistep"] = "none"
+    """The lr multiplier over training (`dml_core.training.optim.lr_factor`), applied per iteration.
+
+    `constant` (alias `none`): 1 throughout (SEE's reference without --lr_decay);
+    `multistep`: x gamma at each of `milestones`, absolute 0-based epochs (EE's reference: 0.5
+    at 400/800/1200/1600); `step`: x gamma every `step_size` epochs after the warm-up; `cosine`.
+    """
+
+    name: Literal["constant", "cosine", "step", "multistep"] = "constant"
     step_size: int = Field(10, ge=1, description="epochs, for step")
     milestones: list[int] = Field(default_factory=list, description="epochs, for multistep")
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: int = Field(0, ge=0)
+    # A milestone's decay starts this many iterations into its epoch. 1 = MXNet's
+    # MultiFactorScheduler (EE's reference), which decays once the update count exceeds the
+    # milestone, i.e. from the second iteration of that epoch.
+    milestone_delay_iters: int = Field(0, ge=0)
+    # The backbone's lr is 0 for the first N epochs (head and proxies train; Adam's moments still
+    # accumulate, as in SEE's reference "warm-up").
+    backbone_frozen_epochs: int = Field(0, ge=0)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _none_is_constant(cls, v: Any) -> Any:
+        return "constant" if v == "none" else v  # `none`: the name before `constant`
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(m < 0 for m in v) or sorted(set(v)) != v:
+            raise ValueError(f"must be strictly increasing epochs >= 0, got {v}")
+        return v
 
 
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
-    # Batches per epoch; None = one pass worth of images (len(train) // batch size).
+    # Batches per epoch; None = from `epoch_length`.
     iterations_per_epoch: Optional[int] = Field(None, ge=1)
+    # What one epoch is when iterations_per_epoch is None: `images` = one pass worth of images
+    # (len(train) // batch size); `classes` = every training class once with K images
+    # (classes x K // batch size), EE's reference "epoch" (98 x 32 // 128 = 24 on Cars196).
+    epoch_length: Literal["images", "classes"] = "images"
     eval_every: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
+    # Gradient norm clipping of the model's parameters (torch clip_grad_norm_).
     grad_clip: Optional[float] = Field(None, gt=0)
+    # Elementwise clamp of every gradient (model and loss parameters) to [-v, v], after norm
+    # clipping: SEE's reference with --clip_grad on (v = 10).
+    grad_clamp: Optional[float] = Field(None, gt=0)
+    # Multiply the model's gradients (not the loss parameters') by this after backward, before
+    # clipping. 0.5 is what SEE's 2-GPU reference computes: each rank back-propagates the loss
+    # of the all-gathered global batch into its own half only, and DDP averages the model's
+    # gradients over the 2 ranks, while the proxies (outside DDP) keep the full gradient.
+    model_grad_scale: float = Field(1.0, gt=0)
     checkpoint: bool = True
     # Threads torch may use on CPU; None leaves torch's default.
     num_threads: Optional[int] = Field(None, ge=1)
@@ -189,7 +237,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     """`raw` with the dotted `overrides` set.
 
     An override that switches a section's component (``expansion.name=none``,
-    ``model.backbone=resnet18``) drops the base's keys that belong to the old component only,
+    ``model.backbone=<another>``) drops the base's keys that belong to the old component only,
     so an arm or ``--set`` can switch components; keys the overrides set are kept (and
     validated against the new component).
     """

@@ -7,7 +7,7 @@ other's stored result instead of training again (`sweep.store`). The key is a di
   sorted, `${DML_DATA}` left unexpanded and data paths as written, so every node computes the
   same key), minus `NOT_RESULT_FIELDS`;
 - the seed (a field of the config);
-- what the run is scored on (`scored_on`: the test split, or held-out training classes);
+- what the run is scored on (`scored_on`: the test split, held-out training classes, or folds);
 - `RESULTS_VERSION`.
 
 Bump `RESULTS_VERSION` with any change to `dml_core` that alters the numbers a config produces
@@ -54,8 +54,12 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def scored_on(config: dict[str, Any]) -> str:
-    """What a run's metrics are computed on: held-out training classes or the test split."""
-    return "holdout" if (config.get("data") or {}).get("holdout") is not None else "test"
+    """What a run's metrics are computed on: class-disjoint folds of the training classes,
+    held-out training classes, or the test split."""
+    data = config.get("data") or {}
+    if data.get("folds") is not None:
+        return "folds"
+    return "holdout" if data.get("holdout") is not None else "test"
 
 
 def content_key(config: dict[str, Any]) -> str:

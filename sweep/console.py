@@ -105,12 +105,16 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
     if spec.search:
         s = spec.search
         on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
+        if s.folds:
+            on = (f"{s.folds} class-disjoint folds of the training classes (Reality Check: each sample trained "
+                  f"{s.folds} times, on all folds but one, scored by the fold mean)")
         sched = f", ASHA (grace {spec.scheduler.grace_period}, factor {spec.scheduler.reduction_factor:g})" if spec.scheduler.name == "asha" else ""
         lines.append(
             f"  search: {s.num_samples} Optuna TPE samples per cell on seed {plan.seeds[0]}, scored on {on}"
             f" by {spec.search_metric} ({spec.search_mode}){sched} -> {plan.num_search_trials} trials"
         )
         lines.append("          " + ", ".join(f"{k}: {describe_param(p)}" for k, p in s.params.items()))
+        lines.append("  " + describe_budget(plan.search_budget(), s.folds))
     n_final = len(plan.cells) * len(plan.seeds)
     lines.append(f"  final: {len(plan.cells)} cells x {len(plan.seeds)} seeds = {n_final} trials")
     conc = spec.max_concurrent_trials or "as resources allow"
@@ -126,6 +130,15 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         over = ", ".join(f"{k}={yaml_value(v)}" for k, v in c.overrides.items()) or "-"
         lines.append(f"  {i:>3}  {c.id:<{width}}  {over}")
     return "\n".join(lines)
+
+
+def describe_budget(budget: dict[str, dict[str, int]], folds: Any = None) -> str:
+    """`search budget per arm: a 8 samples x 4 folds = 32 runs; b ... -- the same for every arm`."""
+    per = "; ".join(f"{arm} {b['samples']} sample{'s' * (b['samples'] != 1)}"
+                    + (f" x {folds} folds = {b['fits']} runs" if folds else "")
+                    for arm, b in budget.items())
+    same = len({(b["samples"], b["fits"]) for b in budget.values()}) <= 1
+    return f"search budget per arm: {per} -- " + ("the same for every arm" if same else "NOT the same for every arm")
 
 
 def describe_param(p: Any) -> str:

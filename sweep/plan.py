@@ -205,6 +205,9 @@ class SweepPlan:
         overrides = dict(cell.overrides)
         if self.spec.search and self.spec.search.holdout is not None:
             overrides["data.holdout"] = self.spec.search.holdout
+        if self.spec.search and self.spec.search.folds:
+            # The trial trains every fold in turn (sweep.trainable); data.fold is set per fit.
+            overrides["data.folds"] = self.spec.search.folds
         return TrialSpec(SEARCH, cell.id, cell.arm, dict(cell.coords), self.seeds[0], overrides)
 
     def final_trials(self, best_params: dict[str, dict[str, Any]] | None = None) -> list[TrialSpec]:
@@ -219,6 +222,20 @@ class SweepPlan:
     @property
     def num_search_trials(self) -> int:
         return len(self.cells) * self.spec.search.num_samples if self.spec.search else 0
+
+    def search_budget(self) -> dict[str, dict[str, int]]:
+        """Per arm ("base" without arms): its search cells, Optuna samples, and training runs
+        (samples x folds). The Reality Check's fairness rule is the same budget for every arm."""
+        if not self.spec.search:
+            return {}
+        folds = self.spec.search.folds or 1
+        out: dict[str, dict[str, int]] = {}
+        for cell in self.cells:
+            arm = out.setdefault(cell.arm or "base", {"cells": 0, "samples": 0, "fits": 0})
+            arm["cells"] += 1
+            arm["samples"] += self.spec.search.num_samples
+            arm["fits"] += self.spec.search.num_samples * folds
+        return out
 
     @property
     def max_epochs(self) -> int:
@@ -244,6 +261,7 @@ class SweepPlan:
             "metric": self.spec.metric,
             "mode": self.spec.mode,
             "search": self.spec.search.model_dump(mode="json") if self.spec.search else None,
+            "search_budget": self.search_budget(),
             "sweep": self.spec.model_dump(mode="json"),
         }
 

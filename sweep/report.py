@@ -48,13 +48,17 @@ import pyarrow.parquet as pq
 from dml_core.evaluation.names import ordered
 from dml_core.io import atomic_write_text
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, fmt_points, is_fraction, metric_label, slug
+from sweep.console import describe_budget
 from sweep.records import FINISHED, load_records
 from sweep.store import PLAN_FILE
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
+from sweep.spec import FOLD_METRIC
 from sweep.stats import ALPHA, CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
 from sweep.stats import verdict as stats_verdict
 
-EVALUATIONS = ("last", "best")
+EVALUATIONS = ("last", "best", "best_on_test")
+# `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
+PAPERS_SELECTION_METRIC = "recall_at_1"
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -83,6 +87,8 @@ def select_evaluation(records: list[dict[str, Any]], evaluation: str, metric: st
     or the best one of the history by `metric` (its epoch's metrics, all of them)."""
     if evaluation == "last":
         return records
+    if evaluation == "best_on_test":
+        metric, mode = PAPERS_SELECTION_METRIC, "max"
     sign = 1 if mode == "max" else -1
     out = []
     for r in records:
@@ -219,7 +225,8 @@ def parent_results(sweep_dir: str | Path) -> tuple[dict[str, float], str]:
             out |= {f"{name}.diff": c["mean_diff"], f"{name}.ci_low": c["ci_low"], f"{name}.ci_high": c["ci_high"],
                     f"{name}.p": c["p_value"]}
     lines = headlines(sweep_dir) or [f"{len(plan['cells'])} cells, no baseline: see report.md"]
-    return out, "\n\n".join([*lines, f"Statistics on each final trial's {evaluation} evaluation; see report.md."])
+    which = "best-test-R@1 evaluation (test-set selection, the papers' choice)" if evaluation == "best_on_test" else f"{evaluation} evaluation"
+    return out, "\n\n".join([*lines, f"Statistics on each final trial's {which}; see report.md."])
 
 
 # --------------------------------------------------------------------------- markdown
@@ -267,14 +274,16 @@ def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], meta: d
     tally = "; ".join(f"{ph} " + ", ".join(f"{n} {st.lower()}" for (p, st), n in sorted(counts.items()) if p == ph)
                       for ph in phases)
     trial_time = sum(float(r.get("metrics", {}).get("time_s", 0.0)) for r in records)
-    which = ("its **last** evaluation (the model as trained)" if evaluation == "last" else
-             f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)")
+    which = {"last": "its **last** evaluation (the model as trained)",
+             "best": f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)",
+             "best_on_test": f"its evaluation of best {metric_label(PAPERS_SELECTION_METRIC)} -- **test-set selection**, "
+                             "the papers' choice (the epoch is chosen on the test split; optimistic)"}[evaluation]
     out = [f"# Sweep `{plan['name']}`", "",
            f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds {plan['seeds']}; primary metric "
            f"{metric_label(metric)} (`{metric}`, {plan['mode']}), in % where it is a fraction.",
            f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(float(meta.get('wall_s', math.nan)))} "
            f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials).",
-           f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best` "
+           f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best|best_on_test` "
            "or `python sweep/report.py DIR --evaluation best`.", ""]
     comps = [c for c in comparison_rows(plan, records) if c["metric"] == metric] if plan.get("baseline") else []
     if comps:
@@ -324,20 +333,37 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
             _md_table(["cell", "baseline", "n", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows), ""]
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def _search_section(plan: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any], labels: dict[str, str],
                     notes: list[str]) -> list[str]:
     """What the search chose per cell (the runner's choice, kept in the trial store)."""
-    metric = (plan["search"] or {}).get("metric") or plan["metric"]
-    on = "held-out training classes" if (plan["search"] or {}).get("holdout") is not None else "the test split"
+    search = plan["search"] or {}
+    folds = search.get("folds")
+    metric = search.get("metric") or (FOLD_METRIC if folds else plan["metric"])
+    on = "held-out training classes" if search.get("holdout") is not None else "the test split"
+    if folds:
+        on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
     rows = []
     for cell in _cells(plan):
         tried = [r for r in records if r.get("phase") == SEARCH and r.get("cell") == cell.id]
         finished = sum(r.get("status") == FINISHED for r in tried)
         chosen = best.get(cell.id)
-        rows.append([labels[cell.id], f"{finished}/{len(tried)}", fmt_params(chosen["params"]) if chosen else "-",
-                     fmt_metric(metric, chosen["value"]) if chosen else "-"])
+        row = [labels[cell.id], f"{finished}/{len(tried)}", fmt_params(chosen["params"]) if chosen else "-",
+               fmt_metric(metric, chosen["value"]) if chosen else "-"]
+        if folds:
+            won = next((r for r in tried if chosen and r.get("trial_id") == chosen.get("trial_id")), None)
+            scores = [(won or {}).get("metrics", {}).get(f"fold{i}_{metric}") for i in range(folds)]
+            row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
+        rows.append(row)
+    head = ["cell", "finished", "best params", f"{_unit(metric)} (search{', fold mean' if folds else ''})"]
+    head += [f"{_unit(metric)} per fold"] if folds else []
+    budget = plan.get("search_budget")
     return [f"## Search (per cell, on {on})", "",
-            _md_table(["cell", "finished", "best params", f"{_unit(metric)} (search)"], rows), "",
+            *([_sentence(describe_budget(budget, folds)), ""] if budget else []),
+            _md_table(head, rows), "",
             *(line for n in notes for line in (n, ""))]
 
 

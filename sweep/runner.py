@@ -130,7 +130,8 @@ def _trial_dirname(trial: Any) -> str:
 
 def search_prefix(plan: SweepPlan) -> str:
     """MLflow name prefix of search-phase metrics: they are scored on other data than final ones."""
-    return "holdout_" if plan.spec.search and plan.spec.search.holdout is not None else "search_"
+    s = plan.spec.search
+    return "holdout_" if s and (s.holdout is not None or s.folds) else "search_"
 
 
 def plan_labels(plan: SweepPlan) -> dict[str, str]:
@@ -270,6 +271,7 @@ class SweepRunner:
         if phase == SEARCH:
             s = self.spec.search
             on = "held-out training classes" if s.holdout is not None else "the test split"
+            on = f"{s.folds} class-disjoint folds of the training classes (fold mean)" if s.folds else on
             what = f"{len(self.plan.cells)} cells x {s.num_samples} Optuna samples on seed {self.plan.seeds[0]}, scored on {on}"
         else:
             what = f"{len(self.plan.cells)} cells x {seeds} seed{'s' * (seeds > 1)}, scored on the test split"

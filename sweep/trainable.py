@@ -65,6 +65,8 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metr
 
     trial = specs[config["trial"]]
     cfg = trial_config(base, trial, config.get("params"), source)
+    if cfg.data.folds is not None:
+        return run_folds(cfg, metrics)
     keep = trial_checkpoint(sweep_dir, trial.ledger_key(tune.get_context().get_trial_id()))
     reporter = _TuneReporter(keep)
     resume = None
@@ -79,3 +81,33 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metr
         except NonFiniteLossError as e:
             reason = str(e) if str(e).startswith("non-finite") else f"non-finite loss: {e}"
             tune.report({**{m: float("nan") for m in metrics}, "epoch": reporter.last_epoch + 1, TRIAL_ERROR: reason})
+
+
+def fold_results(per_fold: list[dict[str, float]], metrics: tuple[str, ...]) -> dict[str, float]:
+    """One result for k folds: every metric all folds report, as its fold mean, plus the ranked
+    `metrics` of each fold as `fold<i>_<metric>` and `folds` = k."""
+    shared = set.intersection(*(set(m) for m in per_fold)) - {"epoch"}
+    out = {k: sum(m[k] for m in per_fold) / len(per_fold) for k in sorted(shared)}
+    for i, m in enumerate(per_fold):
+        out |= {f"fold{i}_{k}": m[k] for k in metrics if k in m}
+    return {**out, "folds": len(per_fold), "epoch": max(m.get("epoch", 0) for m in per_fold)}
+
+
+def run_folds(cfg: Any, metrics: tuple[str, ...]) -> None:
+    """A Reality-Check search sample (`sweep.search.folds`): `fit` once per fold -- trained on the
+    other folds' classes, evaluated on this fold's -- then ONE report, the fold means (what the
+    search ranks by) with each fold's score. A killed fold trial starts again from fold 0: it
+    keeps no checkpoint."""
+    from dml_core.training import NonFiniteLossError, fit
+
+    per_fold = []
+    with tempfile.TemporaryDirectory(prefix="dml-folds-") as work:
+        for fold in range(cfg.data.folds):
+            fold_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
+            try:
+                per_fold.append(fit(fold_cfg, out_dir=Path(work) / f"fold{fold}").metrics)
+            except NonFiniteLossError as e:
+                reason = f"fold {fold}: " + (str(e) if str(e).startswith("non-finite") else f"non-finite loss: {e}")
+                tune.report({**{m: float("nan") for m in metrics}, "epoch": 1, TRIAL_ERROR: reason})
+                return
+    tune.report(fold_results(per_fold, metrics))

@@ -22,7 +22,7 @@ from dml_core.data.base import (
 from dml_core.data.download import ensure_downloaded
 from dml_core.data.roots import resolve_data_paths
 from dml_core.data.sampler import PKBatchSampler
-from dml_core.data.splits import holdout_split
+from dml_core.data.splits import fold_split, holdout_split
 from dml_core.data.transforms import build_transforms
 from dml_core.params.datasets import DATASETS, DataConfig
 
@@ -53,6 +53,8 @@ def select_splits(cfg: DataConfig) -> DatasetSplits:
     splits = DATASETS.build(cfg)
     if cfg.holdout is not None:
         splits = holdout_split(splits, cfg.holdout)
+    if cfg.folds is not None:
+        splits = fold_split(splits, cfg.folds, cfg.fold)
     if cfg.num_classes is not None:
         available = splits.train.num_classes
         if cfg.num_classes > available:
@@ -65,7 +67,7 @@ def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: i
     """The splits of ``cfg.name`` with train / test transforms applied.
 
     ``out_channels``: channels the model takes -- 3 for torchvision backbones, None for the data's
-    own (small_conv). ``pretrained`` selects ImageNet normalisation.
+    own (a backbone whose `rgb` is False). ``pretrained`` selects ImageNet normalisation.
     """
     splits = select_splits(cfg)
     channels = splits.num_channels if out_channels is None else out_channels

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dml_core.data import select_splits
+from dml_core.data.roots import resolve_data_paths
 from dml_core.params.datasets import DataConfig
 
 _CACHE_SIZE = 64
@@ -32,7 +33,8 @@ _indexes: dict[str, DataIndex] = {}  # selection -> index, oldest first
 
 def data_index(cfg: DataConfig) -> DataIndex:
     """The training split's images per class, read once per data selection."""
-    key = json.dumps(cfg.selection(), sort_keys=True)
+    # Keyed by the expanded paths: `${DML_DATA}/x` names another folder when DML_DATA changes.
+    key = json.dumps(resolve_data_paths(cfg).selection(), sort_keys=True)
     if key not in _indexes:
         # Read with `cfg` itself: fields that do not select (`download`) still say how to read.
         counts = np.bincount(select_splits(cfg).train.labels)

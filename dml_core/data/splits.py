@@ -62,3 +62,22 @@ def holdout_split(splits: DatasetSplits, share: float) -> DatasetSplits:
         )
     fit_part, val_part = split_first_classes(train, train.num_classes - num_val)
     return dataclasses.replace(splits, train=fit_part, test=val_part, query=None, gallery=None)
+
+
+def fold_classes(num_classes: int, folds: int, fold: int) -> list[int]:
+    """The training classes of fold `fold` of `folds`: contiguous in class order, sizes within one."""
+    start, stop = round(fold * num_classes / folds), round((fold + 1) * num_classes / folds)
+    return list(range(start, stop))
+
+
+def fold_split(splits: DatasetSplits, folds: int, fold: int) -> DatasetSplits:
+    """Reality-Check cross-validation (Musgrave et al., ECCV 2020): the training classes in `folds`
+    class-disjoint folds; train on the others, evaluate on fold `fold`. Across folds every
+    training class is held out exactly once. The test split is dropped, as for `holdout_split`."""
+    train = splits.train
+    if train.num_classes < folds:
+        raise DatasetError(f"data.folds: {folds} folds need at least {folds} training classes, {train.num_classes} here")
+    held = fold_classes(train.num_classes, folds, fold)
+    rest = [c for c in range(train.num_classes) if c not in set(held)]
+    return dataclasses.replace(splits, train=train.select_classes(rest), test=train.select_classes(held), query=None,
+                               gallery=None)

@@ -3,11 +3,13 @@
 The standard DML recipe (e.g. Proxy Anchor, Kim et al. CVPR 2020; SEE, Le & Woo PAKDD 2024):
 train = RandomResizedCrop(image_size, scale=crop_scale) + horizontal flip; test =
 Resize(image_size * 256/224) + CenterCrop(image_size) -- 256 -> 224 for ImageNet backbones.
+EE's reference (Ko & Gu, CVPR 2020) instead translates (`random_translation`) and tests on the
+image resized to a square (`resize_square`); `data.train_transform` / `data.test_transform` pick.
 """
 from __future__ import annotations
 
 import torch
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from dml_core.params.datasets import DataConfig
 
@@ -17,6 +19,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def eval_resize_size(cfg: DataConfig) -> int:
     return cfg.resize_size if cfg.resize_size is not None else round(cfg.image_size * 256 / 224)
+
+
+class RandomTranslation(torch.nn.Module):
+    """EE's reference train geometry (its Random2DTranslation): with probability 1/2 resize to
+    size x size; otherwise resize to round(1.125 size) square and crop size x size at a uniformly
+    random offset. No scale augmentation beyond that 12.5 %."""
+
+    def __init__(self, size: int, interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> None:
+        super().__init__()
+        self.size, self.interpolation = size, interpolation
+
+    def forward(self, img):  # tv_tensors.Image
+        if torch.rand(()) < 0.5:  # torch's RNG, like the v2 transforms (seeded per worker)
+            return v2.functional.resize(img, [self.size, self.size], self.interpolation, antialias=True)
+        big = round(self.size * 1.125)
+        img = v2.functional.resize(img, [big, big], self.interpolation, antialias=True)
+        top, left = (int(v) for v in torch.randint(0, big - self.size + 1, (2,)))
+        return v2.functional.crop(img, top, left, self.size, self.size)
 
 
 def build_transforms(
@@ -32,12 +52,18 @@ def build_transforms(
     if pretrained and out_channels != 3:
         raise ValueError(f"model.pretrained: ImageNet backbones take 3 channels, got out_channels={out_channels}")
     steps: list = [v2.ToImage()]  # PIL -> uint8 tv_tensors.Image; a tensor is wrapped as is
+    mode = InterpolationMode.BICUBIC if cfg.interpolation == "bicubic" else InterpolationMode.BILINEAR
     if train:
-        steps.append(v2.RandomResizedCrop(cfg.image_size, scale=cfg.crop_scale, antialias=True))
+        if cfg.train_transform == "random_translation":
+            steps.append(RandomTranslation(cfg.image_size, mode))
+        else:
+            steps.append(v2.RandomResizedCrop(cfg.image_size, scale=cfg.crop_scale, interpolation=mode, antialias=True))
         if cfg.horizontal_flip:
             steps.append(v2.RandomHorizontalFlip())
+    elif cfg.test_transform == "resize_square":
+        steps.append(v2.Resize([cfg.image_size, cfg.image_size], interpolation=mode, antialias=True))
     else:
-        steps += [v2.Resize(eval_resize_size(cfg), antialias=True), v2.CenterCrop(cfg.image_size)]
+        steps += [v2.Resize(eval_resize_size(cfg), interpolation=mode, antialias=True), v2.CenterCrop(cfg.image_size)]
     steps.append(v2.ToDtype(torch.float32, scale=True))  # uint8 -> [0, 1]; float input kept
     if num_channels != out_channels:
         steps.append(v2.RGB() if out_channels == 3 else v2.Grayscale(num_output_channels=1))

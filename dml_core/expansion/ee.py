@@ -21,10 +21,12 @@ negative entry (i, j) is the hardest pair between the augmented sets
 
 (hardest = smallest distance / largest similarity), while positive entries stay the original
 pairs (synthetic points are never positives). A_i is the anchor's own segment as in the
-reference HPHN-triplet: taking the minimum over j of an other class covers every
-other-class point, original or synthetic, and with n = 0 the effective matrix is exactly the
-input matrix, i.e. EE with n = 0 is the plain loss. The paper phrases the set as
-{x_i, x_j, s^ij_1..n}; the partner x_j enters through entry (partner(i), j) instead.
+reference HPHN-triplet (``scope="anchor"``): taking the minimum over j of an other class covers
+every other-class point, original or synthetic, and with n = 0 the effective matrix is exactly
+the input matrix, i.e. EE with n = 0 is the plain loss. The paper phrases the set as
+{x_i, x_j, s^ij_1..n}; with ``scope="anchor"`` the partner x_j enters only through entry
+(partner(i), j), with ``scope="pair"`` A_i is that whole set (both endpoints and the interior
+points), so entry (i, j) is the hardest pair between the two positive pairs' segments.
 
 Cost. The synthetic points are never materialised for mining: every candidate similarity is
 a bilinear form in the 2 x 2 Gram blocks of two pairs, so the search runs on the B x B Gram
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Metric = Literal["distance", "similarity"]
+Scope = Literal["anchor", "pair"]
 
 # Squared distances are clipped here before the square root, as in the reference code, so the
 # gradient stays finite for coincident points.
@@ -119,6 +122,19 @@ def _interior(index: Tensor, n: int) -> Tensor:
     return (index > 0) & (index <= n)
 
 
+def _best_in_scope(x: Tensor, n: int, scope: Scope) -> list[tuple[Tensor, Tensor]]:
+    """`_best_in_own_range`, or with ``scope="pair"`` the max over the whole segment [0, n + 1]
+    for both rows of a pair (the own endpoint first on ties, then the interior)."""
+    if scope == "anchor":
+        return _best_in_own_range(x, n)
+    out = []
+    for own in (0, n + 1):
+        order = torch.tensor([own, *range(1, n + 1), n + 1 - own], device=x.device)
+        val, arg = x.index_select(-1, order).max(dim=-1)  # first maximum: the own endpoint wins ties
+        out.append((val, order[arg]))
+    return out
+
+
 def _best_in_own_range(x: Tensor, n: int) -> list[tuple[Tensor, Tensor]]:
     """Max and argmax of x over its last dim restricted to [0, n] and to [1, n + 1].
 
@@ -134,7 +150,8 @@ def _best_in_own_range(x: Tensor, n: int) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
-def _hardest_segment_points(gram: Tensor, n: int, l2_norm: bool, metric: Metric) -> tuple[Tensor, Tensor]:
+def _hardest_segment_points(gram: Tensor, n: int, l2_norm: bool, metric: Metric,
+                            scope: Scope = "anchor") -> tuple[Tensor, Tensor]:
     """For every (i, j): indices (k*, l*) of the hardest pair between A_i and A_j, each (B, B).
 
     No autograd. Candidate scores are bilinear forms in the pairs' 2 x 2 Gram blocks, laid out
@@ -159,8 +176,8 @@ def _hardest_segment_points(gram: Tensor, n: int, l2_norm: bool, metric: Metric)
 
     k_star = gram.new_empty((p, p, 2, 2), dtype=torch.long)  # [q, m, a, b]
     l_star = torch.empty_like(k_star)
-    for b, (col_val, col_arg) in enumerate(_best_in_own_range(score, n)):  # over l: (P, P, n+2)
-        for a, (_, k) in enumerate(_best_in_own_range(col_val, n)):  # over k: (P, P)
+    for b, (col_val, col_arg) in enumerate(_best_in_scope(score, n, scope)):  # over l: (P, P, n+2)
+        for a, (_, k) in enumerate(_best_in_scope(col_val, n, scope)):  # over k: (P, P)
             k_star[..., a, b] = k
             l_star[..., a, b] = col_arg.gather(-1, k.unsqueeze(-1)).squeeze(-1)
     # Row i = 2m + a, column j = 2q + b.
@@ -205,6 +222,7 @@ def hard_negative_pair_mining(
     n_inner_pts: int,
     l2_norm: bool = True,
     metric: Metric = "distance",
+    scope: Scope = "anchor",
 ) -> Tensor:
     """The loss's B x B ``matrix`` with every negative entry replaced by its hardest EE pair.
 
@@ -218,12 +236,14 @@ def hard_negative_pair_mining(
     check_pair_layout(labels)
     if metric not in ("distance", "similarity"):
         raise ValueError(f"metric must be 'distance' or 'similarity', got {metric!r}")
+    if scope not in ("anchor", "pair"):
+        raise ValueError(f"expansion.mining_scope: must be 'anchor' or 'pair', got {scope!r}")
     n = n_inner_pts
-    if n == 0:
+    if n == 0 and scope == "anchor":
         return matrix
     gram = embeddings @ embeddings.T
     with torch.no_grad():
-        k_star, l_star = _hardest_segment_points(gram.detach(), n, l2_norm, metric)
+        k_star, l_star = _hardest_segment_points(gram.detach(), n, l2_norm, metric, scope)
         own = torch.arange(embeddings.shape[0], device=labels.device) % 2 * (n + 1)  # e_i's index
         synthetic = (k_star != own[:, None]) | (l_star != own[None, :])
         replace = synthetic & (labels.unsqueeze(0) != labels.unsqueeze(1))

@@ -70,7 +70,8 @@ class EmbeddingExpansion(ExpansionStrategy):
 
     def rewrite_pair_matrix(self, embeddings: Tensor, labels: Tensor, matrix: Tensor, metric: Metric) -> Tensor:
         p = self.params
-        return hard_negative_pair_mining(embeddings, labels, matrix, n_inner_pts=p.n_inner_pts, l2_norm=p.l2_norm, metric=metric)
+        return hard_negative_pair_mining(embeddings, labels, matrix, n_inner_pts=p.n_inner_pts, l2_norm=p.l2_norm, metric=metric,
+                                         scope=p.mining_scope)
 
 
 class SphericalEmbeddingExpansion(ExpansionStrategy):

@@ -83,6 +83,13 @@ class PairBasedLoss(BaseMetricLoss):
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         """The loss from the matrix; pos_mask excludes the diagonal."""
 
+    def reduce_anchors(self, per_anchor: Tensor) -> Tensor:
+        """The per-anchor losses reduced by `loss.reduction` (mean, or EE's reference sum);
+        a graph-connected 0 when no anchor has a term."""
+        if not per_anchor.numel():
+            return zero_loss(per_anchor)
+        return per_anchor.sum() if getattr(self.params, "reduction", "mean") == "sum" else per_anchor.mean()
+
     def expanded_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         embeddings, labels = self.expansion.extend_pair_batch(self, embeddings, labels)
         self.check_batch(labels)

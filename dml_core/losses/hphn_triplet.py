@@ -2,7 +2,7 @@
 
 Ko & Gu, "Embedding Expansion", CVPR 2020 (after Hermans et al.'s batch-hard triplet, 2017).
 Per anchor: d_ap = its farthest positive, d_an = its closest negative (Euclidean, squared
-distance clipped at 1e-12), loss = mean over anchors of max(0, d_ap - d_an + margin), or
+distance clipped at 1e-12), loss = mean (or, `reduction: sum`, the sum) over anchors of max(0, d_ap - d_an + margin), or
 softplus(d_ap - d_an + margin) with ``soft_margin``. The reference run uses margin 1e-5.
 
 Differs from `triplet` with ``mining=batch_hard`` only in the reduction (mean over all
@@ -32,4 +32,4 @@ class HPHNTripletLoss(PairBasedLoss):
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         losses = self.per_anchor(matrix, pos_mask, neg_mask)
-        return losses.mean() if losses.numel() else zero_loss(matrix)
+        return self.reduce_anchors(losses) if losses.numel() else zero_loss(matrix)

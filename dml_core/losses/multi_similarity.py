@@ -3,7 +3,7 @@ Pair Weighting for Deep Metric Learning", CVPR 2019.
 
 Cosine similarities S (dot products of the L2-normalised embeddings). Mining (eq. 5-6): for
 anchor i keep a negative k if S_ik > min_{positives} S_ij - epsilon and a positive j if
-S_ij < max_{negatives} S_ik + epsilon. Loss (eq. 9), averaged over all anchors:
+S_ij < max_{negatives} S_ik + epsilon. Loss (eq. 9), averaged (`reduction: sum`: summed) over all anchors:
 
     1/alpha log(1 + sum_{kept j} exp(-alpha (S_ij - base))) + 1/beta log(1 + sum_{kept k} exp(beta (S_ik - base)))
 
@@ -33,4 +33,4 @@ class MultiSimilarityLoss(PairBasedLoss):
             neg_kept = neg_mask & (matrix + self.params.epsilon > easiest_pos)
         pos = masked_logsumexp(-self.params.alpha * (matrix - self.params.base), pos_kept, add_one=True) / self.params.alpha
         neg = masked_logsumexp(self.params.beta * (matrix - self.params.base), neg_kept, add_one=True) / self.params.beta
-        return (pos + neg).mean()
+        return self.reduce_anchors(pos + neg)

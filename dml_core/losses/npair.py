@@ -35,7 +35,7 @@ class NPairLoss(PairBasedLoss):
         logits = matrix[0::2, 1::2]  # anchors x positives
         negatives = neg_mask[0::2, 1::2]
         margins = logits - logits.diagonal().unsqueeze(1)
-        loss = masked_logsumexp(margins, negatives, dim=1, add_one=True).mean()
+        loss = self.reduce_anchors(masked_logsumexp(margins, negatives, dim=1, add_one=True))
         if self.params.l2_reg:
             # ||f||^2 is the matrix diagonal; the mean over rows covers anchors and positives.
             loss = loss + self.params.l2_reg * matrix.diagonal().mean()

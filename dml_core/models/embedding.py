@@ -17,11 +17,12 @@ class EmbeddingModel(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, embedding_dim: int, pooling: str = "avg",
-                 freeze_bn: bool = False, freeze_backbone: bool = False) -> None:
+                 freeze_bn: bool = False, freeze_backbone: bool = False, head_norm: bool = False,
+                 head_init: str = "kaiming_normal") -> None:
         super().__init__()
         self.backbone = backbone
         self.pool = GlobalPool(pooling)
-        self.head = EmbeddingHead(backbone.out_channels, embedding_dim)
+        self.head = EmbeddingHead(backbone.out_channels, embedding_dim, norm=head_norm, init=head_init)
         self.freeze_bn = freeze_bn
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
@@ -58,4 +59,5 @@ class EmbeddingModel(nn.Module):
 
 def build_model(cfg: ModelConfig, in_channels: int) -> EmbeddingModel:
     backbone = build_backbone(cfg, in_channels)
-    return EmbeddingModel(backbone, cfg.embedding_dim, cfg.pooling, cfg.freeze_bn, cfg.freeze_backbone)
+    return EmbeddingModel(backbone, cfg.embedding_dim, cfg.pooling, cfg.freeze_bn, cfg.freeze_backbone,
+                          head_norm=cfg.head == "layernorm_linear", head_init=cfg.head_init)

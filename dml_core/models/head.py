@@ -23,14 +23,28 @@ class GlobalPool(nn.Module):
 
 
 class EmbeddingHead(nn.Module):
-    """Linear projection of pooled features, then L2 normalisation onto the unit sphere."""
+    """[LayerNorm without affine] + linear projection of pooled features, then L2 normalisation.
 
-    def __init__(self, in_features: int, embedding_dim: int) -> None:
+    `norm=True` is SEE's reference head (LayerNorm(elementwise_affine=False) before the linear
+    map); `init` picks the linear weight's initialisation, the bias starts at 0.
+    """
+
+    def __init__(self, in_features: int, embedding_dim: int, norm: bool = False, init: str = "kaiming_normal") -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(in_features, elementwise_affine=False) if norm else nn.Identity()
         self.linear = nn.Linear(in_features, embedding_dim)
-        # Proxy-Anchor's reference init; keeps early embeddings spread rather than collapsed.
-        nn.init.kaiming_normal_(self.linear.weight, mode="fan_out")
+        if init == "kaiming_normal":
+            # Proxy-Anchor's reference init; keeps early embeddings spread rather than collapsed.
+            nn.init.kaiming_normal_(self.linear.weight, mode="fan_out")
+        elif init == "orthogonal":
+            nn.init.orthogonal_(self.linear.weight)
+        elif init == "xavier_uniform":
+            # MXNet Xavier(magnitude=2, uniform, avg): bound sqrt(2 * 2 / (fan_in + fan_out)),
+            # torch's xavier bound is gain * sqrt(6 / (fan_in + fan_out)).
+            nn.init.xavier_uniform_(self.linear.weight, gain=(2 / 3) ** 0.5)
+        else:
+            raise ValueError(f"model.head_init: unknown initialisation {init!r}")
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.linear(features), dim=1)
+        return F.normalize(self.linear(self.norm(features)), dim=1)

@@ -70,4 +70,8 @@ def build(cfg: TimmModel, in_channels: int) -> Backbone:
             f"model.pretrained: cannot load timm weights for {cfg.timm_name!r} ({first_line(e)}); "
             "put them in the Hugging Face cache (HF_HOME) or set model.pretrained: false"
         ) from None
+    if cfg.freeze_patch_embed:
+        if not hasattr(model, "patch_embed"):
+            raise ModelError(f"model.freeze_patch_embed: {cfg.timm_name} has no patch embedding")
+        model.patch_embed.requires_grad_(False)
     return TimmBackbone(model, cfg.pretrained)

@@ -2,8 +2,8 @@
 registration of every backbone (its name, these parameters and its builder).
 
 The embedding head's settings (dimension, pooling, freezing, pretrained weights) are shared by
-every backbone and live on `ModelConfig`; a backbone adds its own keys (`small_conv`: blocks and
-width).
+every backbone and live on `ModelConfig`; a backbone adds its own keys (the small
+conv net: blocks and width).
 """
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ class ModelConfig(ComponentParams):
     pooling: Literal["avg", "avg_max"] = "avg"
     freeze_bn: bool = False
     freeze_backbone: bool = False
+    # The embedding head (`dml_core.models.head`): `linear` (Proxy-Anchor, EE) or
+    # `layernorm_linear` = LayerNorm without affine parameters, then linear (SEE's reference,
+    # --use_lastnorm); both end in L2 normalisation.
+    head: Literal["linear", "layernorm_linear"] = "linear"
+    # Initialisation of the head's linear weight (bias 0): `kaiming_normal` (fan_out,
+    # Proxy-Anchor's), `orthogonal` (SEE's), `xavier_uniform` (MXNet Xavier(magnitude=2), EE's).
+    head_init: Literal["kaiming_normal", "orthogonal", "xavier_uniform"] = "kaiming_normal"
 
     def backbone_params(self) -> dict[str, Any]:
         """This backbone's own keys (not the shared head settings)."""

@@ -83,12 +83,26 @@ class DataConfig(ComponentParams):
     # Hold out this fraction of the training classes as a class-disjoint validation set that
     # replaces the test split for evaluation (hyper-parameter search must not see test classes).
     holdout: Annotated[Optional[float], SELECTS] = Field(None, gt=0, lt=1)
+    # Reality-Check cross-validation (Musgrave et al. 2020): the training classes in `folds`
+    # class-disjoint folds (contiguous in class order, sizes within one); train on all but fold
+    # `fold`, evaluate on fold `fold` (the test split is dropped). Excludes `holdout`.
+    folds: Annotated[Optional[int], SELECTS] = Field(None, ge=2)
+    fold: Annotated[int, SELECTS] = Field(0, ge=0)
     # Class-count ablation: train on the first N training classes only.
     num_classes: Annotated[Optional[int], SELECTS] = Field(None, ge=2)
     image_size: int = Field(28, ge=8, description="train crop / test crop side, pixels")
     resize_size: Optional[int] = Field(None, description="test-time resize before centre crop; default image_size*256/224")
     crop_scale: tuple[float, float] = (0.2, 1.0)
     horizontal_flip: bool = True
+    # Train geometry (`dml_core.data.transforms`): `random_resized_crop` (scale crop_scale; PA,
+    # SEE) or `random_translation` (EE's reference: half the time a resize to image_size square,
+    # else a resize to 1.125 x image_size square and a random image_size crop; no scale change).
+    train_transform: Literal["random_resized_crop", "random_translation"] = "random_resized_crop"
+    # Test geometry: `resize_center_crop` (resize_size, then a centre image_size crop) or
+    # `resize_square` (EE's reference: resize to image_size x image_size, aspect not kept).
+    test_transform: Literal["resize_center_crop", "resize_square"] = "resize_center_crop"
+    # Resampling of every resize (SEE's reference: bicubic).
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     # DataLoader worker processes; None = auto (resolved by the trainer / sweep from the CPUs).
     num_workers: Optional[int] = Field(None, ge=0)
     batch: BatchConfig = BatchConfig()
@@ -96,6 +110,14 @@ class DataConfig(ComponentParams):
     cache_features: bool = False
     cache_dir: Annotated[Optional[str], PATH] = None
     download: bool = False
+
+    @model_validator(mode="after")
+    def _one_validation_split(self) -> "DataConfig":
+        if self.folds is not None and self.holdout is not None:
+            raise ValueError("folds: data.folds and data.holdout both carve validation classes out of training; use one")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold: {self.fold} is not one of the {self.folds} folds (0..{self.folds - 1})")
+        return self
 
     @classmethod
     def fields_with(cls, role: DataRole) -> tuple[str, ...]:

@@ -38,6 +38,11 @@ class EEParams(ExpansionConfig):
 
     n_inner_pts: int = Field(2, ge=0, description="interior points per positive pair")
     l2_norm: bool = True
+    # Which points of a positive pair stand for row i in hard negative pair mining:
+    # `anchor` = {e_i, s^1..s^n}, the anchor and the synthetic points (the reference code's
+    # HPHN-triplet); `pair` = {e_i, e_partner(i), s^1..s^n}, the whole pair set {x_i, x_j,
+    # synthetic} of the paper's text.
+    mining_scope: Literal["anchor", "pair"] = "anchor"
 
     def check(self, loss: LossConfig, embedding_dim: Optional[int] = None, samples_per_class: Optional[int] = None) -> None:
         if loss.family != "pair":

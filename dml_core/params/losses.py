@@ -35,6 +35,15 @@ class LossConfig(ComponentParams):
         return {k: v for k, v in self.model_dump().items() if k != "name"}
 
 
+class AnchorReducedParams(LossConfig):
+    """A loss that is one term per anchor, then reduced over the anchors."""
+
+    # `mean` over anchors, or `sum` as EE's MXNet reference back-propagates its per-anchor loss
+    # vector (the gradient of the sum; with weight decay 5e-4 this changes the balance of decay
+    # and loss gradient by the batch size).
+    reduction: Literal["mean", "sum"] = "mean"
+
+
 @LOSSES.register("contrastive", builder="dml_core.losses.contrastive:ContrastiveLoss")
 class ContrastiveParams(LossConfig):
     pos_margin: float = Field(0.0, ge=0)
@@ -48,7 +57,7 @@ class TripletParams(LossConfig):
 
 
 @LOSSES.register("hphn_triplet", builder="dml_core.losses.hphn_triplet:HPHNTripletLoss")
-class HPHNTripletParams(LossConfig):
+class HPHNTripletParams(AnchorReducedParams):
     margin: float = Field(1e-5, ge=0)
     soft_margin: bool = False
 
@@ -60,13 +69,13 @@ class LiftedStructureParams(LossConfig):
 
 
 @LOSSES.register("npair", builder="dml_core.losses.npair:NPairLoss")
-class NPairParams(LossConfig):
+class NPairParams(AnchorReducedParams):
     row_pairs: ClassVar[bool] = True
     l2_reg: float = Field(0.0, ge=0)
 
 
 @LOSSES.register("multi_similarity", builder="dml_core.losses.multi_similarity:MultiSimilarityLoss", default=True)
-class MultiSimilarityParams(LossConfig):
+class MultiSimilarityParams(AnchorReducedParams):
     alpha: float = Field(2.0, gt=0)
     beta: float = Field(50.0, gt=0)
     base: float = 0.5

@@ -21,6 +21,8 @@ class TimmModel(ModelConfig):
 
     rgb: ClassVar[bool] = True
     backbone: str = Field(pattern=r"^timm/.+")
+    # Freeze the patch embedding (ViT / DeiT): SEE's reference does (freeze(body, 0)).
+    freeze_patch_embed: bool = False
 
     @property
     def timm_name(self) -> str:

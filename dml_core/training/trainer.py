@@ -80,6 +80,23 @@ def _require_finite(embeddings: np.ndarray, split: str) -> None:
                                  "infinite (the model diverged; lower optimizer.lr or set train.grad_clip)")
 
 
+def epoch_iterations(cfg: ExperimentConfig, train_labels: np.ndarray) -> int:
+    """Batches per epoch from `train.epoch_length`: one pass worth of images, or (EE's
+    reference) every training class once with K images."""
+    batch = cfg.data.batch
+    if cfg.train.epoch_length == "classes":
+        return max(1, len(np.unique(train_labels)) * batch.samples_per_class // batch.size)
+    return max(1, len(train_labels) // batch.size)
+
+
+def clamp_gradients(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Clamp every gradient the optimizer steps (model and loss parameters) to [-value, value]."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                p.grad.clamp_(-value, value)
+
+
 def _is_better(value: float, best: Optional[float]) -> bool:
     return best is None or value > best
 
@@ -127,12 +144,12 @@ class Trainer:
             cfg.loss, num_classes=num_classes, embedding_dim=cfg.model.embedding_dim, expansion=cfg.expansion,
         ).to(self.device)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, self.loss_fn)
-        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs)
 
         batch = cfg.data.batch
         # data.num_workers: null = auto (dml_core.data.loading).
         self.num_workers = resolve_num_workers(cfg.data.num_workers, self.splits.train)
-        self.iterations = cfg.train.iterations_per_epoch or max(1, len(self.splits.train) // batch.size)
+        self.iterations = cfg.train.iterations_per_epoch or epoch_iterations(cfg, self.splits.train.labels)
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.train.epochs, self.iterations, cfg.optimizer)
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
@@ -194,24 +211,31 @@ class Trainer:
         total, count = 0.0, 0
         pending: list[torch.Tensor] = []  # detached losses of steps not yet read back
         for it, (x, y) in enumerate(self.loader):
+            self.scheduler.apply(epoch * self.iterations + it)
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             y = y.to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
                 emb = self._forward(x)
-            loss = self.loss_fn(emb.float(), y)
+            # bf16 autocast output back to float32; a float32 / float64 model's is kept as is.
+            loss = self.loss_fn(emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb, y)
             pending.append(loss.detach())
             if len(pending) == self.loss_check_every:
                 total += self._read_losses(pending, epoch, it + 1 - len(pending))
                 pending = []
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.cfg.train.model_grad_scale != 1.0:
+                for p in self.model.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(self.cfg.train.model_grad_scale)
             if self.cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            if self.cfg.train.grad_clamp:
+                clamp_gradients(self.optimizer, self.cfg.train.grad_clamp)
             self.optimizer.step()
             count += 1
         if pending:
             total += self._read_losses(pending, epoch, count - len(pending))
-        self.scheduler.step()
         return total / max(count, 1)
 
     @staticmethod

@@ -175,5 +175,5 @@ def test_report_command_on_a_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFix
 def test_evaluation_field_in_the_sweep_block(tmp_path: Path) -> None:
     plan = load_plan(write_yaml(tmp_path / "x.yaml", {"report": {"evaluation": "best"}}))
     assert evaluation_of(plan.to_json()) == "best" and evaluation_of(plan.to_json(), "last") == "last"
-    with pytest.raises(ValueError, match=r"sweep.report.evaluation: Input should be 'last' or 'best'"):
+    with pytest.raises(ValueError, match=r"sweep.report.evaluation: Input should be 'last', 'best' or 'best_on_test'"):
         load_plan(write_yaml(tmp_path / "y.yaml", {"report": {"evaluation": "mean"}}))
