@@ -180,6 +180,7 @@ class SweepLog:
         self.meta = store.meta(sweep_id)
         self._records: dict[str, TrialRecord] = {r.key: r for r in store.trials(sweep_id)}
         self._by_trial_id = {r.trial_id: r.key for r in self._records.values() if r.trial_id}
+        self.ended = sum(r.ended for r in self._records.values())  # kept up to date: no scan per event
 
     # ---------------------------------------------------------------- opening
 
@@ -223,6 +224,7 @@ class SweepLog:
         if old is not None and old.trial_id:
             self._by_trial_id.pop(old.trial_id, None)
         self.store.put(self.sweep_id, record)
+        self.ended += record.ended - (old is not None and old.ended)
         self._records[record.key] = record
         if record.trial_id:
             self._by_trial_id[record.trial_id] = record.key
@@ -239,6 +241,7 @@ class SweepLog:
     def remove(self, key: str) -> None:
         record = self._records.pop(key, None)
         if record is not None:
+            self.ended -= record.ended
             self._by_trial_id.pop(record.trial_id, None)
             self.store.delete(self.sweep_id, key)
 

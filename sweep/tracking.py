@@ -354,7 +354,7 @@ class TrackingCallback(tune.Callback):
         self.console.phase_started(self._ended())
 
     def _ended(self) -> int:
-        return sum(r.ended for r in self.log.trials())
+        return self.log.ended
 
     # ---------------------------------------------------------------- Tune hooks
 

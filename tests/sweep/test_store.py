@@ -145,3 +145,17 @@ def test_an_update_of_an_unknown_trial_is_refused(tmp_path: Path) -> None:
     log = SweepLog.create(tmp_path / "s", "s")
     with pytest.raises(KeyError, match="no trial nope"):
         log.update("nope", status=FINISHED)
+
+
+def test_the_ended_count_follows_every_change(tmp_path: Path) -> None:
+    log = SweepLog.create(tmp_path / "s", "s")
+    log.add(TrialRecord(trial_id="t", key="k", phase="final", cell="c", seed=0, status="RUNNING"))
+    assert log.ended == 0
+    log.update("k", status=FINISHED)
+    log.update("k", status=FAILED)
+    assert log.ended == 1 and SweepLog.open(tmp_path / "s").ended == 1
+    log.update("k", status="RUNNING")  # --retry-failed
+    assert log.ended == 0
+    log.update("k", status=FINISHED)
+    log.remove("k")
+    assert log.ended == 0
