@@ -7,8 +7,10 @@ others (`busy_timeout`) rather than failing, readers never blocking writers (WAL
 content-key index answers "has this experiment finished anywhere?" without reading other sweeps'
 records. A columnar file (parquet) would be rewritten whole per event; DuckDB allows one writing
 process per file. The price: WAL needs the writers on one host (SQLite's shared-memory index), so
-on a cluster the store lives where the drivers run (the head node); trials never touch it. On a
-network filesystem shared by drivers on several hosts, point `DML_TRIAL_STORE` at a local path.
+on a cluster the store is written by the drivers only (on the head node); trials never touch it.
+On a network filesystem (NFS, CIFS, FUSE: `/mnt/dml/sweeps` on the cluster) the store uses
+SQLite's rollback journal instead of WAL, which network file locks support; drivers on several
+hosts should still each point `DML_TRIAL_STORE` at a local path.
 
 Where: `<storage root>/.store/trials.sqlite`, the storage root being the folder that holds the sweep
 directory (`sweeps/` for `sweeps/<name>`, the parent of `--out DIR`); `$DML_TRIAL_STORE` (or
@@ -57,6 +59,23 @@ LEGACY_LEDGER = "ledger.json"  # the sweep state of earlier versions, migrated o
 CHECKPOINT_DIR = "checkpoints"
 SCHEMA_VERSION = 1
 
+_NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
+
+
+def on_network_fs(path: Path, mounts_file: Path = Path("/proc/mounts")) -> bool:
+    """The filesystem holding `path` is a network one (from /proc/mounts; False where unknown)."""
+    try:
+        mounts = [line.split()[1:3] for line in mounts_file.read_text().splitlines()]
+    except OSError:
+        return False
+    path = path.resolve()
+    best, kind = "", ""
+    for point, fstype in mounts:
+        if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, kind = point, fstype
+    return kind in _NETWORK_FS or kind.startswith("fuse.")
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, dir TEXT NOT NULL, meta TEXT NOT NULL);
@@ -102,7 +121,8 @@ class TrialStore:
             try:
                 conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
                 # WAL: readers never block the writer; NORMAL sync is durable across a killed process.
-                conn.execute("PRAGMA journal_mode=WAL")
+                # Network filesystems lack the shared memory WAL needs: the rollback journal there.
+                conn.execute(f"PRAGMA journal_mode={'DELETE' if on_network_fs(self.path.parent) else 'WAL'}")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=60000")
                 if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:

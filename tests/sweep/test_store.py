@@ -159,3 +159,16 @@ def test_the_ended_count_follows_every_change(tmp_path: Path) -> None:
     log.update("k", status=FINISHED)
     log.remove("k")
     assert log.ended == 0
+
+
+def test_a_store_on_a_network_filesystem_is_told_apart(tmp_path: Path) -> None:
+    """WAL needs shared memory, which NFS & co lack: the store takes the rollback journal there."""
+    from sweep.store import on_network_fs
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nhead:/export /mnt/dml nfs4 rw 0 0\nsshfs#x /mnt/fuse fuse.sshfs rw 0 0\n")
+    assert on_network_fs(Path("/mnt/dml/sweeps/.store"), mounts)
+    assert on_network_fs(Path("/mnt/fuse/a"), mounts)
+    assert not on_network_fs(Path("/mnt/dmlx/sweeps"), mounts) and not on_network_fs(Path("/home/me"), mounts)
+    log = SweepLog.create(tmp_path / "s", "s")  # a local disk: WAL
+    assert log.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
