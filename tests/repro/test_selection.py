@@ -1,7 +1,7 @@
 """`sweep.report.evaluation: best_on_test`: the papers' model selection (best test Recall@1),
 whatever the sweep's metric, and labelled as test-set selection in the report."""
 from sweep.plan import FINAL
-from sweep.ledger import FINISHED
+from sweep.records import FINISHED
 from sweep.report import render_markdown, select_evaluation
 
 HISTORY = [
