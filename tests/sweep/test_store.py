@@ -172,3 +172,21 @@ def test_a_store_on_a_network_filesystem_is_told_apart(tmp_path: Path) -> None:
     assert not on_network_fs(Path("/mnt/dmlx/sweeps"), mounts) and not on_network_fs(Path("/home/me"), mounts)
     log = SweepLog.create(tmp_path / "s", "s")  # a local disk: WAL
     assert log.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_grown_search_may_add_samples_but_not_change_its_ranges(tmp_path: Path) -> None:
+    from sweep.pending import check_search_unchanged
+
+    search = {"params": {"optimizer.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2}}, "num_samples": 2,
+              "holdout": 0.4}
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {**GRID, "search": search}))
+    log = SweepLog.create(tmp_path / "sweeps" / "a", "a")
+    spec = plan.search_trial(plan.cells[0])
+    log.add(TrialRecord(trial_id="s1", key=f"{spec.key}/s1", phase="search", cell=spec.cell, seed=0, status=FINISHED))
+    started = plan.to_json()["search"]
+    check_search_unchanged(load_plan(tmp_path / "x.yaml", ["sweep.search.num_samples=3"]), started, log)
+    for change, field in (("sweep.search.holdout=0.5", "holdout"), ("sweep.search.params={optimizer.lr: {type: loguniform, low: 0.001, high: 0.1}}", "params")):
+        with pytest.raises(SweepError, match=f"sweep.search.{field}: differs from the search this sweep already ran"):
+            check_search_unchanged(load_plan(tmp_path / "x.yaml", [change]), started, log)
+    with pytest.raises(SweepError, match="sweep.search.num_samples: fewer"):
+        check_search_unchanged(load_plan(tmp_path / "x.yaml", ["sweep.search.num_samples=1"]), started, log)
