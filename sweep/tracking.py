@@ -278,8 +278,11 @@ def open_parent(log: SweepLog, tracker: Tracker, plan: SweepPlan, sweep_dir: Pat
     """The sweep's parent run in the tracking store in use: reopened where it exists, created (and
     recorded, with the store's URI) where it does not -- a new sweep, or a store that lost it."""
     parent = log.meta.mlflow_parent_run_id
-    if log.meta.tracking_uri == tracker.tracking_uri and tracker.exists(parent):
+    # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
+    if log.meta.tracking_uri in (None, tracker.tracking_uri) and tracker.exists(parent):
         tracker.reopen(parent)
+        if log.meta.tracking_uri is None:
+            log.update_meta(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
         return parent
     tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
             "mlflow.source.git.commit": log.meta.git_commit}
