@@ -10,6 +10,7 @@ file and the dotted field, e.g. ``experiments/x.yaml: optimizer.lr: Input should
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -18,7 +19,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from dml_core.errors import ConfigError, first_line, format_validation_error
 from dml_core.evaluation.names import check_metric_name, metric_names
-from dml_core.io import atomic_write_text
+from dml_core.io import atomic_write_text, check_folder_name
 from dml_core.params import SECTIONS, DataConfig, ExpansionConfig, LossConfig, ModelConfig
 from dml_core.registry import Strict
 
@@ -88,6 +89,9 @@ class TrainConfig(Strict):
     # (classes x K // batch size), EE's reference "epoch" (98 x 32 // 128 = 24 on Cars196).
     epoch_length: Literal["images", "classes"] = "images"
     eval_every: int = Field(1, ge=1)
+    # No evaluation before this (1-based) epoch, except the last. SEE's reference evaluates only
+    # once its warm-up (frozen backbone) epochs are over: 2 with one warm-up epoch.
+    eval_from_epoch: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
     # Gradient norm clipping of the model's parameters (torch clip_grad_norm_).
@@ -131,8 +135,9 @@ class ExperimentConfig(Strict):
     that `config_from_dict` returns is an `ExperimentConfig`.
     """
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = "experiment"  # names the run folder (runs/<name>-<time>) and a sweep's default folder
+    # numpy, torch and Python's random all take 0 .. 2**32 - 1.
+    seed: int = Field(0, ge=0, lt=2**32)
     # Component sections: one parameter model per registered dataset / backbone / loss /
     # expansion (`dml_core.params`), chosen by `data.name`, `model.backbone`, `loss.name`,
     # `expansion.name`; narrowed to the registered components by `experiment_model()`.
@@ -146,6 +151,11 @@ class ExperimentConfig(Strict):
     eval: EvalConfig = EvalConfig()
     # Read by `sweep/`, ignored by the trainer: one YAML serves a single run and a sweep.
     sweep: Optional[dict[str, Any]] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_folder_name(v)
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ExperimentConfig":
@@ -229,7 +239,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = parse_value(value)
+        key = key.strip()
+        if not all(key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key part in {key!r}; expected key.sub=value")
+        out[key] = parse_value(value)
     return out
 
 
@@ -259,13 +272,48 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return tree
 
 
-class _DuplicateKey(yaml.YAMLError):
+def _count_values(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `node` expands to (aliases share their node: each is counted once per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise _Refused(f"line {node.start_mark.line + 1}: an alias refers to the value that contains it")
+    open_.add(id(node))
+    children = (node.value if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    total = 1 + sum(_count_values(child, sizes, open_) for child in children)
+    open_.discard(id(node))
+    if total > MAX_YAML_VALUES:
+        raise _Refused(f"line {node.start_mark.line + 1}: aliases expand this value to more than {MAX_YAML_VALUES} values")
+    sizes[id(node)] = total
+    return total
+
+
+class _Refused(yaml.YAMLError):
+    """A document the loader refuses (a key it cannot hold, an alias bomb); the message follows the file name."""
+
+
+class _DuplicateKey(_Refused):
     def __init__(self, key: Any, line: int, first: int) -> None:
         super().__init__(f"line {line}: duplicate key {key!r} (first set on line {first})")
 
 
+# Values a YAML may expand to, aliases counted each time they are used. A config has hundreds; a
+# kilobyte of nested anchors (`a: &a [1,1,..]`, `b: &b [*a,*a,..]`, ...) expands to millions, which
+# were validated, trained and written out (a 20 MB config.yaml) or echoed in one error line.
+MAX_YAML_VALUES = 100_000
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last silently)."""
+    """A SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last silently)
+    and a document whose aliases expand to more than `MAX_YAML_VALUES` values."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _count_values(node, {}, set())
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -274,6 +322,9 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue  # `<<: *base` entries are meant to be overridden
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):  # `? [1, 2]`: PyYAML would fail with a TypeError
+                kind = "list" if isinstance(key, list) else "mapping" if isinstance(key, dict) else type(key).__name__
+                raise _Refused(f"line {line}: a key must be a plain value (a string or number), not a {kind}")
             if key in seen:
                 raise _DuplicateKey(key, line, seen[key])
             seen[key] = line
@@ -282,19 +333,28 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
-    except _DuplicateKey as e:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read this file ({e.strerror or e})") from None
+    try:
+        raw = yaml.load(text, Loader=UniqueKeyLoader)
+    except _Refused as e:
         raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or first_line(e)
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
-    if raw is None:
-        raw = {}
+    if raw is None:  # every setting defaulted would train digits on a config nobody wrote
+        raise ConfigError(f"{path}: empty; an experiment YAML needs at least `data:`")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return raw

@@ -39,17 +39,38 @@ def image_folder_dataset(folder: Path, num_channels: int):
     return load_image_folder(folder, "image folder", num_channels)
 
 
+def check_output(output: str | Path) -> Path:
+    """The parquet file to write, checked before hours of embedding: not empty, not a directory,
+    and its folder created (or one line saying why it cannot be)."""
+    from dml_core.io import make_dir
+
+    text = str(output)
+    if not text.strip():
+        raise ValueError("-o '': empty; name the .parquet file to write")
+    path = Path(text)
+    if path.is_dir() or text.endswith("/"):
+        raise ValueError(f"-o {text}: a directory; name the file to write, e.g. {path / 'embeddings.parquet'}")
+    make_dir(path.parent)
+    return path
+
+
 def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, device: str = "auto",
                  batch_size: int | None = None) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import torch
 
     from dml_core.data.transforms import build_transforms
     from dml_core.evaluation import embed_dataset
-    from dml_core.io import atomic_write_bytes, make_dir
+    from dml_core.io import atomic_write_bytes
     from dml_core.training import select_device
     from dml_core.training.features import vector_column
 
+    output = check_output(output)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size: must be at least 1, got {batch_size}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
     dev = select_device(device)
     cfg, model, in_channels = load_trained_model(run_dir, str(dev))
     ds = image_folder_dataset(Path(folder), 1 if in_channels == 1 else 3)
@@ -61,8 +82,6 @@ def embed_folder(run_dir: str | Path, folder: str | Path, output: str | Path, de
         "label": pa.array([ds.class_names[i] for i in labels], pa.string()),
         "embedding": vector_column(emb),
     })
-    output = Path(output)
-    make_dir(output.parent)
     atomic_write_bytes(output, lambda f: pq.write_table(table, f))
     return len(ds)
 

@@ -36,6 +36,17 @@ class ConfigError(ValueError):
     """A user's configuration mistake; the message is one line that names the field or file."""
 
 
+# Longer messages are cut: a value echoed back (a list that YAML aliases blew up, a whole file)
+# must not turn one line into megabytes.
+MAX_LINE = 400
+
+# torch re-raises an error of a DataLoader worker with the worker's traceback as its message:
+# the first line is "Caught DatasetError in DataLoader worker process 0.", the error's own message
+# (naming the file) is the traceback's last line, "<module>.<Type>: <message>".
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.")
+_TYPE_PREFIX = re.compile(r"^[A-Za-z_][\w.]*: ")
+
+
 def did_you_mean(word: str, choices: Any) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
     hint = difflib.get_close_matches(str(word), list(choices), n=1)
@@ -43,9 +54,13 @@ def did_you_mean(word: str, choices: Any) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
+    """The first line of an exception's message (its type name when it has none), at most
+    `MAX_LINE` characters; for an error raised in a DataLoader worker, that error's message."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if _WORKER_ERROR.match(text):
+        text = _TYPE_PREFIX.sub("", text.splitlines()[-1].strip(), count=1)
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE - 25]} ... ({len(line)} characters)"
 
 
 def _submodel(annotation: Any) -> Optional[type[BaseModel]]:

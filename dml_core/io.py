@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -28,6 +29,17 @@ LOCK_NAME = ".lock"
 # mkstemp creates files 0600; written files get the usual 0666 & ~umask (shared sweep folders).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def check_folder_name(name: str) -> str:
+    """``name`` if it can name one folder inside another (a run's or sweep's): letters, digits,
+    '.', '_' and '-', not ``.`` or ``..`` -- never a path that leaves its parent."""
+    if not _FOLDER_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError("use letters, digits, '.', '_' and '-', not '.' or '..' (it names a folder)")
+    return name
 
 
 class PathError(ValueError):
@@ -64,9 +76,11 @@ def atomic_write_bytes(path: str | Path, data: Union[bytes, Callable[[BinaryIO],
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # a full disk names no file: name the target
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     _fsync_dir(path.parent)
 

@@ -28,9 +28,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Generic, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError, create_model
+from pydantic import ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError, create_model
 
 from dml_core.errors import ConfigError, did_you_mean, format_validation_error
+
+from dml_core.strict import StrictModel
 
 P = TypeVar("P", bound="ComponentParams")
 
@@ -39,8 +41,9 @@ class UnknownNameError(ValueError):
     """A config named something no registry entry has."""
 
 
-class Strict(BaseModel):
-    """A config section: unknown keys are errors, and so are invalid assignments."""
+class Strict(StrictModel):
+    """A config section: unknown keys are errors, and so are invalid assignments; a boolean is
+    not a number, nor `yes` a boolean (`dml_core.strict`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -11,7 +11,9 @@
     pending.py   what is left to run (resume, reuse, growth)
     compat.py    every private / developer-only Ray, Optuna API in one place
     runner.py    the search and final phases on Ray Tune, resume, failure handling
-    stats.py     Student-t intervals and paired t-tests over seeds
+    stats.py     Student-t intervals and paired t-tests over seeds; verdict() (better/worse/equivalent)
+    sequential.py  seed policies: repeated CIs with alpha spending, which trials run next
+    table.py     `dml-report table`: the paper's table across sweeps (md, LaTeX, CSV)
     report.py    tables, markdown and plots; `python sweep/report.py <sweep dir>`
     run.py       the command: `python sweep/run.py experiments/<name>.yaml`
 """

@@ -19,6 +19,7 @@ from typing import Any
 from dml_core.config import ExperimentConfig
 from dml_core.evaluation.names import check_metric_name
 
+from sweep.mlflow_check import check_tracking_store
 from sweep.plan import SweepPlan, TrialSpec, trial_config
 from sweep.spec import SweepError
 
@@ -30,6 +31,7 @@ def check_plan(plan: SweepPlan, *, download: bool = False) -> None:
     errors; with `download`, datasets with `data.download` on are fetched before their paths are
     checked, so trials on this node find them and a blocked network is one line naming the URL."""
     trials = trial_configs(plan)
+    check_tracking_store(plan.spec.mlflow.tracking_uri)
     if download:
         download_data(plan, trials)
     check_paths(plan, trials)

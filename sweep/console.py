@@ -21,6 +21,7 @@ from typing import Any, Optional, TextIO
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, metric_label
 from sweep.plan import SweepPlan, yaml_value
 from sweep.records import FAILED, SEARCH, TrialRecord
+from sweep.sequential import PolicyView
 from sweep.spec import SweepSpec
 from sweep.store import describe_origin
 
@@ -37,7 +38,9 @@ class Console:
     records by the sweep's Tune callback after it recorded the event, so the lines and the counter
     (trials ended, this sweep) stay right across `--resume`."""
 
-    def __init__(self, total: int, metric: str, search_metric: str, search_prefix: str) -> None:
+    def __init__(self, total: int, metric: str, search_metric: str, search_prefix: str,
+                 sweep_dir: Optional[Path] = None) -> None:
+        self.sweep_dir = sweep_dir  # where the trials' traceback logs are (sweep.trainable.trial_log)
         self.total = total  # trials of the whole sweep, both phases
         self.metric = metric
         self.search_metric = search_metric
@@ -49,8 +52,17 @@ class Console:
         """Each phase's `fit` starts here: the ETA uses this phase's pace."""
         self._t0, self._done0 = time.monotonic(), ended
 
-    def retry(self, label: str, error: str) -> None:
-        say(f"{'':>{len(self._counter(0))}} retry   {label}  {error}")
+    def retry(self, record: TrialRecord | None, label: str, error: str) -> None:
+        say(f"{'':>{len(self._counter(0))}} retry   {label}  {error}{self._traceback(record)}")
+
+    def _traceback(self, record: TrialRecord | None) -> str:
+        """Where a crashed trial's traceback is (its log file), for the end of its one line."""
+        from sweep.trainable import trial_log
+
+        if record is None or self.sweep_dir is None:
+            return ""
+        path = trial_log(self.sweep_dir, record.key)
+        return f"  traceback: {path}" if path.is_file() else ""
 
     def _counter(self, done: int) -> str:
         width = len(str(self.total))
@@ -70,7 +82,7 @@ class Console:
         head, phase = self._counter(done), record.phase
         if record.status == FAILED:
             took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
-            say(f"{head} FAILED  {phase} {self._label(record)}  {record.error or 'failed'}{took}")
+            say(f"{head} FAILED  {phase} {self._label(record)}  {record.error or 'failed'}{took}{self._traceback(record)}")
             return
         say(f"{head} {phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  ({fmt_duration(seconds)})"
             f"{self._eta(done)}")
@@ -90,9 +102,15 @@ class Console:
 
 # ------------------------------------------------------------------ the plan, before it runs
 
+# Cells listed on the console; past this the list is cut to its head and tail (a 10,000-cell grid
+# printed 10,008 lines). `plan.txt` in the sweep folder always lists every cell.
+SCREEN_CELLS = 20
+
+
 def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | None = None,
-                  gpus: float | None = None) -> str:
-    """The block printed before a sweep (and by `--dry-run`), also kept as the sweep's `plan.txt`."""
+                  gpus: float | None = None, max_cells: int | None = None) -> str:
+    """The block printed before a sweep (and by `--dry-run`), also kept as the sweep's `plan.txt`;
+    with `max_cells`, a longer cell list shows its first and last cells and a count of the rest."""
     spec, res = plan.spec, plan.spec.resources_per_trial
     where = f" -> {sweep_dir}" if sweep_dir else ""
     factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
@@ -102,6 +120,9 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
         f"  seeds: {plan.seeds} (the same seeds in every cell: paired comparisons)",
     ]
+    if spec.policy:
+        view = PolicyView.of(spec.policy, plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+        lines += [f"  seed policy: {view.rule()}", f"               {view.design.description}"]
     if spec.search:
         s = spec.search
         on = f"held-out {s.holdout:g} of the training classes" if s.holdout else "THE TEST SPLIT (no holdout)"
@@ -116,7 +137,8 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         lines.append("          " + ", ".join(f"{k}: {describe_param(p)}" for k, p in s.params.items()))
         lines.append("  " + describe_budget(plan.search_budget(), s.folds))
     n_final = len(plan.cells) * len(plan.seeds)
-    lines.append(f"  final: {len(plan.cells)} cells x {len(plan.seeds)} seeds = {n_final} trials")
+    at_most = f"at most {len(plan.cells)} cells x {len(plan.seeds)} seeds (from {spec.policy.start} each)" if spec.policy else ""
+    lines.append(f"  final: {at_most or f'{len(plan.cells)} cells x {len(plan.seeds)} seeds'} = {n_final} trials")
     conc = spec.max_concurrent_trials or "as resources allow"
     avail = f" (available: {cpus:g} CPUs, {gpus:g} GPUs)" if cpus is not None else ""
     lines.append(
@@ -126,7 +148,16 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
     lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {_describe_baseline(spec.baseline)}")
     width = max(len(c.id) for c in plan.cells)
     lines.append(f"  {'#':>3}  {'cell':<{width}}  overrides")
-    for i, c in enumerate(plan.cells):
+    shown = list(enumerate(plan.cells))
+    if max_cells is not None and len(shown) > max_cells:
+        head, tail = shown[:max_cells - 3], shown[-3:]
+        where = f"{sweep_dir / 'plan.txt'} once the sweep starts" if sweep_dir else "plan.txt in the sweep folder"
+        more = f"  ... {len(shown) - len(head) - len(tail)} more cells (every cell: {where}; or -v)"
+        shown = [*head, (None, more), *tail]
+    for i, c in shown:
+        if i is None:
+            lines.append(c)
+            continue
         over = ", ".join(f"{k}={yaml_value(v)}" for k, v in c.overrides.items()) or "-"
         lines.append(f"  {i:>3}  {c.id:<{width}}  {over}")
     return "\n".join(lines)

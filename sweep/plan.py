@@ -197,7 +197,8 @@ class SweepPlan:
         if not cells:
             raise SweepError(f"{source}: sweep.exclude: removes every cell")
         name = spec.name or base_cfg.name
-        return cls(source, name, base, dict(block or {}), spec, cells, spec.seeds or [base_cfg.seed])
+        seeds = spec.policy.seeds if spec.policy else spec.seeds or [base_cfg.seed]  # a policy: every seed it may run
+        return cls(source, name, base, dict(block or {}), spec, cells, seeds)
 
     # ------------------------------------------------------------------ trials
 

@@ -23,7 +23,9 @@ Writes into the sweep directory:
 
 Which evaluation of a final trial enters the statistics is `sweep.report.evaluation`: `last`
 (default: the model as trained) or `best` (the best evaluation by the primary metric, with every
-other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split).
+other metric taken at the same epoch; optimistic, since the epoch is then chosen on the test split)
+or `best_on_test` (the papers' rule: the evaluation of best test Recall@1, whatever the primary
+metric; shown as test-set selection wherever it is used).
 """
 from __future__ import annotations
 
@@ -52,8 +54,10 @@ from sweep.console import describe_budget
 from sweep.records import FINISHED, load_records
 from sweep.store import PLAN_FILE
 from sweep.plan import FINAL, SEARCH, Cell, reference_cell
+from sweep.records import TrialRecord
+from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH, PolicyView, points
 from sweep.spec import FOLD_METRIC
-from sweep.stats import ALPHA, CONFIDENCE, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
+from sweep.stats import ALPHA, CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, t_multiplier
 from sweep.stats import verdict as stats_verdict
 
 EVALUATIONS = ("last", "best", "best_on_test")
@@ -160,28 +164,40 @@ def cell_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[
 
 
 def comparison_rows(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per cell and metric, the paired comparison with its baseline cell. Under a seed policy the
+    interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`)."""
     if not plan.get("baseline"):
         return []
     cells = _cells(plan)
+    view = PolicyView.from_plan_json(plan)
+    margin_points = (plan.get("sweep") or {}).get("equivalence_margin")
+    typed = [TrialRecord.model_validate(r) for r in records] if view else []
     rows = []
-    for cell in cells:
-        ref = reference_cell(cell, cells, plan["baseline"])
-        if ref is None:
-            continue
-        for metric in summary_metrics(records):
-            c = paired_comparison(_by_seed(records, cell.id, metric), _by_seed(records, ref.id, metric))
+    for metric in summary_metrics(records):
+        policy = {(a.quantity.cell, a.quantity.ref): a.comparison for a in view.assess(typed, metric)} if view else {}
+        for cell in cells:
+            ref = reference_cell(cell, cells, plan["baseline"])
+            if ref is None:
+                continue
+            c = policy.get((cell.id, ref.id)) or paired_comparison(_by_seed(records, cell.id, metric),
+                                                                    _by_seed(records, ref.id, metric))
             rows.append({"cell": cell.id, "baseline": ref.id, "metric": metric, "n": c.n, "seeds": json.dumps(c.seeds),
-                         "mean_diff": c.mean_diff, "ci_low": c.low, "ci_high": c.high, "p_value": c.p_value})
-    return rows
+                         "mean_diff": c.mean_diff, "ci_low": c.low, "ci_high": c.high, "p_value": c.p_value,
+                         "procedure": c.procedure, "margin": None if margin_points is None else points(metric, margin_points)})
+    order = {c.id: i for i, c in enumerate(cells)}
+    return sorted(rows, key=lambda r: order[r["cell"]])
 
 
 # --------------------------------------------------------------------------- headlines
 
 
 def verdict(c: dict[str, Any], mode: str) -> str:
-    """`sweep.stats.verdict` of a comparison row."""
+    """`sweep.stats.verdict` of a comparison row (with its equivalence margin, if any)."""
     seeds = json.loads(c["seeds"]) if "seeds" in c else list(range(c["n"]))
-    return stats_verdict(PairedComparison(seeds, c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"]), mode)
+    comparison = PairedComparison(seeds, c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"], c.get("procedure", PAIRED_T))
+    margin = c.get("margin")
+    shown = None if margin is None else f"{_scale(c['metric']) * margin:g}" + (" points" if is_fraction(c["metric"]) else "")
+    return stats_verdict(comparison, mode, margin=margin, margin_text=shown)
 
 
 def headline(c: dict[str, Any], labels: dict[str, str], mode: str) -> str:
@@ -192,7 +208,8 @@ def headline(c: dict[str, Any], labels: dict[str, str], mode: str) -> str:
     head = f"{labels.get(c['cell'], c['cell'])} vs {labels.get(c['baseline'], c['baseline'])}: {metric_label(m)}"
     if c["n"] == 0:
         return f"{head}: no seed finished in both cells."
-    ci = (f", {CONFIDENCE:.0%} CI {fmt_points(m, c['ci_low'])} to {fmt_points(m, c['ci_high'])}"
+    repeated = " repeated" if c.get("procedure", PAIRED_T) != PAIRED_T else ""  # a seed policy's interval
+    ci = (f", {CONFIDENCE:.0%}{repeated} CI {fmt_points(m, c['ci_low'])} to {fmt_points(m, c['ci_high'])}"
           if math.isfinite(c["ci_low"]) else "")
     p = f", p = {c['p_value']:.2g}" if math.isfinite(c["p_value"]) else ""
     return f"{head} {fmt_points(m, c['mean_diff'])}{unit} ({c['n']} seed{'s' * (c['n'] > 1)}{ci}{p}): {verdict(c, mode)}."
@@ -279,7 +296,8 @@ def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], meta: d
              "best_on_test": f"its evaluation of best {metric_label(PAPERS_SELECTION_METRIC)} -- **test-set selection**, "
                              "the papers' choice (the epoch is chosen on the test split; optimistic)"}[evaluation]
     out = [f"# Sweep `{plan['name']}`", "",
-           f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds {plan['seeds']}; primary metric "
+           f"Source `{plan['source']}`; {len(plan['cells'])} cells x seeds "
+           f"{'from ' + str(plan['seeds']) + ' by the seed policy below' if PolicyView.from_plan_json(plan) else plan['seeds']}; primary metric "
            f"{metric_label(metric)} (`{metric}`, {plan['mode']}), in % where it is a fraction.",
            f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(float(meta.get('wall_s', math.nan)))} "
            f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials).",
@@ -288,6 +306,7 @@ def render_markdown(plan: dict[str, Any], records: list[dict[str, Any]], meta: d
     comps = [c for c in comparison_rows(plan, records) if c["metric"] == metric] if plan.get("baseline") else []
     if comps:
         out += ["## Headlines", ""] + [f"- {headline(c, labels, plan['mode'])}" for c in comps] + [""]
+    out += _policy_section(plan, records, labels)
     out += _cells_section(plan, records, labels)
     if plan.get("baseline"):
         out += _comparison_section(plan, records, labels)
@@ -306,6 +325,23 @@ def _shown_metrics(plan: dict[str, Any], records: list[dict[str, Any]]) -> list[
     return [metric] + [m for m in shown if m != metric] if metric in metrics else shown
 
 
+def _policy_section(plan: dict[str, Any], records: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    """A seed policy's rule, procedure and where each comparison stopped."""
+    view = PolicyView.from_plan_json(plan)
+    if view is None:
+        return []
+    reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
+               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
+    rows = [[labels.get(a.quantity.cell, a.quantity.cell) + (f" vs {labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
+             a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]]
+            for a in view.assess([TrialRecord.model_validate(r) for r in records])]
+    return ["## Seed policy", "", f"Rule: {view.rule()}.", "",
+            f"Procedure: {view.design.description}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of the look "
+            "where it stopped: it holds whatever the stopping; the per-cell intervals are plain Student-t over the seeds "
+            "each cell ran (descriptive).", "",
+            _md_table(["comparison", "seeds", "look", "stopped because"], rows), ""]
+
+
 def _cells_section(plan: dict[str, Any], records: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
     shown = _shown_metrics(plan, records)
     rows = [[labels[cell.id], len(_by_seed(records, cell.id, plan["metric"]))]
@@ -321,6 +357,8 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
     metric, n = plan["metric"], len(plan["seeds"])
     caveat = (f"With {n} seeds the interval is the mean difference ± {t_multiplier(n):.2f} standard errors: wide, "
               "and the test has little power" if n >= 2 else "With one seed there is no interval and no test")
+    if PolicyView.from_plan_json(plan):
+        caveat = "Under the seed policy the interval is the repeated CI of the look where the comparison stopped (see Seed policy)"
     unit = "points" if is_fraction(metric) else "difference"
     rows = [[labels[c["cell"]], labels[c["baseline"]], c["n"], fmt_points(metric, c["mean_diff"]),
              f"[{fmt_points(metric, c['ci_low'])}, {fmt_points(metric, c['ci_high'])}]",
@@ -329,8 +367,17 @@ def _comparison_section(plan: dict[str, Any], records: list[dict[str, Any]], lab
     return [f"## Paired comparison with the baseline ({describe_baseline(plan['baseline'])}) on {metric_label(metric)}", "",
             "Differences are cell - baseline, paired by seed; p from a two-sided paired t-test "
             f"(`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the number of cells compared. "
-            f"Verdict: better/worse when p < {ALPHA:.2g} and the interval excludes 0, else inconclusive.", "",
+            f"Verdict: better/worse when p < {ALPHA:.2g} and the interval excludes 0{_equivalence_note(plan)}, else inconclusive.", "",
             _md_table(["cell", "baseline", "n", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows), ""]
+
+
+def _equivalence_note(plan: dict[str, Any]) -> str:
+    margin = (plan.get("sweep") or {}).get("equivalence_margin")
+    if margin is None:
+        return ""
+    unit = " points" if is_fraction(plan["metric"]) else ""
+    return (f"; equivalent within ±{margin:g}{unit} when the interval lies inside it (two one-sided tests, TOST, "
+            "each at half the interval's error rate)")
 
 
 def _sentence(text: str) -> str:
@@ -589,7 +636,12 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the report of a sweep directory.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:  # `dml-report table SWEEP_DIR...`: the paper's table across sweeps
+        from sweep.table import main as table_main
+
+        return table_main(argv[1:])
+    parser = argparse.ArgumentParser(description="Write the report of a sweep directory (or `table SWEEP_DIR...`).")
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--evaluation", choices=EVALUATIONS, default=None,
                         help="which evaluation of each final trial the statistics use (default: sweep.report.evaluation)")

@@ -25,7 +25,9 @@ from the trial store) and a closing block: each comparison's headline, the repor
 command + URL that open the runs in the MLflow UI.
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
-(one line on stderr), 130 interrupted (resume with --resume).
+(one line on stderr), 3 the driver could not write its own state -- a full disk, a read-only
+sweep folder or trial store, the MLflow store (one line naming the file or store; fix it, then --resume), 130
+interrupted by Ctrl-C or SIGTERM (resume with --resume).
 """
 from __future__ import annotations
 
@@ -42,12 +44,14 @@ import logging
 import os
 import shlex
 
+from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.errors import first_line
 from sweep.checks import check_plan
-from sweep.console import describe_plan
+from sweep.console import SCREEN_CELLS, describe_plan
 from sweep.labels import fmt_duration
-from sweep.plan import load_plan
+from sweep.plan import SweepPlan, load_plan
 from sweep.records import FAILED, FINISHED, KILLED
+from sweep.store import PLAN_FILE
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep, sync_sweep
 
@@ -77,6 +81,7 @@ def available_resources(address: str | None) -> tuple[float, float]:
         import ray
 
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING)
+        sigterm_as_ctrl_c()
         res = ray.cluster_resources()
         return res.get("CPU", 0.0), res.get("GPU", 0.0)
     here = local_shape()
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give a sweep YAML, or --sync SWEEP_DIR (not both)", file=sys.stderr)
         return 2
     _quiet_libraries(args.verbose)
+    sigterm_as_ctrl_c()
+    plan, sweep_dir = None, None
     if args.store:
         os.environ["DML_TRIAL_STORE"] = str(Path(args.store).resolve())  # also where a --resume finds it
     try:
@@ -134,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             else:  # a cluster YAML given offline: judge the trial against its node types instead
                 shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
-            print(describe_plan(plan, sweep_dir, cpus, gpus))
+            print(describe_plan(plan, sweep_dir, cpus, gpus, max_cells=None if args.verbose else SCREEN_CELLS))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
-        print(describe_plan(plan, sweep_dir), flush=True)
+        print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose,
                             reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
@@ -147,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
         return 130
+    except Exception as e:
+        where = _driver_io_fault(e, plan)
+        if where is None:
+            raise
+        started = sweep_dir is not None and (sweep_dir / PLAN_FILE).is_file()
+        then = (f"continue with: {_resume_command(argv)}" if started
+                else f"run it again: {' '.join(shlex.quote(a) for a in ['python', 'sweep/run.py', *argv])}")
+        print(f"error: {where}; fix it, then {then}", file=sys.stderr)
+        return EXIT_IO
     if outcome.status == KILLED:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
         return 130
@@ -159,6 +175,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+EXIT_IO = 3  # the driver's own writes failed (disk full, read-only folder or store): resumable
+
+
+def _driver_io_fault(error: Exception, plan: SweepPlan | None) -> str | None:
+    """`<file or store>: <why>` for a failed write of the driver's state -- an OSError (the sweep
+    folder: plan, report; the trial store) or the MLflow store refusing a write -- else None (a bug: its
+    traceback is kept)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:  # Tune may wrap a callback's error
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    os_error = next((e for e in chain if isinstance(e, OSError)), None)
+    if os_error is not None:
+        where = os_error.filename or "the sweep folder"
+        return f"{where}: {os_error.strerror or first_line(os_error)}"
+    error = next((e for e in chain if isinstance(e, (MlflowException, SQLAlchemyError))), None)
+    if error is not None:
+        from sweep.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri) if plan is not None else "the MLflow store"
+        return f"{uri}: MLflow store: {first_line(error)}"
+    return None
+
+
 def _quiet_libraries(verbose: int) -> None:
     """Keep the console to the sweep's own lines: MLflow's database set-up, alembic, Optuna's
     "study created" and matplotlib's font cache log at INFO; warnings still show."""
@@ -169,7 +212,9 @@ def _quiet_libraries(verbose: int) -> None:
     for name in ("mlflow", "alembic", "optuna", "matplotlib", "filelock"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     # Tune's Ctrl-C warnings advise `Tuner.restore(...)`; the sweep prints its own resume command.
-    logging.getLogger("ray.tune").setLevel(logging.WARNING if verbose else logging.ERROR)
+    # A crashed trial's traceback is in its log file, which the console's one line names
+    # (`sweep.trainable.trial_log`); Tune would log it again at ERROR, 100+ lines per attempt.
+    logging.getLogger("ray.tune").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)

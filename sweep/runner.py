@@ -23,6 +23,7 @@ from typing import Any, Optional
 import yaml
 
 from dml_core.identity import result_config
+from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
 from sweep.console import describe_plan, say
@@ -33,7 +34,7 @@ from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
 from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
-from sweep.store import PLAN_FILE, SweepLog
+from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog
 
 log = logging.getLogger("sweep")
 
@@ -158,9 +159,10 @@ class SweepRunner:
         self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
         self.labels = runs.labels
         total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
-        self.console = Console(total, self.spec.metric, self.spec.search_metric, search_prefix(plan))
+        self.console = Console(total, self.spec.metric, self.spec.search_metric, search_prefix(plan), sweep_dir)
         self.callback = TrackingCallback(plan, log, runs, self.console)
         self.reused = 0  # trials this session answered from the store
+        self._identities: dict[str, tuple[dict[str, Any], Any]] = {}
 
     def _trainable(self, specs: list[TrialSpec]) -> Any:
         """The phase's Tune function: the base config and the phase's specs travel once through
@@ -183,7 +185,33 @@ class SweepRunner:
         if self.spec.search:
             self.run_search()
             best = {cell.id: p for cell in self.plan.cells if (p := self._best_params(cell)) is not None}
-        self.run_final(best)
+        if self.spec.policy:
+            self._run_rounds(best)
+        else:
+            self.run_final(best)
+
+    def _run_rounds(self, best: dict[str, dict[str, Any]]) -> None:
+        """The final phase of a seed policy: rounds of trials, each chosen from the records by
+        `sweep.sequential` (only the cells of comparisons still open get seeds), until no
+        comparison is open. What ran before counts, so a resumed sweep continues where it was;
+        each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
+        from sweep.pending import crashed
+        from sweep.sequential import PolicyView
+
+        view = PolicyView.of(self.spec.policy, self.plan.cells, self.spec.baseline, self.spec.metric,
+                             self.spec.equivalence_margin)
+        say(f"-- final: {view.rule()}")
+        # --retry-failed: crashed trials of earlier rounds run again first (from scratch).
+        todo = {(t.cell, t.seed) for t in self.plan.final_trials(best)
+                if self.options.retry_failed and crashed(self.log.get(t.key))}
+        while True:
+            todo |= set(view.next_round([r for r in self.log.trials() if r.phase == FINAL]))
+            if not todo:
+                break
+            seeds = sorted({seed for _, seed in todo})
+            say(f"-- final round: {len(todo)} trials = {len({cell for cell, _ in todo})} cells x seeds {seeds}")
+            self.run_final(best, only=todo, header=False)
+            todo = set()
 
     def run_search(self) -> None:
         from sweep.search import JournalSearchGenerator, PerCellSearch
@@ -208,21 +236,24 @@ class SweepRunner:
             raise SweepInterrupted(SEARCH)  # Tune returns normally after Ctrl-C; the store tells
         self._close_orphans(SEARCH)
 
-    def run_final(self, best: dict[str, dict[str, Any]], seeds: Optional[list[int]] = None) -> None:
-        """The final trials of `seeds` (default: the plan's): each cell with its searched values."""
-        specs = [t for t in self.plan.final_trials(best) if seeds is None or t.seed in seeds]
+    def run_final(self, best: dict[str, dict[str, Any]], seeds: Optional[list[int]] = None,
+                  only: Optional[set[tuple[str, int]]] = None, header: bool = True) -> None:
+        """The final trials of `seeds` (default: the plan's), or only the (cell, seed) pairs `only`
+        (a seed policy's round): each cell with its searched values."""
+        specs = self.plan.final_trials(best)
         if self.spec.search:
             specs = self._drop_unsearched(specs, best)
-        identities = {s.key: identity(self.plan, s) for s in specs}
+        identities = {s.key: self._identity(s) for s in specs}
         changed = check_growth(self.plan, self.log, specs, identities, self.options.restart_changed)
         if changed:
             say(f"   {len(changed)} trials whose config changed run afresh: {', '.join(changed[:3])}"
                 + (", ..." if len(changed) > 3 else ""))
             for key in changed:
                 self.runs.discard(key)
+        specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
-        if work.run or work.reuse:
+        if header and (work.run or work.reuse):
             self._header(FINAL, len(specs), work.ended)
         for r in work.reuse:
             self.callback.record_reused(r.spec, r.spec.key, r.ident, r.origin, r.record, r.spec.params)
@@ -238,6 +269,12 @@ class SweepRunner:
         """One driver session of a phase, always as a new Tune experiment: what ran before is known
         from the store (and the Optuna journal, and the trials' checkpoints), never from Tune's folders."""
         tuner(self._experiment_name(phase)).fit()
+
+    def _identity(self, spec: TrialSpec) -> Any:
+        """A final trial's identity, computed once per session (a seed policy asks every round)."""
+        if spec.key not in self._identities or self._identities[spec.key][0] != spec.params:
+            self._identities[spec.key] = (spec.params, identity(self.plan, spec))
+        return self._identities[spec.key][1]
 
     def _answerer(self, specs: list[TrialSpec]) -> Any:
         """The search's `answer` hook: a sample whose content key some sweep finished is recorded
@@ -419,21 +456,29 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=options.verbose > 0)
+        sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
+    experiment = plan.spec.mlflow.experiment or plan.name
+    tracker = Tracker(tracking_uri, experiment)
+    tracker.experiment_id  # noqa: B018 -- the store and experiment first: a store that fails leaves no sweep folder
     if log is None:
         log = create_sweep_dir(plan, sweep_dir, store)
     else:
         write_plan(plan, sweep_dir)
 
-    experiment = plan.spec.mlflow.experiment or plan.name
-    tracker = Tracker(tracking_uri, experiment)
     runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
     if options.resume:
         before = log.meta.tracking_uri
         moved = f" (this sweep's runs were in {before}: rebuilt there from the trial store)" if before and before != tracking_uri else ""
         say(f"MLflow: writing to {tracking_uri}{moved}")
-    parent = open_parent(log, tracker, plan, sweep_dir)
+    try:
+        parent = open_parent(log, tracker, plan, sweep_dir)
+    except BaseException:
+        if not options.resume:  # not started: what create_sweep_dir wrote would refuse a plain rerun
+            for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
+                (sweep_dir / name).unlink(missing_ok=True)
+        raise
     if options.resume:
         created, deleted = sync_runs(runs)
         if created or deleted:

@@ -12,15 +12,17 @@ experiment config (`model.embedding_dim`, `loss.margin`); they are checked again
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
-from dml_core.evaluation.names import looks_like_metric
+from dml_core.io import check_folder_name
+from dml_core.evaluation.names import check_mode, direction, looks_like_metric
 from dml_core.params import SECTIONS
 from dml_core.registry import Strict
 
@@ -131,6 +133,9 @@ class SearchParam(Strict):
             return self
         if self.choices is not None:
             raise ValueError(f"{self.type} takes low/high, not choices")
+        for end, value in (("low", self.low), ("high", self.high)):
+            if value is not None and not math.isfinite(value):  # `.inf` crashed the driver once Ray ran
+                raise ValueError(f"{end}: must be a finite number, got {value}")
         if self.low is None or self.high is None or not self.low < self.high:
             raise ValueError(f"{self.type} needs low < high")
         if self.type == "loguniform" and self.low <= 0:
@@ -150,7 +155,8 @@ class SearchSpec(Strict):
     params: dict[str, SearchParam] = Field(min_length=1)
     num_samples: int = Field(10, ge=1)
     metric: Optional[str] = None  # default: sweep.metric
-    mode: Optional[Literal["max", "min"]] = None  # default: sweep.mode
+    # default and only allowed value: the search metric's direction (`evaluation.names.direction`)
+    mode: Optional[Literal["max", "min"]] = None
     # Musgrave et al. 2020 (A Metric Learning Reality Check): tuning on the test classes inflates
     # results. Search trials hold out this fraction of the *training* classes and evaluate on
     # them; the final per-seed runs then train on all training classes and test on the test split.
@@ -191,9 +197,23 @@ class SchedulerSpec(Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+RAY_RESOURCE_UNIT = 1e-4  # Ray counts resources in ten-thousandths (ray._raylet.RESOURCE_UNIT_SCALING)
+
+
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="fractional GPUs share one device")
+
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _ray_quantity(cls, v: float, info: ValidationInfo) -> float:
+        # What Ray refuses when the first trial is placed (every trial then fails): shares below
+        # its resource unit, and a fraction of more than one GPU.
+        if 0 < v < RAY_RESOURCE_UNIT:
+            raise ValueError(f"{v} is below {RAY_RESOURCE_UNIT}, the smallest share Ray schedules")
+        if info.field_name == "gpu" and v > 1 and not float(v).is_integer():
+            raise ValueError(f"more than one GPU per trial must be a whole number, got {v}")
+        return v
 
 
 class MlflowSpec(Strict):
@@ -210,6 +230,72 @@ class ReportSpec(Strict):
     evaluation: Literal["last", "best", "best_on_test"] = "last"
 
 
+class StopRule(Strict):
+    """When a seed policy stops adding seeds to a comparison (any rule that is set suffices)."""
+
+    # Every comparison with its baseline decided: better, worse, or (with
+    # `sweep.equivalence_margin`) equivalent within the margin.
+    decided: bool = False
+    # The comparison's interval (a cell's own, for a cell compared with nothing) is at most this
+    # wide on each side, in points of the metric (percentage points for recall, MAP@R, NMI).
+    ci_half_width: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v != "decided":
+                raise ValueError(f"{v!r}: write `decided` or a mapping like {{ci_half_width: 1.0}}")
+            return {"decided": True}
+        return v
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> "StopRule":
+        if not self.decided and self.ci_half_width is None:
+            raise ValueError("set `decided` or `ci_half_width` (or write `until: decided`)")
+        return self
+
+
+class SeedPolicy(Strict):
+    """Seeds added in rounds until the answer is clear (`sweep.sequential`): `start` seeds per
+    cell, then `step` more per round where a comparison is still open, at most `max`. The seeds
+    are 0, 1, ..., max - 1, the same in every cell (paired)."""
+
+    start: int = Field(3, ge=2, description="seeds of the first round (a t-interval needs 2)")
+    max: int = Field(ge=2)
+    step: int = Field(1, ge=1, description="seeds added per round")
+    until: StopRule
+    # How the error rate alpha is spread over the planned looks (Lan & DeMets 1983 spending
+    # functions): pocock spends it evenly-ish (early stops come easier), obrien_fleming keeps
+    # most for the last looks, bonferroni splits it equally.
+    spending: Literal["pocock", "obrien_fleming", "bonferroni"] = "pocock"
+
+    @model_validator(mode="after")
+    def _range(self) -> "SeedPolicy":
+        if self.max < self.start:
+            raise ValueError(f"max ({self.max}) is below start ({self.start})")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.max))
+
+    @property
+    def looks(self) -> list[int]:
+        """Seeds per cell at each planned look: start, start + step, ..., max."""
+        return [*range(self.start, self.max, self.step), self.max]
+
+
+# A mapping is a policy, anything else a list: errors then name the policy's own field
+# (`sweep.seeds.max`), not both readings of a union.
+SeedsField = Annotated[
+    # numpy, torch and Python's random take seeds 0 .. 2**32 - 1 (others crashed every trial)
+    Union[Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1), Tag("list")],
+          Annotated[SeedPolicy, Tag("policy")]],
+    Discriminator(lambda v: "policy" if isinstance(v, (dict, SeedPolicy)) else "list"),
+]
+
+
 class SweepSpec(Strict):
     """The `sweep:` block. Cells = grid x arms (minus `exclude`); trials = cells x seeds."""
 
@@ -223,8 +309,13 @@ class SweepSpec(Strict):
     arms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Partial cells to drop, e.g. `[{arm: ee, expansion.n_inner_pts: 0}]`.
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    # The same seeds in every cell, so cells can be compared pairwise by seed.
-    seeds: Optional[list[int]] = Field(None, min_length=1)  # default: [the experiment's seed]
+    # The same seeds in every cell, so cells can be compared pairwise by seed: a list, or a
+    # policy that adds seeds in rounds until the answer is clear, e.g.
+    # `{start: 3, max: 12, until: decided}` (see SeedPolicy).
+    seeds: Optional[SeedsField] = None  # default: [the experiment's seed]
+    # Points of the metric (percentage points for fractions): a comparison whose interval lies
+    # within +-margin is "equivalent within +-margin" (TOST) instead of "inconclusive".
+    equivalence_margin: Optional[float] = Field(None, gt=0)
     search: Optional[SearchSpec] = None
     scheduler: SchedulerSpec = SchedulerSpec()
     resources_per_trial: Resources = Resources()
@@ -236,7 +327,9 @@ class SweepSpec(Strict):
     # own reference arm, e.g. `{arm: {ee: ms, see: pa}}` (EE against its loss alone, SEE likewise).
     baseline: Optional[dict[str, Any]] = None
     metric: str = "recall_at_1"
-    mode: Literal["max", "min"] = "max"
+    # The metric's direction (`evaluation.names.direction`: loss min, the rest max), filled in at
+    # validation; writing the other one is an error.
+    mode: Optional[Literal["max", "min"]] = None
     mlflow: MlflowSpec = MlflowSpec()
     report: ReportSpec = ReportSpec()
     # Ray Tune storage root; the sweep lives in <storage_path>/<name>. Precedence: --out >
@@ -271,8 +364,8 @@ class SweepSpec(Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
-        if v is not None and len(set(v)) != len(v):
+    def _seeds(cls, v: Optional[list[int] | SeedPolicy]) -> Optional[list[int] | SeedPolicy]:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError(f"repeated seeds {v}")
         return v
 
@@ -284,12 +377,15 @@ class SweepSpec(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", v):
-            raise ValueError("use letters, digits, '.', '_' and '-' (it names a folder)")
-        return v
+        return None if v is None else check_folder_name(v)
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepSpec":
+        mode = check_mode(self.metric, self.mode, "mode")
+        if self.mode != mode:  # assigned only when unset: validate_assignment re-runs this validator
+            self.mode = mode
+        if self.search is not None:
+            check_mode(self.search_metric, self.search.mode, "search.mode")
         coords = {**self.grid, "arm": list(self.arms)}
         for i, part in enumerate(self.exclude):
             _check_partial_cell(part, coords, f"exclude.{i}")
@@ -300,6 +396,8 @@ class SweepSpec(Strict):
             clash = sorted(fixed & set(self.search.params))
             if clash:
                 raise ValueError(f"search.params.{clash[0]}: also set by grid/arms; search it or fix it, not both")
+        if isinstance(self.seeds, SeedPolicy) and self.seeds.until.decided and self.baseline is None:
+            raise ValueError("seeds.until: decided needs a baseline: to compare with (or use ci_half_width)")
         if self.scheduler.name == "asha" and self.search is None:
             # Stopping some seeds of a grid cell early would break the paired comparison.
             raise ValueError("scheduler: asha stops search trials early and needs a search: block")
@@ -307,6 +405,10 @@ class SweepSpec(Strict):
             raise ValueError("scheduler: asha stops trials on per-epoch results; a search.folds trial reports once, "
                              "its fold mean after all folds")
         return self
+
+    @property
+    def policy(self) -> Optional[SeedPolicy]:
+        return self.seeds if isinstance(self.seeds, SeedPolicy) else None
 
     @property
     def search_metric(self) -> str:
@@ -317,9 +419,7 @@ class SweepSpec(Strict):
 
     @property
     def search_mode(self) -> str:
-        if self.search and self.search.mode:
-            return self.search.mode
-        return "max" if self.search and self.search.folds and not self.search.metric else self.mode
+        return direction(self.search_metric)
 
 
 def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:
@@ -346,6 +446,8 @@ def parse_sweep(block: dict[str, Any] | None, source: str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(block)
     except ValidationError as e:
-        raise SweepError(format_validation_error(e, source, root=("sweep",), model=SweepSpec)) from None
+        message = format_validation_error(e, source, root=("sweep",), model=SweepSpec)
+        # The seeds union's tags are not keys of the YAML: `sweep.seeds.policy.max` -> `sweep.seeds.max`.
+        raise SweepError(re.sub(r"sweep\.seeds\.(list|policy)\b", "sweep.seeds", message)) from None
 
 

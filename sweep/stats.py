@@ -2,7 +2,9 @@
 
 A sweep typically has 3-5 seeds per cell. With n = 3 the 95 % t multiplier is 4.30, so intervals
 are wide and the paired test has little power: read p-values as descriptive, and note that no
-correction for comparing many cells against one baseline is applied.
+correction for comparing many cells against one baseline is applied. A seed policy (seeds added
+until the answer is clear) needs intervals that hold under that optional stopping: those are in
+`sweep.sequential`; `verdict` turns either kind into words.
 """
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ def mean_ci(values: list[float] | np.ndarray, confidence: float = CONFIDENCE) ->
     return MeanCI(n, mean, mean - half, mean + half)
 
 
+PAIRED_T = "paired t"  # the procedure of a fixed-seeds comparison
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     seeds: list[int]  # seeds where both cells finished
@@ -54,10 +59,14 @@ class PairedComparison:
     low: float
     high: float
     p_value: float  # two-sided paired t-test; NaN for n < 2 or when every difference is 0
+    # How the interval was made: PAIRED_T (a fixed number of seeds) or the sequential procedure
+    # of a seed policy (`sweep.sequential`), whose interval holds under its optional stopping.
+    procedure: str = PAIRED_T
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
 
 
 def paired_comparison(cell: dict[int, float], baseline: dict[int, float], confidence: float = CONFIDENCE) -> PairedComparison:
@@ -73,13 +82,32 @@ def paired_comparison(cell: dict[int, float], baseline: dict[int, float], confid
     return PairedComparison(seeds, diff.mean, diff.low, diff.high, p)
 
 
-def verdict(c: PairedComparison, mode: str) -> str:
-    """Plain words for one paired comparison: a difference whose interval excludes 0 at p < ALPHA
-    is "better"/"worse" (by the metric's mode), anything else "inconclusive". The one place a
-    comparison becomes a word: console, report and MLflow all call it."""
-    if c.n < 2 or not math.isfinite(c.p_value):
-        return "no test (fewer than 2 paired seeds)" if c.n < 2 else "no test (identical differences)"
-    if c.p_value >= ALPHA or c.low <= 0 <= c.high:
-        return "inconclusive"
-    higher = c.mean_diff > 0
-    return "better" if higher == (mode == "max") else "worse"
+def equivalent_words(margin_text: str) -> str:
+    return f"equivalent within ±{margin_text}"
+
+
+def verdict(c: PairedComparison, mode: str, *, margin: float | None = None, margin_text: str | None = None) -> str:
+    """Plain words for one paired comparison; the one place a comparison becomes a word (console,
+    report, MLflow and `dml-report table` all call it).
+
+    The words follow the comparison's interval (a paired-t interval excludes 0 exactly when the
+    paired t-test has p < ALPHA; a sequential interval has no single p-value):
+
+    - "better"/"worse" (by the metric's `mode`): the interval excludes 0;
+    - "equivalent within ±m" when `margin` m (same units as the differences) is given and the
+      interval lies inside (-m, +m): two one-sided tests (TOST, Schuirmann 1987), each at half
+      the interval's error rate, so the verdict never contradicts the interval shown;
+    - "inconclusive" otherwise. `margin_text` is how the margin reads (default `m:g`).
+    """
+    if c.n < 2:
+        return "no test (fewer than 2 paired seeds)"
+    if not (math.isfinite(c.low) and math.isfinite(c.high)):
+        return "no test (no interval)"
+    if margin is not None and -margin < c.low and c.high < margin:
+        return equivalent_words(margin_text or f"{margin:g}")
+    if c.low > 0 or c.high < 0:
+        higher = c.mean_diff > 0
+        return "better" if higher == (mode == "max") else "worse"
+    if c.low == c.high:  # every difference 0: the two cells scored the same on every seed
+        return "no test (identical differences)"
+    return "inconclusive"

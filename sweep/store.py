@@ -40,6 +40,7 @@ so whoever can write the sweep folder cannot make the driver run code.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -132,6 +133,14 @@ class TrialStore:
             self._conn = conn
         return self._conn
 
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """One write, one transaction. A store that cannot be written (SQLite: "database or disk is
+        full", a read-only file) is an OSError naming the file, like any other file of the driver's."""
+        try:
+            self.conn.execute(sql, args)
+        except sqlite3.OperationalError as e:
+            raise OSError(errno.EIO, f"trial store: {e}", str(self.path)) from e
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -140,8 +149,8 @@ class TrialStore:
     # ---------------------------------------------------------------- sweeps
 
     def add_sweep(self, sweep_id: str, name: str, sweep_dir: Path, meta: SweepMeta) -> None:
-        self.conn.execute("INSERT INTO sweeps (id, name, dir, meta) VALUES (?, ?, ?, ?)",
-                          (sweep_id, name, str(sweep_dir), meta.model_dump_json()))
+        self._write("INSERT INTO sweeps (id, name, dir, meta) VALUES (?, ?, ?, ?)",
+                    (sweep_id, name, str(sweep_dir), meta.model_dump_json()))
 
     def meta(self, sweep_id: str) -> SweepMeta:
         row = self.conn.execute("SELECT meta FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
@@ -150,7 +159,7 @@ class TrialStore:
         return SweepMeta.model_validate_json(row[0])
 
     def set_meta(self, sweep_id: str, meta: SweepMeta) -> None:
-        self.conn.execute("UPDATE sweeps SET meta = ? WHERE id = ?", (meta.model_dump_json(), sweep_id))
+        self._write("UPDATE sweeps SET meta = ? WHERE id = ?", (meta.model_dump_json(), sweep_id))
 
     def sweep_dir(self, sweep_id: str) -> str:
         row = self.conn.execute("SELECT dir FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
@@ -160,7 +169,7 @@ class TrialStore:
 
     def put(self, sweep_id: str, record: TrialRecord) -> None:
         """Insert or replace one trial's row."""
-        self.conn.execute(
+        self._write(
             "INSERT INTO trials (sweep, key, content_key, status, reused, record) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (sweep, key) DO UPDATE SET content_key = excluded.content_key, status = excluded.status, "
             "reused = excluded.reused, record = excluded.record",
@@ -168,7 +177,7 @@ class TrialStore:
              record.model_dump_json()))
 
     def delete(self, sweep_id: str, key: str) -> None:
-        self.conn.execute("DELETE FROM trials WHERE sweep = ? AND key = ?", (sweep_id, key))
+        self._write("DELETE FROM trials WHERE sweep = ? AND key = ?", (sweep_id, key))
 
     def trials(self, sweep_id: str) -> list[TrialRecord]:
         rows = self.conn.execute("SELECT record FROM trials WHERE sweep = ? ORDER BY rowid", (sweep_id,))

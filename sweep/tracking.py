@@ -40,9 +40,11 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import time
 from functools import cached_property
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
@@ -113,6 +116,38 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _store_lock(tracking_uri: str) -> Any:
+    """A file lock beside a sqlite store: MLflow creates and migrates a fresh database in several
+    statements, and two drivers doing it at once fail (`table ... already exists`, `No such
+    index`). Other stores (a server, a database server) serialise this themselves."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        return contextlib.nullcontext()
+    return FileLock(tracking_uri[len(prefix):] + ".lock")
+
+
+def use_wal(tracking_uri: str) -> None:
+    """Put a sqlite tracking store in WAL mode (a property of the file, kept from then on).
+
+    Every MLflow write is a commit made in the driver's Tune loop, which waits for it; with
+    SQLite's default rollback journal a commit costs several fsyncs, with WAL one: 2-3x faster
+    MLflow writes (`benchmarks/bench_sweep_scale.py`, README). WAL needs readers on the same host,
+    as the trial store does. A store that cannot be switched now (busy, unreadable) is left as it is.
+    """
+    prefix = "sqlite:///"
+    path = tracking_uri[len(prefix):].split("?")[0] if tracking_uri.startswith(prefix) else ""
+    if not path or path == ":memory:" or not Path(path).parent.is_dir():
+        return
+    try:
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
+
+
 class Tracker:
     """Thin layer over `MlflowClient` for the runs of one sweep."""
 
@@ -122,10 +157,19 @@ class Tracker:
 
     @cached_property
     def client(self) -> MlflowClient:
-        return MlflowClient(self.tracking_uri)
+        with _store_lock(self.tracking_uri):
+            use_wal(self.tracking_uri)
+            client = MlflowClient(self.tracking_uri)
+            client.get_experiment_by_name(self.experiment)  # creates or migrates the store, under the lock
+        return client
 
     @cached_property
     def experiment_id(self) -> str:
+        self.client  # noqa: B018 -- the store first (its own lock; FileLock is not reentrant across instances)
+        with _store_lock(self.tracking_uri):  # two sweeps of one experiment: one creates, the other finds it
+            return self._experiment_id()
+
+    def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found:
             return found.experiment_id
@@ -425,7 +469,7 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.log.by_trial_id(trial.trial_id)
-        self.console.retry(record.label if record else trial.trial_id, error_line(trial))
+        self.console.retry(record, record.label if record else trial.trial_id, error_line(trial))
 
     # ---------------------------------------------------------------- reuse
 

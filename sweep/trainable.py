@@ -31,6 +31,22 @@ from sweep.plan import TrialSpec, trial_config
 TRIAL_ERROR = "trial_error"
 # Result flag of an evaluation re-sent from the checkpoint of a resumed trial (not a metric).
 REPLAYED = "replayed"
+LOG_DIR = "logs"
+
+
+def trial_log(sweep_dir: str | Path, key: str) -> Path:
+    """The file that keeps the tracebacks of the trial with ledger key `key` (every attempt): the
+    console prints one line per failure, naming this file (`sweep.console`)."""
+    return Path(sweep_dir) / LOG_DIR / trial_checkpoint(sweep_dir, key).with_suffix(".log").name
+
+
+def _log_traceback(path: Path) -> None:
+    import datetime
+    import traceback
+
+    make_dir(path.parent)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"--- {datetime.datetime.now().isoformat(timespec='seconds')}\n{traceback.format_exc()}\n")
 
 
 class _TuneReporter:
@@ -59,15 +75,26 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metr
     """Tune entry point, bound by `tune.with_parameters` to the sweep's base config, its source
     (for messages), the metrics Tune ranks by, the sweep directory (every node sees it) and the
     phase's trial specs (sent once through Ray's object store). `config` = {"trial": index into
-    `specs`} plus, in the search phase, {"params": dotted key -> sampled value}."""
+    `specs`} plus, in the search phase, {"params": dotted key -> sampled value}. A crash's
+    traceback goes to `trial_log` (every attempt) before Tune sees it."""
+    trial = specs[config["trial"]]
+    key = trial.ledger_key(tune.get_context().get_trial_id())
+    try:
+        _run_trial(trial, config, base, source, metrics, sweep_dir, key)
+    except Exception:
+        _log_traceback(trial_log(sweep_dir, key))
+        raise
+
+
+def _run_trial(trial: TrialSpec, config: dict[str, Any], base: dict[str, Any], source: str, metrics: tuple[str, ...],
+               sweep_dir: str, key: str) -> None:
     from dml_core.training import NonFiniteLossError, fit  # late: keeps `import sweep` light
     from dml_core.training.checkpoint import load_checkpoint
 
-    trial = specs[config["trial"]]
     cfg = trial_config(base, trial, config.get("params"), source)
     if cfg.data.folds is not None:
         return run_folds(cfg, metrics)
-    keep = trial_checkpoint(sweep_dir, trial.ledger_key(tune.get_context().get_trial_id()))
+    keep = trial_checkpoint(sweep_dir, key)
     reporter = _TuneReporter(keep)
     resume = None
     if keep.is_file():

@@ -28,13 +28,23 @@ class DatasetError(ValueError):
     """A dataset on disk (or its config) is unusable; the one-line message names the file or field."""
 
 
-# PIL reports undecodable data as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError.
-PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+# PIL reports undecodable data as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError,
+# and a header claiming more than twice Image.MAX_IMAGE_PIXELS as DecompressionBombError.
+PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def decode_error(path: str | os.PathLike, error: BaseException) -> DatasetError:
     reason = " ".join(str(error).split()) or type(error).__name__  # one line, whatever PIL said
     return DatasetError(f"{path}: cannot decode image ({reason})")
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (PNG, TIFF: mode I;16* or I) scaled to 8 bits; PIL's convert('L')
+    would clip it at 255 (a 16-bit ramp came out 99 % white). Other images are returned as they are."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)  # mode I holds 16-bit files' values, 0 .. 65535
+    return Image.fromarray(np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 class DMLDataset(Dataset):
@@ -165,7 +175,7 @@ class ImageListDataset(DMLDataset):
         mode = "L" if self.num_channels == 1 else "RGB"
         try:
             with Image.open(path) as image:
-                return image.convert(mode)  # convert() forces the decode inside the try
+                return _to_8_bit(image).convert(mode)  # convert() forces the decode inside the try
         except PIL_DECODE_ERRORS as e:
             raise decode_error(path, e) from None
 

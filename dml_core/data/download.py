@@ -9,6 +9,10 @@ what an archive extracts to gets that archive, extracted into its parent
 (``.../omniglot/images_background_small1`` -> ``images_background_small1.zip`` into
 ``.../omniglot``); any other ``data.root`` gets the dataset's default archives extracted into it.
 
+A download is bounded: it stops once it passes the archive's known size (else
+``MAX_DOWNLOAD_BYTES``), extraction refuses archives that expand past ``MAX_EXTRACTED_BYTES`` or
+``MAX_RATIO`` times their size, and an archive whose top folder is a symbolic link is refused.
+
 A download is atomic and safe when several trials on one node start at once: under a file lock
 beside the target folder, the archive is fetched into a hidden temporary folder next to the
 target, its size and MD5 checked, extracted there, and the extracted folder moved into place
@@ -39,6 +43,13 @@ log = logging.getLogger("dml_core.data")
 
 TIMEOUT_S = 60.0  # per socket operation; a stalled server fails the download instead of hanging it
 _CHUNK = 1 << 20
+# Bounds on what a server (a hostile mirror, a wrong URL) can make this write. A download stops as
+# soon as it passes the archive's known size, else this maximum (the largest archive, CUB, is
+# 1.15 GB); extraction refuses an archive whose members add up to more than MAX_EXTRACTED_BYTES
+# or to more than MAX_RATIO times the archive (images barely compress: a zip bomb does).
+MAX_DOWNLOAD_BYTES = 4 << 30
+MAX_EXTRACTED_BYTES = 16 << 30
+MAX_RATIO = 20
 
 
 class DownloadFailed(Exception):
@@ -102,6 +113,8 @@ def ensure_archive(archive: Archive, folder: str | Path) -> Path:
                 _fetch(archive, file)
                 _extract(file, Path(tmp) / "x")
                 extracted = Path(tmp) / "x" / archive.extracts_to
+                if extracted.is_symlink():  # moved into place it would dangle, or alias another folder
+                    raise DownloadFailed(f"{archive.filename}: its folder {archive.extracts_to} is a symbolic link")
                 if not extracted.is_dir():
                     raise DownloadFailed(f"{archive.filename} holds no folder {archive.extracts_to}")
                 os.replace(extracted, target)
@@ -116,15 +129,20 @@ def ensure_archive(archive: Archive, folder: str | Path) -> Path:
 
 def _fetch(archive: Archive, dest: Path) -> None:
     md5, got = hashlib.md5(), 0
+    limit = archive.size if archive.size is not None else MAX_DOWNLOAD_BYTES
     try:
         with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
             expected = response.headers.get("Content-Length")
+            if expected is not None and expected.isdigit() and int(expected) > limit:
+                raise DownloadFailed(f"the server announces {expected} bytes, more than the {limit} expected")
             # Only once the server answers: offline, the one line of the failure is all there is.
             log.warning("data.download: fetching %s (%s bytes) into %s", archive.url, expected or "?", dest.parent.parent)
             for chunk in _chunks(response):
+                got += len(chunk)
+                if got > limit:  # stop now: a server that keeps sending would fill the disk
+                    raise DownloadFailed(f"stopped after more than the {limit} bytes expected")
                 out.write(chunk)
                 md5.update(chunk)
-                got += len(chunk)
     except http.client.HTTPException as e:  # IncompleteRead etc. are not OSErrors
         raise DownloadFailed(f"{type(e).__name__}: {e}") from None
     if expected is not None and got != int(expected):
@@ -133,6 +151,15 @@ def _fetch(archive: Archive, dest: Path) -> None:
         raise DownloadFailed(f"got {got} bytes, expected {archive.size}")
     if md5.hexdigest() != archive.md5:
         raise DownloadFailed(f"MD5 {md5.hexdigest()}, expected {archive.md5}")
+
+
+def _check_expansion(file: Path, total: int) -> None:
+    packed = max(file.stat().st_size, 1)
+    if total > MAX_EXTRACTED_BYTES:
+        raise DownloadFailed(f"{file.name} expands to {total} bytes, more than the {MAX_EXTRACTED_BYTES} allowed")
+    if total > MAX_RATIO * packed:
+        raise DownloadFailed(f"{file.name} expands {total // packed}-fold ({packed} -> {total} bytes), more than the "
+                             f"{MAX_RATIO}-fold an image archive does")
 
 
 def _chunks(response) -> Iterator[bytes]:
@@ -144,9 +171,12 @@ def _extract(file: Path, dest: Path) -> None:
     try:
         if zipfile.is_zipfile(file):
             with zipfile.ZipFile(file) as zf:  # extractall drops absolute and '..' member paths
+                # A zip member yields at most its declared size (zipfile stops there; a lie fails its CRC).
+                _check_expansion(file, sum(m.file_size for m in zf.infolist()))
                 zf.extractall(dest)
         else:
             with tarfile.open(file) as tf:
+                _check_expansion(file, sum(m.size for m in tf.getmembers()))
                 tf.extractall(dest, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError) as e:
         raise DownloadFailed(f"cannot extract {file.name}: {e}") from None

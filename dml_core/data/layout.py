@@ -109,7 +109,10 @@ def scan_class_tree(root: Path, field: str) -> tuple[list[str], list[str]]:
     paths: list[str] = []
     classes: list[str] = []
     for folder in _class_folders(root) + [root]:
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        entries = _entries(folder)
+        dangling = next((p for p in entries if p.is_symlink() and not p.exists()), None)
+        if dangling is not None:  # a moved or deleted image; skipping it would change the data silently
+            raise DatasetError(f"{dangling}: a link to {os.readlink(dangling)}, which does not exist")
         images = sorted(p for p in entries if p.is_file() and is_image(p))
         if folder == root:
             if images:
@@ -128,6 +131,14 @@ def scan_class_tree(root: Path, field: str) -> tuple[list[str], list[str]]:
     return [paths[i] for i in order], [classes[i] for i in order]
 
 
+def _entries(folder: Path) -> list[Path]:
+    """The non-hidden entries of ``folder``, sorted; an unreadable folder is one line naming it."""
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot read this folder ({e.strerror or e})") from None
+
+
 def _class_folders(root: Path) -> list[Path]:
     """Every non-hidden folder under ``root``, each real folder once, in sorted order.
 
@@ -142,8 +153,8 @@ def _class_folders(root: Path) -> list[Path]:
     links: list[Path] = []
 
     def walk(folder: Path) -> None:
-        for p in sorted(folder.iterdir()):
-            if p.name.startswith(".") or not p.is_dir():
+        for p in _entries(folder):
+            if not p.is_dir():
                 continue
             if p.is_symlink():
                 links.append(p)

@@ -7,7 +7,7 @@ Names never contain '@' (MLflow rejects it): ``recall_at_{K}`` for each K, ``map
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 from dml_core.errors import did_you_mean
 
@@ -34,6 +34,23 @@ def recall_k(name: str) -> int | None:
 def looks_like_metric(name: str) -> bool:
     """Whether `name` is a metric `evaluate` can return for some configuration (or `loss`)."""
     return name == "loss" or name in RETRIEVAL or name in CLUSTERING or recall_k(name) is not None
+
+
+def direction(name: str) -> Literal["max", "min"]:
+    """Which way `name` improves: the trainer's `loss` is minimised, every evaluation metric
+    (Recall@K, MAP@R, R-precision, NMI, F1) maximised. The one place a metric's direction is
+    written: the trainer's best epoch, the search and the report's verdicts all read it."""
+    return "min" if name == "loss" else "max"
+
+
+def check_mode(metric: str, mode: str | None, field: str) -> Literal["max", "min"]:
+    """`mode` if it agrees with `metric`'s direction (None: that direction), else `ValueError`."""
+    natural = direction(metric)
+    if mode is not None and mode != natural:
+        better = "lower" if natural == "min" else "higher"
+        raise ValueError(f"{field}: {mode} contradicts {metric}, which is {natural}imised ({better} is better); "
+                         "drop the mode")
+    return natural
 
 
 def check_metric_name(name: str, available: Iterable[str], field: str) -> str:

@@ -23,7 +23,8 @@ class ModelConfig(ComponentParams):
 
     backbone: str
     pretrained: bool = False
-    embedding_dim: int = Field(128, ge=2)
+    # Papers use 64 .. 2048; a bound turns a typo (an allocator error at model build) into a config error.
+    embedding_dim: int = Field(128, ge=2, le=2**16)
     pooling: Literal["avg", "avg_max"] = "avg"
     freeze_bn: bool = False
     freeze_backbone: bool = False

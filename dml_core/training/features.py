@@ -56,11 +56,11 @@ def cache_key(cfg: ExperimentConfig) -> str:
     parts = {
         # The fields the dataset declares as selecting its images (the data index's key too),
         # then the test transform's.
-        "data": [d.selection(), d.image_size, d.resize_size],
+        "data": [d.selection(), d.image_size, d.resize_size, d.test_transform, d.interpolation],
         "model": [m.backbone, m.pretrained, m.pooling, m.backbone_params()],
         # A randomly initialised backbone differs per seed; pretrained weights do not.
         "seed": None if m.pretrained else cfg.seed,
-        "version": 2,  # 2: the data selection as its declared fields
+        "version": 3,  # 2: the data selection as its declared fields; 3: test geometry and resampling
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

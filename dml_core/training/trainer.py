@@ -19,8 +19,10 @@ from torch.utils.data import DataLoader
 
 from dml_core.config import ExperimentConfig, dump_config
 from dml_core.data import DatasetSplits, PKBatchSampler, build_datasets
+from dml_core.data.draws import KeyedBatches, KeyedSamples
 from dml_core.data.loading import loader_options, resolve_num_workers
 from dml_core.evaluation import embed_dataset, evaluate
+from dml_core.evaluation.names import direction
 from dml_core.losses import build_loss
 from dml_core.io import DirectoryLock, make_dir
 from dml_core.models import build_model
@@ -97,8 +99,8 @@ def clamp_gradients(optimizer: torch.optim.Optimizer, value: float) -> None:
                 p.grad.clamp_(-value, value)
 
 
-def _is_better(value: float, best: Optional[float]) -> bool:
-    return best is None or value > best
+def _is_better(value: float, best: Optional[float], metric: str) -> bool:
+    return best is None or (value < best if direction(metric) == "min" else value > best)
 
 
 class Trainer:
@@ -153,8 +155,16 @@ class Trainer:
         self.sampler = PKBatchSampler(
             self.splits.train.labels, batch.classes_per_batch, batch.samples_per_class, self.iterations, seed=cfg.seed
         )
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler,
-                                 **loader_options(0 if self.cached else self.num_workers, self.device))
+        if self.cached:  # features taken with the test transform: no augmentation, nothing random to key
+            self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, **loader_options(0, self.device))
+        else:
+            # Each sample's augmentation is seeded from (seed, epoch, draw), so the worker count
+            # (hence core count and run mode) changes no number (dml_core.data.draws). The loader's
+            # own generator keeps it off the training stream, which it would otherwise draw a worker
+            # base seed from per epoch, or once with persistent workers.
+            self.loader = DataLoader(KeyedSamples(self.splits.train, cfg.seed), batch_sampler=KeyedBatches(self.sampler),
+                                     generator=torch.Generator().manual_seed(cfg.seed),
+                                     **loader_options(self.num_workers, self.device))
 
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
@@ -295,13 +305,14 @@ class Trainer:
                 t0 = time.perf_counter()
                 train_loss = self.train_epoch(epoch)
                 last = epoch == cfg.train.epochs - 1
-                if (epoch + 1) % cfg.train.eval_every and not last:
+                skip = (epoch + 1) % cfg.train.eval_every or epoch + 1 < cfg.train.eval_from_epoch
+                if skip and not last:
                     self._progress(epoch, train_loss, None, time.perf_counter() - t0)
                     continue
                 metrics = {"epoch": epoch + 1, "loss": train_loss, **self.evaluate(),
                            "time_s": time.perf_counter() - started, **self._gpu_memory()}
                 self.history.append(metrics)
-                if _is_better(metrics[primary], self.best.get(primary)):
+                if _is_better(metrics[primary], self.best.get(primary), primary):
                     self.best = dict(metrics)
                 ckpt_path = None
                 if self.out_dir is not None and cfg.train.checkpoint:

@@ -136,7 +136,7 @@ def test_good_archive_is_fetched_once_and_extracted_in_place(tmp_path, serve, zi
 @pytest.mark.parametrize("fault, reason", [
     ("md5", r"MD5 [0-9a-f]{32}, expected 0{32}"),
     ("truncated", r"IncompleteRead|truncated"),
-    ("size", r"got \d+ bytes, expected 5"),
+    ("size", r"announces \d+ bytes, more than the 5 expected"),  # refused before the body is read
 ])
 def test_bad_downloads_leave_nothing_that_counts_as_present(tmp_path, serve, zip_body, fault, reason) -> None:
     server = serve(truncate=fault == "truncated")
@@ -278,7 +278,8 @@ def test_dml_data_expansion(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     assert expand_data_path("${DML_DATA}/omniglot") == f"{tmp_path}/omniglot"
     assert expand_data_path("$DML_DATA/omniglot") == f"{tmp_path}/omniglot"
-    assert expand_data_path("$DML_DATAX/a") == "$DML_DATAX/a"  # another variable: left alone
+    with pytest.raises(DatasetError, match=r"^data.root: \$DML_DATAX: only \$\{DML_DATA\} is expanded"):
+        expand_data_path("$DML_DATAX/a")  # another variable: an error, never a literal folder
     assert expand_data_path("~/d") == str(Path.home() / "d") and expand_data_path(None) is None
     monkeypatch.delenv(DATA_ENV)
     assert data_home() == Path.home() / ".cache" / "dml-sweep" / "data"

@@ -120,6 +120,31 @@ class CreatesAFile:
         return (open, (str(self.marker), "w"))
 
 
+def call_cli(main: Any, argv: list[str], capsys: Any) -> tuple[int, str]:
+    """A CLI's `main(argv)` in this process: (exit status, stderr)."""
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def truncated_pngs(root: Path, classes: int = 6, per_class: int = 8) -> Path:
+    """Class folders of PNGs cut in half: they pass the dataset index (the header is whole) and
+    fail when decoded."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            png = root / f"c{c}" / f"{i}.png"  # noise: half of it still holds the whole header
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(png)
+            png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    return root
+
+
 def one_error_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{stderr}"
@@ -138,3 +163,43 @@ def fill_feature_cache(argv: list[str]) -> int:
     for _ in range(30):
         _write(path, feats, np.full(64, seed))
     return 0
+
+
+def open_tracker(argv: list[str]) -> int:
+    """A sweep driver's first touch of its MLflow store (argv: tracking URI, experiment): the
+    store is created (or migrated) and the experiment made; prints the experiment id."""
+    from sweep.tracking import Tracker
+
+    print(Tracker(argv[0], argv[1]).experiment_id, flush=True)
+    return 0
+
+
+def sweep_with_full_disk(argv: list[str]) -> int:
+    """`sweep.run:main(argv[1:])` on a disk that fills up at the driver's `argv[0]`-th write to the
+    trial store: that write and every later one fail as SQLite fails on a full disk ("database or
+    disk is full"). Trials run in Ray's worker processes and write as usual."""
+    import sqlite3
+
+    from sweep.store import TrialStore
+
+    failing_from, writes = int(argv[0]), [0]
+
+    class FullDisk:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                writes[0] += 1
+                if writes[0] >= failing_from:
+                    raise sqlite3.OperationalError("database or disk is full")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+    real_conn = TrialStore.conn
+    TrialStore.conn = property(lambda self: FullDisk(real_conn.fget(self)))  # this process (the driver) only
+    from sweep.run import main
+
+    return main(argv[1:])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from faults_testlib import REPO, CreatesAFile, env, one_error_line, run_cli, run_together, tiny, write_yaml
+from faults_testlib import REPO, CreatesAFile, env, one_error_line, run_cli, run_together, tiny, truncated_pngs, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +65,23 @@ def test_two_sweeps_started_together_and_a_failed_final_trial(tmp_path: Path) ->
 
 
 def test_a_sweep_whose_trials_all_failed_does_not_exit_0(tmp_path: Path) -> None:
-    cfg = sweep_yaml(tmp_path, {"nan": ARMS["nan"]})
-    [result] = run_together("sweep.run:main", [[str(cfg), "--out", str(tmp_path / "sweep")]], tmp_path)
+    """Also (issue 19, defect 10): a crashing trial is one line per attempt at verbose 0, naming the
+    log file that holds its traceback (Ray's traceback was printed: 210 lines for 2 bad seeds)."""
+    crash = {"data.name": "image_folder", "data.root": str(truncated_pngs(tmp_path / "truncated")), "data.image_size": 8}
+    cfg = sweep_yaml(tmp_path, {"nan": ARMS["nan"], "crash": crash})
+    out = tmp_path / "sweep"
+    [result] = run_together("sweep.run:main", [[str(cfg), "--out", str(out)]], tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith("sweep finished with failures: 1 of 1 final trials failed")
+    assert result.stderr.strip().splitlines()[-1].startswith("sweep finished with failures: 2 of 2 final trials failed")
+    console = result.stdout + result.stderr
+    assert "Traceback" not in console and "DataLoader worker" not in console, console[-3000:]
+    from sweep.trainable import trial_log
+
+    log = trial_log(out, "arm=crash/seed=0")
+    crash_lines = [line for line in console.splitlines() if "crash · s0" in line]
+    assert len(crash_lines) == 2, console  # the retry (max_failures 1) and the failure
+    assert all(line.endswith(f"  traceback: {log}") and "cannot decode image" in line for line in crash_lines), crash_lines
+    assert log.read_text().count("Traceback (most recent call last)") == 2
 
 
 @pytest.fixture()
@@ -131,36 +144,30 @@ def test_the_store_never_holds_a_stub_record(tmp_path: Path) -> None:
 KILL_EPOCHS = 30
 
 
-def _truncated_pngs(root: Path) -> Path:
-    """Six class folders of PNGs cut in half: they pass the dataset index, and fail when decoded
-    (a crash at run time, retried, then failed)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(6):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(8):
-            png = root / f"c{c}" / f"{i}.png"  # noise: half of it still holds the whole header
-            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(png)
-            png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
-    return root
-
-
 def _records(out: Path) -> dict[str, dict[str, Any]]:
     from sweep.records import load_records
 
     return {r.key: r.model_dump() for r in load_records(out).trials}
 
 
-def _plant_pickles(tune_dir: Path, marker: Path) -> list[Path]:
+def _plant_pickles(tune_dir: Path, marker: Path, trial_ids: list[str]) -> list[Path]:
     """Every file of a Tune experiment folder that a restore unpickles (tuner.pkl, the variant
     generator's and searcher's state, the trials' params.pkl, and the cloudpickled parts of
-    experiment_state-*.json) becomes one that creates `marker` when it is loaded."""
+    experiment_state-*.json) becomes one that creates `marker` when it is loaded.
+
+    Tune uploads the experiment state and the trials' params.pkl into the sweep folder at most every
+    TUNE_GLOBAL_CHECKPOINT_S (~10 s): an early kill finds some of them missing. So each is created
+    where Tune would have written it -- whatever Tune managed to write before the kill is
+    overwritten the same way -- and the test holds for any timing."""
     payload = pickle.dumps(CreatesAFile(marker))
     pickled = ("basic-variant-state-", "searcher-state-", "search_gen_state-")
     for name in ("tuner.pkl", "searcher-state-2000-01-01_00-00-00.pkl", "search_gen_state-2000-01-01_00-00-00.json"):
         (tune_dir / name).touch()  # also those this Tune version did not write
+    if not any(tune_dir.glob("experiment_state-*.json")):
+        (tune_dir / "experiment_state-2000-01-01_00-00-00.json").touch()
+    for trial_id in trial_ids:
+        (tune_dir / trial_id).mkdir(exist_ok=True)
+        (tune_dir / trial_id / "params.pkl").touch()
     planted = []
     for path in sorted(tune_dir.rglob("*")):
         if path.suffix == ".pkl" or path.name.startswith(pickled):
@@ -188,7 +195,7 @@ def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: P
 
     raw = tiny(train={"epochs": KILL_EPOCHS})
     arms = {"a": {}, "b": {"model.embedding_dim": 8},
-            "crash": {"data.name": "image_folder", "data.root": str(_truncated_pngs(tmp_path / "truncated"))}}
+            "crash": {"data.name": "image_folder", "data.root": str(truncated_pngs(tmp_path / "truncated"))}}
     raw["sweep"] = {"name": "faults", "arms": arms, "seeds": [0], "baseline": {"arm": "a"}, "max_failures": 1,
                     "max_concurrent_trials": 1, "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     cfg, out, log = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", tmp_path / "first.log"
@@ -216,8 +223,8 @@ def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: P
     assert trial_checkpoint(out, cut).is_file()
 
     marker = tmp_path / "pwned"
-    assert tune.Tuner.can_restore(str(out / "final"))  # what the old resume then restored
-    planted = _plant_pickles(out / "final", marker)
+    assert tune.Tuner.can_restore(str(out / "final"))  # tuner.pkl, written at the start: what the old resume restored
+    planted = _plant_pickles(out / "final", marker, [r["trial_id"] for r in before.values()])
     assert {p.name for p in planted} >= {"tuner.pkl", "params.pkl"}
     assert any(p.name.startswith("experiment_state-") for p in planted)
     contents = {p: p.read_bytes() for p in planted}
@@ -275,3 +282,66 @@ def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: P
     for key in ("arm=a/seed=0", "arm=b/seed=0"):
         assert again[key] == after[key]
     assert len(mlflow_children(tmp_path)) == 3
+
+
+# ------------------------------------------------------------------ SIGTERM, driver I/O faults (issue 19, defect 4)
+
+
+def _wait_for_a_running_trial(proc: subprocess.Popen, out: Path, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        records = _records(out) if (out / "store.json").is_file() else {}
+        if any(r["status"] == "RUNNING" and r.get("last_step", 0) >= 1 for r in records.values()):
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path: Path) -> None:
+    """`kill -TERM` (what kill, Slurm and Kubernetes send) exited 134 with Ray's C++ stack dump, no
+    resume hint, trials left RUNNING."""
+    raw = tiny(train={"epochs": KILL_EPOCHS})
+    raw["sweep"] = {"name": "faults", "arms": {"a": {}, "b": {"model.embedding_dim": 8}}, "seeds": [0],
+                    "max_concurrent_trials": 1, "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    cfg, out, log = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", tmp_path / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, str(REPO / "sweep" / "run.py"), str(cfg), "--out", str(out)], cwd=tmp_path,
+                                env=env(), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    try:
+        _wait_for_a_running_trial(proc, out, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=180) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log.read_text()
+    assert err.strip().splitlines()[-1] == (f"interrupted; continue with: python sweep/run.py {cfg} --out {out} --resume")
+    assert "Traceback" not in err and "SIGTERM" not in err, err[-3000:]
+    statuses = {r["status"] for r in _records(out).values()}
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+    parent = [r for r in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("faults").experiment_id])
+        if r.data.tags.get("sweep.role") == "parent"]
+    assert [r.info.status for r in parent] == ["KILLED"]
+
+
+@pytest.mark.parametrize("failing_write", [1, 6], ids=["at_start", "mid_sweep"])
+def test_a_full_disk_under_the_driver_is_one_line_and_exit_3(tmp_path: Path, failing_write: int) -> None:
+    """A full disk on a write of the sweep's state exited 1 with tracebacks (1 is "done, some trials
+    failed"). Now: one line naming the file (the trial store), exit 3; a sweep that had not started
+    leaves no folder (a plain rerun works), one that had keeps its records to --resume."""
+    cfg, out = sweep_yaml(tmp_path, {"a": {}, "b": {"model.embedding_dim": 8}}), tmp_path / "sweep"
+    [result] = run_together("faults_testlib:sweep_with_full_disk", [[str(failing_write), str(cfg), "--out", str(out)]],
+                            tmp_path)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    then = (f"run it again: python sweep/run.py {cfg} --out {out}" if failing_write == 1
+            else f"continue with: python sweep/run.py {cfg} --out {out} --resume")
+    store = tmp_path / ".store" / "trials.sqlite"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {store}: trial store: database or disk is full; fix it, then {then}")
+    if failing_write == 1:
+        assert not out.exists()
+    else:
+        assert _records(out) and (out / "plan.json").is_file()  # every write before the full disk

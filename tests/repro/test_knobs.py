@@ -126,3 +126,24 @@ def test_knob_values_are_checked_at_load():
         config_from_dict({"optimizer": {"eps_mode": "keras"}})
     with pytest.raises(ConfigError, match="train.grad_clamp"):
         config_from_dict({"train": {"grad_clamp": -1}})
+
+
+def test_the_feature_cache_key_sees_the_test_geometry_and_resampling():
+    from dml_core.training.features import cache_key
+
+    base = {"data": {"name": "digits"}, "model": {"freeze_backbone": True}}
+    keys = {cache_key(config_from_dict({**base, "data": {"name": "digits", **extra}}))
+            for extra in ({}, {"test_transform": "resize_square"}, {"interpolation": "bicubic"})}
+    assert len(keys) == 3
+
+
+def test_eval_from_epoch_skips_the_warm_up_evaluations():
+    from dml_core.training import fit
+
+    cfg = config_from_dict({
+        "data": {"name": "digits", "image_size": 8, "num_workers": 0, "batch": {"classes_per_batch": 3, "samples_per_class": 2}},
+        "model": {"conv_blocks": 1, "conv_width": 8, "embedding_dim": 8},
+        "train": {"epochs": 4, "iterations_per_epoch": 1, "num_threads": 1, "eval_from_epoch": 3, "checkpoint": False},
+        "eval": {"clustering": False},
+    })
+    assert [h["epoch"] for h in fit(cfg).history] == [3, 4]

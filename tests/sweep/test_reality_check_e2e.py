@@ -20,11 +20,11 @@ def test_fold_search_runs_end_to_end_and_reports_fold_scores_and_budget(ray_loca
                                                                          omniglot_root: Path) -> None:
     raw = {
         "name": "rc", "seed": 0,
-        "data": {"name": "omniglot", "root": str(omniglot_root), "image_size": 20, "train_classes": 0.5,
+        "data": {"name": "omniglot", "root": str(omniglot_root), "image_size": 16, "train_classes": 0.5,
                  "horizontal_flip": False, "batch": {"classes_per_batch": 8, "samples_per_class": 4}},
         "model": {"backbone": "small_conv", "conv_blocks": 2, "conv_width": 16, "embedding_dim": 16},
         "loss": {"name": "multi_similarity"},
-        "train": {"epochs": 1, "iterations_per_epoch": 3, "num_threads": 1},
+        "train": {"epochs": 1, "iterations_per_epoch": 2, "num_threads": 1},
         "eval": {"clustering": False},
         "sweep": {
             "arms": {"ms": {}, "ms_ee": {"expansion.name": "ee"}},

@@ -1,0 +1,35 @@
+"""The sweep's sqlite tracking store is switched to WAL (one fsync per MLflow commit, not several)."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sweep.tracking import Tracker, use_wal
+
+
+def journal_mode(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_new_and_an_existing_sqlite_store_end_up_in_wal(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.db"
+    Tracker(f"sqlite:///{fresh}", "exp").client.search_experiments()
+    assert journal_mode(fresh) == "wal"
+
+    old = tmp_path / "old.db"
+    sqlite3.connect(old).execute("CREATE TABLE t (x)").connection.close()  # a store in rollback-journal mode
+    assert journal_mode(old) == "delete"
+    Tracker(f"sqlite:///{old}", "exp").client
+    assert journal_mode(old) == "wal"
+
+
+def test_other_stores_are_left_alone(tmp_path: Path) -> None:
+    use_wal(f"sqlite:///{tmp_path / 'missing' / 'm.db'}")  # a folder that is not there: MLflow's to report
+    use_wal("sqlite:///:memory:")
+    use_wal((tmp_path / "runs").as_uri())
+    use_wal("http://localhost:5000")
+    assert list(tmp_path.iterdir()) == []
