@@ -18,7 +18,9 @@ are that arm's alone; arms alternate (project first for one N, bare first for th
 load from the rest of the machine falls on both. Per arm: wall time of the run call (imports and
 joining Ray excluded, equally for both), the driver process' CPU time over it, slot utilisation
 (summed `fit` time of the trials / (slots x wall): `fit` is timed inside the trial processes by a
-Ray worker set-up hook, the same for both arms), the time from the last trial's `fit` returning to
+Ray worker set-up hook, the same for both arms), the most trials seen training at once (below
+`--slots` when a trial process was slow to start: on a loaded machine one may take longer to
+import torch than the other takes to run every trial), the time from the last trial's `fit` returning to
 the run call returning, the driver's peak RSS, and the size of what the project keeps (its store or
 ledger; the whole sweep folder in brackets).
 
@@ -33,6 +35,7 @@ only (`run_sweep(plan, sweep_dir, verbose=0)`, `load_plan`), so it runs on any v
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -180,8 +183,10 @@ def run_arm(arm: str, n: int, work: Path, address: str, tracking_uri: str, profi
         profiler.dump_stats(profile)
     spans = [tuple(map(float, line.split())) for line in trial_log.read_text().splitlines()]
     state = [p for p in kept.rglob("*") if p.is_file() and (p.parent.name == ".store" or p.name == "ledger.json")]
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
     result = {
         "arm": arm, "n": n, "wall_s": ended - started, "cpu_s": cpu, "trials_timed": len(spans),
+        "peak_concurrent": max(itertools.accumulate(d for _, d in events)),  # fits at once: below the slots when a trial process was slow to start
         "busy_s": sum(e - s for s, e in spans), "last_to_exit_s": ended - max(e for _, e in spans),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "store_bytes": sum(p.stat().st_size for p in state) if arm == "project" else None,
@@ -224,14 +229,14 @@ def _mib(b: float | None) -> str:
 
 
 def print_table(rows: list[Row], slots: int) -> None:
-    head = (f"{'N':>6} {'arm':<8}{'wall s':>9}{'CPU s':>8}{'CPU/trial ms':>13}{'slot use':>9}{'last->exit s':>13}"
+    head = (f"{'N':>6} {'arm':<8}{'wall s':>9}{'CPU s':>8}{'CPU/trial ms':>13}{'slot use':>9}{'at once':>8}{'last->exit s':>13}"
             f"{'peak RSS MiB':>13}{'store MiB':>10}{'folder MiB':>11}")
     print(head)
     for r in rows:
         for arm, m in (("project", r.project), ("bare", r.bare)):
             use = m["busy_s"] / (slots * m["wall_s"])
             print(f"{r.n:>6} {arm:<8}{m['wall_s']:>9.1f}{m['cpu_s']:>8.1f}{1e3 * m['cpu_s'] / r.n:>13.0f}{use:>9.2f}"
-                  f"{m['last_to_exit_s']:>13.2f}{m['peak_rss_mib']:>13.0f}{_mib(m['store_bytes']):>10}"
+                  f"{m['peak_concurrent']:>8}{m['last_to_exit_s']:>13.2f}{m['peak_rss_mib']:>13.0f}{_mib(m['store_bytes']):>10}"
                   f"{_mib(m['folder_bytes']):>11}")
         print(f"{r.n:>6} {'ratio':<8}{r.project['wall_s'] / r.bare['wall_s']:>9.2f}"
               f"{r.project['cpu_s'] / r.bare['cpu_s']:>8.2f}")

@@ -7,7 +7,9 @@
     search.py    one Optuna study and one set of ASHA brackets per grid cell
     trainable.py the Ray Tune function around `dml_core.training.fit`
     tracking.py  MLflow: parent run per sweep, child run per trial, from a driver-side callback
-    ledger.py    the sweep directory's record of trials, runs and phases (resume, report)
+    store.py     the trial store (SQLite per storage root): every trial record, reuse by content key
+    pending.py   what is left to run (resume, reuse, growth)
+    compat.py    every private / developer-only Ray, Optuna API in one place
     runner.py    the search and final phases on Ray Tune, resume, failure handling
     stats.py     Student-t intervals and paired t-tests over seeds; verdict() (better/worse/equivalent)
     sequential.py  seed policies: repeated CIs with alpha spending, which trials run next

@@ -292,7 +292,7 @@ class SweepResults:
             row |= {"seed": r.seed, "status": r.status, "error": r.error, "attempts": r.attempts,
                     "epochs": None if epoch is None else int(epoch), "params": json.dumps(r.params, sort_keys=True)}
             row |= {m: r.metrics.get(m) for m in self.metrics}
-            row |= {"trial_id": r.trial_id, "mlflow_run_id": r.mlflow_run_id}
+            row |= {"trial_id": r.trial_id, "mlflow_run_id": r.mlflow_run_id, "reused_from": r.reused_from}
             rows.append(row)
         return rows
 
@@ -317,7 +317,7 @@ def plan_of(sweep_dir: str | Path) -> SweepPlan:
     """The typed plan of a sweep directory, rebuilt from the definition it started with."""
     from dml_core.config import read_yaml
     from dml_core.io import read_json
-    from sweep.ledger import PLAN_FILE
+    from sweep.store import PLAN_FILE
 
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / PLAN_FILE).is_file() or not (sweep_dir / PLAN_YAML).is_file():

@@ -74,13 +74,13 @@ class Selection:
         return f"{line}\n     {self.note}" if self.note else line
 
 
-def candidate_of(record: dict[str, Any], metric: str) -> Candidate:
-    """A finished search record (ledger dict) as a candidate; a Reality-Check folds sample
+def candidate_of(record: Any, metric: str) -> Candidate:
+    """A finished search `TrialRecord` as a candidate; a Reality-Check folds sample
     (`sweep.search.folds`) reports each fold's score as `fold<i>_<metric>` beside the mean."""
-    metrics = record.get("metrics", {})
+    metrics = record.metrics
     folds = [float(metrics[f"fold{i}_{metric}"]) for i in range(int(metrics.get("folds", 0)))
              if f"fold{i}_{metric}" in metrics]
-    return Candidate(record["trial_id"], dict(record.get("params") or {}), float(metrics[metric]), folds)
+    return Candidate(record.trial_id or record.key, dict(record.params), float(metrics[metric]), folds)
 
 
 def score_noise(value: float, queries: Optional[int], metric: str, fold_scores: Sequence[float] = ()) -> Optional[float]:

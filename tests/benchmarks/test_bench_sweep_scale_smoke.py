@@ -20,13 +20,13 @@ def test_smoke_run_times_both_arms_and_prints_their_ratio(tmp_path: Path) -> Non
                           cwd=REPO, capture_output=True, text=True, timeout=880)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     num = r"([0-9.]+)"
-    project = re.search(rf"^\s+2 project\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}$", done.stdout, re.M)
-    bare = re.search(rf"^\s+2 bare\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+-\s+{num}$", done.stdout, re.M)
+    project = re.search(rf"^\s+2 project\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}$", done.stdout, re.M)
+    bare = re.search(rf"^\s+2 bare\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+{num}\s+-\s+{num}$", done.stdout, re.M)
     ratio = re.search(rf"^\s+2 ratio\s+{num}\s+{num}$", done.stdout, re.M)
     assert project and bare and ratio, done.stdout
     results = {arm: json.loads((tmp_path / f"{arm}-2" / "result.json").read_text()) for arm in ("project", "bare")}
     for arm, m in results.items():
-        assert m["trials_timed"] == 2 and 0 < m["busy_s"] and 0 <= m["last_to_exit_s"] < m["wall_s"], (arm, m)
+        assert m["trials_timed"] == 2 and 1 <= m["peak_concurrent"] <= 2 and 0 < m["busy_s"] and 0 <= m["last_to_exit_s"] < m["wall_s"], (arm, m)
     assert results["project"]["store_bytes"] > 0  # the ledger or the trial store was found and measured
     assert float(ratio.group(1)) == pytest.approx(results["project"]["wall_s"] / results["bare"]["wall_s"], abs=0.006)
     assert re.search(r"^wall ratio: worst [0-9.]+ at N=2 (meets|misses) the target <= 1.3$", done.stdout, re.M)

@@ -1,7 +1,7 @@
 """`sweep.report.evaluation: best_on_test`: the papers' model selection (best test Recall@1),
 whatever the sweep's metric, and labelled as test-set selection in the report."""
 from sweep.plan import FINAL, load_plan
-from sweep.ledger import FINISHED
+from sweep.records import FINISHED
 from sweep.records import SweepMeta, SweepRecords, TrialRecord
 from sweep.results import SweepResults, _with_evaluation
 from sweep.writers import report_blocks, to_markdown

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
 
-from sweep.ledger import FAILED, FINISHED, Ledger
+from sweep.records import FAILED, FINISHED, TrialRecord
+from sweep.store import SweepLog
 from sweep.plan import load_plan
 from sweep.report import main as report_main
 from sweep.report import write_report
@@ -69,7 +70,7 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
     plan = load_plan(write_yaml(tmp_path / "x.yaml", sweep))
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    ledger = create_sweep_dir(plan, sweep_dir, resume=False)
+    log = create_sweep_dir(plan, sweep_dir)
     recall = {("arm=ee,expansion.n_inner_pts=0", 0): 0.60, ("arm=ee,expansion.n_inner_pts=0", 1): 0.62,
               ("arm=ee,expansion.n_inner_pts=0", 2): 0.61,
               ("arm=ee,expansion.n_inner_pts=2", 0): 0.66, ("arm=ee,expansion.n_inner_pts=2", 1): 0.65,
@@ -79,9 +80,10 @@ def _fake_sweep(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], float]]:
         metrics = {"epoch": 2.0, "recall_at_1": recall[(t.cell, t.seed)], "map_at_r": recall[(t.cell, t.seed)] / 2} \
             if (t.cell, t.seed) in recall else {}
         failed = not metrics
-        ledger.add_trial(f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed,
-                            params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
-                            error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics, history=[metrics])
+        log.add(TrialRecord(trial_id=f"id-{t.key}", key=t.key, phase=t.phase, cell=t.cell, arm=t.arm, coords=t.coords,
+                            seed=t.seed, params={}, status=FAILED if failed else FINISHED, attempts=3 if failed else 1,
+                            error="RuntimeError: CUDA out of memory" if failed else None, metrics=metrics,
+                            history=[metrics] if metrics else []))
     return sweep_dir, recall
 
 
@@ -141,11 +143,11 @@ def test_intervals_are_clipped_to_the_metric_range_with_a_note(tmp_path: Path) -
     """Two seeds at 99 % and 100 %: the Student-t interval reaches past 100 %; report, tables and
     parquet clip it and mark the clipped bound."""
     sweep_dir, _ = _fake_sweep(tmp_path)
-    ledger = Ledger(sweep_dir)
-    for r in ledger.trials():
-        if r["cell"] == "arm=ee,expansion.n_inner_pts=2":
-            value = {0: 0.99, 1: 1.0, 2: 0.985}[r["seed"]]
-            ledger.update_trial(r["trial_id"], metrics={**r["metrics"], "recall_at_1": value})
+    log = SweepLog.open(sweep_dir)
+    for r in log.trials():
+        if r.cell == "arm=ee,expansion.n_inner_pts=2":
+            value = {0: 0.99, 1: 1.0, 2: 0.985}[r.seed]
+            log.update(r.key, metrics={**r.metrics, "recall_at_1": value})
     results = SweepResults.of_dir(sweep_dir)
     write_report(sweep_dir, results=results)
     cell = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
@@ -197,10 +199,10 @@ def test_best_evaluation_is_selectable(tmp_path: Path) -> None:
     """`--evaluation best` takes each final trial's best epoch by the primary metric (with that
     epoch's other metrics); `last` (the default) its final one."""
     sweep_dir, recall = _fake_sweep(tmp_path)
-    ledger = Ledger(sweep_dir)
-    record = next(r for r in ledger.trials() if r["key"] == "arm=ee,expansion.n_inner_pts=0/seed=0")
+    log = SweepLog.open(sweep_dir)
+    record = log.get("arm=ee,expansion.n_inner_pts=0/seed=0")
     early = {"epoch": 1.0, "recall_at_1": 0.70, "map_at_r": 0.1}
-    ledger.update_trial(record["trial_id"], history=[early, record["metrics"]])
+    log.update(record.key, history=[early, record.metrics])
 
     write_report(sweep_dir)
     cells = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}

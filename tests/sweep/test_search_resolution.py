@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep.plan import load_plan
+from sweep.records import load_records
 from sweep.runner import SweepOutcome, run_sweep
 from sweep_testlib import write_yaml
 
@@ -48,8 +48,8 @@ def test_a_tied_search_says_so_and_the_mlflow_store_holds_the_report(ray_local: 
     outcome, console = _sweep(tmp_path, tracking_uri, "tied", {"eval.kmeans_iters": {"type": "categorical", "choices": [5, 10]}},
                               {"expansion": {"name": "ee", "n_inner_pts": 2}},
                               grid={"expansion.n_inner_pts": [0, 2]}, baseline={"expansion.n_inner_pts": 0})
-    best = json.loads((outcome.sweep_dir / "ledger.json").read_text())["meta"]["best"]
-    assert {cell: b["separated"] for cell, b in best.items()} == {"expansion.n_inner_pts=0": False, "expansion.n_inner_pts=2": False}
+    best = load_records(outcome.sweep_dir).meta.best
+    assert {cell: b.separated for cell, b in best.items()} == {"expansion.n_inner_pts=0": False, "expansion.n_inner_pts=2": False}
     assert re.search(rf"^   best MS: kmeans_iters \d+ \(holdout R@1 [\d.]+ ± [\d.]+\)\n     {NOTE}", console, re.M)
     md, page = ((outcome.sweep_dir / f).read_text() for f in ("report.md", "report.html"))
     assert f"**Search, MS:** {NOTE}" in md and NOTE in page
@@ -81,11 +81,11 @@ def test_a_tied_search_says_so_and_the_mlflow_store_holds_the_report(ray_local: 
 def test_a_search_that_separates_has_no_note(ray_local: None, tracking_uri: str, tmp_path: Path) -> None:
     outcome, console = _sweep(tmp_path, tracking_uri, "separated",
                               {"model.embedding_dim": {"type": "categorical", "choices": [2, 16]}})
-    ledger = json.loads((outcome.sweep_dir / "ledger.json").read_text())
-    tried = {r["params"]["model.embedding_dim"] for r in ledger["trials"].values() if r["phase"] == "search"}
+    records = load_records(outcome.sweep_dir)
+    tried = {r.params["model.embedding_dim"] for r in records.search()}
     assert tried == {2, 16}  # the sampler (seeded) drew both
-    (best,) = ledger["meta"]["best"].values()
-    assert best["separated"] and best["params"] == {"model.embedding_dim": 16} and best["note"] == ""
+    (best,) = records.meta.best.values()
+    assert best.separated and best.params == {"model.embedding_dim": 16} and best.note == ""
     md, page = ((outcome.sweep_dir / f).read_text() for f in ("report.md", "report.html"))
     assert NOTE not in console and NOTE not in md and NOTE not in page
     assert "| yes |" in md  # the search table's `separated` column

@@ -27,8 +27,8 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
+from sweep.records import FAILED, FINISHED, KILLED, load_records
 from sweep.runner import SweepOutcome, run_sweep
 from sweep.search import study_storage
 from sweep_testlib import REPO_ROOT, write_yaml
@@ -50,7 +50,8 @@ EPOCHS = 2
 
 
 def ledger(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in json.loads((sweep_dir / "ledger.json").read_text())["trials"].values()}
+    """The sweep's records in the trial store, by key (as dicts, to compare whole records)."""
+    return {r.key: r.model_dump() for r in load_records(sweep_dir).trials}
 
 
 def runs_of(tracking_uri: str, experiment: str) -> tuple[Any, list[Any]]:
@@ -184,8 +185,40 @@ def test_existing_sweep_dir_needs_resume(grid_sweep: tuple[Path, SweepOutcome]) 
     path, outcome = grid_sweep
     with pytest.raises(ValueError, match="a sweep already exists here; add --resume"):
         run_sweep(load_plan(path), outcome.sweep_dir, verbose=0)
-    with pytest.raises(ValueError, match="was started from a different sweep definition"):
+    with pytest.raises(ValueError, match="sweep.seeds: drops seed 1, which this sweep has run"):
         run_sweep(load_plan(path, ["sweep.seeds=[0]"]), outcome.sweep_dir, resume=True, verbose=0)
+    with pytest.raises(ValueError, match=r"optimizer\.lr \(0\.003 -> 0\.004\): changes the experiment this sweep already ran"):
+        run_sweep(load_plan(path, ["optimizer.lr=0.004"]), outcome.sweep_dir, resume=True, verbose=0)
+
+
+def test_a_second_sweep_reuses_then_grows(grid_sweep: tuple[Path, SweepOutcome], tracking_uri: str) -> None:
+    """The same trials in another sweep under the same storage root are answered from the trial
+    store (one console line each, naming the sweep that ran them; an MLflow run each, tagged with
+    it); adding a seed and resuming trains exactly the new trials."""
+    path, first = grid_sweep
+    out = first.sweep_dir.parent / "again"
+    only_ms = ["sweep.name=again", "sweep.arms={ms: {}}"]
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        outcome = run_sweep(load_plan(path, only_ms), out, verbose=0)
+    assert (outcome.status, outcome.reused) == (FINISHED, 4)
+    assert not (out / "final").exists()  # no Tune experiment: nothing trained
+    assert len(re.findall(rf"^\[\d/4\] final   ms dim=\d+ · s\d  R@1 \d+\.\d  reused from sweep \({first.sweep_dir}\)$",
+                          console.getvalue(), re.M)) == 4
+    records = ledger(out)
+    before = ledger(first.sweep_dir)
+    for key, r in records.items():
+        assert (r["reused_from"], r["metrics"], r["content_key"]) == (
+            str(first.sweep_dir), before[key]["metrics"], before[key]["content_key"])
+    _, children = runs_of(tracking_uri, "again")
+    assert {c.data.tags["sweep.reused_from"] for c in children} == {str(first.sweep_dir)} and len(children) == 4
+    assert all(c.info.status == FINISHED and "recall_at_1" in c.data.metrics for c in children)
+
+    grown = run_sweep(load_plan(path, [*only_ms, "sweep.seeds=[0,1,2]"]), out, resume=True, verbose=0)
+    assert (grown.status, grown.reused, grown.final_trials) == (FINISHED, 0, 6)
+    trained = {p.name for p in (out / "final").iterdir() if p.is_dir()}
+    assert len(trained) == 2  # exactly the two seed-2 trials ran
+    assert {r["trial_id"] for k, r in ledger(out).items() if k.endswith("seed=2")} == trained
 
 
 @pytest.mark.timeout(400)
@@ -199,7 +232,7 @@ def test_interrupted_sweep_resumes_to_the_same_table(grid_sweep: tuple[Path, Swe
                                 cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
-        while not ((out / "ledger.json").is_file() and any(r["status"] == FINISHED for r in ledger(out).values())):
+        while not ((out / "store.json").is_file() and any(r["status"] == FINISHED for r in ledger(out).values())):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
