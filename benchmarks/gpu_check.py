@@ -5,7 +5,7 @@ Rows (each isolated: a row that fails or crashes is reported and the next one st
   1. train     `python -m dml_core.train experiments/quickstart.yaml` with train.device=cuda and
                train.amp=bf16: exits 0, metrics.json says finished.
   2. sweep     the quickstart sweep with sweep.resources_per_trial.gpu=0.25 (four trials per GPU):
-               exits 0, every trial in the ledger finished, MLflow (read back from its store) has
+               exits 0, every trial in the trial store finished, MLflow (read back from its store) has
                one FINISHED child run per trial under the sweep's parent, and trials overlapped.
   3. eval      60,000 x 512 SOP-like embeddings (clustered, ~5 per class), `evaluate` with the
                torch backend on the GPU against faiss on the CPU: equal metrics, both times.
@@ -117,12 +117,14 @@ def row_sweep(ctx: Context) -> tuple[bool, str]:
     out = ctx.work / "sweep"
     gpu = 0 if ctx.on_cpu else 0.25
     done = _run(ctx, ["sweep/run.py", str(QUICKSTART), "--set", f"sweep.resources_per_trial.gpu={gpu}",
-                      "--out", str(out)], "sweep.log")
+                      "--out", str(out), "--no-reuse"], "sweep.log")  # train every trial: this checks the GPU
     if done.returncode != 0:
         return False, f"exit {done.returncode}: {_tail(done)}"
-    ledger = json.loads((out / "ledger.json").read_text())
-    trials = list(ledger["trials"].values())
-    parent = ledger["meta"]["mlflow_parent_run_id"]
+    from sweep.records import load_records
+
+    records = load_records(out)
+    trials = [t.model_dump() for t in records.trials]
+    parent = records.meta.mlflow_parent_run_id
     client = MlflowClient(ctx.env()["MLFLOW_TRACKING_URI"])
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     children = client.search_runs(experiment_ids, filter_string=f"tags.mlflow.parentRunId = '{parent}'",

@@ -4,7 +4,7 @@
   the same file) sees the old file or the new one, never a mix. A unique temporary file from
   `mkstemp` in the target folder (so the rename stays on one filesystem and two writers never
   share it), flushed and fsynced, then `os.replace`. Used for checkpoints, `metrics.json`, the
-  sweep ledger and plan, and the feature cache.
+  sweep plan, and the feature cache.
 - `DirectoryLock`: exclusive ownership of a run or sweep directory through an OS lock
   (`flock`, via filelock) on `<dir>/.lock`. The kernel drops it when the holder exits, however it
   exits, so a killed run never leaves a lock that blocks `--resume`. The holder's pid and host are

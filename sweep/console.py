@@ -6,25 +6,24 @@ driver-side callback prints instead, e.g.
     [3/10] search  n=2 #2  lr 0.00354  holdout R@1 99.1  (5 s)  ETA 0:40
     [7/10] final   n=2 · s0  R@1 96.2  (8 s)  ETA 0:20
     [8/10] FAILED  final crash · s1  DatasetError: data.num_classes: 1000 exceeds ...  (2 s)
+    [9/10] final   n=2 · s1  R@1 95.0  reused from quickstart (/home/me/sweeps/quickstart)
 
-The counter and the trial lines come from the sweep's ledger, which `TrackingCallback` (listed
-before this callback) has already updated for the event, so they stay right across `--resume`.
+The counter and the trial lines come from the typed records of the trial store, handed over by
+the sweep's one Tune callback (`sweep.tracking.TrackingCallback`) after it recorded the event.
 """
 from __future__ import annotations
 
 import sys
 import time
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from ray import tune
-
-from sweep.labels import fmt_duration, fmt_metric, fmt_params, metric_label
-from sweep.ledger import FAILED, FINISHED, Ledger
-from sweep.plan import SEARCH, SweepPlan, yaml_value
+from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, is_fraction, metric_label
+from sweep.plan import SweepPlan, yaml_value
+from sweep.records import FAILED, FINISHED, KILLED, SEARCH, TrialRecord
 from sweep.sequential import PolicyView
 from sweep.spec import SweepSpec
+from sweep.store import describe_origin
 
 _PHASE_WIDTH = 6
 
@@ -34,11 +33,14 @@ def say(line: str = "", stream: Optional[TextIO] = None) -> None:
     print(line, file=stream or sys.stdout, flush=True)
 
 
-class ConsoleCallback(tune.Callback):
-    """Prints each trial's end (finished or failed) and each retry as one line."""
+class Console:
+    """Prints each trial's end (finished, failed or reused) and each retry as one line. Fed typed
+    records by the sweep's Tune callback after it recorded the event, so the lines and the counter
+    (trials ended, this sweep) stay right across `--resume`."""
 
-    def __init__(self, sweep_dir: str, total: int, metric: str, search_metric: str, search_prefix: str) -> None:
-        self.sweep_dir = sweep_dir
+    def __init__(self, total: int, metric: str, search_metric: str, search_prefix: str,
+                 sweep_dir: Optional[Path] = None) -> None:
+        self.sweep_dir = sweep_dir  # where the trials' traceback logs are (sweep.trainable.trial_log)
         self.total = total  # trials of the whole sweep, both phases
         self.metric = metric
         self.search_metric = search_metric
@@ -46,65 +48,49 @@ class ConsoleCallback(tune.Callback):
         self._t0 = time.monotonic()
         self._done0 = 0
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "ledger"}
-
-    @cached_property
-    def ledger(self) -> Ledger:
-        return Ledger(self.sweep_dir)
-
-    def setup(self, **info: Any) -> None:
+    def phase_started(self, ended: int) -> None:
         """Each phase's `fit` starts here: the ETA uses this phase's pace."""
-        self._t0, self._done0 = time.monotonic(), self._ended()
+        self._t0, self._done0 = time.monotonic(), ended
 
-    def _ended(self) -> int:
-        return sum(r.get("status") in (FINISHED, FAILED) for r in self.ledger.trials())
+    def retry(self, record: TrialRecord | None, label: str, error: str) -> None:
+        say(f"{'':>{len(self._counter(0))}} retry   {label}  {error}{self._traceback(record)}")
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._report(trial)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._report(trial)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from sweep.tracking import error_line
-
-        record = self.ledger.trial(trial.trial_id) or {}
-        say(f"{'':>{len(self._counter(0))}} retry   {record.get('label', trial.trial_id)}  {error_line(trial)}"
-            f"{self._traceback(record)}")
-
-    def _traceback(self, record: dict[str, Any]) -> str:
+    def _traceback(self, record: TrialRecord | None) -> str:
         """Where a crashed trial's traceback is (its log file), for the end of its one line."""
         from sweep.trainable import trial_log
 
-        path = trial_log(self.sweep_dir, record["key"]) if record.get("key") else None
-        return f"  traceback: {path}" if path is not None and path.is_file() else ""
+        if record is None or self.sweep_dir is None:
+            return ""
+        path = trial_log(self.sweep_dir, record.key)
+        return f"  traceback: {path}" if path.is_file() else ""
 
     def _counter(self, done: int) -> str:
         width = len(str(self.total))
         return f"[{done:>{width}}/{self.total}]"
 
-    def _report(self, trial: Any) -> None:
-        record = self.ledger.trial(trial.trial_id)
-        if record is None:
-            return
-        done = self._ended()
-        seconds = float((trial.last_result or {}).get("time_total_s", float("nan")))
-        head = self._counter(done)
-        phase = record.get("phase", "")
-        label = record.get("label") or record.get("key", trial.trial_id)
-        label = label.removeprefix(f"{SEARCH} · ")  # the phase column says it
-        if record.get("status") == FAILED:
-            took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
-            say(f"{head} FAILED  {phase} {label}  {record.get('error') or 'failed'}{took}{self._traceback(record)}")
-            return
-        metrics = record.get("metrics", {})
-        if phase == SEARCH:
+    def _value(self, record: TrialRecord) -> str:
+        metrics = record.metrics
+        if record.phase == SEARCH:
             m = self.search_metric
-            value = f"{fmt_params(record.get('params') or {})}  {self.search_prefix} {metric_label(m)} {fmt_metric(m, metrics.get(m))}"
-        else:
-            value = f"{metric_label(self.metric)} {fmt_metric(self.metric, metrics.get(self.metric))}"
-        say(f"{head} {phase:<{_PHASE_WIDTH}}  {label}  {value}  ({fmt_duration(seconds)}){self._eta(done)}")
+            return f"{fmt_params(record.params)}  {self.search_prefix} {metric_label(m)} {fmt_metric(m, metrics.get(m))}"
+        return f"{metric_label(self.metric)} {fmt_metric(self.metric, metrics.get(self.metric))}"
+
+    def _label(self, record: TrialRecord) -> str:
+        return (record.label or record.key).removeprefix(f"{SEARCH} · ")  # the phase column says it
+
+    def ended(self, record: TrialRecord, done: int, seconds: float) -> None:
+        head, phase = self._counter(done), record.phase
+        if record.status == FAILED:
+            took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
+            say(f"{head} FAILED  {phase} {self._label(record)}  {record.error or 'failed'}{took}{self._traceback(record)}")
+            return
+        say(f"{head} {phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  ({fmt_duration(seconds)})"
+            f"{self._eta(done)}")
+
+    def reused(self, record: TrialRecord, origin: str, done: int) -> None:
+        """A trial answered from the trial store: trained by another sweep (or earlier in this one)."""
+        say(f"{self._counter(done)} {record.phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  "
+            f"reused from {describe_origin(origin)}")
 
     def _eta(self, done: int) -> str:
         finished_here = done - self._done0
@@ -112,6 +98,45 @@ class ConsoleCallback(tune.Callback):
             return ""
         per_trial = (time.monotonic() - self._t0) / finished_here
         return f"  ETA {fmt_duration(per_trial * (self.total - done))}"
+
+
+HEADLINES = 10  # comparisons in the closing block; the report has them all
+
+
+def closing_block(outcome: Any, wall_s: float) -> str:
+    """The sweep's last lines: the tally, the headlines (methods named), a search that could not
+    separate its candidates, the report, and the MLflow command + the URLs that open answers.
+    `outcome`: the runner's `SweepOutcome`, with its `SweepResults`."""
+    results = outcome.results
+    trials = results.records.trials
+    finished = sum(t.status == FINISHED for t in trials)
+    failed = sum(t.status == FAILED for t in trials)
+    lost = sum(t.status == KILLED for t in trials)  # search samples cut off and redrawn
+    unit = "; metrics in %, differences in points" if is_fraction(results.metric) else ""
+    lines = [f"-- done in {fmt_duration(wall_s)}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")
+             + unit]
+    reused = sum(t.reused for t in trials)
+    if reused:
+        trained = sum(t.ended and not t.reused for t in trials)
+        lines.append(f"   {reused} of them reused from the trial store (not trained again), {trained} trained"
+                     + (" (--no-reuse trains them afresh)" if reused == len(trials) else ""))
+    lines += [f"   {h}" for h in results.headlines(limit=HEADLINES)]
+    lines += [f"   search, {line}" for line in results.search_lines()[:3]]
+    lines.append(f"report:  {outcome.sweep_dir / 'report.md'}  (report.html: the same with its plots)")
+    if outcome.mlflow_command:
+        lines.append(f"MLflow:  {outcome.mlflow_command}")
+        lines.append(f"         runs:    {outcome.mlflow_url}")
+    else:
+        lines.append(f"MLflow:  runs:    {outcome.mlflow_url}")
+    if outcome.parent_url:
+        lines.append(f"         sweep:   {outcome.parent_url}  (headlines, % metrics)")
+    if outcome.report_url:
+        lines.append(f"         report:  {outcome.report_url}")
+    if outcome.compare_url and results.final_runs:
+        shown = len(results.compare_run_ids())
+        of = f" ({shown} of {len(results.final_runs)})" if shown < len(results.final_runs) else ""
+        lines.append(f"         compare: {outcome.compare_url}  (final runs{of})")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ the plan, before it runs
@@ -160,8 +185,10 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"concurrency {conc}{avail}, retries {spec.max_failures}"
     )
     lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {_describe_baseline(spec.baseline)}")
+    labels = cell_labels(plan.to_json()["cells"], spec.arms, plan.base)  # what the console and report call it
     width = max(len(c.id) for c in plan.cells)
-    lines.append(f"  {'#':>3}  {'cell':<{width}}  overrides")
+    lwidth = max(len(v) for v in labels.values())
+    lines.append(f"  {'#':>3}  {'cell':<{width}}  {'label':<{lwidth}}  overrides")
     shown = list(enumerate(plan.cells))
     if max_cells is not None and len(shown) > max_cells:
         head, tail = shown[:max_cells - 3], shown[-3:]
@@ -173,7 +200,7 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
             lines.append(c)
             continue
         over = ", ".join(f"{k}={yaml_value(v)}" for k, v in c.overrides.items()) or "-"
-        lines.append(f"  {i:>3}  {c.id:<{width}}  {over}")
+        lines.append(f"  {i:>3}  {c.id:<{width}}  {labels[c.id]:<{lwidth}}  {over}")
     return "\n".join(lines)
 
 

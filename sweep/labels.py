@@ -1,9 +1,18 @@
 """Human-readable names for what a sweep shows: cells, trials, metrics and numbers.
 
 Cell ids (`arm=ee,expansion.n_inner_pts=2`) stay the keys of the ledger, the tables and MLflow
-tags; the console, the MLflow run names and the report show labels instead: the arm name from the
-YAML, then each varying grid axis as `short=value` (`ee n=2`). Labels are a function of the plan's
-cells alone, so the report rebuilds the same ones from `plan.json`.
+tags; the console, the MLflow run names, the plots and the report show labels that name the
+method instead:
+
+- with arms, the arm name from the YAML, then each varying grid axis as `short=value` (`ee dim=16`);
+- without arms, when the cells run different methods (loss + active expansion), the method's
+  short name, then the varying axes that still mean something for it: a grid over EE's
+  `n_inner_pts` [0, 2] on multi-similarity reads `MS` (0 interior points: EE is off) and
+  `MS+EE n=2`; SEE's `n_expan` the same way (`PA`, `PA+SEE n=8`);
+- otherwise the varying axes alone (`dim=16`).
+
+Labels are a function of the plan (cells, arms, base config) alone, so the report rebuilds the
+same ones from the sweep directory.
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from dml_core.evaluation.names import recall_k
 # Short names of common ablation keys; any other key shows its last dotted part.
 _SHORT_KEYS = {
     "expansion.n_inner_pts": "n",
+    "expansion.n_expan": "n",
     "expansion.name": "exp",
     "model.embedding_dim": "dim",
     "model.backbone": "net",
@@ -27,6 +37,14 @@ _SHORT_KEYS = {
 }
 
 # Display names of the trainer's metrics; whether a value is a fraction shown as a percentage.
+# Short names of the methods, for labels: losses and expansions (an unknown name shows as is).
+_LOSS_NAMES = {"multi_similarity": "MS", "proxy_anchor": "PA", "proxy_nca": "ProxyNCA", "hphn_triplet": "HPHN",
+               "triplet": "Triplet", "contrastive": "Contrastive", "lifted_structure": "LS", "npair": "NPair"}
+_EXPANSION_NAMES = {"ee": "EE", "see": "SEE"}
+# The count that switches an expansion off at 0 (EE's interior points, SEE's synthetic points).
+_EXPANSION_COUNTS = {"ee": "expansion.n_inner_pts", "see": "expansion.n_expan"}
+_METHOD_KEYS = ("loss.name", "expansion.name")
+
 _METRIC_NAMES = {"map_at_r": "MAP@R", "r_precision": "RP", "nmi": "NMI", "f1": "F1", "loss": "loss"}
 _NOT_FRACTIONS = {"loss", "time_s", "epoch"}
 
@@ -53,7 +71,7 @@ def fmt_value(x: Any) -> str:
 
 def fmt_params(params: dict[str, Any]) -> str:
     """`{"optimizer.lr": 0.0035384}` -> `lr 0.00354`."""
-    return ", ".join(f"{_short(k)} {fmt_value(v)}" for k, v in params.items()) or "-"
+    return ", ".join(f"{short_key(k)} {fmt_value(v)}" for k, v in params.items()) or "-"
 
 
 def fmt_metric(metric: str, x: Any, digits: int = 1) -> str:
@@ -81,12 +99,39 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _short(key: str) -> str:
+def short_key(key: str) -> str:
     return _SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
 
 
-def cell_labels(cells: Iterable[dict[str, Any]], arms: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
-    """Cell id -> label, for the cells of a plan (`{"id", "arm", "coords"}` each).
+def lookup(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def method_of(settings: dict[str, Any], base: dict[str, Any]) -> tuple[str, set[str]]:
+    """The method a cell runs, e.g. `MS+EE`, and the grid keys that are part of its name or
+    inert for it (an expansion's count when the expansion is off)."""
+    def get(key: str) -> Any:
+        return settings[key] if key in settings else lookup(base, key)
+
+    loss, expansion = get("loss.name"), get("expansion.name")
+    name = _LOSS_NAMES.get(str(loss), str(loss)) if loss is not None else ""
+    absorbed = set(_METHOD_KEYS) | set(_EXPANSION_COUNTS.values())
+    count_key = _EXPANSION_COUNTS.get(str(expansion))
+    count = get(count_key) if count_key else None
+    if expansion not in (None, "none") and count != 0:
+        name += "+" + _EXPANSION_NAMES.get(str(expansion), str(expansion))
+        absorbed.discard(count_key)  # its count stays in the label: `MS+EE n=2`
+    return name, absorbed
+
+
+def cell_labels(cells: Iterable[dict[str, Any]], arms: dict[str, dict[str, Any]] | None = None,
+                base: dict[str, Any] | None = None) -> dict[str, str]:
+    """Cell id -> label, for the cells of a plan (`{"id", "arm", "coords"}` each); `base` is the
+    plan's base config (without it, no method names).
 
     Only axes whose value differs between cells are named; an axis an arm pins (its overrides set
     it) is left out of that arm's label. Two axes with the same short name keep their full keys.
@@ -95,17 +140,29 @@ def cell_labels(cells: Iterable[dict[str, Any]], arms: dict[str, dict[str, Any]]
     arms = arms or {}
     axes = [k for k in dict.fromkeys(k for c in cells for k in c["coords"])
             if len({repr(c["coords"].get(k)) for c in cells}) > 1]
-    shorts = [_short(k) for k in axes]
+    shorts = [short_key(k) for k in axes]
     names = {k: (s if shorts.count(s) == 1 else k) for k, s in zip(axes, shorts)}
+    methods = {c["id"]: method_of(c["coords"], base) for c in cells} if base is not None and not arms else {}
+    by_method = len({m for m, _ in methods.values()}) > 1
     labels = {}
     for c in cells:
         pinned = arms.get(c["arm"] or "", {})
         parts = [c["arm"]] if c["arm"] is not None else []
-        parts += [f"{names[k]}={fmt_value(c['coords'][k])}" for k in axes if k in c["coords"] and k not in pinned]
+        skip = set(pinned)
+        if by_method:
+            method, absorbed = methods[c["id"]]
+            parts.append(method)
+            skip |= absorbed
+        parts += [f"{names[k]}={fmt_value(c['coords'][k])}" for k in axes if k in c["coords"] and k not in skip]
         labels[c["id"]] = " ".join(parts) or "base"
     if len(set(labels.values())) < len(labels):  # e.g. two arms pinning different values of one axis
         return {c["id"]: c["id"] for c in cells}
     return labels
+
+
+def comparison_label(cell: str, baseline: str) -> str:
+    """`MS+EE n=2 vs MS`: what a comparison compares, in its headline, table row, plot and MLflow."""
+    return f"{cell} vs {baseline}"
 
 
 def slug(label: str) -> str:

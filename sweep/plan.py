@@ -138,7 +138,7 @@ class TrialSpec:
         return f"{self.cell}/seed={self.seed}" if self.phase == FINAL else f"{SEARCH}/{self.cell}"
 
     def ledger_key(self, trial_id: str) -> str:
-        """The key of the Tune trial `trial_id` running this spec in the sweep's ledger (and of its
+        """The key of the Tune trial `trial_id` running this spec in the sweep's trial store (and of its
         checkpoint): a final trial is its cell and seed, whichever Tune experiment runs it; a
         search sample is one Tune trial."""
         return f"{self.key}/{trial_id}" if self.phase == SEARCH else self.key
@@ -253,6 +253,7 @@ class SweepPlan:
             "name": self.name,
             "source": self.source,
             "fingerprint": self.fingerprint(),
+            "base": self.base,  # what a resumed sweep's base config is compared with
             "axes": list(self.spec.grid),
             "arms": list(self.spec.arms),
             "seeds": self.seeds,

@@ -3,7 +3,7 @@
 This is the contract between the modules that write a sweep's state (the driver's Tune
 callbacks, the runner) and those that read it (report, console, MLflow sync, cross-sweep
 tables). Readers call `load_records(sweep_dir)` and use attributes, never string keys; where
-the records are kept (today the sweep's `ledger.json`) is the writer's business.
+the records are kept (the trial store, `sweep.store`) is the writer's business.
 
 Two keys name a trial:
 
@@ -11,8 +11,8 @@ Two keys name a trial:
   `search/<cell id>/<tune trial id>` for a search sample (what the report's rows, the console and
   the checkpoints are named by);
 - `content_key`, the identity of its *result*: a digest of the fully resolved experiment config,
-  seed, what it is scored on and the results version of `dml_core` (empty until the trial store
-  fills it). Two records with the same content key are the same experiment, in any sweep.
+  seed, what it is scored on and the results version of `dml_core` (`dml_core.identity`). Two
+  records with the same content key are the same experiment, in any sweep.
 """
 from __future__ import annotations
 
@@ -54,13 +54,20 @@ class TrialRecord(_Record):
     last_step: int = 0
     mlflow_run_id: Optional[str] = None
     tune_experiment: Optional[str] = None
-    # Filled by the trial store.
+    # The result's identity (dml_core.identity): empty only in records migrated from a ledger.json.
     content_key: str = ""
-    reused_from: Optional[str] = None  # the sweep whose run produced this result; None = ran here
+    config: dict[str, Any] = Field(default_factory=dict)  # the resolved experiment config it ran
+    scored_on: str = ""  # "test" or "holdout"
+    results_version: Optional[int] = None
+    reused_from: Optional[str] = None  # directory of the sweep whose run produced this result; None = ran here
     wall_s: Optional[float] = None
     hardware: Optional[str] = None
     code_version: Optional[str] = None
     checkpoint: Optional[str] = None
+
+    @property
+    def reused(self) -> bool:
+        return self.reused_from is not None
 
     @property
     def finished(self) -> bool:
@@ -81,14 +88,22 @@ class BestChoice(_Record):
     params: dict[str, Any]
     trial_id: str
     value: float
+    # The search's resolution (sweep.selection): False when the best was within noise of another
+    # candidate and the choice fell back to the documented rule, with `note` saying so.
+    separated: bool = True
+    noise: Optional[float] = None  # standard error of the chosen score; None when unknown
+    queries: Optional[int] = None  # held-out queries each candidate was scored on
+    note: str = ""
+    samples: int = 0  # the cell's ended search samples when chosen (a grown search chooses again)
 
 
 class SweepMeta(_Record):
+    name: str = ""
     mlflow_parent_run_id: Optional[str] = None
-    tracking_uri: Optional[str] = None
+    tracking_uri: Optional[str] = None  # the MLflow store the runs above live in
+    experiment: Optional[str] = None  # the MLflow experiment name
     git_commit: str = "unknown"
     wall_s: float = 0.0  # the driver's wall time over every session of the sweep
-    phases_done: list[str] = Field(default_factory=list)
     best: dict[str, BestChoice] = Field(default_factory=dict)  # cell id -> the search's choice
 
 
@@ -104,9 +119,7 @@ class SweepRecords(_Record):
 
 
 def load_records(sweep_dir: str | Path) -> SweepRecords:
-    """Every trial record and the sweep's facts, typed. Reads the sweep's ledger (one read)."""
-    from sweep.ledger import Ledger
+    """Every trial record and the sweep's facts, typed: one query of the sweep's trial store."""
+    from sweep.store import load_sweep_records
 
-    data = Ledger(sweep_dir)._load()
-    return SweepRecords(meta=SweepMeta.model_validate(data["meta"]),
-                        trials=[TrialRecord.model_validate(r) for r in data["trials"].values()])
+    return load_sweep_records(sweep_dir)

@@ -94,10 +94,10 @@ def alive_nodes(nodes: Iterable[dict[str, Any]]) -> list[NodeShape]:
 def reported_node_types() -> list[NodeShape]:
     """Node types the cluster's autoscaler reported to the GCS; [] where there is none (a local
     Ray, `ray start` by hand) or this Ray version lacks the (private) call."""
-    try:
-        import ray._private.state
+    from sweep.compat import autoscaler_cluster_config
 
-        config = ray._private.state.state.get_cluster_config()
+    try:
+        config = autoscaler_cluster_config()
     except Exception as e:  # a private API: its absence must not stop a sweep
         log.debug("no autoscaler cluster config: %s", e)
         return []

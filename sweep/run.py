@@ -3,8 +3,16 @@
     --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
     --dry-run          print the trial plan and validate every trial config, data path and the
                        resources; train nothing
-    --resume           continue an interrupted sweep (same YAML and --set values)
+    --resume           continue a sweep: an interrupted one, or one whose YAML grew (more seeds, arms,
+                       cells or search samples: only the new trials run)
     --retry-failed     with --resume: restart trials that crashed (after their retries)
+    --restart-changed  with --resume: allow a YAML change that alters trials already run (e.g. the
+                       base optimizer.lr); those trials run afresh
+    --no-reuse         train every trial, even one whose result the trial store holds (YAML:
+                       sweep.reuse: false)
+    --store FILE       the trial store (default: $DML_TRIAL_STORE, else <storage root>/.store/trials.sqlite)
+    --sync DIR         rebuild the MLflow runs of the sweep in DIR (parent + one per trial) from the
+                       trial store, in the tracking store in use now; trains nothing
     --address ADDR     join a Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)
     --cluster-config F the cluster YAML whose node types a trial may also fit (default:
                        $DML_CLUSTER_CONFIG, else ~/ray_bootstrap_config.yaml on a head node)
@@ -12,12 +20,13 @@
     -v, --verbose      Ray Tune's own progress output and the trials' logs too (for debugging)
 
 The console shows the plan, a header per phase, one line per trial (`[7/10] final  n=2 · s0
-R@1 96.2  (8 s)  ETA 0:20`; failures with their error) and a closing block: each comparison's
-headline, the report path and the command + URL that open the runs in the MLflow UI.
+R@1 96.2  (8 s)  ETA 0:20`; failures with their error; `reused from <sweep>` for a trial answered
+from the trial store) and a closing block: each comparison's headline, the report path and the
+command + URL that open the runs in the MLflow UI.
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
 (one line on stderr), 3 the driver could not write its own state -- a full disk, a read-only
-sweep folder or MLflow store (one line naming the file or store; fix it, then --resume), 130
+sweep folder or trial store, the MLflow store (one line naming the file or store; fix it, then --resume), 130
 interrupted by Ctrl-C or SIGTERM (resume with --resume).
 """
 from __future__ import annotations
@@ -39,21 +48,25 @@ from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.errors import first_line
 from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan
-from sweep.labels import fmt_duration
-from sweep.ledger import FAILED, FINISHED, KILLED, PLAN_FILE
 from sweep.plan import SweepPlan, load_plan
+from sweep.records import KILLED
+from sweep.store import PLAN_FILE
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
-from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep
+from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep, sync_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sweep/run.py", description="Run a DML benchmark sweep on Ray Tune.")
-    p.add_argument("config", help="experiment YAML with a sweep: block")
+    p.add_argument("config", nargs="?", help="experiment YAML with a sweep: block")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values: --set a.b=1 c.d=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--restart-changed", action="store_true")
+    p.add_argument("--no-reuse", action="store_true")
+    p.add_argument("--store", default=None, metavar="FILE")
+    p.add_argument("--sync", default=None, metavar="SWEEP_DIR")
     p.add_argument("--address", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--cluster-config", default=None)
@@ -74,6 +87,19 @@ def available_resources(address: str | None) -> tuple[float, float]:
     return here.cpu, here.gpu
 
 
+def _next_free(sweep_dir: Path) -> Path:
+    """The same command again (no --out, no --resume) makes a new sweep beside the old one,
+    `<name>-2`, `<name>-3`, ...: its trials that some sweep already finished are reused, not trained."""
+    if not (sweep_dir / "plan.json").exists():
+        return sweep_dir
+    n = 2
+    while (sweep_dir.with_name(f"{sweep_dir.name}-{n}") / "plan.json").exists():
+        n += 1
+    free = sweep_dir.with_name(f"{sweep_dir.name}-{n}")
+    print(f"{sweep_dir} holds a sweep (--resume continues it); this one goes to {free}", flush=True)
+    return free
+
+
 def _resume_command(argv: list[str]) -> str:
     args = [a for a in argv if a != "--resume"]
     return " ".join(shlex.quote(a) for a in ["python", "sweep/run.py", *args, "--resume"])
@@ -82,15 +108,29 @@ def _resume_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    if args.retry_failed and not args.resume:
-        print("error: --retry-failed needs --resume", file=sys.stderr)
+    for flag in ("retry_failed", "restart_changed"):
+        if getattr(args, flag) and not args.resume:
+            print(f"error: --{flag.replace('_', '-')} needs --resume", file=sys.stderr)
+            return 2
+    if (args.config is None) == (args.sync is None):
+        print("error: give a sweep YAML, or --sync SWEEP_DIR (not both)", file=sys.stderr)
         return 2
     _quiet_libraries(args.verbose)
     sigterm_as_ctrl_c()
     plan, sweep_dir = None, None
+    if args.store:
+        os.environ["DML_TRIAL_STORE"] = str(Path(args.store).resolve())  # also where a --resume finds it
     try:
+        if args.sync:
+            uri, created, deleted = sync_sweep(Path(args.sync))
+            print(f"MLflow: {args.sync} synced to {uri}: {created} runs recreated, {deleted} duplicates deleted")
+            return 0
         plan = load_plan(args.config, args.overrides)
         sweep_dir = default_sweep_dir(plan, args.out)
+        if not (args.out or args.resume or args.dry_run):
+            free = _next_free(sweep_dir)
+            if free != sweep_dir:  # so that the printed resume command finds this one
+                sweep_dir, argv = free, [*argv, "--out", str(free)]
         if args.dry_run:
             check_plan(plan, download=True)
             cpus, gpus = available_resources(args.address)
@@ -105,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
-                            cluster_config=args.cluster_config, verbose=args.verbose)
+                            cluster_config=args.cluster_config, verbose=args.verbose,
+                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
@@ -138,7 +179,7 @@ EXIT_IO = 3  # the driver's own writes failed (disk full, read-only folder or st
 
 def _driver_io_fault(error: Exception, plan: SweepPlan | None) -> str | None:
     """`<file or store>: <why>` for a failed write of the driver's state -- an OSError (the sweep
-    folder: ledger, plan, report) or the MLflow store refusing a write -- else None (a bug: its
+    folder: plan, report; the trial store) or the MLflow store refusing a write -- else None (a bug: its
     traceback is kept)."""
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
@@ -179,23 +220,9 @@ def _quiet_libraries(verbose: int) -> None:
 
 
 def closing_block(outcome: SweepOutcome) -> str:
-    from sweep.ledger import Ledger
-    from sweep.report import headlines
+    from sweep.console import closing_block as block
 
-    trials = Ledger(outcome.sweep_dir).trials()
-    finished = sum(r.get("status") == FINISHED for r in trials)
-    failed = sum(r.get("status") == FAILED for r in trials)
-    wall = fmt_duration(float(Ledger(outcome.sweep_dir).get("wall_s", float("nan"))))
-    lost = sum(r.get("status") == KILLED for r in trials)  # search samples cut off and redrawn
-    lines = [f"-- done in {wall}: {finished} trials finished, {failed} failed" + (f", {lost} cut off" if lost else "")]
-    lines += [f"   {h}" for h in headlines(outcome.sweep_dir)]
-    lines.append(f"report:  {outcome.sweep_dir / 'report.md'}")
-    if outcome.mlflow_command:
-        lines.append(f"MLflow:  {outcome.mlflow_command}")
-        lines.append(f"         then open {outcome.mlflow_url}")
-    else:
-        lines.append(f"MLflow:  {outcome.mlflow_url}")
-    return "\n".join(lines)
+    return block(outcome, outcome.results.records.meta.wall_s)
 
 
 if __name__ == "__main__":

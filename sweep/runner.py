@@ -1,18 +1,18 @@
 """Runs a `SweepPlan` on Ray Tune: the search phase (if any), then the final phase.
 
 Each phase is one Ray Tune experiment inside the sweep directory (`search/`, `final/`).
-Resuming (`--resume`) walks the same phases: a phase the ledger marks complete is skipped, an
-interrupted one runs again as a new Tune experiment (`final-2/`, ...; Tune's folders, which hold
-pickles, are never restored or read). An interrupted final phase runs only the trials the ledger
-does not mark ended, each continuing from its own last checkpoint in `<sweep dir>/checkpoints/`;
-finished ones are never re-run; crashed ones are kept as failed unless `--retry-failed`, which
+What each phase still has to run -- after a Ctrl-C, with trials some sweep already finished
+(reuse), or after the YAML grew -- is decided by `sweep.pending` from the plan and the trial store
+(`sweep.store`); a phase with nothing left starts no Tune experiment, and one with work left runs
+it as a new Tune experiment (`final-2/`, ...; Tune's folders, which hold pickles, are never
+restored or read). A cut-off final trial continues from its own last checkpoint in
+`<sweep dir>/checkpoints/`; crashed ones are kept as failed unless `--retry-failed`, which
 restarts them from scratch. An interrupted search continues its Optuna studies: finished samples
 count, cut-off ones are redrawn.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,15 +21,20 @@ from typing import Any, Optional
 
 import yaml
 
+from dml_core.identity import result_config
 from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
-from sweep.console import describe_param, describe_plan, say
-from sweep.labels import cell_labels, fmt_metric, fmt_params, metric_label
-from sweep.ledger import FAILED, FINISHED, KILLED, LEDGER_FILE, PLAN_FILE, Ledger, trial_checkpoint
+from sweep.console import describe_plan, say
+from sweep.labels import cell_labels
+from sweep.pending import (best_of, changed_fields, check_growth, check_search_unchanged, final_work, flatten_config,
+                           identity, search_ended, search_left)
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
+from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
 from sweep.resources import check_fits, cluster_shapes
+from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
+from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog
 
 log = logging.getLogger("sweep")
 
@@ -44,8 +49,14 @@ class SweepOutcome:
     report_files: list[Path]
     mlflow_command: str = ""  # serves the tracking store ("" for an MLflow server)
     mlflow_url: str = ""  # this experiment's runs table
+    parent_url: str = ""  # the sweep's parent run: headlines, report.html
+    compare_url: str = ""  # MLflow's compare view of the final runs
+    results: Any = None  # sweep.results.SweepResults, for the closing block
+    report_url: str = ""  # report.html in MLflow's artifact viewer
     final_trials: int = 0
     failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
+    reused: int = 0  # trials this session answered from the trial store instead of training
+    tracking_uri: str = ""
 
 
 def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
@@ -62,40 +73,64 @@ def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
 
 
 def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
-    """Refuse to start over an existing sweep, or to resume a missing or different one."""
+    """Refuse to start over an existing sweep, or to resume a missing one. A resumed sweep may have
+    grown; what it may not change is checked against its records (`resume_checks`)."""
     plan_file = sweep_dir / PLAN_FILE
     if resume:
         if not plan_file.is_file():
             raise SweepError(f"{sweep_dir}: no sweep to resume here (no {PLAN_FILE}); run without --resume")
-        started = read_json(plan_file).get("fingerprint")
-        Ledger(sweep_dir).trials()  # a damaged ledger stops here, before Ray starts, naming the file
-        if started != plan.fingerprint():
-            raise SweepError(
-                f"{sweep_dir}: was started from a different sweep definition; resume with the same YAML and "
-                "--set values, or start a new sweep (--out DIR or --set sweep.name=...)"
-            )
+        read_json(plan_file)  # a damaged plan stops here, before Ray starts, naming the file
     elif plan_file.exists():
         raise SweepError(f"{sweep_dir}: a sweep already exists here; add --resume to continue it, or use --out DIR / --set sweep.name=...")
 
 
-def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> Ledger:
-    """The sweep directory with its plan (new sweeps) and ledger; after `check_sweep_dir`."""
-    if not resume:
-        # plan.json last: it is what marks the directory as holding a sweep to --resume
-        atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-        atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
-        atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
-    return Ledger(sweep_dir)
+def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_changed: bool) -> None:
+    """What a resumed sweep may not change: the base experiment's result fields (every trial's
+    config derives from it; `--restart-changed` allows it), and the search's ranges and holdout.
+    Seeds, arms, cells and search samples may be added; operational settings may change."""
+    started = read_json(sweep_dir / PLAN_FILE)
+    old_base = started.get("base")
+    if old_base is None and (sweep_dir / "sweep.yaml").is_file():  # a plan.json of an earlier version
+        old_base = {k: v for k, v in yaml.safe_load((sweep_dir / "sweep.yaml").read_text()).items() if k != "sweep"}
+    if old_base is not None and not restart_changed:
+        changed = changed_fields(old_base, plan.base)
+        if changed:
+            flat_old, flat_new = flatten_config(result_config(old_base)), flatten_config(result_config(plan.base))
+            was = f" ({flat_old.get(changed[0])!r} -> {flat_new.get(changed[0])!r})" if len(changed) == 1 else ""
+            raise SweepError(
+                f"{plan.source}: {', '.join(changed[:3])}{was}: changes the experiment this sweep already ran; "
+                "add --restart-changed to run the affected trials afresh, or start a new sweep "
+                "(--out DIR or --set sweep.name=...)")
+    check_search_unchanged(plan, started.get("search"), log)
+
+
+def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
+    # plan.json last: it is what marks the directory as holding a sweep to --resume
+    atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
+    atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
+    atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
+
+
+def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
+    """A new sweep: its records' place in the trial store and its plan; after `check_sweep_dir`."""
+    from sweep.tracking import git_commit
+
+    log = SweepLog.create(sweep_dir, plan.name, store)
+    log.update_meta(git_commit=git_commit())
+    write_plan(plan, sweep_dir)
+    return log
+
+
+def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool) -> SweepLog:
+    """A resumed sweep's records (an earlier version's ledger.json migrated into the store), after
+    checking what it may not change; its plan files are rewritten (it may have grown)."""
+    log = SweepLog.open(sweep_dir, plan.name)
+    resume_checks(plan, sweep_dir, log, restart_changed)
+    return log
 
 
 def _trial_dirname(trial: Any) -> str:
     return trial.trial_id  # the default embeds the whole config in the folder name
-
-
-def _trial_name(trial: Any) -> str:
-    """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`."""
-    spec = TrialSpec.from_dict(trial.config["trial"])
-    return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
 
 
 def search_prefix(plan: SweepPlan) -> str:
@@ -105,93 +140,163 @@ def search_prefix(plan: SweepPlan) -> str:
 
 
 def plan_labels(plan: SweepPlan) -> dict[str, str]:
-    return cell_labels(plan.to_json()["cells"], plan.spec.arms)
+    return cell_labels(plan.to_json()["cells"], plan.spec.arms, plan.base)
+
+
+@dataclass
+class RunOptions:
+    """How a driver session treats what the store already holds (see `sweep.pending`)."""
+
+    resume: bool = False
+    retry_failed: bool = False  # --retry-failed: crashed trials run again, from scratch
+    reuse: bool = True  # a trial finished in the store (any sweep) is not run again
+    restart_changed: bool = False  # --restart-changed: trials whose config the YAML changed run afresh
+    verbose: int = 0
 
 
 class SweepRunner:
-    def __init__(self, plan: SweepPlan, sweep_dir: Path, ledger: Ledger, tracking_uri: str, experiment: str,
-                 *, resume: bool = False, retry_failed: bool = False, verbose: int = 0) -> None:
-        from ray import tune
-
-        from sweep.console import ConsoleCallback
+    def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions) -> None:
+        from sweep.console import Console
         from sweep.tracking import TrackingCallback
-        from sweep.trainable import run_trial
 
         self.plan, self.spec = plan, plan.spec
-        self.sweep_dir, self.ledger = sweep_dir, ledger
-        self.resume, self.retry_failed, self.verbose = resume, retry_failed, verbose
-        res = self.spec.resources_per_trial
-        # The base config travels once through Ray's object store, not inside every trial's config.
-        bound = tune.with_parameters(run_trial, base=plan.base, source=plan.source, sweep_dir=str(sweep_dir),
-                                     metrics=tuple({self.spec.metric, self.spec.search_metric}))
-        self.trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
-        self.labels = plan_labels(plan)
-        self.callback = TrackingCallback(str(sweep_dir), tracking_uri, experiment, plan.name, plan.base, plan.source,
-                                         self.labels, search_prefix(plan))
+        self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
+        self.labels = runs.labels
         total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
-        self.console = ConsoleCallback(str(sweep_dir), total, self.spec.metric, self.spec.search_metric,
-                                       search_prefix(plan))
+        self.console = Console(total, self.spec.metric, self.spec.search_metric, search_prefix(plan), sweep_dir)
+        self.callback = TrackingCallback(plan, log, runs, self.console)
+        self.reused = 0  # trials this session answered from the store
+        self._identities: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    def _trainable(self, specs: list[TrialSpec]) -> Any:
+        """The phase's Tune function: the base config and the phase's specs travel once through
+        Ray's object store; each trial's config holds only its spec's index."""
+        from ray import tune
+
+        from sweep.trainable import run_trial
+
+        res = self.spec.resources_per_trial
+        bound = tune.with_parameters(run_trial, base=self.plan.base, source=self.plan.source,
+                                     sweep_dir=str(self.sweep_dir), specs=specs,
+                                     metrics=tuple({self.spec.metric, self.spec.search_metric}))
+        self.callback.specs = specs
+        return tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
 
     # ---------------------------------------------------------------- phases
 
     def run(self) -> None:
         best: dict[str, dict[str, Any]] = {}
         if self.spec.search:
-            self._run_phase(SEARCH, self._search_tuner(), self.plan.num_search_trials, lambda: self._ended(SEARCH))
+            self.run_search()
             best = {cell.id: p for cell in self.plan.cells if (p := self._best_params(cell)) is not None}
-        trials = self.plan.final_trials(best)
-        if self.spec.search:
-            trials = self._drop_unsearched(trials, best)
-        if trials and self.spec.policy:
-            self._run_rounds(trials)
-        elif trials:
-            self._run_phase(FINAL, self._final_tuner(trials), len(trials), lambda: len(trials) - len(self._unended(trials)))
+        if self.spec.policy:
+            self._run_rounds(best)
+        else:
+            self.run_final(best)
 
-    def _run_rounds(self, trials: list[TrialSpec]) -> None:
+    def _run_rounds(self, best: dict[str, dict[str, Any]]) -> None:
         """The final phase of a seed policy: rounds of trials, each chosen from the records by
         `sweep.sequential` (only the cells of comparisons still open get seeds), until no
-        comparison is open. What ran before counts, so a resumed sweep continues where it was."""
-        from sweep.records import load_records
+        comparison is open. What ran before counts, so a resumed sweep continues where it was;
+        each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
+        from sweep.pending import crashed
         from sweep.sequential import PolicyView
 
-        if self.ledger.phase_done(FINAL) and not (self.retry_failed and self._has_crashes(FINAL)):
-            return
         view = PolicyView.of(self.spec.policy, self.plan.cells, self.spec.baseline, self.spec.metric,
                              self.spec.equivalence_margin)
-        by_cell_seed = {(t.cell, t.seed): t for t in trials}
         say(f"-- final: {view.rule()}")
         # --retry-failed: crashed trials of earlier rounds run again first (from scratch).
-        todo = [t for t in trials if self.retry_failed and self._crashed(self.ledger.trial(t.key) or {})]
+        todo = {(t.cell, t.seed) for t in self.plan.final_trials(best)
+                if self.options.retry_failed and crashed(self.log.get(t.key))}
         while True:
-            todo += [by_cell_seed[cs] for cs in view.next_round(load_records(self.sweep_dir).final()) if cs in by_cell_seed]
+            todo |= set(view.next_round([r for r in self.log.trials() if r.phase == FINAL]))
             if not todo:
                 break
-            seeds = sorted({t.seed for t in todo})
-            say(f"-- final round: {len(todo)} trials = {len({t.cell for t in todo})} cells x seeds {seeds}")
-            tuner = self._final_tuner(todo)(self._experiment_name(FINAL))
-            if tuner is not None:
-                tuner.fit()
-            if self._unended(todo):
-                raise SweepInterrupted(FINAL)
-            todo = []
-        self._close_orphans(FINAL)
-        self.ledger.mark_phase_done(FINAL)
+            seeds = sorted({seed for _, seed in todo})
+            say(f"-- final round: {len(todo)} trials = {len({cell for cell, _ in todo})} cells x seeds {seeds}")
+            self.run_final(best, only=todo, header=False)
+            todo = set()
 
-    def _run_phase(self, name: str, new_tuner: Any, expected: int, ended: Any) -> None:
-        """One driver session of a phase, always as a new Tune experiment: what ran before is
-        known from the ledger (and the Optuna journal, and the trials' checkpoints), never from
-        Tune's folders. `ended()`: how many of the phase's `expected` trials have ended."""
-        if self.ledger.phase_done(name) and not (self.retry_failed and self._has_crashes(name)):
+    def run_search(self) -> None:
+        from sweep.search import JournalSearchGenerator, PerCellSearch
+
+        specs = [self.plan.search_trial(cell) for cell in self.plan.cells]
+        expected = self.plan.num_search_trials
+        left = search_left(self.plan, self.log)
+        if not left:
             return
-        self._header(name, expected, ended())
-        tuner = new_tuner(self._experiment_name(name))
-        if tuner is not None:
-            tuner.fit()
-        # Tune returns normally after Ctrl-C; the ledger tells: every trial of the phase must have ended.
-        if ended() < expected:
-            raise SweepInterrupted(name)
-        self._close_orphans(name)
-        self.ledger.mark_phase_done(name)
+        self._header(SEARCH, expected, expected - left)
+        spec, search = self.spec, self.spec.search
+        searcher = PerCellSearch(
+            [s.cell for s in specs], search.params, search.num_samples, spec.search_metric, spec.search_mode,
+            seed=self.plan.seeds[0], sweep_dir=self.sweep_dir, max_concurrent=spec.max_concurrent_trials,
+            answer=self._answerer(specs) if self.options.reuse else None,
+        )
+        self.callback.specs = specs
+        searcher.answer_from_store()
+        if not searcher.done:
+            self._fit(SEARCH, self._search_tuner(specs, JournalSearchGenerator(searcher)))
+        if search_left(self.plan, self.log):
+            raise SweepInterrupted(SEARCH)  # Tune returns normally after Ctrl-C; the store tells
+        self._close_orphans(SEARCH)
+
+    def run_final(self, best: dict[str, dict[str, Any]], seeds: Optional[list[int]] = None,
+                  only: Optional[set[tuple[str, int]]] = None, header: bool = True) -> None:
+        """The final trials of `seeds` (default: the plan's), or only the (cell, seed) pairs `only`
+        (a seed policy's round): each cell with its searched values."""
+        specs = self.plan.final_trials(best)
+        if self.spec.search:
+            specs = self._drop_unsearched(specs, best)
+        identities = {s.key: self._identity(s) for s in specs}
+        changed = check_growth(self.plan, self.log, specs, identities, self.options.restart_changed)
+        if changed:
+            say(f"   {len(changed)} trials whose config changed run afresh: {', '.join(changed[:3])}"
+                + (", ..." if len(changed) > 3 else ""))
+            for key in changed:
+                self.runs.discard(key)
+        specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
+        work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
+                          retry_failed=self.options.retry_failed)
+        if header and (work.run or work.reuse):
+            self._header(FINAL, len(specs), work.ended)
+        for r in work.reuse:
+            self.callback.record_reused(r.spec, r.spec.key, r.ident, r.origin, r.record, r.spec.params)
+            self.reused += 1
+        if work.run:
+            self.callback.identities = identities
+            self._fit(FINAL, self._final_tuner(work.run))
+        left = [s.key for s in specs if not ((r := self.log.get(s.key)) and r.ended)]
+        if left:
+            raise SweepInterrupted(FINAL)
+
+    def _fit(self, phase: str, tuner: Any) -> None:
+        """One driver session of a phase, always as a new Tune experiment: what ran before is known
+        from the store (and the Optuna journal, and the trials' checkpoints), never from Tune's folders."""
+        tuner(self._experiment_name(phase)).fit()
+
+    def _identity(self, spec: TrialSpec) -> Any:
+        """A final trial's identity, computed once per session (a seed policy asks every round)."""
+        if spec.key not in self._identities or self._identities[spec.key][0] != spec.params:
+            self._identities[spec.key] = (spec.params, identity(self.plan, spec))
+        return self._identities[spec.key][1]
+
+    def _answerer(self, specs: list[TrialSpec]) -> Any:
+        """The search's `answer` hook: a sample whose content key some sweep finished is recorded
+        here as reused and its value told to the study; it never runs."""
+        metric = self.spec.search_metric
+
+        def answer(index: int, params: dict[str, Any], number: int) -> Optional[float]:
+            spec = specs[index]
+            ident = identity(self.plan, spec, params)
+            found = self.log.store.finished([ident.content_key]).get(ident.content_key)
+            if found is None:
+                return None
+            origin, record = found
+            self.callback.record_reused(spec, f"{spec.key}/reused-{number}", ident, origin, record, params)
+            self.reused += 1
+            return record.value(metric)
+
+        return answer
 
     def _experiment_name(self, phase: str) -> str:
         """`final` the first time, `final-2`, `final-3`, ... for each later session of the phase."""
@@ -200,9 +305,6 @@ class SweepRunner:
             n += 1
             name = f"{phase}-{n}"
         return name
-
-    def _ended(self, phase: str) -> int:
-        return sum(r.get("phase") == phase and r.get("status") in (FINISHED, FAILED) for r in self.ledger.trials())
 
     def _header(self, phase: str, expected: int, ended: int) -> None:
         done = f" ({ended} done before, resuming)" if ended else ""
@@ -219,38 +321,11 @@ class SweepRunner:
     def _close_orphans(self, phase: str) -> None:
         """Search samples started just before a driver was killed, and lost from Tune's state with
         it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
-        for r in self.ledger.trials():
-            if r.get("phase") == phase and r.get("status") not in (FINISHED, FAILED):
-                self.ledger.update_trial(r["trial_id"], status=KILLED, error="lost with a killed driver; replaced by a new sample")
-                self.callback.tracker.end_run(r["mlflow_run_id"], KILLED, "lost with a killed driver")
-
-    @staticmethod
-    def _crashed(record: dict[str, Any]) -> bool:
-        return record.get("status") == FAILED and record.get("failure") == "crash"
-
-    def _has_crashes(self, phase: str) -> bool:
-        return any(r.get("phase") == phase and self._crashed(r) for r in self.ledger.trials())
-
-    def _final_records(self) -> dict[str, dict[str, Any]]:
-        return {r["key"]: r for r in self.ledger.trials() if r.get("phase") == FINAL}
-
-    def _unended(self, trials: list[TrialSpec]) -> list[TrialSpec]:
-        records = self._final_records()
-        return [t for t in trials if records.get(t.key, {}).get("status") not in (FINISHED, FAILED)]
-
-    def _to_run(self, trials: list[TrialSpec]) -> list[TrialSpec]:
-        """The final trials this session runs: those the ledger does not mark ended, and with
-        `--retry-failed` the crashed ones too, whose checkpoints are dropped (from scratch)."""
-        records = self._final_records()
-        todo = []
-        for t in trials:
-            record = records.get(t.key, {})
-            if self.retry_failed and self._crashed(record):
-                trial_checkpoint(self.sweep_dir, t.key).unlink(missing_ok=True)
-            elif record.get("status") in (FINISHED, FAILED):
-                continue
-            todo.append(t)
-        return todo
+        for r in self.log.trials():
+            if r.phase == phase and not r.ended and r.status != KILLED:
+                self.log.update(r.key, status=KILLED, error="lost with a killed driver; replaced by a new sample")
+                if r.mlflow_run_id:
+                    self.runs.tracker.end_run(r.mlflow_run_id, KILLED, "lost with a killed driver")
 
     def _run_config(self, name: str) -> Any:
         from ray import tune
@@ -258,40 +333,41 @@ class SweepRunner:
         return tune.RunConfig(
             name=name,
             storage_path=str(self.sweep_dir),
-            callbacks=[self.callback, self.console],  # tracking first: the console reads its ledger
+            callbacks=[self.callback],  # one callback: store, then MLflow, then console
             failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
-            verbose=self.verbose,
+            verbose=self.options.verbose,
         )
 
-    def _final_tuner(self, trials: list[TrialSpec]) -> Any:
-        """name -> a Tuner of the final trials still to run (None when none is left)."""
+    def _trial_name(self, specs: list[TrialSpec]) -> Any:
+        def name(trial: Any) -> str:
+            """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`."""
+            spec = specs[trial.config["trial"]]
+            return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
+
+        return name
+
+    def _final_tuner(self, todo: list[TrialSpec]) -> Any:
+        """name -> a Tuner of the final trials `todo`: the grid carries their indices, not specs."""
         from ray import tune
 
         def tuner(name: str) -> Any:
-            todo = self._to_run(trials)
-            if not todo:
-                return None
             config = tune.TuneConfig(
                 num_samples=1, max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True,
-                trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_dirname, trial_name_creator=self._trial_name(todo),
             )
-            space = {"trial": tune.grid_search([t.to_dict() for t in todo])}
-            return tune.Tuner(self.trainable, param_space=space, tune_config=config, run_config=self._run_config(name))
+            space = {"trial": tune.grid_search(list(range(len(todo))))}
+            return tune.Tuner(self._trainable(todo), param_space=space, tune_config=config,
+                              run_config=self._run_config(name))
 
         return tuner
 
-    def _search_tuner(self) -> Any:
+    def _search_tuner(self, specs: list[TrialSpec], searcher: Any) -> Any:
         from ray import tune
 
-        from sweep.search import JournalSearchGenerator, PerCellASHA, PerCellSearch
+        from sweep.search import PerCellASHA
 
-        spec, search = self.spec, self.spec.search
+        spec = self.spec
         metric, mode = spec.search_metric, spec.search_mode
-        searcher = JournalSearchGenerator(PerCellSearch(
-            {cell.id: self.plan.search_trial(cell).to_dict() for cell in self.plan.cells},
-            search.params, search.num_samples, metric, mode, seed=self.plan.seeds[0], sweep_dir=self.sweep_dir,
-            max_concurrent=spec.max_concurrent_trials,
-        ))
         scheduler = None
         if spec.scheduler.name == "asha":
             scheduler = PerCellASHA(
@@ -300,32 +376,29 @@ class SweepRunner:
             )
         config = tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=self.plan.num_search_trials, metric=metric, mode=mode,
-            reuse_actors=True, trial_dirname_creator=_trial_dirname,
-            trial_name_creator=_trial_name,
+            reuse_actors=True, trial_dirname_creator=_trial_dirname, trial_name_creator=self._trial_name(specs),
         )
-        return lambda name: tune.Tuner(self.trainable, tune_config=config, run_config=self._run_config(name))
+        return lambda name: tune.Tuner(self._trainable(specs), tune_config=config, run_config=self._run_config(name))
 
     # ---------------------------------------------------------------- search results
 
     def _best_params(self, cell: Cell) -> Optional[dict[str, Any]]:
-        """Best finished search trial of `cell` by its last evaluation; decided once, then kept."""
-        chosen = self.ledger.get("best", {})
-        if cell.id in chosen:
-            return chosen[cell.id]["params"]
-        metric, sign = self.spec.search_metric, (1 if self.spec.search_mode == "max" else -1)
-        done = [
-            r for r in self.ledger.trials()
-            if r.get("phase") == SEARCH and r.get("cell") == cell.id and r.get("status") == FINISHED
-            and math.isfinite(r.get("metrics", {}).get(metric, math.nan))
-        ]
-        if not done:
+        """Best finished search trial of `cell` by its last evaluation; decided once, then kept --
+        until a grown search (more `num_samples`) has ended more samples of the cell."""
+        chosen = self.log.meta.best.get(cell.id)
+        ended = search_ended(self.log, cell.id)
+        if chosen is not None and chosen.samples >= ended:
+            return chosen.params
+        if best_of(self.plan, self.log, cell) is None:
             return None
-        top = max(done, key=lambda r: sign * r["metrics"][metric])
-        self.ledger.set("best", {**chosen, cell.id: {"params": top["params"], "trial_id": top["trial_id"], "value": top["metrics"][metric]}})
-        prefix = search_prefix(self.plan).rstrip("_")
-        say(f"   best {self.labels[cell.id]}: {fmt_params(top['params'])} ({prefix} {metric_label(metric)} "
-            f"{fmt_metric(metric, top['metrics'][metric])})")
-        return top["params"]
+        metric = self.spec.search_metric
+        done = [r for r in self.log.trials() if r.phase == SEARCH and r.cell == cell.id and r.finished
+                and math.isfinite(r.value(metric))]
+        # The documented rule (sweep/selection.py): the best, unless within scoring noise of another.
+        choice = select_for_cell(self.plan, cell, [candidate_of(r, metric) for r in done])
+        self.log.update_meta(best={**self.log.meta.best, cell.id: BestChoice(**choice.record(), samples=ended)})
+        say(choice.console_line(self.labels[cell.id], metric, search_prefix(self.plan).rstrip("_")))
+        return choice.params
 
     def _drop_unsearched(self, trials: list[TrialSpec], best: dict[str, Any]) -> list[TrialSpec]:
         """A cell whose every search trial failed has nothing to re-run: its final trials are
@@ -334,11 +407,12 @@ class SweepRunner:
         for t in trials:
             if t.cell in best:
                 kept.append(t)
-            elif self.ledger.trial(t.key) is None:
-                self.ledger.add_trial(
-                    t.key, key=t.key, phase=FINAL, cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, params={},
-                    status=FAILED, failure="search", error="no search trial of this cell finished", metrics={}, history=[],
-                )
+            elif self.log.get(t.key) is None:
+                self.log.add(TrialRecord(
+                    trial_id="", key=t.key, label=f"{self.labels.get(t.cell, t.cell)} · s{t.seed}", phase=FINAL,
+                    cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, status=FAILED, failure="search",
+                    error="no search trial of this cell finished",
+                ))
         return kept
 
 
@@ -349,97 +423,128 @@ def ray_address(address: Optional[str]) -> str:
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
-              address: Optional[str] = None, verbose: int = 0, cluster_config: Optional[str] = None) -> SweepOutcome:
+              address: Optional[str] = None, verbose: int = 0, cluster_config: Optional[str] = None,
+              reuse: Optional[bool] = None, restart_changed: bool = False, store: Optional[str] = None) -> SweepOutcome:
     """Validate, own the sweep directory, start (or join) Ray, run all phases with MLflow tracking,
     write the report.
 
     The directory's lock is taken before anything is written or Ray starts and held to the end:
     a second driver on the same directory (a repeated command, a `--resume` while it runs) stops
-    with one line naming the holder, and cannot interleave its ledger writes or MLflow runs.
+    with one line naming the holder, and cannot interleave its records or MLflow runs.
     `verbose` 0 leaves the console to `sweep.console` (Tune silent, trial processes' output not
-    forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging."""
+    forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging.
+    `reuse` None follows `sweep.reuse` (default on); `store`: the trial store's file (default:
+    `sweep.store.default_store_path`)."""
     check_plan(plan, download=True)
+    options = RunOptions(resume=resume, retry_failed=retry_failed, reuse=plan.spec.reuse if reuse is None else reuse,
+                         restart_changed=restart_changed, verbose=verbose)
     with DirectoryLock(sweep_dir):
-        return _run_sweep(plan, sweep_dir, resume=resume, retry_failed=retry_failed, address=address, verbose=verbose,
-                          cluster_config=cluster_config)
+        return _run_sweep(plan, sweep_dir, options, address=address, cluster_config=cluster_config, store=store)
 
 
-def _start_parent(plan: SweepPlan, sweep_dir: Path, ledger: Ledger, tracker: Any) -> str:
-    """The sweep's MLflow parent run, recorded in the ledger: from here on the sweep has started."""
-    from sweep.tracking import git_commit, parent_params
-
-    ledger.set("git_commit", git_commit())
-    tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
-            "mlflow.source.git.commit": ledger.get("git_commit")}
-    searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
-    params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
-    parent = tracker.start_run(plan.name, tags, params)
-    ledger.set("mlflow_parent_run_id", parent)
-    tracker.log_files(parent, [sweep_dir / "sweep.yaml", sweep_dir / "plan.txt"])
-    return parent
-
-
-def _run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool, retry_failed: bool, address: Optional[str],
-               verbose: int, cluster_config: Optional[str]) -> SweepOutcome:
+def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address: Optional[str],
+               cluster_config: Optional[str], store: Optional[str]) -> SweepOutcome:
     import ray
 
-    from sweep.report import parent_results, write_report
-    from sweep.tracking import Tracker, mark_killed, resolve_tracking_uri
+    from sweep.compat import use_legacy_tune_output
+    from sweep.parent_run import parent_description, parent_metrics
+    from sweep.records import load_records
+    from sweep.report import write_report
+    from sweep.results import SweepResults
+    from sweep.tracking import Tracker, TrialRuns, mark_killed, open_parent, resolve_tracking_uri, sync_runs
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
-    if verbose == 0:
-        # Ray 2.60's output engine prints its config box, results path and TensorBoard hint even
-        # at verbose 0; the legacy engine at verbose 0 prints nothing.
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if options.verbose == 0:
+        use_legacy_tune_output()
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
-    check_sweep_dir(plan, sweep_dir, resume)
+    check_sweep_dir(plan, sweep_dir, options.resume)
+    # What a resumed sweep may not change is refused before Ray starts.
+    log = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else None
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=verbose > 0)
+                 log_to_driver=options.verbose > 0)
         sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
     experiment = plan.spec.mlflow.experiment or plan.name
     tracker = Tracker(tracking_uri, experiment)
     tracker.experiment_id  # noqa: B018 -- the store and experiment first: a store that fails leaves no sweep folder
-    ledger = create_sweep_dir(plan, sweep_dir, resume)
-    parent = ledger.get("mlflow_parent_run_id")
-    if parent:
-        tracker.reopen(parent)
+    if log is None:
+        log = create_sweep_dir(plan, sweep_dir, store)
     else:
-        try:
-            parent = _start_parent(plan, sweep_dir, ledger, tracker)
-        except BaseException:
-            if not resume:  # not started: what create_sweep_dir wrote would refuse a plain rerun
-                for name in ("sweep.yaml", "plan.txt", PLAN_FILE, LEDGER_FILE):
-                    (sweep_dir / name).unlink(missing_ok=True)
-            raise
+        write_plan(plan, sweep_dir)
 
-    runner = SweepRunner(plan, sweep_dir, ledger, tracking_uri, experiment, resume=resume, retry_failed=retry_failed,
-                         verbose=verbose)
+    runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
+    if options.resume:
+        before = log.meta.tracking_uri
+        moved = f" (this sweep's runs were in {before}: rebuilt there from the trial store)" if before and before != tracking_uri else ""
+        say(f"MLflow: writing to {tracking_uri}{moved}")
+    try:
+        parent = open_parent(log, tracker, plan, sweep_dir)
+    except BaseException:
+        if not options.resume:  # not started: what create_sweep_dir wrote would refuse a plain rerun
+            for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
+                (sweep_dir / name).unlink(missing_ok=True)
+        raise
+    if options.resume:
+        created, deleted = sync_runs(runs)
+        if created or deleted:
+            say(f"MLflow: {created} trial runs recreated from the trial store" + (f", {deleted} duplicates deleted" if deleted else ""))
+
+    runner = SweepRunner(plan, sweep_dir, log, runs, options)
     started = time.monotonic()
     try:
         runner.run()
     except (SweepInterrupted, KeyboardInterrupt) as e:
-        mark_killed(ledger, tracker)
+        mark_killed(log, tracker)
         tracker.end_run(parent, KILLED)
         if isinstance(e, KeyboardInterrupt):
             raise
-        return SweepOutcome(sweep_dir, KILLED, [])
+        return SweepOutcome(sweep_dir, KILLED, [], reused=runner.reused, tracking_uri=tracking_uri)
     except BaseException as e:
         tracker.end_run(parent, FAILED, f"{type(e).__name__}: {e}")
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
-        ledger.set("wall_s", ledger.get("wall_s", 0.0) + time.monotonic() - started)
-    final = [r for r in ledger.trials() if r.get("phase") == FINAL]
-    failed = sorted(r["key"] for r in final if r.get("status") != FINISHED)
-    files = write_report(sweep_dir)
-    metrics, description = parent_results(sweep_dir)
-    tracker.log_results(parent, metrics, description)
+        log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
+    final = [r for r in log.trials() if r.phase == FINAL]
+    failed = sorted(r.key for r in final if not r.finished)
+    results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
+    files = write_report(sweep_dir, results=results)
+    tracker.log_results(parent, parent_metrics(results), parent_description(results))
     tracker.log_files(parent, files)
     if final and len(failed) == len(final):
         tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
     else:
         tracker.end_run(parent, FINISHED)
     command, url = tracker.ui_hint()
-    return SweepOutcome(sweep_dir, FINISHED, files, command, url, final_trials=len(final), failed=failed)
+    return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
+                        tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
+                        final_trials=len(final), failed=failed, reused=runner.reused, tracking_uri=tracking_uri)
+
+
+def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
+    """`--sync DIR`: rebuild the sweep's MLflow runs (parent + one per trial) from the trial store
+    in the tracking store in use now. Returns (tracking URI, runs created, duplicates deleted)."""
+    from sweep.plan import load_plan
+    from sweep.tracking import Tracker, TrialRuns, open_parent, resolve_tracking_uri, sync_runs
+
+    sweep_dir = Path(sweep_dir).resolve()
+    if not (sweep_dir / "sweep.yaml").is_file() or not (sweep_dir / PLAN_FILE).is_file():
+        raise SweepError(f"{sweep_dir}: not a sweep directory (no sweep.yaml / {PLAN_FILE})")
+    plan = load_plan(sweep_dir / "sweep.yaml")
+    with DirectoryLock(sweep_dir):
+        log = SweepLog.open(sweep_dir, plan.name)
+        tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
+        tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
+        parent = open_parent(log, tracker, plan, sweep_dir)
+        created, deleted = sync_runs(TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan)))
+        trials = log.trials()
+        if (sweep_dir / "report.md").is_file():
+            from sweep.parent_run import parent_description, parent_metrics
+            from sweep.results import SweepResults
+
+            results = SweepResults.of_dir(sweep_dir)
+            tracker.log_results(parent, parent_metrics(results), parent_description(results))
+        done = bool(trials) and all(r.ended for r in trials if r.phase == FINAL)
+        tracker.end_run(parent, FINISHED if done else KILLED)
+    return tracking_uri, created, deleted

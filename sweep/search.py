@@ -24,8 +24,9 @@ a search sample is cheap, and its replacement is drawn with everything the study
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import optuna
 from optuna.storages import JournalStorage
@@ -34,11 +35,13 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import SearchGenerator, Searcher
 
+from sweep.compat import reopen_optuna_trial, reported_steps, searcher_metric, searcher_mode
 from sweep.spec import SearchParam
 
 STUDY_FILE = "optuna.journal"
 _TUNE_ID = "tune_trial_id"  # Optuna user attribute: which Tune trial ran this sample
 _LOST = "lost"  # user attribute of a sample lost with a killed driver (replaced)
+_REUSED = "reused"  # user attribute of a sample answered from the trial store (not run)
 
 
 def optuna_distribution(p: SearchParam) -> optuna.distributions.BaseDistribution:
@@ -64,21 +67,26 @@ def load_studies(sweep_dir: str | Path) -> dict[str, optuna.Study]:
 
 
 class PerCellSearch(Searcher):
-    def __init__(self, trials: dict[str, dict[str, Any]], params: dict[str, SearchParam], num_samples: int, metric: str,
-                 mode: str, seed: int, sweep_dir: str | Path, max_concurrent: Optional[int] = None) -> None:
-        """`trials`: cell id -> the cell's search `TrialSpec` as a dict; `params`: dotted key -> range;
-        `max_concurrent`: live samples at most (Tune ignores `max_concurrent_trials` for a
-        `SearchGenerator`, so the limit is applied here)."""
+    def __init__(self, cells: list[str], params: dict[str, SearchParam], num_samples: int, metric: str,
+                 mode: str, seed: int, sweep_dir: str | Path, max_concurrent: Optional[int] = None,
+                 answer: Optional[Callable[[int, dict[str, Any], int], Optional[float]]] = None) -> None:
+        """`cells`: the cell ids, in the order of the search phase's trial specs (a suggestion
+        carries its cell's index, not its spec); `params`: dotted key -> range; `max_concurrent`:
+        live samples at most (Tune ignores `max_concurrent_trials` for a `SearchGenerator`, so the
+        limit is applied here); `answer(cell index, sampled params, Optuna trial number)`: the
+        stored value of a sample some sweep already ran (it is then told to the study, never run),
+        or None."""
         super().__init__(metric=metric, mode=mode)
-        self._trials = trials
+        self._cells = list(cells)
         self._num_samples = num_samples
         self._space = {key: optuna_distribution(p) for key, p in params.items()}
         self._seed = seed
         self._sweep_dir = str(sweep_dir)
         self._max_concurrent = max_concurrent
+        self._answer = answer
         self._open_studies()
 
-    _DERIVED = ("_studies", "_asked", "_suggested")
+    _DERIVED = ("_studies", "_asked", "_suggested", "_answer", "_pending")
 
     # Tune pickles its search algorithm into tuner.pkl; studies hold a storage with a file lock.
     def __getstate__(self) -> dict[str, Any]:
@@ -89,54 +97,88 @@ class PerCellSearch(Searcher):
         belongs to an earlier, stopped driver (a new searcher runs in a new Tune experiment), so it
         is closed as FAIL, marked `lost`, and the cell draws a replacement."""
         storage = study_storage(self._sweep_dir)
-        direction = "maximize" if self._mode == "max" else "minimize"
+        direction = "maximize" if searcher_mode(self) == "max" else "minimize"
         self._studies: dict[str, optuna.Study] = {}
         self._asked: dict[str, tuple[str, optuna.Trial]] = {}  # live Tune trial id -> (cell, Optuna trial)
         self._suggested: dict[str, int] = {}
-        for cell in self._trials:
+        self._pending: Optional[tuple[str, optuna.Trial]] = None  # drawn, not answered from the store, not yet handed out
+        for cell in self._cells:
             # The same sampler seed in every cell (the cells start from the same random proposals),
             # offset by the samples already drawn so that a resumed study does not re-propose its
             # first candidates.
             study = optuna.create_study(study_name=cell, storage=storage, direction=direction, load_if_exists=True)
+            if study.metric_names is None:  # dashboards name the objective instead of "Objective 0"
+                with warnings.catch_warnings():  # experimental in Optuna 5; the sweep pins Optuna's major
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([self._metric])
             study.sampler = optuna.samplers.TPESampler(seed=self._seed + len(study.get_trials(deepcopy=False)))
             self._studies[cell] = study
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                lost = optuna.trial.Trial(study, t._trial_id)
+                lost = reopen_optuna_trial(study, t)
                 lost.set_user_attr(_LOST, True)
                 study.tell(lost, state=TrialState.FAIL)
             self._suggested[cell] = sum(not t.user_attrs.get(_LOST) for t in study.get_trials(deepcopy=False))
+
+    def _open_cells(self) -> list[str]:
+        return [c for c in self._cells if self._suggested[c] < self._num_samples]
+
+    def answer_from_store(self) -> int:
+        """Draw samples while the store already holds their results (each told to its study at
+        once); stops at the first sample that must run, which stays for `suggest`. Returns how
+        many were answered. The runner calls it before starting Tune: a fully answered search
+        starts no Tune experiment."""
+        answered = 0
+        while self._pending is None and (cells := self._open_cells()):
+            cell = min(cells, key=lambda c: self._suggested[c])
+            trial = self._studies[cell].ask(self._space)
+            value = self._answer(self._cells.index(cell), dict(trial.params), trial.number) if self._answer else None
+            if value is None:
+                self._pending = (cell, trial)
+                return answered
+            self._suggested[cell] += 1
+            trial.set_user_attr(_REUSED, True)
+            if math.isfinite(value):
+                self._studies[cell].tell(trial, float(value))
+            else:
+                self._studies[cell].tell(trial, state=TrialState.FAIL)
+            answered += 1
+        return answered
+
+    @property
+    def done(self) -> bool:
+        return self._pending is None and not self._open_cells()
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # metric, mode and space were fixed at construction
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:
-        open_cells = [c for c in self._trials if self._suggested[c] < self._num_samples]
-        if not open_cells:
-            return Searcher.FINISHED
         if self._max_concurrent is not None and len(self._asked) >= self._max_concurrent:
             return None
-        cell = min(open_cells, key=lambda c: self._suggested[c])
-        trial = self._studies[cell].ask(self._space)
+        if self._pending is None:
+            self.answer_from_store()
+        if self._pending is None:
+            return Searcher.FINISHED
+        (cell, trial), self._pending = self._pending, None
         trial.set_user_attr(_TUNE_ID, trial_id)
         self._suggested[cell] += 1
         self._asked[trial_id] = (cell, trial)
-        return {"trial": self._trials[cell], "params": dict(trial.params)}
+        return {"trial": self._cells.index(cell), "params": dict(trial.params)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Each evaluation as an intermediate value (Optuna's intermediate-values plot); an epoch
         reported again after a resume is skipped."""
-        value, step = result.get(self._metric), result.get("epoch")
+        value, step = result.get(searcher_metric(self)), result.get("epoch")
         if trial_id not in self._asked or value is None or step is None or not math.isfinite(value):
             return
         trial = self._asked[trial_id][1]
-        if int(step) not in trial._cached_frozen_trial.intermediate_values:
+        if int(step) not in reported_steps(trial):
             trial.report(float(value), int(step))
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         if trial_id not in self._asked:
             return
         cell, trial = self._asked.pop(trial_id)
-        value = (result or {}).get(self._metric)
+        value = (result or {}).get(searcher_metric(self))
         if error or value is None or not math.isfinite(value):
             self._studies[cell].tell(trial, state=TrialState.FAIL)  # a crash or a NaN loss: nothing to learn
         else:
@@ -175,7 +217,7 @@ class PerCellASHA(FIFOScheduler):
         return True  # fixed at construction
 
     def _asha(self, trial: Any) -> ASHAScheduler:
-        cell = trial.config["trial"]["cell"]
+        cell = trial.config["trial"]  # the cell's index (see PerCellSearch.suggest)
         if cell not in self._per_cell:
             self._per_cell[cell] = ASHAScheduler(**self._settings)
         return self._per_cell[cell]

@@ -335,6 +335,9 @@ class SweepSpec(Strict):
     # Ray Tune storage root; the sweep lives in <storage_path>/<name>. Precedence: --out >
     # env DML_STORAGE_PATH > this key > ./sweeps.
     storage_path: Optional[str] = None
+    # A trial whose content key (dml_core.identity) some sweep in the trial store finished is not
+    # run again (sweep.store); false (or --no-reuse) trains every trial afresh.
+    reuse: bool = True
 
     @field_validator("grid")
     @classmethod

@@ -5,11 +5,17 @@ All MLflow calls happen in the driver -- in a Ray Tune `Callback` -- never insid
 - one writer, so a fresh sqlite store is never created concurrently by several trials (with
   `setup_mlflow` in trials that races: "table ... already exists"), and trials on other machines
   need no access to the tracking store;
-- the run of a trial is created when Tune first starts it and its id is kept in the sweep's
-  ledger, keyed by the Tune trial id; a retried trial logs into the same run, and so does a final
-  trial resumed in the new Tune experiment of `--resume` (found by its cell and seed, see
-  `_adopt`); a step (epoch) already logged is not logged again, so `--resume` never duplicates
-  runs or points;
+- MLflow is a view of the trial store (`sweep.store`), never the record: a trial is recorded in
+  the store first, then its run is created (tagged with the trial's key) and its id recorded; a
+  retried trial logs into the same run, and so does a final trial resumed in the new Tune
+  experiment of `--resume` (same key); a step (epoch) already recorded is not logged again;
+- `sync_runs` rebuilds the view: at every `--resume` (and `python sweep/run.py --sync DIR`) the
+  parent run and one child run per trial are made to exist in the tracking store in use, whatever
+  happened to it (deleted, emptied, another `MLFLOW_TRACKING_URI`): a run created just before a
+  driver was killed is adopted by its key, a missing one is recreated from the record (params,
+  every evaluation, end status), a duplicate is deleted, and none is left RUNNING;
+- a trial answered from the store (reused) gets a child run too, tagged `sweep.reused_from`
+  with the sweep that ran it, carrying its metrics;
 - the end status follows the trial: FINISHED, or FAILED with the error in the `error` tag
   (crash after all retries, or a non-finite loss); KILLED for trials cut off by Ctrl-C.
 
@@ -17,15 +23,18 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
 
 - run names are short and distinct, and the same text is in the `label` tag: `ee n=2 · s0` for a
   final trial, `search · ee n=2 · #3` for the third search sample of that cell (the full cell id
-  is in `sweep.cell`, the ledger key in `sweep.key`);
+  is in `sweep.cell`, the trial key in `sweep.key`);
 - search trials are scored on held-out *training* classes, final trials on the test split, so
   their metrics never share a name: a search run logs `holdout_recall_at_1`, `holdout_loss`, ...
   (`search_...` when the search has no holdout and scores the test split), a final run
   `recall_at_1`, ...; sorting the table by `recall_at_1` ranks final trials only;
 - the epoch is the step of every metric, never a metric of its own;
-- the parent run holds the sweep's results (see `log_results`): per-cell mean and CI bounds,
-  paired differences and p-values as metrics, the headlines as its description, the report, its
-  tables as CSV and its plots as artifacts, and the sweep YAML. Its params are the base config,
+- the parent run holds the sweep's results (see `log_results`; what, from `sweep.parent_run`):
+  per-cell mean and CI bounds in %, paired differences in points and p-values as metrics, the
+  headlines as its description, `report.html` (the report with its plots inline), `report.md`, its
+  tables as CSV and its plots as artifacts, and the sweep YAML;
+- child runs carry `sweep.group` (phase and cell label) for the runs table's Group-by;
+- the parent's params are the base config,
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
 - MLflow 3.17 opens an experiment on its GenAI overview; `Tracker.ui_hint`'s URL ends in
@@ -38,8 +47,10 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import sqlite3
 import subprocess
+import sys
 import time
 from functools import cached_property
 from pathlib import Path
@@ -50,17 +61,21 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
-from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
-from sweep.ledger import FAILED, FINISHED, KILLED, RUNNING, Ledger
-from sweep.plan import SEARCH, TrialSpec, trial_config
+from sweep.compat import TUNE_RESULT_KEYS
+from sweep.console import Console, describe_param
+from sweep.pending import Identity, identity, identity_fields
+from sweep.plan import SEARCH, SweepPlan, TrialSpec
+from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
 from sweep.spec import SweepError
+from sweep.store import SweepLog, trial_checkpoint
 from sweep.trainable import TRIAL_ERROR
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-_TUNE_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
+_TUNE_KEYS = {*TUNE_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 STEP_KEY = "epoch"  # the step of every logged metric
+UI_PORT = 5000  # `mlflow ui`'s default
 
 
 def resolve_tracking_uri(configured: Optional[str]) -> str:
@@ -172,11 +187,32 @@ class Tracker:
         return self.client.create_experiment(self.experiment, artifact_location=location)
 
     def ui_hint(self) -> tuple[str, str]:
-        """The command that serves this store and the URL of this experiment's runs table."""
-        url = f"#/experiments/{self.experiment_id}?workflowType=machine_learning"
+        """The command that serves this store, runnable as printed (this interpreter's `-m mlflow`:
+        `mlflow` is not on PATH without an activated venv), and the URL of the runs table."""
+        url = f"{self.ui_base()}/#/experiments/{self.experiment_id}?workflowType=machine_learning"
         if self.tracking_uri.startswith(("http://", "https://")):
-            return "", f"{self.tracking_uri.rstrip('/')}/{url}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}", f"http://127.0.0.1:5000/{url}"
+            return "", url
+        python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+        return f"{shlex.quote(python)} -m mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)} --port {UI_PORT}", url
+
+    def ui_base(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return f"http://127.0.0.1:{UI_PORT}"
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page: for the parent, its description (the headlines) and artifacts (report.html)."""
+        return f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """A run's artifact, opened in MLflow's artifact viewer (report.html renders there)."""
+        return f"{self.run_url(run_id)}/artifacts/{path}"
+
+    def compare_url(self, run_ids: list[str]) -> str:
+        """MLflow's compare view of `run_ids` (this MLflow ignores filter parameters on the runs
+        table's URL, but opens this one as built)."""
+        runs, experiments = json.dumps(run_ids, separators=(",", ":")), json.dumps([self.experiment_id])
+        return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}"
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
@@ -191,6 +227,38 @@ class Tracker:
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status=RUNNING)
+
+    def exists(self, run_id: Optional[str]) -> bool:
+        """`run_id` is a live run of this store (not missing, not deleted)."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return False
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def children(self, parent: str) -> dict[str, list[Any]]:
+        """`sweep.key` tag -> the child runs of `parent` with that key (one paginated query)."""
+        out: dict[str, list[Any]] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                out.setdefault(run.data.tags.get("sweep.key", ""), []).append(run)
+            token = page.token
+            if not token:
+                return out
+
+    def log_history(self, run_id: str, history: list[dict[str, float]], prefix: str) -> None:
+        """Every evaluation of a trial, each at its epoch (a run recreated from the store)."""
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, int(h.get(STEP_KEY, i + 1)))
+                 for i, h in enumerate(history) for k, v in mlflow_metric_names(h, prefix).items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
     def end_run(self, run_id: str, status: str, error: Optional[str] = None) -> None:
         if error:
@@ -224,121 +292,252 @@ def mlflow_metric_names(metrics: dict[str, float], prefix: str) -> dict[str, flo
     return {f"{prefix}{k}": v for k, v in metrics.items() if k != STEP_KEY}
 
 
-class TrackingCallback(tune.Callback):
-    """Mirrors trial events into the ledger and MLflow (driver side).
+class TrialRuns:
+    """The child runs of one sweep: their tags and params from the trial's record (the store is
+    the record, MLflow its view), written by the driver only."""
 
-    Ray Tune pickles its callbacks into the experiment folder (the sweep never restores them from
-    there); this object holds only plain settings, and all state lives in the ledger file.
+    def __init__(self, log: SweepLog, tracker: Tracker, sweep_name: str, labels: dict[str, str],
+                 search_prefix: str) -> None:
+        self.log, self.tracker = log, tracker
+        self.sweep_name, self.labels, self.search_prefix = sweep_name, labels, search_prefix
+
+    def prefix(self, record: TrialRecord) -> str:
+        return self.search_prefix if record.phase == SEARCH else ""
+
+    def create(self, record: TrialRecord) -> str:
+        """A child run for `record` (already in the store): tags, params and config.yaml; a reused
+        or recreated record's evaluations and end status too. Records its id; returns it."""
+        tags = {
+            "label": record.label, "sweep.key": record.key,
+            "mlflow.parentRunId": self.log.meta.mlflow_parent_run_id,
+            "sweep.name": self.sweep_name, "sweep.phase": record.phase, "sweep.cell": record.cell,
+            "sweep.arm": record.arm or "", "sweep.seed": record.seed, "sweep.trial_id": record.trial_id,
+            "sweep.content_key": record.content_key,
+            # MLflow's Group-by: one group per phase and cell (`final · MS+EE n=2`)
+            "sweep.group": f"{record.phase} · {self.labels.get(record.cell, record.cell)}",
+            "mlflow.source.git.commit": record.code_version or self.log.meta.git_commit,
+            **{f"sweep.coord.{k}": v for k, v in record.coords.items()},
+        }
+        if record.reused_from:
+            tags["sweep.reused_from"] = record.reused_from
+        run_id = self.tracker.start_run(record.label or record.key, tags, flatten(record.config))
+        if record.config:
+            self.tracker.client.log_text(run_id, yaml.safe_dump(record.config, sort_keys=False), "config.yaml")
+        self.log.update(record.key, mlflow_run_id=run_id)
+        if record.status != RUNNING:
+            self.tracker.log_history(run_id, record.history, self.prefix(record))
+            self.end(record.key)
+        return run_id
+
+    def discard(self, key: str) -> None:
+        """Drop a trial whose config changed (it runs afresh): its record, run and checkpoint."""
+        record = self.log.get(key)
+        if record is None:
+            return
+        if record.mlflow_run_id and self.tracker.exists(record.mlflow_run_id):
+            self.tracker.client.delete_run(record.mlflow_run_id)
+        trial_checkpoint(self.log.sweep_dir, key).unlink(missing_ok=True)
+        self.log.remove(key)
+
+    def end(self, key: str) -> None:
+        record = self.log.get(key)
+        summary = {"status": record.status, "error": record.error, "final": record.metrics, "history": record.history,
+                   "reused_from": record.reused_from}
+        self.tracker.client.log_text(record.mlflow_run_id, json.dumps(summary, indent=1), "metrics.json")
+        self.tracker.end_run(record.mlflow_run_id, record.status, record.error)
+
+
+def open_parent(log: SweepLog, tracker: Tracker, plan: SweepPlan, sweep_dir: Path) -> str:
+    """The sweep's parent run in the tracking store in use: reopened where it exists, created (and
+    recorded, with the store's URI) where it does not -- a new sweep, or a store that lost it."""
+    parent = log.meta.mlflow_parent_run_id
+    # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
+    if log.meta.tracking_uri in (None, tracker.tracking_uri) and tracker.exists(parent):
+        tracker.reopen(parent)
+        if log.meta.tracking_uri is None:
+            log.update_meta(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+        return parent
+    tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
+            "mlflow.source.git.commit": log.meta.git_commit}
+    searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+    params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
+    parent = tracker.start_run(plan.name, tags, params)
+    log.update_meta(mlflow_parent_run_id=parent, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+    tracker.log_files(parent, [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()])
+    return parent
+
+
+def sync_runs(runs: TrialRuns) -> tuple[int, int]:
+    """Make the tracking store show exactly the store's trials: one child run per record, adopted
+    by key where one exists (a driver killed between creating a run and recording its id), else
+    recreated from the record; duplicates deleted; statuses as recorded. A record still RUNNING
+    belongs to a driver that is gone (the caller holds the sweep's lock): it becomes KILLED.
+    Returns (runs created, duplicates deleted)."""
+    log, tracker = runs.log, runs.tracker
+    found = tracker.children(log.meta.mlflow_parent_run_id)
+    created = deleted = 0
+    for record in log.trials():
+        if record.status == RUNNING:
+            record = log.update(record.key, status=KILLED)
+        candidates = found.get(record.key, [])
+        keep = next((r for r in candidates if r.info.run_id == record.mlflow_run_id), candidates[0] if candidates else None)
+        for extra in candidates:
+            if extra is not keep:
+                tracker.client.delete_run(extra.info.run_id)
+                deleted += 1
+        if keep is None:
+            runs.create(record)
+            created += 1
+            continue
+        if keep.info.run_id != record.mlflow_run_id:
+            log.update(record.key, mlflow_run_id=keep.info.run_id)
+        if keep.info.status != record.status:
+            runs.end(record.key)
+    return created, deleted
+
+
+class TrackingCallback(tune.Callback):
+    """Mirrors trial events into the trial store, then MLflow, then the console (driver side):
+    the one Tune callback of a sweep, so nothing depends on the order Tune calls callbacks in.
+
+    The runner sets `specs` (the phase's trial specs: a trial's config holds its index) and
+    `identities` (trial key -> identity, computed once per phase) before each phase. Ray Tune
+    pickles its callbacks into the experiment folder, never restored by the sweep: only the sweep
+    directory goes in the pickle.
     """
 
-    _SETTINGS = ("sweep_dir", "tracking_uri", "experiment", "sweep_name", "base", "source", "labels", "search_prefix")
-
-    def __init__(self, sweep_dir: str, tracking_uri: str, experiment: str, sweep_name: str, base: dict[str, Any],
-                 source: str, labels: Optional[dict[str, str]] = None, search_prefix: str = "holdout_") -> None:
-        self.sweep_dir = sweep_dir
-        self.tracking_uri = tracking_uri
-        self.experiment = experiment
-        self.sweep_name = sweep_name
-        self.base = base  # to log each trial's resolved config
-        self.source = source
-        self.labels = labels or {}  # cell id -> label (sweep.labels.cell_labels)
-        self.search_prefix = search_prefix  # search metrics' MLflow names: holdout_recall_at_1
+    def __init__(self, plan: SweepPlan, log: SweepLog, runs: TrialRuns, console: Console) -> None:
+        self.plan, self.log, self.runs, self.console = plan, log, runs, console
+        self.tracker = runs.tracker
+        self.specs: list[TrialSpec] = []
+        self.identities: dict[str, Identity] = {}
+        self._samples: Optional[dict[str, int]] = None  # cell -> search samples recorded (labels)
+        self._hardware: Optional[str] = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: self.__dict__[k] for k in self._SETTINGS}  # not the cached client or ledger
+        return {"sweep_dir": str(self.log.sweep_dir)}
 
-    @cached_property
-    def ledger(self) -> Ledger:
-        return Ledger(self.sweep_dir)
+    @property
+    def hardware(self) -> str:
+        if self._hardware is None:
+            self._hardware = _hardware()
+        return self._hardware
 
-    @cached_property
-    def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, self.experiment)
+    def spec_of(self, trial: Any) -> TrialSpec:
+        return self.specs[trial.config["trial"]]
+
+    def setup(self, **info: Any) -> None:
+        self.console.phase_started(self._ended())
+
+    def _ended(self) -> int:
+        return self.log.ended
 
     # ---------------------------------------------------------------- Tune hooks
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._open(trial)
 
-    def _open(self, trial: Any) -> None:
-        record = self.ledger.trial(trial.trial_id) or self._adopt(trial)
-        if record is not None and record.get("mlflow_run_id"):
-            self.tracker.reopen(record["mlflow_run_id"])  # retry, or continued by --resume
-            self.ledger.update_trial(trial.trial_id, status=RUNNING, error=None, failure=None,
-                                     attempts=record.get("attempts", 0) + 1, tune_experiment=trial.experiment_dir_name)
-            return
-        spec = TrialSpec.from_dict(trial.config["trial"])
-        sampled = trial.config.get("params")
-        cfg = trial_config(self.base, spec, sampled, self.source)
-        params = {**spec.params, **(sampled or {})}  # searched values (sampled, or the cell's best)
-        key = spec.ledger_key(trial.trial_id)
-        cell_label = self.labels.get(spec.cell, spec.cell)
+    def _label(self, spec: TrialSpec) -> str:
+        cell_label = self.labels_of(spec.cell)
         if spec.phase == SEARCH:
-            sample = 1 + sum(r.get("phase") == SEARCH and r.get("cell") == spec.cell for r in self.ledger.trials())
-            label = f"search · {cell_label} · #{sample}"
-        else:
-            label = f"{cell_label} · s{spec.seed}"
-        tags = {
-            "label": label, "sweep.key": key,
-            "mlflow.parentRunId": self.ledger.get("mlflow_parent_run_id"),
-            "sweep.name": self.sweep_name, "sweep.phase": spec.phase, "sweep.cell": spec.cell,
-            "sweep.arm": spec.arm or "", "sweep.seed": spec.seed, "sweep.trial_id": trial.trial_id,
-            "mlflow.source.git.commit": self.ledger.get("git_commit", "unknown"),
-            **{f"sweep.coord.{k}": v for k, v in spec.coords.items()},
-        }
-        config_dict = {k: v for k, v in cfg.to_dict().items() if k != "sweep"}
-        run_id = self.tracker.start_run(label, tags, flatten(config_dict))
-        self.tracker.client.log_text(run_id, yaml.safe_dump(config_dict, sort_keys=False), "config.yaml")
-        self.ledger.add_trial(
-            trial.trial_id, key=key, label=label, phase=spec.phase, cell=spec.cell, arm=spec.arm, coords=spec.coords,
-            seed=spec.seed, params=params, status=RUNNING, error=None, failure=None, attempts=1, mlflow_run_id=run_id,
-            tune_experiment=trial.experiment_dir_name, last_step=0, metrics={}, history=[],
-        )
+            if self._samples is None:
+                self._samples = {}
+                for r in self.log.trials():
+                    if r.phase == SEARCH:
+                        self._samples[r.cell] = self._samples.get(r.cell, 0) + 1
+            self._samples[spec.cell] = self._samples.get(spec.cell, 0) + 1
+            return f"search · {cell_label} · #{self._samples[spec.cell]}"
+        return f"{cell_label} · s{spec.seed}"
 
-    def _adopt(self, trial: Any) -> Optional[dict[str, Any]]:
-        """A final trial of an earlier driver session, now run under a new Tune id (each `--resume`
-        is a new Tune experiment), continues the record and MLflow run of its key (cell + seed),
-        so the table and MLflow keep one entry per trial."""
-        spec = TrialSpec.from_dict(trial.config["trial"])
-        if spec.phase == SEARCH:
-            return None  # search trials are samples, not keys: a lost one is re-drawn
-        old = next((r for r in self.ledger.trials() if r.get("key") == spec.key and r.get("mlflow_run_id")), None)
-        if old is None:
-            return None
-        self.tracker.client.set_tag(old["mlflow_run_id"], "sweep.trial_id", trial.trial_id)
-        return self.ledger.move_trial(old["trial_id"], trial.trial_id)
+    def labels_of(self, cell: str) -> str:
+        return self.runs.labels.get(cell, cell)
+
+    def _open(self, trial: Any) -> None:
+        spec = self.spec_of(trial)
+        key = spec.ledger_key(trial.trial_id)
+        record = self.log.by_trial_id(trial.trial_id) or self.log.get(key)
+        if record is not None and record.mlflow_run_id:
+            # A retry, a final trial continued by --resume, or a crashed one with --retry-failed.
+            self.log.update(key, trial_id=trial.trial_id, status=RUNNING, error=None, failure=None,
+                            attempts=record.attempts + 1, tune_experiment=trial.experiment_dir_name)
+            self.tracker.reopen(record.mlflow_run_id)
+            self.tracker.client.set_tag(record.mlflow_run_id, "sweep.trial_id", trial.trial_id)
+            return
+        sampled = trial.config.get("params")
+        ident = self.identities.get(key) or identity(self.plan, spec, sampled)
+        # Recorded before its run exists: a driver killed from here on leaves this record and at
+        # most one run tagged with its key, which `sync_runs` adopts on --resume (never a second).
+        record = self.log.add(TrialRecord(
+            trial_id=trial.trial_id, key=key, label=self._label(spec), phase=spec.phase, cell=spec.cell, arm=spec.arm,
+            coords=spec.coords, seed=spec.seed, params={**spec.params, **(sampled or {})}, status=RUNNING, attempts=1,
+            tune_experiment=trial.experiment_dir_name, code_version=self.log.meta.git_commit,
+            checkpoint=str(trial_checkpoint(self.log.sweep_dir, key)), hardware=self.hardware, **identity_fields(ident),
+        ))
+        self.runs.create(record)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(TRIAL_ERROR):
             return  # the NaN marker of a non-finite loss, not an evaluation
-        record = self.ledger.trial(trial.trial_id)
+        record = self.log.by_trial_id(trial.trial_id)
         metrics = trial_metrics(result)
         step = int(metrics.get(STEP_KEY, result.get("training_iteration", 0)))
-        if record is None or step <= record.get("last_step", 0):
-            return  # already logged by an earlier attempt of this trial
-        prefix = self.search_prefix if record.get("phase") == SEARCH else ""
-        self.tracker.log_metrics(record["mlflow_run_id"], mlflow_metric_names(metrics, prefix), step)
-        self.ledger.update_trial(trial.trial_id, last_step=step, metrics=metrics, history=[*record["history"], metrics])
+        if record is None or step <= record.last_step:
+            return  # already recorded by an earlier attempt of this trial
+        self.log.update(record.key, last_step=step, metrics=metrics, history=[*record.history, metrics],
+                        wall_s=float(result.get("time_total_s", record.wall_s or 0.0)))
+        self.tracker.log_metrics(record.mlflow_run_id, mlflow_metric_names(metrics, self.runs.prefix(record)), step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = (trial.last_result or {}).get(TRIAL_ERROR)
-        self._finish(trial.trial_id, FAILED if error else FINISHED, error, "non_finite" if error else None)
+        self._finish(trial, FAILED if error else FINISHED, error, "non_finite" if error else None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.ledger.trial(trial.trial_id) is None:
+        if self.log.by_trial_id(trial.trial_id) is None:
             self._open(trial)  # it failed to start (e.g. its actor could not be created)
-        self._finish(trial.trial_id, FAILED, error_line(trial), "crash")
+        self._finish(trial, FAILED, error_line(trial), "crash")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self.log.by_trial_id(trial.trial_id)
+        self.console.retry(record, record.label if record else trial.trial_id, error_line(trial))
+
+    # ---------------------------------------------------------------- reuse
+
+    def record_reused(self, spec: TrialSpec, key: str, ident: Identity, origin: str, found: TrialRecord,
+                      params: dict[str, Any]) -> TrialRecord:
+        """A trial answered from the store: its result copied into this sweep, marked with the
+        sweep that ran it, with a child run carrying its metrics. A record of this sweep under the
+        same key (a trial cut off earlier) gives way, with its run: one run per trial."""
+        self.runs.discard(key)
+        record = self.log.add(TrialRecord(
+            trial_id="", key=key, label=self._label(spec), phase=spec.phase, cell=spec.cell, arm=spec.arm,
+            coords=spec.coords, seed=spec.seed, params={**spec.params, **params}, status=FINISHED, attempts=0, metrics=found.metrics, history=found.history,
+            last_step=found.last_step, reused_from=origin, wall_s=found.wall_s, hardware=found.hardware,
+            code_version=found.code_version, checkpoint=found.checkpoint, **identity_fields(ident),
+        ))
+        self.runs.create(record)
+        self.console.reused(self.log.get(key), origin, self._ended())
+        return record
 
     # ---------------------------------------------------------------- helpers
 
-    def _finish(self, trial_id: str, status: str, error: Optional[str], failure: Optional[str]) -> None:
-        record = self.ledger.update_trial(trial_id, status=status, error=error, failure=failure)
-        run_id = record.get("mlflow_run_id")
-        if run_id is None:
-            return  # failed before it ever started (e.g. could not be scheduled)
-        summary = {"status": status, "error": error, "final": record.get("metrics", {}), "history": record.get("history", [])}
-        self.tracker.client.log_text(run_id, json.dumps(summary, indent=1), "metrics.json")
-        self.tracker.end_run(run_id, status, error)
+    def _finish(self, trial: Any, status: str, error: Optional[str], failure: Optional[str]) -> None:
+        record = self.log.by_trial_id(trial.trial_id)
+        record = self.log.update(record.key, status=status, error=error, failure=failure)
+        if record.mlflow_run_id is not None:
+            self.runs.end(record.key)
+        seconds = float((trial.last_result or {}).get("time_total_s", float("nan")))
+        self.console.ended(record, self._ended(), seconds)
+
+
+def _hardware() -> str:
+    """The driver-side description of where trials run (the cluster's resources, in short)."""
+    import ray
+
+    try:
+        res = ray.cluster_resources()
+    except Exception:  # not connected (tests drive the callback by hand)
+        return ""
+    return f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU"
 
 
 def error_line(trial: Any) -> str:
@@ -352,12 +551,13 @@ def error_line(trial: Any) -> str:
     return lines[-1] if lines else "trial failed without an error message"
 
 
-def mark_killed(ledger: Ledger, tracker: Tracker) -> int:
-    """After Ctrl-C: trials cut off mid-run become KILLED (ledger + MLflow) until `--resume`."""
+def mark_killed(log: SweepLog, tracker: Tracker) -> int:
+    """After Ctrl-C: trials cut off mid-run become KILLED (store + MLflow) until `--resume`."""
     killed = 0
-    for record in ledger.trials():
-        if record.get("status") == RUNNING:
-            ledger.update_trial(record["trial_id"], status=KILLED)
-            tracker.end_run(record["mlflow_run_id"], KILLED)
+    for record in log.trials():
+        if record.status == RUNNING:
+            log.update(record.key, status=KILLED)
+            if record.mlflow_run_id:
+                tracker.end_run(record.mlflow_run_id, KILLED)
             killed += 1
     return killed

@@ -1,8 +1,8 @@
 """The Ray Tune function that runs one trial: `dml_core.training.fit` plus reporting.
 
 Each evaluation is forwarded with `ray.tune.report(metrics)`. The trial's checkpoint is not handed
-to Tune: it is copied (atomically) to `<sweep dir>/checkpoints/`, under the trial's ledger key
-(`sweep.ledger.trial_checkpoint`), right before the evaluation is reported. Whatever starts the
+to Tune: it is copied (atomically) to `<sweep dir>/checkpoints/`, under the trial's key
+(`sweep.store.trial_checkpoint`), right before the evaluation is reported. Whatever starts the
 trial again -- Tune's retry after a crash, or the new Tune experiment of `--resume` -- finds it
 there and `fit(resume=...)` continues from it; it is read with `weights_only=True`, so a file
 planted there cannot run code. A resumed trial first replays the evaluations its checkpoint holds
@@ -24,7 +24,7 @@ from typing import Any, Optional
 from ray import tune
 
 from dml_core.io import atomic_write_bytes, make_dir
-from sweep.ledger import trial_checkpoint
+from sweep.store import trial_checkpoint
 from sweep.plan import TrialSpec, trial_config
 
 # Result key that carries a trial's failure reason when it ends without raising.
@@ -71,12 +71,13 @@ class _TuneReporter:
 
 
 def run_trial(config: dict[str, Any], *, base: dict[str, Any], source: str, metrics: tuple[str, ...],
-              sweep_dir: str) -> None:
+              sweep_dir: str, specs: list[TrialSpec]) -> None:
     """Tune entry point, bound by `tune.with_parameters` to the sweep's base config, its source
-    (for messages), the metrics Tune ranks by and the sweep directory (every node sees it).
-    `config` = {"trial": TrialSpec dict} plus, in the search phase, {"params": dotted key -> sampled
-    value}. A crash's traceback goes to `trial_log` (every attempt) before Tune sees it."""
-    trial = TrialSpec.from_dict(config["trial"])
+    (for messages), the metrics Tune ranks by, the sweep directory (every node sees it) and the
+    phase's trial specs (sent once through Ray's object store). `config` = {"trial": index into
+    `specs`} plus, in the search phase, {"params": dotted key -> sampled value}. A crash's
+    traceback goes to `trial_log` (every attempt) before Tune sees it."""
+    trial = specs[config["trial"]]
     key = trial.ledger_key(tune.get_context().get_trial_id())
     try:
         _run_trial(trial, config, base, source, metrics, sweep_dir, key)
@@ -98,7 +99,7 @@ def _run_trial(trial: TrialSpec, config: dict[str, Any], base: dict[str, Any], s
     resume = None
     if keep.is_file():
         resume = keep
-        # A finished checkpoint (the driver stopped before the trial's end reached the ledger)
+        # A finished checkpoint (the driver stopped before the trial's end reached the store)
         # makes fit a no-op: the replay is then what reports the trial's results.
         reporter.replay(load_checkpoint(keep).get("history", []))
     with tempfile.TemporaryDirectory(prefix="dml-trial-") as work:

@@ -175,24 +175,31 @@ def open_tracker(argv: list[str]) -> int:
 
 
 def sweep_with_full_disk(argv: list[str]) -> int:
-    """`sweep.run:main(argv[1:])` on a disk that fills up at the driver's `argv[0]`-th write of
-    ledger.json: that write and every later one fail with ENOSPC, as a full disk does (at fsync,
-    naming no file). Trials run in Ray's worker processes and write as usual."""
-    import errno
+    """`sweep.run:main(argv[1:])` on a disk that fills up at the driver's `argv[0]`-th write to the
+    trial store: that write and every later one fail as SQLite fails on a full disk ("database or
+    disk is full"). Trials run in Ray's worker processes and write as usual."""
+    import sqlite3
 
-    import dml_core.io
+    from sweep.store import TrialStore
 
     failing_from, writes = int(argv[0]), [0]
-    real_fsync = dml_core.io.os.fsync
 
-    def fsync(fd: int) -> None:
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".ledger.json."):
-            writes[0] += 1
-            if writes[0] >= failing_from:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
+    class FullDisk:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
 
-    dml_core.io.os.fsync = fsync  # os.fsync of this process (the driver); only ledger writes fail
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                writes[0] += 1
+                if writes[0] >= failing_from:
+                    raise sqlite3.OperationalError("database or disk is full")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+    real_conn = TrialStore.conn
+    TrialStore.conn = property(lambda self: FullDisk(real_conn.fget(self)))  # this process (the driver) only
     from sweep.run import main
 
     return main(argv[1:])

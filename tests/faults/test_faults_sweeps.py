@@ -1,5 +1,5 @@
 """The sweep driver: concurrent starts on one sweep directory, failed final trials, damaged
-ledger, unwritable --out (refused before Ray starts), `kill -9` of the driver with hostile pickles
+sweep state, unwritable --out (refused before Ray starts), `kill -9` of the driver with hostile pickles
 planted in the sweep folder before `--resume`."""
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_two_sweeps_started_together_and_a_failed_final_trial(tmp_path: Path) ->
     assert closing.startswith("sweep finished with failures: 1 of 2 final trials failed (arm=nan")
     assert (out / "report.md").is_file()  # the table of the rest is still written
 
-    records = json.loads((out / "ledger.json").read_text())["trials"].values()
+    records = _records(out).values()
     assert all({"key", "phase", "cell", "seed", "mlflow_run_id"} <= set(r) for r in records), records
     by_arm = {r["arm"]: r for r in records}
     assert by_arm.keys() == {"ok", "nan"}
@@ -121,18 +121,22 @@ def test_a_truncated_ledger_names_the_file(tmp_path: Path, capsys, no_ray: None)
     assert line.startswith(f"error: {out / 'ledger.json'}: damaged, not valid JSON")
 
 
-def test_the_ledger_never_holds_a_stub_record(tmp_path: Path) -> None:
+def test_the_store_never_holds_a_stub_record(tmp_path: Path) -> None:
     """Stub records (status only) came from updates of trials the file did not hold -- two drivers
-    overwriting each other's ledger; an update of an unknown trial is now refused, not invented."""
-    from sweep.ledger import Ledger
+    overwriting each other's ledger; an update of an unknown trial is now refused, not invented,
+    and a record without its identifying fields cannot be built."""
+    from pydantic import ValidationError
 
-    ledger = Ledger(tmp_path)
-    ledger.add_trial("t1", key="cell/seed=0", phase="final", cell="cell", seed=0, status="RUNNING")
+    from sweep.records import TrialRecord, load_records
+    from sweep.store import SweepLog
+
+    log = SweepLog.create(tmp_path / "sweep", "s")
+    log.add(TrialRecord(trial_id="t1", key="cell/seed=0", phase="final", cell="cell", seed=0, status="RUNNING"))
     with pytest.raises(KeyError, match="no trial t2"):
-        ledger.update_trial("t2", status="FINISHED")
-    with pytest.raises(ValueError, match="missing key, phase, cell, seed"):
-        ledger.add_trial("t3", status="FAILED")
-    assert [r["trial_id"] for r in ledger.trials()] == ["t1"]
+        log.update("t2", status="FINISHED")
+    with pytest.raises(ValidationError, match="key"):
+        TrialRecord(trial_id="t3", status="FAILED")
+    assert [r.trial_id for r in load_records(tmp_path / "sweep").trials] == ["t1"]
 
 
 # ------------------------------------------------------------------ kill -9, hostile pickles, resume
@@ -141,7 +145,9 @@ KILL_EPOCHS = 30
 
 
 def _records(out: Path) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in json.loads((out / "ledger.json").read_text())["trials"].values()}
+    from sweep.records import load_records
+
+    return {r.key: r.model_dump() for r in load_records(out).trials}
 
 
 def _plant_pickles(tune_dir: Path, marker: Path, trial_ids: list[str]) -> list[Path]:
@@ -179,12 +185,12 @@ def _plant_pickles(tune_dir: Path, marker: Path, trial_ids: list[str]) -> list[P
 def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: Path) -> None:
     """Before: `--resume` continued the final phase with `Tuner.restore`, which unpickles tuner.pkl
     and the experiment state in <sweep>/final/: whoever could write the (shared) sweep folder ran
-    code on the driver. Now a resume starts a new Tune experiment from the ledger, and each
+    code on the driver. Now a resume starts a new Tune experiment from the trial store, and each
     unfinished trial continues from its checkpoint in <sweep>/checkpoints/ (weights_only)."""
     from ray import tune
 
     from dml_core.training import fit
-    from sweep.ledger import trial_checkpoint
+    from sweep.store import trial_checkpoint
     from sweep.plan import load_plan, trial_config
 
     raw = tiny(train={"epochs": KILL_EPOCHS})
@@ -201,7 +207,7 @@ def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: P
         deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            records = _records(out) if (out / "ledger.json").is_file() else {}
+            records = _records(out) if (out / "store.json").is_file() else {}
             running = [k for k, r in records.items() if r["status"] == "RUNNING" and r.get("last_step", 0) >= 2]
             if any(r["status"] == "FINISHED" for r in records.values()) and running:
                 break
@@ -285,7 +291,7 @@ def _wait_for_a_running_trial(proc: subprocess.Popen, out: Path, log: Path) -> N
     deadline = time.monotonic() + 300
     while True:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        records = _records(out) if (out / "ledger.json").is_file() else {}
+        records = _records(out) if (out / "store.json").is_file() else {}
         if any(r["status"] == "RUNNING" and r.get("last_step", 0) >= 1 for r in records.values()):
             return
         time.sleep(0.1)
@@ -320,11 +326,11 @@ def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path: Path) -> None:
     assert [r.info.status for r in parent] == ["KILLED"]
 
 
-@pytest.mark.parametrize("failing_write", [1, 4], ids=["at_start", "mid_sweep"])
+@pytest.mark.parametrize("failing_write", [1, 6], ids=["at_start", "mid_sweep"])
 def test_a_full_disk_under_the_driver_is_one_line_and_exit_3(tmp_path: Path, failing_write: int) -> None:
-    """A full disk on a ledger write exited 1 with tracebacks (1 is "done, some trials failed").
-    Now: one line naming the file, exit 3; a sweep that had not started leaves no folder (a plain
-    rerun works), one that had keeps a whole ledger to --resume."""
+    """A full disk on a write of the sweep's state exited 1 with tracebacks (1 is "done, some trials
+    failed"). Now: one line naming the file (the trial store), exit 3; a sweep that had not started
+    leaves no folder (a plain rerun works), one that had keeps its records to --resume."""
     cfg, out = sweep_yaml(tmp_path, {"a": {}, "b": {"model.embedding_dim": 8}}), tmp_path / "sweep"
     [result] = run_together("faults_testlib:sweep_with_full_disk", [[str(failing_write), str(cfg), "--out", str(out)]],
                             tmp_path)
@@ -332,9 +338,10 @@ def test_a_full_disk_under_the_driver_is_one_line_and_exit_3(tmp_path: Path, fai
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     then = (f"run it again: python sweep/run.py {cfg} --out {out}" if failing_write == 1
             else f"continue with: python sweep/run.py {cfg} --out {out} --resume")
-    assert result.stderr.strip().splitlines()[-1] == f"error: {out / 'ledger.json'}: No space left on device; fix it, then {then}"
+    store = tmp_path / ".store" / "trials.sqlite"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {store}: trial store: database or disk is full; fix it, then {then}")
     if failing_write == 1:
         assert not out.exists()
     else:
-        records = json.loads((out / "ledger.json").read_text())["trials"]  # the last whole ledger
-        assert records and (out / "plan.json").is_file()
+        assert _records(out) and (out / "plan.json").is_file()  # every write before the full disk

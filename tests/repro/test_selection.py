@@ -1,24 +1,33 @@
 """`sweep.report.evaluation: best_on_test`: the papers' model selection (best test Recall@1),
 whatever the sweep's metric, and labelled as test-set selection in the report."""
-from sweep.plan import FINAL
-from sweep.ledger import FINISHED
-from sweep.report import render_markdown, select_evaluation
+from sweep.plan import FINAL, load_plan
+from sweep.records import FINISHED
+from sweep.records import SweepMeta, SweepRecords, TrialRecord
+from sweep.results import SweepResults, _with_evaluation
+from sweep.writers import report_blocks, to_markdown
+from stepcheck import REPO
+
+import sys
+sys.path.insert(0, str(REPO / "tests" / "sweep"))
+from sweep_testlib import write_yaml  # noqa: E402
 
 HISTORY = [
     {"epoch": 5, "recall_at_1": 0.50, "map_at_r": 0.30},
     {"epoch": 10, "recall_at_1": 0.60, "map_at_r": 0.20},  # best R@1
     {"epoch": 15, "recall_at_1": 0.55, "map_at_r": 0.35},  # best MAP@R, and the last
 ]
-RECORD = {"phase": FINAL, "status": FINISHED, "metrics": HISTORY[-1], "history": HISTORY}
+RECORD = TrialRecord(trial_id="t", key="base/seed=0", phase=FINAL, cell="base", seed=0, status=FINISHED,
+                     metrics=HISTORY[-1], history=HISTORY)
 
 
 def test_best_on_test_picks_best_recall_at_1_not_the_sweep_metric():
-    assert select_evaluation([RECORD], "last", "map_at_r", "max")[0]["metrics"]["epoch"] == 15
-    assert select_evaluation([RECORD], "best", "map_at_r", "max")[0]["metrics"]["epoch"] == 15
-    assert select_evaluation([RECORD], "best_on_test", "map_at_r", "max")[0]["metrics"]["epoch"] == 10
+    assert _with_evaluation(RECORD, "last", "map_at_r", "max").metrics["epoch"] == 15
+    assert _with_evaluation(RECORD, "best", "map_at_r", "max").metrics["epoch"] == 15
+    assert _with_evaluation(RECORD, "best_on_test", "map_at_r", "max").metrics["epoch"] == 10
 
 
-def test_report_labels_best_on_test_as_test_set_selection():
-    plan = {"name": "s", "source": "x.yaml", "cells": [], "seeds": [0], "metric": "map_at_r", "mode": "max"}
-    text = render_markdown(plan, [], {}, {}, "best_on_test", [])
+def test_report_labels_best_on_test_as_test_set_selection(tmp_path):
+    plan = load_plan(write_yaml(tmp_path / "s.yaml", {"metric": "map_at_r"}))
+    results = SweepResults.build(plan, SweepRecords(meta=SweepMeta(), trials=[]), "best_on_test")
+    text = to_markdown(report_blocks(results, [], tmp_path))
     assert "test-set selection" in text and "papers' choice" in text

@@ -37,14 +37,15 @@ def sweep_from_records(sweep_dir: Path, plan: Any, values: dict[str, dict[int, f
     """A finished sweep directory written from trial records, no training: `values[cell][seed]` =
     R@1 (MAP@R = R@1 / 2). `content` names the results' content keys (`<content>/<cell>/<seed>`),
     so two such sweeps can share a result."""
+    from sweep.records import TrialRecord
     from sweep.runner import create_sweep_dir
 
     sweep_dir.mkdir(parents=True)
-    ledger = create_sweep_dir(plan, sweep_dir, resume=False)
+    log = create_sweep_dir(plan, sweep_dir)
     for cell, by_seed in values.items():
         for seed, v in by_seed.items():
             key = f"{cell}/seed={seed}"
-            ledger.add_trial(key, key=key, phase="final", cell=cell, seed=seed, status="FINISHED",
-                             metrics={"recall_at_1": v, "map_at_r": v / 2, "epoch": 2.0},
-                             content_key=f"{content}/{cell}/{seed}" if content else "")
+            log.add(TrialRecord(trial_id=key, key=key, phase="final", cell=cell, seed=seed, status="FINISHED",
+                                metrics={"recall_at_1": v, "map_at_r": v / 2, "epoch": 2.0},
+                                content_key=f"{content}/{cell}/{seed}" if content else ""))
     return sweep_dir

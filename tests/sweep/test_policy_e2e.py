@@ -71,7 +71,7 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
     report = (outcome.sweep_dir / "report.md").read_text()
     assert f"until each interval is within ±{width:g} points" in report
     assert "repeated confidence intervals (Jennison & Turnbull 1989" in report and "Pocock-type spending" in report
-    assert f"| n=2 vs n=0 | {design.looks[stop]} | {stop + 1} of 2 |" in report
+    assert f"| MS+EE n=2 vs MS | {design.looks[stop]} | {stop + 1} of 2 |" in report  # labels name the method
 
     # The paper's table over this real sweep and a variant at embedding dimension 32 (from records).
     variant = load_plan(REPO_ROOT / "experiments/quickstart.yaml",

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.ledger import FINISHED
 from sweep.plan import load_plan
-from sweep.records import load_records
+from sweep.records import FINISHED, load_records
 from sweep.runner import run_sweep
 
 pytestmark = pytest.mark.slow

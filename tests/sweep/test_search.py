@@ -11,7 +11,7 @@ from ray.tune.search import Searcher
 from sweep.search import STUDY_FILE, JournalSearchGenerator, PerCellSearch, load_studies, study_storage
 from sweep.spec import SearchParam
 
-CELLS = {"a": {"cell": "a"}, "b": {"cell": "b"}}
+CELLS = ["a", "b"]  # a suggestion carries its cell's index in this list
 LR = {"optimizer.lr": SearchParam(type="loguniform", low=1e-3, high=1e-2)}
 
 
@@ -22,7 +22,7 @@ def searcher(sweep_dir: Path, **kw: object) -> PerCellSearch:
 def test_studies_are_stored_in_the_sweep_dir(tmp_path: Path) -> None:
     s = searcher(tmp_path)
     configs = {tid: s.suggest(tid) for tid in ("t1", "t2", "t3")}
-    assert [c["trial"]["cell"] for c in configs.values()] == ["a", "b", "a"]  # round-robin over cells
+    assert [CELLS[c["trial"]] for c in configs.values()] == ["a", "b", "a"]  # round-robin over cells
     s.on_trial_result("t1", {"recall_at_1": 0.5, "epoch": 1})
     s.on_trial_result("t1", {"recall_at_1": 0.5, "epoch": 1})  # a resumed trial re-reports: ignored
     s.on_trial_complete("t1", {"recall_at_1": 0.8, "epoch": 2})
@@ -58,7 +58,7 @@ def test_resume_continues_the_studies_without_any_pickle(tmp_path: Path) -> None
     t3 = load_studies(tmp_path)["a"].trials[1]
     assert t3.state == optuna.trial.TrialState.FAIL and t3.user_attrs["lost"]
     # 3 samples per cell: a has t1 (t3 was lost), b has t2 -> two more for each, then finished.
-    cells = [r.suggest(tid)["trial"]["cell"] for tid in ("t4", "t5", "t6", "t7")]
+    cells = [CELLS[r.suggest(tid)["trial"]] for tid in ("t4", "t5", "t6", "t7")]
     assert sorted(cells) == ["a", "a", "b", "b"]
     assert r.suggest("t8") == Searcher.FINISHED
     # A resumed study does not re-propose its first candidates (its sampler seed moved on).
@@ -72,3 +72,22 @@ def test_max_concurrent_is_applied_by_the_searcher(tmp_path: Path) -> None:
     assert s.suggest("t2") is None  # wait: one sample in flight
     s.on_trial_complete("t1", {"recall_at_1": 0.5})
     assert s.suggest("t2") is not None
+
+
+def test_samples_the_store_answers_are_told_not_run(tmp_path: Path) -> None:
+    """A sample whose result some sweep already has (the runner's `answer`) is told to its study
+    at once and never handed to Tune; the others are suggested as usual."""
+    asked: list[tuple[int, int]] = []
+
+    def answer(cell: int, params: dict, number: int) -> float | None:
+        asked.append((cell, number))
+        return 0.7 if CELLS[cell] == "a" else None  # cell a: everything known; b: nothing
+
+    s = searcher(tmp_path, answer=answer)
+    # Round-robin: a's first sample is answered, then b's first must run and waits for Tune.
+    assert s.answer_from_store() == 1 and not s.done
+    assert [CELLS[s.suggest(tid)["trial"]] for tid in ("t1", "t2", "t3")] == ["b", "b", "b"]
+    assert s.suggest("t4") == Searcher.FINISHED and s.done
+    a = load_studies(tmp_path)["a"].trials
+    assert [(t.state, t.value, t.user_attrs.get("reused")) for t in a] == [(optuna.trial.TrialState.COMPLETE, 0.7, True)] * 3
+    assert sorted(asked) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]

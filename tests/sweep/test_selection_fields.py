@@ -45,7 +45,9 @@ def shards() -> Iterator[type[DataConfig]]:
 
 
 def test_the_declaration_is_the_list(shards: type[DataConfig]) -> None:
-    assert shards.selection_fields() == ("name", "holdout", "num_classes", "shard")
+    # The base class's selecting fields (name, holdout, folds, ...) and the new one, read from the declaration.
+    assert shards.selection_fields() == (*DataConfig.selection_fields(), "shard")
+    assert {"name", "holdout", "num_classes"} <= set(DataConfig.selection_fields())
     assert "shard" not in DataConfig.selection_fields() and shards.path_fields() == ("cache_dir",)
 
 

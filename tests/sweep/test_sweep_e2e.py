@@ -27,8 +27,8 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from sweep.ledger import FAILED, FINISHED, KILLED
 from sweep.plan import load_plan
+from sweep.records import FAILED, FINISHED, KILLED, load_records
 from sweep.runner import SweepOutcome, run_sweep
 from sweep.search import study_storage
 from sweep_testlib import REPO_ROOT, write_yaml
@@ -50,7 +50,8 @@ EPOCHS = 2
 
 
 def ledger(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in json.loads((sweep_dir / "ledger.json").read_text())["trials"].values()}
+    """The sweep's records in the trial store, by key (as dicts, to compare whole records)."""
+    return {r.key: r.model_dump() for r in load_records(sweep_dir).trials}
 
 
 def runs_of(tracking_uri: str, experiment: str) -> tuple[Any, list[Any]]:
@@ -120,8 +121,8 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
         assert cells[(cell, "recall_at_1")]["mean"] == pytest.approx(sum(values) / 2)
     comps = {r["cell"]: r for r in pq.read_table(outcome.sweep_dir / "comparisons.parquet").to_pylist()
              if r["metric"] == "recall_at_1"}
-    assert comps["arm=ms,model.embedding_dim=16"]["n"] == 2
-    assert comps["arm=nan,model.embedding_dim=8"]["n"] == 0
+    assert comps["arm=ms,model.embedding_dim=16"]["pairs"] == 2
+    assert comps["arm=nan,model.embedding_dim=8"]["pairs"] == 0
     assert (outcome.sweep_dir / "plot_model.embedding_dim.png").is_file()
 
     # MLflow: one parent, one child per trial under it, statuses and errors as in the table.
@@ -140,6 +141,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
         assert run.info.status == row["status"]
         assert run.data.tags["sweep.seed"] == str(row["seed"]) and run.data.tags["sweep.cell"] == row["cell"]
         assert run.data.tags["sweep.phase"] == "final" and "mlflow.source.git.commit" in run.data.tags
+        assert run.data.tags["sweep.group"] == f"final · {cell}"  # MLflow's Group-by: one group per cell
         assert run.data.params["model.embedding_dim"] == str(row["model.embedding_dim"])
         if row["status"] == FINISHED:
             assert steps(tracking_uri, run.info.run_id) == [1, 2]
@@ -150,20 +152,21 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     first = by_key["arm=ms,model.embedding_dim=8/seed=0"].info.run_id
     assert {a.path for a in client.list_artifacts(first)} == {"config.yaml", "metrics.json"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "plot_model.embedding_dim.png",
+    assert {"report.md", "report.html", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "plot_model.embedding_dim.png",
             "plot_paired_differences.png", "plot_learning_curves.png", "sweep.yaml"} <= parent_files
 
-    # The parent carries the results: cell means and CI bounds, the paired difference and its p.
+    # The parent carries the results in %: cell means and clipped CI bounds, the paired difference
+    # in points and its p.
     cell16 = cells[("arm=ms,model.embedding_dim=16", "recall_at_1")]
-    assert parent.data.metrics["recall_at_1.ms_dim_16.mean"] == pytest.approx(cell16["mean"])
-    assert parent.data.metrics["recall_at_1.ms_dim_16.ci_low"] == pytest.approx(cell16["ci_low"])
+    assert parent.data.metrics["recall_at_1_pct.ms_dim_16.mean"] == pytest.approx(100 * cell16["mean"])
+    assert parent.data.metrics["recall_at_1_pct.ms_dim_16.ci_low"] == pytest.approx(100 * cell16["ci_low"])
     comp = comps["arm=ms,model.embedding_dim=16"]
-    name = "recall_at_1.ms_dim_16_vs_ms_dim_8"
-    assert parent.data.metrics[f"{name}.diff"] == pytest.approx(comp["mean_diff"])
-    assert parent.data.metrics[f"{name}.ci_high"] == pytest.approx(comp["ci_high"])
+    name = "ms_dim_16_vs_ms_dim_8"
+    assert parent.data.metrics[f"recall_at_1_pct.{name}.diff"] == pytest.approx(100 * comp["mean_diff"])
+    assert parent.data.metrics[f"recall_at_1_pct.{name}.ci_high"] == pytest.approx(100 * comp["ci_high"])
     if comp["p_value"] == comp["p_value"]:  # NaN when both seeds differ by exactly the same amount
-        assert parent.data.metrics[f"{name}.p"] == pytest.approx(comp["p_value"])
-    assert parent.data.tags["mlflow.note.content"].startswith("ms dim=16 vs ms dim=8: R@1 ")
+        assert parent.data.metrics[f"recall_at_1.{name}.p"] == pytest.approx(comp["p_value"])
+    assert parent.data.tags["mlflow.note.content"].startswith("- ms dim=16 vs ms dim=8: R@1 ")  # the headline first
     assert parent.data.params["model.embedding_dim"] == "grid [8, 16]"  # not the base value
     assert "epoch" not in parent.data.metrics
 
@@ -182,8 +185,40 @@ def test_existing_sweep_dir_needs_resume(grid_sweep: tuple[Path, SweepOutcome]) 
     path, outcome = grid_sweep
     with pytest.raises(ValueError, match="a sweep already exists here; add --resume"):
         run_sweep(load_plan(path), outcome.sweep_dir, verbose=0)
-    with pytest.raises(ValueError, match="was started from a different sweep definition"):
+    with pytest.raises(ValueError, match="sweep.seeds: drops seed 1, which this sweep has run"):
         run_sweep(load_plan(path, ["sweep.seeds=[0]"]), outcome.sweep_dir, resume=True, verbose=0)
+    with pytest.raises(ValueError, match=r"optimizer\.lr \(0\.003 -> 0\.004\): changes the experiment this sweep already ran"):
+        run_sweep(load_plan(path, ["optimizer.lr=0.004"]), outcome.sweep_dir, resume=True, verbose=0)
+
+
+def test_a_second_sweep_reuses_then_grows(grid_sweep: tuple[Path, SweepOutcome], tracking_uri: str) -> None:
+    """The same trials in another sweep under the same storage root are answered from the trial
+    store (one console line each, naming the sweep that ran them; an MLflow run each, tagged with
+    it); adding a seed and resuming trains exactly the new trials."""
+    path, first = grid_sweep
+    out = first.sweep_dir.parent / "again"
+    only_ms = ["sweep.name=again", "sweep.arms={ms: {}}"]
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        outcome = run_sweep(load_plan(path, only_ms), out, verbose=0)
+    assert (outcome.status, outcome.reused) == (FINISHED, 4)
+    assert not (out / "final").exists()  # no Tune experiment: nothing trained
+    assert len(re.findall(rf"^\[\d/4\] final   ms dim=\d+ · s\d  R@1 \d+\.\d  reused from sweep \({first.sweep_dir}\)$",
+                          console.getvalue(), re.M)) == 4
+    records = ledger(out)
+    before = ledger(first.sweep_dir)
+    for key, r in records.items():
+        assert (r["reused_from"], r["metrics"], r["content_key"]) == (
+            str(first.sweep_dir), before[key]["metrics"], before[key]["content_key"])
+    _, children = runs_of(tracking_uri, "again")
+    assert {c.data.tags["sweep.reused_from"] for c in children} == {str(first.sweep_dir)} and len(children) == 4
+    assert all(c.info.status == FINISHED and "recall_at_1" in c.data.metrics for c in children)
+
+    grown = run_sweep(load_plan(path, [*only_ms, "sweep.seeds=[0,1,2]"]), out, resume=True, verbose=0)
+    assert (grown.status, grown.reused, grown.final_trials) == (FINISHED, 0, 6)
+    trained = {p.name for p in (out / "final").iterdir() if p.is_dir()}
+    assert len(trained) == 2  # exactly the two seed-2 trials ran
+    assert {r["trial_id"] for k, r in ledger(out).items() if k.endswith("seed=2")} == trained
 
 
 @pytest.mark.timeout(400)
@@ -197,7 +232,7 @@ def test_interrupted_sweep_resumes_to_the_same_table(grid_sweep: tuple[Path, Swe
                                 cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
-        while not ((out / "ledger.json").is_file() and any(r["status"] == FINISHED for r in ledger(out).values())):
+        while not ((out / "store.json").is_file() and any(r["status"] == FINISHED for r in ledger(out).values())):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
@@ -279,6 +314,7 @@ def test_grid_with_search_runs_two_phases(ray_local: None, tracking_uri: str, tm
     report = (outcome.sweep_dir / "report.md").read_text()
     assert "## Search (per cell, on held-out training classes)" in report
     assert "![plot_search_history](plot_search_history.png)" in report
+    assert not list(outcome.sweep_dir.glob("plot_search_importance_*"))  # one searched param: no importance plot
     assert (outcome.sweep_dir / "plot_search_history.png").is_file()
 
     # Search runs: their own names and metric names (held-out training classes, not the test split).

@@ -29,10 +29,10 @@ CELL0, CELL2 = "expansion.n_inner_pts=0", "expansion.n_inner_pts=2"
 
 
 def make_sweep(tmp: Path, name: str, dim: int, values: dict[str, dict[int, float]], lr: float = 0.003,
-               content: str | None = None) -> Path:
+               content: str | None = None, grid: dict[str, Any] = GRID) -> Path:
     """A finished sweep directory from records: `values[cell][seed]` = R@1 (MAP@R = R@1 / 2)."""
     seeds = sorted({s for v in values.values() for s in v})
-    path = write_yaml(tmp / f"{name}.yaml", {**GRID, "name": name, "seeds": seeds}, expansion=EE,
+    path = write_yaml(tmp / f"{name}.yaml", {**grid, "name": name, "seeds": seeds}, expansion=EE,
                       model={"backbone": "small_conv", "conv_blocks": 2, "conv_width": 16, "embedding_dim": dim},
                       optimizer={"name": "adam", "lr": lr})
     return sweep_from_records(tmp / name, load_plan(path), values, content or name)
@@ -157,3 +157,18 @@ def test_bad_arguments_are_one_line_exit_2(sweeps: dict[str, Path], capsys: pyte
     assert "'expansion.n_iner_pts' is not a config key" in capsys.readouterr().err
     assert report_main(["table", str(sweeps["a"]), "--rows", "expansion.n_inner_pts", "--metrics", "recall_at_9"]) == 2
     assert "--metrics: 'recall_at_9'" in capsys.readouterr().err
+
+
+def test_paired_comparison_across_sweeps(tmp_path: Path) -> None:
+    """The baseline ran in one sweep, the method in another (same config up to the row key, same
+    seeds): they pair by seed as within one sweep."""
+    base = make_sweep(tmp_path, "base_only", 16, {CELL0: {0: 0.80, 1: 0.82, 2: 0.79}},
+                      grid={"grid": {"expansion.n_inner_pts": [0]}})
+    ee = make_sweep(tmp_path, "ee_only", 16, {CELL2: {0: 0.85, 1: 0.871, 2: 0.84, 3: 0.9}},
+                    grid={"grid": {"expansion.n_inner_pts": [2]}})
+    table = build_table([base, ee], ["expansion.n_inner_pts"], ["model.embedding_dim"], baseline={"expansion.n_inner_pts": 0})
+    e = table.entries[((2,), (16,), "recall_at_1")]
+    assert e.mark == "†" and e.comparison.seeds == [0, 1, 2] and e.ci.n == 4
+    diffs = np.array([0.85, 0.871, 0.84]) - np.array([0.80, 0.82, 0.79])
+    assert e.comparison.mean_diff == pytest.approx(diffs.mean())
+    assert e.comparison.p_value == pytest.approx(stats.ttest_rel([0.85, 0.871, 0.84], [0.80, 0.82, 0.79]).pvalue)

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from sweep.ledger import FAILED, FINISHED, KILLED, RUNNING, Ledger
+from sweep.console import Console
 from sweep.plan import load_plan
+from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
-from sweep.tracking import Tracker, TrackingCallback, mark_killed, resolve_tracking_uri
+from sweep.store import SweepLog
+from sweep.tracking import Tracker, TrackingCallback, TrialRuns, mark_killed, resolve_tracking_uri, sync_runs
 from sweep.trainable import TRIAL_ERROR
 from sweep_testlib import write_yaml
 
@@ -36,22 +38,32 @@ class FakeTrial(SimpleNamespace):
         return None
 
 
-def make_trial(trial_id: str, trial_spec: dict[str, Any], **extra: Any) -> FakeTrial:
+def make_trial(trial_id: str, index: int, **extra: Any) -> FakeTrial:
+    """A Tune trial running the phase's spec number `index` (the config holds the index)."""
     fields = {"last_result": {}, "error_file": None, **extra}
-    return FakeTrial(trial_id=trial_id, config={"trial": trial_spec}, experiment_dir_name="final", **fields)
+    return FakeTrial(trial_id=trial_id, config={"trial": index}, experiment_dir_name="final", **fields)
+
+
+LABELS = {"model.embedding_dim=8": "dim=8", "model.embedding_dim=16": "dim=16"}
+
+
+def callback(plan: Any, log: SweepLog, tracking_uri: str, experiment: str) -> TrackingCallback:
+    runs = TrialRuns(log, Tracker(tracking_uri, experiment), "x", LABELS, "holdout_")
+    return TrackingCallback(plan, log, runs, Console(8, "recall_at_1", "recall_at_1", "holdout_"))
 
 
 @pytest.fixture()
 def tracked(tmp_path: Path, tracking_uri: str) -> tuple[TrackingCallback, list[dict[str, Any]]]:
-    """A callback for a 2-cell x 2-seed sweep whose parent run exists, and its final trial specs."""
+    """A callback for a 2-cell x 2-seed sweep whose parent run exists, and the indices of its
+    trial specs (4 final, then 2 search)."""
     plan = load_plan(write_yaml(tmp_path / "x.yaml", {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1]}))
-    sweep_dir = tmp_path / "sweep"
+    log = SweepLog.create(tmp_path / "sweep", "x")
     experiment = f"cb-{tmp_path.name}"
     parent = Tracker(tracking_uri, experiment).start_run("parent", {"sweep.role": "parent"}, {})
-    Ledger(sweep_dir).set("mlflow_parent_run_id", parent)
-    labels = {"model.embedding_dim=8": "dim=8", "model.embedding_dim=16": "dim=16"}
-    cb = TrackingCallback(str(sweep_dir), tracking_uri, experiment, "x", plan.base, plan.source, labels, "holdout_")
-    return cb, [t.to_dict() for t in plan.final_trials()] + [plan.search_trial(c).to_dict() for c in plan.cells]
+    log.update_meta(mlflow_parent_run_id=parent, tracking_uri=tracking_uri, experiment=experiment)
+    cb = callback(plan, log, tracking_uri, experiment)
+    cb.specs = plan.final_trials() + [plan.search_trial(c) for c in plan.cells]
+    return cb, list(range(len(cb.specs)))
 
 
 def result(epoch: int, recall: float) -> dict[str, Any]:
@@ -61,7 +73,7 @@ def result(epoch: int, recall: float) -> dict[str, Any]:
 
 
 def history(cb: TrackingCallback, run_id: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in MlflowClient(cb.tracking_uri).get_metric_history(run_id, "recall_at_1")]
+    return [(m.step, m.value) for m in MlflowClient(cb.tracker.tracking_uri).get_metric_history(run_id, "recall_at_1")]
 
 
 def test_lifecycle_retry_and_duplicate_results(tracked: tuple[TrackingCallback, list]) -> None:
@@ -76,18 +88,19 @@ def test_lifecycle_retry_and_duplicate_results(tracked: tuple[TrackingCallback, 
     trial.last_result = result(2, 0.7)
     cb.on_trial_complete(0, [], trial)
 
-    record = Ledger(cb.sweep_dir).trial("t1")
-    assert (record["status"], record["attempts"], record["key"]) == (FINISHED, 2, "model.embedding_dim=8/seed=0")
-    assert record["metrics"] == {"epoch": 2.0, "loss": 0.5, "recall_at_1": 0.7}  # Tune's keys dropped
-    client = MlflowClient(cb.tracking_uri)
-    run = client.get_run(record["mlflow_run_id"])
+    record = cb.log.by_trial_id("t1")
+    assert (record.status, record.attempts, record.key) == (FINISHED, 2, "model.embedding_dim=8/seed=0")
+    assert record.metrics == {"epoch": 2.0, "loss": 0.5, "recall_at_1": 0.7}  # Tune's keys dropped
+    assert len(record.content_key) == 32 and record.config["model"]["embedding_dim"] == 8 and record.scored_on == "test"
+    client = MlflowClient(cb.tracker.tracking_uri)
+    run = client.get_run(record.mlflow_run_id)
     assert run.info.status == FINISHED and run.info.run_name == run.data.tags["label"] == "dim=8 · s0"
-    assert run.data.tags["sweep.key"] == record["key"]
+    assert run.data.tags["sweep.key"] == record.key
     assert set(run.data.metrics) == {"loss", "recall_at_1"}  # the epoch is the step, not a metric
-    assert run.data.tags["mlflow.parentRunId"] == Ledger(cb.sweep_dir).get("mlflow_parent_run_id")
+    assert run.data.tags["mlflow.parentRunId"] == cb.log.meta.mlflow_parent_run_id
     assert run.data.params["model.embedding_dim"] == "8" and run.data.params["seed"] == "0"
     assert history(cb, run.info.run_id) == [(1, 0.5), (2, 0.7)]
-    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", cb.sweep_dir)).read_text())
+    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", str(cb.log.sweep_dir))).read_text())
     assert summary["final"]["recall_at_1"] == 0.7 and len(summary["history"]) == 2
 
 
@@ -104,13 +117,12 @@ def test_non_finite_loss_and_crash_are_failures(tracked: tuple[TrackingCallback,
     crash = make_trial("t3", specs[2], error_file=str(error_file))
     cb.on_trial_error(0, [], crash)  # failed before its start was reported
 
-    client = MlflowClient(cb.tracking_uri)
-    ledger = Ledger(cb.sweep_dir)
+    client = MlflowClient(cb.tracker.tracking_uri)
     for trial_id, error, failure in (("t2", "non-finite loss (nan) at epoch 1, iteration 2", "non_finite"),
                                      ("t3", "DatasetError: data.root: missing", "crash")):
-        record = ledger.trial(trial_id)
-        assert (record["status"], record["error"], record["failure"]) == (FAILED, error, failure)
-        run = client.get_run(record["mlflow_run_id"])
+        record = cb.log.by_trial_id(trial_id)
+        assert (record.status, record.error, record.failure) == (FAILED, error, failure)
+        run = client.get_run(record.mlflow_run_id)
         assert run.info.status == FAILED and run.data.tags["error"] == error
         assert history(cb, run.info.run_id) == []
 
@@ -120,40 +132,104 @@ def test_recreated_trial_continues_its_key_and_interrupted_ones_are_killed(track
     first = make_trial("old", specs[3])
     cb.on_trial_start(0, [], first)
     cb.on_trial_result(0, [], first, result(1, 0.4))
-    ledger = Ledger(cb.sweep_dir)
-    assert mark_killed(ledger, cb.tracker) == 1
-    run_id = ledger.trial("old")["mlflow_run_id"]
-    assert MlflowClient(cb.tracking_uri).get_run(run_id).info.status == KILLED
+    assert mark_killed(cb.log, cb.tracker) == 1
+    run_id = cb.log.by_trial_id("old").mlflow_run_id
+    assert MlflowClient(cb.tracker.tracking_uri).get_run(run_id).info.status == KILLED
 
     # After a killed driver Tune re-created the trial with a new id: same record, same run.
     again = make_trial("new", specs[3])
     cb.on_trial_start(0, [], again)
-    assert ledger.trial("old") is None
-    record = ledger.trial("new")
-    assert (record["mlflow_run_id"], record["status"], record["attempts"]) == (run_id, RUNNING, 2)
+    assert cb.log.by_trial_id("old") is None
+    record = cb.log.by_trial_id("new")
+    assert (record.mlflow_run_id, record.status, record.attempts) == (run_id, RUNNING, 2)
     cb.on_trial_result(0, [], again, result(1, 0.4))
     cb.on_trial_result(0, [], again, result(2, 0.6))
     again.last_result = result(2, 0.6)
     cb.on_trial_complete(0, [], again)
-    run = MlflowClient(cb.tracking_uri).get_run(run_id)
+    run = MlflowClient(cb.tracker.tracking_uri).get_run(run_id)
     assert run.info.status == FINISHED and run.data.tags["sweep.trial_id"] == "new"
     assert history(cb, run_id) == [(1, 0.4), (2, 0.6)]
-    assert [r["key"] for r in ledger.trials()].count("model.embedding_dim=16/seed=1") == 1
+    assert [r.key for r in SweepLog.open(cb.log.sweep_dir).trials()].count("model.embedding_dim=16/seed=1") == 1
 
 
 def test_search_trials_have_their_own_names_and_metrics(tracked: tuple[TrackingCallback, list]) -> None:
     """A search trial is scored on held-out training classes: its metrics must not sort with the
     final trials' test-split `recall_at_1`."""
     cb, specs = tracked
-    search = [s for s in specs if s["phase"] == "search" and s["cell"] == "model.embedding_dim=16"][0]
-    client = MlflowClient(cb.tracking_uri)
+    search = [i for i in specs if cb.specs[i].phase == "search" and cb.specs[i].cell == "model.embedding_dim=16"][0]
+    client = MlflowClient(cb.tracker.tracking_uri)
     for n, trial_id in enumerate(("s1", "s2"), start=1):
         trial = make_trial(trial_id, search)
         trial.config["params"] = {"optimizer.lr": 0.00354}
         cb.on_trial_start(0, [], trial)
         cb.on_trial_result(0, [], trial, result(1, 0.9))
-        run = client.get_run(Ledger(cb.sweep_dir).trial(trial_id)["mlflow_run_id"])
+        run = client.get_run(cb.log.by_trial_id(trial_id).mlflow_run_id)
         assert run.info.run_name == run.data.tags["label"] == f"search · dim=16 · #{n}"
         assert set(run.data.metrics) == {"holdout_loss", "holdout_recall_at_1"}
         assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "holdout_recall_at_1")] == [(1, 0.9)]
-    assert Ledger(cb.sweep_dir).trial("s1")["metrics"]["recall_at_1"] == 0.9  # the ledger keeps the trainer's names
+    assert cb.log.by_trial_id("s1").metrics["recall_at_1"] == 0.9  # the store keeps the trainer's names
+    assert cb.log.by_trial_id("s1").scored_on == "test"  # this search has no holdout
+
+
+def test_a_driver_killed_between_record_and_run_leaves_no_duplicate(tracked: tuple[TrackingCallback, list]) -> None:
+    """A trial is recorded before its MLflow run is created. A driver killed after the run was
+    created but before its id was recorded, or before the run was created, leaves after --resume
+    exactly one run per trial, none RUNNING (before: a second run, stuck at RUNNING)."""
+    cb, specs = tracked
+    real_start = cb.tracker.start_run
+
+    def start_then_die(*args: Any, **kwargs: Any) -> str:
+        real_start(*args, **kwargs)
+        raise KeyboardInterrupt  # stands in for kill -9: the run exists, its id never reaches the store
+
+    def die(*args: Any, **kwargs: Any) -> str:
+        raise KeyboardInterrupt
+
+    for trial_id, index, start in (("t1", specs[0], start_then_die), ("t2", specs[1], die)):
+        cb.tracker.start_run = start
+        with pytest.raises(KeyboardInterrupt):
+            cb.on_trial_start(0, [], make_trial(trial_id, index))
+
+    # --resume: a new driver reads the store, then rebuilds the MLflow view.
+    log = SweepLog.open(cb.log.sweep_dir)
+    assert sorted((r.key, r.status, r.mlflow_run_id) for r in log.trials()) == [
+        ("model.embedding_dim=8/seed=0", RUNNING, None), ("model.embedding_dim=8/seed=1", RUNNING, None)]
+    runs = TrialRuns(log, Tracker(cb.tracker.tracking_uri, cb.tracker.experiment), "x", LABELS, "holdout_")
+    assert sync_runs(runs) == (1, 0)  # t1's run adopted, t2's created
+    children = runs.tracker.children(log.meta.mlflow_parent_run_id)
+    assert {k: len(v) for k, v in children.items()} == {r.key: 1 for r in log.trials()}
+    for record in log.trials():
+        run = children[record.key][0]
+        assert (record.status, run.info.status, record.mlflow_run_id) == (KILLED, KILLED, run.info.run_id)
+    assert sync_runs(runs) == (0, 0)  # a second sync changes nothing
+
+
+def test_sync_command_rebuilds_a_sweep_in_a_new_tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture, tracking_uri: str) -> None:
+    """MLflow is a view: `python sweep/run.py --sync DIR` makes the sweep's parent and one run per
+    trial (params, every evaluation, end status) from the trial store, in whichever tracking store
+    is in use now -- the one it used, then another MLFLOW_TRACKING_URI (what `--resume` also does)."""
+    from sweep.records import TrialRecord
+    from sweep.run import main
+    from sweep.runner import create_sweep_dir
+
+    name = f"synced-{tmp_path.name}"
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"name": name, "seeds": [0]}))
+    sweep_dir = tmp_path / "sweeps" / name
+    log = create_sweep_dir(plan, sweep_dir)
+    history = [{"recall_at_1": 0.4, "epoch": 1.0}, {"recall_at_1": 0.5, "epoch": 2.0}]
+    log.add(TrialRecord(trial_id="t", key="base/seed=0", label="base · s0", phase="final", cell="base", seed=0,
+                        status=FINISHED, metrics=history[-1], history=history, config={"model": {"embedding_dim": 8}}))
+    for uri in (tracking_uri, f"sqlite:///{tmp_path / 'other.db'}"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert main(["--sync", str(sweep_dir)]) == 0
+        assert f"synced to {uri}: 1 runs recreated" in capsys.readouterr().out
+        tracker = Tracker(uri, name)
+        (parent,) = tracker.client.search_runs([tracker.experiment_id], "tags.`sweep.role` = 'parent'")
+        assert parent.info.status == FINISHED
+        (child,) = tracker.children(parent.info.run_id)["base/seed=0"]
+        assert child.info.status == FINISHED and child.data.params["model.embedding_dim"] == "8"
+        steps = tracker.client.get_metric_history(child.info.run_id, "recall_at_1")
+        assert [(m.step, m.value) for m in steps] == [(1, 0.4), (2, 0.5)]
+    assert main(["--sync", str(sweep_dir)]) == 0  # in sync already: nothing created, nothing deleted
+    assert "0 runs recreated, 0 duplicates deleted" in capsys.readouterr().out

@@ -65,4 +65,7 @@ def test_eval_knn_backend_torch_gives_the_faiss_metrics():
     faiss_m, torch_m = metrics("faiss"), metrics("torch")
     assert faiss_m.keys() == torch_m.keys() and "nmi" in faiss_m
     for key in faiss_m:
-        assert torch_m[key] == pytest.approx(faiss_m[key], abs=1e-6), key
+        # float32 distances summed in another order can swap two near-tied neighbours: that moves
+        # MAP@R (an average over every rank up to R) by ~1e-6, never a recall or NMI that far.
+        tol = 1e-5 if key in ("map_at_r", "r_precision") else 1e-6
+        assert torch_m[key] == pytest.approx(faiss_m[key], abs=tol), key

@@ -1,0 +1,60 @@
+"""What a sweep's MLflow parent run carries, from `SweepResults`: metrics in % and a description.
+
+Metrics (step 0), the primary metric only:
+
+- per cell `<metric>_pct.<cell label>.mean|ci_low|ci_high`: in %, the interval clipped to [0, 100];
+- per comparison `<metric>_pct.<cell>_vs_<baseline>.diff|ci_low|ci_high` in percentage points
+  (clipped to ±100) and `<metric>.<cell>_vs_<baseline>.p` (the paired t-test's p-value);
+- a metric that is not a fraction (a loss) keeps its own unit and name (`loss.<cell>.mean`).
+
+The description (on the run page's first screen) starts with the headlines (a tally plus the 20
+with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
+in the run's artifacts) and the units, then any search that could not separate its candidates.
+"""
+from __future__ import annotations
+
+from sweep.labels import is_fraction, slug
+from sweep.results import SweepResults, in_unit
+
+REPORT_HTML = "report.html"
+HEADLINES = 20  # on the run page; the report has them all
+_MAX_DESCRIPTION = 5000  # MLflow caps a tag value at 8000 characters
+
+
+def metric_prefix(metric: str) -> str:
+    return f"{metric}_pct" if is_fraction(metric) else metric
+
+
+def parent_metrics(results: SweepResults) -> dict[str, float]:
+    metric = results.metric
+    prefix = metric_prefix(metric)
+    out: dict[str, float] = {}
+    for c in results.cells:
+        e = c.stats.get(metric)
+        if e is not None and e.n:
+            name = f"{prefix}.{slug(c.label)}"
+            out |= {f"{name}.mean": in_unit(metric, e.mean), f"{name}.ci_low": in_unit(metric, e.low),
+                    f"{name}.ci_high": in_unit(metric, e.high)}
+    for c in results.primary:
+        name = f"{slug(results.labels[c.cell])}_vs_{slug(results.labels[c.baseline])}"
+        out |= {f"{prefix}.{name}.diff": in_unit(metric, c.test.mean_diff), f"{prefix}.{name}.ci_low": in_unit(metric, c.diff.low),
+                f"{prefix}.{name}.ci_high": in_unit(metric, c.diff.high), f"{metric}.{name}.p": c.test.p_value}
+    return out
+
+
+def parent_description(results: SweepResults) -> str:
+    metric = results.metric
+    unit = ("in %, differences in percentage points, intervals clipped to the metric's range"
+            if is_fraction(metric) else "in the metric's own unit")
+    lines = results.headlines(limit=HEADLINES) or [f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}."]
+    parts = ["\n".join(f"- {line}" for line in lines),
+             f"**Full report with plots: `{REPORT_HTML}` (Artifacts tab).** Results {unit}; metrics "
+             f"`{metric_prefix(metric)}.<cell>.mean|ci_low|ci_high` and `...<cell>_vs_<baseline>.diff|ci_low|ci_high`."]
+    parts += [f"Search, {line}" for line in results.search_lines()[:5]]
+    which = ("best-test-R@1 evaluation (test-set selection, the papers' choice)" if results.evaluation == "best_on_test"
+             else f"{results.evaluation} evaluation")
+    parts.append(f"Statistics on each final trial's {which}.")
+    text = "\n\n".join(parts)
+    if len(text) > _MAX_DESCRIPTION:
+        text = text[:_MAX_DESCRIPTION - 60].rsplit("\n", 1)[0] + f"\n\n... (cut: the rest is in {REPORT_HTML})"
+    return text

@@ -1,0 +1,286 @@
+"""The report's plots, drawn from `SweepResults` (PNG files in the sweep directory).
+
+Every plot is in the report's units (fractions in %, intervals clipped to the metric's range)
+and stays readable at 1,000 cells: a plot shows at most a page of series or rows, chosen by a
+stated rule, and its title says how many of how many it shows (the tables and CSVs have all).
+
+- `plot_<axis>.png`: the primary metric per cell along each ablation axis, one dot per seed, mean
+  and 95 % interval;
+- `plot_paired_differences.png`: per comparison, the seed-by-seed differences and their 95 %
+  interval -- what the paired test looks at;
+- `plot_learning_curves.png`: per cell, the primary metric and the loss against the epoch (mean
+  over seeds, band = min to max);
+- `plot_search_history.png`: each search sample's score in %, with its noise (± 1.96 standard
+  errors, `sweep.selection`), per cell with its own marker and offset, the chosen sample ringed;
+- `plot_search_importance_<cell>.png`: Optuna's parameter importances, only when two or more
+  parameters were searched (with one, its importance is 1 by construction).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.labels import metric_label, slug
+from sweep.results import Comparison, SweepResults, in_unit, metric_range, unit_of
+from sweep.selection import Z, score_noise
+from sweep.stats import CONFIDENCE
+
+MAX_SERIES = 8  # lines per axis plot / cells per learning-curve plot / cells in the search history
+MAX_ROWS = 30  # comparisons in the paired-differences plot
+MAX_IMPORTANCE = 4  # cells with an importance plot
+MAX_TICKS = 20  # labelled values on an axis plot's x axis
+_MARKERS = "osD^v<>PX*"
+
+
+@dataclass(frozen=True)
+class Figure:
+    title: str  # the report's section
+    path: Path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _axis_label(metric: str, difference: bool = False) -> str:
+    unit = unit_of(metric, difference)
+    return f"{metric_label(metric)}{' difference' if difference else ''}" + (f" ({unit})" if unit else "")
+
+
+def _shown(n_shown: int, n_all: int, rule: str) -> str:
+    return f"; {n_shown} of {n_all} shown ({rule})" if n_shown < n_all else ""
+
+
+def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
+    """Primary metric per cell along each ablation axis: every seed as a dot, the mean with its
+    clipped 95 % interval. Categorical x: axes like 0,1,2,4,8 read best evenly."""
+    plt = _pyplot()
+    metric, sign = results.metric, (1 if results.mode == "max" else -1)
+    axes = list(results.plan.spec.grid) or (["arm"] if results.plan.spec.arms else [])
+    figures = []
+    for axis in axes:
+        values = list(dict.fromkeys(json.dumps(c.cell.get(axis)) for c in results.cells))
+        series: dict[str, list[Any]] = defaultdict(list)
+        for c in results.cells:
+            others = [("arm", c.cell.arm)] * (axis != "arm" and c.cell.arm is not None)
+            others += [(a, v) for a, v in c.cell.coords.items() if a != axis]
+            name = " ".join(f"{v}" if a == "arm" else f"{a.rsplit('.', 1)[-1]}={v}" for a, v in others) or metric_label(metric)
+            series[name].append(c)
+        ranked = sorted(series, key=lambda s: -sign * max((c.stats[metric].mean for c in series[s]
+                                                            if metric in c.stats and c.stats[metric].n), default=-math.inf * sign))
+        shown = [s for s in series if s in ranked[:MAX_SERIES]]
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for i, name in enumerate(shown):
+            dodge = 0.08 * (i - (len(shown) - 1) / 2)  # series sharing an x stay visible
+            xs, ys, err = [], [], [[], []]
+            for c in sorted(series[name], key=lambda c: values.index(json.dumps(c.cell.get(axis)))):
+                e = c.stats.get(metric)
+                if e is None or not e.n:
+                    continue
+                x = values.index(json.dumps(c.cell.get(axis))) + dodge
+                seeds = c.values[metric]
+                ax.scatter([x - 0.04] * len(seeds), [in_unit(metric, v) for v in seeds.values()], s=14, alpha=0.5, color=f"C{i % 10}")
+                mean = in_unit(metric, e.mean)
+                low = in_unit(metric, e.low) if e.has_interval else mean
+                high = in_unit(metric, e.high) if e.has_interval else mean
+                xs.append(x), ys.append(mean), err[0].append(mean - low), err[1].append(high - mean)
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=f"C{i % 10}")
+        ticks = [json.loads(v) for v in values]
+        if len(series) == 1 and len(values) == len(results.cells):  # one line: its cells' labels name the methods
+            ticks = [c.label for c in sorted(results.cells, key=lambda c: values.index(json.dumps(c.cell.get(axis))))]
+        step = -(-len(values) // MAX_TICKS)  # a long axis shows every step-th value, not 500 overprinted
+        ax.set_xticks(range(0, len(values), step), ticks[::step])
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"{_axis_label(metric)}: seeds, mean ± {CONFIDENCE:.0%} CI")
+        clipped = any(c.stats.get(metric) and c.stats[metric].clipped for c in results.cells)
+        ax.set_title(f"{results.plan.name}: {len(results.plan.seeds)} seeds per cell"
+                     + (" (CI clipped to the metric's range)" if clipped else "")
+                     + _shown(len(shown), len(series), f"best {MAX_SERIES} by mean"), fontsize=9)
+        ax.grid(alpha=0.3)
+        if set(series) != {metric_label(metric)}:
+            ax.legend(fontsize=8)
+        path = _save(fig, out_dir / f"plot_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png")
+        figures.append(Figure(f"Per cell along {axis}", path))
+    return figures
+
+
+def _most_telling(comps: list[Comparison], limit: int) -> list[Comparison]:
+    """Up to `limit` comparisons, smallest p first (those with a test before those without)."""
+    if len(comps) <= limit:
+        return comps
+    keep = sorted(comps, key=lambda c: (not math.isfinite(c.test.p_value), c.test.p_value if math.isfinite(c.test.p_value) else 0,
+                                        -abs(c.test.mean_diff) if math.isfinite(c.test.mean_diff) else 0))[:limit]
+    kept = {id(c) for c in keep}
+    return [c for c in comps if id(c) in kept]
+
+
+def plot_paired_differences(results: SweepResults, out_dir: Path) -> list[Figure]:
+    """One row per comparison: each seed's difference (cell - baseline) as a dot, the mean with its
+    clipped 95 % paired interval, and 0 (no effect) as a line."""
+    comps = [c for c in results.primary if c.pairs]
+    if not comps:
+        return []
+    metric = results.metric
+    shown = _most_telling(comps, MAX_ROWS)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.45 * len(shown)))
+    lo, hi = (in_unit(metric, b) for b in metric_range(metric, difference=True))
+    for y, c in enumerate(shown):
+        diffs = [in_unit(metric, d) for d in c.diffs.values()]
+        ax.scatter(diffs, [y] * len(diffs), s=18, alpha=0.6, color="C0", zorder=3)
+        mean = in_unit(metric, c.test.mean_diff)
+        if c.diff.has_interval:
+            low, high = in_unit(metric, c.diff.low), in_unit(metric, c.diff.high)
+            ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="D", color="C3", capsize=4, zorder=4)
+        else:
+            ax.scatter([mean], [y], marker="D", color="C3", zorder=4)
+    ax.axvline(0, color="gray", lw=1, ls="--")
+    ax.set_yticks(range(len(shown)), [c.label for c in shown])
+    ax.invert_yaxis()
+    left, right = ax.get_xlim()
+    ax.set_xlim(max(left, lo), min(right, hi))
+    ax.set_xlabel(f"{_axis_label(metric, True)}: dots = seeds, diamond = mean ± {CONFIDENCE:.0%} CI")
+    clipped = any(c.diff.clipped for c in shown)
+    ax.set_title(f"{results.plan.name}: paired by seed" + (" (CI clipped to the metric's range)" if clipped else "")
+                 + _shown(len(shown), len(comps), "smallest p"), fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    return [Figure("Paired differences", _save(fig, out_dir / "plot_paired_differences.png"))]
+
+
+def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
+    """Per cell, the primary metric and the loss at each evaluation of the final trials: mean over
+    seeds, band = min to max over seeds."""
+    metric = results.metric
+    curves: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for r in results.records.final():
+        if r.finished:
+            for h in r.history:
+                if "epoch" in h:
+                    point = curves.setdefault(r.cell, {}).setdefault(int(h["epoch"]), defaultdict(list))
+                    for m in (metric, "loss"):
+                        if math.isfinite(h.get(m, math.nan)):
+                            point[m].append(h[m])
+    if not curves:
+        return []
+    cells = [c for c in results.cells if c.id in curves]
+    shown = cells
+    if len(cells) > MAX_SERIES:  # the best and the worst cells by mean
+        sign = 1 if results.mode == "max" else -1
+        ranked = sorted(cells, key=lambda c: -sign * c.stats[metric].mean if metric in c.stats and c.stats[metric].n else math.inf)
+        keep = {c.id for c in ranked[:MAX_SERIES // 2] + ranked[-(MAX_SERIES - MAX_SERIES // 2):]}
+        shown = [c for c in cells if c.id in keep]
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, c in enumerate(shown):
+        for ax, m in zip(panels, (metric, "loss")):
+            pts = sorted((e, v[m]) for e, v in curves[c.id].items() if v.get(m))
+            if not pts:
+                continue
+            epochs = [e for e, _ in pts]
+            ax.plot(epochs, [in_unit(m, sum(v) / len(v)) for _, v in pts], marker=_MARKERS[i % len(_MARKERS)], ms=4,
+                    color=f"C{i % 10}", label=c.label)
+            ax.fill_between(epochs, [in_unit(m, min(v)) for _, v in pts], [in_unit(m, max(v)) for _, v in pts],
+                            color=f"C{i % 10}", alpha=0.15)
+    for ax, m in zip(panels, (metric, "loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_axis_label(m))
+        ax.grid(alpha=0.3)
+    panels[0].set_title("test split, mean over seeds (band: min-max)"
+                        + _shown(len(shown), len(cells), f"{MAX_SERIES // 2} best + worst"), fontsize=9)
+    panels[1].set_title("training loss", fontsize=9)
+    panels[0].legend(fontsize=8)
+    return [Figure("Learning curves", _save(fig, out_dir / "plot_learning_curves.png"))]
+
+
+def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
+    """Each cell's search samples in the order drawn: score in % with ± Z standard errors of
+    scoring noise, a distinct marker and a small offset per cell, the kept sample ringed."""
+    searched = [s for s in results.search if any(t.finished for t in s.samples)]
+    if not searched:
+        return []
+    metric = results.search_metric
+    shown = searched[:MAX_SERIES]
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    width = 0.3
+    for i, s in enumerate(shown):
+        dodge = width * (i - (len(shown) - 1) / 2) / max(1, len(shown) - 1) if len(shown) > 1 else 0.0
+        queries = s.choice.queries if s.choice else None
+        lo, hi = metric_range(metric)
+        xs, ys, err = [], [], [[], []]
+        for n, t in enumerate(s.samples, start=1):
+            v = t.metrics.get(metric)
+            if not t.finished or v is None or not math.isfinite(v):
+                continue
+            half = Z * (score_noise(v, queries, metric) or 0.0)  # the bar clipped to the metric's range
+            xs.append(n + dodge), ys.append(in_unit(metric, v))
+            err[0].append(in_unit(metric, min(half, v - lo))), err[1].append(in_unit(metric, min(half, hi - v)))
+            if s.choice and t.trial_id == s.choice.trial_id:
+                ax.scatter([n + dodge], [in_unit(metric, v)], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
+        ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], ms=6, capsize=3, alpha=0.85, color=f"C{i % 10}",
+                    label=s.label + ("" if not s.note else " (within noise)"), zorder=4)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = (in_unit(metric, b) for b in metric_range(metric))
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(bottom, lo), min(top, hi + (0.5 if math.isfinite(hi) else 0)))
+    ax.set_xlabel("search sample of the cell (in the order drawn)")
+    where = "held-out training classes" if results.plan.spec.search and results.plan.spec.search.holdout is not None else "test split"
+    ax.set_ylabel(f"search {_axis_label(metric)} on {where}")
+    ax.set_title(f"search: score ± {Z} SE of scoring noise; ringed = kept"
+                 + _shown(len(shown), len(searched), "first cells"), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [Figure("Search history", _save(fig, out_dir / "plot_search_history.png"))]
+
+
+def plot_search_importance(results: SweepResults, sweep_dir: Path) -> list[Figure]:
+    """Optuna's importances per cell, with two or more searched params only (Optuna's style:
+    draw it last)."""
+    if not results.plan.spec.search or len(results.plan.spec.search.params) < 2:
+        return []
+    from sweep.search import load_studies
+
+    studies = load_studies(sweep_dir)
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # pinned by this report
+    figures = []
+    for s in results.search[:MAX_IMPORTANCE]:
+        study = studies.get(s.cell)
+        if study is None or sum(t.value is not None for t in study.get_trials(deepcopy=False)) < 2:
+            continue
+        ax = ovm.plot_param_importances(study)
+        ax.set_title(f"importance: {s.label}", fontsize=9)
+        figures.append(Figure("Search importance", _save(ax.figure, sweep_dir / f"plot_search_importance_{slug(s.label)}.png")))
+    return figures
+
+
+def draw_all(results: SweepResults, sweep_dir: Path) -> list[Figure]:
+    return [*plot_axes(results, sweep_dir), *plot_paired_differences(results, sweep_dir),
+            *plot_learning_curves(results, sweep_dir), *plot_search_history(results, sweep_dir),
+            *plot_search_importance(results, sweep_dir)]

@@ -1,0 +1,414 @@
+"""`SweepResults`: everything a sweep concluded, computed once, read by every writer.
+
+Built from the typed plan (`SweepPlan`) and the typed trial records (`load_records`) when a sweep
+ends (or `sweep/report.py DIR` asks). The records are indexed once (final values by cell, metric
+and seed; search samples by cell), each comparison is computed once, and the writers -- markdown
+and HTML report (`sweep.writers`), plots (`sweep.plots`), the MLflow parent run and the console's
+closing block -- only read this object.
+
+Units and ranges, one rule for all of them: a metric that is a fraction (`labels.is_fraction`:
+recall, MAP@R, NMI, ...) is shown in % and its interval is clipped to [0, 100] %, a difference
+of two such metrics to [-100, +100] points; a clipped bound carries `clipped=True` so writers can
+say so. Other metrics (loss) are shown as they are, unclipped.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+from dml_core.evaluation.names import ordered
+from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
+from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
+from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord, load_records
+from sweep.sequential import PolicyView, points
+from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison
+from sweep.stats import verdict as stats_verdict
+
+EVALUATIONS = ("last", "best", "best_on_test")
+# `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
+PAPERS_SELECTION_METRIC = "recall_at_1"
+PLAN_YAML = "sweep.yaml"  # the sweep's definition, written when it started (sweep.runner)
+
+
+# --------------------------------------------------------------------------- units and ranges
+
+
+def metric_range(metric: str, difference: bool = False) -> tuple[float, float]:
+    """The values `metric` (or a difference of it) can take, as the trials log it."""
+    if not is_fraction(metric):
+        return -math.inf, math.inf
+    return (-1.0, 1.0) if difference else (0.0, 1.0)
+
+
+def unit_of(metric: str, difference: bool = False) -> str:
+    """`%` / `points` for fractions, "" for the rest."""
+    if not is_fraction(metric):
+        return ""
+    return "points" if difference else "%"
+
+
+def in_unit(metric: str, x: float) -> float:
+    """A raw value in the unit the report shows (fractions x 100)."""
+    return 100.0 * x if is_fraction(metric) else x
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95 % interval, clipped to the metric's range (raw units)."""
+
+    n: int
+    mean: float
+    low: float  # NaN when n < 2
+    high: float
+    clipped_low: bool = False  # the bound was clipped to the metric's range
+    clipped_high: bool = False
+
+    @classmethod
+    def of(cls, n: int, mean: float, low: float, high: float, bounds: tuple[float, float]) -> "Estimate":
+        lo, hi = bounds
+        c_low = max(lo, low) if math.isfinite(low) else low
+        c_high = min(hi, high) if math.isfinite(high) else high
+        return cls(n, mean, c_low, c_high, c_low != low, c_high != high)
+
+    @property
+    def clipped(self) -> bool:
+        return self.clipped_low or self.clipped_high
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+# --------------------------------------------------------------------------- parts
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    label: str
+    values: dict[str, dict[int, float]]  # metric -> seed -> value (finished final trials)
+    stats: dict[str, Estimate]  # metric -> mean and clipped interval over seeds
+
+    @property
+    def id(self) -> str:
+        return self.cell.id
+
+    def seeds(self, metric: str) -> int:
+        return len(self.values.get(metric, {}))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One cell against its baseline on one metric, paired by seed."""
+
+    cell: str
+    baseline: str
+    label: str  # `MS+EE n=2 vs MS`
+    metric: str
+    test: PairedComparison  # raw, unclipped: what `sweep.stats.verdict` judges
+    diff: Estimate  # the same, interval clipped to the difference's range
+    diffs: dict[int, float]  # seed -> cell - baseline
+    verdict: str
+    margin: Optional[float] = None  # the equivalence margin, raw units (sweep.equivalence_margin)
+
+    @property
+    def repeated(self) -> bool:
+        """A seed policy's repeated CI (valid under its optional stopping), not a plain paired t."""
+        return self.test.procedure != PAIRED_T
+
+    @property
+    def pairs(self) -> int:
+        return self.test.n
+
+    def headline(self) -> str:
+        """`MS+EE n=2 vs MS: R@1 +1.3 points (95% CI -4.1 to +6.7, p = 0.42, 3 seed pairs): inconclusive.`"""
+        m = self.metric
+        head = f"{self.label}: {metric_label(m)}"
+        if self.pairs == 0:
+            return f"{head}: no seed finished in both cells."
+        unit = f" {unit_of(m, True)}" if unit_of(m, True) else ""
+        ci = ""
+        if self.diff.has_interval:
+            mark = " (clipped to the metric's range)" if self.diff.clipped else ""
+            kind = "repeated CI" if self.repeated else "CI"
+            ci = f"{CONFIDENCE:.0%} {kind} {fmt_points(m, self.diff.low)} to {fmt_points(m, self.diff.high)}{mark}, "
+        p = f"p = {self.test.p_value:.2g}, " if math.isfinite(self.test.p_value) else ""
+        pairs = f"{self.pairs} seed pair{'s' * (self.pairs != 1)}"
+        return f"{head} {fmt_points(m, self.test.mean_diff)}{unit} ({ci}{p}{pairs}): {self.verdict}."
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What the search did for one cell."""
+
+    cell: str
+    label: str
+    tried: int
+    finished: int
+    choice: Optional[BestChoice]
+    samples: list[TrialRecord]  # in the order they were drawn
+
+    @property
+    def note(self) -> str:
+        return self.choice.note if self.choice else ""
+
+
+# --------------------------------------------------------------------------- the object
+
+
+@dataclass
+class SweepResults:
+    plan: SweepPlan
+    records: SweepRecords
+    evaluation: str  # last | best
+    labels: dict[str, str]
+    metrics: list[str]  # every metric of the finished trials, recall@K first
+    cells: list[CellResult]  # plan order
+    comparisons: list[Comparison]  # every metric
+    search: list[SearchResult] = field(default_factory=list)
+    search_notes: list[str] = field(default_factory=list)
+    policy: Optional[PolicyView] = None  # a seed policy (sweep.sequential); None: a plain seed list
+
+    # ---------------------------------------------------------------- building
+
+    @classmethod
+    def build(cls, plan: SweepPlan, records: SweepRecords, evaluation: Optional[str] = None) -> "SweepResults":
+        evaluation = evaluation or plan.spec.report.evaluation
+        if evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation: {evaluation!r} is not one of {', '.join(EVALUATIONS)}")
+        metric, mode = plan.spec.metric, plan.spec.mode
+        plan_json = plan.to_json()
+        labels = cell_labels(plan_json["cells"], plan.spec.arms, plan.base)
+        policy = PolicyView.from_plan_json(plan_json)
+        trials = [_with_evaluation(t, evaluation, metric, mode) for t in records.trials]
+        # One pass over the records: final values by cell, metric and seed; search samples by cell.
+        values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        samples: dict[str, list[TrialRecord]] = defaultdict(list)
+        names: set[str] = set()
+        for t in trials:
+            if t.phase == SEARCH:
+                samples[t.cell].append(t)
+            elif t.finished:
+                for m, v in t.metrics.items():
+                    if math.isfinite(v):
+                        values[t.cell][m][t.seed] = float(v)
+                names.update(t.metrics)
+        metrics = ordered(names - {"epoch"})
+        cells = []
+        for cell in plan.cells:
+            by_metric = {m: dict(values[cell.id].get(m, {})) for m in metrics}
+            stats = {m: _estimate(mean_ci(list(v.values())), m) for m, v in by_metric.items()}
+            cells.append(CellResult(cell, labels[cell.id], by_metric, stats))
+        comparisons = _comparisons(plan, cells, labels, metrics, mode, policy, trials)
+        search = [SearchResult(c.id, labels[c.id], len(samples[c.id]), sum(t.finished for t in samples[c.id]),
+                               records.meta.best.get(c.id), samples[c.id])
+                  for c in plan.cells] if plan.spec.search else []
+        return cls(plan, records, evaluation, labels, metrics, cells, comparisons, search, _search_notes(search), policy)
+
+    @classmethod
+    def of_dir(cls, sweep_dir: str | Path, evaluation: Optional[str] = None) -> "SweepResults":
+        return cls.build(plan_of(sweep_dir), load_records(sweep_dir), evaluation)
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def metric(self) -> str:
+        return self.plan.spec.metric
+
+    @property
+    def mode(self) -> str:
+        return self.plan.spec.mode
+
+    @property
+    def search_metric(self) -> str:
+        return self.plan.spec.search_metric
+
+    @cached_property
+    def primary(self) -> list[Comparison]:
+        """The comparisons on the primary metric (headlines, plots, MLflow)."""
+        return [c for c in self.comparisons if c.metric == self.metric]
+
+    def headlines(self, limit: Optional[int] = None) -> list[str]:
+        """The headline of every comparison on the primary metric, in plan order. With `limit`
+        and more comparisons than that (a large sweep): a tally of the verdicts, then the
+        `limit` comparisons with the smallest p (plan order), then where the rest are."""
+        comps = self.primary
+        if limit is None or len(comps) <= limit:
+            return [c.headline() for c in comps]
+        tally = defaultdict(int)
+        for c in comps:
+            tally[c.verdict] += 1
+        tested = sorted(comps, key=lambda c: c.test.p_value if math.isfinite(c.test.p_value) else math.inf)[:limit]
+        keep = {id(c) for c in tested}
+        return [f"{len(comps)} comparisons: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda x: -x[1]))
+                + f"; the {limit} with the smallest p:",
+                *(c.headline() for c in comps if id(c) in keep),
+                f"... the other {len(comps) - limit}: report.html / comparisons.csv"]
+
+    def search_lines(self) -> list[str]:
+        """One line per cell whose search could not separate its candidates."""
+        return [f"{s.label}: {s.note}" for s in self.search_unseparated]
+
+    @cached_property
+    def search_unseparated(self) -> list[SearchResult]:
+        return [s for s in self.search if s.choice is not None and s.note]
+
+    @cached_property
+    def final_runs(self) -> list[TrialRecord]:
+        return [t for t in self.records.final() if t.mlflow_run_id]
+
+    def compare_run_ids(self, limit: int = 40) -> list[str]:
+        """The final runs for MLflow's compare view: all of them up to `limit`; past that, those of
+        the cells in the first headline comparisons (a compare page of 1,000 runs says nothing)."""
+        runs = self.final_runs
+        if len(runs) > limit:
+            cells: list[str] = []
+            for c in self.primary:
+                cells += [x for x in (c.cell, c.baseline) if x not in cells]
+            keep = set(cells)
+            runs = [t for t in runs if t.cell in keep]
+        return [t.mlflow_run_id for t in runs[:limit]]
+
+    def shown_metrics(self) -> list[str]:
+        """The primary metric, then up to two recalls, MAP@R and NMI (the report's columns)."""
+        shown = [m for m in self.metrics if m.startswith("recall_at_")][:2] + [m for m in ("map_at_r", "nmi") if m in self.metrics]
+        return [self.metric] + [m for m in shown if m != self.metric] if self.metric in self.metrics else shown
+
+    # ---------------------------------------------------------------- flat tables
+
+    def trial_rows(self) -> list[dict[str, Any]]:
+        """Every trial (search first, then final; plan order, seed), searched params as JSON."""
+        order = {c.id: i for i, c in enumerate(self.plan.cells)}
+        rows = []
+        for r in sorted(self.records.trials, key=lambda r: (r.phase != SEARCH, order.get(r.cell, 1 << 30), r.seed, r.key)):
+            row = {"key": r.key, "label": r.label, "phase": r.phase, "cell": r.cell, "arm": r.arm}
+            row |= {axis: r.coords.get(axis) for axis in self.plan.spec.grid}
+            epoch = r.metrics.get("epoch")
+            row |= {"seed": r.seed, "status": r.status, "error": r.error, "attempts": r.attempts,
+                    "epochs": None if epoch is None else int(epoch), "params": json.dumps(r.params, sort_keys=True)}
+            row |= {m: r.metrics.get(m) for m in self.metrics}
+            row |= {"trial_id": r.trial_id, "mlflow_run_id": r.mlflow_run_id, "reused_from": r.reused_from}
+            rows.append(row)
+        return rows
+
+    def cell_rows(self) -> list[dict[str, Any]]:
+        """Per cell and metric: seeds, mean and the clipped 95 % interval (raw units)."""
+        return [{"cell": c.id, "label": c.label, "arm": c.cell.arm, **c.cell.coords, "metric": m, "seeds": e.n,
+                 "mean": e.mean, "ci_low": e.low, "ci_high": e.high, "ci_clipped": e.clipped}
+                for c in self.cells for m, e in c.stats.items()]
+
+    def comparison_rows(self) -> list[dict[str, Any]]:
+        return [{"cell": c.cell, "baseline": c.baseline, "label": c.label, "metric": c.metric, "pairs": c.pairs,
+                 "seeds": json.dumps(c.test.seeds), "mean_diff": c.test.mean_diff, "ci_low": c.diff.low,
+                 "ci_high": c.diff.high, "ci_clipped": c.diff.clipped, "p_value": c.test.p_value, "verdict": c.verdict,
+                 "procedure": c.test.procedure, "margin": c.margin}
+                for c in self.comparisons]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def plan_of(sweep_dir: str | Path) -> SweepPlan:
+    """The typed plan of a sweep directory, rebuilt from the definition it started with."""
+    from dml_core.config import read_yaml
+    from dml_core.io import read_json
+    from sweep.store import PLAN_FILE
+
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / PLAN_FILE).is_file() or not (sweep_dir / PLAN_YAML).is_file():
+        raise FileNotFoundError(f"{sweep_dir}: not a sweep directory (no {PLAN_FILE} and {PLAN_YAML})")
+    source = read_json(sweep_dir / PLAN_FILE).get("source", str(sweep_dir / PLAN_YAML))
+    return SweepPlan.from_dict(read_yaml(sweep_dir / PLAN_YAML), source)
+
+
+def _with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) -> TrialRecord:
+    """`last`: the record as is. `best`: a finished final trial's metrics are those of its best
+    evaluation by `metric` (that epoch's metrics, all of them); `best_on_test`: the same by test
+    R@1 whatever `metric` is (the papers' test-set selection)."""
+    if evaluation == "last" or t.phase != FINAL or not t.finished:
+        return t
+    if evaluation == "best_on_test":
+        metric, mode = PAPERS_SELECTION_METRIC, "max"
+    scored = [h for h in t.history if math.isfinite(h.get(metric, math.nan))]
+    if not scored:
+        return t
+    sign = 1 if mode == "max" else -1
+    return t.model_copy(update={"metrics": max(scored, key=lambda h: sign * h[metric])})
+
+
+def _estimate(ci: MeanCI, metric: str) -> Estimate:
+    return Estimate.of(ci.n, ci.mean, ci.low, ci.high, metric_range(metric))
+
+
+def _references(plan: SweepPlan) -> dict[str, Cell]:
+    """Cell id -> its baseline cell, indexed: the baseline cells of each (per-arm) baseline are
+    keyed by the coordinates in which they differ, so each cell's reference is one lookup;
+    `sweep.plan.reference_cell` (the definition) decides whenever the lookup is not unique."""
+    baseline = plan.spec.baseline
+    if not baseline:
+        return {}
+    cells = plan.cells
+    indexes: dict[str, tuple[list[str], dict[tuple[str, ...], list[Cell]]]] = {}
+    out = {}
+    for cell in cells:
+        effective = baseline
+        if isinstance(baseline.get("arm"), dict):
+            if cell.arm not in baseline["arm"]:
+                continue
+            effective = {**baseline, "arm": baseline["arm"][cell.arm]}
+        if cell.matches(effective):
+            continue  # a baseline cell itself
+        key = json.dumps(effective, sort_keys=True, default=str)
+        if key not in indexes:
+            candidates = [c for c in cells if c.matches(effective)]
+            axes = list(dict.fromkeys(["arm", *(k for c in candidates for k in c.coords)]))
+            varying = [k for k in axes if len({yaml_value(c.get(k)) for c in candidates}) > 1]
+            index: dict[tuple[str, ...], list[Cell]] = defaultdict(list)
+            for c in candidates:
+                index[tuple(yaml_value(c.get(k)) for k in varying)].append(c)
+            indexes[key] = (varying, index)
+        varying, index = indexes[key]
+        found = index.get(tuple(yaml_value(cell.get(k)) for k in varying), [])
+        ref = found[0] if len(found) == 1 else reference_cell(cell, cells, baseline)
+        if ref is not None:
+            out[cell.id] = ref
+    return out
+
+
+def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str], metrics: list[str], mode: str,
+                 policy: Optional[PolicyView], trials: list[TrialRecord]) -> list[Comparison]:
+    """Each cell against its baseline on every metric, paired by seed; under a seed policy the
+    interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`). The
+    verdict is `sweep.stats.verdict`'s, with the equivalence margin when the sweep sets one."""
+    by_id = {c.id: c for c in cells}
+    references = _references(plan)
+    margin_points = plan.spec.equivalence_margin
+    out = []
+    for m in metrics:
+        stopped = {(a.quantity.cell, a.quantity.ref): a.comparison for a in policy.assess(trials, m)} if policy else {}
+        margin = None if margin_points is None else points(m, margin_points)
+        shown = None if margin is None else f"{in_unit(m, margin):g}" + (" points" if is_fraction(m) else "")
+        for cell_id, ref in references.items():
+            a, b = by_id[cell_id], by_id[ref.id]
+            test = stopped.get((cell_id, ref.id)) or paired_comparison(a.values[m], b.values[m])
+            diff = Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(m, difference=True))
+            diffs = {s: a.values[m][s] - b.values[m][s] for s in test.seeds if s in a.values[m] and s in b.values[m]}
+            out.append(Comparison(cell_id, ref.id, comparison_label(labels[cell_id], labels[ref.id]), m, test, diff, diffs,
+                                  stats_verdict(test, mode, margin=margin, margin_text=shown), margin))
+    order = {c.id: i for i, c in enumerate(plan.cells)}
+    return sorted(out, key=lambda c: (order[c.cell], metrics.index(c.metric)))
+
+
+def _search_notes(search: list[SearchResult]) -> list[str]:
+    notes = []
+    drawn = [tuple(json.dumps(t.params, sort_keys=True) for t in s.samples) for s in search if s.samples]
+    if len(drawn) > 1 and len(set(drawn)) == 1:
+        notes.append("Every cell drew the same candidate values (each cell's sampler starts from the same seed, and "
+                     "TPE proposes at random until it has 10 results), so the cells differ only in how the same "
+                     "candidates scored.")
+    return notes

@@ -1,0 +1,354 @@
+"""The report of a sweep, written from `SweepResults`: tables (parquet + CSV), `report.md` and a
+self-contained `report.html` (the same sections, plots inline as base64 data URIs, so MLflow's
+artifact viewer renders it whole).
+
+Both documents are rendered from one list of blocks (`report_blocks`): headings, paragraphs,
+bullet lists, tables and figures, so the markdown and the HTML never say different things.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from dml_core.io import atomic_write_text
+from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
+from sweep.plots import Figure
+from sweep.records import FINISHED, SEARCH
+from sweep.console import describe_budget
+from sweep.labels import is_fraction
+from sweep.results import PAPERS_SELECTION_METRIC, Estimate, SweepResults, unit_of
+from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
+from sweep.selection import Z
+from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
+
+CLIPPED = "†"  # marks an interval bound clipped to the metric's range
+DASHBOARD_INSTALL = ".venv/bin/pip install -e '.[dashboard]'"
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str  # inline markdown: `code` and **bold**
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[Any]]
+
+
+Block = Union[Heading, Para, Bullets, Table, Figure]
+
+
+def estimate_text(metric: str, e: Estimate) -> str:
+    """`96.2 [94.1, 98.3]`; a clipped bound gets `†`; `-` without values."""
+    if e.n == 0:
+        return "-"
+    if not e.has_interval:
+        return f"{fmt_metric(metric, e.mean)} (1 seed)"
+    lo, hi = fmt_metric(metric, e.low), fmt_metric(metric, e.high)
+    return f"{fmt_metric(metric, e.mean)} [{lo}{CLIPPED * e.clipped_low}, {hi}{CLIPPED * e.clipped_high}]"
+
+
+def _unit(metric: str) -> str:
+    unit = unit_of(metric)
+    return f"{metric_label(metric)} ({unit})" if unit else metric_label(metric)
+
+
+def _describe_baseline(baseline: dict[str, Any]) -> str:
+    """`{expansion.n_inner_pts: 0}` -> `expansion.n_inner_pts = 0`; `{arm: {ee: ms}}` -> `arm ee -> ms`."""
+    parts = []
+    for k, v in baseline.items():
+        parts.append(f"{k} " + ", ".join(f"{a} -> {b}" for a, b in v.items()) if isinstance(v, dict) else f"{k} = {v}")
+    return "; ".join(parts)
+
+
+def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
+    plan, metric = results.plan, results.metric
+    blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(results))]
+    if results.primary:
+        blocks += [Heading("Headlines"), Bullets(results.headlines(limit=20))]
+    # On the first screen: a search that picked within noise says so before any table.
+    blocks += [Para(f"**Search, {s.label}:** {s.note}") for s in results.search_unseparated[:5]]
+    if len(results.search_unseparated) > 5:
+        blocks.append(Para(f"... and {len(results.search_unseparated) - 5} more cells whose search could not separate "
+                           "candidates (the Search section)."))
+    blocks += _policy_section(results)
+    blocks += _cells_section(results)
+    if plan.spec.baseline:
+        blocks += _comparison_section(results)
+    if plan.spec.search:
+        blocks += _search_section(results, sweep_dir)
+    sections: dict[str, list[Figure]] = defaultdict(list)
+    for f in figures:
+        sections[f.title].append(f)
+    for title, figs in sections.items():
+        blocks += [Heading(title), *figs]
+    blocks += _trials_section(results)
+    return blocks
+
+
+def _summary(results: SweepResults) -> str:
+    plan, metric = results.plan, results.metric
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for r in results.records.trials:
+        counts[(r.phase, r.status)] += 1
+    tally = "; ".join(f"{ph} " + ", ".join(f"{n} {st.lower()}" for (p, st), n in sorted(counts.items()) if p == ph)
+                      for ph in ("search", "final") if any(p == ph for p, _ in counts))
+    trial_time = sum(float(r.metrics.get("time_s", 0.0)) for r in results.records.trials)
+    which = {"last": "its **last** evaluation (the model as trained)",
+             "best": f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)",
+             "best_on_test": f"its evaluation of best {metric_label(PAPERS_SELECTION_METRIC)} -- **test-set selection**, "
+                             "the papers' choice (the epoch is chosen on the test split; optimistic)"}[results.evaluation]
+    seeds = f"from {plan.seeds} by the seed policy below" if results.policy else f"{plan.seeds}"
+    return (f"Source `{plan.source}`; {len(plan.cells)} cells x seeds {seeds}; primary metric "
+            f"{metric_label(metric)} (`{metric}`, {plan.spec.mode}). **Units: metrics that are fractions are in %, "
+            f"differences in percentage points; {CONFIDENCE:.0%} intervals are clipped to the metric's range "
+            f"([0, 100] %, ±100 points), a clipped bound is marked {CLIPPED}.** "
+            f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(results.records.meta.wall_s or math.nan)} "
+            f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials). "
+            f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best|best_on_test` "
+            "or `python sweep/report.py DIR --evaluation best`.")
+
+
+def _policy_section(results: SweepResults) -> list[Block]:
+    """A seed policy's rule, procedure and where each comparison stopped."""
+    view = results.policy
+    if view is None:
+        return []
+    reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
+               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
+    trials = results.records.trials
+    rows = [[results.labels.get(a.quantity.cell, a.quantity.cell)
+             + (f" vs {results.labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
+             a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]] for a in view.assess(trials)]
+    return [Heading("Seed policy"), Para(f"Rule: {view.rule()}."),
+            Para(f"Procedure: {view.design.description}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of "
+                 "the look where it stopped: it holds whatever the stopping; the per-cell intervals are plain Student-t "
+                 "over the seeds each cell ran (descriptive)."),
+            Table(["comparison", "seeds", "look", "stopped because"], rows)]
+
+
+def _equivalence_note(results: SweepResults) -> str:
+    margin = results.plan.spec.equivalence_margin
+    if margin is None:
+        return ""
+    unit = " points" if is_fraction(results.metric) else ""
+    return (f"; equivalent within ±{margin:g}{unit} when the interval lies inside it (two one-sided tests, TOST, "
+            "each at half the interval's error rate)")
+
+
+def _cells_section(results: SweepResults) -> list[Block]:
+    shown = results.shown_metrics()
+    rows = [[c.label, c.seeds(results.metric)] + [estimate_text(m, c.stats[m]) for m in shown] for c in results.cells]
+    key = "; ".join(f"{c.label} = `{c.id}`" for c in results.cells if c.label != c.id)
+    clipped = any(c.stats[m].clipped for c in results.cells for m in shown)
+    return [Heading(f"Per cell (mean [{CONFIDENCE:.0%} CI] over seeds)"),
+            Para(f"Student-t interval over seeds (`scipy.stats.t`); with few seeds it is wide."
+                 + (f" {CLIPPED} the interval reaches past the metric's range and is clipped to it." if clipped else "")
+                 + (f" Cells: {key}." if key else "")),
+            Table(["cell", "seeds", *(_unit(m) for m in shown)], rows)]
+
+
+def _comparison_section(results: SweepResults) -> list[Block]:
+    metric, comps = results.metric, results.primary
+    pairs = max((c.pairs for c in comps), default=0)
+    caveat = (f"With {pairs} seed pairs the interval is the mean difference ± {t_multiplier(pairs):.2f} standard errors: "
+              "wide, and the test has little power" if pairs >= 2 else "With one seed pair there is no interval and no test")
+    if results.policy:
+        caveat = "Under the seed policy the interval is the repeated CI of the look where the comparison stopped (see Seed policy)"
+    unit = unit_of(metric, True) or "difference"
+    rows = [[c.label, c.pairs, fmt_points(metric, c.test.mean_diff),
+             f"[{fmt_points(metric, c.diff.low)}{CLIPPED * c.diff.clipped_low}, "
+             f"{fmt_points(metric, c.diff.high)}{CLIPPED * c.diff.clipped_high}]",
+             "-" if not math.isfinite(c.test.p_value) else f"{c.test.p_value:.2g}", c.verdict] for c in comps]
+    return [Heading(f"Paired comparison with the baseline ({_describe_baseline(results.plan.spec.baseline)}) on "
+                    f"{metric_label(metric)}"),
+            Para("Differences are cell - baseline, paired by seed; `pairs` = seeds that finished in both cells; p from "
+                 f"a two-sided paired t-test (`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the "
+                 f"number of cells compared. Verdict (`sweep.stats.verdict`): better/worse when p < {ALPHA:.2g} and the "
+                 f"interval excludes 0{_equivalence_note(results)}, else inconclusive."),
+            Table(["comparison", "pairs", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows)]
+
+
+def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
+    """What the search chose per cell, with the resolution of its scores (`sweep.selection`)."""
+    spec = results.plan.spec.search
+    metric, folds = results.search_metric, spec.folds
+    on = "held-out training classes" if spec.holdout is not None else "the test split"
+    if folds:
+        on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
+    rows = []
+    for s in results.search:
+        c = s.choice
+        noise = f" ± {fmt_metric(metric, Z * c.noise)}" if c and c.noise is not None else ""
+        row = [s.label, f"{s.finished}/{s.tried}", fmt_params(c.params) if c else "-",
+               f"{fmt_metric(metric, c.value)}{noise}" if c else "-",
+               "-" if c is None or c.queries is None else c.queries,
+               "-" if c is None else ("yes" if c.separated else "**no**: within noise")]
+        if folds:
+            won = next((t for t in s.samples if c and t.trial_id == c.trial_id), None)
+            scores = [won.metrics.get(f"fold{i}_{metric}") if won else None for i in range(folds)]
+            row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
+        rows.append(row)
+    head = ["cell", "finished", "kept params", f"search {_unit(metric)}{' (fold mean)' if folds else ''} ± {Z} SE",
+            "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{_unit(metric)} per fold"] if folds else [])
+    budget = results.plan.search_budget()
+    journal = sweep_dir / "optuna.journal"
+    return [Heading(f"Search (per cell, on {on})"),
+            *([Para(_sentence(describe_budget(budget, folds)))] if budget else []),
+            Para(f"Each sample's score has a scoring noise: a recall p over n held-out queries has a binomial "
+                 f"standard error, sqrt(p' (1 - p') / (n + 4)) with p' = (p n + 2) / (n + 4) (Agresti-Coull; an upper "
+                 "bound for MAP@R and R-precision; with folds, the fold spread when larger). The kept value is the best sample "
+                 f"when no other sample is within {Z} standard errors of the difference; otherwise the search "
+                 "**could not separate candidates**, and the tied sample nearest the base config's value is kept "
+                 "(the rule: `sweep/selection.py`)."),
+            Table(head, rows),
+            *(Para(n) for n in results.search_notes),
+            Para(f"Optuna studies: `{journal}`, one per cell, named by cell id; browse them with optuna-dashboard "
+                 f"(install: `{DASHBOARD_INSTALL}`, then `.venv/bin/optuna-dashboard {journal}`) or "
+                 "`optuna.load_study(study_name=CELL_ID, storage=sweep.search.study_storage(DIR))`.")]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _trials_section(results: SweepResults) -> list[Block]:
+    metric = results.metric
+    rows = [[r["label"] or r["key"], r["phase"], r["status"], fmt_metric(metric, r.get(metric)),
+             "-" if r["epochs"] is None else r["epochs"], fmt_params(json.loads(r["params"])), (r["error"] or "")[:200]]
+            for r in results.trial_rows()]
+    return [Heading("Trials"),
+            Para("Search trials show their search score (held-out classes when the search holds some out), final "
+                 "trials their test-split score."),
+            Table(["trial", "phase", "status", _unit(metric), "epoch", "params", "error"], rows)]
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Para):
+            out += [b.text, ""]
+        elif isinstance(b, Bullets):
+            out += [f"- {item}" for item in b.items] + [""]
+        elif isinstance(b, Table):
+            out += [_md_table(b.header, b.rows), ""]
+        elif isinstance(b, Figure):
+            out += [f"![{b.path.stem}]({b.path.name})", ""]
+    return "\n".join(out)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def clean(x: Any) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(clean(x) for x in row) + " |" for row in rows])
+
+
+# --------------------------------------------------------------------------- html
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1100px;
+color:#1b1b1b;line-height:1.45;padding:0 1em}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;
+border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;
+padding:.25em .6em;text-align:left;vertical-align:top}th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
+code{background:#f1f1f1;padding:0 .2em;border-radius:3px}img{max-width:100%;height:auto;display:block;margin:.5em 0}
+ul li{margin:.2em 0}"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two markdown marks the report uses: `code` and **bold**."""
+    s = html.escape(str(text))
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    """One self-contained page: no file or network reference, plots as data URIs."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
+           f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if isinstance(b, Heading):  # an id per section: report.html#search-history
+            anchor = re.sub(r"[^a-z0-9]+", "-", b.text.lower()).strip("-")
+            out.append(f'<h{b.level} id="{anchor}">{_inline(b.text)}</h{b.level}>')
+        elif isinstance(b, Para):
+            out.append(f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(x)}</td>" for x in row) + "</tr>" for row in b.rows)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(b, Figure):
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            out.append(f'<img alt="{html.escape(b.path.stem)}" src="data:image/png;base64,{data}">')
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types (e.g. an axis of ints and strings)
+        return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values])
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
+
+
+def write_tables(results: SweepResults, sweep_dir: Path) -> list[Path]:
+    """`trials`, `cells` and `comparisons` as parquet and CSV (previewable in MLflow)."""
+    files = []
+    for name, rows in (("trials", results.trial_rows()), ("cells", results.cell_rows()),
+                       ("comparisons", results.comparison_rows())):
+        if rows:
+            table = _table(rows)
+            pq.write_table(table, sweep_dir / f"{name}.parquet")
+            pacsv.write_csv(table, sweep_dir / f"{name}.csv")
+            files += [sweep_dir / f"{name}.parquet", sweep_dir / f"{name}.csv"]
+    return files
+
+
+def write_documents(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Path]:
+    blocks = report_blocks(results, figures, sweep_dir)
+    md, page = sweep_dir / "report.md", sweep_dir / "report.html"
+    atomic_write_text(md, to_markdown(blocks))
+    atomic_write_text(page, to_html(blocks, f"Sweep {results.plan.name}"))
+    return [md, page]
