@@ -38,7 +38,8 @@ from dml_core.identity import content_key, result_config
 from sweep.labels import fmt_metric, is_fraction, metric_label
 from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
-from sweep.records import FINISHED, load_records
+from sweep.records import FINISHED
+from sweep.store import load_records
 from sweep.sequential import PolicyView, points
 from sweep.spec import SweepError
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, verdict
