@@ -38,7 +38,7 @@ def check_folder_name(name: str) -> str:
     """``name`` if it can name one folder inside another (a run's or sweep's): letters, digits,
     '.', '_' and '-', not ``.`` or ``..`` -- never a path that leaves its parent."""
     if not _FOLDER_NAME.fullmatch(name) or name in (".", ".."):
-        raise ValueError("use letters, digits, '.', '_' and '-', not '.' or '..' (it names a folder)")
+        raise ValueError("use only A-Z, a-z, 0-9, '.', '_' and '-', not '.' or '..' (it names a folder)")
     return name
 
 

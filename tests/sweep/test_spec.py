@@ -49,7 +49,7 @@ GRID = {"model.embedding_dim": [8, 16]}
         ({"metric": "recall@1"}, "sweep.metric: expected one of loss, recall_at_<K>"),
         ({"resources_per_trial": {"cpu": 0}}, "sweep.resources_per_trial.cpu: Input should be greater than 0"),
         ({"max_failures": -1}, "sweep.max_failures: Input should be greater than or equal to 0"),
-        ({"name": "a/b"}, "sweep.name: use letters, digits"),
+        ({"name": "a/b"}, "sweep.name: use only A-Z, a-z, 0-9"),
         ({"grid": {"model.embedding_dim": [8]}, "exclude": [{"model.embedding_dim": 8}]}, "sweep.exclude: removes every cell"),
     ],
 )
