@@ -73,6 +73,7 @@ from torchvision import transforms
 
 from dml_core.config import ExperimentConfig, config_from_dict
 from dml_core.data import DMLDataset, PKBatchSampler, build_datasets
+from dml_core.data.draws import KeyedBatches, KeyedSamples
 from dml_core.data.roots import data_home
 from dml_core.data.transforms import eval_resize_size
 from dml_core.evaluation import embed_dataset, evaluate
@@ -200,7 +201,8 @@ def pml_data(cfg: ExperimentConfig, mode: str) -> tuple[DataLoader, Dataset]:
     if mode == "shared":
         sampler = PKBatchSampler(splits.train.labels, batch.classes_per_batch, batch.samples_per_class,
                                  iterations, seed=cfg.seed)
-        return DataLoader(splits.train, batch_sampler=sampler), splits.test
+        # Keyed as the trainer keys them: each draw's crop from (seed, epoch, position).
+        return DataLoader(KeyedSamples(splits.train, cfg.seed), batch_sampler=KeyedBatches(sampler)), splits.test
     train_tf, test_tf = pml_transforms(cfg)  # only the split's file lists are reused
     train, test = PILImages(splits.train, train_tf), PILImages(splits.test, test_tf)
     sampler = samplers.MPerClassSampler(train.labels, m=batch.samples_per_class, batch_size=batch.size,

@@ -120,7 +120,7 @@ def row_sweep(ctx: Context) -> tuple[bool, str]:
                       "--out", str(out), "--no-reuse"], "sweep.log")  # train every trial: this checks the GPU
     if done.returncode != 0:
         return False, f"exit {done.returncode}: {_tail(done)}"
-    from sweep.records import load_records
+    from sweep.store import load_records
 
     records = load_records(out)
     trials = [t.model_dump() for t in records.trials]

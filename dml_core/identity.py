@@ -20,7 +20,9 @@ import hashlib
 import json
 from typing import Any
 
-RESULTS_VERSION = 1
+# 2: augmentation drawn per sample from (seed, epoch, draw), not from the loader workers' streams
+# (dml_core.data.draws); results stored by the trial store's first version used the old crops.
+RESULTS_VERSION = 2
 
 # Fields that cannot change a run's numbers: how fast or where it runs, where it writes, how it is
 # named. Everything else in the config is part of a result's identity. Dotted paths.

@@ -2,7 +2,7 @@
 
 This is the contract between the modules that write a sweep's state (the driver's Tune
 callbacks, the runner) and those that read it (report, console, MLflow sync, cross-sweep
-tables). Readers call `load_records(sweep_dir)` and use attributes, never string keys; where
+tables). Readers call `sweep.store.load_records(sweep_dir)` and use attributes, never string keys; where
 the records are kept (the trial store, `sweep.store`) is the writer's business.
 
 Two keys name a trial:
@@ -117,9 +117,3 @@ class SweepRecords(_Record):
     def search(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.phase == SEARCH]
 
-
-def load_records(sweep_dir: str | Path) -> SweepRecords:
-    """Every trial record and the sweep's facts, typed: one query of the sweep's trial store."""
-    from sweep.store import load_sweep_records
-
-    return load_sweep_records(sweep_dir)

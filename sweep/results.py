@@ -24,7 +24,8 @@ from typing import Any, Optional
 from dml_core.evaluation.names import ordered
 from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
 from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
-from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord, load_records
+from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
+from sweep.store import load_records
 from sweep.sequential import PolicyView, points
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison
 from sweep.stats import verdict as stats_verdict

@@ -449,7 +449,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
     from sweep.compat import use_legacy_tune_output
     from sweep.parent_run import parent_description, parent_metrics
-    from sweep.records import load_records
+    from sweep.store import load_records
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.tracking import Tracker, TrialRuns, mark_killed, open_parent, resolve_tracking_uri, sync_runs

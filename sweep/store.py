@@ -323,7 +323,7 @@ def migrate_ledger(sweep_dir: Path, name: str) -> SweepLog:
     return log
 
 
-def load_sweep_records(sweep_dir: str | Path) -> SweepRecords:
+def load_records(sweep_dir: str | Path) -> SweepRecords:
     """Every record of the sweep in `sweep_dir` (one query); an unmigrated `ledger.json` is read as
     it is; a directory with neither holds no records yet."""
     sweep_dir = Path(sweep_dir).resolve()

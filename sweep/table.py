@@ -5,8 +5,9 @@
         --baseline expansion.n_inner_pts=0 --format latex
 
 Rows and columns are named by config keys (dotted, as in a sweep's `grid`), `arm`, or `sweep`
-(the sweep's name). Each table cell is one experiment -- the resolved config of its trials up to
-the seed -- with mean +- 95 % Student-t half-width over its seeds and the number of seeds; the
+(the sweep's name). Each table cell is one experiment -- trials whose content keys
+(`dml_core.identity`) agree once the seed is set aside -- with mean +- 95 % Student-t half-width
+over its seeds and the number of seeds; the
 best mean of each column is bold. The same experiment met in several sweeps is one cell: its
 trials are pooled, a result that two sweeps share (the same content key, e.g. one reused from
 the trial store) counted once. Two *different* experiments landing in one cell (e.g. a different
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
@@ -34,35 +34,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered
+from dml_core.identity import content_key, result_config
 from sweep.labels import fmt_metric, is_fraction, metric_label
+from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
-from sweep.records import FINISHED, load_records
+from sweep.records import FINISHED
+from sweep.store import load_records
 from sweep.sequential import PolicyView, points
 from sweep.spec import SweepError
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, verdict
 
 FORMATS = ("md", "latex", "csv")
 SWEEP_KEY, ARM_KEY = "sweep", "arm"  # pseudo config keys
-# Config fields that cannot change a trial's numbers (how it is named, where it writes, how fast
-# it runs): ignored when deciding whether two trials are the same experiment.
-NOT_RESULT = frozenset({"name", "seed", "data.num_workers", "data.eval_batch_size", "data.cache_dir", "data.download",
-                        "train.num_threads", "train.checkpoint"})
 SIGNIFICANT = {PAIRED_T: "†", "repeated CI": "‡"}
 EQUIVALENT_MARK = "≈"
 
 
 class TableError(ValueError):
     """A table that cannot be built as asked; the message is one line."""
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out |= flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _canon(value: Any) -> str:
@@ -77,16 +66,12 @@ class Trial:
     sweep_dir: Path
     cell: str
     seed: int
-    config: dict[str, Any]  # the resolved config, flattened (+ `arm`, `sweep`)
-    experiment: str  # digest of the config up to the seed: trials of one experiment share it
-    result: str  # the result's identity: its content key (else experiment + seed)
+    config: dict[str, Any]  # the resolved config, flattened (+ `arm`, `sweep`): what rows and columns name
+    result_fields: dict[str, Any]  # the fields that determine its numbers, flattened, but the seed
+    experiment: str  # the content key the trial would have at seed 0: one experiment, any seed
+    result: str  # the result's identity: its content key
     metrics: dict[str, float]
     searched: frozenset[str]  # keys its sweep searched per cell
-
-
-def experiment_key(config: dict[str, Any]) -> str:
-    kept = {k: v for k, v in config.items() if k not in NOT_RESULT and k not in (SWEEP_KEY, ARM_KEY)}
-    return hashlib.sha256(_canon(kept).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -111,13 +96,15 @@ def load_sweep(sweep_dir: Path) -> Sweep:
         if r.phase != FINAL or r.status != FINISHED or r.cell not in cells:
             continue
         cell = cells[r.cell]
-        spec = TrialSpec(FINAL, cell.id, cell.arm, dict(cell.coords), r.seed, dict(cell.overrides), dict(r.params))
-        config = trial_config(plan.base, spec, None, plan.source).to_dict()
-        config.pop("sweep", None)
-        flat = {**flatten(config), ARM_KEY: cell.arm, SWEEP_KEY: plan.name}
-        exp = experiment_key(flat)
-        trials.append(Trial(plan.name, sweep_dir, r.cell, r.seed, flat, exp, r.content_key or f"{exp}/seed={r.seed}",
-                            {k: float(v) for k, v in r.metrics.items()}, searched))
+        config = r.config
+        if not config:  # a record migrated from an old ledger.json: rebuild what it ran
+            spec = TrialSpec(FINAL, cell.id, cell.arm, dict(cell.coords), r.seed, dict(cell.overrides), dict(r.params))
+            config = trial_config(plan.base, spec, None, plan.source).to_dict()
+            config.pop("sweep", None)
+        flat = {**flatten_config(config), ARM_KEY: cell.arm, SWEEP_KEY: plan.name}
+        fields = {k: v for k, v in flatten_config(result_config(config)).items() if k != "seed"}
+        trials.append(Trial(plan.name, sweep_dir, r.cell, r.seed, flat, fields, content_key({**config, "seed": 0}),
+                            r.content_key or content_key(config), {k: float(v) for k, v in r.metrics.items()}, searched))
     policy = PolicyView.of(plan.spec.policy, plan.cells, plan.spec.baseline, plan.spec.metric,
                            plan.spec.equivalence_margin) if plan.spec.policy else None
     return Sweep(plan, sweep_dir, trials, policy, records)
@@ -178,9 +165,10 @@ def _value(t: Trial, key: str) -> Any:
     return t.config[key]
 
 
-def _differing(a: dict[str, Any], b: dict[str, Any], ignore: set[str]) -> list[str]:
-    keys = (set(a) | set(b)) - ignore - NOT_RESULT - {SWEEP_KEY, ARM_KEY}
-    return sorted(k for k in keys if _canon(a.get(k)) != _canon(b.get(k)))
+def _differing(a: Trial, b: Trial, ignore: set[str]) -> list[str]:
+    """The result fields (not the seed) in which two trials' experiments differ."""
+    keys = (set(a.result_fields) | set(b.result_fields)) - ignore
+    return sorted(k for k in keys if _canon(a.result_fields.get(k)) != _canon(b.result_fields.get(k)))
 
 
 def _mode(metric: str, sweeps: list[Sweep]) -> str:
@@ -213,7 +201,7 @@ def build_table(sweep_dirs: list[Path], rows: list[str], cols: list[str], metric
     for (rk, ck), experiments in groups.items():
         if len(experiments) > 1:
             a, b = (next(iter(e.values())) for e in list(experiments.values())[:2])
-            diff = _differing(a.config, b.config, set())
+            diff = _differing(a, b, set())
             where = ", ".join(f"{k}={v}" for k, v in zip([*rows, *cols], [*json.loads(rk), *json.loads(ck)]))
             raise TableError(f"cell {where}: holds different experiments ({a.sweep}/{a.cell} vs {b.sweep}/{b.cell} differ in "
                              f"{', '.join(diff[:3]) or 'the seed list'}); add {diff[0] if diff else 'sweep'} to --rows or --cols")
@@ -284,7 +272,7 @@ def _compare(table: Table, sweeps: list[Sweep], baseline: dict[str, Any], margin
         ref = table.entries.get((ref_row, col, m)) if ref_row is not None else None
         if ref is None or ref_row == row:
             continue
-        differ = _differing(e.cell.config, ref.cell.config, ignore | e.cell.trials[0].searched | ref.cell.trials[0].searched)
+        differ = _differing(e.cell.trials[0], ref.cell.trials[0], ignore | e.cell.trials[0].searched | ref.cell.trials[0].searched)
         if differ:
             e.note = f"not compared: differs from the baseline in {', '.join(differ[:3])}"
             continue

@@ -200,7 +200,7 @@ def test_losing_a_worker_mid_sweep_retries_its_trial_once(
                                 env=sweep_env(ray_cluster, mlflow_server, tmp_path), stdout=f, stderr=subprocess.STDOUT)
     try:
         def victim_running() -> bool:
-            from sweep.records import load_records
+            from sweep.store import load_records
 
             started = (out / "store.json").is_file() and len(load_records(out).trials) == 3
             on_victim = [a for a in ray_cluster.cluster.global_state.actor_table(None).values()

@@ -127,7 +127,8 @@ def test_the_store_never_holds_a_stub_record(tmp_path: Path) -> None:
     and a record without its identifying fields cannot be built."""
     from pydantic import ValidationError
 
-    from sweep.records import TrialRecord, load_records
+    from sweep.records import TrialRecord
+    from sweep.store import load_records
     from sweep.store import SweepLog
 
     log = SweepLog.create(tmp_path / "sweep", "s")
@@ -145,7 +146,7 @@ KILL_EPOCHS = 30
 
 
 def _records(out: Path) -> dict[str, dict[str, Any]]:
-    from sweep.records import load_records
+    from sweep.store import load_records
 
     return {r.key: r.model_dump() for r in load_records(out).trials}
 

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from sweep.plan import load_plan
-from sweep.records import FINISHED, KILLED, load_records
+from sweep.records import FINISHED, KILLED
+from sweep.store import load_records
 from sweep.report import headlines
 from sweep.runner import SweepInterrupted, run_sweep
 from sweep.sequential import Design, PolicyView

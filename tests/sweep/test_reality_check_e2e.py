@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from sweep.plan import load_plan
-from sweep.records import FINISHED, load_records
+from sweep.records import FINISHED
+from sweep.store import load_records
 from sweep.runner import run_sweep
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sweep.records import FINAL, FINISHED, BestChoice, TrialRecord, load_records
+from sweep.records import FINAL, FINISHED, BestChoice, TrialRecord
+from sweep.store import load_records
 from sweep.store import SweepLog
 
 

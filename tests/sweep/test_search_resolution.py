@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep.plan import load_plan
-from sweep.records import load_records
+from sweep.store import load_records
 from sweep.runner import SweepOutcome, run_sweep
 from sweep_testlib import write_yaml
 

@@ -13,7 +13,8 @@ from dml_core.io import atomic_write_json
 from sweep.pending import check_growth, final_work
 from sweep.pending import identity as trial_identity
 from sweep.plan import load_plan
-from sweep.records import FAILED, FINISHED, TrialRecord, load_records
+from sweep.records import FAILED, FINISHED, TrialRecord
+from sweep.store import load_records
 from sweep.runner import resume_checks
 from sweep.spec import SweepError
 from sweep.store import LEGACY_LEDGER, PLAN_FILE, SweepLog, TrialStore, default_store_path

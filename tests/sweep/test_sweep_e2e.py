@@ -28,7 +28,8 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from sweep.plan import load_plan
-from sweep.records import FAILED, FINISHED, KILLED, load_records
+from sweep.records import FAILED, FINISHED, KILLED
+from sweep.store import load_records
 from sweep.runner import SweepOutcome, run_sweep
 from sweep.search import study_storage
 from sweep_testlib import REPO_ROOT, write_yaml

@@ -17,7 +17,7 @@ import yaml
 from dml_core.config import config_from_dict
 from dml_core.training import fit
 from sweep.plan import load_plan
-from sweep.records import load_records
+from sweep.store import load_records
 from sweep.runner import run_sweep
 
 pytestmark = pytest.mark.slow
