@@ -13,6 +13,7 @@ count, cut-off ones are redrawn.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
