@@ -240,12 +240,20 @@ def _sentence(text: str) -> str:
 
 def _trials_section(results: SweepResults) -> list[Block]:
     metric = results.metric
-    rows = [[r["label"] or r["key"], r["phase"], r["status"], fmt_metric(metric, r.get(metric)),
+    trials = results.trial_rows()
+
+    def status(r: dict) -> str:  # a reused result says which sweep trained it
+        return f"{r['status']}, reused from {Path(r['reused_from']).name}" if r.get("reused_from") else r["status"]
+
+    rows = [[r["label"] or r["key"], r["phase"], status(r), fmt_metric(metric, r.get(metric)),
              "-" if r["epochs"] is None else r["epochs"], fmt_params(json.loads(r["params"])), (r["error"] or "")[:200]]
-            for r in results.trial_rows()]
+            for r in trials]
+    reused = sum(bool(r.get("reused_from")) for r in trials)
+    note = (f" {reused} of {len(trials)} trials were reused from the trial store (trained by the sweep named in "
+            "their status, not again here); the statistics treat them like any other trial." if reused else "")
     return [Heading("Trials"),
             Para("Search trials show their search score (held-out classes when the search holds some out), final "
-                 "trials their test-split score."),
+                 "trials their test-split score." + note),
             Table(["trial", "phase", "status", _unit(metric), "epoch", "params", "error"], rows)]
 
 

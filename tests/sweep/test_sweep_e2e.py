@@ -214,6 +214,8 @@ def test_a_second_sweep_reuses_then_grows(grid_sweep: tuple[Path, SweepOutcome],
     _, children = runs_of(tracking_uri, "again")
     assert {c.data.tags["sweep.reused_from"] for c in children} == {str(first.sweep_dir)} and len(children) == 4
     assert all(c.info.status == FINISHED and "recall_at_1" in c.data.metrics for c in children)
+    report = (out / "report.md").read_text()  # the report marks them too
+    assert report.count(f"FINISHED, reused from {first.sweep_dir.name} |") == 4 and "4 of 4 trials were reused" in report
 
     grown = run_sweep(load_plan(path, [*only_ms, "sweep.seeds=[0,1,2]"]), out, resume=True, verbose=0)
     assert (grown.status, grown.reused, grown.final_trials) == (FINISHED, 0, 6)
