@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +33,15 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for j, i in enumerate([k for k, t in enumerate(digits.target) if t == label][:5]):
             Image.fromarray((digits.images[i] * 255 / 16).astype("uint8")).save(root / f"c{label}" / f"{j}.png")
     return root
+
+
+@pytest.fixture()
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These mistakes must be caught before Ray starts (seconds, and no cluster resources)."""
+    import ray
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)

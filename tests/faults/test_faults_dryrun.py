@@ -14,18 +14,6 @@ import pytest
 from faults_testlib import one_error_line, tiny, write_yaml
 
 
-@pytest.fixture()
-def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These mistakes must be caught before Ray starts (seconds, and no cluster resources)."""
-    import ray
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", refuse)
-
-
 def _sweep(tmp_path: Path, **sweep: Any) -> Path:
     raw = tiny()
     raw["sweep"] = {"name": "dry", "seeds": [0], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},

@@ -84,18 +84,6 @@ def test_a_sweep_whose_trials_all_failed_does_not_exit_0(tmp_path: Path) -> None
     assert log.read_text().count("Traceback (most recent call last)") == 2
 
 
-@pytest.fixture()
-def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These mistakes must be caught before Ray starts (seconds, and no cluster resources)."""
-    import ray
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", refuse)
-
-
 @pytest.mark.parametrize("where", ["under_a_file", "proc"])
 def test_a_sweep_out_that_cannot_be_created_is_one_line_before_ray(tmp_path: Path, capsys, no_ray: None,
                                                                     where: str) -> None:
