@@ -64,7 +64,7 @@ from ray import tune
 
 from sweep.compat import TUNE_RESULT_KEYS
 from sweep.console import Console, describe_param
-from sweep.pending import Identity, identity, identity_fields
+from sweep.pending import Identity, flatten_config, identity, identity_fields
 from sweep.plan import SEARCH, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
 from sweep.spec import SweepError
@@ -102,16 +102,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -281,10 +271,10 @@ class Tracker:
 def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],
                   sweep: dict[str, Any]) -> dict[str, Any]:
     """The parent run's params: the base config, with swept and searched keys saying so."""
-    params = flatten(base)
+    params = flatten_config(base)
     params |= {k: f"grid {json.dumps(v)}" for k, v in grid.items()}
     params |= {k: f"searched {v}" for k, v in searched.items()}
-    return params | flatten({"sweep": sweep})
+    return params | flatten_config({"sweep": sweep})
 
 
 def mlflow_metric_names(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -320,7 +310,7 @@ class TrialRuns:
         }
         if record.reused_from:
             tags["sweep.reused_from"] = record.reused_from
-        run_id = self.tracker.start_run(record.label or record.key, tags, flatten(record.config))
+        run_id = self.tracker.start_run(record.label or record.key, tags, flatten_config(record.config))
         if record.config:
             self.tracker.client.log_text(run_id, yaml.safe_dump(record.config, sort_keys=False), "config.yaml")
         self.log.update(record.key, mlflow_run_id=run_id)
