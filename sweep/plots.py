@@ -78,6 +78,7 @@ def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
     figures = []
     for axis in axes:
         values = list(dict.fromkeys(json.dumps(c.cell.get(axis)) for c in results.cells))
+        position = {v: i for i, v in enumerate(values)}
         series: dict[str, list[Any]] = defaultdict(list)
         for c in results.cells:
             others = [("arm", c.cell.arm)] * (axis != "arm" and c.cell.arm is not None)
@@ -90,22 +91,23 @@ def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for i, name in enumerate(shown):
             dodge = 0.08 * (i - (len(shown) - 1) / 2)  # series sharing an x stay visible
-            xs, ys, err = [], [], [[], []]
-            for c in sorted(series[name], key=lambda c: values.index(json.dumps(c.cell.get(axis)))):
+            xs, ys, err, dots = [], [], [[], []], ([], [])  # one scatter per series: 1,000 cells draw in a second
+            for c in sorted(series[name], key=lambda c: position[json.dumps(c.cell.get(axis))]):
                 e = c.stats.get(metric)
                 if e is None or not e.n:
                     continue
-                x = values.index(json.dumps(c.cell.get(axis))) + dodge
+                x = position[json.dumps(c.cell.get(axis))] + dodge
                 seeds = c.values[metric]
-                ax.scatter([x - 0.04] * len(seeds), [in_unit(metric, v) for v in seeds.values()], s=14, alpha=0.5, color=f"C{i % 10}")
+                dots[0].extend([x - 0.04] * len(seeds)), dots[1].extend(in_unit(metric, v) for v in seeds.values())
                 mean = in_unit(metric, e.mean)
                 low = in_unit(metric, e.low) if e.has_interval else mean
                 high = in_unit(metric, e.high) if e.has_interval else mean
                 xs.append(x), ys.append(mean), err[0].append(mean - low), err[1].append(high - mean)
+            ax.scatter(*dots, s=14, alpha=0.5, color=f"C{i % 10}")
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=f"C{i % 10}")
         ticks = [json.loads(v) for v in values]
         if len(series) == 1 and len(values) == len(results.cells):  # one line: its cells' labels name the methods
-            ticks = [c.label for c in sorted(results.cells, key=lambda c: values.index(json.dumps(c.cell.get(axis))))]
+            ticks = [c.label for c in sorted(results.cells, key=lambda c: position[json.dumps(c.cell.get(axis))])]
         step = -(-len(values) // MAX_TICKS)  # a long axis shows every step-th value, not 500 overprinted
         ax.set_xticks(range(0, len(values), step), ticks[::step])
         ax.set_xlabel(axis)

@@ -274,6 +274,7 @@ class SweepRunner:
         """One driver session of a phase, always as a new Tune experiment: what ran before is known
         from the store (and the Optuna journal, and the trials' checkpoints), never from Tune's folders."""
         tuner(self._experiment_name(phase)).fit()
+        self.runs.flush()  # every MLflow write of the phase made, every run id in the store
 
     def _identity(self, spec: TrialSpec) -> Any:
         """A final trial's identity, computed once per session (a seed policy asks every round)."""
@@ -324,9 +325,10 @@ class SweepRunner:
         it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
         for r in self.log.trials():
             if r.phase == phase and not r.ended and r.status != KILLED:
-                self.log.update(r.key, status=KILLED, error="lost with a killed driver; replaced by a new sample")
-                if r.mlflow_run_id:
-                    self.runs.tracker.end_run(r.mlflow_run_id, KILLED, "lost with a killed driver")
+                r = self.log.update(r.key, status=KILLED, error="lost with a killed driver; replaced by a new sample")
+                if self.runs.ref(r) is not None:
+                    self.runs.end(r)
+        self.runs.flush()
 
     def _run_config(self, name: str) -> Any:
         from ray import tune
@@ -448,11 +450,8 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     import ray
 
     from sweep.compat import use_legacy_tune_output
-    from sweep.parent_run import parent_description, parent_metrics
-    from sweep.store import load_records
-    from sweep.report import write_report
-    from sweep.results import SweepResults
-    from sweep.tracking import Tracker, TrialRuns, mark_killed, open_parent, resolve_tracking_uri, sync_runs
+    from sweep.mlflow_writer import MlflowWriter
+    from sweep.tracking import Tracker, TrialRuns, resolve_tracking_uri
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if options.verbose == 0:
@@ -475,7 +474,23 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     else:
         write_plan(plan, sweep_dir)
 
-    runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
+    writer = MlflowWriter()  # the trials' MLflow writes, off the Tune loop
+    try:
+        return _run_phases(plan, sweep_dir, options, log, TrialRuns(log, tracker, plan.name, plan_labels(plan),
+                                                                    search_prefix(plan), writer), tracking_uri)
+    finally:
+        writer.close()
+
+
+def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
+                tracking_uri: str) -> SweepOutcome:
+    from sweep.parent_run import parent_description, parent_metrics
+    from sweep.report import write_report
+    from sweep.results import SweepResults
+    from sweep.store import load_records
+    from sweep.tracking import mark_killed, open_parent, sync_runs
+
+    tracker = runs.tracker
     if options.resume:
         before = log.meta.tracking_uri
         moved = f" (this sweep's runs were in {before}: rebuilt there from the trial store)" if before and before != tracking_uri else ""
@@ -496,8 +511,9 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     started = time.monotonic()
     try:
         runner.run()
+        runs.flush()  # reused trials' runs too
     except (SweepInterrupted, KeyboardInterrupt) as e:
-        mark_killed(log, tracker)
+        mark_killed(runs)
         tracker.end_run(parent, KILLED)
         if isinstance(e, KeyboardInterrupt):
             raise

@@ -47,6 +47,7 @@ import contextlib
 import json
 import math
 import os
+import queue
 import shlex
 import sqlite3
 import subprocess
@@ -54,7 +55,7 @@ import sys
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 from filelock import FileLock
@@ -64,6 +65,7 @@ from ray import tune
 
 from sweep.compat import TUNE_RESULT_KEYS
 from sweep.console import Console, describe_param
+from sweep.mlflow_writer import MlflowWriter
 from sweep.pending import Identity, flatten_config, identity, identity_fields
 from sweep.plan import SEARCH, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
@@ -282,21 +284,77 @@ def mlflow_metric_names(metrics: dict[str, float], prefix: str) -> dict[str, flo
     return {f"{prefix}{k}": v for k, v in metrics.items() if k != STEP_KEY}
 
 
+class RunRef:
+    """A child run of this session: its id once the writer has created it."""
+
+    __slots__ = ("run_id",)
+
+    def __init__(self, run_id: Optional[str] = None) -> None:
+        self.run_id = run_id
+
+
 class TrialRuns:
     """The child runs of one sweep: their tags and params from the trial's record (the store is
-    the record, MLflow its view), written by the driver only."""
+    the record, MLflow its view), written by the driver only.
+
+    With a `writer` (`sweep.mlflow_writer`; what a sweep uses) every MLflow write is queued and
+    made by its thread, and a created run's id reaches the store at the next `settle` (each Tune
+    event) or `flush`; without one (tests driving the callback by hand) each write is made at once.
+    Either way a record is in the store before its run is asked for."""
 
     def __init__(self, log: SweepLog, tracker: Tracker, sweep_name: str, labels: dict[str, str],
-                 search_prefix: str) -> None:
-        self.log, self.tracker = log, tracker
+                 search_prefix: str, writer: Optional[MlflowWriter] = None) -> None:
+        self.log, self.tracker, self.writer = log, tracker, writer
         self.sweep_name, self.labels, self.search_prefix = sweep_name, labels, search_prefix
+        self._refs: dict[str, RunRef] = {}  # key -> this session's run of the trial
+        self._created: queue.SimpleQueue[tuple[str, RunRef]] = queue.SimpleQueue()  # made, id not yet stored
 
     def prefix(self, record: TrialRecord) -> str:
         return self.search_prefix if record.phase == SEARCH else ""
 
-    def create(self, record: TrialRecord) -> str:
+    def _do(self, job: Callable[[], None]) -> None:
+        if self.writer is None:
+            job()
+        else:
+            self.writer.submit(job)
+
+    def settle(self) -> None:
+        """Record the ids of the runs created since the last call (and raise a failed write)."""
+        if self.writer is not None:
+            self.writer.check()
+        while not self._created.empty():
+            key, ref = self._created.get()
+            record = self.log.get(key)
+            if record is not None and self._refs.get(key) is ref and record.mlflow_run_id != ref.run_id:
+                self.log.update(key, mlflow_run_id=ref.run_id)
+
+    def flush(self, check: bool = True) -> None:
+        """Every write asked for so far made, and the created runs' ids in the store."""
+        if self.writer is not None:
+            self.writer.flush(check)
+        self.settle() if check else self._settle_quietly()
+
+    def _settle_quietly(self) -> None:
+        try:
+            self.settle()
+        except Exception:  # noqa: BLE001 -- an interrupted sweep still marks its trials killed
+            pass
+
+    def adopt(self, key: str, run_id: str) -> None:
+        """The trial's run is `run_id` (found by its key in the tracking store)."""
+        self._refs[key] = RunRef(run_id)
+        self.log.update(key, mlflow_run_id=run_id)
+
+    def ref(self, record: TrialRecord) -> Optional[RunRef]:
+        """The trial's run: made (or asked for) by this session, or recorded by an earlier one."""
+        ref = self._refs.get(record.key)
+        if ref is None and record.mlflow_run_id:
+            ref = self._refs[record.key] = RunRef(record.mlflow_run_id)
+        return ref
+
+    def create(self, record: TrialRecord) -> RunRef:
         """A child run for `record` (already in the store): tags, params and config.yaml; a reused
-        or recreated record's evaluations and end status too. Records its id; returns it."""
+        or recreated record's evaluations and end status too. Its id goes to the store."""
         tags = {
             "label": record.label, "sweep.key": record.key,
             "mlflow.parentRunId": self.log.meta.mlflow_parent_run_id,
@@ -310,31 +368,64 @@ class TrialRuns:
         }
         if record.reused_from:
             tags["sweep.reused_from"] = record.reused_from
-        run_id = self.tracker.start_run(record.label or record.key, tags, flatten_config(record.config))
-        if record.config:
-            self.tracker.client.log_text(run_id, yaml.safe_dump(record.config, sort_keys=False), "config.yaml")
-        self.log.update(record.key, mlflow_run_id=run_id)
-        if record.status != RUNNING:
-            self.tracker.log_history(run_id, record.history, self.prefix(record))
-            self.end(record.key)
-        return run_id
+        ref = self._refs[record.key] = RunRef()
+        params = flatten_config(record.config)
+        config = yaml.safe_dump(record.config, sort_keys=False) if record.config else None
+        ended = record.status != RUNNING
+
+        def job() -> None:
+            ref.run_id = self.tracker.start_run(record.label or record.key, tags, params)
+            if config:
+                self.tracker.client.log_text(ref.run_id, config, "config.yaml")
+            self._created.put((record.key, ref))
+            if ended:
+                self.tracker.log_history(ref.run_id, record.history, self.prefix(record))
+
+        self._do(job)
+        if ended:
+            self.end(record)
+        self.settle()
+        return ref
+
+    def log_metrics(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
+        ref, named = self.ref(record), mlflow_metric_names(metrics, self.prefix(record))
+        self._do(lambda: self.tracker.log_metrics(ref.run_id, named, step))
+
+    def reopen(self, record: TrialRecord, trial_id: str) -> None:
+        """A retried or resumed trial logs into its run again."""
+        ref = self.ref(record)
+
+        def job() -> None:
+            self.tracker.reopen(ref.run_id)
+            self.tracker.client.set_tag(ref.run_id, "sweep.trial_id", trial_id)
+
+        self._do(job)
 
     def discard(self, key: str) -> None:
         """Drop a trial whose config changed (it runs afresh): its record, run and checkpoint."""
         record = self.log.get(key)
         if record is None:
             return
+        self.flush()  # its run may still be in the writer's queue
+        record = self.log.get(key)
         if record.mlflow_run_id and self.tracker.exists(record.mlflow_run_id):
             self.tracker.client.delete_run(record.mlflow_run_id)
+        self._refs.pop(key, None)
         trial_checkpoint(self.log.sweep_dir, key).unlink(missing_ok=True)
         self.log.remove(key)
 
-    def end(self, key: str) -> None:
-        record = self.log.get(key)
-        summary = {"status": record.status, "error": record.error, "final": record.metrics, "history": record.history,
-                   "reused_from": record.reused_from}
-        self.tracker.client.log_text(record.mlflow_run_id, json.dumps(summary, indent=1), "metrics.json")
-        self.tracker.end_run(record.mlflow_run_id, record.status, record.error)
+    def end(self, record: TrialRecord) -> None:
+        """The run ends as the record did, with `metrics.json` (the record's results) attached."""
+        ref = self.ref(record)
+        summary = json.dumps({"status": record.status, "error": record.error, "final": record.metrics,
+                              "history": record.history, "reused_from": record.reused_from}, indent=1)
+        status, error = record.status, record.error
+
+        def job() -> None:
+            self.tracker.client.log_text(ref.run_id, summary, "metrics.json")
+            self.tracker.end_run(ref.run_id, status, error)
+
+        self._do(job)
 
 
 def open_parent(log: SweepLog, tracker: Tracker, plan: SweepPlan, sweep_dir: Path) -> str:
@@ -364,6 +455,7 @@ def sync_runs(runs: TrialRuns) -> tuple[int, int]:
     belongs to a driver that is gone (the caller holds the sweep's lock): it becomes KILLED.
     Returns (runs created, duplicates deleted)."""
     log, tracker = runs.log, runs.tracker
+    runs.flush()
     found = tracker.children(log.meta.mlflow_parent_run_id)
     created = deleted = 0
     for record in log.trials():
@@ -375,15 +467,26 @@ def sync_runs(runs: TrialRuns) -> tuple[int, int]:
             if extra is not keep:
                 tracker.client.delete_run(extra.info.run_id)
                 deleted += 1
+        if keep is not None and not _shows(keep, record, runs.prefix(record)):
+            tracker.client.delete_run(keep.info.run_id)  # writes lost with a killed driver: made anew
+            keep = None
         if keep is None:
             runs.create(record)
             created += 1
             continue
         if keep.info.run_id != record.mlflow_run_id:
-            log.update(record.key, mlflow_run_id=keep.info.run_id)
+            runs.adopt(record.key, keep.info.run_id)
         if keep.info.status != record.status:
-            runs.end(record.key)
+            runs.end(log.get(record.key))
+    runs.flush()
     return created, deleted
+
+
+def _shows(run: Any, record: TrialRecord, prefix: str) -> bool:
+    """The run's latest metrics are the record's last evaluation (none lost on the way)."""
+    logged = run.data.metrics
+    return all(k in logged and (logged[k] == v or (math.isnan(logged[k]) and math.isnan(v)))
+               for k, v in mlflow_metric_names(record.metrics, prefix).items())
 
 
 class TrackingCallback(tune.Callback):
@@ -419,6 +522,9 @@ class TrackingCallback(tune.Callback):
     def setup(self, **info: Any) -> None:
         self.console.phase_started(self._ended())
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.runs.settle()  # the runs the writer made meanwhile: their ids into the store
+
     def _ended(self) -> int:
         return self.log.ended
 
@@ -446,12 +552,11 @@ class TrackingCallback(tune.Callback):
         spec = self.spec_of(trial)
         key = spec.ledger_key(trial.trial_id)
         record = self.log.by_trial_id(trial.trial_id) or self.log.get(key)
-        if record is not None and record.mlflow_run_id:
+        if record is not None and self.runs.ref(record) is not None:
             # A retry, a final trial continued by --resume, or a crashed one with --retry-failed.
-            self.log.update(key, trial_id=trial.trial_id, status=RUNNING, error=None, failure=None,
-                            attempts=record.attempts + 1, tune_experiment=trial.experiment_dir_name)
-            self.tracker.reopen(record.mlflow_run_id)
-            self.tracker.client.set_tag(record.mlflow_run_id, "sweep.trial_id", trial.trial_id)
+            record = self.log.update(key, trial_id=trial.trial_id, status=RUNNING, error=None, failure=None,
+                                     attempts=record.attempts + 1, tune_experiment=trial.experiment_dir_name)
+            self.runs.reopen(record, trial.trial_id)
             return
         sampled = trial.config.get("params")
         ident = self.identities.get(key) or identity(self.plan, spec, sampled)
@@ -475,7 +580,7 @@ class TrackingCallback(tune.Callback):
             return  # already recorded by an earlier attempt of this trial
         self.log.update(record.key, last_step=step, metrics=metrics, history=[*record.history, metrics],
                         wall_s=float(result.get("time_total_s", record.wall_s or 0.0)))
-        self.tracker.log_metrics(record.mlflow_run_id, mlflow_metric_names(metrics, self.runs.prefix(record)), step)
+        self.runs.log_metrics(record, metrics, step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = (trial.last_result or {}).get(TRIAL_ERROR)
@@ -513,8 +618,8 @@ class TrackingCallback(tune.Callback):
     def _finish(self, trial: Any, status: str, error: Optional[str], failure: Optional[str]) -> None:
         record = self.log.by_trial_id(trial.trial_id)
         record = self.log.update(record.key, status=status, error=error, failure=failure)
-        if record.mlflow_run_id is not None:
-            self.runs.end(record.key)
+        if self.runs.ref(record) is not None:
+            self.runs.end(record)
         seconds = float((trial.last_result or {}).get("time_total_s", float("nan")))
         self.console.ended(record, self._ended(), seconds)
 
@@ -541,13 +646,14 @@ def error_line(trial: Any) -> str:
     return lines[-1] if lines else "trial failed without an error message"
 
 
-def mark_killed(log: SweepLog, tracker: Tracker) -> int:
+def mark_killed(runs: TrialRuns) -> int:
     """After Ctrl-C: trials cut off mid-run become KILLED (store + MLflow) until `--resume`."""
+    runs.flush(check=False)  # the writes asked for before the interruption first
     killed = 0
-    for record in log.trials():
+    for record in runs.log.trials():
         if record.status == RUNNING:
-            log.update(record.key, status=KILLED)
-            if record.mlflow_run_id:
-                tracker.end_run(record.mlflow_run_id, KILLED)
+            record = runs.log.update(record.key, status=KILLED)
+            if (ref := runs.ref(record)) is not None and ref.run_id:
+                runs.tracker.end_run(ref.run_id, KILLED)
             killed += 1
     return killed

@@ -168,7 +168,7 @@ def _cells_section(results: SweepResults) -> list[Block]:
     key = "; ".join(f"{c.label} = `{c.id}`" for c in results.cells if c.label != c.id)
     clipped = any(c.stats[m].clipped for c in results.cells for m in shown)
     return [Heading(f"Per cell (mean [{CONFIDENCE:.0%} CI] over seeds)"),
-            Para(f"Student-t interval over seeds (`scipy.stats.t`); with few seeds it is wide."
+            Para(f"Student-t interval over seeds (`scipy.special.stdtrit`); with few seeds it is wide."
                  + (f" {CLIPPED} the interval reaches past the metric's range and is clipped to it." if clipped else "")
                  + (f" Cells: {key}." if key else "")),
             Table(["cell", "seeds", *(_unit(m) for m in shown)], rows)]
@@ -189,7 +189,7 @@ def _comparison_section(results: SweepResults) -> list[Block]:
     return [Heading(f"Paired comparison with the baseline ({_describe_baseline(results.plan.spec.baseline)}) on "
                     f"{metric_label(metric)}"),
             Para("Differences are cell - baseline, paired by seed; `pairs` = seeds that finished in both cells; p from "
-                 f"a two-sided paired t-test (`scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the "
+                 f"a two-sided paired t-test (the p of `scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the "
                  f"number of cells compared. Verdict (`sweep.stats.verdict`): better/worse when p < {ALPHA:.2g} and the "
                  f"interval excludes 0{_equivalence_note(results)}, else inconclusive."),
             Table(["comparison", "pairs", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows)]

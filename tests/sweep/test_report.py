@@ -58,6 +58,25 @@ def test_paired_comparison_matches_scipy_ttest_rel() -> None:
     assert (c.low, c.high) == pytest.approx((0.0175 - half, 0.0175 + half))
 
 
+def test_fast_statistics_equal_scipy_stats_including_constant_differences() -> None:
+    """`sweep.stats` computes with numpy and `scipy.special` (fast enough for thousands of
+    comparisons at a sweep's end): the numbers are scipy.stats', edge cases included."""
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 10, 40):
+        a, b = rng.normal(0.8, 0.02, n), rng.normal(0.8, 0.02, n)
+        c = paired_comparison(dict(enumerate(a)), dict(enumerate(b)))
+        assert c.p_value == pytest.approx(sps.ttest_rel(a, b).pvalue, rel=1e-12)
+        low, high = sps.t.interval(0.95, n - 1, loc=np.mean(a - b), scale=sps.sem(a - b))
+        assert (c.low, c.high) == pytest.approx((low, high), rel=1e-12)
+        assert t_multiplier(n, 0.9) == pytest.approx(sps.t.ppf(0.95, n - 1), rel=1e-12)
+    shifted = paired_comparison({0: 0.75, 1: 0.5, 2: 0.25}, {0: 0.5, 1: 0.25, 2: 0.0})  # every difference 0.25
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert shifted.p_value == sps.ttest_rel([0.75, 0.5, 0.25], [0.5, 0.25, 0.0]).pvalue == 0.0
+    assert (shifted.low, shifted.high) == (0.25, 0.25)
+    same = paired_comparison({0: 0.9, 1: 0.8}, {0: 0.9, 1: 0.8})
+    assert math.isnan(same.p_value) and (same.low, same.high) == (0.0, 0.0)
+
+
 def test_paired_comparison_needs_two_pairs() -> None:
     c = paired_comparison({0: 0.9, 1: float("nan")}, {0: 0.8, 1: 0.7})
     assert c.n == 1 and c.mean_diff == pytest.approx(0.1) and math.isnan(c.p_value) and math.isnan(c.low)

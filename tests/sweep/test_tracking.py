@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import pytest
 from mlflow import MlflowClient
 
 from sweep.console import Console
+from sweep.mlflow_writer import MlflowWriter
 from sweep.plan import load_plan
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
@@ -47,23 +49,29 @@ def make_trial(trial_id: str, index: int, **extra: Any) -> FakeTrial:
 LABELS = {"model.embedding_dim=8": "dim=8", "model.embedding_dim=16": "dim=16"}
 
 
-def callback(plan: Any, log: SweepLog, tracking_uri: str, experiment: str) -> TrackingCallback:
-    runs = TrialRuns(log, Tracker(tracking_uri, experiment), "x", LABELS, "holdout_")
+def callback(plan: Any, log: SweepLog, tracking_uri: str, experiment: str,
+             writer: Optional[MlflowWriter] = None) -> TrackingCallback:
+    runs = TrialRuns(log, Tracker(tracking_uri, experiment), "x", LABELS, "holdout_", writer)
     return TrackingCallback(plan, log, runs, Console(8, "recall_at_1", "recall_at_1", "holdout_"))
 
 
-@pytest.fixture()
-def tracked(tmp_path: Path, tracking_uri: str) -> tuple[TrackingCallback, list[dict[str, Any]]]:
+@pytest.fixture(params=["at once", "writer thread"])
+def tracked(request: pytest.FixtureRequest, tmp_path: Path,
+            tracking_uri: str) -> Iterator[tuple[TrackingCallback, list[dict[str, Any]]]]:
     """A callback for a 2-cell x 2-seed sweep whose parent run exists, and the indices of its
-    trial specs (4 final, then 2 search)."""
+    trial specs (4 final, then 2 search); its MLflow writes made at once, or queued to a writer
+    thread as a sweep does (each check flushes first)."""
     plan = load_plan(write_yaml(tmp_path / "x.yaml", {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1]}))
     log = SweepLog.create(tmp_path / "sweep", "x")
     experiment = f"cb-{tmp_path.name}"
     parent = Tracker(tracking_uri, experiment).start_run("parent", {"sweep.role": "parent"}, {})
     log.update_meta(mlflow_parent_run_id=parent, tracking_uri=tracking_uri, experiment=experiment)
-    cb = callback(plan, log, tracking_uri, experiment)
+    writer = MlflowWriter() if request.param == "writer thread" else None
+    cb = callback(plan, log, tracking_uri, experiment, writer)
     cb.specs = plan.final_trials() + [plan.search_trial(c) for c in plan.cells]
-    return cb, list(range(len(cb.specs)))
+    yield cb, list(range(len(cb.specs)))
+    if writer is not None:
+        writer.close()
 
 
 def result(epoch: int, recall: float) -> dict[str, Any]:
@@ -87,6 +95,7 @@ def test_lifecycle_retry_and_duplicate_results(tracked: tuple[TrackingCallback, 
     cb.on_trial_result(0, [], trial, result(2, 0.7))
     trial.last_result = result(2, 0.7)
     cb.on_trial_complete(0, [], trial)
+    cb.runs.flush()
 
     record = cb.log.by_trial_id("t1")
     assert (record.status, record.attempts, record.key) == (FINISHED, 2, "model.embedding_dim=8/seed=0")
@@ -116,6 +125,7 @@ def test_non_finite_loss_and_crash_are_failures(tracked: tuple[TrackingCallback,
     error_file.write_text("Failure # 1\nTraceback ...\n  File x\nValueError: first\nFailure # 2\nTraceback\nDatasetError: data.root: missing\n")
     crash = make_trial("t3", specs[2], error_file=str(error_file))
     cb.on_trial_error(0, [], crash)  # failed before its start was reported
+    cb.runs.flush()
 
     client = MlflowClient(cb.tracker.tracking_uri)
     for trial_id, error, failure in (("t2", "non-finite loss (nan) at epoch 1, iteration 2", "non_finite"),
@@ -132,7 +142,7 @@ def test_recreated_trial_continues_its_key_and_interrupted_ones_are_killed(track
     first = make_trial("old", specs[3])
     cb.on_trial_start(0, [], first)
     cb.on_trial_result(0, [], first, result(1, 0.4))
-    assert mark_killed(cb.log, cb.tracker) == 1
+    assert mark_killed(cb.runs) == 1
     run_id = cb.log.by_trial_id("old").mlflow_run_id
     assert MlflowClient(cb.tracker.tracking_uri).get_run(run_id).info.status == KILLED
 
@@ -146,6 +156,7 @@ def test_recreated_trial_continues_its_key_and_interrupted_ones_are_killed(track
     cb.on_trial_result(0, [], again, result(2, 0.6))
     again.last_result = result(2, 0.6)
     cb.on_trial_complete(0, [], again)
+    cb.runs.flush()
     run = MlflowClient(cb.tracker.tracking_uri).get_run(run_id)
     assert run.info.status == FINISHED and run.data.tags["sweep.trial_id"] == "new"
     assert history(cb, run_id) == [(1, 0.4), (2, 0.6)]
@@ -163,6 +174,7 @@ def test_search_trials_have_their_own_names_and_metrics(tracked: tuple[TrackingC
         trial.config["params"] = {"optimizer.lr": 0.00354}
         cb.on_trial_start(0, [], trial)
         cb.on_trial_result(0, [], trial, result(1, 0.9))
+        cb.runs.flush()
         run = client.get_run(cb.log.by_trial_id(trial_id).mlflow_run_id)
         assert run.info.run_name == run.data.tags["label"] == f"search · dim=16 · #{n}"
         assert set(run.data.metrics) == {"holdout_loss", "holdout_recall_at_1"}
@@ -171,6 +183,7 @@ def test_search_trials_have_their_own_names_and_metrics(tracked: tuple[TrackingC
     assert cb.log.by_trial_id("s1").scored_on == "test"  # this search has no holdout
 
 
+@pytest.mark.parametrize("tracked", ["at once"], indirect=True)  # the writer's variant: the next test
 def test_a_driver_killed_between_record_and_run_leaves_no_duplicate(tracked: tuple[TrackingCallback, list]) -> None:
     """A trial is recorded before its MLflow run is created. A driver killed after the run was
     created but before its id was recorded, or before the run was created, leaves after --resume
@@ -202,6 +215,59 @@ def test_a_driver_killed_between_record_and_run_leaves_no_duplicate(tracked: tup
         run = children[record.key][0]
         assert (record.status, run.info.status, record.mlflow_run_id) == (KILLED, KILLED, run.info.run_id)
     assert sync_runs(runs) == (0, 0)  # a second sync changes nothing
+
+
+def test_writes_queued_when_the_driver_died_are_rebuilt_on_resume(tmp_path: Path, tracking_uri: str) -> None:
+    """The writer thread still held MLflow writes when the driver died (kill -9): a run that lost
+    its last evaluation and end, and a trial whose run was never made. `--resume` (`sync_runs`)
+    leaves one run per trial showing every evaluation the store holds, none RUNNING, and leaves the
+    run that was complete alone."""
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1]}))
+    log = SweepLog.create(tmp_path / "sweep", "x")
+    experiment = f"cb-{tmp_path.name}"
+    parent = Tracker(tracking_uri, experiment).start_run("parent", {"sweep.role": "parent"}, {})
+    log.update_meta(mlflow_parent_run_id=parent, tracking_uri=tracking_uri, experiment=experiment)
+    writer = MlflowWriter()
+    cb = callback(plan, log, tracking_uri, experiment, writer)
+    cb.specs = plan.final_trials()
+    t1, t2, t3 = (make_trial(f"t{i}", i - 1) for i in (1, 2, 3))
+    cb.on_trial_start(0, [], t1)
+    cb.on_trial_result(0, [], t1, result(1, 0.5))
+    t1.last_result = result(1, 0.5)
+    cb.on_trial_complete(0, [], t1)
+    cb.on_trial_start(0, [], t2)
+    cb.on_trial_result(0, [], t2, result(1, 0.4))
+    cb.runs.flush()
+    complete = cb.log.by_trial_id("t1").mlflow_run_id
+
+    gate = threading.Event()
+
+    def stall() -> None:  # the driver dies here: no later write reaches MLflow
+        gate.wait()
+        raise RuntimeError("driver gone")
+
+    writer.submit(stall)
+    cb.on_trial_result(0, [], t2, result(2, 0.6))
+    t2.last_result = result(2, 0.6)
+    cb.on_trial_complete(0, [], t2)
+    cb.on_trial_start(0, [], t3)
+    cb.on_trial_result(0, [], t3, result(1, 0.3))
+
+    log = SweepLog.open(cb.log.sweep_dir)  # --resume: a new driver
+    runs = TrialRuns(log, Tracker(tracking_uri, experiment), "x", LABELS, "holdout_")
+    assert sync_runs(runs) == (2, 0)  # t2's incomplete run made anew, t3's made
+    children = runs.tracker.children(parent)
+    assert {k: len(v) for k, v in children.items()} == {r.key: 1 for r in log.trials()}
+    client = MlflowClient(tracking_uri)
+    for record in log.trials():
+        run = client.get_run(record.mlflow_run_id)
+        assert run.info.status == record.status != RUNNING
+        logged = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "recall_at_1")]
+        assert logged == [(int(h["epoch"]), h["recall_at_1"]) for h in record.history]
+    assert log.get("model.embedding_dim=8/seed=0").mlflow_run_id == complete
+    assert sync_runs(runs) == (0, 0)
+    gate.set()
+    writer.close()
 
 
 def test_sync_command_rebuilds_a_sweep_in_a_new_tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
