@@ -7,8 +7,9 @@ the classes and images its P x K batches need. Each failure is one line naming t
 trial. Fetching datasets (`data.download`) is a separate step the driver asks for
 (`check_plan(plan, download=True)`), so that a check alone never touches the network.
 
-Like `sweep.plan`, this module imports neither Ray nor MLflow; the data layer (torch) is imported
-only for the checks that read data.
+Like `sweep.plan`, this module imports neither Ray nor MLflow; the data layer is imported only by
+the checks that read data, and what they use of it imports neither torch nor torchvision (~3.5 s
+of the driver's start; tests/sweep/test_checks_no_torch.py).
 """
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def check_paths(plan: SweepPlan, trials: TrialConfigs) -> None:
 def check_batches(plan: SweepPlan, trials: TrialConfigs) -> None:
     """P x K of every trial against its training split's classes and images (read once per
     data selection: annotation files and folder listings, no pixels)."""
-    from dml_core.data.index import check_batch, data_index  # late: the data layer imports torch
+    from dml_core.data.index import check_batch, data_index
 
     for trial, cfg in trials:
         try:

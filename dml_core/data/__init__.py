@@ -9,8 +9,13 @@ describes the layout on disk and the split.
 split (validation for hyper-parameter search, which must not look at the test classes).
 ``data.num_classes: N`` keeps the first N training classes (class-count ablation); test data is
 untouched so runs with different N stay comparable.
+
+Selecting the splits (`select_splits`, what the sweep driver's checks read) imports neither torch
+nor torchvision; `PKBatchSampler` and `build_transforms`, which do, are imported on first use.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from dml_core.data.base import (
     ArrayDataset,
@@ -21,10 +26,12 @@ from dml_core.data.base import (
 )
 from dml_core.data.download import ensure_downloaded
 from dml_core.data.roots import resolve_data_paths
-from dml_core.data.sampler import PKBatchSampler
 from dml_core.data.splits import fold_split, holdout_split
-from dml_core.data.transforms import build_transforms
 from dml_core.params.datasets import DATASETS, DataConfig
+
+if TYPE_CHECKING:
+    from dml_core.data.sampler import PKBatchSampler
+    from dml_core.data.transforms import build_transforms
 
 __all__ = [
     "ArrayDataset",
@@ -38,6 +45,19 @@ __all__ = [
     "build_transforms",
     "ensure_downloaded",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The names whose modules import torch, imported when first asked for (PEP 562)."""
+    if name == "PKBatchSampler":
+        from dml_core.data.sampler import PKBatchSampler
+
+        return PKBatchSampler
+    if name == "build_transforms":
+        from dml_core.data.transforms import build_transforms
+
+        return build_transforms
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def select_splits(cfg: DataConfig) -> DatasetSplits:
@@ -69,6 +89,8 @@ def build_datasets(cfg: DataConfig, *, pretrained: bool = False, out_channels: i
     ``out_channels``: channels the model takes -- 3 for torchvision backbones, None for the data's
     own (a backbone whose `rgb` is False). ``pretrained`` selects ImageNet normalisation.
     """
+    from dml_core.data.transforms import build_transforms
+
     splits = select_splits(cfg)
     channels = splits.num_channels if out_channels is None else out_channels
 

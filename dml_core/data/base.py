@@ -5,6 +5,10 @@ split is its own little classification problem with labels 0..C-1 *within that s
 class keeps that invariant (``labels`` contiguous, ``class_names[label]`` names the class) and
 provides the one operation every split rule, class-count ablation and dataset builder needs:
 ``select_classes``, which keeps some classes and re-indexes them.
+
+Building a split imports no torch (the sweep driver checks every trial's data before anything
+trains, and torch + torchvision would be the largest part of its start); a sample loaded from an
+in-memory array is turned into a tensor only when it is read.
 """
 from __future__ import annotations
 
@@ -12,16 +16,17 @@ import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from dml_core.params.datasets import DataConfig
 
-Transform = Callable[[Any], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+Transform = Callable[[Any], "torch.Tensor"]
 
 
 class DatasetError(ValueError):
@@ -47,11 +52,14 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8), "L")
 
 
-class DMLDataset(Dataset):
+class DMLDataset:
     """A split of a DML dataset: images with labels 0..C-1, ``class_names[c]`` naming class c.
 
     Subclasses store the samples (file paths, an in-memory array) and implement ``_load`` and
     ``_take``; ``__getitem__`` returns ``(transform(image), label)``.
+
+    A map-style dataset for `torch.utils.data.DataLoader` (which needs only ``__getitem__`` and
+    ``__len__``) without subclassing torch's `Dataset`, so that building one imports no torch.
     """
 
     paths: list[str] | None = None  # image files, or None for in-memory data
@@ -186,26 +194,33 @@ class ImageListDataset(DMLDataset):
 
 
 class ArrayDataset(DMLDataset):
-    """Small in-memory image sets (the embedded digits): ``images`` is an (N, C, H, W) float tensor."""
+    """Small in-memory image sets (the embedded digits): ``images`` is an (N, C, H, W) float array.
+
+    A CPU tensor is accepted too; either is kept as a NumPy array (a tensor's memory is shared,
+    not copied), and each sample is read as a tensor of the array's dtype.
+    """
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: np.ndarray | torch.Tensor,
         labels: Sequence[int] | np.ndarray,
         class_names: Sequence[str],
         transform: Transform | None = None,
     ) -> None:
+        images = np.asarray(images)
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f"images must be (N, C, H, W) with N = {len(labels)} labels, got {tuple(images.shape)}")
         self.images = images
         super().__init__(labels, class_names, int(images.shape[1]), transform)
 
     def _load(self, index: int) -> torch.Tensor:
-        return self.images[index]
+        import torch  # only when a sample is read: building and splitting the set need no torch
+
+        return torch.from_numpy(self.images[index])  # a view, as indexing the tensor was
 
     def _take(self, indices: np.ndarray) -> ArrayDataset:
         out = copy.copy(self)
-        out.images = self.images[torch.as_tensor(indices, dtype=torch.long)]
+        out.images = self.images[indices]
         return out
 
 

@@ -6,7 +6,7 @@ The transforms upsample the 8x8 images to ``data.image_size``.
 """
 from __future__ import annotations
 
-import torch
+import numpy as np
 from sklearn.datasets import load_digits
 
 from dml_core.params.datasets import DataConfig
@@ -18,7 +18,7 @@ DIGITS_MAX = 16.0  # load_digits pixel values are counts 0..16 of a 4x4 block
 
 def build(cfg: DataConfig) -> DatasetSplits:
     bunch = load_digits()
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / DIGITS_MAX
+    images = bunch.images.astype(np.float32)[:, np.newaxis] / np.float32(DIGITS_MAX)
     full = ArrayDataset(images, bunch.target, [str(d) for d in bunch.target_names])
     train, test = split_by_share(full, cfg)
     return DatasetSplits(train=train, test=test, recall_at=cfg.recall_at, num_channels=1)
