@@ -166,6 +166,8 @@ def run_arm(arm: str, n: int, work: Path, address: str, tracking_uri: str, profi
     trial_log = work / "trials.txt"
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              runtime_env={"worker_process_setup_hook": _time_fit, "env_vars": {TRIAL_LOG_ENV: str(trial_log)}})
+    from ray import tune  # noqa: F401 -- imported before the clock by both arms (the bare arm's driver needs nothing else)
+
     profiler = None
     if profile:
         import cProfile

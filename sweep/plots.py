@@ -44,7 +44,7 @@ class Figure:
     path: Path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +56,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -72,7 +72,7 @@ def _shown(n_shown: int, n_all: int, rule: str) -> str:
 def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
     """Primary metric per cell along each ablation axis: every seed as a dot, the mean with its
     clipped 95 % interval. Categorical x: axes like 0,1,2,4,8 read best evenly."""
-    plt = _pyplot()
+    plt = pyplot()
     metric, sign = results.metric, (1 if results.mode == "max" else -1)
     axes = list(results.plan.spec.grid) or (["arm"] if results.plan.spec.arms else [])
     figures = []
@@ -142,7 +142,7 @@ def plot_paired_differences(results: SweepResults, out_dir: Path) -> list[Figure
         return []
     metric = results.metric
     shown = _most_telling(comps, MAX_ROWS)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.45 * len(shown)))
     lo, hi = (in_unit(metric, b) for b in metric_range(metric, difference=True))
     for y, c in enumerate(shown):
@@ -189,7 +189,7 @@ def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
         ranked = sorted(cells, key=lambda c: -sign * c.stats[metric].mean if metric in c.stats and c.stats[metric].n else math.inf)
         keep = {c.id for c in ranked[:MAX_SERIES // 2] + ranked[-(MAX_SERIES - MAX_SERIES // 2):]}
         shown = [c for c in cells if c.id in keep]
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -223,7 +223,7 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
         return []
     metric = results.search_metric
     shown = searched[:MAX_SERIES]
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,9 @@ class SweepRunner:
     # ---------------------------------------------------------------- phases
 
     def run(self) -> None:
+        # The report's modules (matplotlib, pyarrow: about a second) load while the trials run,
+        # when the driver mostly waits, rather than between the last trial and the report.
+        threading.Thread(target=_import_report_modules, name="import-report", daemon=True).start()
         best: dict[str, dict[str, Any]] = {}
         if self.spec.search:
             self.run_search()
@@ -419,6 +423,23 @@ class SweepRunner:
         return kept
 
 
+def _open_quietly(tracker: "Tracker") -> None:
+    try:
+        tracker.experiment_id  # noqa: B018 -- cached on success
+    except Exception:  # noqa: BLE001 -- not cached: the driver's own call raises it, as one line
+        pass
+
+
+def _import_report_modules() -> None:
+    try:
+        import sweep.report  # noqa: F401
+        from sweep.plots import pyplot
+
+        pyplot()
+    except Exception:  # noqa: BLE001 -- only a head start: the report imports them itself and says what fails
+        pass
+
+
 def ray_address(address: Optional[str]) -> str:
     """--address > $RAY_ADDRESS > a new local instance. Plain `ray.init()` would attach to any Ray
     instance already running on this machine (another user's, or a stale one), so say "local"."""
@@ -460,14 +481,17 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     check_sweep_dir(plan, sweep_dir, options.resume)
     # What a resumed sweep may not change is refused before Ray starts.
     log = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else None
+    tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
     if not ray.is_initialized():
+        # MLflow's store opens (imports, schema check: a second or two) while Ray starts its processes.
+        opening = threading.Thread(target=_open_quietly, args=(tracker,), name="open-mlflow", daemon=True)
+        opening.start()
         ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=options.verbose > 0)
         sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
+        opening.join()
     # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
     check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
-    experiment = plan.spec.mlflow.experiment or plan.name
-    tracker = Tracker(tracking_uri, experiment)
     tracker.experiment_id  # noqa: B018 -- the store and experiment first: a store that fails leaves no sweep folder
     if log is None:
         log = create_sweep_dir(plan, sweep_dir, store)
