@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from dml_core.evaluation.names import sign as mode_sign
 from dml_core.identity import RESULTS_VERSION, content_key, result_config, scored_on
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, trial_config
 from sweep.records import FAILED, TrialRecord
@@ -113,7 +114,7 @@ def search_left(plan: SweepPlan, log: SweepLog) -> int:
 
 def best_of(plan: SweepPlan, log: SweepLog, cell: Cell) -> Optional[TrialRecord]:
     """The finished search sample of `cell` with the best last evaluation."""
-    metric, sign = plan.spec.search_metric, (1 if plan.spec.search_mode == "max" else -1)
+    metric, sign = plan.spec.search_metric, mode_sign(plan.spec.search_mode)
     done = [r for r in log.trials() if r.phase == SEARCH and r.cell == cell.id and r.finished
             and math.isfinite(r.value(metric))]
     return max(done, key=lambda r: sign * r.value(metric)) if done else None

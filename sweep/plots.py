@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dml_core.evaluation.names import sign as mode_sign
 from sweep.labels import metric_label, slug
 from sweep.results import Comparison, SweepResults, in_unit, metric_range, unit_of
 from sweep.selection import Z, score_noise
@@ -73,7 +74,7 @@ def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
     """Primary metric per cell along each ablation axis: every seed as a dot, the mean with its
     clipped 95 % interval. Categorical x: axes like 0,1,2,4,8 read best evenly."""
     plt = pyplot()
-    metric, sign = results.metric, (1 if results.mode == "max" else -1)
+    metric, sign = results.metric, mode_sign(results.mode)
     axes = list(results.plan.spec.grid) or (["arm"] if results.plan.spec.arms else [])
     figures = []
     for axis in axes:
@@ -185,7 +186,7 @@ def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
     cells = [c for c in results.cells if c.id in curves]
     shown = cells
     if len(cells) > MAX_SERIES:  # the best and the worst cells by mean
-        sign = 1 if results.mode == "max" else -1
+        sign = mode_sign(results.mode)
         ranked = sorted(cells, key=lambda c: -sign * c.stats[metric].mean if metric in c.stats and c.stats[metric].n else math.inf)
         keep = {c.id for c in ranked[:MAX_SERIES // 2] + ranked[-(MAX_SERIES - MAX_SERIES // 2):]}
         shown = [c for c in cells if c.id in keep]

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
-from dml_core.evaluation.names import ordered
+from dml_core.evaluation.names import ordered, sign as mode_sign
 from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
 from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
@@ -338,7 +338,7 @@ def _with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) ->
     scored = [h for h in t.history if math.isfinite(h.get(metric, math.nan))]
     if not scored:
         return t
-    sign = 1 if mode == "max" else -1
+    sign = mode_sign(mode)
     return t.model_copy(update={"metrics": max(scored, key=lambda h: sign * h[metric])})
 
 

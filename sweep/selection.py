@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from dml_core.evaluation.names import sign as mode_sign
 from sweep.labels import fmt_metric, fmt_params, fmt_value, is_fraction, metric_label, short_key
 
 Z = 1.96  # two-sided 95 %, the report's confidence level
@@ -138,7 +139,7 @@ def select(candidates: list[Candidate], metric: str, mode: str, queries: Optiona
 
     `queries`: held-out queries each candidate was scored on (None: unknown); `space`: the
     searched params (dotted key -> `SearchParam`); `base`: dotted key -> the base config's value."""
-    sign = 1 if mode == "max" else -1
+    sign = mode_sign(mode)
     scored = _distinct([c for c in candidates if math.isfinite(c.value)], sign)
     if not scored:
         return None

@@ -43,6 +43,12 @@ def direction(name: str) -> Literal["max", "min"]:
     return "min" if name == "loss" else "max"
 
 
+def sign(mode: str) -> int:
+    """+1 where higher is better (`mode` "max"), -1 where lower is: score * sign ranks best first
+    when sorted descending."""
+    return 1 if mode == "max" else -1
+
+
 def check_mode(metric: str, mode: str | None, field: str) -> Literal["max", "min"]:
     """`mode` if it agrees with `metric`'s direction (None: that direction), else `ValueError`."""
     natural = direction(metric)
