@@ -194,7 +194,7 @@ def _driver_io_fault(error: Exception, plan: SweepPlan | None) -> str | None:
         return f"{where}: {os_error.strerror or first_line(os_error)}"
     error = next((e for e in chain if isinstance(e, (MlflowException, SQLAlchemyError))), None)
     if error is not None:
-        from sweep.tracking import resolve_tracking_uri
+        from sweep.mlflow_check import resolve_tracking_uri
 
         uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri) if plan is not None else "the MLflow store"
         return f"{uri}: MLflow store: {first_line(error)}"

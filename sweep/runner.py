@@ -423,13 +423,6 @@ class SweepRunner:
         return kept
 
 
-def _open_quietly(tracker: "Tracker") -> None:
-    try:
-        tracker.experiment_id  # noqa: B018 -- cached on success
-    except Exception:  # noqa: BLE001 -- not cached: the driver's own call raises it, as one line
-        pass
-
-
 def _import_report_modules() -> None:
     try:
         import sweep.report  # noqa: F401
@@ -472,7 +465,8 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
     from sweep.compat import use_legacy_tune_output
     from sweep.mlflow_writer import MlflowWriter
-    from sweep.tracking import Tracker, TrialRuns, resolve_tracking_uri
+    from sweep.mlflow_check import resolve_tracking_uri
+    from sweep.tracking import Tracker, TrialRuns
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if options.verbose == 0:
@@ -482,26 +476,27 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     # What a resumed sweep may not change is refused before Ray starts.
     log = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else None
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
-    if not ray.is_initialized():
-        # MLflow's store opens (imports, schema check: a second or two) while Ray starts its processes.
-        opening = threading.Thread(target=_open_quietly, args=(tracker,), name="open-mlflow", daemon=True)
-        opening.start()
-        ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=options.verbose > 0)
-        sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
-        opening.join()
-    # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
-    check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
-    tracker.experiment_id  # noqa: B018 -- the store and experiment first: a store that fails leaves no sweep folder
-    if log is None:
-        log = create_sweep_dir(plan, sweep_dir, store)
-    else:
-        write_plan(plan, sweep_dir)
-
-    writer = MlflowWriter()  # the trials' MLflow writes, off the Tune loop
+    # Every MLflow write is the writer thread's, off the driver's path. Its first job opens the
+    # store (MLflow and its database layer imported, schema checked, the experiment found or made:
+    # a second or two) while Ray starts and then while Tune starts the first trials. What commonly
+    # makes a store unusable was refused by `check_plan` (`sweep.mlflow_check`); a store that fails
+    # to open anyway stops the sweep at the next Tune event, naming it (exit 3).
+    writer = MlflowWriter()
     try:
-        return _run_phases(plan, sweep_dir, options, log, TrialRuns(log, tracker, plan.name, plan_labels(plan),
-                                                                    search_prefix(plan), writer), tracking_uri)
+        writer.submit(lambda: tracker.experiment_id)
+        if not ray.is_initialized():
+            ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=options.verbose > 0)
+            sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
+        # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
+        check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
+        writer.check()  # a store that already failed to open: still no sweep folder
+        if log is None:
+            log = create_sweep_dir(plan, sweep_dir, store)
+        else:
+            write_plan(plan, sweep_dir)
+        runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan), writer)
+        return _run_phases(plan, sweep_dir, options, log, runs, tracking_uri)
     finally:
         writer.close()
 
@@ -512,41 +507,39 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
-    from sweep.tracking import mark_killed, open_parent, sync_runs
+    from sweep.tracking import end_parent, mark_killed, sync_runs
 
     tracker = runs.tracker
     if options.resume:
         before = log.meta.tracking_uri
         moved = f" (this sweep's runs were in {before}: rebuilt there from the trial store)" if before and before != tracking_uri else ""
         say(f"MLflow: writing to {tracking_uri}{moved}")
-    try:
-        parent = open_parent(log, tracker, plan, sweep_dir)
-    except BaseException:
-        if not options.resume:  # not started: what create_sweep_dir wrote would refuse a plain rerun
-            for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
-                (sweep_dir / name).unlink(missing_ok=True)
-        raise
-    if options.resume:
-        created, deleted = sync_runs(runs)
-        if created or deleted:
-            say(f"MLflow: {created} trial runs recreated from the trial store" + (f", {deleted} duplicates deleted" if deleted else ""))
-
     runner = SweepRunner(plan, sweep_dir, log, runs, options)
     started = time.monotonic()
     try:
+        runs.open_parent(plan, sweep_dir)
+        if options.resume:
+            created, deleted = sync_runs(runs)
+            if created or deleted:
+                say(f"MLflow: {created} trial runs recreated from the trial store" + (f", {deleted} duplicates deleted" if deleted else ""))
         runner.run()
         runs.flush()  # reused trials' runs too
     except (SweepInterrupted, KeyboardInterrupt) as e:
         mark_killed(runs)
-        tracker.end_run(parent, KILLED)
+        end_parent(runs, KILLED)
         if isinstance(e, KeyboardInterrupt):
             raise
         return SweepOutcome(sweep_dir, KILLED, [], reused=runner.reused, tracking_uri=tracking_uri)
     except BaseException as e:
-        tracker.end_run(parent, FAILED, f"{type(e).__name__}: {e}")
+        runs.flush(check=False)
+        end_parent(runs, FAILED, f"{type(e).__name__}: {e}")
+        if not options.resume and not log.trials():  # nothing ran: what create_sweep_dir wrote would refuse a plain rerun
+            for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
+                (sweep_dir / name).unlink(missing_ok=True)
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
         log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
+    parent = runs.parent.run_id
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
@@ -567,7 +560,8 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
     """`--sync DIR`: rebuild the sweep's MLflow runs (parent + one per trial) from the trial store
     in the tracking store in use now. Returns (tracking URI, runs created, duplicates deleted)."""
     from sweep.plan import load_plan
-    from sweep.tracking import Tracker, TrialRuns, open_parent, resolve_tracking_uri, sync_runs
+    from sweep.mlflow_check import resolve_tracking_uri
+    from sweep.tracking import Tracker, TrialRuns, sync_runs
 
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / "sweep.yaml").is_file() or not (sweep_dir / PLAN_FILE).is_file():
@@ -577,8 +571,9 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         log = SweepLog.open(sweep_dir, plan.name)
         tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
         tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
-        parent = open_parent(log, tracker, plan, sweep_dir)
-        created, deleted = sync_runs(TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan)))
+        runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
+        parent = runs.open_parent(plan, sweep_dir).run_id
+        created, deleted = sync_runs(runs)
         trials = log.trials()
         if (sweep_dir / "report.md").is_file():
             from sweep.parent_run import parent_description, parent_metrics

@@ -59,8 +59,6 @@ from typing import Any, Callable, Optional
 
 import yaml
 from filelock import FileLock
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from sweep.compat import TUNE_RESULT_KEYS
@@ -73,28 +71,10 @@ from sweep.spec import SweepError
 from sweep.store import SweepLog, trial_checkpoint
 from sweep.trainable import TRIAL_ERROR
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _TUNE_KEYS = {*TUNE_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 STEP_KEY = "epoch"  # the step of every logged metric
 UI_PORT = 5000  # `mlflow ui`'s default
-
-
-def resolve_tracking_uri(configured: Optional[str]) -> str:
-    """sweep.mlflow.tracking_uri > env MLFLOW_TRACKING_URI > sqlite:///mlflow.db; a relative sqlite
-    path becomes absolute (the driver's cwd) so `--resume` from elsewhere finds the same store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
-        uri = prefix + os.path.abspath(uri[len(prefix):])
-    is_file_store = uri.startswith("file:") or "://" not in uri
-    if is_file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
-        where = "sweep.mlflow.tracking_uri" if configured else "MLFLOW_TRACKING_URI"
-        raise SweepError(
-            f"{where}: {uri}: mlflow 3 refuses the file store unless MLFLOW_ALLOW_FILE_STORE=true; "
-            f"use {DEFAULT_TRACKING_URI} or an MLflow server"
-        )
-    return uri
 
 
 def git_commit() -> str:
@@ -154,7 +134,11 @@ class Tracker:
         self.experiment = experiment
 
     @cached_property
-    def client(self) -> MlflowClient:
+    def client(self) -> Any:
+        """The `MlflowClient` (MLflow and its database layer are imported here: a second or two,
+        which a sweep spends in its writer thread while Tune starts the first trials)."""
+        from mlflow import MlflowClient
+
         with _store_lock(self.tracking_uri):
             use_wal(self.tracking_uri)
             client = MlflowClient(self.tracking_uri)
@@ -208,12 +192,16 @@ class Tracker:
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
+        from mlflow.entities import Param
+
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=items[i:i + 100])
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
@@ -231,6 +219,12 @@ class Tracker:
         except MlflowException:
             return False
 
+    def find_parent(self, sweep_id: str) -> Optional[str]:
+        """The live parent run tagged with `sweep_id`, if a driver made one (None if not)."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`sweep.id` = '{sweep_id}' and "
+                                       "tags.`sweep.role` = 'parent'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
     def children(self, parent: str) -> dict[str, list[Any]]:
         """`sweep.key` tag -> the child runs of `parent` with that key (one paginated query)."""
         out: dict[str, list[Any]] = {}
@@ -246,6 +240,8 @@ class Tracker:
 
     def log_history(self, run_id: str, history: list[dict[str, float]], prefix: str) -> None:
         """Every evaluation of a trial, each at its epoch (a run recreated from the store)."""
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, int(h.get(STEP_KEY, i + 1)))
                  for i, h in enumerate(history) for k, v in mlflow_metric_names(h, prefix).items()]
@@ -254,6 +250,8 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str, error: Optional[str] = None) -> None:
         if error:
+            from mlflow.entities import RunTag
+
             self.client.log_batch(run_id, tags=[RunTag("error", error[:_MAX_TAG])])
         self.client.set_terminated(run_id, status=status)
 
@@ -263,6 +261,8 @@ class Tracker:
 
     def log_results(self, run_id: str, metrics: dict[str, float], description: str) -> None:
         """A sweep's statistics on its parent run, the headlines as the run's description."""
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
@@ -307,7 +307,9 @@ class TrialRuns:
         self.log, self.tracker, self.writer = log, tracker, writer
         self.sweep_name, self.labels, self.search_prefix = sweep_name, labels, search_prefix
         self._refs: dict[str, RunRef] = {}  # key -> this session's run of the trial
-        self._created: queue.SimpleQueue[tuple[str, RunRef]] = queue.SimpleQueue()  # made, id not yet stored
+        self.parent = RunRef(log.meta.mlflow_parent_run_id)  # the sweep's run (`open_parent`)
+        # Runs made by the writer whose ids are not yet in the store (key None: the parent).
+        self._created: queue.SimpleQueue[tuple[Optional[str], RunRef]] = queue.SimpleQueue()
 
     def prefix(self, record: TrialRecord) -> str:
         return self.search_prefix if record.phase == SEARCH else ""
@@ -324,6 +326,9 @@ class TrialRuns:
             self.writer.check()
         while not self._created.empty():
             key, ref = self._created.get()
+            if key is None:
+                self._record_parent(ref.run_id)
+                continue
             record = self.log.get(key)
             if record is not None and self._refs.get(key) is ref and record.mlflow_run_id != ref.run_id:
                 self.log.update(key, mlflow_run_id=ref.run_id)
@@ -339,6 +344,40 @@ class TrialRuns:
             self.settle()
         except Exception:  # noqa: BLE001 -- an interrupted sweep still marks its trials killed
             pass
+
+    def _record_parent(self, run_id: str) -> None:
+        meta, tracker = self.log.meta, self.tracker
+        if (meta.mlflow_parent_run_id, meta.tracking_uri, meta.experiment) != (run_id, tracker.tracking_uri, tracker.experiment):
+            self.log.update_meta(mlflow_parent_run_id=run_id, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+
+    def open_parent(self, plan: SweepPlan, sweep_dir: Path) -> RunRef:
+        """The sweep's parent run in the tracking store in use: reopened where it exists; found by
+        the sweep's id where a driver made it but was killed before recording it; else created
+        (a new sweep, or a store that lost it). Recorded, with the store's URI, at the next `settle`.
+        With a writer, the first job of a new sweep: MLflow's store opens while Tune starts."""
+        meta, ref = self.log.meta, self.parent
+        # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
+        known = meta.mlflow_parent_run_id if meta.tracking_uri in (None, self.tracker.tracking_uri) else None
+        tags = {"sweep.name": plan.name, "sweep.id": self.log.sweep_id, "sweep.role": "parent",
+                "sweep.source": plan.source, "mlflow.source.git.commit": meta.git_commit}
+        searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+        params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
+        files = [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()]
+
+        def job() -> None:
+            tracker = self.tracker
+            found = known if tracker.exists(known) else tracker.find_parent(self.log.sweep_id)
+            if found:
+                tracker.reopen(found)
+                ref.run_id = found
+            else:
+                ref.run_id = tracker.start_run(plan.name, tags, params)
+                tracker.log_files(ref.run_id, files)
+            self._created.put((None, ref))
+
+        self._do(job)
+        self.settle()
+        return ref
 
     def adopt(self, key: str, run_id: str) -> None:
         """The trial's run is `run_id` (found by its key in the tracking store)."""
@@ -357,7 +396,6 @@ class TrialRuns:
         or recreated record's evaluations and end status too. Its id goes to the store."""
         tags = {
             "label": record.label, "sweep.key": record.key,
-            "mlflow.parentRunId": self.log.meta.mlflow_parent_run_id,
             "sweep.name": self.sweep_name, "sweep.phase": record.phase, "sweep.cell": record.cell,
             "sweep.arm": record.arm or "", "sweep.seed": record.seed, "sweep.trial_id": record.trial_id,
             "sweep.content_key": record.content_key,
@@ -374,6 +412,7 @@ class TrialRuns:
         ended = record.status != RUNNING
 
         def job() -> None:
+            tags["mlflow.parentRunId"] = self.parent.run_id  # made by an earlier job
             ref.run_id = self.tracker.start_run(record.label or record.key, tags, params)
             if config:
                 self.tracker.client.log_text(ref.run_id, config, "config.yaml")
@@ -428,26 +467,6 @@ class TrialRuns:
         self._do(job)
 
 
-def open_parent(log: SweepLog, tracker: Tracker, plan: SweepPlan, sweep_dir: Path) -> str:
-    """The sweep's parent run in the tracking store in use: reopened where it exists, created (and
-    recorded, with the store's URI) where it does not -- a new sweep, or a store that lost it."""
-    parent = log.meta.mlflow_parent_run_id
-    # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
-    if log.meta.tracking_uri in (None, tracker.tracking_uri) and tracker.exists(parent):
-        tracker.reopen(parent)
-        if log.meta.tracking_uri is None:
-            log.update_meta(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
-        return parent
-    tags = {"sweep.name": plan.name, "sweep.role": "parent", "sweep.source": plan.source,
-            "mlflow.source.git.commit": log.meta.git_commit}
-    searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
-    params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
-    parent = tracker.start_run(plan.name, tags, params)
-    log.update_meta(mlflow_parent_run_id=parent, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
-    tracker.log_files(parent, [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()])
-    return parent
-
-
 def sync_runs(runs: TrialRuns) -> tuple[int, int]:
     """Make the tracking store show exactly the store's trials: one child run per record, adopted
     by key where one exists (a driver killed between creating a run and recording its id), else
@@ -456,7 +475,7 @@ def sync_runs(runs: TrialRuns) -> tuple[int, int]:
     Returns (runs created, duplicates deleted)."""
     log, tracker = runs.log, runs.tracker
     runs.flush()
-    found = tracker.children(log.meta.mlflow_parent_run_id)
+    found = tracker.children(runs.parent.run_id)
     created = deleted = 0
     for record in log.trials():
         if record.status == RUNNING:
@@ -644,6 +663,16 @@ def error_line(trial: Any) -> str:
         text = trial.get_error()
     lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
     return lines[-1] if lines else "trial failed without an error message"
+
+
+def end_parent(runs: TrialRuns, status: str, error: Optional[str] = None) -> None:
+    """End the sweep's parent run after an interruption or a failure, where it was made; a store
+    that fails now does not hide the error the sweep stopped with."""
+    if runs.parent.run_id:
+        try:
+            runs.tracker.end_run(runs.parent.run_id, status, error)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def mark_killed(runs: TrialRuns) -> int:

@@ -93,6 +93,30 @@ def test_an_unreachable_server_from_the_environment_names_the_variable(tmp_path:
     assert line.startswith(f"error: MLFLOW_TRACKING_URI: {uri}: no MLflow server answers ("), line
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry_run", "start"])
+@pytest.mark.parametrize("case", ["missing folder", "not a database"])
+def test_an_unusable_sqlite_store_is_one_line_before_anything_is_written(tmp_path: Path, capsys, monkeypatch,
+                                                                         no_ray: None, dry_run: bool, case: str) -> None:
+    """A sweep opens MLflow in its writer thread while Tune starts: what commonly makes a sqlite
+    store unusable is still refused first, in one line, leaving no sweep folder."""
+    from sweep.run import main
+
+    store = tmp_path / "stores"
+    if case == "not a database":
+        store.mkdir()
+        (store / "mlflow.db").write_text("not sqlite " * 100)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    cfg = _sweep(tmp_path, mlflow={"tracking_uri": uri})
+    rc = main([str(cfg), "--out", str(tmp_path / "sweep"), *(["--dry-run"] if dry_run else [])])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = one_error_line(err)
+    why = f"the folder {store} does not exist" if case == "missing folder" else "not a writable SQLite database ("
+    assert line.startswith(f"error: sweep.mlflow.tracking_uri: {uri}: {why}"), line
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_a_huge_plan_is_summarised_on_the_console_and_listed_whole_in_plan_txt(tmp_path: Path, capsys, monkeypatch,
                                                                                  no_ray: None) -> None:
     """A 10,000-cell --dry-run printed 10,008 lines (300 cells here: --dry-run validates each)."""

@@ -16,7 +16,8 @@ from sweep.plan import load_plan
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
 from sweep.store import SweepLog
-from sweep.tracking import Tracker, TrackingCallback, TrialRuns, mark_killed, resolve_tracking_uri, sync_runs
+from sweep.mlflow_check import resolve_tracking_uri
+from sweep.tracking import Tracker, TrackingCallback, TrialRuns, mark_killed, sync_runs
 from sweep.trainable import TRIAL_ERROR
 from sweep_testlib import write_yaml
 
@@ -268,6 +269,30 @@ def test_writes_queued_when_the_driver_died_are_rebuilt_on_resume(tmp_path: Path
     assert sync_runs(runs) == (0, 0)
     gate.set()
     writer.close()
+
+
+def test_a_parent_made_just_before_the_driver_died_is_found_again(tmp_path: Path, tracking_uri: str) -> None:
+    """The writer thread makes the sweep's parent run; a driver killed before the run's id reached
+    the store leaves a parent that the next driver finds by the sweep's id (tag `sweep.id`) and
+    records, instead of making a second one."""
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"seeds": [0]}))
+    sweep_dir, experiment = tmp_path / "sweep", f"parent-{tmp_path.name}"
+    writer = MlflowWriter()
+    runs = TrialRuns(SweepLog.create(sweep_dir, "x"), Tracker(tracking_uri, experiment), "x", LABELS, "holdout_", writer)
+    gate = threading.Event()
+    writer.submit(gate.wait)  # the parent is made after open_parent returned, as in a sweep
+    made = runs.open_parent(plan, sweep_dir)
+    gate.set()
+    writer.flush()  # made; the driver dies before its next Tune event records the id
+    writer.close()
+    assert made.run_id and SweepLog.open(sweep_dir).meta.mlflow_parent_run_id is None
+
+    again = TrialRuns(SweepLog.open(sweep_dir), Tracker(tracking_uri, experiment), "x", LABELS, "holdout_")
+    assert again.open_parent(plan, sweep_dir).run_id == made.run_id
+    assert SweepLog.open(sweep_dir).meta.mlflow_parent_run_id == made.run_id
+    client = MlflowClient(tracking_uri)
+    parents = client.search_runs([again.tracker.experiment_id], "tags.`sweep.role` = 'parent'")
+    assert [p.info.run_id for p in parents] == [made.run_id]
 
 
 def test_sync_command_rebuilds_a_sweep_in_a_new_tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
