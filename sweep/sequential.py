@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional
 
 import numpy as np
-from scipy import stats
+from scipy import special  # Student's t and the normal as ufuncs; scipy.stats costs the driver half a second to import
 
 from sweep.labels import is_fraction
 from sweep.plan import Cell, reference_cell
@@ -71,7 +71,7 @@ def spending(kind: str, t: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     if kind == "pocock":
         return alpha * np.log1p((math.e - 1) * t)
     if kind == "obrien_fleming":
-        return 2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / np.sqrt(t))
+        return 2 - 2 * special.ndtr(special.ndtri(1 - alpha / 2) / np.sqrt(t))
     if kind == "bonferroni":
         return alpha * t  # with equal steps in look count, see `Design.from_policy`
     raise ValueError(f"unknown spending function {kind!r}")
@@ -148,7 +148,7 @@ def sequential_test(design: Design, values: np.ndarray, reached: Optional[np.nda
         dev = np.where(finite, x - mean[:, None], 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             sd = np.sqrt((dev ** 2).sum(axis=1) / (n - 1))
-            half = stats.t.ppf(1 - alpha_k / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(n)
+            half = special.stdtrit(np.maximum(n - 1, 1), 1 - alpha_k / 2) * sd / np.sqrt(n)
         half = np.where(n >= 2, half, np.nan)
         low, high = mean - half, mean + half
         has = n >= 2
