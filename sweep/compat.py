@@ -8,6 +8,8 @@ name, rather than deep inside a sweep.
 - `ray.tune.result.AUTO_RESULT_KEYS` / `DEBUG_METRICS`: Tune's own keys in a trial result
   (developer API), kept out of the metrics logged to MLflow (`tracking.py`);
 - the env var `RAY_AIR_NEW_OUTPUT=0`: Tune's legacy output engine, silent at verbose 0 (`runner.py`);
+- the env var `TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1` with Tune's CSV and JSON loggers passed
+  explicitly: no TensorBoard logger (`runner.py`, `tune_loggers`);
 - `Searcher._metric` / `Searcher._mode`: set by `Searcher.__init__`, read by `search.py`;
 - Optuna's `FrozenTrial._trial_id` (a trial's storage id, to reopen a RUNNING trial of a journal
   as a `Trial`) and `Trial._cached_frozen_trial` (the intermediate values reported so far, without
@@ -30,6 +32,21 @@ def use_legacy_tune_output() -> None:
     """Ray 2.x's new output engine prints its config box, results path and TensorBoard hint even
     at verbose 0; the legacy engine at verbose 0 prints nothing. Read when `Tuner.fit` starts."""
     os.environ[LEGACY_OUTPUT_ENV] = "0"
+
+
+AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+
+
+def tune_loggers() -> list[Any]:
+    """The loggers of a sweep's Tune experiments: each trial's `result.json` and `progress.csv`,
+    not TensorBoard's event files. Tune adds all three unless told not to (read when `Tuner.fit`
+    starts); its TensorBoard logger imports tensorboardX, which imports torch into the driver --
+    two seconds and 300 MB before the first trial, and a write per result -- for files nothing
+    reads (MLflow is the sweep's view)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    os.environ[AUTO_LOGGERS_ENV] = "1"
+    return [CSVLoggerCallback(), JsonLoggerCallback()]
 
 
 def autoscaler_cluster_config() -> Optional[Any]:

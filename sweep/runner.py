@@ -337,10 +337,12 @@ class SweepRunner:
     def _run_config(self, name: str) -> Any:
         from ray import tune
 
+        from sweep.compat import tune_loggers
+
         return tune.RunConfig(
             name=name,
             storage_path=str(self.sweep_dir),
-            callbacks=[self.callback],  # one callback: store, then MLflow, then console
+            callbacks=[self.callback, *tune_loggers()],  # one callback of ours: store, then MLflow, then console
             failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
             verbose=self.options.verbose,
         )

@@ -1,7 +1,8 @@
 """The driver's checks (`check_plan(plan, download=True)`, what every sweep runs before anything
 trains) import neither torch nor torchvision: together ~3.5 s of a sweep's start, and the trials
-that need them run in Ray's worker processes. Each probe runs in a fresh interpreter, since the
-test process itself has long imported torch."""
+that need them run in Ray's worker processes. Nor does a whole sweep's driver (Tune's TensorBoard
+logger imported torch through tensorboardX: `sweep.compat.tune_loggers`). Each probe runs in a
+fresh interpreter, since the test process itself has long imported torch."""
 from __future__ import annotations
 
 import os
@@ -55,6 +56,27 @@ def test_omniglot_checks_import_no_torch(tmp_path: Path, omniglot_root: Path) ->
     path = tmp_path / "omniglot.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     run_probe(CHECK, str(path))
+
+
+SWEEP = """
+import logging, ray
+from sweep.plan import load_plan
+from sweep.runner import run_sweep
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+outcome = run_sweep(load_plan(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]), verbose=0)
+assert outcome.status == "FINISHED" and not outcome.failed, outcome
+"""
+
+
+def test_a_whole_sweep_driver_imports_no_torch(tmp_path: Path) -> None:
+    raw = {**TINY_DIGITS, "train": {**TINY_DIGITS["train"], "epochs": 1, "iterations_per_epoch": 2},
+           "sweep": {"seeds": [0], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_probe(SWEEP, str(path), str(tmp_path / "sweeps" / "s"))
+    trial_dirs = [p for p in (tmp_path / "sweeps" / "s" / "final").iterdir() if p.is_dir()]
+    assert [(d / "result.json").is_file() for d in trial_dirs] == [True]  # Tune's own record is kept
+    assert not list((tmp_path / "sweeps" / "s").rglob("events.out.tfevents*"))
 
 
 def test_data_package_and_every_builder_import_no_torch() -> None:

@@ -30,6 +30,20 @@ def test_legacy_output_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_air_verbosity(Verbosity.V0_MINIMAL) is None
 
 
+def test_tune_loggers_write_results_but_no_tensorboard_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callbacks Tune runs a sweep with: ours, its CSV and JSON loggers (each trial's
+    result.json and progress.csv), and no TensorBoard logger, whose tensorboardX import pulled
+    torch into the driver. Checked on the function `Tuner.fit` builds them with."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.utils.callback import _create_default_callbacks
+
+    monkeypatch.delenv(compat.AUTO_LOGGERS_ENV, raising=False)
+    kinds = {type(c) for c in _create_default_callbacks(compat.tune_loggers())}
+    assert {CSVLoggerCallback, JsonLoggerCallback} <= kinds and TBXLoggerCallback not in kinds
+    monkeypatch.delenv(compat.AUTO_LOGGERS_ENV)
+    assert TBXLoggerCallback in {type(c) for c in _create_default_callbacks([])}  # Tune's default: it would
+
+
 def test_autoscaler_cluster_config_is_callable_on_a_local_ray() -> None:
     """Without a connected Ray the private call raises (the caller treats any error as "no
     autoscaler"); it must still exist under this name."""
