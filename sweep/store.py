@@ -34,7 +34,8 @@ Layout of a sweep directory::
     trials.parquet, cells.parquet, report.md, plot_*.png   written by sweep/report.py
 
 Tune's own files in `search*/` and `final*/` (tuner.pkl, experiment_state-*.json and the trials'
-params.pkl hold pickles) are written by Tune and never read back: resuming starts a new Tune
+params.pkl hold pickles; each trial's result.json and progress.csv, no TensorBoard events:
+`sweep.compat.tune_loggers`) are written by Tune and never read back: resuming starts a new Tune
 experiment from the store, the Optuna journal and `checkpoints/` (read with weights_only=True),
 so whoever can write the sweep folder cannot make the driver run code.
 """
