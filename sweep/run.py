@@ -181,6 +181,7 @@ def _driver_io_fault(error: Exception, plan: SweepPlan | None) -> str | None:
     """`<file or store>: <why>` for a failed write of the driver's state -- an OSError (the sweep
     folder: plan, report; the trial store) or the MLflow store refusing a write -- else None (a bug: its
     traceback is kept)."""
+    from alembic.util.exc import CommandError  # MLflow's schema migrations: a store of another MLflow version
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -192,7 +193,7 @@ def _driver_io_fault(error: Exception, plan: SweepPlan | None) -> str | None:
     if os_error is not None:
         where = os_error.filename or "the sweep folder"
         return f"{where}: {os_error.strerror or first_line(os_error)}"
-    error = next((e for e in chain if isinstance(e, (MlflowException, SQLAlchemyError))), None)
+    error = next((e for e in chain if isinstance(e, (MlflowException, SQLAlchemyError, CommandError))), None)
     if error is not None:
         from sweep.mlflow_check import resolve_tracking_uri
 

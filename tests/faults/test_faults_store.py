@@ -36,3 +36,27 @@ def test_a_store_that_refuses_a_write_is_named_with_exit_3(tmp_path: Path) -> No
         assert _driver_io_fault(wrapped, plan) == (f"{uri}: MLflow store: (sqlite3.OperationalError) attempt to write "
                                                    "a readonly database")
     assert _driver_io_fault(RuntimeError("a bug"), plan) is None  # keeps its traceback
+
+
+def test_a_store_of_an_unknown_mlflow_schema_is_one_line_with_exit_3(tmp_path: Path) -> None:
+    """A sqlite store whose schema revision this MLflow does not know (made by another MLflow
+    version) passes the checks (it is a writable SQLite database) and fails when MLflow opens it,
+    in the writer thread: alembic's `Can't locate revision` was a 60-line traceback, exit 1."""
+    import sqlite3
+
+    from sweep.plan import SweepPlan
+    from sweep.run import _driver_io_fault
+    from sweep.tracking import Tracker
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        conn.execute("INSERT INTO alembic_version VALUES ('zzzz')")
+    uri = f"sqlite:///{db}"
+    plan = SweepPlan.from_dict({"data": {"name": "digits"}, "sweep": {"mlflow": {"tracking_uri": uri}}}, "x.yaml")
+    try:
+        Tracker(uri, "x").experiment_id  # noqa: B018 -- what the writer's first job does
+    except Exception as e:  # noqa: BLE001
+        assert _driver_io_fault(e, plan) == f"{uri}: MLflow store: Can't locate revision identified by 'zzzz'"
+    else:
+        raise AssertionError("MLflow opened a store of an unknown schema")
