@@ -56,10 +56,6 @@ class MlflowWriter:
             self._jobs.put(None)
             self._thread.join()
 
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def _work(self) -> None:
         failed = False
         while (job := self._jobs.get()) is not None:

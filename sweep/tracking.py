@@ -191,9 +191,9 @@ class Tracker:
         return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}"
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
-        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
         from mlflow.entities import Param
 
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=items[i:i + 100])
@@ -320,10 +320,9 @@ class TrialRuns:
         else:
             self.writer.submit(job)
 
-    def settle(self) -> None:
-        """Record the ids of the runs created since the last call (and raise a failed write)."""
-        if self.writer is not None:
-            self.writer.check()
+    def settle(self, check: bool = True) -> None:
+        """Record the ids of the runs created since the last call; then raise a failed write
+        (unless told not to): the runs made before it keep their ids in the store."""
         while not self._created.empty():
             key, ref = self._created.get()
             if key is None:
@@ -332,18 +331,15 @@ class TrialRuns:
             record = self.log.get(key)
             if record is not None and self._refs.get(key) is ref and record.mlflow_run_id != ref.run_id:
                 self.log.update(key, mlflow_run_id=ref.run_id)
+        if check and self.writer is not None:
+            self.writer.check()
 
     def flush(self, check: bool = True) -> None:
-        """Every write asked for so far made, and the created runs' ids in the store."""
+        """Every write asked for so far made, and the created runs' ids in the store; `check`
+        False: a failed write is not raised (an interrupted sweep still marks its trials killed)."""
         if self.writer is not None:
-            self.writer.flush(check)
-        self.settle() if check else self._settle_quietly()
-
-    def _settle_quietly(self) -> None:
-        try:
-            self.settle()
-        except Exception:  # noqa: BLE001 -- an interrupted sweep still marks its trials killed
-            pass
+            self.writer.flush(check=False)
+        self.settle(check)
 
     def _record_parent(self, run_id: str) -> None:
         meta, tracker = self.log.meta, self.tracker
