@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# `cpu` and `gpu` install the same faiss-cpu: on CUDA the evaluation runs on torch (README "GPU").
+# `cpu` and `gpu` install the same faiss-cpu: on CUDA the evaluation runs on torch (docs/gpu.md).
 EXTRA ?= cpu
 
 export RAY_AUTH_MODE ?= disabled
@@ -27,7 +27,7 @@ train: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# Under 5 minutes on one GPU: one pass/fail table (README "GPU"); says so and exits 0 without CUDA.
+# Under 5 minutes on one GPU: one pass/fail table (docs/gpu.md); says so and exits 0 without CUDA.
 gpu-check: $(VENV)/.installed
 	$(PY) benchmarks/gpu_check.py
 

@@ -6,7 +6,7 @@ Same config, same seed, both with `model.freeze_backbone: true`; the cached tria
 backbone features from parquet (`data.cache_features: true`), the end-to-end one runs the
 backbone on every batch and at every evaluation. The first cached trial of a sweep pays for the
 cache (printed as "cold"); every later trial is "warm". Target: warm >= 10x faster.
-Data: the Omniglot subset at $DML_DATA/omniglot/images_background_small1 (see README "Data"), or digits.
+Data: the Omniglot subset at $DML_DATA/omniglot/images_background_small1 (see docs/configuration.md, "Data"), or digits.
 """
 from __future__ import annotations
 
