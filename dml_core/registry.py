@@ -58,6 +58,9 @@ class ComponentParams(Strict):
     # Old or mistaken keys -> the message that says what to write instead.
     renamed: ClassVar[dict[str, str]] = {}
     component: ClassVar[str] = "<unregistered>"  # set by Kind.register
+    # What people read in a sweep's labels, tables and plots (`MS` for multi_similarity); None:
+    # the registered name itself.
+    label: ClassVar[Optional[str]] = None
 
     kind: ClassVar["Kind"]  # set on each kind's base class
 
@@ -182,6 +185,13 @@ class Kind(Generic[P]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def label(self, name: Any) -> str:
+        """The short name people read for component ``name`` (its parameters' ``label``); a name
+        this kind does not have reads as itself."""
+        tag = self.tag_of(name)
+        entry = self._entries.get(tag)
+        return (entry.params.label if entry is not None else None) or str(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -21,6 +21,7 @@ import re
 from typing import Any, Iterable
 
 from dml_core.evaluation.names import recall_k
+from dml_core.params import EXPANSIONS, LOSSES
 
 # Short names of common ablation keys; any other key shows its last dotted part.
 _SHORT_KEYS = {
@@ -36,15 +37,11 @@ _SHORT_KEYS = {
     "loss.name": "loss",
 }
 
-# Display names of the trainer's metrics; whether a value is a fraction shown as a percentage.
-# Short names of the methods, for labels: losses and expansions (an unknown name shows as is).
-_LOSS_NAMES = {"multi_similarity": "MS", "proxy_anchor": "PA", "proxy_nca": "ProxyNCA", "hphn_triplet": "HPHN",
-               "triplet": "Triplet", "contrastive": "Contrastive", "lifted_structure": "LS", "npair": "NPair"}
-_EXPANSION_NAMES = {"ee": "EE", "see": "SEE"}
-# The count that switches an expansion off at 0 (EE's interior points, SEE's synthetic points).
-_EXPANSION_COUNTS = {"ee": "expansion.n_inner_pts", "see": "expansion.n_expan"}
+# The method is named by its components' own `label`s (declared on their parameter classes in
+# dml_core/params/, so a new loss or expansion is labelled without an edit here).
 _METHOD_KEYS = ("loss.name", "expansion.name")
 
+# Display names of the trainer's metrics; whether a value is a fraction shown as a percentage.
 _METRIC_NAMES = {"map_at_r": "MAP@R", "r_precision": "RP", "nmi": "NMI", "f1": "F1", "loss": "loss"}
 _NOT_FRACTIONS = {"loss", "time_s", "epoch"}
 
@@ -111,6 +108,12 @@ def lookup(tree: dict[str, Any], dotted: str) -> Any:
     return tree
 
 
+def count_keys() -> dict[str, str]:
+    """Expansion name -> the dotted key of the count whose 0 switches it off
+    (`{"ee": "expansion.n_inner_pts", "see": "expansion.n_expan"}`), from the registry."""
+    return {c.name: f"{EXPANSIONS.section}.{c.params.count}" for c in EXPANSIONS if c.params.count}
+
+
 def method_of(settings: dict[str, Any], base: dict[str, Any]) -> tuple[str, set[str]]:
     """The method a cell runs, e.g. `MS+EE`, and the grid keys that are part of its name or
     inert for it (an expansion's count when the expansion is off)."""
@@ -118,12 +121,12 @@ def method_of(settings: dict[str, Any], base: dict[str, Any]) -> tuple[str, set[
         return settings[key] if key in settings else lookup(base, key)
 
     loss, expansion = get("loss.name"), get("expansion.name")
-    name = _LOSS_NAMES.get(str(loss), str(loss)) if loss is not None else ""
-    absorbed = set(_METHOD_KEYS) | set(_EXPANSION_COUNTS.values())
-    count_key = _EXPANSION_COUNTS.get(str(expansion))
+    name = LOSSES.label(loss) if loss is not None else ""
+    absorbed = set(_METHOD_KEYS) | set(count_keys().values())
+    count_key = count_keys().get(str(expansion))
     count = get(count_key) if count_key else None
-    if expansion not in (None, "none") and count != 0:
-        name += "+" + _EXPANSION_NAMES.get(str(expansion), str(expansion))
+    if expansion not in (None, EXPANSIONS.default) and count != 0:
+        name += "+" + EXPANSIONS.label(expansion)
         absorbed.discard(count_key)  # its count stays in the label: `MS+EE n=2`
     return name, absorbed
 

@@ -29,7 +29,7 @@ class NPairLoss(PairBasedLoss):
     params: NPairParams
 
     def check_batch(self, labels: Tensor) -> None:
-        check_pair_layout(labels, who="npair")
+        check_pair_layout(labels, who=self.params.component)
 
     def pair_loss(self, matrix: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
         logits = matrix[0::2, 1::2]  # anchors x positives

@@ -21,6 +21,9 @@ EXPANSIONS: Kind = Kind("expansion", section="expansion", discriminator="name")
 
 class ExpansionConfig(ComponentParams):
     kind: ClassVar[Kind] = EXPANSIONS
+    # The field whose 0 adds no synthetic point (the loss alone), if the strategy has one: labels
+    # read `MS` for EE with 0 points, and an ablation over it has its baseline at 0.
+    count: ClassVar[Optional[str]] = None
     name: str
 
     def check(self, loss: LossConfig, embedding_dim: Optional[int] = None, samples_per_class: Optional[int] = None) -> None:
@@ -36,6 +39,8 @@ class NoExpansion(ExpansionConfig):
 class EEParams(ExpansionConfig):
     """Embedding Expansion: hard negative pair mining over interpolated points."""
 
+    label: ClassVar[str] = "EE"
+    count: ClassVar[Optional[str]] = "n_inner_pts"
     n_inner_pts: int = Field(2, ge=0, description="interior points per positive pair")
     l2_norm: bool = True
     # Which points of a positive pair stand for row i in hard negative pair mining:
@@ -46,7 +51,7 @@ class EEParams(ExpansionConfig):
 
     def check(self, loss: LossConfig, embedding_dim: Optional[int] = None, samples_per_class: Optional[int] = None) -> None:
         if loss.family != "pair":
-            raise ValueError(f"expansion.name: 'ee' needs a pair-based loss; {loss.name} is proxy-based")
+            raise ValueError(f"expansion.name: {self.name!r} needs a pair-based loss; {loss.name} is proxy-based")
         if samples_per_class is not None and samples_per_class % 2:
             raise ValueError(
                 f"data.batch.samples_per_class: EE pairs rows (2m, 2m+1) of each class, so K must be even (got {samples_per_class})"
@@ -57,6 +62,8 @@ class EEParams(ExpansionConfig):
 class SEEParams(ExpansionConfig):
     """Spherical Embedding Expansion: points on a sphere cap around the class centre."""
 
+    label: ClassVar[str] = "SEE"
+    count: ClassVar[Optional[str]] = "n_expan"
     renamed: ClassVar[dict[str, str]] = {
         "n_inner_pts": "SEE's synthetic points per sample are expansion.n_expan (n_inner_pts is EE's points per pair)",
     }
