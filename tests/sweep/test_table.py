@@ -74,24 +74,35 @@ def test_markdown_table_numbers_bold_and_marks(sweeps: dict[str, Path], capsys: 
     assert report_main(argv) == 0
     md = capsys.readouterr().out
     header, rule, *body = parse_md(md)
-    assert header == ["expansion.n_inner_pts", "16 · R@1 (%)", "16 · MAP@R (%)", "32 · R@1 (%)", "32 · MAP@R (%)"]
+    # rows and columns as the sweeps label their cells, not raw keys and values
+    assert header == ["method", "dim=16 · R@1 (%)", "dim=16 · MAP@R (%)", "dim=32 · R@1 (%)", "dim=32 · MAP@R (%)"]
     assert rule[0] == "---" and all(r == ":---:" for r in rule[1:])  # GitHub: a separator cell per column
-    assert [r[0] for r in body] == ["0", "2"]
+    assert [r[0] for r in body] == ["MS", "MS+EE n=2"]
     cell = re.compile(r"^(\*\*)?([\d.]+)(\*\*)? ± ([\d.]+) \((\d+)\)(.?)$")
     for row in body:
-        n_inner = int(row[0])
+        n_inner = {"MS": 0, "MS+EE n=2": 2}[row[0]]
         for j, (dim, scale) in enumerate([(16, 100), (16, 50), (32, 100), (32, 50)]):
             m = cell.match(row[1 + j])
             assert m, row[1 + j]
             mean, half, n = ci_text(EXPECTED[(n_inner, dim)], scale)
             assert (m.group(2), m.group(4), int(m.group(5))) == (mean, half, n)  # seed 2 of quick16 counted once
-            other = np.mean(EXPECTED[(2 - n_inner, dim)])
-            assert bool(m.group(1)) == (np.mean(EXPECTED[(n_inner, dim)]) > other)  # bold = best in its column
+            mine, other = EXPECTED[(n_inner, dim)], EXPECTED[(2 - n_inner, dim)]
+            # bold = best in its column and separated from the runner-up by a paired t-test
+            separated = stats.ttest_rel(mine[:len(other)], other[:len(mine)]).pvalue < 0.05
+            assert bool(m.group(1)) == (np.mean(mine) > np.mean(other) and separated), (row, j)
             a, b = EXPECTED[(n_inner, dim)], EXPECTED[(0, dim)]
             significant = n_inner == 2 and stats.ttest_rel(a[: len(b)], b).pvalue < 0.05
             assert m.group(6) == ("†" if significant else ""), (row, j)
-    assert "| 2 | **85.6" in md and "† differs from the baseline (expansion.n_inner_pts=0)" in md
+    assert "| MS+EE n=2 | **85.6" in md and "† differs from the baseline (MS)" in md
+    assert [r[3] for r in body] == ["89.7 ± 3.8 (3)", "89.7 ± 4.0 (3)"]  # dim 32: a 0.02-point gap is not bold
     assert "paired t-test" in md and "Sweeps: quick16, quick32, quick16_more." in md
+    # every trial accounted for: 14 distinct results, quick16_more's seed 2 met twice
+    assert "Trials: 14 final trials used; left out: 2 duplicates of a result another sweep holds (counted once)." in md
+
+    # --labels keys: the raw form
+    assert report_main([*argv, "--labels", "keys"]) == 0
+    header, _, *body = parse_md(capsys.readouterr().out)
+    assert header[:2] == ["expansion.n_inner_pts", "16 · R@1 (%)"] and [r[0] for r in body] == ["0", "2"]
 
 
 def test_equivalence_mark_latex_and_csv(sweeps: dict[str, Path]) -> None:
@@ -101,18 +112,19 @@ def test_equivalence_mark_latex_and_csv(sweeps: dict[str, Path]) -> None:
     assert marks[((2,), (16,))] == "†" and marks[((2,), (32,))] == "≈"  # dim 32: within ±1 point
     rows = list(csv.DictReader(io.StringIO(to_csv(table))))
     assert len(rows) == 4
-    for r in rows:
-        values = EXPECTED[(int(r["expansion.n_inner_pts"]), int(r["model.embedding_dim"]))]
-        assert int(r["n"]) == len(values) and float(r["mean"]) == pytest.approx(np.mean(values))
+    for r in rows:  # in %, as md and LaTeX show them
+        values = 100 * np.array(EXPECTED[(int(r["expansion.n_inner_pts"]), int(r["model.embedding_dim"]))])
+        assert r["unit"] == "%" and int(r["n"]) == len(values) and float(r["mean"]) == pytest.approx(np.mean(values))
         low = np.mean(values) - stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
         assert float(r["ci_low"]) == pytest.approx(low)
-    two32 = next(r for r in rows if r["row"] == "2" and r["col"] == "32")
+    two32 = next(r for r in rows if r["row"] == "MS+EE n=2" and r["col"] == "dim=32")
     assert two32["test"] == "paired t" and two32["verdict"] == "equivalent within ±1 points"
-    assert float(two32["diff"]) == pytest.approx(np.mean(np.subtract(EXPECTED[(2, 32)], EXPECTED[(0, 32)])))
+    assert float(two32["diff"]) == pytest.approx(100 * np.mean(np.subtract(EXPECTED[(2, 32)], EXPECTED[(0, 32)])))
 
     latex = to_latex(table)
     check_latex(latex, columns=3)
     assert r"\textbf{85.6} $\pm$" in latex and "$^\\dagger$" in latex and r"$^{\approx}$" in latex and "p $<$ 0.05" in latex
+    assert r"\label{tab:quick16-quick32-quick16-more}" in latex and latex.index(r"\caption{") < latex.index(r"\label{")
     if shutil.which("pdflatex"):  # compile where a TeX engine is installed (not required in CI)
         tmp = sweeps["a"].parent
         (tmp / "t.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex
@@ -139,6 +151,7 @@ def check_latex(latex: str, columns: int) -> None:
             depth += {"{": 1, "}": -1}.get(ch, 0)
         assert depth >= 0
     assert depth == 0
+    latex = re.sub(r"\\label\{[^}]*\}", "", latex)  # a label may hold `_`
     assert not re.search(r"(?<!\\)[_%#]", latex.replace(r"\_", "").replace(r"\%", "").replace(r"\#", ""))
 
 
