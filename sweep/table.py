@@ -44,7 +44,7 @@ from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered
 from dml_core.identity import content_key, result_config, scored_on
-from sweep.labels import cell_labels, fmt_metric, fmt_points, fmt_value, is_fraction, method_of, metric_label, short_key, slug
+from sweep.labels import cell_labels, fmt_metric, fmt_value, is_fraction, method_of, metric_label, short_key, slug
 from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
 from sweep.records import FAILED, FINISHED, SEARCH, TrialRecord
@@ -103,6 +103,7 @@ class Sweep:
     records: list[TrialRecord]  # final records, with the sweep's evaluation
     left_out: Counter[str] = field(default_factory=Counter)  # reason -> final trials not in the table
     search_trials: int = 0
+    assessed: dict[str, dict[tuple[str, Optional[str]], PairedComparison]] = field(default_factory=dict)  # by metric
 
 
 def protocol_of(plan: SweepPlan) -> str:
@@ -422,10 +423,10 @@ def _policy_comparison(a: TableCell, b: TableCell, sweeps: list[Sweep], metric: 
     sweep = next((s for s in sweeps if s.sweep_dir == dir_a), None)
     if dir_a != dir_b or sweep is None or sweep.policy is None:
         return None
-    for assessment in sweep.policy.assess(sweep.records, metric):
-        if (assessment.quantity.cell, assessment.quantity.ref) == (cell_a, cell_b):
-            return assessment.comparison
-    return None
+    if metric not in sweep.assessed:
+        sweep.assessed[metric] = {(a.quantity.cell, a.quantity.ref): a.comparison
+                                  for a in sweep.policy.assess(sweep.records, metric)}
+    return sweep.assessed[metric].get((cell_a, cell_b))
 
 
 def _test(a: TableCell, b: TableCell, sweeps: list[Sweep], metric: str) -> tuple[Optional[PairedComparison], str]:
@@ -558,8 +559,9 @@ def _legend(t: Table) -> list[str]:
     if t.baseline and not t.keys:  # the baseline rows by their labels (`MS`)
         base = ", ".join(t.row_labels[r] for r in _baseline_rows(t, t.baseline)) or base
     lines = [f"Mean ± {CONFIDENCE:.0%} Student-t half-width over seeds (number of seeds in parentheses), in % for "
-             "retrieval and clustering scores. Bold: the best mean in its column when a paired t-test over the seeds it "
-             "shares with the runner-up gives p < 0.05 (never a cell alone in its column, nor seeds a seed policy added)."]
+             "retrieval and clustering scores. Bold: the best mean in its column when a paired test over the seeds it "
+             "shares with the runner-up separates them (a paired t-test with p < 0.05, or a seed policy's repeated 95 % CI "
+             "when the two are one of its comparisons); never a cell alone in its column."]
     if "†" in marks or (t.baseline and not marks):
         lines.append(f"† differs from the baseline ({base}) in the same column: paired t-test over the shared seeds, "
                      "p < 0.05 (its 95 % interval of the difference excludes 0).")

@@ -239,7 +239,7 @@ def test_table_over_sweeps_pastes_into_a_paper(tmp_path: Path, capsys: pytest.Ca
     assert not ee[2].startswith("**") and not ms[2].startswith("**")  # 0.02 points apart: no bold
     assert ee[4] == "61.0 ± 12.7 (2)" and ms[4] == "–"  # alone in its column: no bold
     assert "†" not in ee[1]  # the policy's seeds: its repeated CI (‡) or nothing, never a plain t-test
-    assert "Bold: the best mean in its column when a paired t-test" in md
+    assert "Bold: the best mean in its column when a paired test over the seeds it shares with the runner-up" in md
 
     assert report_main([*argv, "--format", "latex", "--label", "tab:ablation", "--caption", "R@1 on digits"]) == 0
     latex = capsys.readouterr().out
