@@ -34,6 +34,7 @@ _SHORT_KEYS = {
     "optimizer.lr": "lr",
     "optimizer.weight_decay": "wd",
     "loss.name": "loss",
+    "data.name": "data",  # `data=cub`, not `name=cub`: a table column per dataset
 }
 
 # Display names of the trainer's metrics; whether a value is a fraction shown as a percentage.

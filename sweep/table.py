@@ -297,7 +297,7 @@ def _check_results(trials: list[Trial], metrics: list[str]) -> Counter[str]:
         if other is not t:
             raise TableError(f"{other.sweep}/{other.cell} and {t.sweep}/{t.cell} hold different results for one "
                              f"experiment and seed {t.seed} (content keys {other.result[:12]} vs {t.result[:12]}: "
-                             "data or code that the config does not show differ); leave one sweep out")
+                             "data, code or hardware that the config does not show differ); leave one sweep out")
     return dropped
 
 
@@ -391,7 +391,8 @@ def _name_rows_and_cols(t: Table, how: str) -> None:
         t.row_header = ", ".join(t.row_keys)
         return
     trials = {r: [tr for (rr, _, _), e in t.entries.items() if rr == r for tr in e.cell.trials] for r in t.rows}
-    own = {r: next(iter(ls)) if len(ls := {tr.label for tr in trials[r]}) == 1 else None for r in t.rows}
+    # `base`: a sweep of one cell names nothing by it
+    own = {r: next(iter(ls)) if len(ls := {tr.label for tr in trials[r]}) == 1 and ls != {"base"} else None for r in t.rows}
     taken = Counter(own.values())
     labels, methods = {}, False
     for r in t.rows:

@@ -352,3 +352,15 @@ def test_a_small_clear_gain_reads_better_and_within_the_margin(tmp_path: Path) -
     e = table.entries[((2,), (), "recall_at_1")]
     assert e.word == "better, within ±0.5 points" and e.mark == "†≈"
     assert "with † or ‡ it also excludes 0" in to_markdown(table)
+
+
+def test_labels_for_rows_no_sweep_names(tmp_path: Path) -> None:
+    """Rows over sweeps of one cell each (a sweep names its only cell `base`): the method and the
+    row's values; columns by dataset read `data=...`."""
+    a = sweep_of(tmp_path, "run_a", 16, {CELL2: {0: 0.8, 1: 0.81}}, grid={"expansion.n_inner_pts": [2]}, baseline=None)
+    b = sweep_of(tmp_path, "run_b", 32, {CELL2: {0: 0.9, 1: 0.91}}, grid={"expansion.n_inner_pts": [2]}, baseline=None)
+    table = build_table([a, b], ["model.embedding_dim"], ["data.name"])
+    assert [table.row_labels[r] for r in table.rows] == ["MS+EE dim=16", "MS+EE dim=32"]
+    assert table.row_header == "method" and list(table.col_labels.values()) == ["data=digits"]
+    alone = build_table([a], ["model.embedding_dim"], [])
+    assert [alone.row_labels[r] for r in alone.rows] == ["MS+EE dim=16"]  # not `base`
