@@ -241,6 +241,7 @@ class Table:
     notes: list[str] = field(default_factory=list)  # the accounting of trials, why some are not tested
     label: str = ""  # LaTeX \label
     caption: str = ""
+    post_hoc: list[str] = field(default_factory=list)  # sweeps whose design had another equivalence margin
     keys: bool = False  # rows and columns named by raw keys and values (`--labels keys`)
     # Protocol footnote letters by column, when each column ran one protocol; else by cell.
     col_marks: dict[tuple[Any, ...], str] = field(default_factory=dict)
@@ -367,6 +368,8 @@ def build_table(sweep_dirs: list[Path], rows: list[str], cols: list[str], metric
     if baseline:
         _compare(table, sweeps, baseline, margin)
     table.notes = _accounting(table, sweeps, dropped)
+    if margin is not None:
+        table.post_hoc = [s.name for s in sweeps if s.plan.spec.equivalence_margin != margin]
     table.label = label or "tab:" + slug("-".join(s.plan.name for s in sweeps)).lower().replace("_", "-")
     table.caption = caption
     return table
@@ -572,7 +575,9 @@ def _legend(t: Table) -> list[str]:
     if EQUIVALENT_MARK in marks:
         unit = " points" if all(is_fraction(m) for m in t.metrics) else ""
         lines.append(f"≈ within ±{t.margin:g}{unit} of the baseline: the 95 % interval of the paired difference lies "
-                     "inside the margin (two one-sided tests, TOST); with † or ‡ it also excludes 0.")
+                     "inside the margin (two one-sided tests, TOST); with † or ‡ it also excludes 0."
+                     + (f" The margin is this table's, not in the design of {', '.join(t.post_hoc)} (post hoc)."
+                        if t.post_hoc else ""))
     if len(t.protocols) == 1:
         lines.append(f"Protocol: {t.protocols[0]}.")
     elif t.protocols:

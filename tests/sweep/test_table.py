@@ -351,7 +351,12 @@ def test_a_small_clear_gain_reads_better_and_within_the_margin(tmp_path: Path) -
     table = build_table([s], ["expansion.n_inner_pts"], [], baseline={"expansion.n_inner_pts": 0}, margin=0.5)
     e = table.entries[((2,), (), "recall_at_1")]
     assert e.word == "better, within ±0.5 points" and e.mark == "†≈"
-    assert "with † or ‡ it also excludes 0" in to_markdown(table)
+    assert "with † or ‡ it also excludes 0. The margin is this table's, not in the design of small (post hoc)." in to_markdown(table)
+    # the sweep's own margin: no post hoc note
+    planned = sweep_of(tmp_path / "planned", "small", 16, {CELL0: {0: 0.8, 1: 0.81, 2: 0.82}, CELL2: {0: 0.802, 1: 0.812, 2: 0.822}},
+                       equivalence_margin=0.5)
+    md = to_markdown(build_table([planned], ["expansion.n_inner_pts"], [], baseline={"expansion.n_inner_pts": 0}, margin=0.5))
+    assert "within ±0.5 points of the baseline" in md and "post hoc" not in md
 
 
 def test_labels_for_rows_no_sweep_names(tmp_path: Path) -> None:
