@@ -35,6 +35,7 @@ _SHORT_KEYS = {
     "optimizer.lr": "lr",
     "optimizer.weight_decay": "wd",
     "loss.name": "loss",
+    "data.name": "data",  # `data=cub`, not `name=cub`: a table column per dataset
 }
 
 # The method is named by its components' own `label`s (declared on their parameter classes in

@@ -109,19 +109,23 @@ def verdict(c: PairedComparison, mode: str, *, margin: float | None = None, marg
 
     - "better"/"worse" (by the metric's `mode`): the interval excludes 0;
     - "equivalent within ±m" when `margin` m (same units as the differences) is given and the
-      interval lies inside (-m, +m): two one-sided tests (TOST, Schuirmann 1987), each at half
-      the interval's error rate, so the verdict never contradicts the interval shown;
+      interval contains 0 and lies inside (-m, +m): two one-sided tests (TOST, Schuirmann 1987),
+      each at half the interval's error rate, so the verdict never contradicts the interval shown;
+    - "better, within ±m" / "worse, within ±m" when the interval excludes 0 *and* lies inside the
+      margin: both claims hold, and saying only one would hide the other (a clear but small gain);
     - "inconclusive" otherwise. `margin_text` is how the margin reads (default `m:g`).
     """
     if c.n < 2:
         return "no test (fewer than 2 paired seeds)"
     if not (math.isfinite(c.low) and math.isfinite(c.high)):
         return "no test (no interval)"
-    if margin is not None and -margin < c.low and c.high < margin:
-        return equivalent_words(margin_text or f"{margin:g}")
+    within = margin is not None and -margin < c.low and c.high < margin
     if c.low > 0 or c.high < 0:
         higher = c.mean_diff > 0
-        return "better" if higher == (mode == "max") else "worse"
+        word = "better" if higher == (mode == "max") else "worse"
+        return f"{word}, within ±{margin_text or f'{margin:g}'}" if within else word
+    if within:
+        return equivalent_words(margin_text or f"{margin:g}")
     if c.low == c.high:  # every difference 0: the two cells scored the same on every seed
         return "no test (identical differences)"
     return "inconclusive"

@@ -4,50 +4,65 @@
         --rows expansion.n_inner_pts --cols model.embedding_dim --metrics recall_at_1,map_at_r \\
         --baseline expansion.n_inner_pts=0 --format latex
 
-Rows and columns are named by config keys (dotted, as in a sweep's `grid`), `arm`, or `sweep`
-(the sweep's name). Each table cell is one experiment -- trials whose content keys
-(`dml_core.identity`) agree once the seed is set aside -- with mean +- 95 % Student-t half-width
-over its seeds and the number of seeds; the
-best mean of each column is bold. The same experiment met in several sweeps is one cell: its
-trials are pooled, a result that two sweeps share (the same content key, e.g. one reused from
-the trial store) counted once. Two *different* experiments landing in one cell (e.g. a different
-learning rate) is an error naming the differing key: add it to --rows or --cols.
+Rows and columns are chosen by config keys (dotted, as in a sweep's `grid`), `arm`, or `sweep`
+(the sweep's name), and labelled the way the sweeps label their cells (`MS`, `MS+EE n=2`;
+`--labels keys` for the raw keys and values), in the order the sweeps (command-line order) and
+their YAMLs give them. Each table cell is one experiment -- trials whose result fields
+(`dml_core.identity.result_config`), results version, what they are scored on and which
+evaluation their sweep reports agree once the seed is set aside -- with mean +- 95 % Student-t
+half-width over its seeds and the number of seeds. A result is its *stored* content key: the same
+key in several sweeps is counted once, and two different numbers for one key and seed (or two keys
+for one experiment and seed) are an error naming both sweeps, never a silent choice. Two
+*different* experiments landing in one cell (e.g. a different learning rate) is an error naming
+the differing key: add it to --rows or --cols.
 
-With `--baseline key=value`, each cell is compared, paired by seed, with the cell of the baseline
-row in its column, when the two are the same experiment up to the row keys (and searched
-parameters, tuned per cell): † marks a paired t-test with p < 0.05 (its 95 % interval excludes 0);
-‡ the same by a seed policy's repeated CI, used when both cells are one comparison of one seed
-policy sweep (whose seeds were added adaptively; a plain t-test on them would not hold);
-≈ equivalent within +-`--margin` points (TOST). Only final trials that finished enter, each with
-its last evaluation.
+Bold marks the best mean of a column only when a paired t-test over the seeds it shares with the
+runner-up separates them (p < 0.05); never a lone cell. With `--baseline key=value`, each cell is
+compared, paired by seed, with the cell of the baseline row in its column, when the two are the
+same experiment up to the row keys (and searched parameters, tuned per cell): † marks a paired
+t-test with p < 0.05 (its 95 % interval excludes 0); ‡ the same by a seed policy's repeated CI,
+used when both cells are one comparison of one seed policy sweep; seeds a policy added adaptively
+are never fed to a plain t-test (the cell is printed without a mark, and the legend says why);
+≈ the interval lies inside +-`--margin` points (TOST). Columns whose sweeps ran another protocol
+(per-cell search or fixed hyperparameters, adaptive or fixed seeds, which evaluation is reported)
+get a footnote. The legend counts the trials used and those left out, and why.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
+import string
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered
-from dml_core.identity import content_key, result_config
-from sweep.labels import fmt_metric, is_fraction, metric_label
+from dml_core.identity import content_key, result_config, scored_on
+from sweep.labels import cell_labels, fmt_metric, fmt_value, is_fraction, method_of, metric_label, short_key, slug
 from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
-from sweep.records import FINISHED
-from sweep.store import load_records
+from sweep.records import FAILED, FINISHED, SEARCH, TrialRecord
+from sweep.results import PAPERS_SELECTION_METRIC, _with_evaluation  # the sweep report's evaluation rule, shared
 from sweep.sequential import PolicyView, points
 from sweep.spec import SweepError
+from sweep.store import load_records
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, verdict
 
 FORMATS = ("md", "latex", "csv")
+LABELS = ("method", "keys")
 SWEEP_KEY, ARM_KEY = "sweep", "arm"  # pseudo config keys
 SIGNIFICANT = {PAIRED_T: "†", "repeated CI": "‡"}
 EQUIVALENT_MARK = "≈"
+# Fields of a trial's identity beside its config: they change its numbers as much as a config key.
+EVALUATION_FIELD, VERSION_FIELD, SCORED_FIELD = "sweep.report.evaluation", "results_version", "scored_on"
+# Metrics that describe the run, not its result: a re-run may differ in them.
+_NOT_RESULTS = {"epoch", "time_s", "gpu_mem_peak_mib"}
 
 
 class TableError(ValueError):
@@ -62,52 +77,110 @@ def _canon(value: Any) -> str:
 class Trial:
     """One finished final trial as the table sees it."""
 
-    sweep: str  # the sweep's name
+    sweep: str  # the sweep's name as the table shows it (told apart from a same-named sweep)
     sweep_dir: Path
     cell: str
+    label: str  # the cell's label in its own sweep (`MS+EE n=2`)
+    order: tuple[int, int]  # (sweep on the command line, cell in its plan): the table's order
     seed: int
     config: dict[str, Any]  # the resolved config, flattened (+ `arm`, `sweep`): what rows and columns name
-    result_fields: dict[str, Any]  # the fields that determine its numbers, flattened, but the seed
-    experiment: str  # the content key the trial would have at seed 0: one experiment, any seed
-    result: str  # the result's identity: its content key
-    metrics: dict[str, float]
+    result_fields: dict[str, Any]  # what determines its numbers, flattened, but the seed
+    experiment: str  # digest of `result_fields`: one experiment, any seed
+    result: str  # the result's identity: its stored content key
+    metrics: dict[str, float]  # the evaluation its sweep reports (`sweep.report.evaluation`)
     searched: frozenset[str]  # keys its sweep searched per cell
+    adaptive: bool  # its seeds were added by a seed policy
+    protocol: str  # how its sweep produced it, in words
 
 
 @dataclass
 class Sweep:
     plan: SweepPlan
     sweep_dir: Path
+    name: str  # as the table shows it
     trials: list[Trial]
     policy: Optional[PolicyView]
-    records: list[Any]
+    records: list[TrialRecord]  # final records, with the sweep's evaluation
+    left_out: Counter[str] = field(default_factory=Counter)  # reason -> final trials not in the table
+    search_trials: int = 0
+    assessed: dict[str, dict[tuple[str, Optional[str]], PairedComparison]] = field(default_factory=dict)  # by metric
 
 
-def load_sweep(sweep_dir: Path) -> Sweep:
-    """A sweep directory's finished final trials with their resolved configs."""
-    if not (sweep_dir / "sweep.yaml").is_file():
-        raise TableError(f"{sweep_dir}: not a sweep directory (no sweep.yaml)")
-    plan = load_plan(sweep_dir / "sweep.yaml")
-    cells = {c.id: c for c in plan.cells}
+def protocol_of(plan: SweepPlan) -> str:
+    """How a sweep produced its numbers: hyperparameters, seeds, which evaluation (for footnotes)."""
+    spec = plan.spec
+    if spec.search:
+        where = f"{spec.search.folds} class folds" if spec.search.folds else "held-out training classes"
+        search = (f"{', '.join(short_key(k) for k in spec.search.params)} searched per cell "
+                  f"({spec.search.num_samples} samples on {where})")
+    else:
+        search = "fixed hyperparameters"
+    if spec.policy:
+        looks = spec.policy.looks
+        seeds = f"seeds added adaptively by a seed policy ({looks[0]} to {looks[-1]} per cell)"
+    else:
+        seeds = "fixed seeds"
+    selection = {"last": "last evaluation",
+                 "best": f"best evaluation by {metric_label(spec.metric)} (epoch chosen on the test split)",
+                 "best_on_test": f"best test {metric_label(PAPERS_SELECTION_METRIC)} evaluation (test-set selection)",
+                 }[spec.report.evaluation]
+    return f"{search}; {seeds}; {selection}"
+
+
+def load_sweep(sweep_dir: Path, index: int = 0, name: Optional[str] = None, plan: Optional[SweepPlan] = None) -> Sweep:
+    """A sweep directory's finished final trials with their resolved configs, and a count of the
+    trials left out."""
+    plan = plan or _plan(sweep_dir)
+    name = name or plan.name
+    cells = {c.id: (i, c) for i, c in enumerate(plan.cells)}
+    labels = cell_labels([{"id": c.id, "arm": c.arm, "coords": c.coords} for c in plan.cells], plan.spec.arms, plan.base)
     searched = frozenset(plan.spec.search.params) if plan.spec.search else frozenset()
-    records = load_records(sweep_dir).final()
+    evaluation = plan.spec.report.evaluation
+    protocol = protocol_of(plan)
+    all_records = load_records(sweep_dir).trials
+    records = [_with_evaluation(r, evaluation, plan.spec.metric, plan.spec.mode) for r in all_records if r.phase == FINAL]
+    left_out: Counter[str] = Counter()
     trials = []
     for r in records:
-        if r.phase != FINAL or r.status != FINISHED or r.cell not in cells:
+        if r.status != FINISHED:
+            left_out["failed" if r.status == FAILED else "unfinished (running or stopped)"] += 1
             continue
-        cell = cells[r.cell]
+        if r.cell not in cells:
+            left_out["of a cell its sweep's plan no longer has"] += 1
+            continue
+        i, cell = cells[r.cell]
         config = r.config
         if not config:  # a record migrated from an old ledger.json: rebuild what it ran
             spec = TrialSpec(FINAL, cell.id, cell.arm, dict(cell.coords), r.seed, dict(cell.overrides), dict(r.params))
             config = trial_config(plan.base, spec, None, plan.source).to_dict()
             config.pop("sweep", None)
-        flat = {**flatten_config(config), ARM_KEY: cell.arm, SWEEP_KEY: plan.name}
+        flat = {**flatten_config(config), ARM_KEY: cell.arm, SWEEP_KEY: name}
         fields = {k: v for k, v in flatten_config(result_config(config)).items() if k != "seed"}
-        trials.append(Trial(plan.name, sweep_dir, r.cell, r.seed, flat, fields, content_key({**config, "seed": 0}),
-                            r.content_key or content_key(config), {k: float(v) for k, v in r.metrics.items()}, searched))
+        # The stored identity, not today's: a result of an older RESULTS_VERSION, or scored on
+        # something else, is another experiment than one recomputed from its config would say.
+        fields |= {VERSION_FIELD: r.results_version, SCORED_FIELD: r.scored_on or scored_on(config),
+                   EVALUATION_FIELD: evaluation}
+        experiment = hashlib.sha256(_canon(fields).encode()).hexdigest()[:32]
+        trials.append(Trial(name, sweep_dir, r.cell, labels[r.cell], (index, i), r.seed, flat, fields, experiment,
+                            r.content_key or content_key(config), {k: float(v) for k, v in r.metrics.items()}, searched,
+                            plan.spec.policy is not None, protocol))
+    trials.sort(key=lambda t: (t.order, t.seed))
     policy = PolicyView.of(plan.spec.policy, plan.cells, plan.spec.baseline, plan.spec.metric,
                            plan.spec.equivalence_margin) if plan.spec.policy else None
-    return Sweep(plan, sweep_dir, trials, policy, records)
+    search = sum(r.phase == SEARCH for r in all_records)
+    return Sweep(plan, sweep_dir, name, trials, policy, records, left_out, search)
+
+
+def _plan(sweep_dir: Path) -> SweepPlan:
+    if not (sweep_dir / "sweep.yaml").is_file():
+        raise TableError(f"{sweep_dir}: not a sweep directory (no sweep.yaml)")
+    return load_plan(sweep_dir / "sweep.yaml")
+
+
+def _names(plans: list[SweepPlan], sweep_dirs: list[Path]) -> list[str]:
+    """Each sweep's name; two folders with the same sweep name are told apart by their paths."""
+    names = [p.name for p in plans]
+    return [f"{n} ({d})" if names.count(n) > 1 else n for n, d in zip(names, sweep_dirs)]
 
 
 # --------------------------------------------------------------------------- the table
@@ -118,6 +191,7 @@ class TableCell:
     row: tuple[Any, ...]
     col: tuple[Any, ...]
     trials: list[Trial]  # pooled: one per result identity
+    policy_sweeps: frozenset[str] = frozenset()  # sweeps whose seed policy added seeds to this cell
 
     @property
     def config(self) -> dict[str, Any]:
@@ -126,6 +200,10 @@ class TableCell:
     @property
     def sources(self) -> set[tuple[Path, str]]:
         return {(t.sweep_dir, t.cell) for t in self.trials}
+
+    @property
+    def protocols(self) -> list[str]:
+        return list(dict.fromkeys(t.protocol for t in self.trials))
 
     def by_seed(self, metric: str) -> dict[int, float]:
         return {t.seed: t.metrics[metric] for t in self.trials if math.isfinite(t.metrics.get(metric, math.nan))}
@@ -156,6 +234,24 @@ class Table:
     baseline: Optional[dict[str, Any]] = None
     margin: Optional[float] = None  # points
     sweeps: list[str] = field(default_factory=list)
+    row_labels: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    col_labels: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    row_header: str = ""
+    protocols: list[str] = field(default_factory=list)  # distinct, first-appearance order
+    notes: list[str] = field(default_factory=list)  # the accounting of trials, why some are not tested
+    label: str = ""  # LaTeX \label
+    caption: str = ""
+    post_hoc: list[str] = field(default_factory=list)  # sweeps whose design had another equivalence margin
+    keys: bool = False  # rows and columns named by raw keys and values (`--labels keys`)
+    # Protocol footnote letters by column, when each column ran one protocol; else by cell.
+    col_marks: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    by_column: bool = True
+
+    def protocol_marks(self, protocols: list[str]) -> str:
+        """The footnote letters of some protocols ("" when the whole table shares one)."""
+        if len(self.protocols) < 2:
+            return ""
+        return "".join(string.ascii_lowercase[self.protocols.index(p)] for p in protocols)
 
 
 def _value(t: Trial, key: str) -> Any:
@@ -178,70 +274,149 @@ def _mode(metric: str, sweeps: list[Sweep]) -> str:
     return "min" if metric == "loss" else "max"
 
 
+def _check_results(trials: list[Trial], metrics: list[str]) -> Counter[str]:
+    """One result per stored content key and seed, one content key per experiment and seed:
+    anything else is an error naming both sweeps. Returns how many duplicates (the same result
+    met again, e.g. reused from the trial store) are counted once."""
+    by_result: dict[tuple[str, str], Trial] = {}
+    by_experiment: dict[tuple[str, int], Trial] = {}
+    dropped: Counter[str] = Counter()
+    for t in trials:
+        first = by_result.setdefault((t.result, t.experiment), t)
+        if first is not t:
+            shown = [m for m in t.metrics.keys() | first.metrics.keys() if m not in _NOT_RESULTS]
+            differ = [m for m in ordered(shown) if _canon(first.metrics.get(m)) != _canon(t.metrics.get(m))]
+            if differ:
+                m = differ[0]
+                raise TableError(
+                    f"{first.sweep}/{first.cell} and {t.sweep}/{t.cell} hold different results for one content key "
+                    f"({t.result[:12]}, seed {t.seed}): {metric_label(m)} {fmt_metric(m, first.metrics.get(m), 2)} vs "
+                    f"{fmt_metric(m, t.metrics.get(m), 2)}; rerun one of them with --no-reuse, or leave one sweep out")
+            dropped["duplicates of a result another sweep holds (counted once)"] += 1
+            continue
+        other = by_experiment.setdefault((t.experiment, t.seed), t)
+        if other is not t:
+            raise TableError(f"{other.sweep}/{other.cell} and {t.sweep}/{t.cell} hold different results for one "
+                             f"experiment and seed {t.seed} (content keys {other.result[:12]} vs {t.result[:12]}: "
+                             "data, code or hardware that the config does not show differ); leave one sweep out")
+    return dropped
+
+
 def build_table(sweep_dirs: list[Path], rows: list[str], cols: list[str], metrics: Optional[list[str]] = None,
-                baseline: Optional[dict[str, Any]] = None, margin: Optional[float] = None) -> Table:
-    sweeps = [load_sweep(Path(d)) for d in sweep_dirs]
-    trials = [t for s in sweeps for t in s.trials]
-    if not trials:
+                baseline: Optional[dict[str, Any]] = None, margin: Optional[float] = None, labels: str = "method",
+                label: Optional[str] = None, caption: str = "") -> Table:
+    if margin is not None and not (math.isfinite(margin) and margin > 0):
+        raise TableError(f"--margin: {margin:g} is not a finite number of points > 0")
+    if margin is not None and not baseline:
+        raise TableError("--margin: needs --baseline (the margin is for the comparison with the baseline row)")
+    if labels not in LABELS:
+        raise TableError(f"--labels: {labels!r} is not one of {', '.join(LABELS)}")
+    dirs = list(dict.fromkeys(Path(d) for d in sweep_dirs))
+    plans = [_plan(d) for d in dirs]
+    sweeps = [load_sweep(d, i, n, p) for i, (d, n, p) in enumerate(zip(dirs, _names(plans, dirs), plans))]
+    loaded = [t for s in sweeps for t in s.trials]
+    if not loaded:
         raise TableError(f"{', '.join(map(str, sweep_dirs))}: no finished final trial")
     for key in [*rows, *cols, *(baseline or {})]:
-        if not any(key in t.config for t in trials):
+        if not any(key in t.config for t in loaded):
             raise TableError(f"--rows/--cols/--baseline: {key!r} is not a config key of these trials (nor `arm` or `sweep`)")
     metrics = metrics or [sweeps[0].plan.spec.metric]
     for m in metrics:
-        if not any(m in t.metrics for t in trials):
-            raise TableError(f"--metrics: {m!r} is not reported by these trials (they have {', '.join(ordered({k for t in trials for k in t.metrics} - {'epoch', 'time_s'}))})")
+        if not any(m in t.metrics for t in loaded):
+            raise TableError(f"--metrics: {m!r} is not reported by these trials (they have "
+                             f"{', '.join(ordered({k for t in loaded for k in t.metrics} - {'epoch', 'time_s'}))})")
+    dropped = _check_results(loaded, metrics)
 
-    # Group by (row, col): one experiment per cell, each result once.
-    groups: dict[tuple[tuple[Any, ...], tuple[Any, ...]], dict[str, dict[str, Trial]]] = {}
-    for t in trials:
-        key = (tuple(_value(t, k) for k in rows), tuple(_value(t, k) for k in cols))
-        groups.setdefault((_canon(key[0]), _canon(key[1])), {}).setdefault(t.experiment, {}).setdefault(t.result, t)
+    # Group by (row, col): one experiment per cell, each result once, in command-line and plan order.
+    groups: dict[tuple[str, str], dict[str, dict[str, Trial]]] = {}
+    policy_sweeps: dict[tuple[str, str], set[str]] = {}
+    for t in loaded:
+        key = (_canon([_value(t, k) for k in rows]), _canon([_value(t, k) for k in cols]))
+        groups.setdefault(key, {}).setdefault(t.experiment, {}).setdefault(t.result, t)
+        if t.adaptive:
+            policy_sweeps.setdefault(key, set()).add(t.sweep)
     cells: dict[tuple[str, str], TableCell] = {}
     for (rk, ck), experiments in groups.items():
         if len(experiments) > 1:
             a, b = (next(iter(e.values())) for e in list(experiments.values())[:2])
             diff = _differing(a, b, set())
             where = ", ".join(f"{k}={v}" for k, v in zip([*rows, *cols], [*json.loads(rk), *json.loads(ck)]))
+            hint = diff[0] if diff and diff[0] in a.config else SWEEP_KEY
             raise TableError(f"cell {where}: holds different experiments ({a.sweep}/{a.cell} vs {b.sweep}/{b.cell} differ in "
-                             f"{', '.join(diff[:3]) or 'the seed list'}); add {diff[0] if diff else 'sweep'} to --rows or --cols")
+                             f"{', '.join(diff[:3]) or 'the seed list'}); add {hint} to --rows or --cols")
         (pooled,) = experiments.values()
-        members = sorted(pooled.values(), key=lambda t: (t.seed, str(t.sweep_dir)))
-        cells[(rk, ck)] = TableCell(tuple(json.loads(rk)), tuple(json.loads(ck)), members)
+        members = sorted(pooled.values(), key=lambda t: (t.seed, t.order))
+        cells[(rk, ck)] = TableCell(tuple(json.loads(rk)), tuple(json.loads(ck)), members,
+                                    frozenset(policy_sweeps.get((rk, ck), ())))
 
-    row_order = list(dict.fromkeys(rk for rk, _ in cells))
-    col_order = list(dict.fromkeys(ck for _, ck in cells))
-    row_order.sort(key=_sort_key)
-    col_order.sort(key=_sort_key)
+    first_seen = {}
+    for t in loaded:  # already in command-line, plan and seed order
+        first_seen.setdefault((_canon([_value(t, k) for k in rows]), _canon([_value(t, k) for k in cols])), t.order)
+    row_order = list(dict.fromkeys(rk for rk, _ in sorted(cells, key=lambda k: first_seen[k])))
+    col_order = list(dict.fromkeys(ck for _, ck in sorted(cells, key=lambda k: first_seen[k])))
     table = Table([tuple(json.loads(r)) for r in row_order], [tuple(json.loads(c)) for c in col_order], rows, cols,
-                  metrics, {}, baseline, margin, [s.plan.name for s in sweeps])
-    for (rk, ck), cell in cells.items():
+                  metrics, {}, baseline, margin, [s.name for s in sweeps])
+    for cell in cells.values():
         for m in metrics:
             table.entries[(cell.row, cell.col, m)] = Entry(cell, m, mean_ci(list(cell.by_seed(m).values())))
-    for m in metrics:
-        sign = 1 if _mode(m, sweeps) == "max" else -1
-        for col in table.cols:
-            column = [e for (r, c, mm), e in table.entries.items() if c == col and mm == m and math.isfinite(e.ci.mean)]
-            if column:
-                top = max(sign * e.ci.mean for e in column)
-                for e in column:
-                    e.best = sign * e.ci.mean == top
+    _name_rows_and_cols(table, labels)
+    table.protocols = list(dict.fromkeys(p for cell in cells.values() for p in cell.protocols))
+    by_col = {c: list(dict.fromkeys(p for cell in cells.values() if cell.col == c for p in cell.protocols)) for c in table.cols}
+    table.by_column = all(len(ps) == 1 for ps in by_col.values())
+    table.col_marks = {c: table.protocol_marks(ps) if table.by_column else "" for c, ps in by_col.items()}
+    _bold(table, sweeps)
     if baseline:
         _compare(table, sweeps, baseline, margin)
+    table.notes = _accounting(table, sweeps, dropped)
+    if margin is not None:
+        table.post_hoc = [s.name for s in sweeps if s.plan.spec.equivalence_margin != margin]
+    table.label = label or "tab:" + slug("-".join(s.plan.name for s in sweeps)).lower().replace("_", "-")
+    table.caption = caption
     return table
 
 
-def _sort_key(canon: str) -> list[tuple[int, Any]]:
-    """Numbers in numeric order, None first, the rest as text."""
-    out = []
-    for v in json.loads(canon):
-        if v is None:
-            out.append((0, 0))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out.append((1, v))
-        else:
-            out.append((2, str(v)))
-    return out
+# --------------------------------------------------------------------------- names
+
+
+def _key_value(key: str, value: Any) -> str:
+    """`dim=16`; `arm` and `sweep` by their value alone (`ee`, `quick16`)."""
+    return _fmt(value) if key in (ARM_KEY, SWEEP_KEY) else f"{short_key(key)}={fmt_value(value)}"
+
+
+def _name_rows_and_cols(t: Table, how: str) -> None:
+    """Row and column labels. `keys`: the raw values. `method`: a row reads the label its sweeps
+    gave its cells when they all agree (`MS+EE n=2`); else the method its trials run and the
+    row's key values (`MS+EE lr=0.01`); a column reads its key values (`dim=16`, a sweep's name)."""
+    t.keys = how == "keys"
+    if t.keys:
+        t.row_labels = {r: _label(r) for r in t.rows}
+        t.col_labels = {c: _label(c) for c in t.cols}
+        t.row_header = ", ".join(t.row_keys)
+        return
+    trials = {r: [tr for (rr, _, _), e in t.entries.items() if rr == r for tr in e.cell.trials] for r in t.rows}
+    # `base`: a sweep of one cell names nothing by it
+    own = {r: next(iter(ls)) if len(ls := {tr.label for tr in trials[r]}) == 1 and ls != {"base"} else None for r in t.rows}
+    taken = Counter(own.values())
+    labels, methods = {}, False
+    for r in t.rows:
+        if own[r] is not None and taken[own[r]] == 1:
+            labels[r], methods = own[r], True
+            continue
+        found = [method_of(tr.config, {}) for tr in trials[r]]
+        method, absorbed = found[0] if len({m for m, _ in found}) == 1 else ("", set())
+        methods |= bool(method)
+        parts = [method] if method else []
+        parts += [_key_value(k, v) for k, v in zip(t.row_keys, r) if k not in absorbed]
+        labels[r] = " ".join(parts)
+    if len(set(labels.values())) < len(labels):  # not unique: the raw values say it
+        labels, methods = {r: _label(r) for r in t.rows}, False
+    t.row_labels = labels
+    t.row_header = "method" if methods else ", ".join(short_key(k) for k in t.row_keys)
+    cols = {c: ", ".join(_key_value(k, v) for k, v in zip(t.col_keys, c)) for c in t.cols}
+    t.col_labels = cols if len(set(cols.values())) == len(cols) else {c: _label(c) for c in t.cols}
+
+
+# --------------------------------------------------------------------------- bold and comparisons
 
 
 def _policy_comparison(a: TableCell, b: TableCell, sweeps: list[Sweep], metric: str) -> Optional[PairedComparison]:
@@ -252,17 +427,51 @@ def _policy_comparison(a: TableCell, b: TableCell, sweeps: list[Sweep], metric: 
     sweep = next((s for s in sweeps if s.sweep_dir == dir_a), None)
     if dir_a != dir_b or sweep is None or sweep.policy is None:
         return None
-    for assessment in sweep.policy.assess(sweep.records, metric):
-        if (assessment.quantity.cell, assessment.quantity.ref) == (cell_a, cell_b):
-            return assessment.comparison
-    return None
+    if metric not in sweep.assessed:
+        sweep.assessed[metric] = {(a.quantity.cell, a.quantity.ref): a.comparison
+                                  for a in sweep.policy.assess(sweep.records, metric)}
+    return sweep.assessed[metric].get((cell_a, cell_b))
+
+
+def _test(a: TableCell, b: TableCell, sweeps: list[Sweep], metric: str) -> tuple[Optional[PairedComparison], str]:
+    """`a` - `b` paired by seed, by the procedure their seeds allow; or why there is none."""
+    c = _policy_comparison(a, b, sweeps, metric)
+    if c is not None:
+        return c, ""
+    c = _policy_comparison(b, a, sweeps, metric)
+    if c is not None:  # the policy compares b with a: the same interval, negated
+        return PairedComparison(c.seeds, -c.mean_diff, -c.high, -c.low, c.p_value, c.procedure), ""
+    adaptive = a.policy_sweeps | b.policy_sweeps
+    if adaptive:
+        return None, (f"not tested: seeds added adaptively by the seed policy of {', '.join(sorted(adaptive))} "
+                      "outside one of its own comparisons (a plain t-test on them would not hold)")
+    return paired_comparison(a.by_seed(metric), b.by_seed(metric)), ""
+
+
+def _bold(t: Table, sweeps: list[Sweep]) -> None:
+    """Bold the best of a column only when a test separates it from the runner-up."""
+    for m in t.metrics:
+        sign, mode = (1 if _mode(m, sweeps) == "max" else -1), _mode(m, sweeps)
+        for col in t.cols:
+            column = [e for (_, c, mm), e in t.entries.items() if c == col and mm == m and math.isfinite(e.ci.mean)]
+            if len(column) < 2:
+                continue  # a lone cell is best of nothing
+            first, second = sorted(column, key=lambda e: -sign * e.ci.mean)[:2]
+            if first.ci.mean == second.ci.mean:
+                continue
+            c, _ = _test(first.cell, second.cell, sweeps, m)
+            first.best = c is not None and verdict(c, mode) == "better"
+
+
+def _baseline_rows(t: Table, baseline: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [r for r in t.rows if all(_canon(r[t.row_keys.index(k)]) == _canon(v) for k, v in baseline.items())]
 
 
 def _compare(table: Table, sweeps: list[Sweep], baseline: dict[str, Any], margin: Optional[float]) -> None:
     for key in baseline:
         if key not in table.row_keys:
             raise TableError(f"--baseline: {key} is not one of --rows {table.row_keys}")
-    matching = [r for r in table.rows if all(_canon(r[table.row_keys.index(k)]) == _canon(v) for k, v in baseline.items())]
+    matching = _baseline_rows(table, baseline)
     if not matching:
         raise TableError(f"--baseline: no row has {', '.join(f'{k}={v}' for k, v in baseline.items())}")
     ignore = set(table.row_keys)
@@ -276,15 +485,40 @@ def _compare(table: Table, sweeps: list[Sweep], baseline: dict[str, Any], margin
         if differ:
             e.note = f"not compared: differs from the baseline in {', '.join(differ[:3])}"
             continue
-        c = _policy_comparison(e.cell, ref.cell, sweeps, m) or paired_comparison(e.cell.by_seed(m), ref.cell.by_seed(m))
+        c, why = _test(e.cell, ref.cell, sweeps, m)
+        if c is None:
+            e.note = why
+            continue
         raw_margin = None if margin is None else points(m, margin)
         e.comparison = c
         e.word = verdict(c, _mode(m, sweeps), margin=raw_margin,
                          margin_text=None if margin is None else f"{margin:g}" + " points" * is_fraction(m))
         if e.word.startswith("equivalent"):
             e.mark = EQUIVALENT_MARK
-        elif e.word in ("better", "worse"):
-            e.mark = SIGNIFICANT[c.procedure]
+        elif e.word.split(",")[0] in ("better", "worse"):
+            e.mark = SIGNIFICANT[c.procedure] + (EQUIVALENT_MARK if "within" in e.word else "")
+
+
+def _accounting(t: Table, sweeps: list[Sweep], dropped: Counter[str]) -> list[str]:
+    """Every trial of the sweeps: how many the table uses, which it leaves out and why."""
+    used = len({(tr.result, tr.experiment) for e in t.entries.values() for tr in e.cell.trials})
+    left = Counter(dropped)
+    for s in sweeps:
+        left.update(s.left_out)
+    for m in t.metrics:
+        missing = sum(1 for (_, _, mm), e in t.entries.items() if mm == m for tr in e.cell.trials
+                      if not math.isfinite(tr.metrics.get(m, math.nan)))
+        if missing:
+            left[f"without a finite {metric_label(m)} (left out of that metric only)"] += missing
+    search = sum(s.search_trials for s in sweeps)
+    text = f"Trials: {used} final trial{'s' * (used != 1)} used"
+    text += "; left out: " + ", ".join(f"{n} {why}" for why, n in left.items()) if left else "; none left out"
+    if search:
+        text += f"; {search} search trial{'s' * (search != 1)} not shown (they chose hyperparameters)"
+    notes = [text + "."]
+    why = list(dict.fromkeys(e.note for e in t.entries.values() if e.note))
+    notes += [f"Some cells {n}." for n in why[:3]] + ([f"({len(why) - 3} more reasons: see the csv format.)"] if len(why) > 3 else [])
+    return notes
 
 
 # --------------------------------------------------------------------------- writers
@@ -294,7 +528,7 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def _label(keys: list[str], values: tuple[Any, ...]) -> str:
+def _label(values: tuple[Any, ...]) -> str:
     return ", ".join(_fmt(v) for v in values)
 
 
@@ -314,11 +548,24 @@ def _unit(metric: str) -> str:
     return f"{metric_label(metric)} (%)" if is_fraction(metric) else metric_label(metric)
 
 
-def _legend(t: Table, latex: bool = False) -> list[str]:
-    marks = {e.mark for e in t.entries.values() if e.mark}
+def _cell_marks(t: Table, e: Entry) -> str:
+    """Protocol footnote letters on a cell, when its column mixes protocols."""
+    return "" if t.by_column else t.protocol_marks(e.cell.protocols)
+
+
+def _col_marks(t: Table, col: tuple[Any, ...]) -> str:
+    return t.col_marks.get(col, "")
+
+
+def _legend(t: Table) -> list[str]:
+    marks = {ch for e in t.entries.values() for ch in e.mark}
     base = ", ".join(f"{k}={v}" for k, v in (t.baseline or {}).items())
-    lines = [f"Mean ± {CONFIDENCE:.0%} Student-t half-width over seeds (number of seeds in parentheses); "
-             "bold: the best mean in its column."]
+    if t.baseline and not t.keys:  # the baseline rows by their labels (`MS`)
+        base = ", ".join(t.row_labels[r] for r in _baseline_rows(t, t.baseline)) or base
+    lines = [f"Mean ± {CONFIDENCE:.0%} Student-t half-width over seeds (number of seeds in parentheses), in % for "
+             "retrieval and clustering scores. Bold: the best mean in its column when a paired test over the seeds it "
+             "shares with the runner-up separates them (a paired t-test with p < 0.05, or a seed policy's repeated 95 % CI "
+             "when the two are one of its comparisons); never a cell alone in its column."]
     if "†" in marks or (t.baseline and not marks):
         lines.append(f"† differs from the baseline ({base}) in the same column: paired t-test over the shared seeds, "
                      "p < 0.05 (its 95 % interval of the difference excludes 0).")
@@ -327,10 +574,17 @@ def _legend(t: Table, latex: bool = False) -> list[str]:
                      "valid under its optional stopping) excludes 0.")
     if EQUIVALENT_MARK in marks:
         unit = " points" if all(is_fraction(m) for m in t.metrics) else ""
-        lines.append(f"≈ equivalent to the baseline within ±{t.margin:g}{unit}: the 95 % interval of the paired "
-                     "difference lies inside the margin (two one-sided tests, TOST).")
-    notes = sorted({e.note for e in t.entries.values() if e.note})
-    lines += [f"Some cells {n}." for n in notes[:1]]
+        lines.append(f"≈ within ±{t.margin:g}{unit} of the baseline: the 95 % interval of the paired difference lies "
+                     "inside the margin (two one-sided tests, TOST); with † or ‡ it also excludes 0."
+                     + (f" The margin is this table's, not in the design of {', '.join(t.post_hoc)} (post hoc)."
+                        if t.post_hoc else ""))
+    if len(t.protocols) == 1:
+        lines.append(f"Protocol: {t.protocols[0]}.")
+    elif t.protocols:
+        where = "columns" if t.by_column else "cells"
+        lines.append(f"The {where} differ in protocol: "
+                     + "; ".join(f"({string.ascii_lowercase[i]}) {p}" for i, p in enumerate(t.protocols)) + ".")
+    lines += t.notes
     lines.append(f"Sweeps: {', '.join(t.sweeps)}.")
     return lines
 
@@ -341,16 +595,21 @@ def to_markdown(t: Table) -> str:
         if not mean:
             return "–"
         mean = f"**{mean}**" if e.best else mean
-        return f"{mean} ± {half} ({n}){e.mark}" if half else f"{mean} ({n}){e.mark}"
+        sup = f"<sup>{marks}</sup>" if (marks := _cell_marks(t, e)) else ""
+        return (f"{mean} ± {half} ({n}){e.mark}" if half else f"{mean} ({n}){e.mark}") + sup
 
-    header = [*(k for k in t.row_keys)] + [
-        (f"{_label(t.col_keys, c)} · {_unit(m)}" if len(t.metrics) > 1 else _label(t.col_keys, c)) if t.col_keys else _unit(m)
-        for c, m in _headers(t)]
-    title = (f"{', '.join(t.col_keys)} →" if t.col_keys else "") + (f" {_unit(t.metrics[0])}" if len(t.metrics) == 1 and t.col_keys else "")
+    def col_text(c: tuple[Any, ...], m: str) -> str:
+        sup = f"<sup>{marks}</sup>" if (marks := _col_marks(t, c)) else ""
+        name = t.col_labels[c] + sup
+        return (f"{name} · {_unit(m)}" if len(t.metrics) > 1 else name) if t.col_keys else _unit(m) + sup
+
+    header = [t.row_header] + [col_text(c, m) for c, m in _headers(t)]
+    keys = f"{', '.join(t.col_keys)} → " if t.col_keys and t.keys else ""
+    title = keys + (_unit(t.metrics[0]) if len(t.metrics) == 1 and t.col_keys else "")
     lines = [f"**{title.strip()}**", ""] if title.strip() else []
-    lines += ["| " + " | ".join(_md(h) for h in header) + " |", "| " + " | ".join(["---"] * len(t.row_keys) + [":---:"] * len(_headers(t))) + " |"]
+    lines += ["| " + " | ".join(_md(h) for h in header) + " |", "| " + " | ".join(["---"] + [":---:"] * len(_headers(t))) + " |"]
     for r in t.rows:
-        cells = [_fmt(v) for v in r] + [cell_text(t.entries.get((r, c, m))) for c, m in _headers(t)]
+        cells = [t.row_labels[r]] + [cell_text(t.entries.get((r, c, m))) for c, m in _headers(t)]
         lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
     return "\n".join(lines + [""] + [f"{line}  " for line in _legend(t)]) + "\n"
 
@@ -368,31 +627,32 @@ def tex(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in str(text))
 
 
+def _sup(marks: str) -> str:
+    return rf"\textsuperscript{{{marks}}}" if marks else ""
+
+
 def to_latex(t: Table) -> str:
-    """A booktabs `table` (needs `\\usepackage{booktabs}`)."""
-    nr, heads = len(t.row_keys), _headers(t)
-    spec = "l" * nr + "c" * len(heads)
+    """A booktabs `table` with a caption and a `\\label` (needs `\\usepackage{booktabs}`)."""
+    heads = _headers(t)
+    spec = "l" + "c" * len(heads)
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    col_head = {c: tex(t.col_labels[c]) + _sup(_col_marks(t, c)) for c in t.cols}
     if t.col_keys:
-        groups = [(c, len(t.metrics)) for c in t.cols]
-        top = [""] * nr + [rf"\multicolumn{{{n}}}{{c}}{{{tex(_label(t.col_keys, c))}}}" if n > 1 else tex(_label(t.col_keys, c))
-                           for c, n in groups]
-        lines.append(rf"\multicolumn{{{nr}}}{{l}}{{}} & \multicolumn{{{len(heads)}}}{{c}}{{{tex(', '.join(t.col_keys))}}} \\"
-                     if nr else "")
-        lines.append(rf"\cmidrule(lr){{{nr + 1}-{nr + len(heads)}}}")
+        if t.keys:
+            lines.append(rf" & \multicolumn{{{len(heads)}}}{{c}}{{{tex(', '.join(t.col_keys))}}} \\")
+            lines.append(rf"\cmidrule(lr){{2-{1 + len(heads)}}}")
         if len(t.metrics) > 1:
-            lines.append(" & ".join(top[:nr] + top[nr:]) + r" \\")
-            start = nr + 1
-            lines.append(" ".join(rf"\cmidrule(lr){{{start + i * n}-{start + i * n + n - 1}}}" for i, (_, n) in enumerate(groups)))
-            lines.append(" & ".join([tex(k) for k in t.row_keys] + [tex(_unit(m)) for _, m in heads]) + r" \\")
+            n = len(t.metrics)
+            lines.append(" & ".join([""] + [rf"\multicolumn{{{n}}}{{c}}{{{col_head[c]}}}" for c in t.cols]) + r" \\")
+            lines.append(" ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + i * n + n}}}" for i in range(len(t.cols))))
+            lines.append(" & ".join([tex(t.row_header)] + [tex(_unit(m)) for _, m in heads]) + r" \\")
         else:
-            lines.append(" & ".join([tex(k) for k in t.row_keys] + top[nr:]) + r" \\")
+            lines.append(" & ".join([tex(t.row_header)] + [col_head[c] for c, _ in heads]) + r" \\")
     else:
-        lines.append(" & ".join([tex(k) for k in t.row_keys] + [tex(_unit(m)) for _, m in heads]) + r" \\")
-    lines = [line for line in lines if line]
+        lines.append(" & ".join([tex(t.row_header)] + [tex(_unit(m)) + _sup(_col_marks(t, c)) for c, m in heads]) + r" \\")
     lines.append(r"\midrule")
     for r in t.rows:
-        cells = [tex(_fmt(v)) for v in r]
+        cells = [tex(t.row_labels[r])]
         for c, m in heads:
             e = t.entries.get((r, c, m))
             mean, half, n = _number(e)
@@ -401,17 +661,25 @@ def to_latex(t: Table) -> str:
                 continue
             mean = rf"\textbf{{{mean}}}" if e.best else mean
             body = rf"{mean} $\pm$ {half}" if half else mean
-            cells.append(rf"{body} {{\scriptsize ({n})}}{tex(e.mark)}")
+            cells.append(rf"{body} {{\scriptsize ({n})}}{tex(e.mark)}{_sup(_cell_marks(t, e))}")
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    caption = " ".join(tex(line) for line in _legend(t))
+    legend = " ".join(tex(line) for line in _legend(t))
     metric = "" if len(t.metrics) > 1 else f"{tex(_unit(t.metrics[0]))}. "
-    lines += [rf"\caption{{{metric}{caption}}}", r"\end{table}"]
+    head = f"{tex(t.caption.rstrip('.'))}. " if t.caption else ""
+    lines += [rf"\caption{{{head}{metric}{legend}}}", rf"\label{{{t.label}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["row", "col", "metric", "n", "mean", "ci_low", "ci_high", "best", "seeds", "mark", "test", "verdict",
-              "diff", "diff_low", "diff_high", "p_value", "sources"]
+CSV_FIELDS = ["row", "col", "metric", "unit", "n", "mean", "ci_low", "ci_high", "best", "seeds", "mark", "test",
+              "verdict", "diff", "diff_low", "diff_high", "p_value", "protocol", "sources"]
+
+
+def _shown(metric: str, x: float) -> float | str:
+    """A value in the unit every format shows (fractions in %, differences in points)."""
+    if not math.isfinite(x):
+        return ""
+    return 100.0 * x if is_fraction(metric) else x
 
 
 def to_csv(t: Table) -> str:
@@ -420,12 +688,15 @@ def to_csv(t: Table) -> str:
     w.writeheader()
     for (r, c, m), e in sorted(t.entries.items(), key=lambda kv: (t.rows.index(kv[0][0]), t.cols.index(kv[0][1]), t.metrics.index(kv[0][2]))):
         comp = e.comparison
-        w.writerow({"row": _label(t.row_keys, r), "col": _label(t.col_keys, c), "metric": m, "n": e.ci.n, "mean": e.ci.mean,
-                    "ci_low": e.ci.low, "ci_high": e.ci.high, "best": e.best, "seeds": json.dumps(sorted(e.cell.by_seed(m))),
-                    "mark": e.mark, "test": comp.procedure if comp else "", "verdict": e.word or e.note,
-                    "diff": comp.mean_diff if comp else "", "diff_low": comp.low if comp else "",
-                    "diff_high": comp.high if comp else "", "p_value": comp.p_value if comp else "",
-                    "sources": ";".join(sorted(f"{d.name}/{cell}" for d, cell in e.cell.sources)),
+        w.writerow({"row": t.row_labels[r], "col": t.col_labels[c], "metric": m, "unit": "%" if is_fraction(m) else "",
+                    "n": e.ci.n, "mean": _shown(m, e.ci.mean), "ci_low": _shown(m, e.ci.low), "ci_high": _shown(m, e.ci.high),
+                    "best": e.best, "seeds": json.dumps(sorted(e.cell.by_seed(m))), "mark": e.mark,
+                    "test": comp.procedure if comp else "", "verdict": e.word or e.note,
+                    "diff": _shown(m, comp.mean_diff) if comp else "", "diff_low": _shown(m, comp.low) if comp else "",
+                    "diff_high": _shown(m, comp.high) if comp else "",
+                    "p_value": comp.p_value if comp and math.isfinite(comp.p_value) else "",
+                    "protocol": " | ".join(e.cell.protocols),
+                    "sources": ";".join(sorted({f"{tr.sweep}/{tr.cell}" for tr in e.cell.trials})),
                     **dict(zip(t.row_keys, r)), **dict(zip(t.col_keys, c))})
     return out.getvalue()
 
@@ -452,6 +723,18 @@ def _baseline(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _margin(text: Optional[str]) -> Optional[float]:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise TableError(f"--margin: {text!r} is not a number (points of the metric)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise TableError(f"--margin: {text} is not a finite number of points > 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dml-report table", description="The paper's table from one or more sweeps.")
     parser.add_argument("sweep_dirs", nargs="+", type=Path)
@@ -459,13 +742,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cols", default="", help="comma-separated config keys naming the columns")
     parser.add_argument("--metrics", default="", help="comma-separated metrics (default: the first sweep's metric)")
     parser.add_argument("--baseline", nargs="*", default=[], help="key=value of the baseline row, e.g. expansion.n_inner_pts=0")
-    parser.add_argument("--margin", type=float, default=None, help="equivalence margin in points of the metric (TOST)")
+    parser.add_argument("--margin", default=None, help="equivalence margin in points of the metric (TOST), finite and > 0")
+    parser.add_argument("--labels", choices=LABELS, default="method",
+                        help="method: rows named as the sweeps name their cells (MS+EE n=2); keys: the raw config values")
+    parser.add_argument("--label", default=None, help=r"the LaTeX \label (default: tab:<sweep names>)")
+    parser.add_argument("--caption", default="", help="the caption's first sentence (LaTeX), before the legend")
     parser.add_argument("--format", choices=FORMATS, default="md")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     args = parser.parse_args(argv)
     try:
         table = build_table(args.sweep_dirs, _keys(args.rows), _keys(args.cols), _keys(args.metrics) or None,
-                            _baseline(args.baseline) or None, args.margin)
+                            _baseline(args.baseline) or None, _margin(args.margin), args.labels, args.label, args.caption)
     except (TableError, SweepError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -158,7 +158,8 @@ def _equivalence_note(results: SweepResults) -> str:
     if margin is None:
         return ""
     unit = " points" if is_fraction(results.metric) else ""
-    return (f"; equivalent within ±{margin:g}{unit} when the interval lies inside it (two one-sided tests, TOST, "
+    return (f"; equivalent within ±{margin:g}{unit} when the interval contains 0 and lies inside the margin, "
+            f"\"better, within ±{margin:g}{unit}\" (or worse) when it excludes 0 and lies inside it (two one-sided tests, TOST, "
             "each at half the interval's error rate)")
 
 

@@ -82,7 +82,7 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
     sweep_from_records(tmp_path / "dim32", variant, values)
     table = build_table([outcome.sweep_dir, tmp_path / "dim32"], ["expansion.n_inner_pts"], ["model.embedding_dim"],
                         ["recall_at_1"], {"expansion.n_inner_pts": 0})
-    assert table.cols == [(32,), (64,)]
+    assert table.cols == [(64,), (32,)]  # command-line order
     for (row, col, _), e in table.entries.items():
         values = seeds["expansion.n_inner_pts=%d" % row[0]] if col == (64,) else None
         if values is not None:  # the real sweep's cells: every number from its records
@@ -90,7 +90,7 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
     ee64 = table.entries[((2,), (64,), "recall_at_1")]
     assert ee64.comparison.procedure == "repeated CI"  # the policy's own comparison, not a t-test on adaptive seeds
     assert table.entries[((2,), (32,), "recall_at_1")].comparison.procedure == "paired t"
-    assert "| 0 |" in to_markdown(table) and r"\toprule" in to_latex(table)
+    assert "| MS |" in to_markdown(table) and r"\toprule" in to_latex(table)
 
 
 def test_identical_arms_end_equivalent_and_a_real_gap_does_not(ray_local: None, tracking_uri: str, tmp_path: Path,
