@@ -403,16 +403,17 @@ def _name_rows_and_cols(t: Table, how: str) -> None:
             labels[r], methods = own[r], True
             continue
         found = [method_of(tr.config, {}) for tr in trials[r]]
-        method, absorbed = found[0] if len({m for m, _ in found}) == 1 else ("", set())
+        # an arm's name is already the sweep's name for its method
+        method, absorbed = found[0] if len({m for m, _ in found}) == 1 and ARM_KEY not in t.row_keys else ("", set())
         methods |= bool(method)
         parts = [method] if method else []
-        parts += [_key_value(k, v) for k, v in zip(t.row_keys, r) if k not in absorbed]
-        labels[r] = " ".join(parts)
+        parts += [_key_value(k, v) for k, v in zip(t.row_keys, r) if k not in absorbed and v is not None]
+        labels[r] = " ".join(parts) or "–"
     if len(set(labels.values())) < len(labels):  # not unique: the raw values say it
         labels, methods = {r: _label(r) for r in t.rows}, False
     t.row_labels = labels
     t.row_header = "method" if methods else ", ".join(short_key(k) for k in t.row_keys)
-    cols = {c: ", ".join(_key_value(k, v) for k, v in zip(t.col_keys, c)) for c in t.cols}
+    cols = {c: ", ".join(_key_value(k, v) for k, v in zip(t.col_keys, c) if v is not None) or "–" for c in t.cols}
     t.col_labels = cols if len(set(cols.values())) == len(cols) else {c: _label(c) for c in t.cols}
 
 
