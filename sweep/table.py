@@ -16,8 +16,9 @@ for one experiment and seed) are an error naming both sweeps, never a silent cho
 *different* experiments landing in one cell (e.g. a different learning rate) is an error naming
 the differing key: add it to --rows or --cols.
 
-Bold marks the best mean of a column only when a paired t-test over the seeds it shares with the
-runner-up separates them (p < 0.05); never a lone cell. With `--baseline key=value`, each cell is
+Bold marks the best mean of a column only when a paired test over the seeds it shares with the
+runner-up separates them (a paired t-test with p < 0.05, or the seed policy's repeated CI when the
+two are one of its comparisons); never a lone cell. With `--baseline key=value`, each cell is
 compared, paired by seed, with the cell of the baseline row in its column, when the two are the
 same experiment up to the row keys (and searched parameters, tuned per cell): † marks a paired
 t-test with p < 0.05 (its 95 % interval excludes 0); ‡ the same by a seed policy's repeated CI,
@@ -274,7 +275,7 @@ def _mode(metric: str, sweeps: list[Sweep]) -> str:
     return "min" if metric == "loss" else "max"
 
 
-def _check_results(trials: list[Trial], metrics: list[str]) -> Counter[str]:
+def _check_results(trials: list[Trial]) -> Counter[str]:
     """One result per stored content key and seed, one content key per experiment and seed:
     anything else is an error naming both sweeps. Returns how many duplicates (the same result
     met again, e.g. reused from the trial store) are counted once."""
@@ -325,7 +326,7 @@ def build_table(sweep_dirs: list[Path], rows: list[str], cols: list[str], metric
         if not any(m in t.metrics for t in loaded):
             raise TableError(f"--metrics: {m!r} is not reported by these trials (they have "
                              f"{', '.join(ordered({k for t in loaded for k in t.metrics} - {'epoch', 'time_s'}))})")
-    dropped = _check_results(loaded, metrics)
+    dropped = _check_results(loaded)
 
     # Group by (row, col): one experiment per cell, each result once, in command-line and plan order.
     groups: dict[tuple[str, str], dict[str, dict[str, Trial]]] = {}
@@ -403,16 +404,17 @@ def _name_rows_and_cols(t: Table, how: str) -> None:
             labels[r], methods = own[r], True
             continue
         found = [method_of(tr.config, {}) for tr in trials[r]]
-        method, absorbed = found[0] if len({m for m, _ in found}) == 1 else ("", set())
+        # an arm's name is already the sweep's name for its method
+        method, absorbed = found[0] if len({m for m, _ in found}) == 1 and ARM_KEY not in t.row_keys else ("", set())
         methods |= bool(method)
         parts = [method] if method else []
-        parts += [_key_value(k, v) for k, v in zip(t.row_keys, r) if k not in absorbed]
-        labels[r] = " ".join(parts)
+        parts += [_key_value(k, v) for k, v in zip(t.row_keys, r) if k not in absorbed and v is not None]
+        labels[r] = " ".join(parts) or "–"
     if len(set(labels.values())) < len(labels):  # not unique: the raw values say it
         labels, methods = {r: _label(r) for r in t.rows}, False
     t.row_labels = labels
     t.row_header = "method" if methods else ", ".join(short_key(k) for k in t.row_keys)
-    cols = {c: ", ".join(_key_value(k, v) for k, v in zip(t.col_keys, c)) for c in t.cols}
+    cols = {c: ", ".join(_key_value(k, v) for k, v in zip(t.col_keys, c) if v is not None) or "–" for c in t.cols}
     t.col_labels = cols if len(set(cols.values())) == len(cols) else {c: _label(c) for c in t.cols}
 
 

@@ -369,3 +369,16 @@ def test_labels_for_rows_no_sweep_names(tmp_path: Path) -> None:
     assert table.row_header == "method" and list(table.col_labels.values()) == ["data=digits"]
     alone = build_table([a], ["model.embedding_dim"], [])
     assert [alone.row_labels[r] for r in alone.rows] == ["MS+EE dim=16"]  # not `base`
+
+
+def test_rows_by_arm_read_the_arm_names_in_yaml_order(tmp_path: Path) -> None:
+    """Arms in the YAML's order (not alphabetical), each row named by its arm, also when the
+    arm's cells carry other labels along a column axis."""
+    grid = {"grid": {"expansion.n_inner_pts": [1, 2]},
+            "arms": {"ms": {"expansion.name": "none", "expansion.n_inner_pts": None}, "ee": {"expansion.name": "ee"}}}
+    values = {"arm=ms,expansion.n_inner_pts=null": {0: 0.80, 1: 0.81}, "arm=ee,expansion.n_inner_pts=1": {0: 0.82, 1: 0.83},
+              "arm=ee,expansion.n_inner_pts=2": {0: 0.84, 1: 0.85}}
+    s = sweep_of(tmp_path, "arms", 16, values, **grid, baseline=None)
+    table = build_table([s], ["arm"], ["expansion.n_inner_pts"])
+    assert [table.row_labels[r] for r in table.rows] == ["ms", "ee"]
+    assert [table.col_labels[c] for c in table.cols] == ["–", "n=1", "n=2"]
