@@ -38,9 +38,18 @@ class Identity:
 
 
 def identity(plan: SweepPlan, spec: TrialSpec, sampled: Optional[dict[str, Any]] = None) -> Identity:
-    config = trial_config(plan.base, spec, sampled, plan.source).to_dict()
+    """The trial's config and its content key, over the fingerprint of the data it reads (each
+    data root read once per plan: `SweepPlan.data_fingerprints`)."""
+    from dml_core.data.fingerprint import Fingerprints
+
+    cfg = trial_config(plan.base, spec, sampled, plan.source)
+    try:
+        data = Fingerprints(plan.data_fingerprints).of(cfg.data)
+    except ValueError as e:  # DatasetError: one line naming the folder or file
+        raise SweepError(f"{plan.source} [{spec.key}]: {e}") from None
+    config = cfg.to_dict()
     config.pop("sweep", None)
-    return Identity(config, content_key(config))
+    return Identity(config, content_key(config, data))
 
 
 def identity_fields(ident: Identity) -> dict[str, Any]:
