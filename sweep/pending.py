@@ -169,13 +169,16 @@ def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identit
         ident = identities.get(r.key)
         if ident is None or not r.content_key or r.content_key == ident.content_key:
             continue
-        changed[r.key] = changed_fields(r.config, ident.config) or ["dml_core results version"]
+        # Same fields, another key: another results version, else the data under the same paths.
+        same_version = r.results_version in (None, RESULTS_VERSION)
+        changed[r.key] = changed_fields(r.config, ident.config) or [
+            "the data (what its data roots hold)" if same_version else "dml_core results version"]
     refused = {k: v for k, v in changed.items() if not set(v) <= searched}
     if refused and not restart_changed:
         key, first = next(iter(refused.items()))
         shown = ", ".join(first[:3]) + (", ..." if len(first) > 3 else "")
         old, new = flatten_config(log.get(key).config), flatten_config(identities[key].config)
-        was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 else ""
+        was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 and first[0] in old.keys() | new.keys() else ""
         raise SweepError(f"{plan.source}: {shown}{was} changes {len(refused)} trials this sweep already ran; "
                          "add --restart-changed to run them afresh, or start a new sweep (--out DIR or --set sweep.name=...)")
     return sorted(changed)

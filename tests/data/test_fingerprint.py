@@ -153,3 +153,26 @@ def test_a_missing_root_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytes
         identity(plan, plan.final_trials()[0])
     assert "\n" not in str(e.value) and str(path) in str(e.value)
 
+
+
+def test_resuming_a_sweep_whose_data_changed_under_the_same_path_is_refused(
+        tmp_path: Path, make_class_tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep.pending import check_growth, identity
+    from sweep.plan import load_plan
+    from sweep.spec import SweepError
+    from sweep.store import SweepLog
+
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(SWEEP, sort_keys=False))
+    monkeypatch.setenv("DML_TRIAL_STORE", str(tmp_path / "trials.sqlite"))
+    monkeypatch.setenv("DML_DATA", str(tmp_path / "data"))
+    tree = make_class_tree(tmp_path / "data" / "omni", CHARACTERS, mode="L")
+    _finished_sweep(load_plan(path), tmp_path / "sweeps" / "s")
+    shutil.rmtree(tree)
+    make_class_tree(tree, dict(reversed(list(CHARACTERS.items()))), mode="L")  # other labels, same names
+    plan, log = load_plan(path), SweepLog.open(tmp_path / "sweeps" / "s")
+    specs = plan.final_trials()
+    ids = {s.key: identity(plan, s) for s in specs}
+    with pytest.raises(SweepError, match=r"x\.yaml: the data \(what its data roots hold\) changes 4 trials this sweep"):
+        check_growth(plan, log, specs, ids, restart_changed=False)
+    assert len(check_growth(plan, log, specs, ids, restart_changed=True)) == 4  # then they run afresh
