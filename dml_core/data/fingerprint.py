@@ -19,8 +19,9 @@ the same path change it. The rule:
   digits would not pass for these.
 - A root that is a URL is its string (nothing here can look inside it).
 
-Reading every file's head costs one open and read per file (`Fingerprints` keeps each root's
-digest, so a sweep's driver reads a dataset once per session, not per trial). Imports neither torch
+Reading every file's head costs one open and read per file, about 0.1 ms (Omniglot's 2,720 files
+in 0.4 s, 20,000 files in 2-3 s, on a loaded 2-core machine); `Fingerprints` keeps each root's
+digest, so a sweep's driver reads a dataset once per session, not per trial. Imports neither torch
 nor torchvision: the sweep driver computes it (tests/sweep/test_checks_no_torch.py).
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from dml_core.data.base import DatasetError
-from dml_core.data.layout import is_image
+from dml_core.data.layout import IMAGE_EXTENSIONS
 from dml_core.data.roots import resolve_data_paths
 from dml_core.params.datasets import DATASETS, DataConfig
 
@@ -97,11 +98,11 @@ def tree_fingerprint(root: str | Path) -> str:
     h = _digest()
     for rel, path, size in sorted(_files(root)):
         try:
-            content = _content_digest(path, IMAGE_HEAD_BYTES if is_image(Path(rel)) else None)
+            image = os.path.splitext(rel)[1].lower() in IMAGE_EXTENSIONS
+            content = _content_digest(path, IMAGE_HEAD_BYTES if image else None)
         except OSError as e:
             raise DatasetError(f"{path}: cannot read this file ({e.strerror or e})") from None
-        h.update(json.dumps([rel, size, content]).encode("utf-8"))
-        h.update(b"\n")
+        h.update(f"{json.dumps(rel)} {size} {content}\n".encode("utf-8"))
     return h.hexdigest()
 
 
