@@ -110,9 +110,43 @@ def check_batches(plan: SweepPlan, trials: TrialConfigs) -> None:
 
     for trial, cfg in trials:
         try:
-            check_batch(cfg.data, data_index(cfg.data))
+            if cfg.data.folds is not None:
+                check_folds(cfg)
+            else:
+                check_batch(cfg.data, data_index(cfg.data))
         except ValueError as e:
             raise SweepError(f"{plan.source} [{trial.key}]: {e}") from None
+
+
+# Fewer held-out classes than this and a fold's score means nothing: with one class every
+# embedding retrieves its own class, MAP@R 100 whatever the learning rate.
+MIN_FOLD_CLASSES = 2
+
+
+def check_folds(cfg: ExperimentConfig) -> None:
+    """Every fold of a fold search (`sweep.search.folds`), from one read of the training classes:
+    it holds out at least `MIN_FOLD_CLASSES` classes, and the other folds' classes give its
+    training P x K batches. `ValueError` naming the field otherwise."""
+    from dml_core.data.index import DataIndex, check_batch, data_index
+    from dml_core.data.splits import fold_classes
+
+    data, k = cfg.data, cfg.data.folds
+    whole = data_index(data.model_copy(update={"folds": None, "fold": 0}))  # the training classes before folds
+    n = whole.num_classes
+    for fold in range(k):
+        held = set(fold_classes(n, k, fold))
+        if len(held) < MIN_FOLD_CLASSES:
+            most = f"; at most {n // MIN_FOLD_CLASSES} folds" if n >= MIN_FOLD_CLASSES else ""
+            raise ValueError(f"sweep.search.folds: {k} folds of the {n} training classes of {data.name} hold out "
+                             f"{len(held)} class{'es' * (len(held) != 1)} in fold {fold}; a fold needs at least "
+                             f"{MIN_FOLD_CLASSES} (one class scores every model 100 %){most}")
+        rest = tuple(c for i, c in enumerate(whole.images_per_class) if i not in held)
+        if data.num_classes is not None:  # the first N training classes, after the fold split
+            rest = rest[:data.num_classes]
+        try:
+            check_batch(data, DataIndex(rest))
+        except ValueError as e:
+            raise ValueError(f"sweep.search.folds: {k} folds leave fold {fold} {len(rest)} training classes: {e}") from None
 
 
 def _check_metric(plan: SweepPlan, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:

@@ -13,6 +13,7 @@ trials of a sweep train now, which are answered from a stored result, and which 
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -21,7 +22,7 @@ from dml_core.evaluation.names import sign as mode_sign
 from dml_core.identity import RESULTS_VERSION, content_key, result_config, scored_on
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, trial_config
 from sweep.records import FAILED, TrialRecord
-from sweep.spec import SweepError
+from sweep.spec import FOLD_METRIC, SweepError
 from sweep.store import SweepLog, trial_checkpoint
 
 
@@ -38,9 +39,18 @@ class Identity:
 
 
 def identity(plan: SweepPlan, spec: TrialSpec, sampled: Optional[dict[str, Any]] = None) -> Identity:
-    config = trial_config(plan.base, spec, sampled, plan.source).to_dict()
+    """The trial's config and its content key, over the fingerprint of the data it reads (each
+    data root read once per plan: `SweepPlan.data_fingerprints`)."""
+    from dml_core.data.fingerprint import Fingerprints
+
+    cfg = trial_config(plan.base, spec, sampled, plan.source)
+    try:
+        data = Fingerprints(plan.data_fingerprints).of(cfg.data)
+    except ValueError as e:  # DatasetError: one line naming the folder or file
+        raise SweepError(f"{plan.source} [{spec.key}]: {e}") from None
+    config = cfg.to_dict()
     config.pop("sweep", None)
-    return Identity(config, content_key(config))
+    return Identity(config, content_key(config, data))
 
 
 def identity_fields(ident: Identity) -> dict[str, Any]:
@@ -159,16 +169,108 @@ def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identit
         ident = identities.get(r.key)
         if ident is None or not r.content_key or r.content_key == ident.content_key:
             continue
-        changed[r.key] = changed_fields(r.config, ident.config) or ["dml_core results version"]
+        # Same fields, another key: another results version, else the data under the same paths.
+        same_version = r.results_version in (None, RESULTS_VERSION)
+        changed[r.key] = changed_fields(r.config, ident.config) or [
+            "the data (what its data roots hold)" if same_version else "dml_core results version"]
     refused = {k: v for k, v in changed.items() if not set(v) <= searched}
     if refused and not restart_changed:
         key, first = next(iter(refused.items()))
         shown = ", ".join(first[:3]) + (", ..." if len(first) > 3 else "")
         old, new = flatten_config(log.get(key).config), flatten_config(identities[key].config)
-        was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 else ""
+        was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 and first[0] in old.keys() | new.keys() else ""
         raise SweepError(f"{plan.source}: {shown}{was} changes {len(refused)} trials this sweep already ran; "
                          "add --restart-changed to run them afresh, or start a new sweep (--out DIR or --set sweep.name=...)")
     return sorted(changed)
+
+
+# --------------------------------------------------------------------------- the design
+
+
+@dataclass
+class Restart:
+    """What `--restart-changed` reruns after a change of the design: these trials (their records,
+    MLflow runs and checkpoints discarded), and with `search` the search's studies and choices."""
+
+    keys: list[str] = field(default_factory=list)
+    search: bool = False
+
+
+def _search_metric(sweep: dict[str, Any]) -> Any:
+    """The metric a dumped spec's search ranks by (`SweepSpec.search_metric`)."""
+    search = sweep.get("search") or {}
+    return search.get("metric") or (FOLD_METRIC if search.get("folds") else sweep.get("metric"))
+
+
+def design(sweep: dict[str, Any]) -> dict[str, Any]:
+    """What a sweep's results mean, from its dumped spec (`plan.json`'s `sweep`): dotted field ->
+    value. The search's fields say what its samples were scored on and how; the seeds' kind and
+    policy, the margin (and, for a policy, the metric and baseline its stops were decided on) say
+    what the final phase's seeds and verdicts mean."""
+    search = sweep.get("search") or {}
+    seeds = sweep.get("seeds")
+    policy = seeds if isinstance(seeds, dict) else None
+    out: dict[str, Any] = {f"sweep.search.{k}": search.get(k) for k in ("params", "holdout", "folds")}
+    out |= {"sweep.search.metric": _search_metric(sweep) if search else None, "sweep.scheduler": _scheduler(sweep.get("scheduler")),
+            "sweep.seeds": "a seed policy" if policy else "a seed list",
+            "sweep.equivalence_margin": sweep.get("equivalence_margin")}
+    if policy:
+        out |= {f"sweep.seeds.{k}": policy.get(k) for k in ("start", "max", "step", "spending", "until")}
+        out |= {"sweep.metric": sweep.get("metric"), "sweep.baseline": sweep.get("baseline")}
+    return out
+
+
+def _scheduler(scheduler: Any) -> Any:
+    # Without early stopping its settings are inert.
+    return "none" if not scheduler or scheduler.get("name") == "none" else scheduler
+
+
+def _phase_of(dotted: str) -> str:
+    return SEARCH if dotted.startswith(("sweep.search.", "sweep.scheduler")) else FINAL
+
+
+def check_design_unchanged(plan: SweepPlan, started: dict[str, Any], log: SweepLog, restart_changed: bool) -> Restart:
+    """Refuse, in one line naming the field, a resumed sweep that changes what its finished
+    results mean (`design`): a search field once search samples ran, a seed-policy field, the
+    seeds' kind or the margin once final trials finished; and results keyed by another
+    `RESULTS_VERSION`. With `restart_changed` the phase the change belongs to runs afresh: the
+    search (samples, studies, choices), or the final phase of a seed policy (its stops follow the
+    new design from the first look); a margin change in a sweep of fixed seeds reruns nothing."""
+    trials = log.trials()
+    stale = [r for r in trials if r.results_version not in (None, RESULTS_VERSION) and r.content_key]
+    if stale and not restart_changed:
+        raise SweepError(f"{plan.source}: {len(stale)} trials of this sweep were keyed under dml_core results version "
+                         f"{stale[0].results_version} (now {RESULTS_VERSION}: the key covers the data, thread count and "
+                         "device); add --restart-changed to run them afresh, or start a new sweep "
+                         "(--out DIR or --set sweep.name=...)")
+    old_sweep = started.get("sweep")
+    if not isinstance(old_sweep, dict):  # a plan.json of an earlier version: its search is all it says
+        check_search_unchanged(plan, started.get("search"), log)
+        return Restart()
+    old, new = design(old_sweep), design(plan.spec.model_dump(mode="json"))
+    ran = {SEARCH: [r for r in trials if r.phase == SEARCH], FINAL: [r for r in trials if r.phase == FINAL and r.finished]}
+    changed = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k) and ran[_phase_of(k)]]
+    if changed and not restart_changed:
+        first = changed[0]
+        phase = _phase_of(first)
+        what = (f"{len(ran[SEARCH])} search samples" if phase == SEARCH else f"{len(ran[FINAL])} finished final trials")
+        raise SweepError(f"{plan.source}: {first} ({_shown(old.get(first))} -> {_shown(new.get(first))}): changes what "
+                         f"the {what} of this sweep mean; add --restart-changed to run the {phase} phase afresh "
+                         "under the new design, or start a new sweep (--out DIR or --set sweep.name=...)")
+    phases = {_phase_of(k) for k in changed}
+    if SEARCH not in phases:
+        check_search_unchanged(plan, started.get("search"), log)
+    policy = plan.spec.policy is not None or old.get("sweep.seeds") == "a seed policy"
+    keys = [r.key for r in ran[SEARCH]] if SEARCH in phases else []
+    if FINAL in phases and policy:
+        keys += [r.key for r in trials if r.phase == FINAL]
+    return Restart(keys, SEARCH in phases)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+    return "unset" if value is None else repr(value)
 
 
 def check_search_unchanged(plan: SweepPlan, old_search: Optional[dict[str, Any]], log: SweepLog) -> None:

@@ -61,6 +61,37 @@ def _absolute(value: Any) -> Any:
     return value
 
 
+# What a trial would otherwise resolve on the node it lands on; fixed in the driver so that the
+# trial runs with, and the content key names (dml_core.identity), the same values:
+# - train.num_threads null: the trial's `cpu` (Ray reserves that many cores; torch's default is
+#   the node's core count, and the thread count changes the numbers);
+# - train.device auto: cuda when the trial asks for a GPU (Ray then gives it one), else cpu --
+#   Ray 2.x no longer hides a node's GPUs from a trial that asks for none, so `auto` there would
+#   take an unreserved GPU and key a GPU result as whatever the driver guessed;
+# - eval.knn_backend auto: torch on cuda, else faiss (`dml_core.evaluation.knn.resolve_backend`).
+_PLACEMENT = ("train.num_threads", "train.device", "eval.knn_backend")
+
+
+def _placement_fields(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: config[k.split(".")[0]][k.split(".")[1]] for k in _PLACEMENT}
+
+
+def _fixed_placement(base: dict[str, Any], written: dict[str, Any], spec: SweepSpec,
+                     dotted: bool = False) -> dict[str, Any]:
+    """The `_PLACEMENT` values a trial runs with, from those `written` (dotted keys): as dotted
+    overrides, or (`dotted` False) as `base` sections updated."""
+    res = spec.resources_per_trial
+    threads, device, backend = (written[k] for k in _PLACEMENT)
+    threads = max(1, int(res.cpu)) if threads is None else threads
+    device = ("cuda" if res.gpu > 0 else "cpu") if device == "auto" else device
+    backend = ("torch" if device == "cuda" else "faiss") if backend == "auto" else backend
+    fixed = dict(zip(_PLACEMENT, (threads, device, backend)))
+    if dotted:
+        return fixed
+    return {"train": {**base["train"], "num_threads": threads, "device": device},
+            "eval": {**base["eval"], "knn_backend": backend}}
+
+
 @dataclass
 class Cell:
     """One point of the grid x arms product: what differs from the base experiment."""
@@ -169,6 +200,8 @@ class SweepPlan:
     spec: SweepSpec
     cells: list[Cell]
     seeds: list[int]
+    # Each data root's fingerprint (dml_core.data.fingerprint), read once per driver session.
+    data_fingerprints: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "SweepPlan":
@@ -185,15 +218,16 @@ class SweepPlan:
         base.pop("sweep", None)
         for leaf in base_cfg.data.path_fields():  # each dataset has only the paths its layout reads
             base["data"][leaf] = _absolute(base["data"][leaf])
-        if base["train"]["num_threads"] is None:
-            # Ray reserves `cpu` cores per trial; let torch use exactly those.
-            base["train"]["num_threads"] = max(1, int(spec.resources_per_trial.cpu))
+        written = _placement_fields(base)
+        base |= _fixed_placement(base, written, spec)
         if base["data"]["num_workers"] is None:
             # Auto: the trial's CPUs but the training loop's one, not the cores of whichever node it lands on.
             base["data"]["num_workers"] = trial_loader_workers(spec.resources_per_trial)
         cells, path_keys = expand_cells(spec), _path_keys()
         for cell in cells:
             cell.overrides = {k: _absolute(v) if k in path_keys else v for k, v in cell.overrides.items()}
+            if any(k in cell.overrides for k in _PLACEMENT):
+                cell.overrides |= _fixed_placement(base, {**written, **cell.overrides}, spec, dotted=True)
         if not cells:
             raise SweepError(f"{source}: sweep.exclude: removes every cell")
         name = spec.name or base_cfg.name

@@ -29,8 +29,8 @@ from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, rea
 from sweep.checks import check_plan
 from sweep.console import describe_plan, say
 from sweep.labels import cell_labels
-from sweep.pending import (best_of, changed_fields, check_growth, check_search_unchanged, final_work, flatten_config,
-                           identity, search_ended, search_left)
+from sweep.pending import (Restart, best_of, changed_fields, check_design_unchanged, check_growth, final_work,
+                           flatten_config, identity, search_ended, search_left)
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
 from sweep.resources import check_fits, cluster_shapes
@@ -86,11 +86,14 @@ def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
         raise SweepError(f"{sweep_dir}: a sweep already exists here; add --resume to continue it, or use --out DIR / --set sweep.name=...")
 
 
-def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_changed: bool) -> None:
+def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_changed: bool) -> Restart:
     """What a resumed sweep may not change: the base experiment's result fields (every trial's
-    config derives from it; `--restart-changed` allows it), and the search's ranges and holdout.
-    Seeds, arms, cells and search samples may be added; operational settings may change."""
+    config derives from it; `--restart-changed` allows it), and what its finished results mean
+    (`pending.check_design_unchanged`: the search's design, the seed policy, the margin).
+    Seeds, arms, cells and search samples may be added; operational settings may change.
+    Returns what `--restart-changed` reruns."""
     started = read_json(sweep_dir / PLAN_FILE)
+    restart = check_design_unchanged(plan, started, log, restart_changed)
     old_base = started.get("base")
     if old_base is None and (sweep_dir / "sweep.yaml").is_file():  # a plan.json of an earlier version
         old_base = {k: v for k, v in yaml.safe_load((sweep_dir / "sweep.yaml").read_text()).items() if k != "sweep"}
@@ -103,7 +106,7 @@ def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_chang
                 f"{plan.source}: {', '.join(changed[:3])}{was}: changes the experiment this sweep already ran; "
                 "add --restart-changed to run the affected trials afresh, or start a new sweep "
                 "(--out DIR or --set sweep.name=...)")
-    check_search_unchanged(plan, started.get("search"), log)
+    return restart
 
 
 def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
@@ -123,12 +126,12 @@ def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = No
     return log
 
 
-def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool) -> SweepLog:
+def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool) -> tuple[SweepLog, Restart]:
     """A resumed sweep's records (an earlier version's ledger.json migrated into the store), after
-    checking what it may not change; its plan files are rewritten (it may have grown)."""
+    checking what it may not change, and what `--restart-changed` reruns; its plan files are
+    rewritten (it may have grown)."""
     log = SweepLog.open(sweep_dir, plan.name)
-    resume_checks(plan, sweep_dir, log, restart_changed)
-    return log
+    return log, resume_checks(plan, sweep_dir, log, restart_changed)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -476,7 +479,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     check_sweep_dir(plan, sweep_dir, options.resume)
     # What a resumed sweep may not change is refused before Ray starts.
-    log = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else None
+    log, restart = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else (None, Restart())
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
     # Every MLflow write is the writer thread's, off the driver's path. Its first job opens the
     # store (MLflow and its database layer imported, schema checked, the experiment found or made:
@@ -498,13 +501,13 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
         else:
             write_plan(plan, sweep_dir)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan), writer)
-        return _run_phases(plan, sweep_dir, options, log, runs, tracking_uri)
+        return _run_phases(plan, sweep_dir, options, log, runs, tracking_uri, restart)
     finally:
         writer.close()
 
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
-                tracking_uri: str) -> SweepOutcome:
+                tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
     from sweep.parent_run import parent_description, parent_metrics
     from sweep.report import write_report
     from sweep.results import SweepResults
@@ -524,6 +527,8 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
             created, deleted = sync_runs(runs)
             if created or deleted:
                 say(f"MLflow: {created} trial runs recreated from the trial store" + (f", {deleted} duplicates deleted" if deleted else ""))
+        if restart is not None and (restart.keys or restart.search):
+            _restart(log, runs, restart)
         runner.run()
         runs.flush()  # reused trials' runs too
     except (SweepInterrupted, KeyboardInterrupt) as e:
@@ -556,6 +561,20 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
                         tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
                         final_trials=len(final), failed=failed, reused=runner.reused, tracking_uri=tracking_uri)
+
+
+def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:
+    """`--restart-changed` after a change of the design: the trials it affects go (record, MLflow
+    run, checkpoint); a restarted search also loses its studies and choices, so it draws afresh."""
+    from sweep.search import STUDY_FILE
+
+    for key in restart.keys:
+        runs.discard(key)
+    if restart.search:
+        (log.sweep_dir / STUDY_FILE).unlink(missing_ok=True)
+        log.update_meta(best={})
+    say(f"   the design changed: {len(restart.keys)} trials of this sweep run afresh"
+        + (" (the search draws anew)" if restart.search else ""))
 
 
 def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:

@@ -238,7 +238,7 @@ class StopRule(Strict):
     decided: bool = False
     # The comparison's interval (a cell's own, for a cell compared with nothing) is at most this
     # wide on each side, in points of the metric (percentage points for recall, MAP@R, NMI).
-    ci_half_width: Optional[float] = Field(None, gt=0)
+    ci_half_width: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -256,13 +256,18 @@ class StopRule(Strict):
         return self
 
 
+MAX_POLICY_SEEDS = 10_000
+
+
 class SeedPolicy(Strict):
     """Seeds added in rounds until the answer is clear (`sweep.sequential`): `start` seeds per
     cell, then `step` more per round where a comparison is still open, at most `max`. The seeds
     are 0, 1, ..., max - 1, the same in every cell (paired)."""
 
     start: int = Field(3, ge=2, description="seeds of the first round (a t-interval needs 2)")
-    max: int = Field(ge=2)
+    # The plan lists every seed a policy may run (cells x max trials): a max of 2**33 was a
+    # MemoryError in list(range(max)) instead of a message.
+    max: int = Field(ge=2, le=MAX_POLICY_SEEDS)
     step: int = Field(1, ge=1, description="seeds added per round")
     until: StopRule
     # How the error rate alpha is spread over the planned looks (Lan & DeMets 1983 spending
@@ -315,7 +320,7 @@ class SweepSpec(Strict):
     seeds: Optional[SeedsField] = None  # default: [the experiment's seed]
     # Points of the metric (percentage points for fractions): a comparison whose interval lies
     # within +-margin is "equivalent within +-margin" (TOST) instead of "inconclusive".
-    equivalence_margin: Optional[float] = Field(None, gt=0)
+    equivalence_margin: Optional[float] = Field(None, gt=0, allow_inf_nan=False)  # .inf made everything "equivalent"
     search: Optional[SearchSpec] = None
     scheduler: SchedulerSpec = SchedulerSpec()
     resources_per_trial: Resources = Resources()

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from dml_core import identity
+from dml_core.config import config_from_dict
+from dml_core.data.fingerprint import data_fingerprint
 from dml_core.io import atomic_write_json
 from sweep.pending import check_growth, final_work
 from sweep.pending import identity as trial_identity
@@ -36,17 +38,20 @@ def test_content_key_ignores_operational_fields_only(tmp_path: Path) -> None:
     spec = plan.final_trials()[0]
     key = trial_identity(plan, spec).content_key
     cfg = trial_identity(plan, spec).config
-    for field, value in (("data.num_workers", 7), ("train.num_threads", 5), ("data.eval_batch_size", 3), ("name", "other")):
+    data = data_fingerprint(config_from_dict(cfg).data)
+    for field, value in (("data.num_workers", 7), ("data.eval_batch_size", 3), ("name", "other")):
         section, _, leaf = field.rpartition(".")
         changed = json.loads(json.dumps(cfg))
         (changed[section] if section else changed)[leaf] = value
-        assert identity.content_key(changed) == key, field
-    lr = json.loads(json.dumps(cfg))
-    lr["optimizer"]["lr"] = 0.01
-    assert identity.content_key(lr) != key
+        assert identity.content_key(changed, data) == key, field
+    for field, value in (("optimizer.lr", 0.01), ("train.num_threads", 5)):
+        section, _, leaf = field.rpartition(".")
+        changed = json.loads(json.dumps(cfg))
+        changed[section][leaf] = value
+        assert identity.content_key(changed, data) != key, field
     held = json.loads(json.dumps(cfg))
     held["data"]["holdout"] = 0.4  # scored on held-out classes: another experiment
-    assert identity.content_key(held) != key
+    assert identity.content_key(held, data) != key
     assert trial_identity(plan, plan.final_trials()[1]).content_key != key  # another seed
 
 
