@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose,
-                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
+                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
+                            store=args.store)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2

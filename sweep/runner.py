@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
 from sweep.resources import check_fits, cluster_shapes
 from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
-from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog
+from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
 
 log = logging.getLogger("sweep")
 
@@ -123,10 +124,13 @@ def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = No
     return log
 
 
-def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool) -> SweepLog:
-    """A resumed sweep's records (an earlier version's ledger.json migrated into the store), after
-    checking what it may not change; its plan files are rewritten (it may have grown)."""
-    log = SweepLog.open(sweep_dir, plan.name)
+def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool, store: Optional[str] = None) -> SweepLog:
+    """A resumed sweep's records (an earlier version's ledger.json migrated into the store; a store
+    found gone started anew, saying what was lost), after checking what it may not change; its plan
+    files are rewritten (it may have grown)."""
+    log = SweepLog.open(sweep_dir, plan.name, store_path=store, recover=True)
+    if log.recovered:
+        say(log.recovered)
     resume_checks(plan, sweep_dir, log, restart_changed)
     return log
 
@@ -262,6 +266,9 @@ class SweepRunner:
         specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
+        for note in self.log.store.notes:  # records the store would not (wholly) reuse
+            say(f"   {note}")
+        self.log.store.notes.clear()
         if header and (work.run or work.reuse):
             self._header(FINAL, len(specs), work.ended)
         for r in work.reuse:
@@ -476,7 +483,9 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     check_sweep_dir(plan, sweep_dir, options.resume)
     # What a resumed sweep may not change is refused before Ray starts.
-    log = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else None
+    log = open_sweep_dir(plan, sweep_dir, options.restart_changed, store) if options.resume else None
+    if log is None:  # a foreign, newer, empty or read-only store file: refused before Ray starts
+        check_store_file(store or default_store_path(sweep_dir))
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
     # Every MLflow write is the writer thread's, off the driver's path. Its first job opens the
     # store (MLflow and its database layer imported, schema checked, the experiment found or made:
@@ -540,7 +549,11 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
                 (sweep_dir / name).unlink(missing_ok=True)
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
-        log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
+        try:
+            log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
+        except OSError:  # a store that failed: the error the sweep stopped with is the one to show
+            if sys.exc_info()[0] is None:
+                raise
     parent = runs.parent.run_id
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)

@@ -473,6 +473,10 @@ def sync_runs(runs: TrialRuns) -> tuple[int, int]:
     runs.flush()
     found = tracker.children(runs.parent.run_id)
     created = deleted = 0
+    for key in found.keys() - {r.key for r in log.trials()}:  # records lost with a removed store
+        for extra in found[key]:
+            tracker.client.delete_run(extra.info.run_id)
+            deleted += 1
     for record in log.trials():
         if record.status == RUNNING:
             record = log.update(record.key, status=KILLED)
