@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sweep.records import FINISHED, TrialRecord
-from faults_testlib import REPO
+from faults_testlib import REPO, one_error_line
 from sweep.store import POINTER_FILE, SCHEMA_VERSION, StoreError, SweepLog, TrialStore, check_store_file
 
 
@@ -282,3 +282,28 @@ def test_a_store_removed_under_a_running_sweep_stops_it_and_resume_recovers(tmp_
     children = [r for r in runs if r.data.tags.get("sweep.role") != "parent"]
     assert sorted(r.data.tags["sweep.key"] for r in children) == sorted(r.key for r in records)
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "resume"])
+def test_the_driver_refuses_a_foreign_store_before_ray_starts(tmp_path: Path, no_ray: None, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch, resume: bool) -> None:
+    """`DML_TRIAL_STORE=mlflow.db` wrote the store's tables into MLflow's database; the store-file
+    errors came after Ray had started (about 19 s)."""
+    from faults_testlib import call_cli, tiny, write_yaml
+    from sweep.run import main
+
+    raw = tiny()
+    raw["sweep"] = {"name": "x", "seeds": [0], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    cfg, out, db = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", mlflow_like(tmp_path / "mlflow.db")
+    if resume:  # a sweep whose store.json was pointed at it
+        SweepLog.create(out, "x", tmp_path / "t.sqlite").store.close()
+        (out / "plan.json").write_text("{}")
+        (out / POINTER_FILE).write_text(json.dumps({"store": str(db), "sweep_id": "abc"}))
+    before = digest(db)
+    monkeypatch.setenv("DML_TRIAL_STORE", str(db))
+    rc, err = call_cli(main, [str(cfg), "--out", str(out), *(["--resume"] if resume else [])], capsys)
+    assert rc == 2
+    assert one_error_line(err) == (f"error: {db}: an SQLite database of something else (tables: alembic_version, "
+                                   "experiments), not a trial store; name another --store (or DML_TRIAL_STORE)")
+    assert digest(db) == before
+    assert resume or not out.exists()
