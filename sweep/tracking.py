@@ -139,9 +139,12 @@ class Tracker:
         which a sweep spends in its writer thread while Tune starts the first trials)."""
         from mlflow import MlflowClient
 
+        from sweep.console import say
+        from sweep.mlflow_writer import PatientClient
+
         with _store_lock(self.tracking_uri):
             use_wal(self.tracking_uri)
-            client = MlflowClient(self.tracking_uri)
+            client = PatientClient(MlflowClient(self.tracking_uri), self.tracking_uri, say)  # a busy store: wait
             client.get_experiment_by_name(self.experiment)  # creates or migrates the store, under the lock
         return client
 
