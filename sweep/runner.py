@@ -476,6 +476,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracking import Tracker, TrialRuns
+    from sweep.trainable import clean_stale_scratch
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if options.verbose == 0:
@@ -495,6 +496,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     writer = MlflowWriter()
     try:
         writer.submit(lambda: tracker.experiment_id)
+        clean_stale_scratch()  # the trials' temporary folders a killed sweep left behind
         if not ray.is_initialized():
             ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=options.verbose > 0)
