@@ -520,7 +520,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
-    from sweep.tracking import end_parent, mark_killed, sync_runs
+    from sweep.tracking import drop_parent, end_parent, mark_killed, sync_runs
 
     tracker = runs.tracker
     if options.resume:
@@ -545,10 +545,14 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
         return SweepOutcome(sweep_dir, KILLED, [], reused=runner.reused, tracking_uri=tracking_uri)
     except BaseException as e:
         runs.flush(check=False)
-        end_parent(runs, FAILED, f"{type(e).__name__}: {e}")
         if not options.resume and not log.trials():  # nothing ran: what create_sweep_dir wrote would refuse a plain rerun
+            drop_parent(runs)  # and a parent run of no sweep folder would be an orphan
             for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
                 (sweep_dir / name).unlink(missing_ok=True)
+        elif isinstance(e, SweepError):  # a refused --resume changed nothing: the parent as it was
+            end_parent(runs, runs.parent_status or KILLED)
+        else:
+            end_parent(runs, FAILED, f"{type(e).__name__}: {e}")
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
         try:
@@ -556,7 +560,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
         except OSError:  # a store that failed: the error the sweep stopped with is the one to show
             if sys.exc_info()[0] is None:
                 raise
-    parent = runs.parent.run_id
+    parent = runs.refresh_parent(plan, sweep_dir)
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
@@ -589,15 +593,18 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
         tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
-        parent = runs.open_parent(plan, sweep_dir).run_id
+        runs.open_parent(plan, sweep_dir)
         created, deleted = sync_runs(runs)
+        parent = runs.refresh_parent(plan, sweep_dir)
         trials = log.trials()
-        if (sweep_dir / "report.md").is_file():
+        if (sweep_dir / "report.md").is_file():  # the report, rebuilt from the store, on the parent as a sweep leaves it
             from sweep.parent_run import parent_description, parent_metrics
+            from sweep.report import write_report
             from sweep.results import SweepResults
 
             results = SweepResults.of_dir(sweep_dir)
             tracker.log_results(parent, parent_metrics(results), parent_description(results))
+            tracker.log_files(parent, write_report(sweep_dir, results=results))
         done = bool(trials) and all(r.ended for r in trials if r.phase == FINAL)
         tracker.end_run(parent, FINISHED if done else KILLED)
     return tracking_uri, created, deleted

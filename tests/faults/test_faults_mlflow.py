@@ -80,3 +80,52 @@ def test_a_store_locked_past_the_wait_is_the_error_it_was() -> None:
     assert len(calls) >= 2 and calls[-1] - calls[0] >= 1.0 and len(said) == 1
     with pytest.raises(ValueError):  # any other error at once
         client.get_run()
+
+
+@pytest.mark.slow
+def test_side_paths_leave_the_mlflow_view_true(tmp_path: Path) -> None:
+    """A refused `--resume` (dropping a seed) marked a finished sweep's parent FAILED with an
+    `error` tag that outlived a later successful resume; after `--restart-changed` the parent kept
+    the old `optimizer.lr`; `--sync` rebuilt a parent without `report.html`, which its description
+    points to."""
+    from mlflow import MlflowClient
+
+    from faults_testlib import REPO, one_error_line, run_cli, tiny, write_yaml
+
+    raw = tiny()
+    raw["sweep"] = {"name": "view", "seeds": [0, 1], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    cfg, out = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep"
+    sweep = [str(REPO / "sweep" / "run.py"), str(cfg), "--out", str(out)]
+
+    def parents() -> list:
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("view")
+        return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.role") == "parent"]
+
+    first = run_cli(sweep, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    [parent] = parents()
+    assert parent.info.status == "FINISHED"
+
+    refused = run_cli([*sweep, "--resume", "--set", "sweep.seeds=[0]"], tmp_path)
+    assert refused.returncode == 2 and "drops seed 1" in one_error_line(refused.stderr)
+    [after] = parents()
+    assert (after.info.run_id, after.info.status, "error" in after.data.tags) == (parent.info.run_id, "FINISHED", False)
+
+    changed = run_cli([*sweep, "--resume", "--restart-changed", "--set", "optimizer.lr=0.001"], tmp_path)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    [after] = parents()
+    assert after.data.params["optimizer.lr"] == "0.001" and after.info.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    children = client.search_runs([after.info.experiment_id], f"tags.`mlflow.parentRunId` = '{after.info.run_id}'")
+    assert sorted(c.data.tags["sweep.seed"] for c in children) == ["0", "1"]
+
+    for f in tmp_path.glob("mlflow.db*"):
+        f.unlink()
+    synced = run_cli([str(REPO / "sweep" / "run.py"), "--sync", str(out)], tmp_path)
+    assert synced.returncode == 0, synced.stderr[-3000:]
+    [rebuilt] = parents()
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(rebuilt.info.run_id)}
+    assert {"report.html", "report.md", "sweep.yaml"} <= artifacts, artifacts
+    assert any(a.startswith("plot_") for a in artifacts), artifacts
+    assert rebuilt.data.params["optimizer.lr"] == "0.001" and rebuilt.info.status == "FINISHED"
