@@ -284,26 +284,29 @@ def test_a_store_removed_under_a_running_sweep_stops_it_and_resume_recovers(tmp_
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-@pytest.mark.parametrize("resume", [False, True], ids=["new", "resume"])
+@pytest.mark.parametrize("mode", ["new", "resume", "dry_run"])
 def test_the_driver_refuses_a_foreign_store_before_ray_starts(tmp_path: Path, no_ray: None, capsys: pytest.CaptureFixture,
-                                                             monkeypatch: pytest.MonkeyPatch, resume: bool) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """`DML_TRIAL_STORE=mlflow.db` wrote the store's tables into MLflow's database; the store-file
     errors came after Ray had started (about 19 s)."""
     from faults_testlib import call_cli, tiny, write_yaml
     from sweep.run import main
 
     raw = tiny()
-    raw["sweep"] = {"name": "x", "seeds": [0], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    raw["sweep"] = {"name": "x", "seeds": [0], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'tracking.db'}"}}
     cfg, out, db = write_yaml(tmp_path / "sweep.yaml", raw), tmp_path / "sweep", mlflow_like(tmp_path / "mlflow.db")
+    resume = mode == "resume"
     if resume:  # a sweep whose store.json was pointed at it
         SweepLog.create(out, "x", tmp_path / "t.sqlite").store.close()
         (out / "plan.json").write_text("{}")
         (out / POINTER_FILE).write_text(json.dumps({"store": str(db), "sweep_id": "abc"}))
     before = digest(db)
     monkeypatch.setenv("DML_TRIAL_STORE", str(db))
-    rc, err = call_cli(main, [str(cfg), "--out", str(out), *(["--resume"] if resume else [])], capsys)
+    flag = {"new": [], "resume": ["--resume"], "dry_run": ["--dry-run"]}[mode]
+    rc, err = call_cli(main, [str(cfg), "--out", str(out), *flag], capsys)
     assert rc == 2
     assert one_error_line(err) == (f"error: {db}: an SQLite database of something else (tables: alembic_version, "
                                    "experiments), not a trial store; name another --store (or DML_TRIAL_STORE)")
     assert digest(db) == before
     assert resume or not out.exists()
+    assert not (tmp_path / "tracking.db").exists()  # no MLflow parent run of a sweep that never started
