@@ -149,6 +149,9 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
+_RESULTS_CHANGE = "dml_core results version"  # a changed content key with the same config
+
+
 def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identities: dict[str, Identity],
                  restart_changed: bool) -> list[str]:
     """Refuse a resumed sweep that drops trials it ran, or (without `restart_changed`) changes the
@@ -172,13 +175,15 @@ def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identit
         # Same fields, another key: another results version, else the data under the same paths.
         same_version = r.results_version in (None, RESULTS_VERSION)
         changed[r.key] = changed_fields(r.config, ident.config) or [
-            "the data (what its data roots hold)" if same_version else "dml_core results version"]
+            "the data (what its data roots hold)" if same_version else _RESULTS_CHANGE]
     refused = {k: v for k, v in changed.items() if not set(v) <= searched}
     if refused and not restart_changed:
         key, first = next(iter(refused.items()))
         shown = ", ".join(first[:3]) + (", ..." if len(first) > 3 else "")
         old, new = flatten_config(log.get(key).config), flatten_config(identities[key].config)
         was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 and first[0] in old.keys() | new.keys() else ""
+        if first == [_RESULTS_CHANGE]:  # not a config key: the versions themselves
+            was = f" ({log.get(key).results_version or 'unrecorded'} -> {RESULTS_VERSION})"
         raise SweepError(f"{plan.source}: {shown}{was} changes {len(refused)} trials this sweep already ran; "
                          "add --restart-changed to run them afresh, or start a new sweep (--out DIR or --set sweep.name=...)")
     return sorted(changed)

@@ -50,7 +50,7 @@ from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan
 from sweep.plan import SweepPlan, load_plan
 from sweep.records import KILLED
-from sweep.store import PLAN_FILE
+from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep, sync_sweep
 
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 sweep_dir, argv = free, [*argv, "--out", str(free)]
         if args.dry_run:
             check_plan(plan, download=True)
+            if not (sweep_dir / POINTER_FILE).is_file():  # a new sweep's store: foreign, newer, empty, read-only
+                check_store_file(default_store_path(sweep_dir))
             cpus, gpus = available_resources(args.address)
             joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
             if joined:
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose,
-                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
+                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
+                            store=args.store)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
 from sweep.resources import check_fits, cluster_shapes
 from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
-from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog
+from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
 
 log = logging.getLogger("sweep")
 
@@ -126,11 +127,14 @@ def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = No
     return log
 
 
-def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool) -> tuple[SweepLog, Restart]:
-    """A resumed sweep's records (an earlier version's ledger.json migrated into the store), after
-    checking what it may not change, and what `--restart-changed` reruns; its plan files are
-    rewritten (it may have grown)."""
-    log = SweepLog.open(sweep_dir, plan.name)
+def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool,
+                   store: Optional[str] = None) -> tuple[SweepLog, Restart]:
+    """A resumed sweep's records (an earlier version's ledger.json migrated into the store; a store
+    found gone started anew, saying what was lost), after checking what it may not change, and
+    what `--restart-changed` reruns; its plan files are rewritten (it may have grown)."""
+    log = SweepLog.open(sweep_dir, plan.name, store_path=store, recover=True)
+    if log.recovered:
+        say(log.recovered)
     return log, resume_checks(plan, sweep_dir, log, restart_changed)
 
 
@@ -265,6 +269,9 @@ class SweepRunner:
         specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
+        for note in self.log.store.notes:  # records the store would not (wholly) reuse
+            say(f"   {note}")
+        self.log.store.notes.clear()
         if header and (work.run or work.reuse):
             self._header(FINAL, len(specs), work.ended)
         for r in work.reuse:
@@ -472,6 +479,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracking import Tracker, TrialRuns
+    from sweep.trainable import clean_stale_scratch
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if options.verbose == 0:
@@ -479,7 +487,9 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     check_sweep_dir(plan, sweep_dir, options.resume)
     # What a resumed sweep may not change is refused before Ray starts.
-    log, restart = open_sweep_dir(plan, sweep_dir, options.restart_changed) if options.resume else (None, Restart())
+    log, restart = open_sweep_dir(plan, sweep_dir, options.restart_changed, store) if options.resume else (None, Restart())
+    if log is None:  # a foreign, newer, empty or read-only store file: refused before Ray starts
+        check_store_file(store or default_store_path(sweep_dir))
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
     # Every MLflow write is the writer thread's, off the driver's path. Its first job opens the
     # store (MLflow and its database layer imported, schema checked, the experiment found or made:
@@ -489,6 +499,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     writer = MlflowWriter()
     try:
         writer.submit(lambda: tracker.experiment_id)
+        clean_stale_scratch()  # the trials' temporary folders a killed sweep left behind
         if not ray.is_initialized():
             ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=options.verbose > 0)
@@ -512,7 +523,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
-    from sweep.tracking import end_parent, mark_killed, sync_runs
+    from sweep.tracking import drop_parent, end_parent, mark_killed, sync_runs
 
     tracker = runs.tracker
     if options.resume:
@@ -539,14 +550,22 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
         return SweepOutcome(sweep_dir, KILLED, [], reused=runner.reused, tracking_uri=tracking_uri)
     except BaseException as e:
         runs.flush(check=False)
-        end_parent(runs, FAILED, f"{type(e).__name__}: {e}")
         if not options.resume and not log.trials():  # nothing ran: what create_sweep_dir wrote would refuse a plain rerun
+            drop_parent(runs)  # and a parent run of no sweep folder would be an orphan
             for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
                 (sweep_dir / name).unlink(missing_ok=True)
+        elif isinstance(e, SweepError):  # a refused --resume changed nothing: the parent as it was
+            end_parent(runs, runs.parent_status or KILLED)
+        else:
+            end_parent(runs, FAILED, f"{type(e).__name__}: {e}")
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
-        log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
-    parent = runs.parent.run_id
+        try:
+            log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
+        except OSError:  # a store that failed: the error the sweep stopped with is the one to show
+            if sys.exc_info()[0] is None:
+                raise
+    parent = runs.refresh_parent(plan, sweep_dir)
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
@@ -593,15 +612,18 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
         tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
-        parent = runs.open_parent(plan, sweep_dir).run_id
+        runs.open_parent(plan, sweep_dir)
         created, deleted = sync_runs(runs)
+        parent = runs.refresh_parent(plan, sweep_dir)
         trials = log.trials()
-        if (sweep_dir / "report.md").is_file():
+        if (sweep_dir / "report.md").is_file():  # the report, rebuilt from the store, on the parent as a sweep leaves it
             from sweep.parent_run import parent_description, parent_metrics
+            from sweep.report import write_report
             from sweep.results import SweepResults
 
             results = SweepResults.of_dir(sweep_dir)
             tracker.log_results(parent, parent_metrics(results), parent_description(results))
+            tracker.log_files(parent, write_report(sweep_dir, results=results))
         done = bool(trials) and all(r.ended for r in trials if r.phase == FINAL)
         tracker.end_run(parent, FINISHED if done else KILLED)
     return tracking_uri, created, deleted

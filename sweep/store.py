@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import re
 import sqlite3
@@ -59,7 +60,7 @@ POINTER_FILE = "store.json"
 PLAN_FILE = "plan.json"
 LEGACY_LEDGER = "ledger.json"  # the sweep state of earlier versions, migrated on --resume
 CHECKPOINT_DIR = "checkpoints"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the store_info marker, record digests
 
 _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
 
@@ -78,14 +79,115 @@ def on_network_fs(path: Path, mounts_file: Path = Path("/proc/mounts")) -> bool:
     return kind in _NETWORK_FS or kind.startswith("fuse.")
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sweeps (
+# What marks a file as a trial store (the `store_info` table) and the schema it is at (SQLite's
+# user_version): an existing file is used only with both, so a foreign SQLite database (MLflow's,
+# Optuna's), an empty file or a store of a newer version is refused before anything is written to it.
+STORE_KIND = "dml-trial-store"
+_SCHEMA = f"""
+CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sweeps (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, dir TEXT NOT NULL, meta TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS trials (
+CREATE TABLE trials (
     sweep TEXT NOT NULL REFERENCES sweeps(id), key TEXT NOT NULL, content_key TEXT NOT NULL,
-    status TEXT NOT NULL, reused INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (sweep, key));
-CREATE INDEX IF NOT EXISTS trials_by_content ON trials (content_key, status, reused);
+    status TEXT NOT NULL, reused INTEGER NOT NULL, record TEXT NOT NULL, digest TEXT, PRIMARY KEY (sweep, key));
+CREATE INDEX trials_by_content ON trials (content_key, status, reused);
+PRAGMA user_version={SCHEMA_VERSION};
 """
+# Schema 1 (no marker, no record digests) -> 2; its rows keep a NULL digest (see `_trusted`).
+_MIGRATE_1 = f"""
+ALTER TABLE trials ADD COLUMN digest TEXT;
+CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+PRAGMA user_version={SCHEMA_VERSION};
+"""
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class StoreError(PathError):
+    """A file that is not a trial store this code may use (foreign, newer, empty, damaged); exit 2."""
+
+
+def record_digest(record_json: str) -> str:
+    """The checksum kept beside a record: a hand-edited record no longer matches it."""
+    return hashlib.sha256(record_json.encode("utf-8")).hexdigest()
+
+
+def check_store_file(path: str | Path) -> None:
+    """Refuse, reading only, a `path` that is not a trial store this code can use; a missing file
+    passes if its folder can be made and written. Called before Ray starts; raises `StoreError`
+    (bad input, exit 2) or `OSError` (read-only, exit 3)."""
+    path = Path(path)
+    if not path.exists():
+        folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            raise StoreError(f"{path}: cannot create the trial store ({folder} is a file)")
+        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+            raise OSError(errno.EACCES, "trial store folder is not writable", str(folder))
+        return
+    _inspect(path, writable=True)
+
+
+def _inspect(path: Path, writable: bool) -> tuple[int, Optional[str]]:
+    """(schema version, store id) of the trial store at `path`, found by reading only; refuses
+    anything else in one line naming the file."""
+    if path.is_dir():
+        raise StoreError(f"{path}: a folder, not a trial store (name its file, e.g. {path / STORE_FILE})")
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as e:
+        raise OSError(e.errno, f"trial store cannot be read ({e.strerror})", str(path)) from None
+    if not header:
+        raise StoreError(f"{path}: an empty file, not a trial store (the driver makes its store itself: "
+                         "remove the file or name another --store)")
+    if header != _SQLITE_HEADER:
+        raise StoreError(f"{path}: not an SQLite database, so not a trial store; move it away or name another --store")
+    if writable and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+        raise OSError(errno.EACCES, "trial store is read-only (the file or its folder)", str(path))
+    try:
+        # Reads only. Not `mode=ro` for a store about to be written: on a WAL database a read-only
+        # connection leaves the -wal and -shm files behind, which a normal one removes on closing.
+        conn = sqlite3.connect(f"file:{path}?mode={'rw' if writable else 'ro'}", uri=True, timeout=60)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            info = dict(conn.execute("SELECT key, value FROM store_info")) if "store_info" in tables else {}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: not a readable trial store ({e}); move it away or name another --store") from None
+    if info.get("kind") == STORE_KIND or (version == 1 and tables == {"sweeps", "trials"}):  # 1: before the marker
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path}: a trial store of a newer version (schema {version}; this code reads up to "
+                             f"{SCHEMA_VERSION}): use that version, or name another --store")
+        return version, info.get("store_id")
+    what = f"tables: {', '.join(sorted(tables)[:5])}" if tables else f"no tables, user_version {version}"
+    raise StoreError(f"{path}: an SQLite database of something else ({what}), not a trial store; "
+                     "name another --store (or DML_TRIAL_STORE)")
+
+
+def _create(path: Path) -> None:
+    """A new, empty trial store at `path`, made whole beside it and then linked into place: no
+    reader ever sees a half-made store, and of two drivers creating it at once one store wins."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.executemany("INSERT INTO store_info VALUES (?, ?)",
+                             [("kind", STORE_KIND), ("store_id", uuid.uuid4().hex)])
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another driver made it first: that one is the store
+    except sqlite3.Error as e:
+        raise OSError(errno.EIO, f"cannot create the trial store ({e})", str(path)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def trial_checkpoint(sweep_dir: str | Path, key: str) -> Path:
@@ -109,36 +211,86 @@ class TrialStore:
     """One SQLite file of trial records (see the module doc). Every write is one statement in its
     own transaction; nothing reads or rewrites more than the rows it names."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path, self.readonly = Path(path), readonly  # readonly: reports read a store they may not write
         self._conn: Optional[sqlite3.Connection] = None
+        self.identity: tuple[int, int] = (-1, -1)  # (device, inode) of the file opened
+        self.store_id: Optional[str] = None  # the id kept in the store, and in each sweep's store.json
+        self.notes: list[str] = []  # what `finished` did not reuse, or reused in part, and why (console lines)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_conn": None}  # a connection does not cross processes
+        return {**self.__dict__, "_conn": None}  # a connection does not cross processes
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            make_dir(self.path.parent)
-            try:
-                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-                # WAL: readers never block the writer; NORMAL sync is durable across a killed process.
-                # Network filesystems lack the shared memory WAL needs: the rollback journal there.
-                conn.execute(f"PRAGMA journal_mode={'DELETE' if on_network_fs(self.path.parent) else 'WAL'}")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=60000")
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    conn.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
-            except sqlite3.DatabaseError as e:
-                raise PathError(f"{self.path}: not a readable trial store ({e}); move it away to start a new one") from None
-            self._conn = conn
+            self._conn = self._open()
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """Create the store if it is missing (whole, then moved into place), check what an existing
+        file is before writing anything, migrate an older schema, and remember which file was
+        opened (`identity`) so that one removed or replaced later is noticed (`_check_identity`)."""
+        if self.readonly:
+            return self._open_readonly()
+        make_dir(self.path.parent)
+        if not self.path.exists():
+            _create(self.path)
+        version, store_id = _inspect(self.path, writable=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            stat = os.stat(self.path)
+            conn.execute("PRAGMA busy_timeout=60000")
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")  # one driver migrates; the others find it done
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in filter(str.strip, _MIGRATE_1.split(";")):
+                        conn.execute(statement)
+                    store_id = uuid.uuid4().hex
+                    conn.executemany("INSERT INTO store_info VALUES (?, ?)", [("kind", STORE_KIND), ("store_id", store_id)])
+                conn.execute("COMMIT")
+                store_id = conn.execute("SELECT value FROM store_info WHERE key = 'store_id'").fetchone()[0]
+            # WAL: readers never block the writer; NORMAL sync is durable across a killed process.
+            # Network filesystems lack the shared memory WAL needs: the rollback journal there.
+            conn.execute(f"PRAGMA journal_mode={'DELETE' if on_network_fs(self.path.parent) else 'WAL'}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as e:
+            raise OSError(errno.EIO, f"trial store: {e}", str(self.path)) from None
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a readable trial store ({e}); move it away to start a new one") from None
+        self.identity, self.store_id = (stat.st_dev, stat.st_ino), store_id
+        return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        _version, self.store_id = _inspect(self.path, writable=False)
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+        except sqlite3.Error as e:
+            raise OSError(errno.EIO, f"trial store cannot be read ({e})", str(self.path)) from None
+        stat = os.stat(self.path)
+        self.identity = (stat.st_dev, stat.st_ino)
+        return conn
+
+    def _check_identity(self) -> None:
+        """The file at `path` is still the one opened: a store removed (`rm trials.sqlite*`) or
+        replaced under a running driver would take its writes into an unlinked file nobody can
+        read, or into another store's rows. Stops the driver (exit 3) before such a write."""
+        try:
+            stat = os.stat(self.path)
+            same = (stat.st_dev, stat.st_ino) == self.identity
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise OSError(errno.ESTALE, "the trial store was removed or replaced while this sweep ran; nothing more "
+                          "was written (--resume recovers the sweep from its folder and checkpoints)", str(self.path))
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         """One write, one transaction. A store that cannot be written (SQLite: "database or disk is
         full", a read-only file) is an OSError naming the file, like any other file of the driver's."""
+        conn = self.conn
+        self._check_identity()
         try:
-            self.conn.execute(sql, args)
+            conn.execute(sql, args)
         except sqlite3.OperationalError as e:
             raise OSError(errno.EIO, f"trial store: {e}", str(self.path)) from e
 
@@ -169,13 +321,14 @@ class TrialStore:
     # ---------------------------------------------------------------- trials
 
     def put(self, sweep_id: str, record: TrialRecord) -> None:
-        """Insert or replace one trial's row."""
+        """Insert or replace one trial's row, with its record's checksum."""
+        text = record.model_dump_json()
         self._write(
-            "INSERT INTO trials (sweep, key, content_key, status, reused, record) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO trials (sweep, key, content_key, status, reused, record, digest) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (sweep, key) DO UPDATE SET content_key = excluded.content_key, status = excluded.status, "
-            "reused = excluded.reused, record = excluded.record",
+            "reused = excluded.reused, record = excluded.record, digest = excluded.digest",
             (sweep_id, record.key, record.content_key, record.status, int(record.reused_from is not None),
-             record.model_dump_json()))
+             text, record_digest(text)))
 
     def delete(self, sweep_id: str, key: str) -> None:
         self._write("DELETE FROM trials WHERE sweep = ? AND key = ?", (sweep_id, key))
@@ -186,19 +339,39 @@ class TrialStore:
 
     def finished(self, content_keys: Iterable[str]) -> dict[str, tuple[str, TrialRecord]]:
         """content key -> (the directory of the sweep that ran it, its record) for each key some sweep
-        finished; a trial that ran is preferred to one that was itself reused."""
+        finished; a trial that ran is preferred to one that was itself reused. A record that fails
+        its checks (`_distrust`) is not offered; one whose checkpoint is gone is offered for its
+        metrics only (checkpoint None). Both are said in `notes`, for the console."""
         keys = sorted({k for k in content_keys if k})
         found: dict[str, tuple[str, TrialRecord]] = {}
         for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
             chunk = keys[i:i + 500]
             rows = self.conn.execute(
-                f"SELECT t.content_key, s.dir, t.record FROM trials t JOIN sweeps s ON s.id = t.sweep "
+                f"SELECT t.content_key, s.dir, t.key, t.record, t.digest FROM trials t JOIN sweeps s ON s.id = t.sweep "
                 f"WHERE t.status = ? AND t.content_key IN ({','.join('?' * len(chunk))}) ORDER BY t.reused DESC",
                 (FINISHED, *chunk))
-            for ck, where, record in rows:  # reused rows first, so an original one overwrites them
-                rec = TrialRecord.model_validate_json(record)
+            for ck, where, key, text, digest in rows:  # reused rows first, so an original one overwrites them
+                rec = TrialRecord.model_validate_json(text)
+                why = _distrust(rec, text, digest)
+                if why:
+                    self.notes.append(f"not reused: {key} of {where}: {why}; it trains afresh")
+                    continue
+                if rec.checkpoint and not Path(rec.checkpoint).is_file():
+                    self.notes.append(f"reused for its metrics only: {key} of {where} (its checkpoint {rec.checkpoint} is gone)")
+                    rec = rec.model_copy(update={"checkpoint": None})
                 found[ck] = (rec.reused_from or where, rec)
         return found
+
+
+def _distrust(record: TrialRecord, text: str, digest: Optional[str]) -> str:
+    """Why a stored record is not to be reused ("" if it is): it was changed outside the driver
+    (its checksum; schema-1 rows have none), or its last metrics are not its own last evaluation."""
+    if record.history and any(record.history[-1].get(k) != v for k, v in record.metrics.items()
+                              if not math.isnan(v)):
+        return "its final metrics disagree with its own history"
+    if digest is not None and digest != record_digest(text):
+        return "its record was changed outside the sweep driver (checksum mismatch)"
+    return ""
 
 
 class SweepLog:
@@ -211,29 +384,42 @@ class SweepLog:
         self._records: dict[str, TrialRecord] = {r.key: r for r in store.trials(sweep_id)}
         self._by_trial_id = {r.trial_id: r.key for r in self._records.values() if r.trial_id}
         self.ended = sum(r.ended for r in self._records.values())  # kept up to date: no scan per event
+        self.recovered = ""  # what a store found missing on --resume lost (`_recover`), for the console
 
     # ---------------------------------------------------------------- opening
 
     @classmethod
-    def create(cls, sweep_dir: str | Path, name: str, store_path: Optional[str | Path] = None) -> "SweepLog":
+    def create(cls, sweep_dir: str | Path, name: str, store_path: Optional[str | Path] = None,
+               sweep_id: Optional[str] = None) -> "SweepLog":
         """A new sweep in the store (`default_store_path` unless given), and the sweep directory's
-        pointer to it."""
+        pointer to it (with the store's id: `_pointer` checks it is still that store)."""
         sweep_dir = Path(sweep_dir).resolve()
         store = TrialStore(store_path or default_store_path(sweep_dir))
-        sweep_id = uuid.uuid4().hex[:16]
+        sweep_id = sweep_id or uuid.uuid4().hex[:16]
         store.add_sweep(sweep_id, name, sweep_dir, SweepMeta(name=name))
         make_dir(sweep_dir)
-        atomic_write_json(sweep_dir / POINTER_FILE, {"store": str(store.path), "sweep_id": sweep_id})
+        atomic_write_json(sweep_dir / POINTER_FILE, {"store": str(store.path), "sweep_id": sweep_id, "store_id": store.store_id})
         return cls(store, sweep_id, sweep_dir)
 
     @classmethod
-    def open(cls, sweep_dir: str | Path, name: str = "") -> "SweepLog":
+    def open(cls, sweep_dir: str | Path, name: str = "", store_path: Optional[str | Path] = None,
+             recover: bool = False) -> "SweepLog":
         """The sweep of an existing directory; a directory of an earlier version (`ledger.json`)
-        is migrated into the default store first."""
+        is migrated into the default store first. `store_path`: the store the user named (it must
+        be the one the sweep's records are in). `recover` (a `--resume`): a store that is gone is
+        started anew for this sweep, and `recovered` says what that lost."""
         sweep_dir = Path(sweep_dir).resolve()
-        store, sweep_id = _pointer(sweep_dir)
+        try:
+            store, sweep_id = _pointer(sweep_dir)
+        except StoreMissing as e:
+            if not recover:
+                raise
+            return _recover(sweep_dir, name or sweep_dir.name, e.store_path, e.sweep_id)
         if store is None:
             return migrate_ledger(sweep_dir, name or sweep_dir.name)
+        if store_path is not None and Path(store_path).resolve() != store.path.resolve():
+            raise PathError(f"--store {store_path}: this sweep's records are in {store.path} ({sweep_dir / POINTER_FILE}); "
+                            "resume without --store")
         return cls(store, sweep_id, sweep_dir)
 
     # ---------------------------------------------------------------- trials
@@ -286,21 +472,58 @@ class SweepLog:
         return SweepRecords(meta=self.meta, trials=self.trials())
 
 
-def _pointer(sweep_dir: Path) -> tuple[Optional[TrialStore], str]:
+class StoreMissing(PathError):
+    """The trial store a sweep's `store.json` names is gone (and none was moved beside the sweep)."""
+
+    def __init__(self, message: str, store_path: Path, sweep_id: str) -> None:
+        super().__init__(message)
+        self.store_path, self.sweep_id = store_path, sweep_id
+
+
+def _pointer(sweep_dir: Path, readonly: bool = False) -> tuple[Optional[TrialStore], str]:
+    """The store and sweep id a sweep directory's `store.json` names, checked to be that store
+    (its id, where the pointer keeps one): a file put in the store's place is refused."""
     pointer = sweep_dir / POINTER_FILE
     if not pointer.is_file():
         return None, ""
     data = read_json(pointer)
     if not isinstance(data, dict) or not isinstance(data.get("store"), str) or not isinstance(data.get("sweep_id"), str):
         raise PathError(f"{pointer}: damaged, not a trial-store pointer (no store/sweep_id)")
-    store_path = Path(data["store"])
-    if not store_path.is_file():  # the storage root moved with its sweeps: the store beside them
-        moved = default_store_path(sweep_dir)
-        if moved.is_file():
-            store_path = moved
-        else:
-            raise PathError(f"{pointer}: its trial store {store_path} is missing")
-    return TrialStore(store_path), data["sweep_id"]
+    store_path, store_id = Path(data["store"]), data.get("store_id")
+    if not store_path.exists():  # the storage root moved with its sweeps: the store beside them
+        moved = sweep_dir.parent / STORE_DIR / STORE_FILE
+        if not moved.is_file():
+            raise StoreMissing(f"{pointer}: its trial store {store_path} is missing (--resume starts it anew "
+                               "and says what was lost)", store_path, data["sweep_id"])
+        store_path = moved
+    store = TrialStore(store_path, readonly=readonly)
+    store.conn  # noqa: B018 -- what the file is, checked before anything reads it
+    if store_id is not None and store.store_id != store_id:
+        store.close()
+        raise StoreError(f"{pointer}: {store_path} is not this sweep's trial store (store id {store.store_id}, "
+                         f"expected {store_id}): it was replaced; put the sweep's store back, or move this file away "
+                         "and --resume starts a new one")
+    return store, data["sweep_id"]
+
+
+def _recover(sweep_dir: Path, name: str, store_path: Path, sweep_id: str) -> SweepLog:
+    """`--resume` of a sweep whose store is gone: a new store (or the sweep re-added to it) under the
+    same sweep id -- so its MLflow parent run is found again -- with no records. Final trials then
+    continue from their checkpoints in the sweep folder (a finished one replays its results); search
+    samples, whose records held the search's state, run again (the Optuna journal is kept aside)."""
+    log = SweepLog.create(sweep_dir, name, store_path, sweep_id=sweep_id)
+    checkpoints = sorted((sweep_dir / CHECKPOINT_DIR).glob("*.pt"))
+    from sweep.search import STUDY_FILE  # late: Optuna and Ray, wanted only here
+
+    journal = sweep_dir / STUDY_FILE
+    lost_search = ""
+    if journal.is_file():
+        os.replace(journal, journal.with_name(journal.name + ".lost"))
+        lost_search = f"; the search runs again (its journal kept as {journal.name}.lost)"
+    log.recovered = (f"trial store {store_path} was missing: started anew for this sweep; its records there are lost, "
+                     f"the trials with one of the {len(checkpoints)} checkpoints in {sweep_dir / CHECKPOINT_DIR} continue "
+                     f"from it (a finished one replays its results), the others run again{lost_search}")
+    return log
 
 
 def _read_legacy(sweep_dir: Path) -> tuple[SweepMeta, list[TrialRecord]]:
@@ -328,7 +551,7 @@ def load_records(sweep_dir: str | Path) -> SweepRecords:
     """Every record of the sweep in `sweep_dir` (one query); an unmigrated `ledger.json` is read as
     it is; a directory with neither holds no records yet."""
     sweep_dir = Path(sweep_dir).resolve()
-    store, sweep_id = _pointer(sweep_dir)
+    store, sweep_id = _pointer(sweep_dir, readonly=True)
     if store is not None:
         try:
             return SweepRecords(meta=store.meta(sweep_id), trials=store.trials(sweep_id))

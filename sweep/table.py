@@ -45,6 +45,7 @@ from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered
 from dml_core.identity import content_key, result_config, scored_on
+from dml_core.io import PathError
 from sweep.labels import cell_labels, fmt_metric, fmt_value, is_fraction, method_of, metric_label, short_key, slug
 from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
@@ -755,12 +756,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = build_table(args.sweep_dirs, _keys(args.rows), _keys(args.cols), _keys(args.metrics) or None,
                             _baseline(args.baseline) or None, _margin(args.margin), args.labels, args.label, args.caption)
-    except (TableError, SweepError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (TableError, SweepError, PathError, OSError) as e:  # PathError, OSError: a sweep's store missing or not one
+        from dml_core.errors import first_line
+
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     text = WRITERS[args.format](table)
     if args.out:
-        args.out.write_text(text)
+        try:
+            args.out.write_text(text)
+        except OSError as e:  # a directory, a path under a file, a read-only folder
+            print(f"error: --out {args.out}: cannot write it ({e.strerror or type(e).__name__})", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     return 0

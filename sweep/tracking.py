@@ -139,9 +139,12 @@ class Tracker:
         which a sweep spends in its writer thread while Tune starts the first trials)."""
         from mlflow import MlflowClient
 
+        from sweep.console import say
+        from sweep.mlflow_writer import PatientClient
+
         with _store_lock(self.tracking_uri):
             use_wal(self.tracking_uri)
-            client = MlflowClient(self.tracking_uri)
+            client = PatientClient(MlflowClient(self.tracking_uri), self.tracking_uri, say)  # a busy store: wait
             client.get_experiment_by_name(self.experiment)  # creates or migrates the store, under the lock
         return client
 
@@ -253,7 +256,22 @@ class Tracker:
             from mlflow.entities import RunTag
 
             self.client.log_batch(run_id, tags=[RunTag("error", error[:_MAX_TAG])])
+        elif status == FINISHED and "error" in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, "error")  # an earlier session's failure, since overcome
         self.client.set_terminated(run_id, status=status)
+
+    def replace_if_changed(self, run_id: str, params: dict[str, Any], start: Callable[[], str]) -> str:
+        """`run_id`, or where its params are not `params` (MLflow never changes a logged param:
+        `--restart-changed` changed the base config, or the sweep grew) a new run made by `start`,
+        with the old one's children moved to it and the old one deleted."""
+        if self.client.get_run(run_id).data.params == {k: str(v) for k, v in params.items()}:
+            return run_id
+        new = start()
+        for runs in self.children(run_id).values():
+            for child in runs:
+                self.client.set_tag(child.info.run_id, "mlflow.parentRunId", new)
+        self.client.delete_run(run_id)
+        return new
 
     def log_files(self, run_id: str, paths: list[Path]) -> None:
         for path in paths:
@@ -308,6 +326,7 @@ class TrialRuns:
         self.sweep_name, self.labels, self.search_prefix = sweep_name, labels, search_prefix
         self._refs: dict[str, RunRef] = {}  # key -> this session's run of the trial
         self.parent = RunRef(log.meta.mlflow_parent_run_id)  # the sweep's run (`open_parent`)
+        self.parent_status: Optional[str] = None  # its status before this session reopened it
         # Runs made by the writer whose ids are not yet in the store (key None: the parent).
         self._created: queue.SimpleQueue[tuple[Optional[str], RunRef]] = queue.SimpleQueue()
 
@@ -354,16 +373,13 @@ class TrialRuns:
         meta, ref = self.log.meta, self.parent
         # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
         known = meta.mlflow_parent_run_id if meta.tracking_uri in (None, self.tracker.tracking_uri) else None
-        tags = {"sweep.name": plan.name, "sweep.id": self.log.sweep_id, "sweep.role": "parent",
-                "sweep.source": plan.source, "mlflow.source.git.commit": meta.git_commit}
-        searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
-        params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
-        files = [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()]
+        tags, params, files = self._parent_fields(plan, sweep_dir)
 
         def job() -> None:
             tracker = self.tracker
             found = known if tracker.exists(known) else tracker.find_parent(self.log.sweep_id)
             if found:
+                self.parent_status = tracker.client.get_run(found).info.status
                 tracker.reopen(found)
                 ref.run_id = found
             else:
@@ -374,6 +390,30 @@ class TrialRuns:
         self._do(job)
         self.settle()
         return ref
+
+    def _parent_fields(self, plan: SweepPlan, sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
+        """The parent run's tags, params and files."""
+        tags = {"sweep.name": plan.name, "sweep.id": self.log.sweep_id, "sweep.role": "parent",
+                "sweep.source": plan.source, "mlflow.source.git.commit": self.log.meta.git_commit}
+        searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+        params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
+        return tags, params, [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()]
+
+    def refresh_parent(self, plan: SweepPlan, sweep_dir: Path) -> str:
+        """The parent run, remade where its params are not this session's plan (`--restart-changed`
+        changed the base config, or the sweep grew): MLflow never changes a logged param. Called
+        once the session has run, so that a refused command leaves the parent as it was."""
+        self.flush()
+        tags, params, files = self._parent_fields(plan, sweep_dir)
+
+        def start() -> str:
+            run_id = self.tracker.start_run(plan.name, tags, params)
+            self.tracker.log_files(run_id, files)
+            return run_id
+
+        self.parent.run_id = self.tracker.replace_if_changed(self.parent.run_id, params, start)
+        self._record_parent(self.parent.run_id)
+        return self.parent.run_id
 
     def adopt(self, key: str, run_id: str) -> None:
         """The trial's run is `run_id` (found by its key in the tracking store)."""
@@ -473,6 +513,10 @@ def sync_runs(runs: TrialRuns) -> tuple[int, int]:
     runs.flush()
     found = tracker.children(runs.parent.run_id)
     created = deleted = 0
+    for key in found.keys() - {r.key for r in log.trials()}:  # records lost with a removed store
+        for extra in found[key]:
+            tracker.client.delete_run(extra.info.run_id)
+            deleted += 1
     for record in log.trials():
         if record.status == RUNNING:
             record = log.update(record.key, status=KILLED)
@@ -667,6 +711,16 @@ def end_parent(runs: TrialRuns, status: str, error: Optional[str] = None) -> Non
     if runs.parent.run_id:
         try:
             runs.tracker.end_run(runs.parent.run_id, status, error)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def drop_parent(runs: TrialRuns) -> None:
+    """Delete the parent run of a new sweep that stops before any trial ran (its folder is removed
+    too): a plain rerun makes its own; a store that fails now does not hide the sweep's error."""
+    if runs.parent.run_id:
+        try:
+            runs.tracker.client.delete_run(runs.parent.run_id)
         except Exception:  # noqa: BLE001
             pass
 

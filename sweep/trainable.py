@@ -16,6 +16,8 @@ records such a trial as FAILED ("non-finite loss ...") -- see `sweep.tracking`.
 """
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +34,47 @@ TRIAL_ERROR = "trial_error"
 # Result flag of an evaluation re-sent from the checkpoint of a resumed trial (not a metric).
 REPLAYED = "replayed"
 LOG_DIR = "logs"
+# A trial's scratch folder in the system's temporary folder: `dml-trial-<pid>-...` (`dml-folds-`
+# for a fold search sample), the pid of the process that made it, so that one left by a killed
+# process (`kill -9` of the driver takes its trials with it) is known as nobody's.
+_SCRATCH = re.compile(r"dml-(trial|folds)-(\d+)-")
+
+
+def scratch_dir(kind: str = "trial") -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix=f"dml-{kind}-{os.getpid()}-")
+
+
+def clean_stale_scratch(tmp: str | Path | None = None) -> list[Path]:
+    """Remove the scratch folders (`scratch_dir`) of this user whose process is gone: a trial
+    killed with its driver leaves its folder (and the checkpoint in it) behind. Called by each
+    trial as it starts (every node) and by the driver before Ray starts. Returns what it removed."""
+    removed = []
+    root = Path(tmp or tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _SCRATCH.match(path.name)
+        try:
+            if match is None or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _alive(int(match.group(2))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process of that pid: not ours to judge
+    return True
 
 
 def trial_log(sweep_dir: str | Path, key: str) -> Path:
@@ -102,7 +145,8 @@ def _run_trial(trial: TrialSpec, config: dict[str, Any], base: dict[str, Any], s
         # A finished checkpoint (the driver stopped before the trial's end reached the store)
         # makes fit a no-op: the replay is then what reports the trial's results.
         reporter.replay(load_checkpoint(keep).get("history", []))
-    with tempfile.TemporaryDirectory(prefix="dml-trial-") as work:
+    clean_stale_scratch()
+    with scratch_dir() as work:
         try:
             fit(cfg, out_dir=Path(work) / "run", report=reporter, resume=resume)
         except NonFiniteLossError as e:
@@ -128,7 +172,8 @@ def run_folds(cfg: Any, metrics: tuple[str, ...]) -> None:
     from dml_core.training import NonFiniteLossError, fit
 
     per_fold = []
-    with tempfile.TemporaryDirectory(prefix="dml-folds-") as work:
+    clean_stale_scratch()
+    with scratch_dir("folds") as work:
         for fold in range(cfg.data.folds):
             fold_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
             try:

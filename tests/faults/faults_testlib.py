@@ -203,3 +203,24 @@ def sweep_with_full_disk(argv: list[str]) -> int:
     from sweep.run import main
 
     return main(argv[1:])
+
+
+def sweep_with_store_removed(argv: list[str]) -> int:
+    """`sweep.run:main(argv)` whose trial store is removed (`rm trials.sqlite*`) right after the
+    driver recorded its first finished trial, as a person cleaning up might."""
+    from sweep.store import SweepLog
+
+    real_add, removed = SweepLog.add, []
+
+    def add(self: SweepLog, record: Any) -> Any:
+        out = real_add(self, record)
+        if record.status == "FINISHED" and not removed:
+            removed.extend(self.store.path.parent.glob(self.store.path.name + "*"))
+            for f in removed:
+                f.unlink()
+        return out
+
+    SweepLog.add = add
+    from sweep.run import main
+
+    return main(argv)
