@@ -35,11 +35,11 @@ from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered
 from dml_core.identity import content_key, result_config
+from dml_core.io import PathError
 from sweep.labels import fmt_metric, is_fraction, metric_label
 from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
 from sweep.records import FINISHED
-from dml_core.io import PathError
 from sweep.store import load_records
 from sweep.sequential import PolicyView, points
 from sweep.spec import SweepError
