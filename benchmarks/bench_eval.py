@@ -148,8 +148,10 @@ def child_main(method: str, data: Path, args: argparse.Namespace) -> None:
     # Imports that a method needs are part of its memory, not of its time: do them first.
     import faiss  # noqa: F401
 
-    if method in ("ours", "ours-kmeans", "kmeans-1iter"):
-        import dml_core.evaluation  # noqa: F401
+    if method == "ours":
+        from dml_core.evaluation import evaluate  # noqa: F401 -- the package loads it on first use
+    if method in ("ours-kmeans", "kmeans-1iter"):
+        import dml_core.evaluation.clustering  # noqa: F401
     if method.startswith("pml"):
         import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
     x, y = np.load(data / "x.npy"), np.load(data / "y.npy")  # .npy loads without a transient copy

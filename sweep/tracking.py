@@ -47,11 +47,13 @@ import contextlib
 import json
 import math
 import os
+import posixpath
 import queue
 import shlex
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -75,6 +77,7 @@ _TUNE_KEYS = {*TUNE_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_c
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 STEP_KEY = "epoch"  # the step of every logged metric
 UI_PORT = 5000  # `mlflow ui`'s default
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # PyYAML built without libyaml: the Python one
 
 
 def git_commit() -> str:
@@ -132,6 +135,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, for the runs made here (`log_text`)
 
     @cached_property
     def client(self) -> Any:
@@ -197,10 +201,25 @@ class Tracker:
         from mlflow.entities import Param
 
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=name)
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=items[i:i + 100])
         return run.info.run_id
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        """`MlflowClient.log_text`, straight into the artifact store for a run made here: the client
+        first fetches the run for its artifact URI, a query that was a fifth of a trial's MLflow CPU."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            self.client.log_text(run_id, text, path)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        folder, name = posixpath.split(posixpath.normpath(path))
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+            get_artifact_repository(uri, tracking_uri=self.tracking_uri).log_artifact(str(Path(tmp) / name), folder or None)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -444,14 +463,15 @@ class TrialRuns:
             tags["sweep.reused_from"] = record.reused_from
         ref = self._refs[record.key] = RunRef()
         params = flatten_config(record.config)
-        config = yaml.safe_dump(record.config, sort_keys=False) if record.config else None
+        # libyaml's emitter: the same text as `yaml.safe_dump` (same representer), a fifth of the CPU.
+        config = yaml.dump(record.config, Dumper=_YAML_DUMPER, sort_keys=False) if record.config else None
         ended = record.status != RUNNING
 
         def job() -> None:
             tags["mlflow.parentRunId"] = self.parent.run_id  # made by an earlier job
             ref.run_id = self.tracker.start_run(record.label or record.key, tags, params)
             if config:
-                self.tracker.client.log_text(ref.run_id, config, "config.yaml")
+                self.tracker.log_text(ref.run_id, config, "config.yaml")
             self._created.put((record.key, ref))
             if ended:
                 self.tracker.log_history(ref.run_id, record.history, self.prefix(record))
@@ -497,7 +517,7 @@ class TrialRuns:
         status, error = record.status, record.error
 
         def job() -> None:
-            self.tracker.client.log_text(ref.run_id, summary, "metrics.json")
+            self.tracker.log_text(ref.run_id, summary, "metrics.json")
             self.tracker.end_run(ref.run_id, status, error)
 
         self._do(job)

@@ -5,7 +5,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .clustering import clustering_metrics
 from .inputs import EvaluationError, as_embeddings, as_labels
 from .knn import Backend, Metric, device_of, resolve_backend, resolve_use_gpu
 from .retrieval import check_ks, retrieval_metrics
@@ -72,6 +71,10 @@ def evaluate(
 
     metrics = retrieval_metrics(x, y, g, gy, ks=ks, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu, **on)
     if clustering:
+        # Imported here: its scikit-learn (and scipy) cost an evaluation without clustering ~1 s
+        # and ~60 MiB on first use, for nothing.
+        from .clustering import clustering_metrics
+
         all_x = x if g is None else np.concatenate([x, g])
         all_y = y if gy is None else np.concatenate([y, gy])
         metrics.update(clustering_metrics(all_x, all_y, niter=kmeans_iters, seed=seed, metric=metric, use_gpu=use_gpu,

@@ -79,3 +79,25 @@ def test_evaluate_returns_exactly_the_declared_metric_names(ks, clustering):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 8)).astype(np.float32), np.repeat(np.arange(10), 4)
     assert tuple(evaluate(x, y, k=ks, clustering=clustering, kmeans_iters=2)) == metric_names(ks, clustering)
+
+
+def test_retrieval_only_evaluation_loads_no_scikit_learn():
+    # scikit-learn (with scipy) is what clustering needs: ~1 s and ~180 MiB on first import, which
+    # an evaluation without clustering -- SOP-sized sweeps, bench_eval's "ours" -- must not pay.
+    # A fresh interpreter: this test process has long imported it.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, numpy as np\n"
+        "from dml_core.evaluation import evaluate\n"
+        "x = np.random.default_rng(0).standard_normal((40, 8), dtype=np.float32)\n"
+        "out = evaluate(x, np.arange(40) % 4, clustering=False)\n"
+        "assert set(out) >= {'map_at_r', 'r_precision'}, out\n"
+        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
