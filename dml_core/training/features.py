@@ -23,6 +23,7 @@ import torch
 from dml_core.config import ExperimentConfig
 from dml_core.data import DatasetSplits
 from dml_core.data.loading import resolve_num_workers
+from dml_core.data.fingerprint import data_fingerprint
 from dml_core.data.roots import resolve_data_paths
 from dml_core.evaluation import embed_dataset
 from dml_core.io import atomic_write_bytes, make_dir
@@ -49,18 +50,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DML_CACHE_DIR", Path.home() / ".cache" / "dml_core")) / "features"
 
 
-def cache_key(cfg: ExperimentConfig) -> str:
-    """Everything that changes the features: data selection, test transform, backbone weights."""
+def cache_key(cfg: ExperimentConfig, device: Optional[torch.device] = None) -> str:
+    """Everything that changes the features: data selection and content, test transform, backbone
+    weights, the device type computing them."""
     # Expanded: `${DML_DATA}/x` names other data on every machine that sets DML_DATA otherwise.
     d, m = resolve_data_paths(cfg.data), cfg.model
     parts = {
         # The fields the dataset declares as selecting its images (the data index's key too),
         # then the test transform's.
         "data": [d.selection(), d.image_size, d.resize_size, d.test_transform, d.interpolation],
+        # Other labels or images under the same paths are other features (the content key's rule).
+        "content": data_fingerprint(cfg.data),
+        "device": None if device is None else device.type,
         "model": [m.backbone, m.pretrained, m.pooling, m.backbone_params()],
         # A randomly initialised backbone differs per seed; pretrained weights do not.
         "seed": None if m.pretrained else cfg.seed,
-        "version": 3,  # 2: the data selection as its declared fields; 3: test geometry and resampling
+        "version": 4,  # 2: the data selection as its declared fields; 3: test geometry and resampling; 4: content, device
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -90,7 +95,7 @@ def cached_feature_splits(splits: DatasetSplits, model: torch.nn.Module, cfg: Ex
     """Replace each split's images by cached backbone features (computing them on a miss)."""
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else (cache_dir or default_cache_dir())
     make_dir(root)
-    key = cache_key(cfg)
+    key = cache_key(cfg, device)
     eval_split = splits.test if splits.test is not None else splits.query
     test_transform = eval_split.transform
     out = {}
