@@ -26,7 +26,8 @@ command + URL that open the runs in the MLflow UI.
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
 (one line on stderr), 3 the driver could not write its own state -- a full disk, a read-only
-sweep folder or trial store, the MLflow store (one line naming the file or store; fix it, then --resume), 130
+sweep folder or trial store, a trial store removed or replaced while it ran, the MLflow store
+(one line naming the file or store; fix it, then --resume), 130
 interrupted by Ctrl-C or SIGTERM (resume with --resume).
 """
 from __future__ import annotations
