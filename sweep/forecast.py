@@ -426,7 +426,9 @@ def beside_measured(forecast: Forecast, records: Sequence[TrialRecord]) -> str:
     for phase, p in forecast.phases.items():
         ran = [r for r in records if r.phase == phase and not r.reused and r.wall_s]
         measured = sum(float(r.wall_s or 0) for r in ran)
-        ratio = f", measured / forecast {measured / p.trial_s:.2f}" if p.trial_s > 0 and ran else ""
+        # A ratio only when the same trials are on both sides (none answered from the store, all priced).
+        whole = p.trial_s > 0 and len(ran) == p.trials and not p.unknown
+        ratio = f", measured / forecast {measured / p.trial_s:.2f}" if whole else ""
         parts.append(f"{phase} forecast {fmt_duration(p.trial_s)} for {p.trials - p.unknown} trials, "
                      f"measured {fmt_duration(measured)} over the {len(ran)} that trained here{ratio}")
     return "Cost: " + "; ".join(parts) + "."

@@ -209,11 +209,11 @@ def _keep_forecast(plan: SweepPlan, sweep_dir: Path) -> None:
     try:  # GPUs are counted only by torch, which the driver does not import: not here
         pool = local_pool(usable_cores(), None, plan.spec.resources_per_trial, plan.spec.max_concurrent_trials, False)
         forecast = make_forecast(plan, default_store_path(sweep_dir), pool)
+        if forecast.sources:
+            print(describe(forecast), flush=True)
+            save(forecast, sweep_dir)
     except (ValueError, OSError, sqlite3.Error):
-        return
-    if forecast.sources:
-        print(describe(forecast), flush=True)
-        save(forecast, sweep_dir)
+        return  # an unwritable sweep folder is then reported by the sweep itself
 
 
 EXIT_IO = 3  # the driver's own writes failed (disk full, read-only folder or store): resumable
