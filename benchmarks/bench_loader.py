@@ -17,15 +17,31 @@ Then: workers = ceil(target / train images/s per worker) to feed ``--target`` im
 training ResNet-50 at 224 px does roughly 300 img/s with AMP), and the trial's CPUs = workers + 1
 (the training loop's own core). Each measurement takes the best of ``--repeats`` passes. Runs in
 well under a minute on 2 cores.
+
+    .venv/bin/python benchmarks/bench_loader.py --step [CONFIG] [--workers N] [--threads T] [--rounds 6] [--iters 20]
+
+measures the whole training step with real data instead: `Trainer.train_epoch` of CONFIG (default
+experiments/omniglot.yaml; its images, P x K sampler, keyed per-sample augmentation, model, loss,
+optimiser) against a plain loop that loads the same training images the usual torchvision way --
+`torchvision.datasets.ImageFolder` restricted to the split's files, `torchvision.transforms`
+(RandomResizedCrop, flip when the config flips, ToTensor, Normalize), a `DataLoader` with the
+same worker count over the same P x K batches -- and steps a copy of the trainer's model and loss
+with a fresh optimiser of the same config (forward, loss, zero_grad, backward, step). Arms
+alternate round by round; the table gives each arm's median ms per iteration and the median of the
+per-round paired ratios (project / plain), wall and (with 0 workers) process CPU time.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import math
+import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +53,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 from dml_core.params.datasets import DataConfig  # noqa: E402
 from dml_core.data import ImageListDataset, build_transforms  # noqa: E402
 from dml_core.data.loading import loader_options, usable_cores  # noqa: E402
+from dml_core.config import load_config  # noqa: E402
+from dml_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from dml_core.training.optim import build_optimizer  # noqa: E402
+from dml_core.training.trainer import Trainer  # noqa: E402
 
 SIZE = (500, 375)  # CUB-200-2011's typical width x height
 
@@ -67,13 +87,95 @@ def best_rate(fn, n: int, repeats: int) -> tuple[float, float]:
     return n / wall, n / cpu
 
 
+def plain_torchvision_step(trainer: Trainer) -> Callable[[int], None]:
+    """The usual torchvision pipeline over the trainer's training images and batches, feeding a copy
+    of its model and loss with a fresh optimiser; ``run(epoch)`` is one epoch of its iterations."""
+    import torchvision
+    from torchvision import transforms as T
+
+    cfg, train = trainer.cfg, trainer.splits.train
+    steps = [T.RandomResizedCrop(cfg.data.image_size, scale=tuple(cfg.data.crop_scale), antialias=True)]
+    if cfg.data.horizontal_flip:
+        steps.append(T.RandomHorizontalFlip())
+    channels = trainer.in_channels
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.model.pretrained else ((0.5,) * channels, (0.5,) * channels)
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    mode = "L" if channels == 1 else "RGB"
+    folder = torchvision.datasets.ImageFolder(
+        os.path.commonpath(train.paths), transform=T.Compose(steps), loader=lambda path: Image.open(path).convert(mode),
+        is_valid_file=lambda path: True)
+    # The split's own files and labels (ImageFolder's classes are the top folders: alphabets, not characters).
+    folder.samples = folder.imgs = [(path, int(label)) for path, label in zip(train.paths, train.labels)]
+    folder.targets = [int(label) for label in train.labels]
+    loader = DataLoader(folder, batch_sampler=trainer.sampler, num_workers=trainer.num_workers)
+    model, loss_fn = copy.deepcopy(trainer.model), copy.deepcopy(trainer.loss_fn)
+    optimizer = build_optimizer(cfg.optimizer, model, loss_fn)
+    model.train()
+    loss_fn.train()
+
+    def run(epoch: int) -> None:
+        trainer.sampler.set_epoch(epoch)
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return run
+
+
+def whole_step(config: str, workers: int, rounds: int, iters: int, threads: int | None) -> int:
+    """`--step`: the trainer's epoch against the plain torchvision loop (see the module doc)."""
+    threads_set = [f"train.num_threads={threads}"] if threads else []
+    cfg = load_config(config, [f"data.num_workers={workers}", f"train.iterations_per_epoch={iters}",
+                               "train.device=cpu", "train.checkpoint=false", *threads_set])
+    trainer = Trainer(cfg)
+    if getattr(trainer.splits.train, "paths", None) is None:
+        print(f"bench_loader --step: {config}: data.name {cfg.data.name} is in memory; pick an image dataset")
+        return 2
+    plain = plain_torchvision_step(trainer)
+    arms: dict[str, Callable[[int], Any]] = {"project": trainer.train_epoch, "plain": plain}
+    for arm in arms.values():  # allocator, lazy imports, the files into the page cache
+        arm(0)
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for r in range(rounds):
+        for name in names[r % 2:] + names[:r % 2]:  # alternate who goes first
+            t0, c0 = time.perf_counter(), time.process_time()
+            arms[name](r + 1)
+            wall[name].append((time.perf_counter() - t0) / iters * 1e3)
+            cpu[name].append((time.process_time() - c0) / iters * 1e3)
+    b = cfg.data.batch
+    print(f"whole training step, {config}: {cfg.data.name} {cfg.data.image_size}px, batch {b.size} = "
+          f"{b.classes_per_batch} x {b.samples_per_class}, {cfg.model.backbone}, {cfg.loss.name} + "
+          f"{cfg.expansion.name}, {workers} loader workers, {torch.get_num_threads()} torch threads, "
+          f"{rounds} rounds x {iters} iterations")
+    print(f"{'':<28}{'project ms/it':>14}{'plain ms/it':>13}{'paired ratio':>14}")
+    for label, table in (("wall", wall), ("process CPU", cpu)):
+        if label == "process CPU" and workers:
+            continue  # the workers' CPU time is not this process'
+        paired = statistics.median(p / q for p, q in zip(table["project"], table["plain"]))
+        print(f"{label:<28}{statistics.median(table['project']):>14.2f}{statistics.median(table['plain']):>13.2f}"
+              f"{paired:>14.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--target", type=float, default=300.0, help="images/s the GPU consumes (A10G, ResNet-50: ~300)")
+    p.add_argument("--step", nargs="?", const="experiments/omniglot.yaml", default=None, metavar="CONFIG",
+                   help="time the whole training step with real data against a plain torchvision loop")
+    p.add_argument("--workers", type=int, default=0, help="--step: DataLoader workers of both arms")
+    p.add_argument("--rounds", type=int, default=6, help="--step: timed rounds per arm")
+    p.add_argument("--iters", type=int, default=20, help="--step: iterations per round")
+    p.add_argument("--threads", type=int, default=None, help="--step: torch threads (default: the config's train.num_threads)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # a loader worker runs with one thread
+    if args.step:
+        return whole_step(args.step, args.workers, args.rounds, args.iters, args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         paths = write_jpegs(Path(tmp), args.images)

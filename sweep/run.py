@@ -2,7 +2,8 @@
 
     --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
     --dry-run          print the trial plan and validate every trial config, data path and the
-                       resources; train nothing
+                       resources; train nothing; with the cost forecast (trial-hours, wall time)
+    --calibrate        with --dry-run: price trials no stored trial prices by timing a few iterations here
     --resume           continue a sweep: an interrupted one, or one whose YAML grew (more seeds, arms,
                        cells or search samples: only the new trials run)
     --retry-failed     with --resume: restart trials that crashed (after their retries)
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values: --set a.b=1 c.d=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --dry-run: time a few iterations of each trial shape that no stored trial prices")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--restart-changed", action="store_true")
@@ -109,6 +112,9 @@ def _resume_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    if args.calibrate and not args.dry_run:
+        print("error: --calibrate needs --dry-run", file=sys.stderr)
+        return 2
     for flag in ("retry_failed", "restart_changed"):
         if getattr(args, flag) and not args.resume:
             print(f"error: --{flag.replace('_', '-')} needs --resume", file=sys.stderr)
@@ -144,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                 shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
             print(describe_plan(plan, sweep_dir, cpus, gpus, max_cells=None if args.verbose else SCREEN_CELLS))
+            print(_forecast(plan, sweep_dir, cpus, gpus, joined, args.cluster_config, args.calibrate), flush=True)
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
+        _keep_forecast(plan, sweep_dir)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose,
                             reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
@@ -176,6 +184,40 @@ def main(argv: list[str] | None = None) -> int:
               f"({shown}); report of the rest: {outcome.sweep_dir / 'report.md'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _forecast(plan: SweepPlan, sweep_dir: Path, cpus: float, gpus: float, joined: bool,
+              cluster_config: str | None, calibrate: bool) -> str:
+    """The dry run's cost forecast (`sweep.forecast`) on the resources it sees, or on the node
+    types of an offline `--cluster-config`."""
+    from sweep.forecast import cluster_pool, describe, local_pool, make_forecast
+    from sweep.store import default_store_path
+
+    request, cap = plan.spec.resources_per_trial, plan.spec.max_concurrent_trials
+    pool = (cluster_pool(cluster_config, request, cap) if cluster_config and not joined
+            else local_pool(cpus, gpus, request, cap, joined))
+    return describe(make_forecast(plan, default_store_path(sweep_dir), pool, calibrate_missing=calibrate))
+
+
+def _keep_forecast(plan: SweepPlan, sweep_dir: Path) -> None:
+    """Price the sweep from the trial store before it runs, print it and keep it for the report;
+    never in its way (no torch, no calibration; a failure only skips it)."""
+    import sqlite3
+
+    from dml_core.data.loading import usable_cores
+    from sweep.forecast import describe, local_pool, make_forecast, save
+    from sweep.store import default_store_path
+
+    if (sweep_dir / PLAN_FILE).exists():  # resumed: the forecast it started with stands
+        return
+    try:  # GPUs are counted only by torch, which the driver does not import: not here
+        pool = local_pool(usable_cores(), None, plan.spec.resources_per_trial, plan.spec.max_concurrent_trials, False)
+        forecast = make_forecast(plan, default_store_path(sweep_dir), pool)
+        if forecast.sources:
+            print(describe(forecast), flush=True)
+            save(forecast, sweep_dir)
+    except (ValueError, OSError, sqlite3.Error):
+        return  # an unwritable sweep folder is then reported by the sweep itself
 
 
 EXIT_IO = 3  # the driver's own writes failed (disk full, read-only folder or store): resumable

@@ -90,6 +90,10 @@ def _describe_baseline(baseline: dict[str, Any]) -> str:
 def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
     plan, metric = results.plan, results.metric
     blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(results))]
+    from sweep.forecast import beside_measured, load as load_forecast  # the cost forecast the sweep started with
+
+    if (forecast := load_forecast(sweep_dir)) is not None:
+        blocks.append(Para(beside_measured(forecast, results.records.trials)))
     if results.primary:
         blocks += [Heading("Headlines"), Bullets(results.headlines(limit=20))]
     # On the first screen: a search that picked within noise says so before any table.

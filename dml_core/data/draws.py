@@ -92,3 +92,18 @@ class KeyedSamples(Dataset):
     def __getitem__(self, draw: Draw) -> Any:
         with keyed_torch_rng(draw_seed(self.seed, draw.epoch, draw.position)):
             return self.dataset[draw.index]
+
+    def __getitems__(self, draws: list[Draw]) -> list[Any]:
+        """A batch, as the DataLoader fetches it (in the main process or a worker): the same samples
+        as ``[self[d] for d in draws]``, with the generator's state saved and restored once per
+        batch instead of once per sample (a 5 KB copy each way, and the context manager)."""
+        generator = torch.default_generator
+        saved = generator.get_state()
+        try:
+            out = []
+            for draw in draws:
+                generator.manual_seed(draw_seed(self.seed, draw.epoch, draw.position))
+                out.append(self.dataset[draw.index])
+            return out
+        finally:
+            generator.set_state(saved)

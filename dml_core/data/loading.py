@@ -10,10 +10,11 @@ batches go to pinned memory, so the host-to-device copy overlaps the next batch.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import Dataset
+if TYPE_CHECKING:  # the sweep driver counts cores here and imports no torch
+    import torch
+    from torch.utils.data import Dataset
 
 # Past ~8 processes one trainer rarely gains (the GPU or the disk is the limit) and each worker
 # holds a copy of the dataset's file list; a sweep trial is sized by its resources instead.

@@ -1,6 +1,7 @@
 """Per-sample augmentation keyed by (seed, epoch, draw): the same batches whoever loads them."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -53,3 +54,37 @@ def test_a_sample_drawn_twice_gets_two_augmentations_and_the_global_stream_is_un
     assert torch.rand(3).equal(expected)  # the main process' stream (training's) did not move
     assert not torch.equal(first, second)
     assert torch.equal(samples[Draw(5, 0, 1)][0], second)
+
+
+def test_a_batch_fetch_gives_the_samples_one_by_one_and_leaves_the_stream_where_it_was() -> None:
+    samples, batches = _keyed()
+    batches.set_epoch(3)
+    batch = next(iter(batches))
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    fetched = samples.__getitems__(batch)  # what the DataLoader calls, in the main process or a worker
+    assert torch.rand(3).equal(expected)
+    one_by_one = [samples[draw] for draw in batch]
+    assert len(fetched) == len(one_by_one) == len(batch)
+    for (x, y), (x1, y1) in zip(fetched, one_by_one, strict=True):
+        assert torch.equal(x, x1) and y == y1
+    assert len({x.sum().item() for x, _ in fetched}) > 1  # distinct crops, not one key reused
+
+
+def test_a_failing_sample_leaves_the_stream_where_it_was() -> None:
+    _, batches = _keyed()
+    batch = next(iter(batches))
+
+    class Broken:
+        def __getitem__(self, index: int) -> None:
+            torch.rand(5)  # moves the keyed stream, then fails as a bad file would
+            raise OSError("unreadable")
+
+    broken = KeyedSamples(Broken(), 0)  # type: ignore[arg-type]
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with pytest.raises(OSError):
+        broken.__getitems__(batch)
+    assert torch.rand(3).equal(expected)

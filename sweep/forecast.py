@@ -1,0 +1,434 @@
+"""What a sweep will cost before it runs: trial-hours and wall time per phase and in total.
+
+A trial's cost is modelled as ``overhead + per_image x area x images + per_eval x evaluations``:
+``images`` are the images it trains on (epochs x iterations per epoch x batch, x folds), the
+iterations per epoch following the training split's size when `train.iterations_per_epoch` is
+unset; ``area`` is `data.image_size` squared (a conv net's cost per image grows with its pixels).
+The rates come from, in this order:
+
+1. stored trials of the same *recipe* on the same device type: finished trials in the trial
+   store (any sweep, reused ones not counted twice) whose config agrees on every field that sets
+   the work of a step (`COST_FIELDS`: dataset, model, loss, expansion, batch, threads, workers,
+   precision); epochs, seeds, learning rates, image size and the split's size may differ, and are
+   scaled for. Each stored trial gives a wall time per epoch (the slope of its evaluations'
+   `time_s`, evaluations included) and its start-up (the rest of its wall time); the forecast
+   takes their medians and says how far the trials spread around them;
+2. with `--calibrate`, where no stored trial exists: a few timed iterations and one evaluation of
+   each distinct trial shape in this process, on this machine's device (stated "calibrated on
+   cpu" or "... cuda"): a short run on a busy machine is the weaker estimate.
+
+A trial with neither is counted as unknown. Wall time: the trials of a phase spread over the
+slots the resources give (`resources_per_trial` against this machine, the cluster joined, or
+each node type of `--cluster-config` at its `max_workers`, `max_concurrent_trials` capping),
+longest first; the phases run one after the other. Search trials are costed at their full
+epochs (ASHA may stop some early: then it is an upper bound), a seed policy at its largest
+number of seeds.
+
+The forecast a sweep started with is kept in `<sweep dir>/forecast.json`; the report puts it
+beside the measured trial time (`beside_measured`).
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+import sqlite3
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from dml_core.config import ExperimentConfig, config_from_dump
+from sweep.labels import fmt_duration
+from sweep.plan import FINAL, SEARCH, SweepPlan, trial_config
+from sweep.records import FINISHED, TrialRecord
+from sweep.spec import Resources, SweepError
+
+FORECAST_FILE = "forecast.json"
+# The config fields that set the work of one training step (dotted prefixes); any other field
+# (seed, epochs, lr, image size, the split's size, evaluation cadence) is either scaled for or
+# changes no cost.
+COST_FIELDS = ("data.name", "data.batch", "data.num_workers", "data.cache_features", "data.train_transform",
+               "model", "loss.name", "expansion", "optimizer.name", "train.amp", "train.num_threads",
+               "train.device", "eval.clustering")
+CALIBRATION_ITERS = 3  # timed iterations per trial shape, after one untimed epoch of as many
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def recipe(config: dict[str, Any]) -> str:
+    """A digest of the `COST_FIELDS` of a resolved config: trials with the same one cost the same per image."""
+    blob = json.dumps({f: _lookup(config, f) for f in COST_FIELDS}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def planned_device(cfg: ExperimentConfig, request: Resources) -> str:
+    """Where a trial will train: `train.device`, `auto` meaning CUDA when the trial holds a GPU
+    (Ray hides the devices of a trial that asks for none)."""
+    if cfg.train.device != "auto":
+        return cfg.train.device
+    return "cuda" if request.gpu > 0 else "cpu"
+
+
+def stored_device(record: TrialRecord) -> str:
+    """Where a stored trial trained: CUDA runs report their peak GPU memory (`gpu_mem_peak_mib`)."""
+    seen = [record.metrics, *record.history]
+    return "cuda" if any("gpu_mem_peak_mib" in m for m in seen) else "cpu"
+
+
+def iterations_per_epoch(cfg: ExperimentConfig) -> int:
+    """Batches per epoch, as the trainer counts them (`dml_core.training.trainer.epoch_iterations`),
+    from the training split's index (no pixels, no torch)."""
+    if cfg.train.iterations_per_epoch:
+        return cfg.train.iterations_per_epoch
+    from dml_core.data.index import data_index
+
+    counts, batch = data_index(cfg.data).images_per_class, cfg.data.batch
+    if cfg.train.epoch_length == "classes":
+        return max(1, len(counts) * batch.samples_per_class // batch.size)
+    return max(1, sum(counts) // batch.size)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one planned trial trains, in the units the rates are in."""
+
+    phase: str
+    cell: str
+    recipe: str
+    device: str
+    images_per_epoch: float  # iterations x batch x fits
+    epochs: int
+    area: float  # image_size ** 2
+    evaluations: int
+
+    @classmethod
+    def of(cls, phase: str, cell: str, cfg: ExperimentConfig, request: Resources) -> "Work":
+        fits = cfg.data.folds or 1
+        last = cfg.train.epochs
+        evals = sum(1 for e in range(1, last + 1)
+                    if e == last or (e % cfg.train.eval_every == 0 and e >= cfg.train.eval_from_epoch))
+        return cls(phase, cell, recipe(cfg.to_dict()), planned_device(cfg, request),
+                   float(iterations_per_epoch(cfg) * cfg.data.batch.size * fits), cfg.train.epochs,
+                   float(cfg.data.image_size ** 2), evals * fits)
+
+
+@dataclass
+class Rate:
+    """The cost of one recipe on one device type."""
+
+    per_pixel_image_s: float  # seconds per trained image per pixel of image area (evaluations included for stored rates)
+    overhead_s: float  # a trial's start-up: everything that does not grow with epochs
+    per_eval_s: float = 0.0  # calibrated rates time an evaluation apart
+    device: str = "cpu"
+    trials: int = 0  # stored trials it comes from; 0 = calibrated
+    sweeps: list[str] = field(default_factory=list)
+    spread: tuple[float, float] = (1.0, 1.0)  # the stored trials' own rates, min and max / the median
+
+    @property
+    def calibrated(self) -> bool:
+        return self.trials == 0
+
+    def seconds(self, work: Work) -> float:
+        return (self.overhead_s + self.per_pixel_image_s * work.area * work.images_per_epoch * work.epochs
+                + self.per_eval_s * work.evaluations)
+
+
+def planned_work(plan: SweepPlan) -> list[tuple[Work, ExperimentConfig]]:
+    """Every trial the plan may run (search samples at the base values of the searched
+    parameters, which set no cost; a seed policy at its largest seed count), with its config."""
+    request = plan.spec.resources_per_trial
+    out = []
+    for trial in plan.final_trials():
+        cfg = trial_config(plan.base, trial, None, plan.source)
+        out.append((Work.of(FINAL, trial.cell, cfg, request), cfg))
+    if plan.spec.search:
+        for cell in plan.cells:
+            trial = plan.search_trial(cell)
+            cfg = trial_config(plan.base, trial, None, plan.source)
+            out += [(Work.of(SEARCH, cell.id, cfg, request), cfg)] * plan.spec.search.num_samples
+    return out
+
+
+# ---------------------------------------------------------------------------- rates from the store
+
+
+def stored_trials(store_path: Path) -> list[tuple[str, TrialRecord]]:
+    """(sweep name, record) of every finished trial that trained in its own sweep (a reused one
+    repeats another's numbers); read-only, and nothing when the store does not exist."""
+    if not store_path.is_file():
+        return []
+    conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT s.name, t.record FROM trials t JOIN sweeps s ON s.id = t.sweep "
+                            "WHERE t.status = ? AND t.reused = 0", (FINISHED,)).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise SweepError(f"{store_path}: cannot read the trial store ({e})") from None
+    finally:
+        conn.close()
+    return [(name, TrialRecord.model_validate_json(record)) for name, record in rows]
+
+
+def record_rate(record: TrialRecord) -> Optional[tuple[float, float]]:
+    """(seconds per trained image per pixel, start-up seconds) of one stored trial; None when it
+    lacks what is needed (no timed evaluation, or its data is not readable here)."""
+    timed = [h for h in record.history if h.get("time_s") is not None and h.get("epoch")]
+    if not timed or not record.config:
+        return None
+    try:
+        cfg = config_from_dump(record.config)
+        images = iterations_per_epoch(cfg) * cfg.data.batch.size
+    except (ValueError, OSError):
+        return None
+    first, last = timed[0], timed[-1]
+    if cfg.data.folds:  # one report per fold-set: the whole run is the unit
+        per_epoch, epochs = float(record.wall_s or last["time_s"]) / cfg.train.epochs, cfg.train.epochs
+        images *= cfg.data.folds
+    elif last["epoch"] > first["epoch"]:
+        per_epoch, epochs = (last["time_s"] - first["time_s"]) / (last["epoch"] - first["epoch"]), last["epoch"]
+    else:
+        per_epoch, epochs = last["time_s"] / last["epoch"], last["epoch"]
+    wall = float(record.wall_s if record.wall_s else last["time_s"])
+    return per_epoch / (images * cfg.data.image_size ** 2), max(0.0, wall - per_epoch * epochs)
+
+
+def stored_rates(records: Sequence[tuple[str, TrialRecord]], wanted: set[tuple[str, str]]) -> dict[tuple[str, str], Rate]:
+    """A `Rate` per (recipe, device) of `wanted` that some stored trials of it give."""
+    found: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
+    for sweep, record in records:
+        if not record.config:
+            continue
+        key = (recipe(record.config), stored_device(record))
+        if key not in wanted:
+            continue
+        rate = record_rate(record)
+        if rate is not None:
+            found.setdefault(key, []).append((sweep, *rate))
+    rates = {}
+    for key, rows in found.items():
+        per = statistics.median(r[1] for r in rows)
+        rates[key] = Rate(per, statistics.median(r[2] for r in rows), device=key[1], trials=len(rows),
+                          sweeps=sorted({r[0] for r in rows}),
+                          spread=(min(r[1] for r in rows) / per, max(r[1] for r in rows) / per))
+    return rates
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+def calibrate(cfg: ExperimentConfig, device: str) -> Rate:
+    """Time `CALIBRATION_ITERS` training iterations (after as many untimed) and one evaluation of
+    the trial `cfg` in this process, on ``device``."""
+    from dml_core.config import config_from_dict
+    from dml_core.training.trainer import Trainer
+
+    raw = cfg.to_dict()
+    raw["train"].update(iterations_per_epoch=CALIBRATION_ITERS, epochs=2, checkpoint=False, device=device)
+    trial = config_from_dict(raw, "calibration")
+    started = time.perf_counter()
+    trainer = Trainer(trial)
+    setup = time.perf_counter() - started
+    trainer.train_epoch(0)  # warm-up: allocator, kernels, workers
+    t0 = time.perf_counter()
+    trainer.train_epoch(1)
+    per_iter = (time.perf_counter() - t0) / CALIBRATION_ITERS
+    t0 = time.perf_counter()
+    trainer.evaluate()
+    per_eval = time.perf_counter() - t0
+    return Rate(per_iter / (trial.data.batch.size * trial.data.image_size ** 2), setup, per_eval, device=device)
+
+
+# ---------------------------------------------------------------------------- slots and wall time
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Where trials run: `slots` at once, described for people."""
+
+    slots: int
+    where: str
+
+
+def _fits(cpu: float, gpu: float, request: Resources) -> int:
+    by_gpu = math.floor(gpu / request.gpu + 1e-9) if request.gpu > 0 else math.inf
+    return int(min(math.floor(cpu / request.cpu + 1e-9), by_gpu))
+
+
+def local_pool(cpus: float, gpus: Optional[float], request: Resources, cap: Optional[int], joined: bool) -> Pool:
+    """Slots of this machine (or the cluster joined, as one pool); ``gpus`` None: not counted, so
+    a trial asking for a GPU gets no slot (its wall time is not forecast)."""
+    slots = _fits(cpus, gpus or 0.0, request)
+    gpu_text = "GPUs not counted" if gpus is None else f"{gpus:g} GPU"
+    return Pool(max(0, min(slots, cap or slots)), f"{'the cluster' if joined else 'this machine'}: {cpus:g} CPU, {gpu_text}")
+
+
+def cluster_pool(path: str | Path, request: Resources, cap: Optional[int]) -> Pool:
+    """Slots of a cluster YAML's node types, each at its `max_workers` (the head node once)."""
+    path = Path(path).expanduser()
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SweepError(f"{path}: cannot read the cluster config ({' '.join(str(e).split())})") from None
+    types = config.get("available_node_types") if isinstance(config, dict) else None
+    if not isinstance(types, dict):
+        raise SweepError(f"{path}: not a Ray cluster config (no available_node_types)")
+    head, slots, parts = config.get("head_node_type"), 0, []
+    for name, node in types.items():
+        res = node.get("resources") or {}
+        count = int(node.get("max_workers", 0)) + (1 if name == head else 0)
+        per = _fits(float(res.get("CPU", 0)), float(res.get("GPU", 0)), request)
+        if count and per:
+            slots += count * per
+            parts.append(f"{name} {count} x {per}")
+    return Pool(min(slots, cap or slots), f"{path.name} at max_workers ({', '.join(parts) or 'no node type holds a trial'})")
+
+
+def makespan(seconds: Sequence[float], slots: int) -> float:
+    """Wall time of running `seconds` on `slots` at once, longest first, each to the first free slot."""
+    if not seconds:
+        return 0.0
+    if slots < 1:
+        return math.inf
+    free = [0.0] * min(slots, len(seconds))
+    for s in sorted(seconds, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + s)
+    return max(free)
+
+
+# ---------------------------------------------------------------------------- the forecast
+
+
+@dataclass
+class PhaseCost:
+    trials: int
+    trial_s: float  # summed over the trials with an estimate
+    wall_s: float
+    unknown: int  # trials of no stored recipe and not calibrated
+
+
+@dataclass
+class Forecast:
+    phases: dict[str, PhaseCost]
+    pool: Pool
+    sources: list[str]  # one line per rate used: where it comes from, how sure
+    unknown_cells: list[str]
+
+    @property
+    def total(self) -> PhaseCost:
+        ph = list(self.phases.values())
+        return PhaseCost(sum(p.trials for p in ph), sum(p.trial_s for p in ph), sum(p.wall_s for p in ph),
+                         sum(p.unknown for p in ph))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Forecast":
+        return cls({k: PhaseCost(**v) for k, v in d["phases"].items()}, Pool(**d["pool"]), list(d["sources"]),
+                   list(d["unknown_cells"]))
+
+
+def _describe_source(rate: Rate, shape: str) -> str:
+    if rate.calibrated:
+        return (f"{shape}: calibrated on {rate.device} ({CALIBRATION_ITERS} timed iterations and one evaluation on this "
+                f"machine, a cold start-up of {fmt_duration(rate.overhead_s)}; one short run: the least sure estimate)")
+    lo, hi = rate.spread
+    return (f"{shape}: from {rate.trials} stored trial{'s' * (rate.trials != 1)} of this recipe on {rate.device} "
+            f"(sweep{'s' * (len(rate.sweeps) != 1)} {', '.join(rate.sweeps)}); their per-image cost spans "
+            f"{(lo - 1) * 100:+.0f} % .. {(hi - 1) * 100:+.0f} % of the median")
+
+
+def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missing: bool = False) -> Forecast:
+    """The forecast of `plan` from the trial store at `store_path` (and calibration, if asked)."""
+    work = planned_work(plan)
+    wanted = {(w.recipe, w.device) for w, _ in work}
+    rates = stored_rates(stored_trials(store_path), wanted)
+    names = {}  # (recipe, device) -> the first cell of it, to name the shape for people
+    for w, cfg in work:
+        names.setdefault((w.recipe, w.device), (w.cell, cfg))
+    if calibrate_missing:
+        cold = None
+        for key in sorted(wanted - rates.keys()):
+            rates[key] = calibrate(names[key][1], key[1])
+            # Every trial process starts cold (imports, data): the first shape's start-up is that;
+            # the later shapes' reuse this process' imports and would read too low.
+            cold = rates[key].overhead_s if cold is None else cold
+            rates[key].overhead_s = cold
+    phases: dict[str, PhaseCost] = {}
+    for phase in (SEARCH, FINAL):
+        mine = [w for w, _ in work if w.phase == phase]
+        if not mine:
+            continue
+        known = [rates[(w.recipe, w.device)].seconds(w) for w in mine if (w.recipe, w.device) in rates]
+        phases[phase] = PhaseCost(len(mine), sum(known), makespan(known, pool.slots), len(mine) - len(known))
+    multi = len(wanted) > 1
+    sources = [_describe_source(rates[k], f"cells like {names[k][0]}" if multi else "every trial")
+               for k in sorted(rates, key=lambda k: names[k][0])]
+    unknown = sorted({names[k][0] for k in wanted - rates.keys()})
+    return Forecast(phases, pool, sources, unknown)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} trial-hours ({fmt_duration(seconds)})"
+
+
+def describe(forecast: Forecast) -> str:
+    """The dry run's forecast block."""
+    if not forecast.sources:
+        return ("  forecast: no stored trial of this sweep's recipe in the trial store; --calibrate times a few "
+                "iterations of each trial shape here")
+    lines = [f"  forecast on {forecast.pool.where}: {forecast.pool.slots} trial{'s' * (forecast.pool.slots != 1)} at once"]
+    for name, p in [*forecast.phases.items(), ("total", forecast.total)]:
+        part = f" ({p.unknown} of them not estimated)" if p.unknown else ""
+        lines.append(f"    {name:<6} {p.trials:>4} trials{part}: {_hours(p.trial_s)}, wall {fmt_duration(p.wall_s)}")
+    lines += [f"    how sure: {s}" for s in forecast.sources]
+    if forecast.unknown_cells:
+        lines.append(f"    not estimated (no stored trial of their recipe): cells like {', '.join(forecast.unknown_cells)}; "
+                     "--calibrate times them here")
+    if SEARCH in forecast.phases:
+        lines.append("    search trials are costed at their full epochs (early stopping only shortens them)")
+    return "\n".join(lines)
+
+
+def save(forecast: Forecast, sweep_dir: Path) -> None:
+    """Keep the forecast a sweep starts with (a resumed sweep keeps its first one)."""
+    from dml_core.io import atomic_write_json, make_dir
+
+    path = Path(sweep_dir) / FORECAST_FILE
+    if not path.exists():
+        make_dir(path.parent)
+        atomic_write_json(path, {"made": time.strftime("%Y-%m-%d %H:%M:%S"), **forecast.to_json()})
+
+
+def load(sweep_dir: Path) -> Optional[Forecast]:
+    path = Path(sweep_dir) / FORECAST_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Forecast.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None  # a hand-edited or older file: the report goes on without it
+
+
+def beside_measured(forecast: Forecast, records: Sequence[TrialRecord]) -> str:
+    """One sentence for the report: the forecast trial time per phase beside what the trials took."""
+    parts = []
+    for phase, p in forecast.phases.items():
+        ran = [r for r in records if r.phase == phase and not r.reused and r.wall_s]
+        measured = sum(float(r.wall_s or 0) for r in ran)
+        # A ratio only when the same trials are on both sides (none answered from the store, all priced).
+        whole = p.trial_s > 0 and len(ran) == p.trials and not p.unknown
+        ratio = f", measured / forecast {measured / p.trial_s:.2f}" if whole else ""
+        parts.append(f"{phase} forecast {fmt_duration(p.trial_s)} for {p.trials - p.unknown} trials, "
+                     f"measured {fmt_duration(measured)} over the {len(ran)} that trained here{ratio}")
+    return "Cost: " + "; ".join(parts) + "."
