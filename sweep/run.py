@@ -223,7 +223,7 @@ def _quiet_libraries(verbose: int) -> None:
 def closing_block(outcome: SweepOutcome) -> str:
     from sweep.console import closing_block as block
 
-    return block(outcome, outcome.results.records.meta.wall_s)
+    return block(outcome, outcome.wall_s)
 
 
 if __name__ == "__main__":

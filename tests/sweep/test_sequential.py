@@ -232,3 +232,83 @@ def test_report_of_a_policy_sweep_names_rule_procedure_and_verdicts(tmp_path) ->
     assert lines[0].endswith("2 seed pairs): equivalent within ±1 points.")
     rows = list(csv.DictReader((sweep_dir / "comparisons.csv").open()))
     assert {r["procedure"] for r in rows} == {"repeated CI"} and {r["margin"] for r in rows} == {"0.01"}
+
+
+# --------------------------------------------------------------------------- the MLflow parent after a resume
+
+
+def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_shows(tmp_path, tracking_uri: str) -> None:
+    """A 5-seed sweep logs `...vs_base.p` on its parent; resumed as a seed policy, its report has
+    a repeated CI and no p: the parent then holds exactly the report's metrics (MLflow cannot
+    delete one, so `publish` replaced the run), its trial runs, artifacts and params moved along."""
+    from sweep.parent_run import parent_metrics, publish
+    from sweep.results import SweepResults
+    from sweep.runner import plan_labels
+    from sweep.store import SweepLog, load_records
+    from sweep.tracking import Tracker, TrialRuns, sync_runs
+    from sweep.plan import load_plan
+    from sweep_testlib import sweep_from_records, write_yaml
+
+    fixed = {"arms": {"base": {}, "gap": {"optimizer.lr": 1e-7}}, "baseline": {"arm": "base"}, "seeds": [0, 1, 2, 3, 4]}
+    plan = load_plan(write_yaml(tmp_path / "fixed.yaml", fixed))
+    values = {"arm=base": {s: 0.80 + 0.01 * s for s in range(5)}, "arm=gap": {s: 0.70 + 0.013 * s * (-1) ** s for s in range(5)}}
+    sweep_dir = sweep_from_records(tmp_path / "sweep", plan, values)
+    tracker = Tracker(tracking_uri, "policy_switch")
+    runs = TrialRuns(SweepLog.open(sweep_dir), tracker, plan.name, plan_labels(plan), "search_")
+    runs.open_parent(plan, sweep_dir)
+    sync_runs(runs)
+    first = publish(runs, SweepResults.build(plan, load_records(sweep_dir)))
+    tracker.log_files(first, [sweep_dir / "plan.txt"])
+    assert "recall_at_1.gap_vs_base.p" in tracker.client.get_run(first).data.metrics
+
+    switched = load_plan(write_yaml(tmp_path / "policy.yaml", {**fixed, "seeds": {"start": 2, "max": 5, "until": "decided"}}))
+    results = SweepResults.build(switched, load_records(sweep_dir))
+    assert results.primary[0].repeated and math.isnan(results.primary[0].test.p_value)
+    parent = publish(runs, results)
+    run = tracker.client.get_run(parent)
+    shown = {k for k, v in parent_metrics(results).items() if math.isfinite(v)}
+    assert set(run.data.metrics) == shown and not any(k.endswith(".p") for k in run.data.metrics)
+    assert run.data.tags["mlflow.note.content"].startswith("- gap vs base: R@1 ")
+    assert "repeated CI" in run.data.tags["mlflow.note.content"] and "p = " not in run.data.tags["mlflow.note.content"]
+    # The replacement is the sweep's parent now: found by its id, holding the trials, params and files.
+    assert parent != first and tracker.client.get_run(first).info.lifecycle_stage == "deleted"
+    assert tracker.find_parent(runs.log.sweep_id) == parent == SweepLog.open(sweep_dir).meta.mlflow_parent_run_id
+    assert run.data.tags["sweep.replaces"] == first and run.data.params == tracker.client.get_run(first).data.params
+    assert sum(len(v) for v in tracker.children(parent).values()) == 10 and not tracker.children(first)
+    assert {a.path for a in tracker.client.list_artifacts(parent)} >= {"plan.txt"}
+    # A report that drops nothing keeps the run.
+    assert publish(runs, results) == parent
+
+
+# --------------------------------------------------------------------------- a policy you can watch
+
+
+def test_each_look_prints_open_comparisons_and_the_end_says_undecided_with_a_forecast() -> None:
+    from sweep.console import policy_end_lines, policy_look_lines
+    from sweep.sequential import MARGIN as GOAL_MARGIN, seeds_needed
+
+    v = view(margin=0.5)
+    labels = {BASE: "d8", MID: "d16", BIG: "d32"}
+    seen: dict = {}
+    first = [record(BASE, 0, 0.50), record(BASE, 1, 0.52), record(MID, 0, 0.60), record(MID, 1, 0.62),
+             record(BIG, 0, 0.49), record(BIG, 1, 0.53)]
+    assert policy_look_lines(v, v.assess([]), labels, "max", seen) == []  # no look complete yet
+    mid, big = policy_look_lines(v, v.assess(first), labels, "max", seen)
+    assert mid == ("   look 1/3 (2 seeds) d16 vs d8: R@1 +10.0 points (95% repeated CI +10.0 to +10.0, 2 seed pairs): "
+                   "better, no more seeds")
+    big_ci = v.assess(first)[1].comparison
+    half = 100 * (big_ci.high - big_ci.low) / 2
+    assert big == (f"   look 1/3 (2 seeds) d32 vs d8: R@1 +0.0 points (95% repeated CI {-half:+.1f} to {half:+.1f}, "
+                   f"2 seed pairs): open, ±{half:.1f} points now, needs ±0.50 points to lie within ±0.50 points; "
+                   "next look at 3 seeds")
+    assert policy_look_lines(v, v.assess(first), labels, "max", seen) == []  # nothing new: nothing printed
+    done = first + [record(BASE, 2, 0.51), record(BIG, 2, None), record(BASE, 3, 0.5), record(BIG, 3, 0.52)]
+    (last,) = policy_look_lines(v, v.assess(done), labels, "max", seen)
+    assert last.startswith("   look 3/3 (4 seeds) d32 vs d8: R@1 +0.7 points (95% repeated CI ") and ": at the maximum, ±" in last
+    head, forecast_line = policy_end_lines(v, v.assess(done), labels)
+    assert head.startswith("-- d32 vs d8: undecided at the maximum of 4 seeds: R@1 +0.7 points (95% repeated CI ")
+    diffs = [0.49 - 0.50, 0.53 - 0.52, 0.52 - 0.5]  # seed 2 of d32 failed
+    expected = seeds_needed(v.policy, float(np.std(diffs, ddof=1)), GOAL_MARGIN, 0.005)
+    assert forecast_line.startswith(f"   seed forecast: with the spread of 3 paired differences (sd {100 * np.std(diffs, ddof=1):.1f} "
+                                    f"points), equivalence within ±0.50 points (the margin) would take about {expected} seeds per cell")
+    assert expected > 4
