@@ -315,8 +315,16 @@ def policy_look_lines(view: PolicyView, assessments: list[Any], labels: dict[str
             margin = view.design.margin
             word = verdict(a.comparison, mode, margin=margin,
                            margin_text=None if margin is None else _size(view.metric, margin))
-            lines.append(f"{head}: {word}, no more seeds")
+            lines.append(f"{head}: {word}, no more seeds{_shape(view.metric, a)}")
     return lines
+
+
+def _shape(metric: str, a: Any) -> str:
+    """` Note: seed 7 (-12.3 points) lies far from ...` beside a comparison's verdict, or ""."""
+    from sweep.sequential import shape_note
+
+    note = shape_note(metric, dict(zip(a.comparison.seeds, a.diffs))) if a.quantity.ref is not None else ""
+    return f". {note}" if note else ""
 
 
 def policy_end_lines(view: PolicyView, assessments: list[Any], labels: dict[str, str]) -> list[str]:
@@ -332,7 +340,7 @@ def policy_end_lines(view: PolicyView, assessments: list[Any], labels: dict[str,
         c = a.comparison
         state = "undecided" if view.design.decided else f"wider than ±{_size(view.metric, view.design.ci_half_width)}"
         lines.append(f"-- {_quantity_label(a.quantity, labels)}: {state} at the maximum of {n_max} seeds: "
-                     f"{_interval(view.metric, a)}")
+                     f"{_interval(view.metric, a)}{_shape(view.metric, a)}")
         fc = forecast(view, a.diffs, (c.high - c.low) / 2)
         if fc is not None:
             lines.append("   " + forecast_words(view.metric, fc))
@@ -350,3 +358,47 @@ def forecast_words(metric: str, fc: Any) -> str:
     return (f"seed forecast: with the spread of {fc.pairs} paired differences (sd {_size(metric, fc.sd)}), {goal} "
             f"would take {seeds} seeds per cell as `max` ({POWER:.0%} chance; a new sweep -- raising `max` on "
             f"--resume inflates false decisions; docs/conclusions.md)")
+
+
+def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
+    """`--dry-run` of a seed policy: the seed forecast of each comparison from the seeds of the
+    same cells (the same content keys) that the trial store already holds -- a pilot, or an
+    earlier sweep of these cells -- beside `max`; nothing without a policy."""
+    import math
+
+    import numpy as np
+
+    from sweep.pending import identity
+    from sweep.sequential import Design, forecast, sequential_test
+    from sweep.store import TrialStore, default_store_path
+
+    spec = plan.spec
+    if spec.policy is None:
+        return []
+    if spec.search:  # the final configs are the search's choice: nothing stored can be matched yet
+        return ["  seed forecast: none before the search has chosen each cell's values (then: at the end of the sweep)"]
+    path = default_store_path(sweep_dir)
+    specs = plan.final_trials()
+    keys = {(s.cell, s.seed): identity(plan, s).content_key for s in specs}
+    found = TrialStore(path).finished(keys.values()) if path.is_file() else {}
+    metric = spec.metric
+    values = {cs: found[k][1].value(metric) for cs, k in keys.items() if k in found}
+    view = PolicyView.of(spec.policy, plan.cells, spec.baseline, metric, spec.equivalence_margin)
+    labels = cell_labels(plan.to_json()["cells"], spec.arms, plan.base)
+    lines = []
+    for q in view.quantities:
+        if q.ref is None and view.design.ci_half_width is None:
+            continue
+        diffs = [values[(q.cell, s)] - (values[(q.ref, s)] if q.ref else 0.0) for s in view.seeds
+                 if all((c, s) in values for c in q.cells)]
+        diffs = [d for d in diffs if math.isfinite(d)]
+        if len(diffs) < 2:
+            continue
+        # The pilot's interval at the first look's level: what "half the observed interval" refers to.
+        first = sequential_test(Design((len(diffs),), (view.design.alphas[0],)), np.array([diffs]))
+        fc = forecast(view, diffs, float(first.high[0] - first.low[0]) / 2)
+        if fc is not None:
+            lines.append(f"  {_quantity_label(q, labels)} (max {view.design.looks[-1]}): {forecast_words(metric, fc)}")
+    if not lines:
+        return [f"  seed forecast: no stored seeds of these cells in {path} (a pilot sweep of a few seeds gives one)"]
+    return [f"  seed forecast from the seeds of these cells already in {path}:", *lines]
