@@ -270,8 +270,6 @@ def _needs(view: PolicyView, a: Any) -> str:
     """What an open comparison's interval still has to do to close it."""
     import math
 
-    from sweep.sequential import DECIDED
-
     metric, design, c = view.metric, view.design, a.comparison
     half = (c.high - c.low) / 2
     if not math.isfinite(half):
@@ -285,7 +283,7 @@ def _needs(view: PolicyView, a: Any) -> str:
             wants.append(f"±{_size(metric, design.margin - distance)} to lie within ±{_size(metric, design.margin)}")
     if design.ci_half_width is not None:
         wants.append(f"±{_size(metric, design.ci_half_width)}")
-    needs = " or ".join(wants) if wants else "a decision" if a.reason != DECIDED else "nothing"
+    needs = " or ".join(wants) if wants else "its mean away from 0"  # no margin, mean exactly 0
     return f"±{_size(metric, half)} now, needs {needs}"
 
 
@@ -330,6 +328,8 @@ def _shape(metric: str, a: Any) -> str:
 def policy_end_lines(view: PolicyView, assessments: list[Any], labels: dict[str, str]) -> list[str]:
     """The end of a seed policy: each comparison still open at `max`, with the seed forecast
     (`sweep.sequential.forecast`: how many seeds a decision would take, from its observed spread)."""
+    import math
+
     from sweep.sequential import MAX, forecast
 
     lines = []
@@ -338,25 +338,30 @@ def policy_end_lines(view: PolicyView, assessments: list[Any], labels: dict[str,
         if a.reason != MAX:
             continue
         c = a.comparison
-        state = "undecided" if view.design.decided else f"wider than ±{_size(view.metric, view.design.ci_half_width)}"
+        compared = a.quantity.ref is not None
+        state = ("undecided" if view.design.decided and compared
+                 else f"wider than ±{_size(view.metric, view.design.ci_half_width or math.nan)}")
         lines.append(f"-- {_quantity_label(a.quantity, labels)}: {state} at the maximum of {n_max} seeds: "
                      f"{_interval(view.metric, a)}{_shape(view.metric, a)}")
-        fc = forecast(view, a.diffs, (c.high - c.low) / 2)
+        fc = forecast(view, a.diffs, (c.high - c.low) / 2, compared)
         if fc is not None:
-            lines.append("   " + forecast_words(view.metric, fc))
+            lines.append("   " + forecast_words(view.metric, fc, compared))
     return lines
 
 
-def forecast_words(metric: str, fc: Any) -> str:
-    """`seed forecast: ... would take about 43 seeds per cell (max: ...)`, for the console and the dry run."""
-    from sweep.sequential import FORECAST_CAP, MARGIN, DIFFERENCE, POWER
+def forecast_words(metric: str, fc: Any, compared: bool = True) -> str:
+    """`seed forecast: ... would take about 43 seeds per cell as max ...`, for the console and the
+    dry run; `compared` False: the spread is of a cell's own values (a width rule without a baseline)."""
+    from sweep.sequential import FORECAST_CAP, HALF_WIDTH, MARGIN, DIFFERENCE, POWER
 
     goal = {MARGIN: f"equivalence within ±{_size(metric, fc.target)} (the margin)",
             DIFFERENCE: f"a decision on a difference of ±{_size(metric, fc.target)} (half the observed interval's half-width)"}.get(
         fc.goal, f"an interval within ±{_size(metric, fc.target)}")
     seeds = f"more than {FORECAST_CAP:,}" if fc.seeds is None else f"about {fc.seeds}"
-    return (f"seed forecast: with the spread of {fc.pairs} paired differences (sd {_size(metric, fc.sd)}), {goal} "
-            f"would take {seeds} seeds per cell as `max` ({POWER:.0%} chance; a new sweep -- raising `max` on "
+    what = "paired differences" if compared else "values"
+    chance = "about even odds" if fc.goal == HALF_WIDTH else f"{POWER:.0%} chance"
+    return (f"seed forecast: with the spread of {fc.pairs} {what} (sd {_size(metric, fc.sd)}), {goal} "
+            f"would take {seeds} seeds per cell as `max` ({chance}; a new sweep -- raising `max` on "
             f"--resume inflates false decisions; docs/conclusions.md)")
 
 
@@ -396,9 +401,10 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
             continue
         # The pilot's interval at the first look's level: what "half the observed interval" refers to.
         first = sequential_test(Design((len(diffs),), (view.design.alphas[0],)), np.array([diffs]))
-        fc = forecast(view, diffs, float(first.high[0] - first.low[0]) / 2)
+        fc = forecast(view, diffs, float(first.high[0] - first.low[0]) / 2, q.ref is not None)
         if fc is not None:
-            lines.append(f"  {_quantity_label(q, labels)} (max {view.design.looks[-1]}): {forecast_words(metric, fc)}")
+            lines.append(f"  {_quantity_label(q, labels)} (max {view.design.looks[-1]}): "
+                         f"{forecast_words(metric, fc, q.ref is not None)}")
     if not lines:
         return [f"  seed forecast: no stored seeds of these cells in {path} (a pilot sweep of a few seeds gives one)"]
     return [f"  seed forecast from the seeds of these cells already in {path}:", *lines]

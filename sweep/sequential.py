@@ -398,18 +398,19 @@ def seeds_needed(policy: SeedPolicy, sd: float, goal: str, target: float, power:
     return None
 
 
-def forecast(view: "PolicyView", diffs: Iterable[float], half_width: float) -> Optional[SeedForecast]:
+def forecast(view: "PolicyView", diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
     """The seed forecast of one comparison (or cell, under a width rule alone) from its finite
     paired differences and its interval's half-width h now: a decision at the margin when the
     sweep has one; else on a true difference of h / 2 (half the observed interval: a difference
     of h itself is nearly decidable at the seeds run, so that forecast would not reach past them);
-    under a width rule, the planned width (whichever comes first when both are set)."""
+    under a width rule, the planned width (whichever comes first when both are set). A cell
+    compared with nothing (`compared` False: `diffs` are its values) has only the width rule."""
     x = np.asarray([d for d in diffs if math.isfinite(d)], dtype=float)
     if len(x) < 2 or view.policy is None:
         return None
     sd = float(x.std(ddof=1))
     options = []
-    if view.design.decided:
+    if view.design.decided and compared:
         if view.design.margin is not None:
             options.append((MARGIN, view.design.margin))
         elif math.isfinite(half_width) and half_width > 0:

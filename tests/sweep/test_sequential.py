@@ -489,3 +489,21 @@ def test_raising_max_after_an_undecided_end_inflates_false_decisions() -> None:
     assert all(a > b for a, b in zip(after, before)) and max(after) > 0.05
     shown = f"from {min(before):.3f}-{max(before):.3f} to {min(after):.3f}-{max(after):.3f}"
     assert shown in text, shown
+
+
+def test_a_width_rule_ends_wider_than_planned_with_its_own_forecast() -> None:
+    """`until: {ci_half_width}` without a baseline: a cell still wider than planned at `max` says
+    so (not "undecided": it has nothing to decide) and gets the width forecast of its own values."""
+    from sweep.console import policy_end_lines
+    from sweep.sequential import HALF_WIDTH, seeds_needed
+
+    own = PolicyView.of(SeedPolicy(start=2, max=4, until={"ci_half_width": 5.0}), CELLS, None, "recall_at_1", None)
+    scores = {BASE: [0.5, 0.5, 0.5, 0.5], MID: [0.6, 0.6, 0.6, 0.6], BIG: [0.2, 0.9, 0.4, 0.7]}
+    records = [record(c, s, v) for c, vs in scores.items() for s, v in enumerate(vs)]
+    head, line = policy_end_lines(own, own.assess(records), {BASE: "d8", MID: "d16", BIG: "d32"})
+    assert head.startswith("-- d32: wider than ±5.0 points at the maximum of 4 seeds: R@1 55.0 (95% repeated CI ")
+    assert head.endswith(", 4 seeds)")
+    expected = seeds_needed(own.policy, float(np.std(scores[BIG], ddof=1)), HALF_WIDTH, 0.05)
+    assert line == (f"   seed forecast: with the spread of 4 values (sd {100 * np.std(scores[BIG], ddof=1):.1f} points), "
+                    f"an interval within ±5.0 points would take about {expected} seeds per cell as `max` (about even odds; a new "
+                    "sweep -- raising `max` on --resume inflates false decisions; docs/conclusions.md)")
