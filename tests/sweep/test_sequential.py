@@ -507,3 +507,28 @@ def test_a_width_rule_ends_wider_than_planned_with_its_own_forecast() -> None:
     assert line == (f"   seed forecast: with the spread of 4 values (sd {100 * np.std(scores[BIG], ddof=1):.1f} points), "
                     f"an interval within ±5.0 points would take about {expected} seeds per cell as `max` (about even odds; a new "
                     "sweep -- raising `max` on --resume inflates false decisions; docs/conclusions.md)")
+
+
+def test_a_seed_far_from_the_others_gets_a_note_beside_the_verdict(tmp_path) -> None:
+    """One collapsed seed among five: the headline (console, report, MLflow) carries the one-line
+    note naming it; the same comparison without the collapse has none."""
+    from sweep.plan import load_plan
+    from sweep.report import headlines, write_report
+    from sweep_testlib import sweep_from_records, write_yaml
+
+    sweep = {"arms": {"base": {}, "new": {"optimizer.lr": 1e-7}}, "baseline": {"arm": "base"}, "seeds": [0, 1, 2, 3, 4]}
+    plan = load_plan(write_yaml(tmp_path / "p.yaml", sweep))
+    base = {0: 0.800, 1: 0.810, 2: 0.805, 3: 0.795, 4: 0.802}
+    new = {0: 0.812, 1: 0.818, 2: 0.815, 3: 0.809, 4: 0.50}  # seed 4 collapsed
+    collapsed = sweep_from_records(tmp_path / "collapsed", plan, {"arm=base": base, "arm=new": new})
+    write_report(collapsed)
+    (line,) = headlines(collapsed)
+    diffs = np.array([[new[s] - base[s] for s in range(5)]])
+    p = float(outlier_test(diffs)[0][0])
+    assert p < OUTLIER_ALPHA and line.endswith(
+        f": inconclusive. Note: seed 4 (-30.2 points) lies far from the other seeds (outlier test p = {p:.2g}); "
+        "the interval assumes roughly normal differences.")
+    assert line in (collapsed / "report.md").read_text()
+    steady = sweep_from_records(tmp_path / "steady", plan, {"arm=base": base, "arm=new": {**new, 4: 0.81}})
+    write_report(steady)
+    assert "Note:" not in headlines(steady)[0]
