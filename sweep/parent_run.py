@@ -10,11 +10,21 @@ Metrics (step 0), the primary metric only:
 The description (on the run page's first screen) starts with the headlines (a tally plus the 20
 with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
 in the run's artifacts) and the units, then any search that could not separate its candidates.
+
+Both are rewritten by every report (`publish`): the parent never holds a metric the report no
+longer shows (e.g. a p-value beside a seed policy's repeated interval after a `--resume`).
 """
 from __future__ import annotations
 
+import math
+import tempfile
+from typing import TYPE_CHECKING, Any
+
 from sweep.labels import is_fraction, slug
 from sweep.results import SweepResults, in_unit
+
+if TYPE_CHECKING:
+    from sweep.tracking import TrialRuns
 
 REPORT_HTML = "report.html"
 HEADLINES = 20  # on the run page; the report has them all
@@ -58,3 +68,40 @@ def parent_description(results: SweepResults) -> str:
     if len(text) > _MAX_DESCRIPTION:
         text = text[:_MAX_DESCRIPTION - 60].rsplit("\n", 1)[0] + f"\n\n... (cut: the rest is in {REPORT_HTML})"
     return text
+
+
+def publish(runs: "TrialRuns", results: SweepResults) -> str:
+    """Put `results` on the sweep's parent run so that it holds exactly the metrics this report
+    shows; returns the parent's run id (a new one if it had to be replaced).
+
+    A report can drop a metric an earlier report logged: a `--resume` that switched to a seed
+    policy has repeated CIs and no p-values, a relabelled cell has another name. MLflow cannot
+    delete a metric, and logging NaN over it would still show a stale name (and a NaN that reads
+    as "computed, undefined"). So a parent holding a metric this report does not log is replaced:
+    a new run with its tags, params and artifacts, the trial runs moved under it, the old one
+    deleted (MLflow's trash; `mlflow gc` purges it) and the new id recorded in the trial store.
+    The new run says which it replaced (`sweep.replaces`)."""
+    tracker, parent = runs.tracker, runs.parent.run_id
+    metrics = {k: v for k, v in parent_metrics(results).items() if v is not None and math.isfinite(v)}
+    old = tracker.client.get_run(parent)
+    if set(old.data.metrics) - set(metrics):
+        parent = _replace(runs, old)
+    tracker.log_results(parent, metrics, parent_description(results))
+    return parent
+
+
+def _replace(runs: "TrialRuns", old: Any) -> str:
+    tracker, old_id = runs.tracker, old.info.run_id
+    tags = {k: v for k, v in old.data.tags.items() if k not in ("mlflow.note.content", "mlflow.parentRunId")}
+
+    def start() -> str:  # the old run's tags, params and artifacts, without its metrics
+        new_id = tracker.start_run(old.info.run_name, {**tags, "sweep.replaces": old_id}, old.data.params)
+        with tempfile.TemporaryDirectory() as tmp:
+            if tracker.client.list_artifacts(old_id):
+                tracker.client.log_artifacts(new_id, tracker.client.download_artifacts(old_id, "", tmp))
+        return new_id
+
+    new_id = tracker.replace(old_id, start)
+    runs.parent.run_id = new_id
+    runs.log.update_meta(mlflow_parent_run_id=new_id, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+    return new_id

@@ -104,6 +104,7 @@ class SweepMeta(_Record):
     experiment: Optional[str] = None  # the MLflow experiment name
     git_commit: str = "unknown"
     wall_s: float = 0.0  # the driver's wall time over every session of the sweep
+    sessions: int = 0  # driver sessions that added to wall_s (0 in sweeps of earlier versions)
     best: dict[str, BestChoice] = Field(default_factory=dict)  # cell id -> the search's choice
 
 

@@ -26,7 +26,7 @@ from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction,
 from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
 from sweep.store import load_records
-from sweep.sequential import PolicyView, points
+from sweep.sequential import PolicyView, points, shape_note
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison
 from sweep.stats import verdict as stats_verdict
 
@@ -116,6 +116,7 @@ class Comparison:
     diffs: dict[int, float]  # seed -> cell - baseline
     verdict: str
     margin: Optional[float] = None  # the equivalence margin, raw units (sweep.equivalence_margin)
+    note: str = ""  # beside the verdict: a seed far from the others (`sweep.sequential.shape_note`)
 
     @property
     def repeated(self) -> bool:
@@ -140,7 +141,8 @@ class Comparison:
             ci = f"{CONFIDENCE:.0%} {kind} {fmt_points(m, self.diff.low)} to {fmt_points(m, self.diff.high)}{mark}, "
         p = f"p = {self.test.p_value:.2g}, " if math.isfinite(self.test.p_value) else ""
         pairs = f"{self.pairs} seed pair{'s' * (self.pairs != 1)}"
-        return f"{head} {fmt_points(m, self.test.mean_diff)}{unit} ({ci}{p}{pairs}): {self.verdict}."
+        note = f" {self.note}" if self.note else ""
+        return f"{head} {fmt_points(m, self.test.mean_diff)}{unit} ({ci}{p}{pairs}): {self.verdict}.{note}"
 
 
 @dataclass(frozen=True)
@@ -400,7 +402,7 @@ def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str
             diff = Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(m, difference=True))
             diffs = {s: a.values[m][s] - b.values[m][s] for s in test.seeds if s in a.values[m] and s in b.values[m]}
             out.append(Comparison(cell_id, ref.id, comparison_label(labels[cell_id], labels[ref.id]), m, test, diff, diffs,
-                                  stats_verdict(test, mode, margin=margin, margin_text=shown), margin))
+                                  stats_verdict(test, mode, margin=margin, margin_text=shown), margin, shape_note(m, diffs)))
     order = {c.id: i for i, c in enumerate(plan.cells)}
     return sorted(out, key=lambda c: (order[c.cell], metrics.index(c.metric)))
 

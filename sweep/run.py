@@ -49,7 +49,7 @@ import shlex
 from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.errors import first_line
 from sweep.checks import check_plan
-from sweep.console import SCREEN_CELLS, describe_plan
+from sweep.console import SCREEN_CELLS, describe_plan, pilot_forecast_lines
 from sweep.plan import SweepPlan, load_plan
 from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
             print(describe_plan(plan, sweep_dir, cpus, gpus, max_cells=None if args.verbose else SCREEN_CELLS))
             print(_forecast(plan, sweep_dir, cpus, gpus, joined, args.cluster_config, args.calibrate), flush=True)
+            for line in pilot_forecast_lines(plan, sweep_dir):  # a seed policy's, from stored seeds of its cells
+                print(line)
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
@@ -269,7 +271,7 @@ def _quiet_libraries(verbose: int) -> None:
 def closing_block(outcome: SweepOutcome) -> str:
     from sweep.console import closing_block as block
 
-    return block(outcome, outcome.results.records.meta.wall_s)
+    return block(outcome, outcome.wall_s)
 
 
 if __name__ == "__main__":

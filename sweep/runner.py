@@ -60,6 +60,7 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
     reused: int = 0  # trials this session answered from the trial store instead of training
     tracking_uri: str = ""
+    wall_s: float = 0.0  # this driver session's wall time (the sweep's total over sessions: its records' meta)
 
 
 def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
@@ -211,6 +212,7 @@ class SweepRunner:
         `sweep.sequential` (only the cells of comparisons still open get seeds), until no
         comparison is open. What ran before counts, so a resumed sweep continues where it was;
         each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
+        from sweep.console import policy_end_lines, policy_look_lines
         from sweep.pending import crashed
         from sweep.sequential import PolicyView
 
@@ -220,9 +222,15 @@ class SweepRunner:
         # --retry-failed: crashed trials of earlier rounds run again first (from scratch).
         todo = {(t.cell, t.seed) for t in self.plan.final_trials(best)
                 if self.options.retry_failed and crashed(self.log.get(t.key))}
+        seen: dict[Any, int] = {}  # quantity -> the look its last console line showed
         while True:
-            todo |= set(view.next_round([r for r in self.log.trials() if r.phase == FINAL]))
+            records = [r for r in self.log.trials() if r.phase == FINAL]
+            for line in policy_look_lines(view, view.assess(records), self.labels, self.spec.mode, seen):
+                say(line)
+            todo |= set(view.next_round(records))
             if not todo:
+                for line in policy_end_lines(view, view.assess(records), self.labels):
+                    say(line)
                 break
             seeds = sorted({seed for _, seed in todo})
             say(f"-- final round: {len(todo)} trials = {len({cell for cell, _ in todo})} cells x seeds {seeds}")
@@ -519,7 +527,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
-    from sweep.parent_run import parent_description, parent_metrics
+    from sweep.parent_run import publish
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
@@ -560,17 +568,18 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
             end_parent(runs, FAILED, f"{type(e).__name__}: {e}")
         raise
     finally:  # the driver's wall time over every session of the sweep, for the report
+        session_s = time.monotonic() - started
         try:
-            log.update_meta(wall_s=log.meta.wall_s + time.monotonic() - started)
+            log.update_meta(wall_s=log.meta.wall_s + session_s, sessions=log.meta.sessions + 1)
         except OSError:  # a store that failed: the error the sweep stopped with is the one to show
             if sys.exc_info()[0] is None:
                 raise
-    parent = runs.refresh_parent(plan, sweep_dir)
+    runs.refresh_parent(plan, sweep_dir)  # its params, where --restart-changed or growth changed them
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
     files = write_report(sweep_dir, results=results)
-    tracker.log_results(parent, parent_metrics(results), parent_description(results))
+    parent = publish(runs, results)  # a parent holding metrics this report dropped is replaced
     tracker.log_files(parent, files)
     if final and len(failed) == len(final):
         tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
@@ -579,7 +588,8 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     command, url = tracker.ui_hint()
     return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
                         tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
-                        final_trials=len(final), failed=failed, reused=runner.reused, tracking_uri=tracking_uri)
+                        final_trials=len(final), failed=failed, reused=runner.reused, tracking_uri=tracking_uri,
+                        wall_s=session_s)
 
 
 def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:
@@ -617,12 +627,12 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         parent = runs.refresh_parent(plan, sweep_dir)
         trials = log.trials()
         if (sweep_dir / "report.md").is_file():  # the report, rebuilt from the store, on the parent as a sweep leaves it
-            from sweep.parent_run import parent_description, parent_metrics
+            from sweep.parent_run import publish
             from sweep.report import write_report
             from sweep.results import SweepResults
 
             results = SweepResults.of_dir(sweep_dir)
-            tracker.log_results(parent, parent_metrics(results), parent_description(results))
+            parent = publish(runs, results)
             tracker.log_files(parent, write_report(sweep_dir, results=results))
         done = bool(trials) and all(r.ended for r in trials if r.phase == FINAL)
         tracker.end_run(parent, FINISHED if done else KILLED)

@@ -205,6 +205,7 @@ class Assessment:
     comparison: PairedComparison  # the reported interval (for a cell's own score: its mean)
     closed: bool
     reason: str
+    diffs: tuple[float, ...] = ()  # the finite paired differences (own score: values) it is computed from
 
 
 def _outcomes(records: Iterable[TrialRecord], metric: str) -> tuple[set[tuple[str, int]], dict[tuple[str, int], float]]:
@@ -247,9 +248,11 @@ def assess(design: Design, seeds: list[int], qs: list[Quantity], records: Iterab
     for i, q in enumerate(qs):
         k = int(res.look[i])
         used = design.looks[k] if k >= 0 else 0
-        paired = [s for j, s in enumerate(seeds[:used]) if math.isfinite(matrix[i, j])]
-        comp = PairedComparison(paired, float(res.mean[i]), float(res.low[i]), float(res.high[i]), math.nan, PROCEDURE)
-        out.append(Assessment(q, k, used, comp, bool(res.closed[i]), str(res.reason[i])))
+        paired = [j for j in range(used) if math.isfinite(matrix[i, j])]
+        comp = PairedComparison([seeds[j] for j in paired], float(res.mean[i]), float(res.low[i]), float(res.high[i]),
+                                math.nan, PROCEDURE)
+        out.append(Assessment(q, k, used, comp, bool(res.closed[i]), str(res.reason[i]),
+                              tuple(float(matrix[i, j]) for j in paired)))
     return out
 
 
@@ -314,7 +317,7 @@ class PolicyView:
                 continue
             at_look = Design((self.design.looks[a.look],), (self.design.alphas[a.look],))
             (b,) = assess(at_look, self.seeds, [a.quantity], records, metric)
-            out.append(Assessment(a.quantity, a.look, a.seeds_run, b.comparison, a.closed, a.reason))
+            out.append(Assessment(a.quantity, a.look, a.seeds_run, b.comparison, a.closed, a.reason, b.diffs))
         return out
 
     def next_round(self, records: Iterable[TrialRecord]) -> list[tuple[str, int]]:
@@ -333,3 +336,138 @@ class PolicyView:
         looks = ", ".join(str(n) for n in self.design.looks)
         return (f"seeds added in rounds (looks at {looks} seeds per cell) until " + " or ".join(until)
                 + f"; at most {self.design.looks[-1]}")
+
+
+# --------------------------------------------------------------------------- how many seeds
+
+POWER = 0.8  # the chance of a decision the seed forecast plans for
+FORECAST_CAP = 100_000  # seeds per cell; beyond this the forecast says "more than"
+MARGIN, DIFFERENCE, HALF_WIDTH = "margin", "difference", "half-width"  # what a forecast plans for
+
+
+def last_look_alpha(policy: SeedPolicy, maxes: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """The error rate a policy like `policy` (same start, step, spending) spends at its last look
+    when its `max` is each of `maxes` (vectorised `Design.from_policy(...).alphas[-1]`)."""
+    m = np.asarray(maxes, dtype=int)
+    more = m > policy.start
+    before = np.where(more, policy.start + policy.step * ((m - policy.start - 1) // policy.step), 0)  # the look before
+    if policy.spending == "bonferroni":
+        looks = np.where(more, (m - policy.start - 1) // policy.step + 2, 1)
+        return alpha / looks
+    return alpha - np.where(more, spending(policy.spending, np.maximum(before, 1) / m, alpha), 0.0)
+
+
+@dataclass(frozen=True)
+class SeedForecast:
+    """How many seeds per cell (a policy's `max`, with this policy's start, step and spending) a
+    decision would take, from the observed spread of paired differences (docs/conclusions.md)."""
+
+    pairs: int  # paired differences the spread is estimated from
+    sd: float  # their standard deviation, raw units
+    goal: str  # MARGIN: equivalent within ±target when there is no difference; DIFFERENCE: a true
+    #            difference of ±target found better / worse; HALF_WIDTH: the interval within ±target
+    target: float  # raw units
+    seeds: Optional[int]  # None: more than FORECAST_CAP
+
+
+def seeds_needed(policy: SeedPolicy, sd: float, goal: str, target: float, power: float = POWER,
+                 cap: int = FORECAST_CAP) -> Optional[int]:
+    """The smallest `max` M >= start whose last look alone gives the decision with probability
+    `power` (normal paired differences of standard deviation `sd`; earlier looks only add to it):
+
+    - MARGIN (equivalence within ±m at no true difference, TOST): (t_M + z_(1-(1-power)/2)) sd / sqrt(M) <= m;
+    - DIFFERENCE (a true difference d found better / worse): (t_M + z_power) sd / sqrt(M) <= d;
+    - HALF_WIDTH (the interval within ±h, the width rule): t_M sd / sqrt(M) <= h (about half the time);
+
+    t_M = the Student-t quantile at 1 - alpha_M / 2 with M - 1 degrees of freedom, alpha_M the
+    last look's share of alpha. Not monotone in M (a `max` just above `start` leaves its last
+    look little alpha), so every M is tried. None: more than `cap`."""
+    if not (sd >= 0 and target > 0):
+        return None
+    if sd == 0:
+        return policy.start
+    z = {MARGIN: special.ndtri(1 - (1 - power) / 2), DIFFERENCE: special.ndtri(power), HALF_WIDTH: 0.0}[goal]
+    low = max(policy.start, 2)
+    for high in (1024, cap):  # most forecasts are small: the long scan only when needed
+        m = np.arange(low, high + 1)
+        t = special.stdtrit(m - 1, 1 - last_look_alpha(policy, m) / 2)
+        ok = np.flatnonzero((t + z) * sd / np.sqrt(m) <= target)
+        if len(ok):
+            return int(m[ok[0]])
+        low = high + 1
+    return None
+
+
+def forecast(view: "PolicyView", diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
+    """The seed forecast of one comparison (or cell, under a width rule alone) from its finite
+    paired differences and its interval's half-width h now: a decision at the margin when the
+    sweep has one; else on a true difference of h / 2 (half the observed interval: a difference
+    of h itself is nearly decidable at the seeds run, so that forecast would not reach past them);
+    under a width rule, the planned width (whichever comes first when both are set). A cell
+    compared with nothing (`compared` False: `diffs` are its values) has only the width rule."""
+    x = np.asarray([d for d in diffs if math.isfinite(d)], dtype=float)
+    if len(x) < 2 or view.policy is None:
+        return None
+    sd = float(x.std(ddof=1))
+    options = []
+    if view.design.decided and compared:
+        if view.design.margin is not None:
+            options.append((MARGIN, view.design.margin))
+        elif math.isfinite(half_width) and half_width > 0:
+            options.append((DIFFERENCE, half_width / 2))
+    if view.design.ci_half_width is not None:
+        options.append((HALF_WIDTH, view.design.ci_half_width))
+    found = [SeedForecast(len(x), sd, goal, target, seeds_needed(view.policy, sd, goal, target)) for goal, target in options]
+    if not found:
+        return None
+    return min(found, key=lambda f: FORECAST_CAP + 1 if f.seeds is None else f.seeds)
+
+
+# --------------------------------------------------------------------------- what the procedure assumes
+
+# The intervals assume roughly normal paired differences. Heavy symmetric tails only make them
+# conservative; skew does not: a seed that now and then collapses (left skew, mean 0) leaves
+# 3-6 seeds that look like a clear gain when no collapse happens to be among them, and no
+# procedure can see a collapse that is not in its data (docs/conclusions.md has the rates). What
+# can be seen is flagged: a seed far from the others, by the Bonferroni outlier test on
+# externally studentized differences (exact under normality: t with n - 2 df, Cook & Weisberg
+# 1982, "Residuals and Influence in Regression", 2.2.1).
+OUTLIER_ALPHA = 0.01
+
+
+def outlier_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `values` (NaN: no value): the Bonferroni-adjusted p of its most outlying value
+    (1 where fewer than 3 values, or all equal) and that value's column. Vectorised: the
+    simulation test runs thousands of rows."""
+    x = np.atleast_2d(np.asarray(values, dtype=float))
+    finite = np.isfinite(x)
+    n = finite.sum(axis=1)
+    mean = np.where(finite, x, 0.0).sum(axis=1) / np.maximum(n, 1)
+    d = np.where(finite, x - mean[:, None], 0.0)
+    total = (d ** 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Leaving value i out: its distance to the others' mean is d_i n / (n - 1), their sum of
+        # squares total - d_i^2 n / (n - 1), with n - 2 degrees of freedom.
+        share = (n / np.maximum(n - 1, 1))[:, None]
+        rest = np.maximum(total[:, None] - d ** 2 * share, 0.0) / np.maximum(n - 2, 1)[:, None]
+        t = d * share / np.sqrt(rest * (1 + 1 / np.maximum(n - 1, 1))[:, None])
+        p = 2 * special.stdtr(np.maximum(n - 2, 1)[:, None], -np.abs(t))
+    p = np.where(finite & (d != 0) & (n >= 3)[:, None], p, 1.0)  # 0 / 0 (the others all equal it): not an outlier
+    col = np.argmin(p, axis=1)
+    return np.minimum(1.0, n * p[np.arange(len(p)), col]), col
+
+
+def shape_note(metric: str, diffs: dict[int, float]) -> str:
+    """One line beside a verdict when a seed's paired difference lies far from the others (the
+    outlier test at OUTLIER_ALPHA), else "": the interval assumes roughly normal differences."""
+    from sweep.labels import fmt_points
+
+    seeds = [s for s, v in diffs.items() if math.isfinite(v)]
+    if len(seeds) < 3:
+        return ""
+    (p,), (i,) = outlier_test(np.array([[diffs[s] for s in seeds]]))
+    if p >= OUTLIER_ALPHA:
+        return ""
+    unit = " points" if is_fraction(metric) else ""
+    return (f"Note: seed {seeds[i]} ({fmt_points(metric, diffs[seeds[i]])}{unit}) lies far from the other seeds "
+            f"(outlier test p = {p:.2g}); the interval assumes roughly normal differences.")

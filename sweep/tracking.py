@@ -281,10 +281,16 @@ class Tracker:
 
     def replace_if_changed(self, run_id: str, params: dict[str, Any], start: Callable[[], str]) -> str:
         """`run_id`, or where its params are not `params` (MLflow never changes a logged param:
-        `--restart-changed` changed the base config, or the sweep grew) a new run made by `start`,
-        with the old one's children moved to it and the old one deleted."""
+        `--restart-changed` changed the base config, or the sweep grew) a new run made by `start`
+        that takes its place (`replace`)."""
         if self.client.get_run(run_id).data.params == {k: str(v) for k, v in params.items()}:
             return run_id
+        return self.replace(run_id, start)
+
+    def replace(self, run_id: str, start: Callable[[], str]) -> str:
+        """A new run made by `start` in place of `run_id` (which MLflow cannot edit: a logged param
+        or metric stays): the old run's children moved to it, the old one deleted (MLflow's trash;
+        `mlflow gc` purges it)."""
         new = start()
         for runs in self.children(run_id).values():
             for child in runs:

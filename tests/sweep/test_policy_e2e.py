@@ -13,7 +13,10 @@ from sweep.plan import load_plan
 from sweep.records import FINISHED, KILLED
 from sweep.store import load_records
 from sweep.report import headlines
-from sweep.runner import SweepInterrupted, run_sweep
+from sweep.console import policy_look_lines
+from sweep.labels import fmt_duration
+from sweep.run import closing_block
+from sweep.runner import SweepInterrupted, plan_labels, run_sweep
 from sweep.sequential import Design, PolicyView
 from sweep.table import build_table, to_latex, to_markdown
 from sweep_testlib import REPO_ROOT, sweep_from_records, write_yaml
@@ -94,11 +97,13 @@ def test_quickstart_with_a_seed_policy_stops_when_its_rule_is_met(ray_local: Non
 
 
 def test_identical_arms_end_equivalent_and_a_real_gap_does_not(ray_local: None, tracking_uri: str, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """Arms `same` (the base config again) and `gap` (a learning rate too small to learn in 10
     steps) against `base`, until decided with a 1-point margin: `same` is equivalent at the first
     look and gets no more seeds; `gap` is not equivalent. The driver is stopped before its second
-    round; `--resume` goes on from the records."""
+    round; `--resume` goes on from the records. The console shows each look's interval per
+    comparison, and the closing time is the resumed session's, with the total beside it."""
     sweep: dict[str, Any] = {
         "name": "equivalence", "arms": {"base": {}, "same": {}, "gap": {"optimizer.lr": 1.0e-7}},
         "baseline": {"arm": "base"}, "seeds": {"start": 2, "max": 3, "until": "decided"},
@@ -137,3 +142,30 @@ def test_identical_arms_end_equivalent_and_a_real_gap_does_not(ray_local: None, 
         assert sorted(cell) == plan.seeds[: expected[arm]]  # seeds only while its comparison was open
     assert expected["same"] == 2 and sorted(seeds["arm=base"]) == plan.seeds[: max(expected.values())]
     assert rounds_run(outcome.sweep_dir) == 1 + (expected["gap"] > 2)
+
+    # What the console showed, look by look: each line is the policy's own interval for that look.
+    printed = capsys.readouterr().out.splitlines()
+    records = [r for r in load_records(outcome.sweep_dir).final()]
+    view = PolicyView.of(plan.spec.policy, plan.cells, plan.spec.baseline, plan.spec.metric, 1.0)
+    labels = plan_labels(plan)
+    seen: dict[Any, int] = {}
+    for n in (2, 3):  # the records of each look, in order: what the driver saw after each round
+        upto = [r for r in records if r.seed < n]
+        for line in policy_look_lines(view, view.assess(upto), labels, "max", seen):
+            assert line in printed, (line, printed)
+    same_line = next(line for line in printed if line.startswith("   look 1/2 (2 seeds) same vs base: "))
+    assert same_line.endswith("equivalent within ±1.0 points, no more seeds")
+    gap_lines = [line for line in printed if line.startswith("   look ") and " gap vs base: " in line]
+    assert gap_lines[0].startswith("   look 1/2 (2 seeds) gap vs base: R@1 ") and "95% repeated CI" in gap_lines[0]
+    gap = view.assess(records)[1]
+    undecided = [line for line in printed if line.startswith("-- gap vs base: undecided at the maximum of 3 seeds: ")]
+    assert bool(undecided) == (gap.reason == "max seeds")
+    if undecided:  # the forecast follows it
+        assert printed[printed.index(undecided[0]) + 1].startswith("   seed forecast: with the spread of ")
+    head = closing_block(outcome).splitlines()[0]
+    meta = load_records(outcome.sweep_dir).meta
+    if first.status == KILLED:  # this session's time, the total over both beside it
+        assert meta.sessions == 2 and outcome.wall_s < meta.wall_s
+        assert head.startswith(f"-- done in {fmt_duration(outcome.wall_s)} ({fmt_duration(meta.wall_s)} over 2 runs): ")
+    else:
+        assert head.startswith(f"-- done in {fmt_duration(outcome.wall_s)}: ")
