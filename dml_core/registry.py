@@ -59,8 +59,8 @@ class ComponentParams(Strict):
     renamed: ClassVar[dict[str, str]] = {}
     component: ClassVar[str] = "<unregistered>"  # set by Kind.register
     # What people read in a sweep's labels, tables and plots (`MS` for multi_similarity); None:
-    # the registered name itself.
-    label: ClassVar[Optional[str]] = None
+    # the registered name itself. (Not `label`: a component may well have a parameter of that name.)
+    short_name: ClassVar[Optional[str]] = None
 
     kind: ClassVar["Kind"]  # set on each kind's base class
 
@@ -187,11 +187,11 @@ class Kind(Generic[P]):
         return sorted(self._entries)
 
     def label(self, name: Any) -> str:
-        """The short name people read for component ``name`` (its parameters' ``label``); a name
+        """The short name people read for component ``name`` (its parameters' ``short_name``); a name
         this kind does not have reads as itself."""
         tag = self.tag_of(name)
         entry = self._entries.get(tag)
-        return (entry.params.label if entry is not None else None) or str(name)
+        return (entry.params.short_name if entry is not None else None) or str(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -38,7 +38,7 @@ _SHORT_KEYS = {
     "data.name": "data",  # `data=cub`, not `name=cub`: a table column per dataset
 }
 
-# The method is named by its components' own `label`s (declared on their parameter classes in
+# The method is named by its components' own `short_name`s (declared on their parameter classes in
 # dml_core/params/, so a new loss or expansion is labelled without an edit here).
 _METHOD_KEYS = ("loss.name", "expansion.name")
 
@@ -112,7 +112,7 @@ def lookup(tree: dict[str, Any], dotted: str) -> Any:
 def count_keys() -> dict[str, str]:
     """Expansion name -> the dotted key of the count whose 0 switches it off
     (`{"ee": "expansion.n_inner_pts", "see": "expansion.n_expan"}`), from the registry."""
-    return {c.name: f"{EXPANSIONS.section}.{c.params.count}" for c in EXPANSIONS if c.params.count}
+    return {c.name: f"{EXPANSIONS.section}.{c.params.count_field}" for c in EXPANSIONS if c.params.count_field}
 
 
 def method_of(settings: dict[str, Any], base: dict[str, Any]) -> tuple[str, set[str]]:

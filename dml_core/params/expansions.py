@@ -23,7 +23,7 @@ class ExpansionConfig(ComponentParams):
     kind: ClassVar[Kind] = EXPANSIONS
     # The field whose 0 adds no synthetic point (the loss alone), if the strategy has one: labels
     # read `MS` for EE with 0 points, and an ablation over it has its baseline at 0.
-    count: ClassVar[Optional[str]] = None
+    count_field: ClassVar[Optional[str]] = None
     name: str
 
     def check(self, loss: LossConfig, embedding_dim: Optional[int] = None, samples_per_class: Optional[int] = None) -> None:
@@ -39,8 +39,8 @@ class NoExpansion(ExpansionConfig):
 class EEParams(ExpansionConfig):
     """Embedding Expansion: hard negative pair mining over interpolated points."""
 
-    label: ClassVar[str] = "EE"
-    count: ClassVar[Optional[str]] = "n_inner_pts"
+    short_name: ClassVar[str] = "EE"
+    count_field: ClassVar[Optional[str]] = "n_inner_pts"
     n_inner_pts: int = Field(2, ge=0, description="interior points per positive pair")
     l2_norm: bool = True
     # Which points of a positive pair stand for row i in hard negative pair mining:
@@ -62,8 +62,8 @@ class EEParams(ExpansionConfig):
 class SEEParams(ExpansionConfig):
     """Spherical Embedding Expansion: points on a sphere cap around the class centre."""
 
-    label: ClassVar[str] = "SEE"
-    count: ClassVar[Optional[str]] = "n_expan"
+    short_name: ClassVar[str] = "SEE"
+    count_field: ClassVar[Optional[str]] = "n_expan"
     renamed: ClassVar[dict[str, str]] = {
         "n_inner_pts": "SEE's synthetic points per sample are expansion.n_expan (n_inner_pts is EE's points per pair)",
     }

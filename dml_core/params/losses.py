@@ -46,42 +46,42 @@ class AnchorReducedParams(LossConfig):
 
 @LOSSES.register("contrastive", builder="dml_core.losses.contrastive:ContrastiveLoss")
 class ContrastiveParams(LossConfig):
-    label: ClassVar[str] = "Contrastive"
+    short_name: ClassVar[str] = "Contrastive"
     pos_margin: float = Field(0.0, ge=0)
     neg_margin: float = Field(1.0, ge=0)
 
 
 @LOSSES.register("triplet", builder="dml_core.losses.triplet:TripletLoss")
 class TripletParams(LossConfig):
-    label: ClassVar[str] = "Triplet"
+    short_name: ClassVar[str] = "Triplet"
     margin: float = Field(0.2, ge=0)
     mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
 
 
 @LOSSES.register("hphn_triplet", builder="dml_core.losses.hphn_triplet:HPHNTripletLoss")
 class HPHNTripletParams(AnchorReducedParams):
-    label: ClassVar[str] = "HPHN"
+    short_name: ClassVar[str] = "HPHN"
     margin: float = Field(1e-5, ge=0)
     soft_margin: bool = False
 
 
 @LOSSES.register("lifted_structure", builder="dml_core.losses.lifted_structure:LiftedStructureLoss")
 class LiftedStructureParams(LossConfig):
-    label: ClassVar[str] = "LS"
+    short_name: ClassVar[str] = "LS"
     neg_margin: float = 1.0
     pos_margin: float = 0.0
 
 
 @LOSSES.register("npair", builder="dml_core.losses.npair:NPairLoss")
 class NPairParams(AnchorReducedParams):
-    label: ClassVar[str] = "NPair"
+    short_name: ClassVar[str] = "NPair"
     row_pairs: ClassVar[bool] = True
     l2_reg: float = Field(0.0, ge=0)
 
 
 @LOSSES.register("multi_similarity", builder="dml_core.losses.multi_similarity:MultiSimilarityLoss", default=True)
 class MultiSimilarityParams(AnchorReducedParams):
-    label: ClassVar[str] = "MS"
+    short_name: ClassVar[str] = "MS"
     alpha: float = Field(2.0, gt=0)
     beta: float = Field(50.0, gt=0)
     base: float = 0.5
@@ -90,7 +90,7 @@ class MultiSimilarityParams(AnchorReducedParams):
 
 @LOSSES.register("proxy_anchor", builder="dml_core.losses.proxy_anchor:ProxyAnchorLoss")
 class ProxyAnchorParams(LossConfig):
-    label: ClassVar[str] = "PA"
+    short_name: ClassVar[str] = "PA"
     family: ClassVar[Literal["pair", "proxy"]] = "proxy"
     alpha: float = Field(32.0, gt=0)
     delta: float = 0.1
@@ -98,6 +98,6 @@ class ProxyAnchorParams(LossConfig):
 
 @LOSSES.register("proxy_nca", builder="dml_core.losses.proxy_nca:ProxyNCALoss")
 class ProxyNCAParams(LossConfig):
-    label: ClassVar[str] = "ProxyNCA"
+    short_name: ClassVar[str] = "ProxyNCA"
     family: ClassVar[Literal["pair", "proxy"]] = "proxy"
     softmax_scale: float = Field(1.0, gt=0)

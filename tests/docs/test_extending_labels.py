@@ -1,5 +1,5 @@
 """docs/extending.md's count holds for labels: a loss and an expansion added as the page shows
-(their two files each, here its code blocks) are named by their own `label` in a sweep's console,
+(their two files each, here its code blocks) are named by their own `short_name` in a sweep's console,
 with no edit in `sweep/`."""
 from __future__ import annotations
 
