@@ -23,8 +23,8 @@ Methods:
                   timed separately since it is a different cost (niter x N x classes x d).
 - ``kmeans-1iter`` k-means stopped after one iteration: the unit cost of an iteration (faiss
                   stops early at convergence, which these synthetic classes reach quickly).
-Timings on a shared machine are noisy: with ``--repeats R`` the children alternate and the
-fastest run of each method counts; CPU seconds (user + system, all threads) are reported too,
+Timings on a shared machine are noisy: with ``--repeats R`` the children alternate (in reverse
+order every other round) and the fastest run of each method counts; CPU seconds (user + system, all threads) are reported too,
 as they depend far less on what else the machine is running.
 """
 from __future__ import annotations
@@ -225,9 +225,11 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
         reason = skip_reason(method, n, args)
         if reason:
             results[method] = {"skipped": reason}
-    # Alternate the timed children so that load from other processes hits each method alike.
-    for _ in range(args.repeats):
-        for method in methods:
+    # Alternate the timed children so that load from other processes hits each method alike, in
+    # reverse order every other round: on a machine whose load drifts, a fixed order would put the
+    # same method always later.
+    for round_ in range(args.repeats):
+        for method in methods if round_ % 2 == 0 else methods[::-1]:
             if "skipped" in results.get(method, {}) or "error" in results.get(method, {}):
                 continue
             out = run_child(method, data, args)
