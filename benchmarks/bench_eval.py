@@ -206,6 +206,13 @@ def skip_reason(method: str, n: int, args: argparse.Namespace) -> str | None:
     return None
 
 
+def round_order(methods: list[str], round_: int) -> list[str]:
+    """The order of the timed children in round `round_`: alternating so that load from other
+    processes hits each method alike, reversed every other round, since on a machine whose load
+    drifts a fixed order would put the same method always later."""
+    return methods if round_ % 2 == 0 else methods[::-1]
+
+
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
     x, y = make_data(n, args.dim, args.class_ratio, args.spread, args.seed)
     data = workdir / f"n{n}"
@@ -225,11 +232,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
         reason = skip_reason(method, n, args)
         if reason:
             results[method] = {"skipped": reason}
-    # Alternate the timed children so that load from other processes hits each method alike, in
-    # reverse order every other round: on a machine whose load drifts, a fixed order would put the
-    # same method always later.
     for round_ in range(args.repeats):
-        for method in methods if round_ % 2 == 0 else methods[::-1]:
+        for method in round_order(methods, round_):
             if "skipped" in results.get(method, {}) or "error" in results.get(method, {}):
                 continue
             out = run_child(method, data, args)
