@@ -23,8 +23,8 @@ Methods:
                   timed separately since it is a different cost (niter x N x classes x d).
 - ``kmeans-1iter`` k-means stopped after one iteration: the unit cost of an iteration (faiss
                   stops early at convergence, which these synthetic classes reach quickly).
-Timings on a shared machine are noisy: with ``--repeats R`` the children alternate and the
-fastest run of each method counts; CPU seconds (user + system, all threads) are reported too,
+Timings on a shared machine are noisy: with ``--repeats R`` the children alternate (in reverse
+order every other round) and the fastest run of each method counts; CPU seconds (user + system, all threads) are reported too,
 as they depend far less on what else the machine is running.
 """
 from __future__ import annotations
@@ -206,6 +206,13 @@ def skip_reason(method: str, n: int, args: argparse.Namespace) -> str | None:
     return None
 
 
+def round_order(methods: list[str], round_: int) -> list[str]:
+    """The order of the timed children in round `round_`: alternating so that load from other
+    processes hits each method alike, reversed every other round, since on a machine whose load
+    drifts a fixed order would put the same method always later."""
+    return methods if round_ % 2 == 0 else methods[::-1]
+
+
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
     x, y = make_data(n, args.dim, args.class_ratio, args.spread, args.seed)
     data = workdir / f"n{n}"
@@ -225,9 +232,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
         reason = skip_reason(method, n, args)
         if reason:
             results[method] = {"skipped": reason}
-    # Alternate the timed children so that load from other processes hits each method alike.
-    for _ in range(args.repeats):
-        for method in methods:
+    for round_ in range(args.repeats):
+        for method in round_order(methods, round_):
             if "skipped" in results.get(method, {}) or "error" in results.get(method, {}):
                 continue
             out = run_child(method, data, args)

@@ -32,11 +32,15 @@ ledger; the whole sweep folder in brackets).
     python benchmarks/bench_sweep_scale.py --large            # ... and 1,024
     python benchmarks/bench_sweep_scale.py --sizes 64 --profile prof/   # cProfile each driver (both arms)
 
+Each arm's `result.json` also holds its driver's CPU per thread (`thread_cpu_s`: the main thread,
+Ray's threads, and the project's MLflow writer among the ended ones).
+
 Targets, each printed as a verdict for the sizes run (issue 28): project driver CPU per trial at
 most 2x the bare driver's at N = 64 and N = 1,024; wall ratio at most 1.15 at every N from 16 to
 1,024; project driver peak RSS at most 1.5x the bare driver's. And (issue 15): project driver CPU
-per trial at N = 1,024 within 1.3x of N = 64; last trial to exit <= 5 s at N = 1,024. Written against the public entry points
-only (`run_sweep(plan, sweep_dir, verbose=0)`, `load_plan`), so it runs on any version of the sweep.
+per trial at N = 1,024 within 1.3x of N = 64; last trial to exit <= 5 s at N = 1,024. Written
+against the public entry points only (`run_sweep(plan, sweep_dir, verbose=0)`, `load_plan`), so
+it runs on any version of the sweep.
 """
 from __future__ import annotations
 

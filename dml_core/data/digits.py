@@ -19,12 +19,13 @@ from dml_core.data.splits import split_by_share
 DIGITS_MAX = 16.0  # load_digits pixel values are counts 0..16 of a 4x4 block
 
 
-def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
+def load_digit_images(name: str) -> tuple[np.ndarray, np.ndarray]:
     """`load_digits()`'s `images` (n, 8, 8) and `target`, read from the CSV scikit-learn ships, as it
     reads it, without importing scikit-learn: with scipy that costs a sweep's driver (whose check
-    counts the images per class) ~1 s of CPU and ~150 MiB. `load_digits` where the file is not found."""
+    counts the images per class) ~1 s of CPU and ~150 MiB. `load_digits` where the file is not found.
+    `name`: the dataset's registered name, which is scikit-learn's name for the file."""
     spec = importlib.util.find_spec("sklearn")  # finds the package without running its __init__
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    path = Path(spec.origin).parent / "datasets" / "data" / f"{name}.csv.gz" if spec and spec.origin else None
     if path is None or not path.is_file():
         from sklearn.datasets import load_digits
 
@@ -36,7 +37,7 @@ def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(cfg: DataConfig) -> DatasetSplits:
-    raw, target = load_digit_images()
+    raw, target = load_digit_images(cfg.name)
     images = raw.astype(np.float32)[:, np.newaxis] / np.float32(DIGITS_MAX)
     full = ArrayDataset(images, target, [str(d) for d in range(10)])
     train, test = split_by_share(full, cfg)

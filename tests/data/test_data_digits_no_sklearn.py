@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_same_images_and_labels_as_load_digits() -> None:
     from sklearn.datasets import load_digits
 
-    images, target = load_digit_images()
+    images, target = load_digit_images("digits")
     bunch = load_digits()
     assert images.dtype == bunch.images.dtype and target.dtype == bunch.target.dtype
     np.testing.assert_array_equal(images, bunch.images)
