@@ -44,6 +44,10 @@ import logging
 import os
 import shlex
 
+# As the Makefile does: a local Ray without token authentication, so `ray.init` does not print
+# its auth warning in the middle of the plan. Set before Ray is imported; a value given wins.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.errors import first_line
 from sweep.checks import check_plan
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
+        print(starting_line(plan, args.address), flush=True)
         outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                             cluster_config=args.cluster_config, verbose=args.verbose,
                             reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
@@ -218,6 +223,14 @@ def _quiet_libraries(verbose: int) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+def starting_line(plan: SweepPlan, address: str | None) -> str:
+    """What the seconds before the first trial go to (the phase header follows once they are done)."""
+    from sweep.mlflow_check import resolve_tracking_uri
+
+    ray = f"joining Ray at {ray_address(address)}" if ray_address(address) != "local" else "starting a local Ray"
+    return f"-- checking the data, {ray}, opening MLflow ({resolve_tracking_uri(plan.spec.mlflow.tracking_uri)}) ..."
 
 
 def closing_block(outcome: SweepOutcome) -> str:

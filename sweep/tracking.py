@@ -535,10 +535,21 @@ class TrackingCallback(tune.Callback):
         return self.specs[trial.config["trial"]]
 
     def setup(self, **info: Any) -> None:
-        self.console.phase_started(self._ended())
+        from sweep.progress import epochs_per_trial, expected_final_trials, trials_left
+
+        records = self.log.trials()
+        self.console.phase_started(self._ended(), trials_left(self.plan, records), epochs_per_trial(self.plan))
+        if self.plan.spec.policy:  # the final phase counted up to max seeds: say so, and what to expect
+            from sweep.sequential import PolicyView
+
+            spec = self.plan.spec
+            view = PolicyView.of(spec.policy, self.plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+            self.console.progress.at_most = True
+            self.console.progress.expected_final = expected_final_trials(view, records)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.runs.settle()  # the runs the writer made meanwhile: their ids into the store
+        self.console.tick()
 
     def _ended(self) -> int:
         return self.log.ended
@@ -572,6 +583,7 @@ class TrackingCallback(tune.Callback):
             record = self.log.update(key, trial_id=trial.trial_id, status=RUNNING, error=None, failure=None,
                                      attempts=record.attempts + 1, tune_experiment=trial.experiment_dir_name)
             self.runs.reopen(record, trial.trial_id)
+            self.console.trial_started(record, (spec.phase, spec.cell))
             return
         sampled = trial.config.get("params")
         ident = self.identities.get(key) or identity(self.plan, spec, sampled)
@@ -584,6 +596,7 @@ class TrackingCallback(tune.Callback):
             checkpoint=str(trial_checkpoint(self.log.sweep_dir, key)), hardware=self.hardware, **identity_fields(ident),
         ))
         self.runs.create(record)
+        self.console.trial_started(record, (spec.phase, spec.cell))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(TRIAL_ERROR):
@@ -596,6 +609,7 @@ class TrackingCallback(tune.Callback):
         self.log.update(record.key, last_step=step, metrics=metrics, history=[*record.history, metrics],
                         wall_s=float(result.get("time_total_s", record.wall_s or 0.0)))
         self.runs.log_metrics(record, metrics, step)
+        self.console.evaluated(record, step, float(result.get("time_total_s", 0.0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = (trial.last_result or {}).get(TRIAL_ERROR)
