@@ -7,12 +7,12 @@ two trials ending in the same second change the estimate by what they measured, 
 (the pace of "seconds since the phase began / trials ended" doubled on the first of two and
 halved on the second). The estimate is
 
-    (seconds per epoch x epochs left, summed over the trials not yet started and the unfinished
-     part of the running ones) / the concurrency reached, and at least the longest running trial
+    (start-up + epochs x seconds per epoch, summed over the trials not yet started, + what is left
+     of the running ones) / the concurrency reached, and at least the longest running trial
 
-with seconds per epoch from the trials of the same phase and cell, else of the phase, else of
-the other phase (`extrapolated`: final trials often take longer than search trials, which train
-on fewer classes and score fewer queries). Under a seed policy the final phase counts every seed
+with seconds per epoch from the trials of the same phase and cell, else of the phase, else of the
+other phase (`extrapolated`: final trials often take longer than search trials, which train on
+fewer classes and score fewer queries). Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
 (`expected_final_trials`).
 """
@@ -44,6 +44,21 @@ class Live:
     started: float  # driver clock at its start
     epoch: int = 0  # last evaluated epoch
     trial_s: float = 0.0  # its own clock at that evaluation
+    reported: float = 0.0  # driver clock at that evaluation
+    first: Optional[tuple[int, float]] = None  # (epoch, trial_s) of its first evaluation this attempt
+
+    def pace(self) -> Optional[tuple[float, int]]:
+        """(seconds, epochs) between its first and last evaluation: its pace without its start-up."""
+        if self.first is None or self.epoch <= self.first[0]:
+            return None
+        return self.trial_s - self.first[1], self.epoch - self.first[0]
+
+    def start_up(self) -> Optional[float]:
+        """Seconds before its first epoch began (data, model, the process): not per epoch."""
+        pace = self.pace()
+        if pace is None:
+            return None
+        return max(0.0, self.first[1] - self.first[0] * pace[0] / pace[1])
 
 
 @dataclass
@@ -56,7 +71,11 @@ class Estimate:
 
 @dataclass
 class Progress:
-    """Trials pending (per phase and cell), running and timed, for one sweep session."""
+    """Trials pending (per phase and cell), running and timed, for one sweep session.
+
+    A trial's time is its start-up (data, model, a fresh worker process: the same for a short
+    and a long trial) plus its epochs at its slot's pace; the pace comes from the seconds between a
+    trial's first and last evaluation, so start-ups do not inflate it."""
 
     epochs: dict[Slot, int]  # epochs (x folds) a trial of the slot trains
     clock: Callable[[], float] = time.monotonic
@@ -64,7 +83,9 @@ class Progress:
     live: dict[str, Live] = field(default_factory=dict)
     at_most: bool = False  # final trials counted up to a seed policy's max
     expected_final: Optional[dict[str, float]] = None  # cell -> final trials a policy is expected to add
-    _timed: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] of ended trials
+    _paced: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] between evaluations
+    _whole: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] of whole trials
+    _start_ups: dict[str, list[float]] = field(default_factory=dict)  # phase -> start-ups measured
     _peak: int = 0
 
     def phase_started(self, pending: dict[Slot, int]) -> None:
@@ -73,25 +94,33 @@ class Progress:
         self.live.clear()
 
     def started(self, key: str, label: str, slot: Slot, epoch: int = 0) -> None:
+        now = self.clock()
         if key in self.live:  # a retry, or a trial continued by --resume: its clock restarts
-            self.live[key].started, self.live[key].epoch, self.live[key].trial_s = self.clock(), epoch, 0.0
+            t = self.live[key]
+            t.started, t.reported, t.epoch, t.trial_s, t.first = now, now, epoch, 0.0, None
             return
         if self.pending.get(slot):
             self.pending[slot] -= 1
-        self.live[key] = Live(label, slot, self.epochs.get(slot, 1), self.clock(), epoch)
+        self.live[key] = Live(label, slot, self.epochs.get(slot, 1), now, epoch, reported=now)
         self._peak = max(self._peak, len(self.live))
 
     def evaluated(self, key: str, epoch: int, trial_s: float) -> None:
         t = self.live.get(key)
-        if t is not None and epoch > 0 and trial_s > 0:
-            t.epoch, t.trial_s = epoch, trial_s
+        if t is None or epoch <= t.epoch or trial_s <= 0:
+            return
+        if t.first is None:
+            t.first = (epoch, trial_s)
+        t.epoch, t.trial_s, t.reported = epoch, trial_s, self.clock()
 
     def ended(self, key: str, seconds: float, epochs: int) -> None:
         t = self.live.pop(key, None)
-        if t is not None and epochs > 0 and math.isfinite(seconds) and seconds > 0:
-            timed = self._timed.setdefault(t.slot, [0.0, 0.0])
-            timed[0] += seconds
-            timed[1] += epochs
+        if t is None:
+            return
+        if (pace := t.pace()) is not None:
+            _add(self._paced, t.slot, *pace)
+            self._start_ups.setdefault(t.slot[0], []).append(t.start_up())
+        if epochs > 0 and math.isfinite(seconds) and seconds > 0:
+            _add(self._whole, t.slot, seconds, epochs)
 
     @property
     def running(self) -> int:
@@ -101,30 +130,40 @@ class Progress:
     def waiting(self) -> int:
         return sum(self.pending.values())
 
-    def _rate(self, slot: Slot) -> tuple[Optional[float], bool]:
-        """Seconds per epoch for `slot`: its cell's, else its phase's, else any (extrapolated)."""
-        sums: dict[Slot, list[float]] = {k: list(v) for k, v in self._timed.items()}
-        for t in self.live.values():
-            if t.epoch:
-                s = sums.setdefault(t.slot, [0.0, 0.0])
-                s[0] += t.trial_s
-                s[1] += t.epoch
-
-        def pooled(keep: Callable[[Slot], bool]) -> Optional[float]:
-            sec = sum(v[0] for k, v in sums.items() if keep(k))
-            ep = sum(v[1] for k, v in sums.items() if keep(k))
-            return sec / ep if ep else None
-
+    def _pace(self, slot: Slot) -> tuple[Optional[float], float, bool]:
+        """(seconds per epoch, start-up seconds, extrapolated) for a trial of `slot`: from its
+        cell's trials, else its phase's, else any; paces between evaluations first, else ended
+        trials' seconds per epoch (start-up included: a trial that evaluates once, at its end).
+        None before a trial evaluated twice or ended: a first evaluation's time is mostly start-up
+        (a fresh worker imports torch), and an ETA from it came out 10x too long."""
+        paced = {k: list(v) for k, v in self._paced.items()}
+        whole = {k: list(v) for k, v in self._whole.items()}
+        for t in self.live.values():  # one evaluation alone is mostly start-up: no pace from it
+            if (pace := t.pace()) is not None:
+                _add(paced, t.slot, *pace)
+        start_ups = list(self._start_ups.get(slot[0], [])) + [
+            s for t in self.live.values() if t.slot[0] == slot[0] and (s := t.start_up()) is not None]
         for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
-            rate = pooled(keep)
+            rate = _pooled(paced, keep)
             if rate is not None:
-                return rate, guessed
-        return None, False
+                return rate, float(np.median(start_ups)) if start_ups else 0.0, guessed
+            rate = _pooled(whole, keep)
+            if rate is not None:
+                return rate, 0.0, guessed
+        return None, 0.0, False
 
     def remaining(self, t: Live, now: float) -> Optional[float]:
-        """Seconds left of a running trial: its own pace once it evaluated, else its slot's."""
-        rate = t.trial_s / t.epoch if t.epoch else self._rate(t.slot)[0]
-        return None if rate is None else max(0.0, t.epochs * rate - (now - t.started))
+        """Seconds left of a running trial: by its own pace once it has one, else its slot's."""
+        pace = t.pace()
+        if pace is not None:
+            total = t.first[1] + (t.epochs - t.first[0]) * pace[0] / pace[1]
+        else:
+            rate, start_up, _ = self._pace(t.slot)
+            if rate is None:
+                return None
+            total = start_up + t.epochs * rate
+        ran = t.trial_s + (now - t.reported) if t.epoch else now - t.started
+        return max(0.0, total - ran)
 
     def slowest(self) -> Optional[tuple[Live, float]]:
         """The running trial expected to end last, with its elapsed seconds."""
@@ -145,11 +184,11 @@ class Progress:
             work, longest = work + left, max(longest, left)
         per_slot: dict[Slot, float] = {}
         for slot, n in self.pending.items():
-            rate, extrapolated = self._rate(slot)
+            rate, start_up, extrapolated = self._pace(slot)
             if rate is None:
                 return None
             guessed |= extrapolated
-            per_slot[slot] = rate * self.epochs.get(slot, 1)
+            per_slot[slot] = start_up + rate * self.epochs.get(slot, 1)
             work += n * per_slot[slot]
         trials = self.running + self.waiting
         if trials == 0:
@@ -164,6 +203,18 @@ class Progress:
                                 for slot, n in self.pending.items() if slot[0] == FINAL)
             estimate.expected_s = max((work - cut) / max(1.0, min(self._peak, left)), longest)
         return estimate
+
+
+def _add(sums: dict[Slot, list[float]], slot: Slot, seconds: float, epochs: float) -> None:
+    s = sums.setdefault(slot, [0.0, 0.0])
+    s[0] += seconds
+    s[1] += epochs
+
+
+def _pooled(sums: dict[Slot, list[float]], keep: Callable[[Slot], bool]) -> Optional[float]:
+    seconds = sum(v[0] for k, v in sums.items() if keep(k))
+    epochs = sum(v[1] for k, v in sums.items() if keep(k))
+    return seconds / epochs if epochs else None
 
 
 def expected_final_trials(view: "PolicyView", records: Iterable[TrialRecord], draws: int = 2000,

@@ -149,9 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
         print(starting_line(plan, args.address), flush=True)
-        outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
-                            cluster_config=args.cluster_config, verbose=args.verbose,
-                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
+        from sweep.writers import record_command  # pyarrow: after the lines above are out
+
+        undo = record_command(sweep_dir, argv)  # for the report: what was run, `--set` overrides and all
+        try:
+            outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
+                                cluster_config=args.cluster_config, verbose=args.verbose,
+                                reuse=False if args.no_reuse else None, restart_changed=args.restart_changed)
+        except BaseException:
+            if not (sweep_dir / PLAN_FILE).is_file():  # no sweep came of it: no command to list
+                undo()
+            raise
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2

@@ -505,7 +505,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str) -> SweepOutcome:
-    from sweep.parent_run import parent_description, parent_metrics
+    from sweep.parent_run import parent_description, parent_headline, parent_metrics
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
@@ -546,7 +546,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
     files = write_report(sweep_dir, results=results)
-    tracker.log_results(parent, parent_metrics(results), parent_description(results))
+    tracker.log_results(parent, parent_metrics(results), parent_description(results), parent_headline(results))
     tracker.log_files(parent, files)
     if final and len(failed) == len(final):
         tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
@@ -578,11 +578,11 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         created, deleted = sync_runs(runs)
         trials = log.trials()
         if (sweep_dir / "report.md").is_file():
-            from sweep.parent_run import parent_description, parent_metrics
+            from sweep.parent_run import parent_description, parent_headline, parent_metrics
             from sweep.results import SweepResults
 
             results = SweepResults.of_dir(sweep_dir)
-            tracker.log_results(parent, parent_metrics(results), parent_description(results))
+            tracker.log_results(parent, parent_metrics(results), parent_description(results), parent_headline(results))
         done = bool(trials) and all(r.ended for r in trials if r.phase == FINAL)
         tracker.end_run(parent, FINISHED if done else KILLED)
     return tracking_uri, created, deleted

@@ -88,15 +88,19 @@ def test_a_status_line_names_the_slowest_running_trial(monkeypatch: pytest.Monke
     console = console_with(clock, {slot: 4}, {slot: 8}, total=4)
     run_trial(console, clock, "fast", slot, 8, 1.0, 0.0)
     run_trial(console, clock, "slow", slot, 8, 1.0, 0.0)
+    clock.now = 2.0
+    console.evaluated(record("fast"), 2, 2.0)
+    clock.now = 3.0
+    console.evaluated(record("slow"), 1, 3.0)
     clock.now = 6.0
     console.evaluated(record("fast"), 6, 6.0)  # 1 s an epoch: 2 s left
-    console.evaluated(record("slow"), 2, 6.0)  # 3 s an epoch: 18 s left
+    console.evaluated(record("slow"), 2, 6.0)  # 3 s an epoch: 6 more epochs, 18 s left
     line = console.status_line()
     assert line.startswith("[0/4] ...")
     assert "running 2, pending 2" in line and "slowest slow epoch 2/8 (6 s)" in line
-    # work left: 2 + 18 s running, 2 pending x 8 epochs x 1.5 s (the pooled pace: 12 s over 8
-    # epochs) = 44 s, over 2 at a time
-    assert etas(line) == [22]
+    # work left: 2 + 18 s running, 2 pending x 8 epochs x 1.4 s (the pooled pace between
+    # evaluations: 7 s over 5 epochs) = 42.4 s, over 2 at a time
+    assert etas(line) == [21]
     # tick() prints it only after STATUS_EVERY_S seconds without a line
     monkeypatch.setattr("sweep.console.STATUS_EVERY_S", 0.0)
     console.tick()
@@ -108,7 +112,7 @@ def test_a_status_line_names_the_slowest_running_trial(monkeypatch: pytest.Monke
 
 def test_final_trials_are_paced_by_their_own_phase_once_timed() -> None:
     """Search trials timed at 1 s an epoch; final trials take 2 s: until a final trial has
-    reported, the ETA is the search's pace marked `~`; from its first evaluation on, its own."""
+    a pace (two evaluations), the ETA is the search's pace marked `~`; from then on, its own."""
     clock = Clock()
     epochs = {(SEARCH, "c"): 4, (FINAL, "c"): 4}
     p = Progress(epochs, clock=clock)
@@ -122,9 +126,12 @@ def test_final_trials_are_paced_by_their_own_phase_once_timed() -> None:
     p.started("f", "f", (FINAL, "c"))
     clock.now = 6.0
     p.evaluated("f", 1, 2.0)
+    assert p.eta().extrapolated  # one evaluation: mostly start-up, no pace yet
+    clock.now = 8.0
+    p.evaluated("f", 2, 4.0)
     e = p.eta()
     assert not e.extrapolated
-    assert e.seconds == pytest.approx((4 * 2.0 - 2.0) + 4 * 2.0)  # the running one's 6 s + one more of 8 s
+    assert e.seconds == pytest.approx((4 * 2.0 - 4.0) + 4 * 2.0)  # the running one's 4 s + one more of 8 s
 
 
 def test_seed_policy_eta_says_at_most_and_expected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -157,9 +164,25 @@ def test_seed_policy_eta_says_at_most_and_expected(tmp_path: Path, capsys: pytes
     console.progress.at_most, console.progress.expected_final = True, {base: 3.0, other: 3.0}
     slot = (FINAL, base)
     run_trial(console, clock, "r", slot, 2, 1.0, 0.0)
-    clock.now = 1.0
-    console.evaluated(record("r", cell=base), 1, 1.0)
+    for epoch in (1, 2):
+        clock.now = float(epoch)
+        console.evaluated(record("r", cell=base), epoch, float(epoch))
     line = console.status_line()
     assert re.search(r"ETA at most \d+ s, expected \d+ s", line), line
     most, expected = etas(line)
     assert expected < most
+
+
+def test_a_trials_start_up_is_not_counted_per_epoch() -> None:
+    """A trial that spends 60 s starting (a new worker imports torch, builds the data) and then 1 s
+    an epoch: the next trial is estimated at 60 + 8 s, not at 8 x 31 s (its first evaluation's
+    seconds per epoch)."""
+    clock, slot = Clock(), (FINAL, "c")
+    p = Progress({slot: 8}, clock=clock)
+    p.phase_started({slot: 2})
+    p.started("a", "a", slot)
+    clock.now = 62.0
+    p.evaluated("a", 2, 62.0)
+    clock.now = 64.0
+    p.evaluated("a", 4, 64.0)
+    assert p.eta().seconds == pytest.approx((68 - 64) + 68)
