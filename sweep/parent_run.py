@@ -8,8 +8,8 @@ Metrics (step 0), the primary metric only:
 - a metric that is not a fraction (a loss) keeps its own unit and name (`loss.<cell>.mean`).
 
 The `headline` tag (the run page's first tag: shown, cut to the chip's width, on its first screen)
-is the first comparison in short, `MS+EE n=2 vs MS: R@1 -0.3 [-1.3, +0.7] pts, inconclusive`
-(`+ 2 more` when there are more). The description (below the child runs and tags) starts with the headlines (a tally plus the 20
+is the first comparison in short, `R@1 -0.3 [-1.3, +0.7] points, inconclusive: MS+EE n=2 vs MS`
+(numbers first: the chip cuts the value after about 40 characters; `(+ 2 more)` when there are more). The description (below the child runs and tags) starts with the headlines (a tally plus the 20
 with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
 in the run's artifacts) and the units, then any search that could not separate its candidates.
 """
@@ -20,6 +20,7 @@ from sweep.results import SweepResults, in_unit, unit_of
 
 REPORT_HTML = "report.html"
 UI_PORT = 5000  # `mlflow ui`'s default
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3's navigation: the model-training view, not GenAI's
 HEADLINES = 20  # on the run page; the report has them all
 _MAX_DESCRIPTION = 5000  # MLflow caps a tag value at 8000 characters
 
@@ -61,7 +62,8 @@ def parent_headline(results: SweepResults) -> str:
     unit = f" {unit_of(metric, True)}" if unit_of(metric, True) else ""
     ci = f" [{fmt_points(metric, c.diff.low)}, {fmt_points(metric, c.diff.high)}]" if c.diff.has_interval else ""
     more = f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""
-    return f"{c.label}: {metric_label(metric)} {fmt_points(metric, c.test.mean_diff)}{ci}{unit}, {c.verdict}{more}"
+    # The numbers and the verdict first: the run page cuts a tag's value after about 40 characters.
+    return f"{metric_label(metric)} {fmt_points(metric, c.test.mean_diff)}{ci}{unit}, {c.verdict}: {c.label}{more}"
 
 
 def parent_description(results: SweepResults) -> str:

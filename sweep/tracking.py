@@ -70,7 +70,7 @@ from ray import tune
 from sweep.compat import TUNE_RESULT_KEYS
 from sweep.console import Console, describe_param
 from sweep.mlflow_writer import MlflowWriter
-from sweep.parent_run import UI_PORT, ui_base
+from sweep.parent_run import ML_VIEW, UI_PORT, ui_base
 from sweep.pending import Identity, flatten_config, identity, identity_fields
 from sweep.plan import SEARCH, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
@@ -81,8 +81,7 @@ from sweep.trainable import TRIAL_ERROR
 _TUNE_KEYS = {*TUNE_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" kind
-ML_VIEW = "workflowType=machine_learning"
-HEADLINE_TAG = "headline"  # the parent's first tag: MLflow lists a run's tags in the order they were made  # MLflow 3's navigation: the model-training view, not GenAI's
+HEADLINE_TAG = "headline"  # the parent's first tag: MLflow lists a run's tags in the order they were made
 STEP_KEY = "epoch"  # the step of every logged metric
 
 
@@ -363,8 +362,10 @@ class TrialRuns:
 
     def _record_parent(self, run_id: str) -> None:
         meta, tracker = self.log.meta, self.tracker
-        if (meta.mlflow_parent_run_id, meta.tracking_uri, meta.experiment) != (run_id, tracker.tracking_uri, tracker.experiment):
-            self.log.update_meta(mlflow_parent_run_id=run_id, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+        known = (run_id, tracker.tracking_uri, tracker.experiment, tracker.experiment_id)  # the id: cached by the parent's job
+        if (meta.mlflow_parent_run_id, meta.tracking_uri, meta.experiment, meta.experiment_id) != known:
+            self.log.update_meta(mlflow_parent_run_id=run_id, tracking_uri=tracker.tracking_uri,
+                                 experiment=tracker.experiment, experiment_id=tracker.experiment_id)
 
     def open_parent(self, plan: SweepPlan, sweep_dir: Path) -> RunRef:
         """The sweep's parent run in the tracking store in use: reopened where it exists; found by

@@ -364,12 +364,15 @@ def _trials_section(results: SweepResults) -> list[Block]:
 
 
 def _run_link(results: SweepResults) -> Callable[[Optional[str]], str]:
-    """A trial's MLflow run as a link (`#/runs/<id>` opens it in its experiment), or `-`."""
-    from sweep.parent_run import ui_base
+    """A trial's MLflow run as a link in the model-training view (`#/runs/<id>`, which opens it in
+    the GenAI view, for a sweep that did not record its experiment's id), or `-`."""
+    from sweep.parent_run import ML_VIEW, ui_base
 
     meta = results.records.meta
     base = ui_base(meta.tracking_uri) if meta.tracking_uri else None
-    return lambda run_id: f"[run]({base}/#/runs/{run_id})" if base and run_id else "-"
+    where = f"experiments/{meta.experiment_id}/runs" if meta.experiment_id else "runs"
+    view = f"?{ML_VIEW}" if meta.experiment_id else ""
+    return lambda run_id: f"[run]({base}/#/{where}/{run_id}{view})" if base and run_id else "-"
 
 
 # --------------------------------------------------------------------------- markdown

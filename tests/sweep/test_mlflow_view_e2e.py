@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def test_two_identical_sweeps_in_mlflow(ray_local: None, tmp_path: Path, monkeyp
     assert set(parents) == {"twice", "twice-2"}  # told apart by name, not by duration
     for name, parent in parents.items():
         assert parent.data.tags["sweep.dir"] == str(tmp_path / "sweeps" / name)
-        assert parent.data.tags["headline"].startswith("dim=16 vs dim=8: R@1 ")
+        assert re.fullmatch(r"R@1 [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\] points, \w+.*: dim=16 vs dim=8",
+                            parent.data.tags["headline"]), parent.data.tags["headline"]
     children = {name: {r.data.tags["sweep.key"]: r for r in runs
                        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
                 for name, parent in parents.items()}

@@ -29,7 +29,7 @@ def test_report_lists_command_recipe_search_scores_and_run_links(tmp_path: Path)
     from sweep.store import SweepLog
 
     log = SweepLog.open(sweep_dir, plan.name)
-    log.update_meta(tracking_uri="sqlite:///mlflow.db", experiment="x", git_commit="abc1234")
+    log.update_meta(tracking_uri="sqlite:///mlflow.db", experiment="x", experiment_id="7", git_commit="abc1234")
     cell = plan.cells[0].id
     log.add(TrialRecord(trial_id="s1", key=f"search/{cell}/s1", label="search · dim=8 · #1", phase="search",
                         cell=cell, seed=0, status=FINISHED, params={"optimizer.lr": 0.001},
@@ -53,9 +53,10 @@ def test_report_lists_command_recipe_search_scores_and_run_links(tmp_path: Path)
     assert "| trial | phase | status | search MAP@R (%) | test R@1 (%) |" in report
     search_row = row_of(report, "search · dim=8 · #1")
     assert search_row[3:5] == ["52.9", "-"] and "98.2" not in search_row
-    assert "[run](http://127.0.0.1:5000/#/runs/RUN1)" in report
+    url = "http://127.0.0.1:5000/#/experiments/7/runs/RUN1?workflowType=machine_learning"
+    assert f"[run]({url})" in report
     html = (sweep_dir / "report.html").read_text()
-    assert '<a href="http://127.0.0.1:5000/#/runs/RUN1">run</a>' in html
+    assert f'<a href="{url}">run</a>' in html
 
     undo()  # a session that stopped before its sweep existed takes its line out again
     assert not (sweep_dir / COMMANDS_FILE).exists()
