@@ -46,6 +46,7 @@ class Live:
     trial_s: float = 0.0  # its own clock at that evaluation
     reported: float = 0.0  # driver clock at that evaluation
     first: Optional[tuple[int, float]] = None  # (epoch, trial_s) of its first evaluation this attempt
+    fresh: bool = True  # started before any trial of its phase ended: in a new worker process
 
     def pace(self) -> Optional[tuple[float, int]]:
         """(seconds, epochs) between its first and last evaluation: its pace without its start-up."""
@@ -73,9 +74,13 @@ class Estimate:
 class Progress:
     """Trials pending (per phase and cell), running and timed, for one sweep session.
 
-    A trial's time is its start-up (data, model, a fresh worker process: the same for a short
-    and a long trial) plus its epochs at its slot's pace; the pace comes from the seconds between a
-    trial's first and last evaluation, so start-ups do not inflate it."""
+    A trial's time is its start-up (data, model, and in a new worker process the imports: the same
+    for a short and a long trial) plus its epochs at its slot's pace; the pace comes from the
+    seconds between a trial's first and last evaluation, so start-ups do not inflate it. Start-ups
+    are kept apart for the first trials of a phase (each phase is a new Tune experiment: new worker
+    processes, measured 40-45 s on the quickstart under load) and the later ones, which reuse a
+    worker (about 1 s): the first trials' start-up counted for every trial made the ETA at half
+    the quickstart 55 % too long."""
 
     epochs: dict[Slot, int]  # epochs (x folds) a trial of the slot trains
     clock: Callable[[], float] = time.monotonic
@@ -85,13 +90,17 @@ class Progress:
     expected_final: Optional[dict[str, float]] = None  # cell -> final trials a policy is expected to add
     _paced: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] between evaluations
     _whole: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] of whole trials
-    _start_ups: dict[str, list[float]] = field(default_factory=dict)  # phase -> start-ups measured
+    _start_ups: dict[tuple[bool, str], list[float]] = field(default_factory=dict)  # (fresh, phase) -> measured
     _peak: int = 0
+    _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
+    _ended_in_phase: int = 0
 
     def phase_started(self, pending: dict[Slot, int]) -> None:
         """What the store says is left (the trials of both phases not ended), at a phase's start."""
         self.pending = {k: v for k, v in pending.items() if v > 0}
         self.live.clear()
+        self._started.clear()
+        self._ended_in_phase = 0
 
     def started(self, key: str, label: str, slot: Slot, epoch: int = 0) -> None:
         now = self.clock()
@@ -101,7 +110,9 @@ class Progress:
             return
         if self.pending.get(slot):
             self.pending[slot] -= 1
-        self.live[key] = Live(label, slot, self.epochs.get(slot, 1), now, epoch, reported=now)
+        self._started[slot[0]] = self._started.get(slot[0], 0) + 1
+        self.live[key] = Live(label, slot, self.epochs.get(slot, 1), now, epoch, reported=now,
+                              fresh=self._ended_in_phase == 0)
         self._peak = max(self._peak, len(self.live))
 
     def evaluated(self, key: str, epoch: int, trial_s: float) -> None:
@@ -116,9 +127,10 @@ class Progress:
         t = self.live.pop(key, None)
         if t is None:
             return
+        self._ended_in_phase += 1
         if (pace := t.pace()) is not None:
             _add(self._paced, t.slot, *pace)
-            self._start_ups.setdefault(t.slot[0], []).append(t.start_up())
+            self._start_ups.setdefault((t.fresh, t.slot[0]), []).append(t.start_up())
         if epochs > 0 and math.isfinite(seconds) and seconds > 0:
             _add(self._whole, t.slot, seconds, epochs)
 
@@ -130,8 +142,21 @@ class Progress:
     def waiting(self) -> int:
         return sum(self.pending.values())
 
-    def _pace(self, slot: Slot) -> tuple[Optional[float], float, bool]:
-        """(seconds per epoch, start-up seconds, extrapolated) for a trial of `slot`: from its
+    def _start_up(self, fresh: bool, phase: str) -> float:
+        """Median start-up of trials like it (new worker or not; its phase, else any phase), else
+        of the other kind; 0 before any was measured."""
+        measured: dict[tuple[bool, str], list[float]] = {k: list(v) for k, v in self._start_ups.items()}
+        for t in self.live.values():
+            if (s := t.start_up()) is not None:
+                measured.setdefault((t.fresh, t.slot[0]), []).append(s)
+        for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: k[1] == phase, lambda k: True):
+            values = [v for k, vs in measured.items() if keep(k) for v in vs]
+            if values:
+                return float(np.median(values))
+        return 0.0
+
+    def _pace(self, slot: Slot) -> tuple[Optional[float], bool]:
+        """(seconds per epoch, extrapolated) for a trial of `slot`: from its
         cell's trials, else its phase's, else any; paces between evaluations first, else ended
         trials' seconds per epoch (start-up included: a trial that evaluates once, at its end).
         None before a trial evaluated twice or ended: a first evaluation's time is mostly start-up
@@ -141,16 +166,14 @@ class Progress:
         for t in self.live.values():  # one evaluation alone is mostly start-up: no pace from it
             if (pace := t.pace()) is not None:
                 _add(paced, t.slot, *pace)
-        start_ups = list(self._start_ups.get(slot[0], [])) + [
-            s for t in self.live.values() if t.slot[0] == slot[0] and (s := t.start_up()) is not None]
         for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
             rate = _pooled(paced, keep)
             if rate is not None:
-                return rate, float(np.median(start_ups)) if start_ups else 0.0, guessed
+                return rate, guessed
             rate = _pooled(whole, keep)
             if rate is not None:
-                return rate, 0.0, guessed
-        return None, 0.0, False
+                return rate, guessed
+        return None, False
 
     def remaining(self, t: Live, now: float) -> Optional[float]:
         """Seconds left of a running trial: by its own pace once it has one, else its slot's."""
@@ -158,10 +181,10 @@ class Progress:
         if pace is not None:
             total = t.first[1] + (t.epochs - t.first[0]) * pace[0] / pace[1]
         else:
-            rate, start_up, _ = self._pace(t.slot)
+            rate, _ = self._pace(t.slot)
             if rate is None:
                 return None
-            total = start_up + t.epochs * rate
+            total = self._start_up(t.fresh, t.slot[0]) + t.epochs * rate
         ran = t.trial_s + (now - t.reported) if t.epoch else now - t.started
         return max(0.0, total - ran)
 
@@ -183,13 +206,17 @@ class Progress:
                 return None
             work, longest = work + left, max(longest, left)
         per_slot: dict[Slot, float] = {}
+        # New workers for the first trials of a phase not begun, or not yet at its concurrency.
+        new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
         for slot, n in self.pending.items():
-            rate, start_up, extrapolated = self._pace(slot)
+            rate, extrapolated = self._pace(slot)
             if rate is None:
                 return None
             guessed |= extrapolated
-            per_slot[slot] = start_up + rate * self.epochs.get(slot, 1)
-            work += n * per_slot[slot]
+            fresh = min(n, new_workers[slot[0]])
+            new_workers[slot[0]] -= fresh
+            per_slot[slot] = self._start_up(False, slot[0]) + rate * self.epochs.get(slot, 1)
+            work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0]) - self._start_up(False, slot[0]))
         trials = self.running + self.waiting
         if trials == 0:
             return None

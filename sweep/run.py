@@ -19,10 +19,12 @@
     --out DIR          sweep directory (default: <storage_path>/<sweep name>)
     -v, --verbose      Ray Tune's own progress output and the trials' logs too (for debugging)
 
-The console shows the plan, a header per phase, one line per trial (`[7/10] final  n=2 · s0
-R@1 96.2  (8 s)  ETA 0:20`; failures with their error; `reused from <sweep>` for a trial answered
-from the trial store) and a closing block: each comparison's headline, the report path and the
-command + URL that open the runs in the MLflow UI.
+The console shows the plan, what it is starting (data checks, Ray, MLflow), a header per phase,
+one line per trial (`[7/10] final  n=2 · s0  R@1 96.2  (8 s)  ETA 0:20`; failures with their
+error; `reused from <sweep>` for a trial answered from the trial store), a status line when no
+trial ended for 30 s (`[7/10] ...  running 2, pending 1 · slowest n=2 · s1 epoch 4/8 (0:41)  ETA
+0:38`) and a closing block: each comparison's headline, the report path and the command + URL
+that open the runs in the MLflow UI.
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
 (one line on stderr), 3 the driver could not write its own state -- a full disk, a read-only

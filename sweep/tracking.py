@@ -41,11 +41,14 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
 - the parent run is named after its sweep directory (`quickstart-2` for the second `make run`),
-  tagged `sweep.dir`; its `sweep.headline` tag holds the first headline;
+  tagged `sweep.dir`; its `headline` tag, made first so that it is the first tag shown, holds the
+  first comparison in short (`sweep.parent_run.parent_headline`);
 - MLflow 3.17 opens an experiment on its GenAI overview unless told otherwise: the experiment is
   tagged `mlflow.experimentKind = custom_model_development` (what the UI's experiment-kind
-  selector writes), and every printed URL carries `workflowType=machine_learning` (what this
-  UI's navigation reads first).
+  selector writes and the UI reads where its workflow switch is off), and every printed URL
+  carries `workflowType=machine_learning`, which this build's navigation follows (its switch is
+  on: without the parameter it shows the view the browser last chose, GenAI at first). Both
+  checked in headless Chromium.
 """
 from __future__ import annotations
 

@@ -186,3 +186,30 @@ def test_a_trials_start_up_is_not_counted_per_epoch() -> None:
     clock.now = 64.0
     p.evaluated("a", 4, 64.0)
     assert p.eta().seconds == pytest.approx((68 - 64) + 68)
+
+
+def test_only_a_phases_first_trials_pay_for_new_workers() -> None:
+    """Each phase is a new Tune experiment: its first trials start new worker processes (40 s
+    here), later ones reuse them (1 s). Trials still to come in a phase already at its
+    concurrency are estimated with the reused start-up, measured in the search phase if this
+    phase has none yet (the quickstart's ETA at half-way was 55 % too long without this)."""
+    clock = Clock()
+    search, final = (SEARCH, "c"), (FINAL, "c")
+    p = Progress({search: 4, final: 4}, clock=clock)
+
+    def trial(key: str, slot: tuple[str, str], start: float, start_up: float) -> None:
+        clock.now = start
+        p.started(key, key, slot)
+        for epoch in (2, 4):
+            clock.now = start + start_up + epoch
+            p.evaluated(key, epoch, start_up + epoch)
+
+    p.phase_started({search: 2, final: 3})
+    trial("s1", search, 0.0, 40.0)
+    p.ended("s1", 44.0, 4)
+    trial("s2", search, 44.0, 1.0)  # reused the worker s1 ran in
+    p.ended("s2", 5.0, 4)
+    p.phase_started({final: 3})
+    trial("f1", final, 100.0, 40.0)  # a new worker again
+    # f1: 0 s left; two more finals, one at a time, each 1 s start-up + 4 epochs at 1 s
+    assert p.eta().seconds == pytest.approx(2 * (1.0 + 4.0))
