@@ -8,7 +8,7 @@ Metrics (step 0), the primary metric only:
 - a metric that is not a fraction (a loss) keeps its own unit and name (`loss.<cell>.mean`).
 
 The `headline` tag (the run page's first tag: shown, cut to the chip's width, on its first screen)
-is the first comparison in short, `R@1 -0.3 [-1.3, +0.7] points, inconclusive: MS+EE n=2 vs MS`
+is the first comparison in short, `R@1 -0.3 [-1.3, +0.7] pts, inconclusive: MS+EE n=2 vs MS`
 (numbers first: the chip cuts the value after about 40 characters; `(+ 2 more)` when there are more). The description (below the child runs and tags) starts with the headlines (a tally plus the 20
 with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
 in the run's artifacts) and the units, then any search that could not separate its candidates.
@@ -59,7 +59,7 @@ def parent_headline(results: SweepResults) -> str:
     if not comps:
         return f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}"
     c = comps[0]
-    unit = f" {unit_of(metric, True)}" if unit_of(metric, True) else ""
+    unit = " pts" if unit_of(metric, True) == "points" else f" {unit_of(metric, True)}".rstrip()
     ci = f" [{fmt_points(metric, c.diff.low)}, {fmt_points(metric, c.diff.high)}]" if c.diff.has_interval else ""
     more = f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""
     # The numbers and the verdict first: the run page cuts a tag's value after about 40 characters.

@@ -113,6 +113,7 @@ def _resume_command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    typed = list(argv)  # as given: the report lists it (argv may gain the --out of a `<name>-2`)
     args = _parser().parse_args(argv)
     for flag in ("retry_failed", "restart_changed"):
         if getattr(args, flag) and not args.resume:
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(starting_line(plan, args.address), flush=True)
         from sweep.writers import record_command  # pyarrow: after the lines above are out
 
-        undo = record_command(sweep_dir, argv)  # for the report: what was run, `--set` overrides and all
+        undo = record_command(sweep_dir, typed)  # for the report: what was run, `--set` overrides and all
         try:
             outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                                 cluster_config=args.cluster_config, verbose=args.verbose,

@@ -40,7 +40,7 @@ def test_two_identical_sweeps_in_mlflow(ray_local: None, tmp_path: Path, monkeyp
     assert set(parents) == {"twice", "twice-2"}  # told apart by name, not by duration
     for name, parent in parents.items():
         assert parent.data.tags["sweep.dir"] == str(tmp_path / "sweeps" / name)
-        assert re.fullmatch(r"R@1 [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\] points, \w+.*: dim=16 vs dim=8",
+        assert re.fullmatch(r"R@1 [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\] pts, \w+.*: dim=16 vs dim=8",
                             parent.data.tags["headline"]), parent.data.tags["headline"]
     children = {name: {r.data.tags["sweep.key"]: r for r in runs
                        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
