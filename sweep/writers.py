@@ -150,14 +150,18 @@ def record_command(sweep_dir: Path, argv: list[str]) -> Callable[[], None]:
     path = sweep_dir / COMMANDS_FILE
     before = path.read_text() if path.is_file() else None
     line = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC  {shlex.join(['python', 'sweep/run.py', *argv])}\n"
+    made = [d for d in (sweep_dir, *sweep_dir.parents) if not d.exists()]  # folders this makes, deepest first
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, (before or "") + line)
 
     def undo() -> None:
-        if before is None:
-            path.unlink(missing_ok=True)
-        else:
+        if before is not None:
             atomic_write_text(path, before)
+            return
+        path.unlink(missing_ok=True)
+        for folder in made:  # a failed start leaves no folder behind (one that holds nothing else)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     return undo
 

@@ -60,3 +60,6 @@ def test_report_lists_command_recipe_search_scores_and_run_links(tmp_path: Path)
 
     undo()  # a session that stopped before its sweep existed takes its line out again
     assert not (sweep_dir / COMMANDS_FILE).exists()
+    fresh = tmp_path / "none" / "yet"
+    record_command(fresh, argv)()  # ... and the folders it made for it
+    assert not (tmp_path / "none").exists()
