@@ -240,6 +240,7 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
         for i, s in enumerate(shown):
             dodge = (i - (len(shown) - 1) / 2) / max(1, len(shown) - 1) if len(shown) > 1 else 0.0
             queries = s.choice.queries if s.choice else None
+            kept = kept_sample(s)
             xs, ys, err = [], [], [[], []]
             for t in s.samples:
                 v, x = t.metrics.get(metric), t.params.get(name)
@@ -249,7 +250,7 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
                 at = place(x, dodge)
                 xs.append(at), ys.append(in_unit(metric, v))
                 err[0].append(in_unit(metric, min(half, v - lo))), err[1].append(in_unit(metric, min(half, hi - v)))
-                if s.choice and t.trial_id == s.choice.trial_id:
+                if t is kept:
                     ax.scatter([at], [in_unit(metric, v)], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
             ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], ms=6, capsize=3, alpha=0.85, color=f"C{i % 10}",
                         label=s.label + ("" if not s.note else " (within noise)"), zorder=4)
@@ -271,6 +272,14 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
                  + _shown(len(shown), len(searched), "first cells") + more, fontsize=9)
     axes[0][0].legend(fontsize=8)
     return [Figure("Search history", _save(fig, out_dir / "plot_search_history.png"))]
+
+
+def kept_sample(s: Any) -> Any:
+    """The search sample a cell kept (`SearchResult.choice`), or None. The choice names it by Tune
+    trial id, or by its key when the sample was reused from the trial store (no Tune trial)."""
+    if s.choice is None:
+        return None
+    return next((t for t in s.samples if s.choice.trial_id in {t.trial_id, t.key} - {""}), None)
 
 
 def _search_axis(p: Any) -> tuple[Any, bool]:

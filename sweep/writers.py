@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from dml_core.io import atomic_write_text
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
-from sweep.plots import Figure
+from sweep.plots import Figure, kept_sample
 from sweep.records import FINISHED, SEARCH
 from sweep.console import describe_budget
 from sweep.labels import is_fraction
@@ -309,7 +309,7 @@ def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
                "-" if c is None or c.queries is None else c.queries,
                "-" if c is None else ("yes" if c.separated else "**no**: within noise")]
         if folds:
-            won = next((t for t in s.samples if c and t.trial_id == c.trial_id), None)
+            won = kept_sample(s)
             scores = [won.metrics.get(f"fold{i}_{metric}") if won else None for i in range(folds)]
             row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
         rows.append(row)

@@ -63,3 +63,18 @@ def test_report_lists_command_recipe_search_scores_and_run_links(tmp_path: Path)
     fresh = tmp_path / "none" / "yet"
     record_command(fresh, argv)()  # ... and the folders it made for it
     assert not (tmp_path / "none").exists()
+
+
+def test_the_kept_sample_of_a_reused_search_is_found_by_its_key() -> None:
+    """A search answered from the trial store has no Tune trial ids: the choice names its sample by
+    key, and the search plot rings it (it rang nothing before)."""
+    from sweep.plots import kept_sample
+    from sweep.results import SearchResult
+
+    samples = [TrialRecord(trial_id="", key=f"search/c/reused-{i}", phase="search", cell="c", seed=0, status=FINISHED)
+               for i in range(3)]
+    choice = BestChoice(params={}, trial_id="search/c/reused-1", value=0.5)
+    assert kept_sample(SearchResult("c", "c", 3, 3, choice, samples)) is samples[1]
+    ran = [TrialRecord(trial_id=f"t{i}", key=f"search/c/t{i}", phase="search", cell="c", seed=0, status=FINISHED)
+           for i in range(2)]
+    assert kept_sample(SearchResult("c", "c", 2, 2, BestChoice(params={}, trial_id="t0", value=0.5), ran)) is ran[0]
