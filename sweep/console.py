@@ -7,9 +7,14 @@ driver-side callback prints instead, e.g.
     [7/10] final   n=2 · s0  R@1 96.2  (8 s)  ETA 0:20
     [8/10] FAILED  final crash · s1  DatasetError: data.num_classes: 1000 exceeds ...  (2 s)
     [9/10] final   n=2 · s1  R@1 95.0  reused from quickstart (/home/me/sweeps/quickstart)
+    [9/10] ...     running 1, pending 0 · slowest n=2 · s2 epoch 4/8 (0:41)  ETA 0:38
 
 The counter and the trial lines come from the typed records of the trial store, handed over by
 the sweep's one Tune callback (`sweep.tracking.TrackingCallback`) after it recorded the event.
+While trials run and none ends, a status line (`...`) comes every `STATUS_EVERY_S` seconds: the
+same plain lines on a terminal and in a log (no carriage returns). The ETA is
+`sweep.progress.Progress`'s: work left in trial-seconds, from the trials' own times per epoch
+(`~`: a phase not timed yet, paced by the other; `at most ..., expected ...` under a seed policy).
 """
 from __future__ import annotations
 
@@ -20,12 +25,16 @@ from typing import Any, Optional, TextIO
 
 from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, is_fraction, metric_label
 from sweep.plan import SweepPlan, yaml_value
+from sweep.progress import Estimate, Progress, Slot
 from sweep.records import FAILED, FINISHED, KILLED, SEARCH, TrialRecord
 from sweep.sequential import PolicyView
 from sweep.spec import SweepSpec
 from sweep.store import describe_origin
 
 _PHASE_WIDTH = 6
+# Seconds without a console line, while trials run, before a status line: often enough to see a
+# sweep is alive, rare enough that a log of a day-long sweep stays readable.
+STATUS_EVERY_S = 30.0
 
 
 def say(line: str = "", stream: Optional[TextIO] = None) -> None:
@@ -45,15 +54,46 @@ class Console:
         self.metric = metric
         self.search_metric = search_metric
         self.search_prefix = search_prefix.rstrip("_")  # "holdout" or "search"
-        self._t0 = time.monotonic()
-        self._done0 = 0
+        self.progress = Progress({})
+        self._done = 0
+        self._last_line = time.monotonic()
 
-    def phase_started(self, ended: int) -> None:
-        """Each phase's `fit` starts here: the ETA uses this phase's pace."""
-        self._t0, self._done0 = time.monotonic(), ended
+    def _say(self, line: str) -> None:
+        say(line)
+        self._last_line = time.monotonic()
+
+    def phase_started(self, ended: int, pending: Optional[dict[Slot, int]] = None,
+                      epochs: Optional[dict[Slot, int]] = None) -> None:
+        """Each phase's `fit` starts here, with what is left of the sweep (both phases) and the
+        epochs a trial of each (phase, cell) trains: the ETA's work."""
+        self._done, self._last_line = ended, time.monotonic()
+        if epochs is not None:
+            self.progress.epochs = epochs
+        self.progress.phase_started(pending or {})
+
+    def trial_started(self, record: TrialRecord, slot: Slot) -> None:
+        self.progress.started(record.key, self._label(record), slot, record.last_step)
+
+    def evaluated(self, record: TrialRecord, epoch: int, trial_s: float) -> None:
+        self.progress.evaluated(record.key, epoch, trial_s)
+
+    def tick(self) -> None:
+        """Called on every turn of Tune's loop: a status line when none was printed for a while."""
+        if time.monotonic() - self._last_line >= STATUS_EVERY_S and (self.progress.running or self.progress.waiting):
+            self._say(self.status_line())
+
+    def status_line(self) -> str:
+        """`[ 6/16] ...     running 2, pending 8 · slowest MS · s0 epoch 4/8 (1:23)  ETA 3:40`."""
+        p = self.progress
+        line = f"{self._counter(self._done)} {'...':<{_PHASE_WIDTH}}  running {p.running}, pending {p.waiting}"
+        slowest = p.slowest()
+        if slowest is not None:
+            t, elapsed = slowest
+            line += f" · slowest {t.label} epoch {t.epoch}/{t.epochs} ({fmt_duration(elapsed)})"
+        return line + self._eta()
 
     def retry(self, record: TrialRecord | None, label: str, error: str) -> None:
-        say(f"{'':>{len(self._counter(0))}} retry   {label}  {error}{self._traceback(record)}")
+        self._say(f"{'':>{len(self._counter(0))}} retry   {label}  {error}{self._traceback(record)}")
 
     def _traceback(self, record: TrialRecord | None) -> str:
         """Where a crashed trial's traceback is (its log file), for the end of its one line."""
@@ -80,24 +120,33 @@ class Console:
 
     def ended(self, record: TrialRecord, done: int, seconds: float) -> None:
         head, phase = self._counter(done), record.phase
+        self._done = done
+        self.progress.ended(record.key, seconds, record.last_step)
         if record.status == FAILED:
             took = f"  ({fmt_duration(seconds)})" if seconds == seconds else ""  # NaN: it never reported
-            say(f"{head} FAILED  {phase} {self._label(record)}  {record.error or 'failed'}{took}{self._traceback(record)}")
+            self._say(f"{head} FAILED  {phase} {self._label(record)}  {record.error or 'failed'}{took}{self._traceback(record)}")
             return
-        say(f"{head} {phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  ({fmt_duration(seconds)})"
-            f"{self._eta(done)}")
+        self._say(f"{head} {phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  ({fmt_duration(seconds)})"
+                  f"{self._eta()}")
 
     def reused(self, record: TrialRecord, origin: str, done: int) -> None:
         """A trial answered from the trial store: trained by another sweep (or earlier in this one)."""
-        say(f"{self._counter(done)} {record.phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  "
-            f"reused from {describe_origin(origin)}")
+        self._done = done
+        self._say(f"{self._counter(done)} {record.phase:<{_PHASE_WIDTH}}  {self._label(record)}  {self._value(record)}  "
+                  f"reused from {describe_origin(origin)}")
 
-    def _eta(self, done: int) -> str:
-        finished_here = done - self._done0
-        if finished_here <= 0 or done >= self.total:
-            return ""
-        per_trial = (time.monotonic() - self._t0) / finished_here
-        return f"  ETA {fmt_duration(per_trial * (self.total - done))}"
+    def _eta(self) -> str:
+        estimate = self.progress.eta()
+        return "" if estimate is None else f"  ETA {eta_text(estimate)}"
+
+
+def eta_text(e: Estimate) -> str:
+    """`3:40`; `~3:40` paced by the other phase; `at most 5:00, expected 3:10` under a seed policy."""
+    mark = "~" if e.extrapolated else ""
+    if not e.at_most:
+        return f"{mark}{fmt_duration(e.seconds)}"
+    expected = f", expected {mark}{fmt_duration(e.expected_s)}" if e.expected_s is not None else ""
+    return f"at most {mark}{fmt_duration(e.seconds)}{expected}"
 
 
 HEADLINES = 10  # comparisons in the closing block; the report has them all

@@ -7,7 +7,9 @@ Metrics (step 0), the primary metric only:
   (clipped to ±100) and `<metric>.<cell>_vs_<baseline>.p` (the paired t-test's p-value);
 - a metric that is not a fraction (a loss) keeps its own unit and name (`loss.<cell>.mean`).
 
-The description (on the run page's first screen) starts with the headlines (a tally plus the 20
+The `headline` tag (the run page's first tag: shown, cut to the chip's width, on its first screen)
+is the first comparison in short, `R@1 -0.3 [-1.3, +0.7] pts, inconclusive: MS+EE n=2 vs MS`
+(numbers first: the chip cuts the value after about 40 characters; `(+ 2 more)` when there are more). The description (below the child runs and tags) starts with the headlines (a tally plus the 20
 with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
 in the run's artifacts) and the units, then any search that could not separate its candidates.
 
@@ -20,15 +22,24 @@ import math
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from sweep.labels import is_fraction, slug
-from sweep.results import SweepResults, in_unit
+from sweep.labels import fmt_points, is_fraction, metric_label, slug
+from sweep.results import SweepResults, in_unit, unit_of
 
 if TYPE_CHECKING:
     from sweep.tracking import TrialRuns
 
 REPORT_HTML = "report.html"
+UI_PORT = 5000  # `mlflow ui`'s default
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3's navigation: the model-training view, not GenAI's
 HEADLINES = 20  # on the run page; the report has them all
 _MAX_DESCRIPTION = 5000  # MLflow caps a tag value at 8000 characters
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where the MLflow UI of `tracking_uri` is: the server itself, else `mlflow ui` on this host."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return f"http://127.0.0.1:{UI_PORT}"
 
 
 def metric_prefix(metric: str) -> str:
@@ -50,6 +61,19 @@ def parent_metrics(results: SweepResults) -> dict[str, float]:
         out |= {f"{prefix}.{name}.diff": in_unit(metric, c.test.mean_diff), f"{prefix}.{name}.ci_low": in_unit(metric, c.diff.low),
                 f"{prefix}.{name}.ci_high": in_unit(metric, c.diff.high), f"{metric}.{name}.p": c.test.p_value}
     return out
+
+
+def parent_headline(results: SweepResults) -> str:
+    """The first comparison in a few words (the full sentences are in the description)."""
+    metric, comps = results.metric, results.primary
+    if not comps:
+        return f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}"
+    c = comps[0]
+    unit = " pts" if unit_of(metric, True) == "points" else f" {unit_of(metric, True)}".rstrip()
+    ci = f" [{fmt_points(metric, c.diff.low)}, {fmt_points(metric, c.diff.high)}]" if c.diff.has_interval else ""
+    more = f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""
+    # The numbers and the verdict first: the run page cuts a tag's value after about 40 characters.
+    return f"{metric_label(metric)} {fmt_points(metric, c.test.mean_diff)}{ci}{unit}, {c.verdict}: {c.label}{more}"
 
 
 def parent_description(results: SweepResults) -> str:
@@ -86,7 +110,7 @@ def publish(runs: "TrialRuns", results: SweepResults) -> str:
     old = tracker.client.get_run(parent)
     if set(old.data.metrics) - set(metrics):
         parent = _replace(runs, old)
-    tracker.log_results(parent, metrics, parent_description(results))
+    tracker.log_results(parent, metrics, parent_description(results), parent_headline(results))
     return parent
 
 

@@ -10,8 +10,10 @@ stated rule, and its title says how many of how many it shows (the tables and CS
   interval -- what the paired test looks at;
 - `plot_learning_curves.png`: per cell, the primary metric and the loss against the epoch (mean
   over seeds, band = min to max);
-- `plot_search_history.png`: each search sample's score in %, with its noise (± 1.96 standard
-  errors, `sweep.selection`), per cell with its own marker and offset, the chosen sample ringed;
+- `plot_search_history.png`: each search sample's score in % against the value it tried (one panel
+  per searched parameter, up to 3; a log axis for a log-uniform or decade-spanning parameter), with
+  its noise (± 1.96 standard errors, `sweep.selection`), per cell with its own marker and offset,
+  the chosen sample ringed;
 - `plot_search_importance_<cell>.png`: Optuna's parameter importances, only when two or more
   parameters were searched (with one, its importance is 1 by construction).
 """
@@ -217,46 +219,82 @@ def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
 
 
 def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
-    """Each cell's search samples in the order drawn: score in % with ± Z standard errors of
+    """Each cell's search samples against the value searched (one panel per searched parameter, a
+    log axis for a log-uniform or decade-spanning one): score in % with ± Z standard errors of
     scoring noise, a distinct marker and a small offset per cell, the kept sample ringed."""
     searched = [s for s in results.search if any(t.finished for t in s.samples)]
-    if not searched:
+    space = results.plan.spec.search.params if results.plan.spec.search else {}
+    if not searched or not space:
         return []
     metric = results.search_metric
     shown = searched[:MAX_SERIES]
-    plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
+    params = list(space)[:3]
+    from sweep.console import describe_param
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    width = 0.3
-    for i, s in enumerate(shown):
-        dodge = width * (i - (len(shown) - 1) / 2) / max(1, len(shown) - 1) if len(shown) > 1 else 0.0
-        queries = s.choice.queries if s.choice else None
-        lo, hi = metric_range(metric)
-        xs, ys, err = [], [], [[], []]
-        for n, t in enumerate(s.samples, start=1):
-            v = t.metrics.get(metric)
-            if not t.finished or v is None or not math.isfinite(v):
-                continue
-            half = Z * (score_noise(v, queries, metric) or 0.0)  # the bar clipped to the metric's range
-            xs.append(n + dodge), ys.append(in_unit(metric, v))
-            err[0].append(in_unit(metric, min(half, v - lo))), err[1].append(in_unit(metric, min(half, hi - v)))
-            if s.choice and t.trial_id == s.choice.trial_id:
-                ax.scatter([n + dodge], [in_unit(metric, v)], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
-        ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], ms=6, capsize=3, alpha=0.85, color=f"C{i % 10}",
-                    label=s.label + ("" if not s.note else " (within noise)"), zorder=4)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    lo, hi = (in_unit(metric, b) for b in metric_range(metric))
-    bottom, top = ax.get_ylim()
-    ax.set_ylim(max(bottom, lo), min(top, hi + (0.5 if math.isfinite(hi) else 0)))
-    ax.set_xlabel("search sample of the cell (in the order drawn)")
-    where = "held-out training classes" if results.plan.spec.search and results.plan.spec.search.holdout is not None else "test split"
-    ax.set_ylabel(f"search {_axis_label(metric)} on {where}")
-    ax.set_title(f"search: score ± {Z} SE of scoring noise; ringed = kept"
-                 + _shown(len(shown), len(searched), "first cells"), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(params), figsize=(7.5 if len(params) == 1 else 4.2 * len(params), 4.2),
+                             squeeze=False, sharey=True)
+    lo, hi = metric_range(metric)
+    for ax, name in zip(axes[0], params):
+        place, log = _search_axis(space[name])
+        for i, s in enumerate(shown):
+            dodge = (i - (len(shown) - 1) / 2) / max(1, len(shown) - 1) if len(shown) > 1 else 0.0
+            queries = s.choice.queries if s.choice else None
+            kept = kept_sample(s)
+            xs, ys, err = [], [], [[], []]
+            for t in s.samples:
+                v, x = t.metrics.get(metric), t.params.get(name)
+                if not t.finished or v is None or not math.isfinite(v) or x is None:
+                    continue
+                half = Z * (score_noise(v, queries, metric) or 0.0)  # the bar clipped to the metric's range
+                at = place(x, dodge)
+                xs.append(at), ys.append(in_unit(metric, v))
+                err[0].append(in_unit(metric, min(half, v - lo))), err[1].append(in_unit(metric, min(half, hi - v)))
+                if t is kept:
+                    ax.scatter([at], [in_unit(metric, v)], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
+            ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], ms=6, capsize=3, alpha=0.85, color=f"C{i % 10}",
+                        label=s.label + ("" if not s.note else " (within noise)"), zorder=4)
+        if log:
+            ax.set_xscale("log")
+        if space[name].type == "categorical":
+            ticks = [place(c, 0.0) for c in space[name].choices]
+            ax.set_xticks(ticks, [str(c) for c in space[name].choices])
+            ax.minorticks_off()
+        ax.set_xlabel(f"{name}: {describe_param(space[name])}")
+        ax.grid(alpha=0.3)
+    ylo, yhi = (in_unit(metric, b) for b in metric_range(metric))
+    bottom, top = axes[0][0].get_ylim()
+    axes[0][0].set_ylim(max(bottom, ylo), min(top, yhi + (0.5 if math.isfinite(yhi) else 0)))
+    where = "held-out training classes" if results.plan.spec.search.holdout is not None else "test split"
+    axes[0][0].set_ylabel(f"search {_axis_label(metric)} on {where}")
+    more = f"; {len(params)} of {len(space)} parameters" if len(space) > len(params) else ""
+    fig.suptitle(f"search: score ± {Z} SE of scoring noise against the value tried; ringed = kept"
+                 + _shown(len(shown), len(searched), "first cells") + more, fontsize=9)
+    axes[0][0].legend(fontsize=8)
     return [Figure("Search history", _save(fig, out_dir / "plot_search_history.png"))]
+
+
+def kept_sample(s: Any) -> Any:
+    """The search sample a cell kept (`SearchResult.choice`), or None. The choice names it by Tune
+    trial id, or by its key when the sample was reused from the trial store (no Tune trial)."""
+    if s.choice is None:
+        return None
+    return next((t for t in s.samples if s.choice.trial_id in {t.trial_id, t.key} - {""}), None)
+
+
+def _search_axis(p: Any) -> tuple[Any, bool]:
+    """(value, dodge in -0.5..0.5) -> x, and whether the axis is logarithmic: log-uniform ranges and
+    numeric choices spanning two decades or more on a log axis, other choices at their index."""
+    numeric = p.type != "categorical" or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices)
+    values = [p.low, p.high] if p.type != "categorical" else list(p.choices)
+    log = numeric and min(values) > 0 and (p.type == "loguniform" or max(values) / min(values) >= 100)
+    if log:
+        return (lambda x, d: float(x) * 10 ** (0.06 * d)), True
+    if numeric:
+        width = (max(values) - min(values)) or 1.0
+        return (lambda x, d: float(x) + 0.02 * width * d), False
+    index = {json.dumps(c): i for i, c in enumerate(p.choices)}
+    return (lambda x, d: index.get(json.dumps(x), -1) + 0.3 * d), False
 
 
 def plot_search_importance(results: SweepResults, sweep_dir: Path) -> list[Figure]:

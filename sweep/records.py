@@ -102,6 +102,7 @@ class SweepMeta(_Record):
     mlflow_parent_run_id: Optional[str] = None
     tracking_uri: Optional[str] = None  # the MLflow store the runs above live in
     experiment: Optional[str] = None  # the MLflow experiment name
+    experiment_id: Optional[str] = None  # its id, for links into the MLflow UI (the report's per-trial links)
     git_commit: str = "unknown"
     wall_s: float = 0.0  # the driver's wall time over every session of the sweep
     sessions: int = 0  # driver sessions that added to wall_s (0 in sweeps of earlier versions)

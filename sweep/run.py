@@ -20,10 +20,12 @@
     --out DIR          sweep directory (default: <storage_path>/<sweep name>)
     -v, --verbose      Ray Tune's own progress output and the trials' logs too (for debugging)
 
-The console shows the plan, a header per phase, one line per trial (`[7/10] final  n=2 · s0
-R@1 96.2  (8 s)  ETA 0:20`; failures with their error; `reused from <sweep>` for a trial answered
-from the trial store) and a closing block: each comparison's headline, the report path and the
-command + URL that open the runs in the MLflow UI.
+The console shows the plan, what it is starting (data checks, Ray, MLflow), a header per phase,
+one line per trial (`[7/10] final  n=2 · s0  R@1 96.2  (8 s)  ETA 0:20`; failures with their
+error; `reused from <sweep>` for a trial answered from the trial store), a status line when no
+trial ended for 30 s (`[7/10] ...  running 2, pending 1 · slowest n=2 · s1 epoch 4/8 (0:41)  ETA
+0:38`) and a closing block: each comparison's headline, the report path and the command + URL
+that open the runs in the MLflow UI.
 
 Exit status: 0 done, 1 done but final trials failed (the report covers the rest), 2 bad input
 (one line on stderr), 3 the driver could not write its own state -- a full disk, a read-only
@@ -45,6 +47,10 @@ import argparse
 import logging
 import os
 import shlex
+
+# As the Makefile does: a local Ray without token authentication, so `ray.init` does not print
+# its auth warning in the middle of the plan. Set before Ray is imported; a value given wins.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.errors import first_line
@@ -111,6 +117,7 @@ def _resume_command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    typed = list(argv)  # as given: the report lists it (argv may gain the --out of a `<name>-2`)
     args = _parser().parse_args(argv)
     if args.calibrate and not args.dry_run:
         print("error: --calibrate needs --dry-run", file=sys.stderr)
@@ -157,10 +164,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
         _keep_forecast(plan, sweep_dir)
-        outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
-                            cluster_config=args.cluster_config, verbose=args.verbose,
-                            reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
-                            store=args.store)
+        print(starting_line(plan, args.address), flush=True)
+        from sweep.writers import record_command  # pyarrow: after the lines above are out
+
+        undo = record_command(sweep_dir, typed)  # for the report: what was run, `--set` overrides and all
+        try:
+            outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
+                                cluster_config=args.cluster_config, verbose=args.verbose,
+                                reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
+                                store=args.store)
+        except BaseException:
+            if not (sweep_dir / PLAN_FILE).is_file():  # no sweep came of it: no command to list
+                undo()
+            raise
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
@@ -266,6 +282,14 @@ def _quiet_libraries(verbose: int) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+def starting_line(plan: SweepPlan, address: str | None) -> str:
+    """What the seconds before the first trial go to (the phase header follows once they are done)."""
+    from sweep.mlflow_check import resolve_tracking_uri
+
+    ray = f"joining Ray at {ray_address(address)}" if ray_address(address) != "local" else "starting a local Ray"
+    return f"-- checking the data, {ray}, opening MLflow ({resolve_tracking_uri(plan.spec.mlflow.tracking_uri)}) ..."
 
 
 def closing_block(outcome: SweepOutcome) -> str:

@@ -14,8 +14,11 @@ All MLflow calls happen in the driver -- in a Ray Tune `Callback` -- never insid
   happened to it (deleted, emptied, another `MLFLOW_TRACKING_URI`): a run created just before a
   driver was killed is adopted by its key, a missing one is recreated from the record (params,
   every evaluation, end status), a duplicate is deleted, and none is left RUNNING;
-- a trial answered from the store (reused) gets a child run too, tagged `sweep.reused_from`
-  with the sweep that ran it, carrying its metrics;
+- a trial answered from the store (reused) gets a light child run: tagged `sweep.reused_from`
+  (the sweep that ran it) and `sweep.trained_run` (the run that trained it, linked from its
+  description), with its final metrics as one value each (so the runs table, Group-by and the
+  compare view cover every trial of the sweep) and no history: its curves are in the run that
+  trained it, not copied into a second one;
 - the end status follows the trial: FINISHED, or FAILED with the error in the `error` tag
   (crash after all retries, or a non-finite loss); KILLED for trials cut off by Ctrl-C.
 
@@ -37,9 +40,15 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
 - the parent's params are the base config,
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
-- MLflow 3.17 opens an experiment on its GenAI overview; `Tracker.ui_hint`'s URL ends in
-  `?workflowType=machine_learning`, which opens the runs table (checked in Chromium; the
-  experiment tag `mlflow.experimentKind` does not change the page a fresh browser opens).
+- the parent run is named after its sweep directory (`quickstart-2` for the second `make run`),
+  tagged `sweep.dir`; its `headline` tag, made first so that it is the first tag shown, holds the
+  first comparison in short (`sweep.parent_run.parent_headline`);
+- MLflow 3.17 opens an experiment on its GenAI overview unless told otherwise: the experiment is
+  tagged `mlflow.experimentKind = custom_model_development` (what the UI's experiment-kind
+  selector writes and the UI reads where its workflow switch is off), and every printed URL
+  carries `workflowType=machine_learning`, which this build's navigation follows (its switch is
+  on: without the parameter it shows the view the browser last chose, GenAI at first). Both
+  checked in headless Chromium.
 """
 from __future__ import annotations
 
@@ -66,6 +75,7 @@ from ray import tune
 from sweep.compat import TUNE_RESULT_KEYS
 from sweep.console import Console, describe_param
 from sweep.mlflow_writer import MlflowWriter
+from sweep.parent_run import ML_VIEW, UI_PORT, ui_base
 from sweep.pending import Identity, flatten_config, identity, identity_fields
 from sweep.plan import SEARCH, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
@@ -75,8 +85,9 @@ from sweep.trainable import TRIAL_ERROR
 
 _TUNE_KEYS = {*TUNE_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" kind
+HEADLINE_TAG = "headline"  # the parent's first tag: MLflow lists a run's tags in the order they were made
 STEP_KEY = "epoch"  # the step of every logged metric
-UI_PORT = 5000  # `mlflow ui`'s default
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # PyYAML built without libyaml: the Python one
 
 
@@ -161,35 +172,39 @@ class Tracker:
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found:
+            if found.tags.get("mlflow.experimentKind") is None:  # made by an earlier version, or by hand
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         # With a sqlite store, keep artifacts beside the database (not in whatever cwd the sweep
         # started from); `mlflow ui --backend-store-uri sqlite:///...` then shows them as they are.
         location = None
         if self.tracking_uri.startswith("sqlite:///"):
             location = Path(self.tracking_uri[len("sqlite:///"):]).parent.joinpath("mlartifacts").as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=location)
+        return self.client.create_experiment(self.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
 
     def ui_hint(self) -> tuple[str, str]:
         """The command that serves this store, runnable as printed (this interpreter's `-m mlflow`:
         `mlflow` is not on PATH without an activated venv), and the URL of the runs table."""
-        url = f"{self.ui_base()}/#/experiments/{self.experiment_id}?workflowType=machine_learning"
+        url = f"{self.ui_base()}/#/experiments/{self.experiment_id}?{ML_VIEW}"
         if self.tracking_uri.startswith(("http://", "https://")):
             return "", url
         python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
         return f"{shlex.quote(python)} -m mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)} --port {UI_PORT}", url
 
     def ui_base(self) -> str:
-        if self.tracking_uri.startswith(("http://", "https://")):
-            return self.tracking_uri.rstrip("/")
-        return f"http://127.0.0.1:{UI_PORT}"
+        return ui_base(self.tracking_uri)
 
     def run_url(self, run_id: str) -> str:
         """The run's page: for the parent, its description (the headlines) and artifacts (report.html)."""
-        return f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return self.run_url_in(self.experiment_id, run_id)
+
+    def run_url_in(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
 
     def artifact_url(self, run_id: str, path: str) -> str:
         """A run's artifact, opened in MLflow's artifact viewer (report.html renders there)."""
-        return f"{self.run_url(run_id)}/artifacts/{path}"
+        return f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}/artifacts/{path}?{ML_VIEW}"
 
     def compare_url(self, run_ids: list[str]) -> str:
         """MLflow's compare view of `run_ids` (this MLflow ignores filter parameters on the runs
@@ -260,13 +275,13 @@ class Tracker:
             if not token:
                 return out
 
-    def log_history(self, run_id: str, history: list[dict[str, float]], prefix: str) -> None:
+    def log_history(self, run_id: str, history: list[dict[str, float]], prefix: str, first: tuple[str, ...] = ()) -> None:
         """Every evaluation of a trial, each at its epoch (a run recreated from the store)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, int(h.get(STEP_KEY, i + 1)))
-                 for i, h in enumerate(history) for k, v in mlflow_metric_names(h, prefix).items()]
+                 for i, h in enumerate(history) for k, v in mlflow_metric_names(h, prefix, first).items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
@@ -302,8 +317,9 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
 
-    def log_results(self, run_id: str, metrics: dict[str, float], description: str) -> None:
-        """A sweep's statistics on its parent run, the headlines as the run's description."""
+    def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "") -> None:
+        """A sweep's statistics on its parent run, the headlines as the run's description, the
+        first one also in its `headline` tag (the first tag on the run page's first screen)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -311,6 +327,8 @@ class Tracker:
         for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
         self.client.set_tag(run_id, "mlflow.note.content", description)
+        if headline:
+            self.client.set_tag(run_id, HEADLINE_TAG, headline[:_MAX_TAG])
 
 
 def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],
@@ -322,9 +340,12 @@ def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: di
     return params | flatten_config({"sweep": sweep})
 
 
-def mlflow_metric_names(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """What a trial logs: everything but the step, search metrics under their own prefix."""
-    return {f"{prefix}{k}": v for k, v in metrics.items() if k != STEP_KEY}
+def mlflow_metric_names(metrics: dict[str, float], prefix: str, first: tuple[str, ...] = ()) -> dict[str, float]:
+    """What a trial logs: everything but the step, search metrics under their own prefix; the
+    metrics in `first` first. MLflow keeps a run's metrics in the order they were first logged,
+    and its compare view opens its plot on the first metric the runs share: the primary one."""
+    ordered = {k: metrics[k] for k in first if k in metrics} | metrics
+    return {f"{prefix}{k}": v for k, v in ordered.items() if k != STEP_KEY}
 
 
 class RunRef:
@@ -350,6 +371,7 @@ class TrialRuns:
         self.log, self.tracker, self.writer = log, tracker, writer
         self.sweep_name, self.labels, self.search_prefix = sweep_name, labels, search_prefix
         self._refs: dict[str, RunRef] = {}  # key -> this session's run of the trial
+        self.first: tuple[str, ...] = ()  # the metrics each run logs first (`open_parent`: the primary ones)
         self.parent = RunRef(log.meta.mlflow_parent_run_id)  # the sweep's run (`open_parent`)
         self.parent_status: Optional[str] = None  # its status before this session reopened it
         # Runs made by the writer whose ids are not yet in the store (key None: the parent).
@@ -387,8 +409,10 @@ class TrialRuns:
 
     def _record_parent(self, run_id: str) -> None:
         meta, tracker = self.log.meta, self.tracker
-        if (meta.mlflow_parent_run_id, meta.tracking_uri, meta.experiment) != (run_id, tracker.tracking_uri, tracker.experiment):
-            self.log.update_meta(mlflow_parent_run_id=run_id, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+        known = (run_id, tracker.tracking_uri, tracker.experiment, tracker.experiment_id)  # the id: cached by the parent's job
+        if (meta.mlflow_parent_run_id, meta.tracking_uri, meta.experiment, meta.experiment_id) != known:
+            self.log.update_meta(mlflow_parent_run_id=run_id, tracking_uri=tracker.tracking_uri,
+                                 experiment=tracker.experiment, experiment_id=tracker.experiment_id)
 
     def open_parent(self, plan: SweepPlan, sweep_dir: Path) -> RunRef:
         """The sweep's parent run in the tracking store in use: reopened where it exists; found by
@@ -396,6 +420,7 @@ class TrialRuns:
         (a new sweep, or a store that lost it). Recorded, with the store's URI, at the next `settle`.
         With a writer, the first job of a new sweep: MLflow's store opens while Tune starts."""
         meta, ref = self.log.meta, self.parent
+        self.first = tuple(dict.fromkeys((plan.spec.metric, plan.spec.search_metric)))
         # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
         known = meta.mlflow_parent_run_id if meta.tracking_uri in (None, self.tracker.tracking_uri) else None
         tags, params, files = self._parent_fields(plan, sweep_dir)
@@ -408,7 +433,7 @@ class TrialRuns:
                 tracker.reopen(found)
                 ref.run_id = found
             else:
-                ref.run_id = tracker.start_run(plan.name, tags, params)
+                ref.run_id = tracker.start_run(sweep_dir.name, tags, params)
                 tracker.log_files(ref.run_id, files)
             self._created.put((None, ref))
 
@@ -417,9 +442,11 @@ class TrialRuns:
         return ref
 
     def _parent_fields(self, plan: SweepPlan, sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
-        """The parent run's tags, params and files."""
-        tags = {"sweep.name": plan.name, "sweep.id": self.log.sweep_id, "sweep.role": "parent",
-                "sweep.source": plan.source, "mlflow.source.git.commit": self.log.meta.git_commit}
+        """The parent run's tags, params and files. It is named after its directory (`quickstart-2`:
+        the same YAML's second sweep); the headline tag is made first, so that it is the first tag
+        shown (its value comes with the results)."""
+        tags = {HEADLINE_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": self.log.sweep_id,
+                "sweep.role": "parent", "sweep.source": plan.source, "mlflow.source.git.commit": self.log.meta.git_commit}
         searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
         params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
         return tags, params, [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()]
@@ -432,7 +459,7 @@ class TrialRuns:
         tags, params, files = self._parent_fields(plan, sweep_dir)
 
         def start() -> str:
-            run_id = self.tracker.start_run(plan.name, tags, params)
+            run_id = self.tracker.start_run(sweep_dir.name, tags, params)
             self.tracker.log_files(run_id, files)
             return run_id
 
@@ -465,22 +492,30 @@ class TrialRuns:
             "mlflow.source.git.commit": record.code_version or self.log.meta.git_commit,
             **{f"sweep.coord.{k}": v for k, v in record.coords.items()},
         }
+        trained = None
         if record.reused_from:
             tags["sweep.reused_from"] = record.reused_from
+            trained = self._trained_run(record)
         ref = self._refs[record.key] = RunRef()
         params = flatten_config(record.config)
         # libyaml's emitter: the same text as `yaml.safe_dump` (same representer), a fifth of the CPU.
         config = yaml.dump(record.config, Dumper=_YAML_DUMPER, sort_keys=False) if record.config else None
         ended = record.status != RUNNING
+        prefix = self.prefix(record)
 
         def job() -> None:
             tags["mlflow.parentRunId"] = self.parent.run_id  # made by an earlier job
+            if record.reused_from:
+                tags.update(self._reused_tags(record, trained))
             ref.run_id = self.tracker.start_run(record.label or record.key, tags, params)
             if config:
                 self.tracker.log_text(ref.run_id, config, "config.yaml")
             self._created.put((record.key, ref))
-            if ended:
-                self.tracker.log_history(ref.run_id, record.history, self.prefix(record))
+            if record.reused_from:  # its result, one value per metric; the curves stay in the run that trained it
+                self.tracker.log_metrics(ref.run_id, mlflow_metric_names(record.metrics, prefix, self.first),
+                                         record.last_step)
+            elif ended:
+                self.tracker.log_history(ref.run_id, record.history, prefix, self.first)
 
         self._do(job)
         if ended:
@@ -488,8 +523,27 @@ class TrialRuns:
         self.settle()
         return ref
 
+    def _trained_run(self, record: TrialRecord) -> Optional[str]:
+        """The MLflow run of the trial that produced a reused result (a sweep's own run, never
+        another reused one), if its sweep recorded one."""
+        found = self.log.store.finished([record.content_key]).get(record.content_key)
+        return found[1].mlflow_run_id if found and not found[1].reused_from else None
+
+    def _reused_tags(self, record: TrialRecord, trained: Optional[str]) -> dict[str, str]:
+        """`sweep.trained_run` and a description linking the run that trained it (writer thread)."""
+        where = f"sweep `{record.reused_from}`"
+        tags = {"sweep.trained_run": trained or ""}
+        if trained and self.tracker.exists(trained):
+            experiment = self.tracker.client.get_run(trained).info.experiment_id
+            link = f"[the run that trained it]({self.tracker.run_url_in(experiment, trained)})"
+        else:
+            link = f"its run{f' `{trained}`' if trained else ''} (in that sweep's tracking store)"
+        tags["mlflow.note.content"] = (f"**Reused**: this result was trained by {where}, not again here; "
+                                       f"its evaluations per epoch are in {link}. This run holds the result only.")
+        return tags
+
     def log_metrics(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
-        ref, named = self.ref(record), mlflow_metric_names(metrics, self.prefix(record))
+        ref, named = self.ref(record), mlflow_metric_names(metrics, self.prefix(record), self.first)
         self._do(lambda: self.tracker.log_metrics(ref.run_id, named, step))
 
     def reopen(self, record: TrialRecord, trial_id: str) -> None:
@@ -519,7 +573,8 @@ class TrialRuns:
         """The run ends as the record did, with `metrics.json` (the record's results) attached."""
         ref = self.ref(record)
         summary = json.dumps({"status": record.status, "error": record.error, "final": record.metrics,
-                              "history": record.history, "reused_from": record.reused_from}, indent=1)
+                              "history": [] if record.reused_from else record.history,
+                              "reused_from": record.reused_from}, indent=1)
         status, error = record.status, record.error
 
         def job() -> None:
@@ -605,10 +660,21 @@ class TrackingCallback(tune.Callback):
         return self.specs[trial.config["trial"]]
 
     def setup(self, **info: Any) -> None:
-        self.console.phase_started(self._ended())
+        from sweep.progress import epochs_per_trial, expected_final_trials, trials_left
+
+        records = self.log.trials()
+        self.console.phase_started(self._ended(), trials_left(self.plan, records), epochs_per_trial(self.plan))
+        if self.plan.spec.policy:  # the final phase counted up to max seeds: say so, and what to expect
+            from sweep.sequential import PolicyView
+
+            spec = self.plan.spec
+            view = PolicyView.of(spec.policy, self.plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+            self.console.progress.at_most = True
+            self.console.progress.expected_final = expected_final_trials(view, records)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.runs.settle()  # the runs the writer made meanwhile: their ids into the store
+        self.console.tick()
 
     def _ended(self) -> int:
         return self.log.ended
@@ -642,6 +708,7 @@ class TrackingCallback(tune.Callback):
             record = self.log.update(key, trial_id=trial.trial_id, status=RUNNING, error=None, failure=None,
                                      attempts=record.attempts + 1, tune_experiment=trial.experiment_dir_name)
             self.runs.reopen(record, trial.trial_id)
+            self.console.trial_started(record, (spec.phase, spec.cell))
             return
         sampled = trial.config.get("params")
         ident = self.identities.get(key) or identity(self.plan, spec, sampled)
@@ -654,6 +721,7 @@ class TrackingCallback(tune.Callback):
             checkpoint=str(trial_checkpoint(self.log.sweep_dir, key)), hardware=self.hardware, **identity_fields(ident),
         ))
         self.runs.create(record)
+        self.console.trial_started(record, (spec.phase, spec.cell))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(TRIAL_ERROR):
@@ -666,6 +734,7 @@ class TrackingCallback(tune.Callback):
         self.log.update(record.key, last_step=step, metrics=metrics, history=[*record.history, metrics],
                         wall_s=float(result.get("time_total_s", record.wall_s or 0.0)))
         self.runs.log_metrics(record, metrics, step)
+        self.console.evaluated(record, step, float(result.get("time_total_s", 0.0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = (trial.last_result or {}).get(TRIAL_ERROR)

@@ -4,6 +4,11 @@ artifact viewer renders it whole).
 
 Both documents are rendered from one list of blocks (`report_blocks`): headings, paragraphs,
 bullet lists, tables and figures, so the markdown and the HTML never say different things.
+
+What was run comes first after the headlines: the command of each session (`commands.txt`, with
+its `--set` overrides; `record_command`), the git commit, and the recipe -- the base config's
+fields that differ from their defaults, with the swept and searched ones saying so. Each trial
+row links its MLflow run (`#/runs/<id>`, which MLflow's UI opens in its experiment).
 """
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import html
 import json
 import math
 import re
+import shlex
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -23,7 +30,7 @@ import pyarrow.parquet as pq
 
 from dml_core.io import atomic_write_text
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
-from sweep.plots import Figure
+from sweep.plots import Figure, kept_sample
 from sweep.records import FINISHED, SEARCH
 from sweep.console import describe_budget
 from sweep.labels import is_fraction
@@ -32,6 +39,7 @@ from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
 from sweep.selection import Z
 from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
 
+COMMANDS_FILE = "commands.txt"  # one line per driver session: `<UTC time>  <command>`
 CLIPPED = "†"  # marks an interval bound clipped to the metric's range
 DASHBOARD_INSTALL = ".venv/bin/pip install -e '.[dashboard]'"
 
@@ -101,6 +109,7 @@ def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path)
     if len(results.search_unseparated) > 5:
         blocks.append(Para(f"... and {len(results.search_unseparated) - 5} more cells whose search could not separate "
                            "candidates (the Search section)."))
+    blocks += _what_ran_section(results, sweep_dir)
     blocks += _policy_section(results)
     blocks += _cells_section(results)
     if plan.spec.baseline:
@@ -137,6 +146,95 @@ def _summary(results: SweepResults) -> str:
             f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials). "
             f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best|best_on_test` "
             "or `python sweep/report.py DIR --evaluation best`.")
+
+
+def record_command(sweep_dir: Path, argv: list[str]) -> Callable[[], None]:
+    """Append this session's command line to the sweep's `commands.txt` (the report lists them);
+    returns what takes it out again, for a session that stopped before its sweep existed."""
+    path = sweep_dir / COMMANDS_FILE
+    before = path.read_text() if path.is_file() else None
+    line = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC  {shlex.join(['python', 'sweep/run.py', *argv])}\n"
+    made = [d for d in (sweep_dir, *sweep_dir.parents) if not d.exists()]  # folders this makes, deepest first
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, (before or "") + line)
+
+    def undo() -> None:
+        if before is not None:
+            atomic_write_text(path, before)
+            return
+        path.unlink(missing_ok=True)
+        for folder in made:  # a failed start leaves no folder behind (one that holds nothing else)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    return undo
+
+
+def recipe_rows(results: SweepResults) -> list[list[str]]:
+    """`[field, value, default]` for each field of the base config that differs from its default,
+    plus the components' names; a swept field says `grid [...]`, a searched one its space."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    from dml_core.config import config_from_dict
+    from sweep.console import describe_param
+    from sweep.plan import yaml_value
+
+    plan = results.plan
+    spec = plan.spec
+    swept = {k: f"grid {yaml_value(v)}" for k, v in spec.grid.items()}
+    for arm, overrides in spec.arms.items():
+        for k in overrides:
+            swept.setdefault(k, "per arm")
+    swept |= {k: f"searched {describe_param(p)}" for k, p in (spec.search.params if spec.search else {}).items()}
+    rows = []
+
+    def walk(model: Any, prefix: str) -> None:
+        for name, info in type(model).model_fields.items():
+            value, key = getattr(model, name), f"{prefix}{name}"
+            if key == "sweep":
+                continue
+            if isinstance(value, BaseModel):
+                walk(value, key + ".")
+                continue
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            differs = default is PydanticUndefined or _plain(value) != _plain(default)
+            if differs or key in swept or name in ("name", "backbone"):
+                rows.append([f"`{key}`", swept.get(key, yaml_value(_plain(value))),
+                             "-" if default is PydanticUndefined else yaml_value(_plain(default))])
+
+    walk(config_from_dict(plan.base, plan.source), "")
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so a YAML list and its validated tuple compare (and print) alike."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _what_ran_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
+    """The commands (with their `--set` overrides), the code's commit and the resolved recipe."""
+    path = sweep_dir / COMMANDS_FILE
+    commands = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    commit = results.records.meta.git_commit
+    blocks: list[Block] = [Heading("What was run")]
+    if commands:
+        blocks += [Para("Commands (one per driver session; `--set` overrides the YAML):"),
+                   Bullets([f"`{c}`" for c in commands])]
+    else:
+        blocks.append(Para(f"Command not recorded (a sweep started by an earlier version, or from Python); "
+                           f"the YAML as run is `{sweep_dir / 'sweep.yaml'}`."))
+    blocks.append(Para(f"Code: git commit `{commit}`; source `{results.plan.source}`; the resolved YAML "
+                       f"`sweep.yaml` in the sweep folder."))
+    rows = recipe_rows(results)
+    blocks += [Para("Recipe: the base experiment's fields that differ from their defaults (and the components "
+                    "it uses); a swept or searched field says so."),
+               Table(["field", "value", "default"], rows)]
+    return blocks
 
 
 def _policy_section(results: SweepResults) -> list[Block]:
@@ -216,7 +314,7 @@ def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
                "-" if c is None or c.queries is None else c.queries,
                "-" if c is None else ("yes" if c.separated else "**no**: within noise")]
         if folds:
-            won = next((t for t in s.samples if c and t.trial_id == c.trial_id), None)
+            won = kept_sample(s)
             scores = [won.metrics.get(f"fold{i}_{metric}") if won else None for i in range(folds)]
             row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
         rows.append(row)
@@ -250,16 +348,40 @@ def _trials_section(results: SweepResults) -> list[Block]:
     def status(r: dict) -> str:  # a reused result says which sweep trained it
         return f"{r['status']}, reused from {Path(r['reused_from']).name}" if r.get("reused_from") else r["status"]
 
-    rows = [[r["label"] or r["key"], r["phase"], status(r), fmt_metric(metric, r.get(metric)),
-             "-" if r["epochs"] is None else r["epochs"], fmt_params(json.loads(r["params"])), (r["error"] or "")[:200]]
+    search = results.search_metric
+    prefix = "holdout" if results.plan.spec.search and results.plan.spec.search.holdout is not None else "search"
+    run_url = _run_link(results)
+
+    def scores(r: dict) -> list[str]:  # a search trial's score is its search metric; a final trial's, the test split's
+        if r["phase"] == SEARCH:
+            return [fmt_metric(search, r.get(search)), "-"]
+        return ["-", fmt_metric(metric, r.get(metric))]
+
+    rows = [[r["label"] or r["key"], r["phase"], status(r), *scores(r),
+             "-" if r["epochs"] is None else r["epochs"], fmt_params(json.loads(r["params"])),
+             run_url(r.get("mlflow_run_id")), (r["error"] or "")[:200]]
             for r in trials]
     reused = sum(bool(r.get("reused_from")) for r in trials)
     note = (f" {reused} of {len(trials)} trials were reused from the trial store (trained by the sweep named in "
             "their status, not again here); the statistics treat them like any other trial." if reused else "")
     return [Heading("Trials"),
-            Para("Search trials show their search score (held-out classes when the search holds some out), final "
-                 "trials their test-split score." + note),
-            Table(["trial", "phase", "status", _unit(metric), "epoch", "params", "error"], rows)]
+            Para(f"Search trials show their search score ({metric_label(search)} on "
+                 f"{'held-out training classes' if prefix == 'holdout' else 'the test split'}), final trials their "
+                 f"test-split score; each trial links its MLflow run." + note),
+            Table(["trial", "phase", "status", f"search {_unit(search)}" if results.plan.spec.search else "search",
+                   f"test {_unit(metric)}", "epoch", "params", "MLflow", "error"], rows)]
+
+
+def _run_link(results: SweepResults) -> Callable[[Optional[str]], str]:
+    """A trial's MLflow run as a link in the model-training view (`#/runs/<id>`, which opens it in
+    the GenAI view, for a sweep that did not record its experiment's id), or `-`."""
+    from sweep.parent_run import ML_VIEW, ui_base
+
+    meta = results.records.meta
+    base = ui_base(meta.tracking_uri) if meta.tracking_uri else None
+    where = f"experiments/{meta.experiment_id}/runs" if meta.experiment_id else "runs"
+    view = f"?{ML_VIEW}" if meta.experiment_id else ""
+    return lambda run_id: f"[run]({base}/#/{where}/{run_id}{view})" if base and run_id else "-"
 
 
 # --------------------------------------------------------------------------- markdown
@@ -300,9 +422,10 @@ ul li{margin:.2em 0}"""
 
 
 def _inline(text: str) -> str:
-    """Escape, then the two markdown marks the report uses: `code` and **bold**."""
+    """Escape, then the markdown marks the report uses: `code`, [links](url) and **bold**."""
     s = html.escape(str(text))
     s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    s = re.sub(r"\[([^\]]+)\]\((https?://[^)\s]+)\)", r'<a href="\2">\1</a>', s)
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
 
 

@@ -35,8 +35,10 @@ def test_closing_block_names_methods_and_prints_urls_that_open_answers(tmp_path:
     text = closing_block(outcome, 65.0)
     assert text.splitlines()[0] == "-- done in 1:05: 4 trials finished, 0 failed; metrics in %, differences in points"
     assert "   MS+EE n=2 vs MS: R@1 +3.5 points (95% CI " in text and "2 seed pairs): " in text
-    assert "         sweep:   http://127.0.0.1:5000/#/experiments/7/runs/P1  (" in text
-    assert "         report:  http://127.0.0.1:5000/#/experiments/7/runs/P1/artifacts/report.html" in text
+    # the model-training view, not MLflow 3's GenAI one (checked in Chromium)
+    assert "         sweep:   http://127.0.0.1:5000/#/experiments/7/runs/P1?workflowType=machine_learning  (" in text
+    assert ("         report:  http://127.0.0.1:5000/#/experiments/7/runs/P1/artifacts/report.html?workflowType=machine_learning"
+            in text)
     assert ('         compare: http://127.0.0.1:5000/#/compare-runs?runs=["run0","run1","run2","run3"]&experiments=["7"]'
             in text)
 

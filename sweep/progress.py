@@ -1,0 +1,315 @@
+"""How far a running sweep is, and when it will end: the state behind the console's status lines
+and ETA (`sweep.console.Console`), fed by the sweep's Tune callback.
+
+The ETA counts work in trial-seconds, never in "trials per wall second": every trial is timed by
+its own clock (Tune's `time_total_s` at each evaluation, per epoch), per phase and per cell, so
+two trials ending in the same second change the estimate by what they measured, not by a count
+(the pace of "seconds since the phase began / trials ended" doubled on the first of two and
+halved on the second). The estimate is
+
+    (start-up + epochs x seconds per epoch, summed over the trials not yet started, + what is left
+     of the running ones) / the concurrency reached, and at least the longest running trial
+
+with seconds per epoch from the trials of the same phase and cell, else of the phase, else of the
+other phase (`extrapolated`: final trials often take longer than search trials, which train on
+fewer classes and score fewer queries). Under a seed policy the final phase counts every seed
+up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
+(`expected_final_trials`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
+
+import numpy as np
+
+from sweep.records import FINAL, TrialRecord
+
+if TYPE_CHECKING:
+    from sweep.plan import SweepPlan
+    from sweep.sequential import PolicyView
+
+Slot = tuple[str, str]  # (phase, cell)
+
+
+@dataclass
+class Live:
+    """A running trial as the driver sees it."""
+
+    label: str
+    slot: Slot
+    epochs: int  # what it will train
+    started: float  # driver clock at its start
+    epoch: int = 0  # last evaluated epoch
+    trial_s: float = 0.0  # its own clock at that evaluation
+    reported: float = 0.0  # driver clock at that evaluation
+    first: Optional[tuple[int, float]] = None  # (epoch, trial_s) of its first evaluation this attempt
+    fresh: bool = True  # started before any trial of its phase ended: in a new worker process
+
+    def pace(self) -> Optional[tuple[float, int]]:
+        """(seconds, epochs) between its first and last evaluation: its pace without its start-up."""
+        if self.first is None or self.epoch <= self.first[0]:
+            return None
+        return self.trial_s - self.first[1], self.epoch - self.first[0]
+
+    def start_up(self) -> Optional[float]:
+        """Seconds before its first epoch began (data, model, the process): not per epoch."""
+        pace = self.pace()
+        if pace is None:
+            return None
+        return max(0.0, self.first[1] - self.first[0] * pace[0] / pace[1])
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    extrapolated: bool  # a phase not timed yet, paced by the other phase
+    at_most: bool = False  # a seed policy: every seed up to max counted
+    expected_s: Optional[float] = None  # a seed policy: the seeds it is expected to run
+
+
+@dataclass
+class Progress:
+    """Trials pending (per phase and cell), running and timed, for one sweep session.
+
+    A trial's time is its start-up (data, model, and in a new worker process the imports: the same
+    for a short and a long trial) plus its epochs at its slot's pace; the pace comes from the
+    seconds between a trial's first and last evaluation, so start-ups do not inflate it. Start-ups
+    are kept apart for the first trials of a phase (each phase is a new Tune experiment: new worker
+    processes, measured 40-45 s on the quickstart under load) and the later ones, which reuse a
+    worker (about 1 s): the first trials' start-up counted for every trial made the ETA at half
+    the quickstart 55 % too long."""
+
+    epochs: dict[Slot, int]  # epochs (x folds) a trial of the slot trains
+    clock: Callable[[], float] = time.monotonic
+    pending: dict[Slot, int] = field(default_factory=dict)
+    live: dict[str, Live] = field(default_factory=dict)
+    at_most: bool = False  # final trials counted up to a seed policy's max
+    expected_final: Optional[dict[str, float]] = None  # cell -> final trials a policy is expected to add
+    _paced: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] between evaluations
+    _whole: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] of whole trials
+    _start_ups: dict[tuple[bool, str], list[float]] = field(default_factory=dict)  # (fresh, phase) -> measured
+    _peak: int = 0
+    _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
+    _ended_in_phase: int = 0
+
+    def phase_started(self, pending: dict[Slot, int]) -> None:
+        """What the store says is left (the trials of both phases not ended), at a phase's start."""
+        self.pending = {k: v for k, v in pending.items() if v > 0}
+        self.live.clear()
+        self._started.clear()
+        self._ended_in_phase = 0
+
+    def started(self, key: str, label: str, slot: Slot, epoch: int = 0) -> None:
+        now = self.clock()
+        if key in self.live:  # a retry, or a trial continued by --resume: its clock restarts
+            t = self.live[key]
+            t.started, t.reported, t.epoch, t.trial_s, t.first = now, now, epoch, 0.0, None
+            return
+        if self.pending.get(slot):
+            self.pending[slot] -= 1
+        self._started[slot[0]] = self._started.get(slot[0], 0) + 1
+        self.live[key] = Live(label, slot, self.epochs.get(slot, 1), now, epoch, reported=now,
+                              fresh=self._ended_in_phase == 0)
+        self._peak = max(self._peak, len(self.live))
+
+    def evaluated(self, key: str, epoch: int, trial_s: float) -> None:
+        t = self.live.get(key)
+        if t is None or epoch <= t.epoch or trial_s <= 0:
+            return
+        if t.first is None:
+            t.first = (epoch, trial_s)
+        t.epoch, t.trial_s, t.reported = epoch, trial_s, self.clock()
+
+    def ended(self, key: str, seconds: float, epochs: int) -> None:
+        t = self.live.pop(key, None)
+        if t is None:
+            return
+        self._ended_in_phase += 1
+        if (pace := t.pace()) is not None:
+            _add(self._paced, t.slot, *pace)
+            self._start_ups.setdefault((t.fresh, t.slot[0]), []).append(t.start_up())
+        if epochs > 0 and math.isfinite(seconds) and seconds > 0:
+            _add(self._whole, t.slot, seconds, epochs)
+
+    @property
+    def running(self) -> int:
+        return len(self.live)
+
+    @property
+    def waiting(self) -> int:
+        return sum(self.pending.values())
+
+    def _start_up(self, fresh: bool, phase: str) -> float:
+        """Median start-up of trials like it (new worker or not; its phase, else any phase), else
+        of the other kind; 0 before any was measured."""
+        measured: dict[tuple[bool, str], list[float]] = {k: list(v) for k, v in self._start_ups.items()}
+        for t in self.live.values():
+            if (s := t.start_up()) is not None:
+                measured.setdefault((t.fresh, t.slot[0]), []).append(s)
+        for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: k[1] == phase, lambda k: True):
+            values = [v for k, vs in measured.items() if keep(k) for v in vs]
+            if values:
+                return float(np.median(values))
+        return 0.0
+
+    def _pace(self, slot: Slot) -> tuple[Optional[float], bool]:
+        """(seconds per epoch, extrapolated) for a trial of `slot`: from its
+        cell's trials, else its phase's, else any; paces between evaluations first, else ended
+        trials' seconds per epoch (start-up included: a trial that evaluates once, at its end).
+        None before a trial evaluated twice or ended: a first evaluation's time is mostly start-up
+        (a fresh worker imports torch), and an ETA from it came out 10x too long."""
+        paced = {k: list(v) for k, v in self._paced.items()}
+        whole = {k: list(v) for k, v in self._whole.items()}
+        for t in self.live.values():  # one evaluation alone is mostly start-up: no pace from it
+            if (pace := t.pace()) is not None:
+                _add(paced, t.slot, *pace)
+        for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
+            rate = _pooled(paced, keep)
+            if rate is not None:
+                return rate, guessed
+            rate = _pooled(whole, keep)
+            if rate is not None:
+                return rate, guessed
+        return None, False
+
+    def remaining(self, t: Live, now: float) -> Optional[float]:
+        """Seconds left of a running trial: by its own pace once it has one, else its slot's."""
+        pace = t.pace()
+        if pace is not None:
+            total = t.first[1] + (t.epochs - t.first[0]) * pace[0] / pace[1]
+        else:
+            rate, _ = self._pace(t.slot)
+            if rate is None:
+                return None
+            total = self._start_up(t.fresh, t.slot[0]) + t.epochs * rate
+        ran = t.trial_s + (now - t.reported) if t.epoch else now - t.started
+        return max(0.0, total - ran)
+
+    def slowest(self) -> Optional[tuple[Live, float]]:
+        """The running trial expected to end last, with its elapsed seconds."""
+        now = self.clock()
+        if not self.live:
+            return None
+        t = max(self.live.values(), key=lambda t: (self.remaining(t, now) or 0.0, now - t.started))
+        return t, now - t.started
+
+    def eta(self) -> Optional[Estimate]:
+        """Seconds until every trial counted has ended; None before any trial was timed."""
+        now = self.clock()
+        work, longest, guessed = 0.0, 0.0, False
+        for t in self.live.values():
+            left = self.remaining(t, now)
+            if left is None:
+                return None
+            work, longest = work + left, max(longest, left)
+        per_slot: dict[Slot, float] = {}
+        # New workers for the first trials of a phase not begun, or not yet at its concurrency.
+        new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
+        for slot, n in self.pending.items():
+            rate, extrapolated = self._pace(slot)
+            if rate is None:
+                return None
+            guessed |= extrapolated
+            fresh = min(n, new_workers[slot[0]])
+            new_workers[slot[0]] -= fresh
+            per_slot[slot] = self._start_up(False, slot[0]) + rate * self.epochs.get(slot, 1)
+            work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0]) - self._start_up(False, slot[0]))
+        trials = self.running + self.waiting
+        if trials == 0:
+            return None
+        width = max(1, min(self._peak, trials))
+        seconds = max(work / width, longest)
+        estimate = Estimate(seconds, guessed, at_most=self.at_most and any(s[0] == FINAL for s in self.pending))
+        if estimate.at_most and self.expected_final is not None:
+            cut = sum(max(0.0, n - self.expected_final.get(slot[1], n)) * per_slot[slot]
+                      for slot, n in self.pending.items() if slot[0] == FINAL)
+            left = trials - sum(max(0.0, n - self.expected_final.get(slot[1], n))
+                                for slot, n in self.pending.items() if slot[0] == FINAL)
+            estimate.expected_s = max((work - cut) / max(1.0, min(self._peak, left)), longest)
+        return estimate
+
+
+def _add(sums: dict[Slot, list[float]], slot: Slot, seconds: float, epochs: float) -> None:
+    s = sums.setdefault(slot, [0.0, 0.0])
+    s[0] += seconds
+    s[1] += epochs
+
+
+def _pooled(sums: dict[Slot, list[float]], keep: Callable[[Slot], bool]) -> Optional[float]:
+    seconds = sum(v[0] for k, v in sums.items() if keep(k))
+    epochs = sum(v[1] for k, v in sums.items() if keep(k))
+    return seconds / epochs if epochs else None
+
+
+def expected_final_trials(view: "PolicyView", records: Iterable[TrialRecord], draws: int = 2000,
+                          seed: int = 0) -> Optional[dict[str, float]]:
+    """Per cell, the final trials a seed policy is expected to add to what has ended, by simulation:
+    each open comparison's remaining seeds drawn from a normal with its observed paired mean and
+    spread (a plug-in estimate), the policy's own procedure run on each draw. None before every
+    open comparison has two paired values (no spread to draw from)."""
+    from sweep.sequential import sequential_test
+
+    records = list(records)
+    ended = {(r.cell, r.seed) for r in records if r.phase == FINAL and r.ended}
+    design, seeds = view.design, view.seeds
+    rng = np.random.default_rng(seed)
+    seeds_of: dict[str, float] = {}  # cell -> expected seeds it ends with
+    for a in view.assess(records):
+        cells = a.quantity.cells
+        if a.closed:
+            stop = float(a.seeds_run)
+        else:
+            value = {(r.cell, r.seed): r.value(view.metric) for r in records if r.phase == FINAL and r.finished}
+            seen = [value[(a.quantity.cell, s)] - (value[(a.quantity.ref, s)] if a.quantity.ref else 0.0)
+                    for s in seeds if all((c, s) in value for c in cells)]
+            seen = [v for v in seen if math.isfinite(v)]
+            if len(seen) < 2:
+                return None
+            matrix = np.empty((draws, len(seeds)))
+            matrix[:, :len(seen)] = seen
+            matrix[:, len(seen):] = rng.normal(np.mean(seen), np.std(seen, ddof=1), (draws, len(seeds) - len(seen)))
+            own = a.quantity.ref is None  # a cell compared with nothing: only a width rule adds seeds
+            if own and design.ci_half_width is None:
+                stop = float(design.looks[0])
+            else:
+                rule = replace(design, decided=False, margin=None) if own else design
+                stopped = np.asarray(design.looks, dtype=float)[sequential_test(rule, matrix).look]
+                stop = float(stopped.mean())
+        for c in cells:
+            seeds_of[c] = max(seeds_of.get(c, 0.0), stop)
+    return {c: max(0.0, n - sum((c, s) in ended for s in seeds)) for c, n in seeds_of.items()}
+
+
+def epochs_per_trial(plan: "SweepPlan") -> dict[Slot, int]:
+    """Epochs a trial of each (phase, cell) trains; a search sample with k folds trains k times."""
+    from sweep.plan import SEARCH
+
+    base = int(plan.base["train"]["epochs"])
+    search = plan.spec.search
+    out: dict[Slot, int] = {}
+    for c in plan.cells:
+        epochs = int(c.overrides.get("train.epochs", base))
+        out[(FINAL, c.id)] = epochs
+        if search:
+            out[(SEARCH, c.id)] = epochs * (search.folds or 1)
+    return out
+
+
+def trials_left(plan: "SweepPlan", records: Iterable[TrialRecord]) -> dict[Slot, int]:
+    """Trials of each (phase, cell) not ended yet (search samples cut off are drawn again)."""
+    from sweep.plan import SEARCH
+
+    ended: dict[Slot, int] = {}
+    for r in records:
+        if r.ended:
+            ended[(r.phase, r.cell)] = ended.get((r.phase, r.cell), 0) + 1
+    search = plan.spec.search
+    out: dict[Slot, int] = {}
+    for c in plan.cells:
+        if search:
+            out[(SEARCH, c.id)] = max(0, search.num_samples - ended.get((SEARCH, c.id), 0))
+        out[(FINAL, c.id)] = max(0, len(plan.seeds) - ended.get((FINAL, c.id), 0))
+    return out
