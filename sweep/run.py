@@ -116,6 +116,19 @@ def _resume_command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `--store` reaches the store's helpers through $DML_TRIAL_STORE for this command only: a
+    # second call in one process (a test, a notebook) must not inherit the first one's store.
+    saved = os.environ.get("DML_TRIAL_STORE")
+    try:
+        return _main(argv)
+    finally:
+        if saved is None:
+            os.environ.pop("DML_TRIAL_STORE", None)
+        else:
+            os.environ["DML_TRIAL_STORE"] = saved
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     typed = list(argv)  # as given: the report lists it (argv may gain the --out of a `<name>-2`)
     args = _parser().parse_args(argv)

@@ -3,6 +3,7 @@ sweep's epochs, seeds and image size; calibration where none is stored; the repo
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,18 @@ def test_the_report_puts_the_forecast_beside_the_measured_cost(tmp_path: Path) -
                          wall_s=500.0, reused_from="/elsewhere")
     text = fc.beside_measured(again, [*ran, reused])
     assert "final forecast 1:40 for 2 trials, measured 2:00 over the 2 that trained here, measured / forecast 1.20" in text
+
+
+def test_store_flag_does_not_outlive_the_command(tmp_path: Path, monkeypatch) -> None:
+    """`main(["--store", X])` in one process (a test, a notebook) leaves $DML_TRIAL_STORE as it
+    found it: a later sweep in that process found its store at X, and the seed forecast of
+    tests/sweep/test_sequential.py read nothing when it ran after this file's calibrate test."""
+    from sweep.run import main
+
+    monkeypatch.delenv("DML_TRIAL_STORE", raising=False)
+    path = write_yaml(tmp_path / "c.yaml", {"seeds": [0]})
+    assert main([str(path), "--dry-run", "--out", str(tmp_path / "sw"), "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert "DML_TRIAL_STORE" not in os.environ
+    monkeypatch.setenv("DML_TRIAL_STORE", str(tmp_path / "mine.sqlite"))
+    assert main([str(path), "--dry-run", "--out", str(tmp_path / "sw"), "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert os.environ["DML_TRIAL_STORE"] == str(tmp_path / "mine.sqlite")
