@@ -25,6 +25,7 @@ train: $(VENV)/.installed
 	$(PY) -m dml_core.train experiments/quickstart.yaml
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # Under 5 minutes on one GPU: one pass/fail table (docs/gpu.md); says so and exits 0 without CUDA.

@@ -211,7 +211,7 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
     spec, res = plan.spec, plan.spec.resources_per_trial
     where = f" -> {sweep_dir}" if sweep_dir else ""
     factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
-    dropped = f" (after pinning/exclude)" if spec.exclude or _pins(spec) else ""
+    dropped = " (after pinning/exclude)" if spec.exclude or _pins(spec) else ""
     lines = [
         f"sweep {plan.name} ({plan.source}){where}",
         f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import math
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sweep.labels import fmt_points, is_fraction, metric_label, slug
 from sweep.results import SweepResults, in_unit, unit_of
 
-if TYPE_CHECKING:
-    from sweep.tracking import TrialRuns
 
 REPORT_HTML = "report.html"
 UI_PORT = 5000  # `mlflow ui`'s default
@@ -94,8 +92,9 @@ def parent_description(results: SweepResults) -> str:
     return text
 
 
-def publish(runs: "TrialRuns", results: SweepResults) -> str:
-    """Put `results` on the sweep's parent run so that it holds exactly the metrics this report
+def publish(runs: Any, results: SweepResults) -> str:
+    """Put `results` on the sweep's parent run (`runs`: the sweep's `tracking.TrialRuns`, not
+    imported here: `tracking` imports this module) so that it holds exactly the metrics this report
     shows; returns the parent's run id (a new one if it had to be replaced).
 
     A report can drop a metric an earlier report logged: a `--resume` that switched to a seed
@@ -114,7 +113,7 @@ def publish(runs: "TrialRuns", results: SweepResults) -> str:
     return parent
 
 
-def _replace(runs: "TrialRuns", old: Any) -> str:
+def _replace(runs: Any, old: Any) -> str:
     tracker, old_id = runs.tracker, old.info.run_id
     tags = {k: v for k, v in old.data.tags.items() if k not in ("mlflow.note.content", "mlflow.parentRunId")}
 

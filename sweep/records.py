@@ -17,7 +17,6 @@ Two keys name a trial:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field

@@ -176,6 +176,8 @@ def _main(argv: list[str] | None) -> int:
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
+        if not args.resume:  # a new sweep's store (foreign, newer, empty, read-only): before its folder exists
+            check_store_file(default_store_path(sweep_dir))
         _keep_forecast(plan, sweep_dir)
         print(starting_line(plan, args.address), flush=True)
         from sweep.writers import record_command  # pyarrow: after the lines above are out

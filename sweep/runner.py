@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 
@@ -38,6 +38,9 @@ from sweep.resources import check_fits, cluster_shapes
 from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
 from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
+
+if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
+    from sweep.tracking import TrialRuns
 
 log = logging.getLogger("sweep")
 

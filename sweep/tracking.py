@@ -79,7 +79,6 @@ from sweep.parent_run import ML_VIEW, UI_PORT, ui_base
 from sweep.pending import Identity, flatten_config, identity, identity_fields
 from sweep.plan import SEARCH, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
-from sweep.spec import SweepError
 from sweep.store import SweepLog, trial_checkpoint
 from sweep.trainable import TRIAL_ERROR
 

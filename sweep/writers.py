@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from dml_core.io import atomic_write_text
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
 from sweep.plots import Figure, kept_sample
-from sweep.records import FINISHED, SEARCH
+from sweep.records import SEARCH
 from sweep.console import describe_budget
 from sweep.labels import is_fraction
 from sweep.results import PAPERS_SELECTION_METRIC, Estimate, SweepResults, unit_of
@@ -96,7 +96,7 @@ def _describe_baseline(baseline: dict[str, Any]) -> str:
 
 
 def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
-    plan, metric = results.plan, results.metric
+    plan = results.plan
     blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(results))]
     from sweep.forecast import beside_measured, load as load_forecast  # the cost forecast the sweep started with
 
@@ -271,7 +271,7 @@ def _cells_section(results: SweepResults) -> list[Block]:
     key = "; ".join(f"{c.label} = `{c.id}`" for c in results.cells if c.label != c.id)
     clipped = any(c.stats[m].clipped for c in results.cells for m in shown)
     return [Heading(f"Per cell (mean [{CONFIDENCE:.0%} CI] over seeds)"),
-            Para(f"Student-t interval over seeds (`scipy.special.stdtrit`); with few seeds it is wide."
+            Para("Student-t interval over seeds (`scipy.special.stdtrit`); with few seeds it is wide."
                  + (f" {CLIPPED} the interval reaches past the metric's range and is clipped to it." if clipped else "")
                  + (f" Cells: {key}." if key else "")),
             Table(["cell", "seeds", *(_unit(m) for m in shown)], rows)]

@@ -172,7 +172,7 @@ class _FolderTree(_OneRootSplitByClass):
     def _one_form(self) -> "_FolderTree":
         given = [f for f in ("train_root", "test_root") if getattr(self, f) is not None]
         if given and self.root is not None:
-            raise ValueError(f"root: give either data.root (split by data.train_classes) or "
+            raise ValueError("root: give either data.root (split by data.train_classes) or "
                              "data.train_root + data.test_root, not both")
         if len(given) == 1:
             missing = "test_root" if given == ["train_root"] else "train_root"

@@ -12,7 +12,7 @@ import pytest
 from sweep.plan import Cell
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
 from sweep.sequential import (DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, OUTLIER_ALPHA, WIDTH, Design, PolicyView, Quantity,
-                              next_round, outlier_test, quantities, sequential_test)
+                              outlier_test, quantities, sequential_test)
 from sweep.spec import SeedPolicy
 from sweep.stats import PairedComparison, verdict
 
