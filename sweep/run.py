@@ -1,8 +1,8 @@
 """Run a sweep: `python sweep/run.py experiments/<name>.yaml [options]` (or `python -m sweep.run`).
 
     --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
-    --dry-run          print the trial plan and validate every trial config, data path and the
-                       resources; train nothing
+    --dry-run          print the trial plan and the figures the report will draw, and validate
+                       every trial config, data path and the resources; train nothing
     --resume           continue a sweep: an interrupted one, or one whose YAML grew (more seeds, arms,
                        cells or search samples: only the new trials run)
     --retry-failed     with --resume: restart trials that crashed (after their retries)
@@ -49,6 +49,7 @@ from dml_core.errors import first_line
 from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan
 from sweep.plan import SweepPlan, load_plan
+from sweep.plots import planned_figures
 from sweep.records import KILLED
 from sweep.store import PLAN_FILE
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
             check_fits(plan.spec.resources_per_trial, shapes, plan.source)
             print(describe_plan(plan, sweep_dir, cpus, gpus, max_cells=None if args.verbose else SCREEN_CELLS))
+            print("figures the report will draw:\n" + "\n".join(f"  {line}" for line in planned_figures(plan)))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)

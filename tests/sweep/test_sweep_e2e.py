@@ -124,7 +124,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
              if r["metric"] == "recall_at_1"}
     assert comps["arm=ms,model.embedding_dim=16"]["pairs"] == 2
     assert comps["arm=nan,model.embedding_dim=8"]["pairs"] == 0
-    assert (outcome.sweep_dir / "plot_model.embedding_dim.png").is_file()
+    assert (outcome.sweep_dir / "ablation_model.embedding_dim.png").is_file()
 
     # MLflow: one parent, one child per trial under it, statuses and errors as in the table.
     parent, children = runs_of(tracking_uri, "grid")
