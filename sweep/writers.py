@@ -278,7 +278,8 @@ def to_markdown(blocks: list[Block]) -> str:
 
 def _files_line(figure: Figure) -> str:
     """Where a figure's vector copy and data are (the sweep folder, the parent run's artifacts)."""
-    return "Beside it: " + ", ".join(f"`{f.name}`" for f in figure.files) + "."
+    return ("Beside it: " + ", ".join(f"`{f.name}`" for f in figure.files)
+            + " (the CSVs hold the points drawn, in the figure's units: series, x, mean, ci_low, ci_high, seeds).")
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:

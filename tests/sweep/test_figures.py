@@ -166,7 +166,7 @@ def test_the_report_shows_the_figure_and_names_its_files(tmp_path: Path) -> None
     assert {"ablation_n.png", "ablation_n.pdf", "ablation_n.csv", "ablation_n_diff.csv"} <= names
     md = (sweep_dir / "report.md").read_text()
     assert "## R@1 against synthetic points per sample n" in md and "](ablation_n.png)" in md
-    assert "Beside it: `ablation_n.pdf`, `ablation_n.csv`, `ablation_n_diff.csv`." in md
+    assert "Beside it: `ablation_n.pdf`, `ablation_n.csv`, `ablation_n_diff.csv` (the CSVs hold the points drawn" in md
     assert not list(sweep_dir.glob("plot_n*.png"))  # the old per-axis plot is gone
 
 
