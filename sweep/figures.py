@@ -89,6 +89,7 @@ def file_stem(axis: str) -> str:
 
 
 def axis_view(plan: SweepPlan, axis: str) -> AxisView:
+    """How `axis` is drawn for `plan`; a function of the plan alone (the dry run lists it)."""
     spec = plan.spec
     described = spec.axes.get(axis)
     on_axis = {c.id: axis == "arm" or (axis in c.coords and c.coords[axis] is not None) for c in plan.cells}
@@ -222,13 +223,15 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
         fig, top = plt.subplots(figsize=(7.5, 4.6))
         bottom = None
     colours = _colours(view, shown)
-    _panel(top, points, view, pos, colours, connect=True)
+    lines = spacing != "categorical"  # no line or band between methods that share no axis
+    _panel(top, points, view, pos, colours, connect=True, lines=lines)
     lo, hi = (in_unit(metric, b) for b in metric_range(metric))
     _clip_ylim(top, lo, hi)
     top.set_ylabel(_value_label(metric))
     n_seeds = sorted({p.seeds for p in points})
     seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
-    top.set_title(f"{results.plan.name}: {metric_label(metric)} against {view.label}; mean, {CONFIDENCE:.0%} CI band, "
+    interval = f"{CONFIDENCE:.0%} CI band" if lines else f"± {CONFIDENCE:.0%} CI"
+    top.set_title(f"{results.plan.name}: {metric_label(metric)} against {view.label}; mean {interval}, "
                   f"dots = {seeds} seeds" + (f"; {len(shown)} of {len(shown) + hidden} methods shown (best by mean)"
                                               if hidden else ""), fontsize=9)
     top.legend(fontsize=8, loc="best")
@@ -239,12 +242,13 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
             bottom.axhspan(-margin, margin, color="tab:green", alpha=0.12, lw=0,
                            label=f"equivalence margin ±{margin:g}")
         bottom.axhline(0, color="0.3", lw=1)
-        _panel(bottom, diffs, view, pos, {d.series: colours.get(d.series.split(DIFFERENCE)[0], "C0") for d in diffs},
-               connect=False)
+        names = list(dict.fromkeys(d.series for d in diffs))
+        _panel(bottom, diffs, view, pos, {n: colours.get(n.split(DIFFERENCE)[0], f"C{i % 10}") for i, n in enumerate(names)},
+               connect=False, lines=lines)
         dlo, dhi = (in_unit(metric, b) for b in metric_range(metric, difference=True))
         _clip_ylim(bottom, dlo, dhi)
         bottom.set_ylabel(f"paired difference ({unit_of(metric, True) or metric_label(metric)})")
-        bottom.set_title(f"{metric_label(metric)} minus its baseline, paired by seed: mean, {CONFIDENCE:.0%} CI band, "
+        bottom.set_title(f"{metric_label(metric)} minus its baseline, paired by seed: mean {interval}, "
                          "dots = seed pairs", fontsize=9)
         bottom.legend(fontsize=8, loc="best")
         last = bottom
@@ -287,7 +291,7 @@ def _colours(view: AxisView, shown: list[str]) -> dict[str, str]:
 
 
 def _panel(ax: Any, points: list[Point], view: AxisView, pos: Callable[[Any], float], colours: dict[str, str],
-           connect: bool) -> None:
+           connect: bool, lines: bool) -> None:
     by_series: dict[str, list[Point]] = defaultdict(list)
     for p in points:
         by_series[p.series].append(p)
@@ -309,10 +313,14 @@ def _panel(ax: Any, points: list[Point], view: AxisView, pos: Callable[[Any], fl
         x = [pos(p.x) for p in curve]
         jitter = 0.03 * (i - (len(by_series) - 1) / 2)
         for j, p in enumerate(curve):
-            ax.scatter([x[j] + jitter] * len(p.dots), p.dots, s=12, alpha=0.35, color=colour, lw=0, zorder=2)
+            ax.scatter([x[j] + jitter - 0.06 * (not lines)] * len(p.dots), p.dots, s=12, alpha=0.35, color=colour, lw=0, zorder=2)
         low = [p.low if math.isfinite(p.low) else p.mean for p in curve]
         high = [p.high if math.isfinite(p.high) else p.mean for p in curve]
-        if len(curve) > 1:
+        if len(curve) > 1 and not lines:
+            ax.errorbar(x, [p.mean for p in curve], yerr=[[p.mean - lo for p, lo in zip(curve, low)],
+                                                          [hi - p.mean for p, hi in zip(curve, high)]],
+                        capsize=4, label=name, zorder=3, ls="none", marker=style["marker"], color=colour, mfc=style["mfc"])
+        elif len(curve) > 1:
             ax.plot(x, [p.mean for p in curve], label=name, zorder=3, **style)
             ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
         else:  # one point (a baseline at n = 0): nudged so that two at the same x stay apart

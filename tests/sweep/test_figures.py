@@ -158,6 +158,21 @@ def test_every_method_is_a_line_along_a_key_all_arms_vary(tmp_path: Path) -> Non
         "MS, MS+EE; difference panel MS+EE - MS"]
 
 
+def test_methods_without_a_grid_are_points_not_a_line(tmp_path: Path) -> None:
+    """Arms alone share no axis: each is a mean with its interval, no line or band joins them."""
+    from matplotlib.collections import PolyCollection
+
+    sweep = {"arms": {"ms": ARMS["ms"], "pa": ARMS["pa"]}, "seeds": [0, 1], "baseline": {"arm": "ms"}}
+    results, sweep_dir = fake_results(tmp_path, sweep, lambda c, s: 0.5 + 0.1 * s)
+    draw_axis(results, "arm", sweep_dir)
+    assert [(r["series"], r["x"]) for r in read_csv(sweep_dir / "ablation_arm.csv")] == [("R@1", "ms"), ("R@1", "pa")]
+    assert [(r["series"], r["x"]) for r in read_csv(sweep_dir / "ablation_arm_diff.csv")] == [("pa - ms", "pa")]
+    view = axis_view(results.plan, "arm")
+    top, bottom = ablation_figure(results, view, *axis_points(results, view)).axes
+    assert not [c for c in top.collections if isinstance(c, PolyCollection)] and not top.get_lines()[0].get_linestyle() == "-"
+    assert "mean ± 95% CI" in top.get_title() and bottom.get_xlabel() == "method"
+
+
 def test_the_report_shows_the_figure_and_names_its_files(tmp_path: Path) -> None:
     from sweep.report import write_report
 
