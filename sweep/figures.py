@@ -230,8 +230,8 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
     top.set_ylabel(_value_label(metric))
     n_seeds = sorted({p.seeds for p in points})
     seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
-    interval = f"{CONFIDENCE:.0%} CI band" if lines else f"± {CONFIDENCE:.0%} CI"
-    top.set_title(f"{results.plan.name}: {metric_label(metric)} against {view.label}; mean {interval}, "
+    interval = f", {CONFIDENCE:.0%} CI band" if lines else f" ± {CONFIDENCE:.0%} CI"
+    top.set_title(f"{results.plan.name}: {metric_label(metric)} against {view.label}; mean{interval}, "
                   f"dots = {seeds} seeds" + (f"; {len(shown)} of {len(shown) + hidden} methods shown (best by mean)"
                                               if hidden else ""), fontsize=9)
     top.legend(fontsize=8, loc="best")
@@ -248,7 +248,7 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
         dlo, dhi = (in_unit(metric, b) for b in metric_range(metric, difference=True))
         _clip_ylim(bottom, dlo, dhi)
         bottom.set_ylabel(f"paired difference ({unit_of(metric, True) or metric_label(metric)})")
-        bottom.set_title(f"{metric_label(metric)} minus its baseline, paired by seed: mean {interval}, "
+        bottom.set_title(f"{metric_label(metric)} minus its baseline, paired by seed: mean{interval}, "
                          "dots = seed pairs", fontsize=9)
         bottom.legend(fontsize=8, loc="best")
         last = bottom
