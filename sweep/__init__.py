@@ -17,6 +17,7 @@
     selection.py which searched value a cell keeps, and whether the search could tell (scoring noise)
     results.py   SweepResults: typed plan + records -> cells, comparisons, search, once per sweep end
     plots.py     the report's plots (in %, one page each however large the sweep)
+    figures.py   the ablation figure of each axis as the papers draw it (PNG, PDF, CSV of its points)
     writers.py   tables (parquet/CSV), report.md and a self-contained report.html
     parent_run.py  what the MLflow parent run carries: % metrics and the description
     report.py    the command that rebuilds them: `python sweep/report.py <sweep dir>`
