@@ -97,6 +97,26 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+# Readable names of common ablation axes, for figure axes and tables (`sweep.axes.<key>.label`
+# overrides); any other key shows as written.
+_AXIS_LABELS = {
+    "expansion.n_inner_pts": "interior points per pair n (EE)",
+    "expansion.n_expan": "synthetic points per sample n (SEE)",
+    "model.embedding_dim": "embedding dimension",
+    "data.num_classes": "training classes",
+    "data.batch.classes_per_batch": "classes per batch P",
+    "data.batch.samples_per_class": "samples per class K",
+    "optimizer.lr": "learning rate",
+    "optimizer.weight_decay": "weight decay",
+    "arm": "method",
+}
+
+
+def axis_label(key: str, label: str | None = None) -> str:
+    """`model.embedding_dim` -> `embedding dimension`; `label` (the YAML's own) wins."""
+    return label or _AXIS_LABELS.get(key, key)
+
+
 def short_key(key: str) -> str:
     return _SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
 

@@ -1,7 +1,9 @@
 """From one experiment YAML to the list of trials a sweep runs.
 
     cells  = grid axes (full product) x arms, minus `exclude`   (an arm may pin an axis, or opt
-                                                                out of it by pinning it to null)
+                                                                out of it by pinning it to null;
+                                                                a named axis sets its own key per
+                                                                arm, `sweep.axes.<name>.keys`)
     trials = cells x seeds                                      (the same seeds everywhere)
 
 With a `search:` block the sweep has two phases, because Optuna's TPE sampler cannot also walk a
@@ -117,13 +119,18 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
     arms = list(spec.arms.items()) or [(None, {})]
     cells = []
     for arm, arm_overrides in arms:
-        axes = {k: [arm_overrides[k]] if k in arm_overrides else values for k, values in spec.grid.items()}
+        # A named axis (`axes.<name>.keys`) sets its arm's own key and is no coordinate of an arm
+        # it does not bind: such an arm runs once, the key as configured (SEE's n_expan for PA).
+        keys = {k: spec.axis_key(k, arm) for k in spec.grid}
+        axes = {k: [arm_overrides[k]] if k in arm_overrides else values for k, values in spec.grid.items()
+                if keys[k] is not None}
         # An arm that pins a grid key to null takes no part in that axis: its cells leave the key
         # unset (an axis that its component does not have, e.g. EE's n_inner_pts for `none`).
         unset = {k for k in spec.grid if k in arm_overrides and arm_overrides[k] is None}
         for combo in itertools.product(*axes.values()):
             coords = dict(zip(axes, combo))
-            overrides = {k: v for k, v in {**coords, **arm_overrides}.items() if k not in unset}
+            settings = {keys[k]: v for k, v in coords.items()}
+            overrides = {k: v for k, v in {**settings, **arm_overrides}.items() if k not in unset}
             cell = Cell(arm, coords, overrides)
             if not any(cell.matches(part) for part in spec.exclude):
                 cells.append(cell)

@@ -4,8 +4,8 @@ Every plot is in the report's units (fractions in %, intervals clipped to the me
 and stays readable at 1,000 cells: a plot shows at most a page of series or rows, chosen by a
 stated rule, and its title says how many of how many it shows (the tables and CSVs have all).
 
-- `plot_<axis>.png`: the primary metric per cell along each ablation axis, one dot per seed, mean
-  and 95 % interval;
+- `ablation_<axis>.png|pdf|csv`, `ablation_<axis>_diff.csv`: the ablation figure of each axis, the
+  primary metric per method along it and the paired difference to its baseline (`sweep.figures`);
 - `plot_paired_differences.png`: per comparison, the seed-by-seed differences and their 95 %
   interval -- what the paired test looks at;
 - `plot_learning_curves.png`: per cell, the primary metric and the loss against the epoch (mean
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,21 +29,22 @@ from typing import Any
 
 from dml_core.evaluation.names import sign as mode_sign
 from sweep.labels import metric_label, slug
+from sweep.plan import SweepPlan
 from sweep.results import Comparison, SweepResults, in_unit, metric_range, unit_of
 from sweep.selection import Z, score_noise
 from sweep.stats import CONFIDENCE
 
-MAX_SERIES = 8  # lines per axis plot / cells per learning-curve plot / cells in the search history
+MAX_SERIES = 8  # cells per learning-curve plot / cells in the search history
 MAX_ROWS = 30  # comparisons in the paired-differences plot
 MAX_IMPORTANCE = 4  # cells with an importance plot
-MAX_TICKS = 20  # labelled values on an axis plot's x axis
 _MARKERS = "osD^v<>PX*"
 
 
 @dataclass(frozen=True)
 class Figure:
     title: str  # the report's section
-    path: Path
+    path: Path  # the PNG the report shows
+    files: tuple[Path, ...] = ()  # written beside it: a vector copy, the data drawn (CSV)
 
 
 def pyplot() -> Any:
@@ -72,58 +72,17 @@ def _shown(n_shown: int, n_all: int, rule: str) -> str:
     return f"; {n_shown} of {n_all} shown ({rule})" if n_shown < n_all else ""
 
 
-def plot_axes(results: SweepResults, out_dir: Path) -> list[Figure]:
-    """Primary metric per cell along each ablation axis: every seed as a dot, the mean with its
-    clipped 95 % interval. Categorical x: axes like 0,1,2,4,8 read best evenly."""
-    plt = pyplot()
-    metric, sign = results.metric, mode_sign(results.mode)
-    axes = list(results.plan.spec.grid) or (["arm"] if results.plan.spec.arms else [])
+def plot_ablations(results: SweepResults, out_dir: Path) -> list[Figure]:
+    """The ablation figure of each sweep axis (`sweep.figures`): PNG for the report, PDF and the
+    CSVs of its points beside it."""
+    from sweep.figures import axis_view, draw_axis, figure_axes
+
     figures = []
-    for axis in axes:
-        values = list(dict.fromkeys(json.dumps(c.cell.get(axis)) for c in results.cells))
-        position = {v: i for i, v in enumerate(values)}
-        series: dict[str, list[Any]] = defaultdict(list)
-        for c in results.cells:
-            others = [("arm", c.cell.arm)] * (axis != "arm" and c.cell.arm is not None)
-            others += [(a, v) for a, v in c.cell.coords.items() if a != axis]
-            name = " ".join(f"{v}" if a == "arm" else f"{a.rsplit('.', 1)[-1]}={v}" for a, v in others) or metric_label(metric)
-            series[name].append(c)
-        ranked = sorted(series, key=lambda s: -sign * max((c.stats[metric].mean for c in series[s]
-                                                            if metric in c.stats and c.stats[metric].n), default=-math.inf * sign))
-        shown = [s for s in series if s in ranked[:MAX_SERIES]]
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for i, name in enumerate(shown):
-            dodge = 0.08 * (i - (len(shown) - 1) / 2)  # series sharing an x stay visible
-            xs, ys, err, dots = [], [], [[], []], ([], [])  # one scatter per series: 1,000 cells draw in a second
-            for c in sorted(series[name], key=lambda c: position[json.dumps(c.cell.get(axis))]):
-                e = c.stats.get(metric)
-                if e is None or not e.n:
-                    continue
-                x = position[json.dumps(c.cell.get(axis))] + dodge
-                seeds = c.values[metric]
-                dots[0].extend([x - 0.04] * len(seeds)), dots[1].extend(in_unit(metric, v) for v in seeds.values())
-                mean = in_unit(metric, e.mean)
-                low = in_unit(metric, e.low) if e.has_interval else mean
-                high = in_unit(metric, e.high) if e.has_interval else mean
-                xs.append(x), ys.append(mean), err[0].append(mean - low), err[1].append(high - mean)
-            ax.scatter(*dots, s=14, alpha=0.5, color=f"C{i % 10}")
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=f"C{i % 10}")
-        ticks = [json.loads(v) for v in values]
-        if len(series) == 1 and len(values) == len(results.cells):  # one line: its cells' labels name the methods
-            ticks = [c.label for c in sorted(results.cells, key=lambda c: position[json.dumps(c.cell.get(axis))])]
-        step = -(-len(values) // MAX_TICKS)  # a long axis shows every step-th value, not 500 overprinted
-        ax.set_xticks(range(0, len(values), step), ticks[::step])
-        ax.set_xlabel(axis)
-        ax.set_ylabel(f"{_axis_label(metric)}: seeds, mean ± {CONFIDENCE:.0%} CI")
-        clipped = any(c.stats.get(metric) and c.stats[metric].clipped for c in results.cells)
-        ax.set_title(f"{results.plan.name}: {len(results.plan.seeds)} seeds per cell"
-                     + (" (CI clipped to the metric's range)" if clipped else "")
-                     + _shown(len(shown), len(series), f"best {MAX_SERIES} by mean"), fontsize=9)
-        ax.grid(alpha=0.3)
-        if set(series) != {metric_label(metric)}:
-            ax.legend(fontsize=8)
-        path = _save(fig, out_dir / f"plot_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png")
-        figures.append(Figure(f"Per cell along {axis}", path))
+    for axis in figure_axes(results.plan):
+        png, *files = draw_axis(results, axis, out_dir)
+        if png.suffix == ".png":
+            figures.append(Figure(f"{metric_label(results.metric)} against {axis_view(results.plan, axis).label}", png,
+                                  tuple(files)))
     return figures
 
 
@@ -321,7 +280,22 @@ def plot_search_importance(results: SweepResults, sweep_dir: Path) -> list[Figur
     return figures
 
 
+def planned_figures(plan: SweepPlan) -> list[str]:
+    """What `draw_all` will draw for `plan`, one line per file (the dry run prints them)."""
+    from sweep.figures import planned
+
+    lines = planned(plan)
+    if plan.spec.baseline:
+        lines.append("plot_paired_differences.png: each comparison's seed-by-seed differences and interval")
+    lines.append("plot_learning_curves.png: the primary metric and the loss per epoch, per cell")
+    if plan.spec.search:
+        lines.append("plot_search_history.png: each cell's search samples, the kept one ringed")
+        if len(plan.spec.search.params) >= 2:
+            lines.append(f"plot_search_importance_<cell>.png: Optuna's parameter importances (up to {MAX_IMPORTANCE} cells)")
+    return lines
+
+
 def draw_all(results: SweepResults, sweep_dir: Path) -> list[Figure]:
-    return [*plot_axes(results, sweep_dir), *plot_paired_differences(results, sweep_dir),
+    return [*plot_ablations(results, sweep_dir), *plot_paired_differences(results, sweep_dir),
             *plot_learning_curves(results, sweep_dir), *plot_search_history(results, sweep_dir),
             *plot_search_importance(results, sweep_dir)]

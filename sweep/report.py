@@ -13,7 +13,7 @@ once) feeds every writer. Written into the sweep directory:
 - `comparisons.parquet|csv`: per comparison and metric, the paired difference to its baseline
   cell (`pairs` = seeds finished in both), its 95 % interval, the paired t-test p-value, verdict;
 - `report.md` and `report.html` (the same, self-contained: plots inline), see `sweep.writers`;
-- the plots of `sweep.plots`.
+- the plots of `sweep.plots` (an ablation figure per axis also as PDF, with the CSVs of its points).
 
 Which evaluation of a final trial enters the statistics is `sweep.report.evaluation`: `last`
 (default: the model as trained) or `best` (the best evaluation by the primary metric, with every
@@ -45,7 +45,7 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None, result
     results = results or SweepResults.of_dir(sweep_dir, evaluation)
     tables = write_tables(results, sweep_dir)
     figures = draw_all(results, sweep_dir)
-    return [*write_documents(results, figures, sweep_dir), *tables, *(f.path for f in figures)]
+    return [*write_documents(results, figures, sweep_dir), *tables, *(x for f in figures for x in (f.path, *f.files))]
 
 
 def headlines(sweep_dir: str | Path, evaluation: Optional[str] = None) -> list[str]:

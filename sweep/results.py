@@ -348,7 +348,7 @@ def _estimate(ci: MeanCI, metric: str) -> Estimate:
     return Estimate.of(ci.n, ci.mean, ci.low, ci.high, metric_range(metric))
 
 
-def _references(plan: SweepPlan) -> dict[str, Cell]:
+def references_of(plan: SweepPlan) -> dict[str, Cell]:
     """Cell id -> its baseline cell, indexed: the baseline cells of each (per-arm) baseline are
     keyed by the coordinates in which they differ, so each cell's reference is one lookup;
     `sweep.plan.reference_cell` (the definition) decides whenever the lookup is not unique."""
@@ -389,7 +389,7 @@ def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str
     interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`). The
     verdict is `sweep.stats.verdict`'s, with the equivalence margin when the sweep sets one."""
     by_id = {c.id: c for c in cells}
-    references = _references(plan)
+    references = references_of(plan)
     margin_points = plan.spec.equivalence_margin
     out = []
     for m in metrics:

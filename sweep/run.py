@@ -1,8 +1,9 @@
 """Run a sweep: `python sweep/run.py experiments/<name>.yaml [options]` (or `python -m sweep.run`).
 
     --set k=v [k=v ...]  override the YAML (base experiment or sweep block: `--set sweep.seeds=[0,1]`)
-    --dry-run          print the trial plan and validate every trial config, data path and the
-                       resources; train nothing; with the cost forecast (trial-hours, wall time)
+    --dry-run          print the trial plan and the figures the report will draw, and validate
+                       every trial config, data path and the resources; train nothing; with the
+                       cost forecast (trial-hours, wall time)
     --calibrate        with --dry-run: price trials no stored trial prices by timing a few iterations here
     --resume           continue a sweep: an interrupted one, or one whose YAML grew (more seeds, arms,
                        cells or search samples: only the new trials run)
@@ -57,6 +58,7 @@ from dml_core.errors import first_line
 from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan, pilot_forecast_lines
 from sweep.plan import SweepPlan, load_plan
+from sweep.plots import planned_figures
 from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
@@ -173,6 +175,7 @@ def _main(argv: list[str] | None) -> int:
             print(_forecast(plan, sweep_dir, cpus, gpus, joined, args.cluster_config, args.calibrate), flush=True)
             for line in pilot_forecast_lines(plan, sweep_dir):  # a seed policy's, from stored seeds of its cells
                 print(line)
+            print("figures the report will draw:\n" + "\n".join(f"  {line}" for line in planned_figures(plan)))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)

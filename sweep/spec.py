@@ -301,12 +301,46 @@ SeedsField = Annotated[
 ]
 
 
+_AXIS_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+class AxisSpec(Strict):
+    """How people read one grid axis, and (with `keys`) which config key spells it in each arm.
+
+    EE's `expansion.n_inner_pts` and SEE's `expansion.n_expan` are one quantity, synthetic points
+    per sample: a grid axis `n` bound with `keys: {ee: expansion.n_inner_pts, see:
+    expansion.n_expan}` gives both arms one cell per value and one curve each on the same axis."""
+
+    # The axis's name in figures and tables (`embedding dimension`); default: `labels.axis_label`.
+    label: Optional[str] = Field(None, min_length=1)
+    # arm -> the dotted config key this axis sets in that arm. Arms not listed take no part in the
+    # axis (one cell each, the key left as configured). Only for a grid axis named by a plain word.
+    keys: Optional[dict[str, str]] = Field(None, min_length=1)
+    # Where the cells that take no part in the axis sit on it in the figures: the loss alone is
+    # n = 0 synthetic points. Unset: they are drawn as a horizontal line with its band.
+    others_at: Optional[Union[int, float]] = None
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+        if v is not None:
+            for arm, key in v.items():
+                try:
+                    _check_keys([key])
+                except ValueError as e:
+                    raise ValueError(f"{arm}: {e}") from None
+        return v
+
+
 class SweepSpec(Strict):
     """The `sweep:` block. Cells = grid x arms (minus `exclude`); trials = cells x seeds."""
 
     name: Optional[str] = None  # default: the experiment's `name`
-    # Ablation axes: dotted config key -> values. The full product is taken.
+    # Ablation axes: dotted config key (or an axis named in `axes` with `keys`) -> values. The
+    # full product is taken.
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    # Per grid axis: its readable label, the key it sets per arm, where arms without it sit.
+    axes: dict[str, AxisSpec] = Field(default_factory=dict)
     # Named override sets crossed with the grid. An arm that sets a grid key pins that axis for
     # itself; pinned to null the axis does not apply to the arm, whose cells leave the key unset
     # (e.g. `none: {expansion.name: none, expansion.n_inner_pts: null}` runs once, not once per
@@ -344,10 +378,37 @@ class SweepSpec(Strict):
     # run again (sweep.store); false (or --no-reuse) trains every trial afresh.
     reuse: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named_axes(cls, data: Any) -> Any:
+        # A grid axis bound by `axes.<name>.keys` is named by a word, not a config key: keep it out
+        # of the key check below (`_cross` checks the binding itself).
+        if isinstance(data, dict) and isinstance(data.get("grid"), dict) and isinstance(data.get("axes"), dict):
+            bound = {name for name, axis in data["axes"].items() if isinstance(axis, dict) and axis.get("keys")}
+            data = {**data, "grid": {k: _Named(v) if k in bound and isinstance(v, list) else v for k, v in data["grid"].items()}}
+        return data
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_names(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            named = {k for k, values in v.items() if isinstance(values, _Named)}
+            try:
+                _check_keys([k for k in v if k not in named])
+            except ValueError as e:
+                key = str(e).split(":", 1)[0]
+                if re.fullmatch(_AXIS_NAME, key):
+                    raise ValueError(f"{e}; a named axis needs sweep.axes.{key}.keys: {{arm: dotted.key}}") from None
+                raise
+            for k in named:
+                if not re.fullmatch(_AXIS_NAME, k):
+                    raise ValueError(f"{k}: an axis bound by sweep.axes.{k}.keys is named by a word (letters, digits, '_')")
+            v = {k: list(values) if isinstance(values, _Named) else values for k, values in v.items()}
+        return v
+
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        _check_keys(v)
         for key, values in v.items():
             if not values:
                 raise ValueError(f"{key}: needs at least one value")
@@ -391,13 +452,14 @@ class SweepSpec(Strict):
             self.mode = mode
         if self.search is not None:
             check_mode(self.search_metric, self.search.mode, "search.mode")
+        self._check_axes()
         coords = {**self.grid, "arm": list(self.arms)}
         for i, part in enumerate(self.exclude):
             _check_partial_cell(part, coords, f"exclude.{i}")
         if self.baseline is not None:
             _check_partial_cell(self.baseline, coords, "baseline")
         if self.search is not None:
-            fixed = set(self.grid) | {k for arm in self.arms.values() for k in arm}
+            fixed = set(self.grid) | {k for arm in self.arms.values() for k in arm} | set(self.bound_keys)
             clash = sorted(fixed & set(self.search.params))
             if clash:
                 raise ValueError(f"search.params.{clash[0]}: also set by grid/arms; search it or fix it, not both")
@@ -410,6 +472,28 @@ class SweepSpec(Strict):
             raise ValueError("scheduler: asha stops trials on per-epoch results; a search.folds trial reports once, "
                              "its fold mean after all folds")
         return self
+
+    def _check_axes(self) -> None:
+        for name, axis in self.axes.items():
+            if name not in self.grid:
+                raise ValueError(f"axes.{name}: not a grid axis (grid: {sorted(self.grid)})")
+            for arm, key in (axis.keys or {}).items():
+                if arm not in self.arms:
+                    raise ValueError(f"axes.{name}.keys.{arm}: not one of the arms {list(self.arms)}")
+                clash = next((k for k in (key, name) if k in self.arms[arm]), None)
+                if clash is not None:
+                    raise ValueError(f"arms.{arm}.{clash}: set by grid axis {name} (sweep.axes.{name}.keys); drop it from the arm")
+
+    @property
+    def bound_keys(self) -> dict[str, str]:
+        """Each config key a named axis sets -> the axis."""
+        return {key: name for name, axis in self.axes.items() for key in (axis.keys or {}).values()}
+
+    def axis_key(self, axis: str, arm: Optional[str]) -> Optional[str]:
+        """The config key grid axis `axis` sets in `arm`: the axis itself for a dotted key, the
+        bound key for a named axis (None: the arm takes no part in it)."""
+        keys = self.axes[axis].keys if axis in self.axes else None
+        return axis if keys is None else keys.get(arm or "")
 
     @property
     def policy(self) -> Optional[SeedPolicy]:
@@ -425,6 +509,10 @@ class SweepSpec(Strict):
     @property
     def search_mode(self) -> str:
         return direction(self.search_metric)
+
+
+class _Named(list):
+    """The values of a grid axis named by `axes.<name>.keys` while the block is validated."""
 
 
 def _check_partial_cell(part: dict[str, Any], coords: dict[str, list[Any]], where: str) -> None:

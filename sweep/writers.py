@@ -399,8 +399,14 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(b, Table):
             out += [_md_table(b.header, b.rows), ""]
         elif isinstance(b, Figure):
-            out += [f"![{b.path.stem}]({b.path.name})", ""]
+            out += [f"![{b.path.stem}]({b.path.name})", ""] + ([_files_line(b), ""] if b.files else [])
     return "\n".join(out)
+
+
+def _files_line(figure: Figure) -> str:
+    """Where a figure's vector copy and data are (the sweep folder, the parent run's artifacts)."""
+    return ("Beside it: " + ", ".join(f"`{f.name}`" for f in figure.files)
+            + " (the CSVs hold the points drawn, in the figure's units: series, x, mean, ci_low, ci_high, seeds).")
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -448,6 +454,8 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(b, Figure):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
             out.append(f'<img alt="{html.escape(b.path.stem)}" src="data:image/png;base64,{data}">')
+            if b.files:
+                out.append(f"<p>{_inline(_files_line(b))}</p>")
     out.append("</body></html>")
     return "\n".join(out)
 

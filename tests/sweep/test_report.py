@@ -110,7 +110,7 @@ def test_report_tables_statistics_and_plot(tmp_path: Path) -> None:
     sweep_dir, recall = _fake_sweep(tmp_path)
     files = write_report(sweep_dir)
     names = {f.name for f in files}
-    assert {"report.md", "trials.parquet", "cells.parquet", "comparisons.parquet", "plot_expansion.n_inner_pts.png"} <= names
+    assert {"report.md", "trials.parquet", "cells.parquet", "comparisons.parquet", "ablation_expansion.n_inner_pts.png"} <= names
 
     trials = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
     assert len(trials) == 9
@@ -147,14 +147,14 @@ def test_report_tables_statistics_and_plot(tmp_path: Path) -> None:
     assert (f"- ee n=2 vs ee n=0: R@1 +5.7 points (95% CI {5.667 - half:+.1f} to {5.667 + half:+.1f}, "
             f"p = {two['p_value']:.2g}, 3 seed pairs): ") in md
     assert "**last** evaluation" in md
-    for name in ("plot_expansion.n_inner_pts.png", "plot_paired_differences.png", "plot_learning_curves.png"):
+    for name in ("ablation_expansion.n_inner_pts.png", "plot_paired_differences.png", "plot_learning_curves.png"):
         png = sweep_dir / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, name
         assert f"]({name})" in md
     assert (sweep_dir / "cells.csv").read_text().splitlines()[0].startswith('"cell","label","arm"')
     # report.html: the same report, self-contained: every plot inline, no file reference.
     page = (sweep_dir / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == md.count("](plot_") >= 3
+    assert page.count('src="data:image/png;base64,') == md.count("](plot_") + md.count("](ablation_") >= 3
     assert 'src="plot_' not in page and "<td>ee n=2 vs ee n=0</td>" in page
 
 
@@ -259,7 +259,8 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     import time
 
     from sweep.parent_run import parent_description, parent_metrics
-    from sweep.plots import MAX_ROWS, MAX_TICKS, plot_axes, plot_paired_differences
+    from sweep.figures import MAX_TICKS, ablation_figure, axis_points, axis_view
+    from sweep.plots import MAX_ROWS, plot_paired_differences
     from sweep.records import TrialRecord
 
     sweep = {"grid": {"model.embedding_dim": list(range(8, 508)), "optimizer.lr": [0.001, 0.002]}, "seeds": [0, 1],
@@ -292,10 +293,9 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     assert MAX_ROWS < 500
     import matplotlib.pyplot as plt
 
-    drawn = []
-    monkeypatch.setattr("sweep.plots._save", lambda fig, path: drawn.append(fig) or path)
-    plot_axes(results, tmp_path)  # along dim: 500 x values, 2 lines; along lr: 2 x values, 500 lines
-    dim, lr = (fig.axes[0] for fig in drawn)
-    assert len(dim.get_xticks()) <= MAX_TICKS and len(dim.get_lines()) >= 2
-    assert "8 of 500 shown (best 8 by mean)" in lr.get_title() and len(lr.get_legend().get_texts()) == 8
+    # along dim: 500 x values, 2 lines; along lr: 2 x values, 500 lines
+    dim, lr = (ablation_figure(results, view, *axis_points(results, view)).axes
+               for view in (axis_view(plan, "model.embedding_dim"), axis_view(plan, "optimizer.lr")))
+    assert len(dim[-1].get_xticks()) <= MAX_TICKS and len(dim[0].get_lines()) >= 2
+    assert "8 of 500 methods shown (best by mean)" in lr[0].get_title() and len(lr[0].get_legend().get_texts()) == 8
     plt.close("all")

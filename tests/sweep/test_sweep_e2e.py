@@ -123,7 +123,7 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
              if r["metric"] == "recall_at_1"}
     assert comps["arm=ms,model.embedding_dim=16"]["pairs"] == 2
     assert comps["arm=nan,model.embedding_dim=8"]["pairs"] == 0
-    assert (outcome.sweep_dir / "plot_model.embedding_dim.png").is_file()
+    assert (outcome.sweep_dir / "ablation_model.embedding_dim.png").is_file()
 
     # MLflow: one parent, one child per trial under it, statuses and errors as in the table.
     parent, children = runs_of(tracking_uri, "grid")
@@ -152,7 +152,8 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     first = by_key["arm=ms,model.embedding_dim=8/seed=0"].info.run_id
     assert {a.path for a in client.list_artifacts(first)} == {"config.yaml", "metrics.json"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "report.html", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "plot_model.embedding_dim.png",
+    assert {"report.md", "report.html", "trials.parquet", "trials.csv", "cells.csv", "comparisons.csv", "ablation_model.embedding_dim.png",
+            "ablation_model.embedding_dim.pdf", "ablation_model.embedding_dim.csv", "ablation_model.embedding_dim_diff.csv",
             "plot_paired_differences.png", "plot_learning_curves.png", "sweep.yaml"} <= parent_files
 
     # The parent carries the results in %: cell means and clipped CI bounds, the paired difference
