@@ -185,7 +185,10 @@ def _main(argv: list[str] | None) -> int:
         print(starting_line(plan, args.address), flush=True)
         from sweep.writers import record_command  # pyarrow: after the lines above are out
 
-        undo = record_command(sweep_dir, typed)  # for the report: what was run, `--set` overrides and all
+        try:
+            undo = record_command(sweep_dir, typed)  # for the report: what was run, `--set` overrides and all
+        except OSError:  # a folder that cannot be made: the sweep's own checks say so in one line
+            undo = lambda: None  # noqa: E731
         try:
             outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
                                 cluster_config=args.cluster_config, verbose=args.verbose,

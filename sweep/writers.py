@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dml_core.io import atomic_write_text
+from dml_core.io import LOCK_NAME, atomic_write_text
 from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
 from sweep.plots import Figure, kept_sample
 from sweep.records import SEARCH
@@ -155,18 +155,27 @@ def record_command(sweep_dir: Path, argv: list[str]) -> Callable[[], None]:
     before = path.read_text() if path.is_file() else None
     line = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC  {shlex.join(['python', 'sweep/run.py', *argv])}\n"
     made = [d for d in (sweep_dir, *sweep_dir.parents) if not d.exists()]  # folders this makes, deepest first
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, (before or "") + line)
 
     def undo() -> None:
         if before is not None:
             atomic_write_text(path, before)
             return
         path.unlink(missing_ok=True)
-        for folder in made:  # a failed start leaves no folder behind (one that holds nothing else)
+        # A failed start leaves no folder behind: the sweep's lock left its file, as the folder was not its own.
+        if sweep_dir in made and [p.name for p in sweep_dir.iterdir()] == [LOCK_NAME]:
+            (sweep_dir / LOCK_NAME).unlink()
+        for folder in made:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, (before or "") + line)
+    except OSError:
+        for folder in made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     return undo
 
 

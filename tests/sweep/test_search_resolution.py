@@ -72,8 +72,8 @@ def test_a_tied_search_says_so_and_the_mlflow_store_holds_the_report(ray_local: 
     assert {"recall_at_1_pct.MS.mean", "recall_at_1_pct.MS_EE_n_2.mean"} <= set(cells)  # one seed: no interval
     assert cells and all(0 <= v <= 100 for v in cells.values()) and max(cells.values()) > 1  # %, not a fraction
     assert all(-100 <= v <= 100 for k, v in pct.items() if "_vs_" in k)
-    assert outcome.parent_url.endswith(f"/runs/{parent.info.run_id}")
-    assert outcome.report_url == f"{outcome.parent_url}/artifacts/report.html"
+    assert outcome.parent_url.endswith(f"/runs/{parent.info.run_id}?workflowType=machine_learning")  # the model-training view
+    assert outcome.report_url == outcome.parent_url.replace("?", "/artifacts/report.html?")
     assert parent.data.tags["mlflow.note.content"].startswith("- MS+EE n=2 vs MS: R@1 ")  # the headline first
     assert all(r.info.run_id in outcome.compare_url for r in children if r.data.tags["sweep.phase"] == "final")
 
