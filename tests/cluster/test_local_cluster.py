@@ -30,6 +30,9 @@ pytestmark = pytest.mark.slow
 TINY = [
     "--set", "train.epochs=2", "--set", "train.eval_every=1", "--set", "train.iterations_per_epoch=5",
     "--set", "train.num_threads=1", "--set", "eval.clustering=false",
+    # The cluster's GPUs are Ray's logical resources on a CPU machine: a trial that asks for one
+    # would be pinned to cuda before keying (sweep/plan.py), so the device is said outright.
+    "--set", "train.device=cpu",
 ]
 
 
