@@ -179,7 +179,8 @@ def _main(argv: list[str] | None) -> int:
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
         print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
-        if not args.resume:  # a new sweep's store (foreign, newer, empty, read-only): before its folder exists
+        if not args.resume:  # a new sweep's folder, then its store (foreign, newer, empty, read-only), before either is made
+            _creatable(sweep_dir)
             check_store_file(default_store_path(sweep_dir))
         _keep_forecast(plan, sweep_dir)
         print(starting_line(plan, args.address), flush=True)
@@ -236,6 +237,18 @@ def _forecast(plan: SweepPlan, sweep_dir: Path, cpus: float, gpus: float, joined
     pool = (cluster_pool(cluster_config, request, cap) if cluster_config and not joined
             else local_pool(cpus, gpus, request, cap, joined))
     return describe(make_forecast(plan, default_store_path(sweep_dir), pool, calibrate_missing=calibrate))
+
+
+def _creatable(path: Path) -> None:
+    """A one-line `PathError` naming `path` when a file stands where it or one of its folders would go
+    (said before the store beside it is looked at: the folder is what the user named)."""
+    from dml_core.io import PathError
+
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise PathError(f"{path}: cannot create this directory ({folder} is a file)")
+            return
 
 
 def _keep_forecast(plan: SweepPlan, sweep_dir: Path) -> None:
