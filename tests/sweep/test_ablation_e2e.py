@@ -58,6 +58,6 @@ def test_interp_ablation_draws_the_papers_curve(ray_local: None, tracking_uri: s
     assert (sweep_dir / "ablation_n.pdf").read_bytes()[:4] == b"%PDF"
     page = (sweep_dir / "report.html").read_text()
     assert "R@1 against synthetic points per sample n" in page and "<code>ablation_n.pdf</code>" in page
-    parent = MlflowClient(tracking_uri).get_run(outcome.parent_url.rsplit("/", 1)[-1])
+    parent = MlflowClient(tracking_uri).get_run(outcome.parent_url.split("?")[0].rsplit("/", 1)[-1])
     logged = {a.path for a in MlflowClient(tracking_uri).list_artifacts(parent.info.run_id)}
     assert {"ablation_n.png", "ablation_n.pdf", "ablation_n.csv", "ablation_n_diff.csv", "report.html"} <= logged
