@@ -161,7 +161,9 @@ def sequential_test(design: Design, values: np.ndarray, reached: Optional[np.nda
             reason[narrow] = WIDTH
         if design.decided:
             reason[excludes] = DECIDED
-            reason[equivalent] = EQUIVALENT
+            # Inside the margin but clear of 0 is decided (the verdict reads "better, within ±m"):
+            # "equivalent" is kept for an interval that holds 0, as `stats.verdict` words it.
+            reason[equivalent & ~excludes] = EQUIVALENT
         idx = np.flatnonzero(live)
         out.look[idx], out.n[idx], out.mean[idx], out.low[idx], out.high[idx] = k, n, mean, low, high
         out.reason[idx] = reason

@@ -532,3 +532,15 @@ def test_a_seed_far_from_the_others_gets_a_note_beside_the_verdict(tmp_path) -> 
     steady = sweep_from_records(tmp_path / "steady", plan, {"arm=base": base, "arm=new": {**new, 4: 0.81}})
     write_report(steady)
     assert "Note:" not in headlines(steady)[0]
+
+
+def test_a_difference_clear_of_zero_inside_the_margin_stops_as_decided_not_equivalent() -> None:
+    """The report's "stopped because" said "equivalent" where the verdict reads "better, within
+    ±m": the policy's reason now says what the verdict says (issue 25: one word everywhere)."""
+    v = view(margin=50.0)  # wide: every difference below lies well inside it
+    better = [record(BASE, s, 0.50 + 0.01 * s) for s in (0, 1)] + [record(MID, s, 0.52 + 0.01 * s + 0.001 * (s % 2))
+                                                                     for s in (0, 1)]
+    mid = next(a for a in v.assess(better) if a.quantity.cell == MID)
+    c = mid.comparison
+    assert c.low > 0 and mid.reason == DECIDED
+    assert verdict(c, "max", margin=v.design.margin, margin_text="50").startswith("better, within")
