@@ -79,6 +79,17 @@ class AxisView:
         return cell.get(self.axis) if self.on_axis[cell.id] else self.others_at
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use (the driver's checks run
+    without it); `plots.py` draws with it too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def figure_axes(plan: SweepPlan) -> list[str]:
     """The axes that get an ablation figure: the grid's, else the arms."""
     return list(plan.spec.grid) or (["arm"] if plan.spec.arms else [])
@@ -195,8 +206,6 @@ def draw_axis(results: SweepResults, axis: str, out_dir: Path) -> list[Path]:
     files = [write_csv(points, stem.with_name(stem.name + ".csv")), write_csv(diffs, stem.with_name(stem.name + "_diff.csv"))]
     if not points:
         return files
-    from sweep.plots import pyplot
-
     fig = ablation_figure(results, view, points, diffs)
     png, pdf = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
     fig.savefig(png, dpi=120)
@@ -207,8 +216,6 @@ def draw_axis(results: SweepResults, axis: str, out_dir: Path) -> list[Path]:
 
 def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], diffs: list[Point]) -> Any:
     """The two panels as a matplotlib figure (at most MAX_SERIES methods, the title says so)."""
-    from sweep.plots import pyplot
-
     metric = results.metric
     shown = _shown_series(points, view, mode_sign(results.mode))
     hidden = len({p.series for p in points}) - len(shown)

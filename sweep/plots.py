@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dml_core.evaluation.names import sign as mode_sign
+from sweep.figures import pyplot
 from sweep.labels import metric_label, slug
 from sweep.plan import SweepPlan
 from sweep.results import Comparison, SweepResults, in_unit, metric_range, unit_of
@@ -45,15 +46,6 @@ class Figure:
     title: str  # the report's section
     path: Path  # the PNG the report shows
     files: tuple[Path, ...] = ()  # written beside it: a vector copy, the data drawn (CSV)
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig: Any, path: Path) -> Path:
