@@ -111,22 +111,24 @@ def test_resume_with_a_store_other_than_the_sweeps_is_refused(tmp_path: Path) ->
 # ------------------------------------------------------------------- family 3: what the file is
 
 
-def mlflow_like(path: Path) -> Path:
+def sqlite_with(path: Path, *tables: str) -> Path:
+    """Another program's SQLite database: a file holding these tables and nothing of a store."""
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
-    conn.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name TEXT)")
+    for table in tables:
+        conn.execute(f"CREATE TABLE {table}")
     conn.commit()
     conn.close()
     return path
+
+
+def mlflow_like(path: Path) -> Path:
+    return sqlite_with(path, "alembic_version (version_num VARCHAR(32))",
+                       "experiments (experiment_id INTEGER PRIMARY KEY, name TEXT)")
 
 
 def optuna_like(path: Path) -> Path:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, study_name TEXT)")
-    conn.execute("CREATE TABLE version_info (version_info_id INTEGER PRIMARY KEY, schema_version INTEGER)")
-    conn.commit()
-    conn.close()
-    return path
+    return sqlite_with(path, "studies (study_id INTEGER PRIMARY KEY, study_name TEXT)",
+                       "version_info (version_info_id INTEGER PRIMARY KEY, schema_version INTEGER)")
 
 
 def newer(path: Path) -> Path:
