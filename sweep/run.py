@@ -58,7 +58,6 @@ from dml_core.errors import first_line
 from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan, pilot_forecast_lines
 from sweep.plan import SweepPlan, load_plan
-from sweep.plots import planned_figures
 from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
@@ -175,6 +174,8 @@ def _main(argv: list[str] | None) -> int:
             print(_forecast(plan, sweep_dir, cpus, gpus, joined, args.cluster_config, args.calibrate), flush=True)
             for line in pilot_forecast_lines(plan, sweep_dir):  # a seed policy's, from stored seeds of its cells
                 print(line)
+            from sweep.plots import planned_figures  # the dry run's alone
+
             print("figures the report will draw:\n" + "\n".join(f"  {line}" for line in planned_figures(plan)))
             print("dry run: every trial config, data path and the resources check out; nothing was trained")
             return 0
@@ -231,7 +232,6 @@ def _forecast(plan: SweepPlan, sweep_dir: Path, cpus: float, gpus: float, joined
     """The dry run's cost forecast (`sweep.forecast`) on the resources it sees, or on the node
     types of an offline `--cluster-config`."""
     from sweep.forecast import cluster_pool, describe, local_pool, make_forecast
-    from sweep.store import default_store_path
 
     request, cap = plan.spec.resources_per_trial, plan.spec.max_concurrent_trials
     pool = (cluster_pool(cluster_config, request, cap) if cluster_config and not joined
@@ -258,7 +258,6 @@ def _keep_forecast(plan: SweepPlan, sweep_dir: Path) -> None:
 
     from dml_core.data.loading import usable_cores
     from sweep.forecast import describe, local_pool, make_forecast, save
-    from sweep.store import default_store_path
 
     if (sweep_dir / PLAN_FILE).exists():  # resumed: the forecast it started with stands
         return
