@@ -13,7 +13,9 @@ name, rather than deep inside a sweep.
 - `Searcher._metric` / `Searcher._mode`: set by `Searcher.__init__`, read by `search.py`;
 - Optuna's `FrozenTrial._trial_id` (a trial's storage id, to reopen a RUNNING trial of a journal
   as a `Trial`) and `Trial._cached_frozen_trial` (the intermediate values reported so far, without
-  a storage round trip).
+  a storage round trip);
+- `ray._private.worker.global_worker.node.all_processes`: the processes a driver's `ray.init`
+  started for a local cluster, which `local_ray.py`'s watchdog ends with the driver.
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ def autoscaler_cluster_config() -> Optional[Any]:
     import ray._private.state
 
     return ray._private.state.state.get_cluster_config()
+
+
+def local_node_pids() -> list[int]:
+    """The pids of the processes (GCS, raylet, monitors) this driver's `ray.init` started."""
+    import ray._private.worker
+
+    node = ray._private.worker.global_worker.node
+    return [info.process.pid for infos in node.all_processes.values() for info in infos]
 
 
 def searcher_metric(searcher: Any) -> Optional[str]:

@@ -61,7 +61,8 @@ from sweep.plan import SweepPlan, load_plan
 from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
-from sweep.runner import SweepOutcome, default_sweep_dir, ray_address, run_sweep, sync_sweep
+from sweep.local_ray import ray_address
+from sweep.runner import SweepOutcome, default_sweep_dir, run_sweep, sync_sweep
 
 
 def _parser() -> argparse.ArgumentParser:

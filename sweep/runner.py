@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Optional
 import yaml
 
 from dml_core.identity import result_config
-from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
 from sweep.console import describe_plan, say
@@ -456,12 +455,6 @@ def _import_report_modules() -> None:
         pass
 
 
-def ray_address(address: Optional[str]) -> str:
-    """--address > $RAY_ADDRESS > a new local instance. Plain `ray.init()` would attach to any Ray
-    instance already running on this machine (another user's, or a stale one), so say "local"."""
-    return address or os.environ.get("RAY_ADDRESS") or "local"
-
-
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
               address: Optional[str] = None, verbose: int = 0, cluster_config: Optional[str] = None,
               reuse: Optional[bool] = None, restart_changed: bool = False, store: Optional[str] = None) -> SweepOutcome:
@@ -484,9 +477,8 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
 
 def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address: Optional[str],
                cluster_config: Optional[str], store: Optional[str]) -> SweepOutcome:
-    import ray
-
     from sweep.compat import use_legacy_tune_output
+    from sweep.local_ray import start_ray
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracking import Tracker, TrialRuns
@@ -511,10 +503,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     try:
         writer.submit(lambda: tracker.experiment_id)
         clean_stale_scratch()  # the trials' temporary folders a killed sweep left behind
-        if not ray.is_initialized():
-            ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=options.verbose > 0)
-            sigterm_as_ctrl_c()  # ray.init replaced the driver's SIGTERM handler
+        start_ray(address, options.verbose)
         # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
         check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
         writer.check()  # a store that already failed to open: still no sweep folder

@@ -52,6 +52,14 @@ def test_autoscaler_cluster_config_is_callable_on_a_local_ray() -> None:
     assert callable(ray._private.state.state.get_cluster_config)
 
 
+def test_local_node_pids_name_the_local_clusters_gcs_and_raylet(ray_local: None) -> None:
+    import ray  # noqa: F401 -- puts Ray's vendored psutil on the path
+    import psutil
+
+    names = {psutil.Process(pid).name() for pid in compat.local_node_pids()}
+    assert {"gcs_server", "raylet"} <= names, names
+
+
 def test_searcher_metric_and_mode() -> None:
     from ray.tune.search import Searcher
 
