@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
-from dml_core.evaluation.names import sign as mode_sign
 from dml_core.identity import RESULTS_VERSION, content_key, result_config, scored_on
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, trial_config
 from sweep.records import FAILED, TrialRecord
+from sweep.selection import Selection, candidate_of, select_for_cell
 from sweep.spec import FOLD_METRIC, SweepError
 from sweep.store import SweepLog, trial_checkpoint
 
@@ -122,12 +122,52 @@ def search_left(plan: SweepPlan, log: SweepLog) -> int:
     return sum(max(0, n - search_ended(log, c.id)) for c in plan.cells)
 
 
-def best_of(plan: SweepPlan, log: SweepLog, cell: Cell) -> Optional[TrialRecord]:
-    """The finished search sample of `cell` with the best last evaluation."""
-    metric, sign = plan.spec.search_metric, mode_sign(plan.spec.search_mode)
+@dataclass
+class Kept:
+    """The searched values a cell's final trials run with."""
+
+    params: dict[str, Any]
+    choice: Optional[Selection]  # made now (to record and tell); None: the recorded choice stands
+    samples: int  # the cell's ended search samples it was chosen among
+
+
+def kept_value(plan: SweepPlan, log: SweepLog, cell: Cell) -> Optional[Kept]:
+    """The best finished search sample of `cell` by its last evaluation (the rule of
+    `sweep.selection`: the best, unless within scoring noise of another); decided once, then kept --
+    until a grown search (more `num_samples`) has ended more samples of the cell. None: no sample
+    of the cell finished."""
+    chosen = log.meta.best.get(cell.id)
+    ended = search_ended(log, cell.id)
+    if chosen is not None and chosen.samples >= ended:
+        return Kept(chosen.params, None, ended)
+    metric = plan.spec.search_metric
     done = [r for r in log.trials() if r.phase == SEARCH and r.cell == cell.id and r.finished
             and math.isfinite(r.value(metric))]
-    return max(done, key=lambda r: sign * r.value(metric)) if done else None
+    if not done:
+        return None
+    choice = select_for_cell(plan, cell, [candidate_of(r, metric) for r in done])
+    return Kept(choice.params, choice, ended)
+
+
+def stored_answer(plan: SweepPlan, log: SweepLog, spec: TrialSpec, params: dict[str, Any]) -> Optional[Reuse]:
+    """A search sample (`spec` with the sampled `params`) whose content key some sweep in the store
+    finished: answered from that record, it never runs. None: it trains."""
+    ident = identity(plan, spec, params)
+    found = log.store.finished([ident.content_key]).get(ident.content_key)
+    return None if found is None else Reuse(spec, ident, *found)
+
+
+def unsearched(log: SweepLog, trials: list[TrialSpec], best: dict[str, Any]) -> tuple[list[TrialSpec], list[TrialSpec]]:
+    """A cell whose every search trial failed has nothing to re-run: its final trials are recorded
+    as failed (they appear in the table) instead of silently using base values. Returns (the
+    trials that run, those to record as failed: not recorded yet)."""
+    kept = [t for t in trials if t.cell in best]
+    return kept, [t for t in trials if t.cell not in best and log.get(t.key) is None]
+
+
+def crashed_pairs(log: SweepLog, trials: list[TrialSpec]) -> set[tuple[str, int]]:
+    """`--retry-failed` under a seed policy: the (cell, seed) of crashed final trials, run first."""
+    return {(t.cell, t.seed) for t in trials if crashed(log.get(t.key))}
 
 
 # --------------------------------------------------------------------------- growth
@@ -166,7 +206,7 @@ def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identit
         seeds = sorted({r.seed for r in ran if r.key in dropped} - set(plan.seeds))
         what = f"sweep.seeds: drops seed {', '.join(map(str, seeds))}" if seeds else f"sweep.grid/arms: drops {dropped[0]}"
         raise SweepError(f"{plan.source}: {what}, which this sweep has run ({len(dropped)} trials); "
-                         "start a new sweep (--out DIR or --set sweep.name=...) to run fewer trials")
+                         f"{NEW_SWEEP} to run fewer trials")
     changed: dict[str, list[str]] = {}
     for r in log.trials():
         ident = identities.get(r.key)
@@ -179,14 +219,37 @@ def check_growth(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identit
     refused = {k: v for k, v in changed.items() if not set(v) <= searched}
     if refused and not restart_changed:
         key, first = next(iter(refused.items()))
-        shown = ", ".join(first[:3]) + (", ..." if len(first) > 3 else "")
-        old, new = flatten_config(log.get(key).config), flatten_config(identities[key].config)
-        was = f" ({old.get(first[0])!r} -> {new.get(first[0])!r})" if len(first) == 1 and first[0] in old.keys() | new.keys() else ""
+        was = None
         if first == [_RESULTS_CHANGE]:  # not a config key: the versions themselves
             was = f" ({log.get(key).results_version or 'unrecorded'} -> {RESULTS_VERSION})"
-        raise SweepError(f"{plan.source}: {shown}{was} changes {len(refused)} trials this sweep already ran; "
-                         "add --restart-changed to run them afresh, or start a new sweep (--out DIR or --set sweep.name=...)")
+        refuse_changed(plan.source, first, log.get(key).config, identities[key].config,
+                       f" changes {len(refused)} trials this sweep already ran", "them", was)
     return sorted(changed)
+
+
+def check_base_unchanged(plan: SweepPlan, old_base: Optional[dict[str, Any]], restart_changed: bool) -> None:
+    """Refuse a resumed sweep whose base experiment changed in a result field (every trial's config
+    derives from it), unless `restart_changed`. `old_base` None: an earlier version that kept none."""
+    if old_base is None or restart_changed:
+        return
+    changed = changed_fields(old_base, plan.base)
+    if changed:
+        refuse_changed(plan.source, changed, result_config(old_base), result_config(plan.base),
+                       ": changes the experiment this sweep already ran", "the affected trials")
+
+
+NEW_SWEEP = "start a new sweep (--out DIR or --set sweep.name=...)"
+
+
+def refuse_changed(source: str, fields: list[str], old: dict[str, Any], new: dict[str, Any], changes: str,
+                   rerun: str, was: Optional[str] = None) -> NoReturn:
+    """The one `--restart-changed` refusal: the dotted `fields` differ between the configs `old`
+    and `new` (a single field shows both values, unless `was` says it otherwise)."""
+    a, b = flatten_config(old), flatten_config(new)
+    shown = ", ".join(fields[:3]) + (", ..." if len(fields) > 3 else "")
+    if was is None:
+        was = f" ({a.get(fields[0])!r} -> {b.get(fields[0])!r})" if len(fields) == 1 and fields[0] in a.keys() | b.keys() else ""
+    raise SweepError(f"{source}: {shown}{was}{changes}; add --restart-changed to run {rerun} afresh, or {NEW_SWEEP}")
 
 
 # --------------------------------------------------------------------------- the design
@@ -246,8 +309,7 @@ def check_design_unchanged(plan: SweepPlan, started: dict[str, Any], log: SweepL
     if stale and not restart_changed:
         raise SweepError(f"{plan.source}: {len(stale)} trials of this sweep were keyed under dml_core results version "
                          f"{stale[0].results_version} (now {RESULTS_VERSION}: the key covers the data, thread count and "
-                         "device); add --restart-changed to run them afresh, or start a new sweep "
-                         "(--out DIR or --set sweep.name=...)")
+                         f"device); add --restart-changed to run them afresh, or {NEW_SWEEP}")
     old_sweep = started.get("sweep")
     if not isinstance(old_sweep, dict):  # a plan.json of an earlier version: its search is all it says
         check_search_unchanged(plan, started.get("search"), log)
@@ -261,7 +323,7 @@ def check_design_unchanged(plan: SweepPlan, started: dict[str, Any], log: SweepL
         what = (f"{len(ran[SEARCH])} search samples" if phase == SEARCH else f"{len(ran[FINAL])} finished final trials")
         raise SweepError(f"{plan.source}: {first} ({_shown(old.get(first))} -> {_shown(new.get(first))}): changes what "
                          f"the {what} of this sweep mean; add --restart-changed to run the {phase} phase afresh "
-                         "under the new design, or start a new sweep (--out DIR or --set sweep.name=...)")
+                         f"under the new design, or {NEW_SWEEP}")
     phases = {_phase_of(k) for k in changed}
     if SEARCH not in phases:
         check_search_unchanged(plan, started.get("search"), log)
@@ -287,7 +349,7 @@ def check_search_unchanged(plan: SweepPlan, old_search: Optional[dict[str, Any]]
     for name in ("params", "holdout"):
         if (old_search or {}).get(name) != (new or {}).get(name):
             raise SweepError(f"{plan.source}: sweep.search.{name}: differs from the search this sweep already ran; "
-                             "start a new sweep (--out DIR or --set sweep.name=...)")
+                             f"{NEW_SWEEP}")
     if old_search and new and new["num_samples"] < old_search["num_samples"]:
         raise SweepError(f"{plan.source}: sweep.search.num_samples: fewer than this sweep already drew; "
-                         "start a new sweep (--out DIR or --set sweep.name=...)")
+                         f"{NEW_SWEEP}")

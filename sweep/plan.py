@@ -21,7 +21,6 @@ Without `search:` only the final phase runs. This module imports neither Ray nor
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -31,13 +30,15 @@ from typing import Any, Optional
 
 from dml_core.config import ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
 from dml_core.errors import ConfigError
+from dml_core.io import read_json
 from dml_core.params.datasets import DATASETS
 
+from sweep.records import FINAL, SEARCH
 from sweep.resources import trial_loader_workers
 from sweep.spec import SweepError, SweepSpec, parse_sweep
+from sweep.store import PLAN_FILE
 
-
-SEARCH, FINAL = "search", "final"
+PLAN_YAML = "sweep.yaml"  # the sweep's definition in its folder, rewritten by each session (sweep.runner)
 
 
 def yaml_value(value: Any) -> str:
@@ -283,17 +284,11 @@ class SweepPlan:
     def max_epochs(self) -> int:
         return max(int(c.overrides.get("train.epochs", self.base["train"]["epochs"])) for c in self.cells)
 
-    def fingerprint(self) -> str:
-        """Identifies the sweep definition, so `--resume` refuses a changed YAML."""
-        blob = json.dumps({"base": self.base, "sweep": self.spec.model_dump(mode="json")}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     def to_json(self) -> dict[str, Any]:
         """What `sweep/report.py` needs to rebuild the report from the sweep directory alone."""
         return {
             "name": self.name,
             "source": self.source,
-            "fingerprint": self.fingerprint(),
             "base": self.base,  # what a resumed sweep's base config is compared with
             "axes": list(self.spec.grid),
             "arms": list(self.spec.arms),
@@ -312,6 +307,20 @@ def load_plan(path: str | Path, overrides: list[str] | None = None) -> SweepPlan
     """Read and check a sweep YAML; `ConfigError` and `SweepError` are both one-line ValueErrors."""
     try:
         return SweepPlan.from_yaml(path, overrides)
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
+
+
+def plan_of(sweep_dir: str | Path) -> SweepPlan:
+    """The typed plan of a sweep directory: its definition (`sweep.yaml`), its messages naming the
+    YAML it was started from (`plan.json`'s `source`). The one way a sweep folder's plan is read."""
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / PLAN_YAML).is_file():
+        raise SweepError(f"{sweep_dir}: not a sweep directory (no {PLAN_YAML})")
+    started = sweep_dir / PLAN_FILE
+    source = read_json(started).get("source", str(sweep_dir / PLAN_YAML)) if started.is_file() else str(sweep_dir / PLAN_YAML)
+    try:
+        return SweepPlan.from_dict(read_yaml(sweep_dir / PLAN_YAML), source)
     except ConfigError as e:
         raise SweepError(str(e)) from None
 

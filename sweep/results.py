@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered, sign as mode_sign
 from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
-from sweep.plan import Cell, SweepPlan, reference_cell, yaml_value
+from sweep.plan import Cell, SweepPlan, plan_of, reference_cell, yaml_value
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
 from sweep.store import load_records
 from sweep.sequential import PolicyView, points, shape_note
@@ -33,7 +33,6 @@ from sweep.stats import verdict as stats_verdict
 EVALUATIONS = ("last", "best", "best_on_test")
 # `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
 PAPERS_SELECTION_METRIC = "recall_at_1"
-PLAN_YAML = "sweep.yaml"  # the sweep's definition, written when it started (sweep.runner)
 
 
 # --------------------------------------------------------------------------- units and ranges
@@ -314,19 +313,6 @@ class SweepResults:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def plan_of(sweep_dir: str | Path) -> SweepPlan:
-    """The typed plan of a sweep directory, rebuilt from the definition it started with."""
-    from dml_core.config import read_yaml
-    from dml_core.io import read_json
-    from sweep.store import PLAN_FILE
-
-    sweep_dir = Path(sweep_dir)
-    if not (sweep_dir / PLAN_FILE).is_file() or not (sweep_dir / PLAN_YAML).is_file():
-        raise FileNotFoundError(f"{sweep_dir}: not a sweep directory (no {PLAN_FILE} and {PLAN_YAML})")
-    source = read_json(sweep_dir / PLAN_FILE).get("source", str(sweep_dir / PLAN_YAML))
-    return SweepPlan.from_dict(read_yaml(sweep_dir / PLAN_YAML), source)
 
 
 def _with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) -> TrialRecord:

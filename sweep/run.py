@@ -102,10 +102,10 @@ def available_resources(address: str | None) -> tuple[float, float]:
 def _next_free(sweep_dir: Path) -> Path:
     """The same command again (no --out, no --resume) makes a new sweep beside the old one,
     `<name>-2`, `<name>-3`, ...: its trials that some sweep already finished are reused, not trained."""
-    if not (sweep_dir / "plan.json").exists():
+    if not (sweep_dir / PLAN_FILE).exists():
         return sweep_dir
     n = 2
-    while (sweep_dir.with_name(f"{sweep_dir.name}-{n}") / "plan.json").exists():
+    while (sweep_dir.with_name(f"{sweep_dir.name}-{n}") / PLAN_FILE).exists():
         n += 1
     free = sweep_dir.with_name(f"{sweep_dir.name}-{n}")
     print(f"{sweep_dir} holds a sweep (--resume continues it); this one goes to {free}", flush=True)

@@ -13,7 +13,6 @@ count, cut-off ones are redrawn.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import threading
@@ -24,17 +23,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 
-from dml_core.identity import result_config
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
 from sweep.console import describe_plan, say
 from sweep.labels import cell_labels
-from sweep.pending import (Restart, best_of, changed_fields, check_design_unchanged, check_growth, final_work,
-                           flatten_config, identity, search_ended, search_left)
-from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
+from sweep.pending import (Restart, check_base_unchanged, check_design_unchanged, check_growth, crashed_pairs,
+                           final_work, identity, kept_value, search_left, stored_answer, unsearched)
+from sweep.plan import FINAL, PLAN_YAML, SEARCH, Cell, SweepPlan, TrialSpec
 from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
 from sweep.resources import check_fits, cluster_shapes
-from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
 from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
 
@@ -99,17 +96,9 @@ def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_chang
     started = read_json(sweep_dir / PLAN_FILE)
     restart = check_design_unchanged(plan, started, log, restart_changed)
     old_base = started.get("base")
-    if old_base is None and (sweep_dir / "sweep.yaml").is_file():  # a plan.json of an earlier version
-        old_base = {k: v for k, v in yaml.safe_load((sweep_dir / "sweep.yaml").read_text()).items() if k != "sweep"}
-    if old_base is not None and not restart_changed:
-        changed = changed_fields(old_base, plan.base)
-        if changed:
-            flat_old, flat_new = flatten_config(result_config(old_base)), flatten_config(result_config(plan.base))
-            was = f" ({flat_old.get(changed[0])!r} -> {flat_new.get(changed[0])!r})" if len(changed) == 1 else ""
-            raise SweepError(
-                f"{plan.source}: {', '.join(changed[:3])}{was}: changes the experiment this sweep already ran; "
-                "add --restart-changed to run the affected trials afresh, or start a new sweep "
-                "(--out DIR or --set sweep.name=...)")
+    if old_base is None and (sweep_dir / PLAN_YAML).is_file():  # a plan.json of an earlier version
+        old_base = {k: v for k, v in yaml.safe_load((sweep_dir / PLAN_YAML).read_text()).items() if k != "sweep"}
+    check_base_unchanged(plan, old_base, restart_changed)
     return restart
 
 
@@ -215,15 +204,13 @@ class SweepRunner:
         comparison is open. What ran before counts, so a resumed sweep continues where it was;
         each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
         from sweep.console import policy_end_lines, policy_look_lines
-        from sweep.pending import crashed
         from sweep.sequential import PolicyView
 
         view = PolicyView.of(self.spec.policy, self.plan.cells, self.spec.baseline, self.spec.metric,
                              self.spec.equivalence_margin)
         say(f"-- final: {view.rule()}")
         # --retry-failed: crashed trials of earlier rounds run again first (from scratch).
-        todo = {(t.cell, t.seed) for t in self.plan.final_trials(best)
-                if self.options.retry_failed and crashed(self.log.get(t.key))}
+        todo = crashed_pairs(self.log, self.plan.final_trials(best)) if self.options.retry_failed else set()
         seen: dict[Any, int] = {}  # quantity -> the look its last console line showed
         while True:
             records = [r for r in self.log.trials() if r.phase == FINAL]
@@ -312,15 +299,13 @@ class SweepRunner:
         metric = self.spec.search_metric
 
         def answer(index: int, params: dict[str, Any], number: int) -> Optional[float]:
-            spec = specs[index]
-            ident = identity(self.plan, spec, params)
-            found = self.log.store.finished([ident.content_key]).get(ident.content_key)
+            found = stored_answer(self.plan, self.log, specs[index], params)
             if found is None:
                 return None
-            origin, record = found
-            self.callback.record_reused(spec, f"{spec.key}/reused-{number}", ident, origin, record, params)
+            spec = found.spec
+            self.callback.record_reused(spec, f"{spec.key}/reused-{number}", found.ident, found.origin, found.record, params)
             self.reused += 1
-            return record.value(metric)
+            return found.record.value(metric)
 
         return answer
 
@@ -412,36 +397,25 @@ class SweepRunner:
     # ---------------------------------------------------------------- search results
 
     def _best_params(self, cell: Cell) -> Optional[dict[str, Any]]:
-        """Best finished search trial of `cell` by its last evaluation; decided once, then kept --
-        until a grown search (more `num_samples`) has ended more samples of the cell."""
-        chosen = self.log.meta.best.get(cell.id)
-        ended = search_ended(self.log, cell.id)
-        if chosen is not None and chosen.samples >= ended:
-            return chosen.params
-        if best_of(self.plan, self.log, cell) is None:
+        """The searched values `cell` keeps (`pending.kept_value`); a choice made now is recorded and told."""
+        kept = kept_value(self.plan, self.log, cell)
+        if kept is None:
             return None
-        metric = self.spec.search_metric
-        done = [r for r in self.log.trials() if r.phase == SEARCH and r.cell == cell.id and r.finished
-                and math.isfinite(r.value(metric))]
-        # The documented rule (sweep/selection.py): the best, unless within scoring noise of another.
-        choice = select_for_cell(self.plan, cell, [candidate_of(r, metric) for r in done])
-        self.log.update_meta(best={**self.log.meta.best, cell.id: BestChoice(**choice.record(), samples=ended)})
-        say(choice.console_line(self.labels[cell.id], metric, search_prefix(self.plan).rstrip("_")))
-        return choice.params
+        if kept.choice is not None:
+            choice = kept.choice
+            self.log.update_meta(best={**self.log.meta.best, cell.id: BestChoice(**choice.record(), samples=kept.samples)})
+            say(choice.console_line(self.labels[cell.id], self.spec.search_metric, search_prefix(self.plan).rstrip("_")))
+        return kept.params
 
     def _drop_unsearched(self, trials: list[TrialSpec], best: dict[str, Any]) -> list[TrialSpec]:
-        """A cell whose every search trial failed has nothing to re-run: its final trials are
-        recorded as failed (they appear in the table) instead of silently using base values."""
-        kept = []
-        for t in trials:
-            if t.cell in best:
-                kept.append(t)
-            elif self.log.get(t.key) is None:
-                self.log.add(TrialRecord(
-                    trial_id="", key=t.key, label=f"{self.labels.get(t.cell, t.cell)} · s{t.seed}", phase=FINAL,
-                    cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, status=FAILED, failure="search",
-                    error="no search trial of this cell finished",
-                ))
+        """The final trials of cells with a searched value; the others are recorded as failed (`pending.unsearched`)."""
+        kept, failed = unsearched(self.log, trials, best)
+        for t in failed:
+            self.log.add(TrialRecord(
+                trial_id="", key=t.key, label=f"{self.labels.get(t.cell, t.cell)} · s{t.seed}", phase=FINAL,
+                cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, status=FAILED, failure="search",
+                error="no search trial of this cell finished",
+            ))
         return kept
 
 
@@ -552,7 +526,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
         runs.flush(check=False)
         if not options.resume and not log.trials():  # nothing ran: what create_sweep_dir wrote would refuse a plain rerun
             drop_parent(runs)  # and a parent run of no sweep folder would be an orphan
-            for name in ("sweep.yaml", "plan.txt", PLAN_FILE, POINTER_FILE):
+            for name in (PLAN_YAML, "plan.txt", PLAN_FILE, POINTER_FILE):
                 (sweep_dir / name).unlink(missing_ok=True)
         elif isinstance(e, SweepError):  # a refused --resume changed nothing: the parent as it was
             end_parent(runs, runs.parent_status or KILLED)
@@ -601,14 +575,14 @@ def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:
 def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
     """`--sync DIR`: rebuild the sweep's MLflow runs (parent + one per trial) from the trial store
     in the tracking store in use now. Returns (tracking URI, runs created, duplicates deleted)."""
-    from sweep.plan import load_plan
+    from sweep.plan import plan_of
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracking import Tracker, TrialRuns, sync_runs
 
     sweep_dir = Path(sweep_dir).resolve()
-    if not (sweep_dir / "sweep.yaml").is_file() or not (sweep_dir / PLAN_FILE).is_file():
-        raise SweepError(f"{sweep_dir}: not a sweep directory (no sweep.yaml / {PLAN_FILE})")
-    plan = load_plan(sweep_dir / "sweep.yaml")
+    if not (sweep_dir / PLAN_FILE).is_file():
+        raise SweepError(f"{sweep_dir}: not a sweep directory (no {PLAN_FILE})")
+    plan = plan_of(sweep_dir)
     with DirectoryLock(sweep_dir):
         log = SweepLog.open(sweep_dir, plan.name)
         tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)

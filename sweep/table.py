@@ -48,7 +48,7 @@ from dml_core.identity import content_key, result_config, scored_on
 from dml_core.io import PathError
 from sweep.labels import cell_labels, fmt_metric, fmt_value, is_fraction, method_of, metric_label, short_key, slug
 from sweep.pending import flatten_config
-from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
+from sweep.plan import FINAL, SweepPlan, TrialSpec, plan_of, trial_config
 from sweep.records import FAILED, FINISHED, SEARCH, TrialRecord
 from sweep.results import PAPERS_SELECTION_METRIC, _with_evaluation  # the sweep report's evaluation rule, shared
 from sweep.sequential import PolicyView, points
@@ -176,7 +176,7 @@ def load_sweep(sweep_dir: Path, index: int = 0, name: Optional[str] = None, plan
 def _plan(sweep_dir: Path) -> SweepPlan:
     if not (sweep_dir / "sweep.yaml").is_file():
         raise TableError(f"{sweep_dir}: not a sweep directory (no sweep.yaml)")
-    return load_plan(sweep_dir / "sweep.yaml")
+    return plan_of(sweep_dir)
 
 
 def _names(plans: list[SweepPlan], sweep_dirs: list[Path]) -> list[str]:

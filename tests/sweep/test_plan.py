@@ -162,11 +162,26 @@ def test_torch_threads_follow_reserved_cpus(tmp_path: Path) -> None:
     assert plan.base["train"]["num_threads"] == 3
 
 
-def test_fingerprint_tracks_the_definition(tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "x.yaml", {"seeds": [0, 1]})
-    assert load_plan(path).fingerprint() == load_plan(path).fingerprint()
-    assert load_plan(path).fingerprint() != load_plan(path, ["sweep.seeds=[0,1,2]"]).fingerprint()
-    assert load_plan(path).fingerprint() != load_plan(path, ["optimizer.lr=0.01"]).fingerprint()
+def test_plan_of_a_sweep_folder_also_of_the_previous_version(tmp_path: Path) -> None:
+    """The one way a sweep folder's plan is read; a folder whose plan.json carries the dropped
+    `fingerprint` (written, never read) reads as before."""
+    import json
+
+    import yaml
+
+    from sweep.plan import plan_of
+    from sweep.spec import SweepError
+
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"seeds": [0, 1]}))
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}))
+    (folder / "plan.json").write_text(json.dumps({**plan.to_json(), "fingerprint": "0123456789abcdef"}))
+    again = plan_of(folder)
+    assert again.source == plan.source and again.to_json() == plan.to_json() and "fingerprint" not in plan.to_json()
+    (folder / "sweep.yaml").unlink()
+    with pytest.raises(SweepError, match=r"sweep: not a sweep directory \(no sweep.yaml\)"):
+        plan_of(folder)
 
 
 def test_dry_run_prints_the_plan_without_training(tmp_path: Path) -> None:
