@@ -134,15 +134,9 @@ def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     typed = list(argv)  # as given: the report lists it (argv may gain the --out of a `<name>-2`)
     args = _parser().parse_args(argv)
-    if args.calibrate and not args.dry_run:
-        print("error: --calibrate needs --dry-run", file=sys.stderr)
-        return 2
-    for flag in ("retry_failed", "restart_changed"):
-        if getattr(args, flag) and not args.resume:
-            print(f"error: --{flag.replace('_', '-')} needs --resume", file=sys.stderr)
-            return 2
-    if (args.config is None) == (args.sync is None):
-        print("error: give a sweep YAML, or --sync SWEEP_DIR (not both)", file=sys.stderr)
+    refused = _refused_flags(args)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
         return 2
     _quiet_libraries(args.verbose)
     sigterm_as_ctrl_c()
@@ -161,46 +155,8 @@ def _main(argv: list[str] | None) -> int:
             if free != sweep_dir:  # so that the printed resume command finds this one
                 sweep_dir, argv = free, [*argv, "--out", str(free)]
         if args.dry_run:
-            check_plan(plan, download=True)
-            if not (sweep_dir / POINTER_FILE).is_file():  # a new sweep's store: foreign, newer, empty, read-only
-                check_store_file(default_store_path(sweep_dir))
-            cpus, gpus = available_resources(args.address)
-            joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
-            if joined:
-                shapes = cluster_shapes(args.cluster_config)
-            else:  # a cluster YAML given offline: judge the trial against its node types instead
-                shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
-            check_fits(plan.spec.resources_per_trial, shapes, plan.source)
-            print(describe_plan(plan, sweep_dir, cpus, gpus, max_cells=None if args.verbose else SCREEN_CELLS))
-            print(_forecast(plan, sweep_dir, cpus, gpus, joined, args.cluster_config, args.calibrate), flush=True)
-            for line in pilot_forecast_lines(plan, sweep_dir):  # a seed policy's, from stored seeds of its cells
-                print(line)
-            from sweep.plots import planned_figures  # the dry run's alone
-
-            print("figures the report will draw:\n" + "\n".join(f"  {line}" for line in planned_figures(plan)))
-            print("dry run: every trial config, data path and the resources check out; nothing was trained")
-            return 0
-        print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
-        if not args.resume:  # a new sweep's folder, then its store (foreign, newer, empty, read-only), before either is made
-            _creatable(sweep_dir)
-            check_store_file(default_store_path(sweep_dir))
-        _keep_forecast(plan, sweep_dir)
-        print(starting_line(plan, args.address), flush=True)
-        from sweep.writers import record_command  # pyarrow: after the lines above are out
-
-        try:
-            undo = record_command(sweep_dir, typed)  # for the report: what was run, `--set` overrides and all
-        except OSError:  # a folder that cannot be made: the sweep's own checks say so in one line
-            undo = lambda: None  # noqa: E731
-        try:
-            outcome = run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
-                                cluster_config=args.cluster_config, verbose=args.verbose,
-                                reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
-                                store=args.store)
-        except BaseException:
-            if not (sweep_dir / PLAN_FILE).is_file():  # no sweep came of it: no command to list
-                undo()
-            raise
+            return _dry_run(args, plan, sweep_dir)
+        outcome = _run(args, typed, plan, sweep_dir)
     except ValueError as e:  # SweepError, ConfigError, DatasetError: all one line
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
@@ -216,6 +172,68 @@ def _main(argv: list[str] | None) -> int:
                 else f"run it again: {' '.join(shlex.quote(a) for a in ['python', 'sweep/run.py', *argv])}")
         print(f"error: {where}; fix it, then {then}", file=sys.stderr)
         return EXIT_IO
+    return _finished(outcome, argv)
+
+
+def _refused_flags(args: argparse.Namespace) -> str:
+    """The one-line refusal of options that do not go together ("" when they do)."""
+    if args.calibrate and not args.dry_run:
+        return "--calibrate needs --dry-run"
+    for flag in ("retry_failed", "restart_changed"):
+        if getattr(args, flag) and not args.resume:
+            return f"--{flag.replace('_', '-')} needs --resume"
+    if (args.config is None) == (args.sync is None):
+        return "give a sweep YAML, or --sync SWEEP_DIR (not both)"
+    return ""
+
+
+def _dry_run(args: argparse.Namespace, plan: SweepPlan, sweep_dir: Path) -> int:
+    check_plan(plan, download=True)
+    if not (sweep_dir / POINTER_FILE).is_file():  # a new sweep's store: foreign, newer, empty, read-only
+        check_store_file(default_store_path(sweep_dir))
+    cpus, gpus = available_resources(args.address)
+    joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    if joined:
+        shapes = cluster_shapes(args.cluster_config)
+    else:  # a cluster YAML given offline: judge the trial against its node types instead
+        shapes = read_node_types(args.cluster_config) if args.cluster_config else [local_shape()]
+    check_fits(plan.spec.resources_per_trial, shapes, plan.source)
+    print(describe_plan(plan, sweep_dir, cpus, gpus, max_cells=None if args.verbose else SCREEN_CELLS))
+    print(_forecast(plan, sweep_dir, cpus, gpus, joined, args.cluster_config, args.calibrate), flush=True)
+    for line in pilot_forecast_lines(plan, sweep_dir):  # a seed policy's, from stored seeds of its cells
+        print(line)
+    from sweep.plots import planned_figures  # the dry run's alone
+
+    print("figures the report will draw:\n" + "\n".join(f"  {line}" for line in planned_figures(plan)))
+    print("dry run: every trial config, data path and the resources check out; nothing was trained")
+    return 0
+
+
+def _run(args: argparse.Namespace, typed: list[str], plan: SweepPlan, sweep_dir: Path) -> SweepOutcome:
+    print(describe_plan(plan, sweep_dir, max_cells=None if args.verbose else SCREEN_CELLS), flush=True)
+    if not args.resume:  # a new sweep's folder, then its store (foreign, newer, empty, read-only), before either is made
+        _creatable(sweep_dir)
+        check_store_file(default_store_path(sweep_dir))
+    _keep_forecast(plan, sweep_dir)
+    print(starting_line(plan, args.address), flush=True)
+    from sweep.writers import record_command  # pyarrow: after the lines above are out
+
+    try:
+        undo = record_command(sweep_dir, typed)  # for the report: what was run, `--set` overrides and all
+    except OSError:  # a folder that cannot be made: the sweep's own checks say so in one line
+        undo = lambda: None  # noqa: E731
+    try:
+        return run_sweep(plan, sweep_dir, resume=args.resume, retry_failed=args.retry_failed, address=args.address,
+                         cluster_config=args.cluster_config, verbose=args.verbose,
+                         reuse=False if args.no_reuse else None, restart_changed=args.restart_changed,
+                         store=args.store)
+    except BaseException:
+        if not (sweep_dir / PLAN_FILE).is_file():  # no sweep came of it: no command to list
+            undo()
+        raise
+
+
+def _finished(outcome: SweepOutcome, argv: list[str]) -> int:
     if outcome.status == KILLED:
         print(f"interrupted; continue with: {_resume_command(argv)}", file=sys.stderr)
         return 130

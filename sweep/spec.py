@@ -11,99 +11,22 @@ experiment config (`model.embedding_dim`, `loss.margin`); they are checked again
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
-import typing
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from dml_core.config import ExperimentConfig
 from dml_core.errors import format_validation_error
 from dml_core.io import check_folder_name
 from dml_core.evaluation.names import check_mode, direction, looks_like_metric
-from dml_core.params import SECTIONS
 from dml_core.registry import Strict
+from sweep.config_keys import check_keys
+from sweep.seed_policy import SeedPolicy, SeedsField
 
 
 class SweepError(ValueError):
     """A mistake in a sweep block or sweep directory; the message is one line."""
-
-
-# --------------------------------------------------------------------------- dotted config keys
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside `X` or `Optional[X]`, if any."""
-    candidates = typing.get_args(annotation) or (annotation,)
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-    return None
-
-
-def _models_of(model: type[BaseModel], name: str) -> list[type[BaseModel]]:
-    """The model(s) behind field `name`: every registered component for a component section."""
-    if model is ExperimentConfig and name in SECTIONS:
-        registry = SECTIONS[name]
-        return [registry.get(n) for n in registry.names()]
-    sub = _submodel(model.model_fields[name].annotation)
-    return [sub] if sub else []
-
-
-def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for name in model.model_fields:
-        subs = _models_of(model, name)
-        if not subs:
-            keys.append(f"{prefix}{name}")
-        for sub in subs:
-            keys.extend(k for k in _leaf_keys(sub, f"{prefix}{name}.") if k not in keys)
-    return keys
-
-
-# Seeds and the sweep block itself are not ablation axes: `seeds:` pairs trials, and a sweep
-# cannot sweep its own definition.
-_RESERVED = {"seed": "use sweep.seeds", "sweep": "the sweep block cannot be swept"}
-
-
-def check_config_key(dotted: str) -> None:
-    """Raise `ValueError` unless `dotted` names a settable field of `ExperimentConfig`.
-
-    In a component section the key must belong to some registered component
-    (`expansion.n_inner_pts`: EE); whether it belongs to the component a cell chooses is checked
-    when each trial config is validated (`--dry-run`).
-    """
-    head = dotted.split(".", 1)[0]
-    if head in _RESERVED:
-        raise ValueError(_RESERVED[head])
-    models: list[type[BaseModel]] = [ExperimentConfig]
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        owners = [m for m in models if part in m.model_fields]
-        if not owners:
-            hint = difflib.get_close_matches(dotted, _leaf_keys(ExperimentConfig), n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"unknown config key{extra}")
-        subs = [sub for m in owners for sub in _models_of(m, part)]
-        if not subs:
-            if i != len(parts) - 1:
-                raise ValueError(f"{'.'.join(parts[: i + 1])} is not a section")
-            return
-        models = subs
-    raise ValueError("names a section, not a field")
-
-
-def _check_keys(keys: typing.Iterable[str], allow: tuple[str, ...] = ()) -> None:
-    for key in keys:
-        if key in allow:
-            continue
-        try:
-            check_config_key(key)
-        except ValueError as e:
-            # pydantic reports the location; we add the key so the message names it.
-            raise ValueError(f"{key}: {e}") from None
 
 
 # --------------------------------------------------------------------------- the block
@@ -180,7 +103,7 @@ class SearchSpec(Strict):
     @field_validator("params")
     @classmethod
     def _keys(cls, v: dict[str, SearchParam]) -> dict[str, SearchParam]:
-        _check_keys(v)
+        check_keys(v)
         return v
 
     @field_validator("metric")
@@ -230,77 +153,6 @@ class ReportSpec(Strict):
     evaluation: Literal["last", "best", "best_on_test"] = "last"
 
 
-class StopRule(Strict):
-    """When a seed policy stops adding seeds to a comparison (any rule that is set suffices)."""
-
-    # Every comparison with its baseline decided: better, worse, or (with
-    # `sweep.equivalence_margin`) equivalent within the margin.
-    decided: bool = False
-    # The comparison's interval (a cell's own, for a cell compared with nothing) is at most this
-    # wide on each side, in points of the metric (percentage points for recall, MAP@R, NMI).
-    ci_half_width: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            if v != "decided":
-                raise ValueError(f"{v!r}: write `decided` or a mapping like {{ci_half_width: 1.0}}")
-            return {"decided": True}
-        return v
-
-    @model_validator(mode="after")
-    def _some_rule(self) -> "StopRule":
-        if not self.decided and self.ci_half_width is None:
-            raise ValueError("set `decided` or `ci_half_width` (or write `until: decided`)")
-        return self
-
-
-MAX_POLICY_SEEDS = 10_000
-
-
-class SeedPolicy(Strict):
-    """Seeds added in rounds until the answer is clear (`sweep.sequential`): `start` seeds per
-    cell, then `step` more per round where a comparison is still open, at most `max`. The seeds
-    are 0, 1, ..., max - 1, the same in every cell (paired)."""
-
-    start: int = Field(3, ge=2, description="seeds of the first round (a t-interval needs 2)")
-    # The plan lists every seed a policy may run (cells x max trials): a max of 2**33 was a
-    # MemoryError in list(range(max)) instead of a message.
-    max: int = Field(ge=2, le=MAX_POLICY_SEEDS)
-    step: int = Field(1, ge=1, description="seeds added per round")
-    until: StopRule
-    # How the error rate alpha is spread over the planned looks (Lan & DeMets 1983 spending
-    # functions): pocock spends it evenly-ish (early stops come easier), obrien_fleming keeps
-    # most for the last looks, bonferroni splits it equally.
-    spending: Literal["pocock", "obrien_fleming", "bonferroni"] = "pocock"
-
-    @model_validator(mode="after")
-    def _range(self) -> "SeedPolicy":
-        if self.max < self.start:
-            raise ValueError(f"max ({self.max}) is below start ({self.start})")
-        return self
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(range(self.max))
-
-    @property
-    def looks(self) -> list[int]:
-        """Seeds per cell at each planned look: start, start + step, ..., max."""
-        return [*range(self.start, self.max, self.step), self.max]
-
-
-# A mapping is a policy, anything else a list: errors then name the policy's own field
-# (`sweep.seeds.max`), not both readings of a union.
-SeedsField = Annotated[
-    # numpy, torch and Python's random take seeds 0 .. 2**32 - 1 (others crashed every trial)
-    Union[Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1), Tag("list")],
-          Annotated[SeedPolicy, Tag("policy")]],
-    Discriminator(lambda v: "policy" if isinstance(v, (dict, SeedPolicy)) else "list"),
-]
-
-
 _AXIS_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
@@ -326,7 +178,7 @@ class AxisSpec(Strict):
         if v is not None:
             for arm, key in v.items():
                 try:
-                    _check_keys([key])
+                    check_keys([key])
                 except ValueError as e:
                     raise ValueError(f"{arm}: {e}") from None
         return v
@@ -394,7 +246,7 @@ class SweepSpec(Strict):
         if isinstance(v, dict):
             named = {k for k, values in v.items() if isinstance(values, _Named)}
             try:
-                _check_keys([k for k in v if k not in named])
+                check_keys([k for k in v if k not in named])
             except ValueError as e:
                 key = str(e).split(":", 1)[0]
                 if re.fullmatch(_AXIS_NAME, key):
@@ -423,7 +275,7 @@ class SweepSpec(Strict):
             if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
                 raise ValueError(f"{name!r}: arm names use letters, digits, '_' and '-'")
             try:
-                _check_keys(overrides)
+                check_keys(overrides)
             except ValueError as e:
                 raise ValueError(f"{name}.{e}") from None
         return v

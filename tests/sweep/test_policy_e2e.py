@@ -16,7 +16,8 @@ from sweep.report import headlines
 from sweep.console import policy_look_lines
 from sweep.labels import fmt_duration
 from sweep.run import closing_block
-from sweep.runner import SweepInterrupted, plan_labels, run_sweep
+from sweep.phases import SweepInterrupted
+from sweep.runner import plan_labels, run_sweep
 from sweep.sequential import Design, PolicyView
 from sweep.table import build_table, to_latex, to_markdown
 from sweep_testlib import REPO_ROOT, sweep_from_records, write_yaml

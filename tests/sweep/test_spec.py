@@ -10,7 +10,8 @@ import pytest
 from sweep_testlib import REPO_ROOT, write_yaml
 from sweep.checks import check_plan
 from sweep.plan import load_plan
-from sweep.spec import SweepError, check_config_key
+from sweep.config_keys import check_config_key
+from sweep.spec import SweepError
 
 GRID = {"model.embedding_dim": [8, 16]}
 
