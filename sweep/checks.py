@@ -22,7 +22,7 @@ from dml_core.evaluation.names import check_metric_name
 
 from sweep.mlflow_check import check_tracking_store
 from sweep.plan import SweepPlan, TrialSpec, trial_config
-from sweep.spec import SweepError
+from sweep.spec import SearchParam, SweepError
 
 TrialConfigs = list[tuple[TrialSpec, ExperimentConfig]]
 
@@ -34,31 +34,31 @@ def check_plan(plan: SweepPlan, *, download: bool = False) -> None:
     trials = trial_configs(plan)
     check_tracking_store(plan.spec.mlflow.tracking_uri)
     if download:
-        download_data(plan, trials)
-    check_paths(plan, trials)
-    check_batches(plan, trials)
+        download_data(plan.source, trials)
+    check_paths(plan.source, trials)
+    check_batches(plan.source, trials)
 
 
 def trial_configs(plan: SweepPlan) -> TrialConfigs:
     """The validated config of every final trial and of each search cell at each search corner."""
-    trials = [(t, trial_config(plan.base, t, None, plan.source)) for t in plan.final_trials()]
+    source, spec = plan.source, plan.spec
+    trials = [(t, trial_config(plan.base, t, None, source)) for t in plan.final_trials()]
     for trial, cfg in trials:
-        _check_metric(plan, trial, cfg, "sweep.metric", plan.spec.metric)
-    if plan.spec.search:
-        field = "sweep.search.metric" if plan.spec.search.metric else "sweep.metric"
-        for cell in plan.cells:
-            trial = plan.search_trial(cell)
-            for p in search_corners(plan):
-                cfg = trial_config(plan.base, trial, p, plan.source)
-                _check_metric(plan, trial, cfg, field, plan.spec.search_metric)
+        _check_metric(source, trial, cfg, "sweep.metric", spec.metric)
+    if spec.search:
+        field = "sweep.search.metric" if spec.search.metric else "sweep.metric"
+        corners = search_corners(spec.search.params)
+        for trial in map(plan.search_trial, plan.cells):
+            for p in corners:
+                cfg = trial_config(plan.base, trial, p, source)
+                _check_metric(source, trial, cfg, field, spec.search_metric)
                 trials.append((trial, cfg))
     return trials
 
 
-def search_corners(plan: SweepPlan) -> list[dict[str, Any]]:
+def search_corners(params: dict[str, SearchParam]) -> list[dict[str, Any]]:
     """One config per search bound / choice, the others at their low end: cheap coverage that
     catches e.g. a `high` that a config field rejects."""
-    params = plan.spec.search.params
     low = {k: (p.choices[0] if p.type == "categorical" else _bound(p, p.low)) for k, p in params.items()}
     corners = [low]
     for key, p in params.items():
@@ -67,7 +67,7 @@ def search_corners(plan: SweepPlan) -> list[dict[str, Any]]:
     return corners
 
 
-def download_data(plan: SweepPlan, trials: TrialConfigs) -> None:
+def download_data(source: str, trials: TrialConfigs) -> None:
     """Fetch each distinct data selection whose `data.download` is on (once per selection)."""
     from dml_core.data.download import ensure_downloaded
     from dml_core.data.roots import resolve_data_paths
@@ -80,10 +80,10 @@ def download_data(plan: SweepPlan, trials: TrialConfigs) -> None:
             try:
                 ensure_downloaded(data)
             except ValueError as e:
-                raise SweepError(f"{plan.source}: {e}") from None
+                raise SweepError(f"{source}: {e}") from None
 
 
-def check_paths(plan: SweepPlan, trials: TrialConfigs) -> None:
+def check_paths(source: str, trials: TrialConfigs) -> None:
     """Every data path exists on the driver's machine."""
     from dml_core.data.download import where_to_get
     from dml_core.data.roots import DATA_ENV, data_home, resolve_data_paths, uses_data_home
@@ -100,10 +100,10 @@ def check_paths(plan: SweepPlan, trials: TrialConfigs) -> None:
                 raw = getattr(written, key)  # present: the resolved copy has the same fields
                 why = (f"{raw} with {DATA_ENV}={data_home()}" if uses_data_home(raw)
                        else f"relative paths resolve against the current directory, {os.getcwd()}")
-                raise SweepError(f"{plan.source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
+                raise SweepError(f"{source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
 
 
-def check_batches(plan: SweepPlan, trials: TrialConfigs) -> None:
+def check_batches(source: str, trials: TrialConfigs) -> None:
     """P x K of every trial against its training split's classes and images (read once per
     data selection: annotation files and folder listings, no pixels)."""
     from dml_core.data.index import check_batch, data_index
@@ -115,7 +115,7 @@ def check_batches(plan: SweepPlan, trials: TrialConfigs) -> None:
             else:
                 check_batch(cfg.data, data_index(cfg.data))
         except ValueError as e:
-            raise SweepError(f"{plan.source} [{trial.key}]: {e}") from None
+            raise SweepError(f"{source} [{trial.key}]: {e}") from None
 
 
 # Fewer held-out classes than this and a fold's score means nothing: with one class every
@@ -149,12 +149,12 @@ def check_folds(cfg: ExperimentConfig) -> None:
             raise ValueError(f"sweep.search.folds: {k} folds leave fold {fold} {len(rest)} training classes: {e}") from None
 
 
-def _check_metric(plan: SweepPlan, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
+def _check_metric(source: str, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
     """The metric the sweep ranks by must be one this trial reports (its dataset's Recall@K)."""
     try:
         check_metric_name(metric, cfg.metric_names(), field)
     except ValueError as e:
-        raise SweepError(f"{plan.source} [{trial.key}]: {e}") from None
+        raise SweepError(f"{source} [{trial.key}]: {e}") from None
 
 
 def _bound(p: Any, value: float) -> Any:

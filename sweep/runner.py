@@ -59,7 +59,7 @@ def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
     return (Path(root) / plan.name).resolve()
 
 
-def check_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool) -> None:
+def check_sweep_dir(sweep_dir: Path, resume: bool) -> None:
     """Refuse to start over an existing sweep, or to resume a missing one. A resumed sweep may have
     grown; what it may not change is checked against its records (`resume_checks`)."""
     plan_file = sweep_dir / PLAN_FILE
@@ -121,7 +121,8 @@ def search_prefix(plan: SweepPlan) -> str:
 
 
 def plan_labels(plan: SweepPlan) -> dict[str, str]:
-    return cell_labels(plan.to_json()["cells"], plan.spec.arms, plan.base)
+    cells = [{"id": c.id, "arm": c.arm, "coords": c.coords} for c in plan.cells]  # plan.json's cells, without the JSON
+    return cell_labels(cells, plan.spec.arms, plan.base)
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,
@@ -157,7 +158,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     if options.verbose == 0:
         use_legacy_tune_output()
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
-    check_sweep_dir(plan, sweep_dir, options.resume)
+    check_sweep_dir(sweep_dir, options.resume)
     # What a resumed sweep may not change is refused before Ray starts.
     log, restart = open_sweep_dir(plan, sweep_dir, options.restart_changed, store) if options.resume else (None, Restart())
     if log is None:  # a foreign, newer, empty or read-only store file: refused before Ray starts
