@@ -48,6 +48,9 @@ class RunOptions:
 
 
 class SweepRunner:
+    """Wires a plan's phases to Ray Tune: what each phase runs is `sweep.pending`'s decision; this
+    builds the Tuners, runs them, and hands each result to the Tune callback (`sweep.tracking`)."""
+
     def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions) -> None:
         from sweep.console import Console
         from sweep.tracking import TrackingCallback
