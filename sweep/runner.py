@@ -33,14 +33,14 @@ from sweep.labels import cell_labels
 from sweep.pending import (Restart, best_of, changed_fields, check_design_unchanged, check_growth, final_work,
                            flatten_config, identity, search_ended, search_left)
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
-from sweep.records import FAILED, FINISHED, KILLED, BestChoice, TrialRecord
+from sweep.records import FAILED, FINISHED, KILLED, BestChoice
 from sweep.resources import check_fits, cluster_shapes
 from sweep.selection import candidate_of, select_for_cell
 from sweep.spec import SweepError
 from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
-    from sweep.tracking import TrialRuns
+    from sweep.trial_runs import TrialRuns
 
 log = logging.getLogger("sweep")
 
@@ -123,10 +123,10 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
 
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
     """A new sweep: its records' place in the trial store and its plan; after `check_sweep_dir`."""
-    from sweep.tracking import git_commit
+    from sweep.tracker import git_commit
 
     log = SweepLog.create(sweep_dir, plan.name, store)
-    log.update_meta(git_commit=git_commit())
+    log.commit_recorded(git_commit())
     write_plan(plan, sweep_dir)
     return log
 
@@ -170,7 +170,7 @@ class RunOptions:
 class SweepRunner:
     def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions) -> None:
         from sweep.console import Console
-        from sweep.tracking import TrackingCallback
+        from sweep.tune_callback import TrackingCallback
 
         self.plan, self.spec = plan, plan.spec
         self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
@@ -276,7 +276,7 @@ class SweepRunner:
             say(f"   {len(changed)} trials whose config changed run afresh: {', '.join(changed[:3])}"
                 + (", ..." if len(changed) > 3 else ""))
             for key in changed:
-                self.runs.discard(key)
+                self.callback.discard(key)
         specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
@@ -350,7 +350,7 @@ class SweepRunner:
         it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
         for r in self.log.trials():
             if r.phase == phase and not r.ended and r.status != KILLED:
-                r = self.log.update(r.key, status=KILLED, error="lost with a killed driver; replaced by a new sample")
+                r = self.log.trial_killed(r.key, error="lost with a killed driver; replaced by a new sample")
                 if self.runs.ref(r) is not None:
                     self.runs.end(r)
         self.runs.flush()
@@ -426,7 +426,7 @@ class SweepRunner:
                 and math.isfinite(r.value(metric))]
         # The documented rule (sweep/selection.py): the best, unless within scoring noise of another.
         choice = select_for_cell(self.plan, cell, [candidate_of(r, metric) for r in done])
-        self.log.update_meta(best={**self.log.meta.best, cell.id: BestChoice(**choice.record(), samples=ended)})
+        self.log.search_chosen(cell.id, BestChoice(**choice.record(), samples=ended))
         say(choice.console_line(self.labels[cell.id], metric, search_prefix(self.plan).rstrip("_")))
         return choice.params
 
@@ -438,11 +438,7 @@ class SweepRunner:
             if t.cell in best:
                 kept.append(t)
             elif self.log.get(t.key) is None:
-                self.log.add(TrialRecord(
-                    trial_id="", key=t.key, label=f"{self.labels.get(t.cell, t.cell)} · s{t.seed}", phase=FINAL,
-                    cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, status=FAILED, failure="search",
-                    error="no search trial of this cell finished",
-                ))
+                self.log.trial_unsearched(t, f"{self.labels.get(t.cell, t.cell)} · s{t.seed}")
         return kept
 
 
@@ -489,7 +485,8 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     from sweep.compat import use_legacy_tune_output
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
-    from sweep.tracking import Tracker, TrialRuns
+    from sweep.tracker import Tracker
+    from sweep.trial_runs import TrialRuns
     from sweep.trainable import clean_stale_scratch
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
@@ -530,11 +527,11 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
-    from sweep.parent_run import publish
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
-    from sweep.tracking import drop_parent, end_parent, mark_killed, sync_runs
+    from sweep.trial_runs import drop_parent, end_parent, publish_sweep, sync_runs
+    from sweep.tune_callback import mark_killed
 
     tracker = runs.tracker
     if options.resume:
@@ -573,21 +570,20 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     finally:  # the driver's wall time over every session of the sweep, for the report
         session_s = time.monotonic() - started
         try:
-            log.update_meta(wall_s=log.meta.wall_s + session_s, sessions=log.meta.sessions + 1)
+            log.session_ended(session_s)
         except OSError:  # a store that failed: the error the sweep stopped with is the one to show
             if sys.exc_info()[0] is None:
                 raise
-    runs.refresh_parent(plan, sweep_dir)  # its params, where --restart-changed or growth changed them
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
     files = write_report(sweep_dir, results=results)
-    parent = publish(runs, results)  # a parent holding metrics this report dropped is replaced
-    tracker.log_files(parent, files)
-    if final and len(failed) == len(final):
-        tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
-    else:
-        tracker.end_run(parent, FINISHED)
+    all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
+    parent = publish_sweep(runs, plan, sweep_dir, results, files, all_failed)
+    if parent is None:  # MLflow stayed busy: the sweep is done, its view is behind the store
+        return SweepOutcome(sweep_dir, FINISHED, files, mlflow_url=f"(behind: python sweep/run.py --sync {sweep_dir})",
+                            results=results, final_trials=len(final), failed=failed, reused=runner.reused,
+                            tracking_uri=tracking_uri, wall_s=session_s)
     command, url = tracker.ui_hint()
     return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
                         tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
@@ -601,10 +597,11 @@ def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:
     from sweep.search import STUDY_FILE
 
     for key in restart.keys:
-        runs.discard(key)
+        runs.forget(key)
+        log.trial_discarded(key)
     if restart.search:
         (log.sweep_dir / STUDY_FILE).unlink(missing_ok=True)
-        log.update_meta(best={})
+        log.search_reset()
     say(f"   the design changed: {len(restart.keys)} trials of this sweep run afresh"
         + (" (the search draws anew)" if restart.search else ""))
 
@@ -614,7 +611,8 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
     in the tracking store in use now. Returns (tracking URI, runs created, duplicates deleted)."""
     from sweep.plan import load_plan
     from sweep.mlflow_check import resolve_tracking_uri
-    from sweep.tracking import Tracker, TrialRuns, sync_runs
+    from sweep.tracker import Tracker
+    from sweep.trial_runs import TrialRuns, sync_runs
 
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / "sweep.yaml").is_file() or not (sweep_dir / PLAN_FILE).is_file():
