@@ -58,11 +58,12 @@ PLAN_FILE = "plan.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def trial_record(spec: "TrialSpec", *, label: str, status: str, key: Optional[str] = None,
+def trial_record(spec: "TrialSpec", *, label: str, status: str, key: Optional[str] = None, trial_id: str = "",
                  params: Optional[dict[str, Any]] = None, **fields: Any) -> TrialRecord:
     """The one way a `TrialRecord` is made from a trial's spec: its place in the sweep from the
-    spec, its searched values on top of the spec's, the rest from `fields`."""
-    return TrialRecord(trial_id=fields.pop("trial_id", ""), key=key or spec.key, label=label, phase=spec.phase,
+    spec (`key`: a search sample's own), its searched values on top of the spec's, the rest from
+    `fields`; `trial_id` "" for a trial that never started (reused, or never run)."""
+    return TrialRecord(trial_id=trial_id, key=key or spec.key, label=label, phase=spec.phase,
                        cell=spec.cell, arm=spec.arm, coords=spec.coords, seed=spec.seed,
                        params={**spec.params, **(params or {})}, status=status, **fields)
 
@@ -182,10 +183,10 @@ class SweepLog:
         return self.update(key, trial_id=trial_id, status=RUNNING, error=None, failure=None,
                            attempts=record.attempts + 1, tune_experiment=tune_experiment)
 
-    def trial_result(self, key: str, step: int, metrics: dict[str, float], wall_s: Optional[float]) -> TrialRecord:
+    def trial_result(self, key: str, step: int, metrics: dict[str, float], wall_s: float) -> TrialRecord:
+        """An evaluation: the trial's latest metrics, appended to its history."""
         record = self._records[key]
-        return self.update(key, last_step=step, metrics=metrics, history=[*record.history, metrics],
-                           wall_s=record.wall_s if wall_s is None else wall_s)
+        return self.update(key, last_step=step, metrics=metrics, history=[*record.history, metrics], wall_s=wall_s)
 
     def trial_ended(self, key: str, status: str, error: Optional[str] = None, failure: Optional[str] = None) -> TrialRecord:
         return self.update(key, status=status, error=error, failure=failure)
