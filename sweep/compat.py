@@ -6,7 +6,7 @@ name, rather than deep inside a sweep.
 
 - `ray._private.state.state.get_cluster_config()`: the autoscaler's node types (`resources.py`);
 - `ray.tune.result.AUTO_RESULT_KEYS` / `DEBUG_METRICS`: Tune's own keys in a trial result
-  (developer API), kept out of the metrics logged to MLflow (`tracking.py`);
+  (developer API), kept out of the metrics logged to MLflow (`tune_callback.py`);
 - the env var `RAY_AIR_NEW_OUTPUT=0`: Tune's legacy output engine, silent at verbose 0 (`runner.py`);
 - the env var `TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1` with Tune's CSV and JSON loggers passed
   explicitly: no TensorBoard logger (`runner.py`, `tune_loggers`);

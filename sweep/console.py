@@ -10,7 +10,7 @@ driver-side callback prints instead, e.g.
     [9/10] ...     running 1, pending 0 · slowest n=2 · s2 epoch 4/8 (0:41)  ETA 0:38
 
 The counter and the trial lines come from the typed records of the trial store, handed over by
-the sweep's one Tune callback (`sweep.tracking.TrackingCallback`) after it recorded the event.
+the sweep's one Tune callback (`sweep.tune_callback.TrackingCallback`) after it recorded the event.
 While trials run and none ends, a status line (`...`) comes every `STATUS_EVERY_S` seconds: the
 same plain lines on a terminal and in a log (no carriage returns). The ETA is
 `sweep.progress.Progress`'s: work left in trial-seconds, from the trials' own times per epoch

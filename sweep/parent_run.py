@@ -93,8 +93,8 @@ def parent_description(results: SweepResults) -> str:
 
 
 def publish(runs: Any, results: SweepResults) -> str:
-    """Put `results` on the sweep's parent run (`runs`: the sweep's `tracking.TrialRuns`, not
-    imported here: `tracking` imports this module) so that it holds exactly the metrics this report
+    """Put `results` on the sweep's parent run (`runs`: the sweep's `trial_runs.TrialRuns`, not
+    imported here: `tracker` imports this module) so that it holds exactly the metrics this report
     shows; returns the parent's run id (a new one if it had to be replaced).
 
     A report can drop a metric an earlier report logged: a `--resume` that switched to a seed
@@ -126,5 +126,5 @@ def _replace(runs: Any, old: Any) -> str:
 
     new_id = tracker.replace(old_id, start)
     runs.parent.run_id = new_id
-    runs.log.update_meta(mlflow_parent_run_id=new_id, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment)
+    runs.log.parent_recorded(new_id, tracker.tracking_uri, tracker.experiment)
     return new_id

@@ -89,7 +89,7 @@ def final_work(plan: SweepPlan, log: SweepLog, specs: list[TrialSpec], identitie
         ident, record = work.identities[spec.key], log.get(spec.key)
         same = record is not None and record.content_key in (ident.content_key, "")  # "": migrated record
         if same and not record.content_key:  # migrated from a ledger.json: now it has an identity
-            record = log.update(spec.key, **identity_fields(ident))
+            record = log.trial_identified(spec.key, identity_fields(ident))
         if same and record.ended:
             if retry_failed and crashed(record):
                 trial_checkpoint(log.sweep_dir, spec.key).unlink(missing_ok=True)

@@ -21,11 +21,11 @@ from sweep.console import say
 from sweep.pending import (check_growth, crashed_pairs, final_work, identity, kept_value, search_left, stored_answer,
                            unsearched)
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
-from sweep.records import FAILED, KILLED, BestChoice, TrialRecord
+from sweep.records import KILLED, BestChoice
 from sweep.store import SweepLog
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
-    from sweep.tracking import TrialRuns
+    from sweep.trial_runs import TrialRuns
 
 
 class SweepInterrupted(Exception):
@@ -49,11 +49,11 @@ class RunOptions:
 
 class SweepRunner:
     """Wires a plan's phases to Ray Tune: what each phase runs is `sweep.pending`'s decision; this
-    builds the Tuners, runs them, and hands each result to the Tune callback (`sweep.tracking`)."""
+    builds the Tuners, runs them, and hands each result to the Tune callback (`sweep.tune_callback`)."""
 
     def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions) -> None:
         from sweep.console import Console
-        from sweep.tracking import TrackingCallback
+        from sweep.tune_callback import TrackingCallback
 
         self.plan, self.spec = plan, plan.spec
         self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
@@ -157,7 +157,7 @@ class SweepRunner:
             say(f"   {len(changed)} trials whose config changed run afresh: {', '.join(changed[:3])}"
                 + (", ..." if len(changed) > 3 else ""))
             for key in changed:
-                self.runs.discard(key)
+                self.callback.discard(key)
         specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
@@ -229,7 +229,7 @@ class SweepRunner:
         it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
         for r in self.log.trials():
             if r.phase == phase and not r.ended and r.status != KILLED:
-                r = self.log.update(r.key, status=KILLED, error="lost with a killed driver; replaced by a new sample")
+                r = self.log.trial_killed(r.key, error="lost with a killed driver; replaced by a new sample")
                 if self.runs.ref(r) is not None:
                     self.runs.end(r)
         self.runs.flush()
@@ -298,7 +298,7 @@ class SweepRunner:
             return None
         if kept.choice is not None:
             choice = kept.choice
-            self.log.update_meta(best={**self.log.meta.best, cell.id: BestChoice(**choice.record(), samples=kept.samples)})
+            self.log.search_chosen(cell.id, BestChoice(**choice.record(), samples=kept.samples))
             say(choice.console_line(self.labels[cell.id], self.spec.search_metric, self.runs.search_prefix.rstrip("_")))
         return kept.params
 
@@ -306,11 +306,7 @@ class SweepRunner:
         """The final trials of cells with a searched value; the others are recorded as failed (`pending.unsearched`)."""
         kept, failed = unsearched(self.log, trials, best)
         for t in failed:
-            self.log.add(TrialRecord(
-                trial_id="", key=t.key, label=f"{self.labels.get(t.cell, t.cell)} · s{t.seed}", phase=FINAL,
-                cell=t.cell, arm=t.arm, coords=t.coords, seed=t.seed, status=FAILED, failure="search",
-                error="no search trial of this cell finished",
-            ))
+            self.log.trial_unsearched(t, f"{self.labels.get(t.cell, t.cell)} · s{t.seed}")
         return kept
 
 

@@ -25,7 +25,7 @@ from sweep.spec import SweepError
 from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
-    from sweep.tracking import TrialRuns
+    from sweep.trial_runs import TrialRuns
 
 
 @dataclass
@@ -95,10 +95,10 @@ def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
 
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
     """A new sweep: its records' place in the trial store and its plan; after `check_sweep_dir`."""
-    from sweep.tracking import git_commit
+    from sweep.tracker import git_commit
 
     log = SweepLog.create(sweep_dir, plan.name, store)
-    log.update_meta(git_commit=git_commit())
+    log.commit_recorded(git_commit())
     write_plan(plan, sweep_dir)
     return log
 
@@ -151,7 +151,8 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     from sweep.local_ray import start_ray
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
-    from sweep.tracking import Tracker, TrialRuns
+    from sweep.tracker import Tracker
+    from sweep.trial_runs import TrialRuns
     from sweep.trainable import clean_stale_scratch
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
@@ -189,7 +190,8 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
-    from sweep.tracking import end_parent, mark_killed, sync_runs
+    from sweep.trial_runs import end_parent, sync_runs
+    from sweep.tune_callback import mark_killed
 
     if options.resume:
         before = log.meta.tracking_uri
@@ -219,7 +221,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     finally:  # the driver's wall time over every session of the sweep, for the report
         session_s = time.monotonic() - started
         try:
-            log.update_meta(wall_s=log.meta.wall_s + session_s, sessions=log.meta.sessions + 1)
+            log.session_ended(session_s)
         except OSError:  # a store that failed: the error the sweep stopped with is the one to show
             if sys.exc_info()[0] is None:
                 raise
@@ -231,7 +233,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
 def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns") -> None:
     """A session that failed: a new sweep of which nothing ran leaves no folder to --resume and no
     parent run; a refused --resume leaves the parent as it was; any other failure marks it FAILED."""
-    from sweep.tracking import drop_parent, end_parent
+    from sweep.trial_runs import drop_parent, end_parent
 
     runs.flush(check=False)
     if not options.resume and not log.trials():  # nothing ran: what create_sweep_dir wrote would refuse a plain rerun
@@ -246,23 +248,21 @@ def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: Sw
 
 def _conclude(plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns") -> SweepOutcome:
     """After the phases: one `SweepResults`, the report, the MLflow parent's metrics and files."""
-    from sweep.parent_run import publish
     from sweep.report import write_report
     from sweep.results import SweepResults
     from sweep.store import load_records
+    from sweep.trial_runs import publish_sweep
 
     tracker = runs.tracker
-    runs.refresh_parent(plan, sweep_dir)  # its params, where --restart-changed or growth changed them
     final = [r for r in log.trials() if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
     files = write_report(sweep_dir, results=results)
-    parent = publish(runs, results)  # a parent holding metrics this report dropped is replaced
-    tracker.log_files(parent, files)
-    if final and len(failed) == len(final):
-        tracker.end_run(parent, FAILED, f"all {len(final)} final trials failed")
-    else:
-        tracker.end_run(parent, FINISHED)
+    all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
+    parent = publish_sweep(runs, plan, sweep_dir, results, files, all_failed)
+    if parent is None:  # MLflow stayed busy: the sweep is done, its view is behind the store
+        return SweepOutcome(sweep_dir, FINISHED, files, mlflow_url=f"(behind: python sweep/run.py --sync {sweep_dir})",
+                            results=results, final_trials=len(final), failed=failed)
     command, url = tracker.ui_hint()
     return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
                         tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
@@ -275,10 +275,11 @@ def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:
     from sweep.search import STUDY_FILE
 
     for key in restart.keys:
-        runs.discard(key)
+        runs.forget(key)
+        log.trial_discarded(key)
     if restart.search:
         (log.sweep_dir / STUDY_FILE).unlink(missing_ok=True)
-        log.update_meta(best={})
+        log.search_reset()
     say(f"   the design changed: {len(restart.keys)} trials of this sweep run afresh"
         + (" (the search draws anew)" if restart.search else ""))
 
@@ -288,7 +289,8 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
     in the tracking store in use now. Returns (tracking URI, runs created, duplicates deleted)."""
     from sweep.plan import plan_of
     from sweep.mlflow_check import resolve_tracking_uri
-    from sweep.tracking import Tracker, TrialRuns, sync_runs
+    from sweep.tracker import Tracker
+    from sweep.trial_runs import TrialRuns, sync_runs
 
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / PLAN_FILE).is_file():

@@ -1,27 +1,18 @@
-"""The trial store: every trial record of every sweep under one storage root, in one SQLite file.
+"""The trial store's one writer: a sweep's records, and the lifecycle verbs that change them.
 
-Why SQLite (the standard library's `sqlite3`): a trial event changes one record, and SQLite
-updates one row in place, in a transaction, durable across `kill -9` of the writer; several drivers
-(sweeps side by side under one root) write the same file safely, each write waiting for the
-others (`busy_timeout`) rather than failing, readers never blocking writers (WAL journal); the
-content-key index answers "has this experiment finished anywhere?" without reading other sweeps'
-records. A columnar file (parquet) would be rewritten whole per event; DuckDB allows one writing
-process per file. The price: WAL needs the writers on one host (SQLite's shared-memory index), so
-on a cluster the store is written by the drivers only (on the head node); trials never touch it.
-On a network filesystem (NFS, CIFS, FUSE: `/mnt/dml/sweeps` on the cluster) the store uses
-SQLite's rollback journal instead of WAL, which network file locks support; drivers on several
-hosts should still each point `DML_TRIAL_STORE` at a local path.
+Every row of the trial store (`sweep.store_file`: the SQLite file, why SQLite, its tables) is
+written from this module only (a test walks `sweep/` to check it): the Tune callback, the runner,
+the search and the MLflow view say what happened -- a trial started, reported a result, ended,
+was answered from the store, was discarded for a rerun, a run or the parent got its MLflow id --
+and `SweepLog`'s verbs turn that into the record. A `TrialRecord` is built from a trial's spec in
+one place (`trial_record`).
 
 Where: `<storage root>/.store/trials.sqlite`, the storage root being the folder that holds the sweep
 directory (`sweeps/` for `sweeps/<name>`, the parent of `--out DIR`); `$DML_TRIAL_STORE` (or
 `--store`) names another file. A sweep directory keeps its plan, report and checkpoints, plus
 `store.json`, which says which store and which sweep in it hold its records. A sweep directory of
-an earlier version (a `ledger.json`, no `store.json`) is migrated into the store on its first
-`--resume` (the ledger is kept as `ledger.json.migrated`); `load_records` reads it as it is.
-
-Tables: `sweeps` (one row per sweep: id, name, directory, `SweepMeta` as JSON) and `trials` (one
-row per trial of a sweep: the sweep, the trial's key in it, its content key, status, whether it was
-reused, the `TrialRecord` as JSON).
+an earlier version (a `ledger.json`, no `store.json`) is migrated on its first `--resume`
+(`sweep.ledger`).
 
 Layout of a sweep directory::
 
@@ -41,153 +32,40 @@ so whoever can write the sweep folder cannot make the driver run code.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
-import math
 import os
 import re
-import sqlite3
+import hashlib
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from dml_core.io import PathError, atomic_write_json, make_dir, read_json
-from sweep.records import FINISHED, SweepMeta, SweepRecords, TrialRecord
+from sweep.ledger import LEGACY_LEDGER, read_legacy, retire_legacy
+from sweep.records import FAILED, FINISHED, KILLED, RUNNING, BestChoice, SweepMeta, SweepRecords, TrialRecord
+from sweep.store_file import (SCHEMA_VERSION, STORE_DIR, STORE_ENV, STORE_FILE, StoreError, TrialStore,
+                              check_store_file, default_store_path, on_network_fs)
 
-STORE_ENV = "DML_TRIAL_STORE"
-STORE_DIR, STORE_FILE = ".store", "trials.sqlite"
+if TYPE_CHECKING:
+    from sweep.plan import TrialSpec
+
+# The store file's names, imported from here by the driver and the tests.
+__all__ = ["SCHEMA_VERSION", "STORE_DIR", "STORE_ENV", "STORE_FILE", "StoreError", "TrialStore", "check_store_file",
+           "default_store_path", "on_network_fs", "LEGACY_LEDGER", "POINTER_FILE", "PLAN_FILE", "CHECKPOINT_DIR",
+           "SweepLog", "StoreMissing", "trial_record", "trial_checkpoint", "load_records", "describe_origin"]
+
 POINTER_FILE = "store.json"
 PLAN_FILE = "plan.json"
-LEGACY_LEDGER = "ledger.json"  # the sweep state of earlier versions, migrated on --resume
 CHECKPOINT_DIR = "checkpoints"
-SCHEMA_VERSION = 2  # 2: the store_info marker, record digests
-
-_NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
 
 
-def on_network_fs(path: Path, mounts_file: Path = Path("/proc/mounts")) -> bool:
-    """The filesystem holding `path` is a network one (from /proc/mounts; False where unknown)."""
-    try:
-        mounts = [line.split()[1:3] for line in mounts_file.read_text().splitlines()]
-    except OSError:
-        return False
-    path = path.resolve()
-    best, kind = "", ""
-    for point, fstype in mounts:
-        if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) > len(best):
-            best, kind = point, fstype
-    return kind in _NETWORK_FS or kind.startswith("fuse.")
-
-
-# What marks a file as a trial store (the `store_info` table) and the schema it is at (SQLite's
-# user_version): an existing file is used only with both, so a foreign SQLite database (MLflow's,
-# Optuna's), an empty file or a store of a newer version is refused before anything is written to it.
-STORE_KIND = "dml-trial-store"
-_SCHEMA = f"""
-CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE sweeps (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, dir TEXT NOT NULL, meta TEXT NOT NULL);
-CREATE TABLE trials (
-    sweep TEXT NOT NULL REFERENCES sweeps(id), key TEXT NOT NULL, content_key TEXT NOT NULL,
-    status TEXT NOT NULL, reused INTEGER NOT NULL, record TEXT NOT NULL, digest TEXT, PRIMARY KEY (sweep, key));
-CREATE INDEX trials_by_content ON trials (content_key, status, reused);
-PRAGMA user_version={SCHEMA_VERSION};
-"""
-# Schema 1 (no marker, no record digests) -> 2; its rows keep a NULL digest (see `_trusted`).
-_MIGRATE_1 = f"""
-ALTER TABLE trials ADD COLUMN digest TEXT;
-CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-PRAGMA user_version={SCHEMA_VERSION};
-"""
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-class StoreError(PathError):
-    """A file that is not a trial store this code may use (foreign, newer, empty, damaged); exit 2."""
-
-
-def record_digest(record_json: str) -> str:
-    """The checksum kept beside a record: a hand-edited record no longer matches it."""
-    return hashlib.sha256(record_json.encode("utf-8")).hexdigest()
-
-
-def check_store_file(path: str | Path) -> None:
-    """Refuse, reading only, a `path` that is not a trial store this code can use; a missing file
-    passes if its folder can be made and written. Called before Ray starts; raises `StoreError`
-    (bad input, exit 2) or `OSError` (read-only, exit 3)."""
-    path = Path(path)
-    if not path.exists():
-        folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
-        if folder is not None and not folder.is_dir():
-            raise StoreError(f"{path}: cannot create the trial store ({folder} is a file)")
-        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
-            raise OSError(errno.EACCES, "trial store folder is not writable", str(folder))
-        return
-    _inspect(path, writable=True)
-
-
-def _inspect(path: Path, writable: bool) -> tuple[int, Optional[str]]:
-    """(schema version, store id) of the trial store at `path`, found by reading only; refuses
-    anything else in one line naming the file."""
-    if path.is_dir():
-        raise StoreError(f"{path}: a folder, not a trial store (name its file, e.g. {path / STORE_FILE})")
-    try:
-        with path.open("rb") as f:
-            header = f.read(len(_SQLITE_HEADER))
-    except OSError as e:
-        raise OSError(e.errno, f"trial store cannot be read ({e.strerror})", str(path)) from None
-    if not header:
-        raise StoreError(f"{path}: an empty file, not a trial store (the driver makes its store itself: "
-                         "remove the file or name another --store)")
-    if header != _SQLITE_HEADER:
-        raise StoreError(f"{path}: not an SQLite database, so not a trial store; move it away or name another --store")
-    if writable and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
-        raise OSError(errno.EACCES, "trial store is read-only (the file or its folder)", str(path))
-    try:
-        # Reads only. Not `mode=ro` for a store about to be written: on a WAL database a read-only
-        # connection leaves the -wal and -shm files behind, which a normal one removes on closing.
-        conn = sqlite3.connect(f"file:{path}?mode={'rw' if writable else 'ro'}", uri=True, timeout=60)
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            info = dict(conn.execute("SELECT key, value FROM store_info")) if "store_info" in tables else {}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path}: not a readable trial store ({e}); move it away or name another --store") from None
-    if info.get("kind") == STORE_KIND or (version == 1 and tables == {"sweeps", "trials"}):  # 1: before the marker
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{path}: a trial store of a newer version (schema {version}; this code reads up to "
-                             f"{SCHEMA_VERSION}): use that version, or name another --store")
-        return version, info.get("store_id")
-    what = f"tables: {', '.join(sorted(tables)[:5])}" if tables else f"no tables, user_version {version}"
-    raise StoreError(f"{path}: an SQLite database of something else ({what}), not a trial store; "
-                     "name another --store (or DML_TRIAL_STORE)")
-
-
-def _create(path: Path) -> None:
-    """A new, empty trial store at `path`, made whole beside it and then linked into place: no
-    reader ever sees a half-made store, and of two drivers creating it at once one store wins."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
-    try:
-        conn = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            conn.execute("BEGIN")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.executemany("INSERT INTO store_info VALUES (?, ?)",
-                             [("kind", STORE_KIND), ("store_id", uuid.uuid4().hex)])
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another driver made it first: that one is the store
-    except sqlite3.Error as e:
-        raise OSError(errno.EIO, f"cannot create the trial store ({e})", str(path)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+def trial_record(spec: "TrialSpec", *, label: str, status: str, key: Optional[str] = None, trial_id: str = "",
+                 params: Optional[dict[str, Any]] = None, **fields: Any) -> TrialRecord:
+    """The one way a `TrialRecord` is made from a trial's spec: its place in the sweep from the
+    spec (`key`: a search sample's own), its searched values on top of the spec's, the rest from
+    `fields`; `trial_id` "" for a trial that never started (reused, or never run)."""
+    return TrialRecord(trial_id=trial_id, key=key or spec.key, label=label, phase=spec.phase,
+                       cell=spec.cell, arm=spec.arm, coords=spec.coords, seed=spec.seed,
+                       params={**spec.params, **(params or {})}, status=status, **fields)
 
 
 def trial_checkpoint(sweep_dir: str | Path, key: str) -> Path:
@@ -197,181 +75,6 @@ def trial_checkpoint(sweep_dir: str | Path, key: str) -> Path:
     readable = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", key)[:100]
     digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
     return Path(sweep_dir) / CHECKPOINT_DIR / f"{readable}-{digest}.pt"
-
-
-def default_store_path(sweep_dir: str | Path, configured: Optional[str] = None) -> Path:
-    """`--store` > $DML_TRIAL_STORE > <the folder holding the sweep directory>/.store/trials.sqlite."""
-    chosen = configured or os.environ.get(STORE_ENV)
-    if chosen:
-        return Path(chosen).expanduser().resolve()
-    return Path(sweep_dir).resolve().parent / STORE_DIR / STORE_FILE
-
-
-class TrialStore:
-    """One SQLite file of trial records (see the module doc). Every write is one statement in its
-    own transaction; nothing reads or rewrites more than the rows it names."""
-
-    def __init__(self, path: str | Path, readonly: bool = False) -> None:
-        self.path, self.readonly = Path(path), readonly  # readonly: reports read a store they may not write
-        self._conn: Optional[sqlite3.Connection] = None
-        self.identity: tuple[int, int] = (-1, -1)  # (device, inode) of the file opened
-        self.store_id: Optional[str] = None  # the id kept in the store, and in each sweep's store.json
-        self.notes: list[str] = []  # what `finished` did not reuse, or reused in part, and why (console lines)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_conn": None}  # a connection does not cross processes
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        """Create the store if it is missing (whole, then moved into place), check what an existing
-        file is before writing anything, migrate an older schema, and remember which file was
-        opened (`identity`) so that one removed or replaced later is noticed (`_check_identity`)."""
-        if self.readonly:
-            return self._open_readonly()
-        make_dir(self.path.parent)
-        if not self.path.exists():
-            _create(self.path)
-        version, store_id = _inspect(self.path, writable=True)
-        try:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            stat = os.stat(self.path)
-            conn.execute("PRAGMA busy_timeout=60000")
-            if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")  # one driver migrates; the others find it done
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    for statement in filter(str.strip, _MIGRATE_1.split(";")):
-                        conn.execute(statement)
-                    store_id = uuid.uuid4().hex
-                    conn.executemany("INSERT INTO store_info VALUES (?, ?)", [("kind", STORE_KIND), ("store_id", store_id)])
-                conn.execute("COMMIT")
-                store_id = conn.execute("SELECT value FROM store_info WHERE key = 'store_id'").fetchone()[0]
-            # WAL: readers never block the writer; NORMAL sync is durable across a killed process.
-            # Network filesystems lack the shared memory WAL needs: the rollback journal there.
-            conn.execute(f"PRAGMA journal_mode={'DELETE' if on_network_fs(self.path.parent) else 'WAL'}")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.OperationalError as e:
-            raise OSError(errno.EIO, f"trial store: {e}", str(self.path)) from None
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a readable trial store ({e}); move it away to start a new one") from None
-        self.identity, self.store_id = (stat.st_dev, stat.st_ino), store_id
-        return conn
-
-    def _open_readonly(self) -> sqlite3.Connection:
-        _version, self.store_id = _inspect(self.path, writable=False)
-        try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60, isolation_level=None)
-        except sqlite3.Error as e:
-            raise OSError(errno.EIO, f"trial store cannot be read ({e})", str(self.path)) from None
-        stat = os.stat(self.path)
-        self.identity = (stat.st_dev, stat.st_ino)
-        return conn
-
-    def _check_identity(self) -> None:
-        """The file at `path` is still the one opened: a store removed (`rm trials.sqlite*`) or
-        replaced under a running driver would take its writes into an unlinked file nobody can
-        read, or into another store's rows. Stops the driver (exit 3) before such a write."""
-        try:
-            stat = os.stat(self.path)
-            same = (stat.st_dev, stat.st_ino) == self.identity
-        except FileNotFoundError:
-            same = False
-        if not same:
-            raise OSError(errno.ESTALE, "the trial store was removed or replaced while this sweep ran; nothing more "
-                          "was written (--resume recovers the sweep from its folder and checkpoints)", str(self.path))
-
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        """One write, one transaction. A store that cannot be written (SQLite: "database or disk is
-        full", a read-only file) is an OSError naming the file, like any other file of the driver's."""
-        conn = self.conn
-        self._check_identity()
-        try:
-            conn.execute(sql, args)
-        except sqlite3.OperationalError as e:
-            raise OSError(errno.EIO, f"trial store: {e}", str(self.path)) from e
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    # ---------------------------------------------------------------- sweeps
-
-    def add_sweep(self, sweep_id: str, name: str, sweep_dir: Path, meta: SweepMeta) -> None:
-        self._write("INSERT INTO sweeps (id, name, dir, meta) VALUES (?, ?, ?, ?)",
-                    (sweep_id, name, str(sweep_dir), meta.model_dump_json()))
-
-    def meta(self, sweep_id: str) -> SweepMeta:
-        row = self.conn.execute("SELECT meta FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-        if row is None:
-            raise PathError(f"{self.path}: holds no sweep {sweep_id} (a store.json pointing at another store?)")
-        return SweepMeta.model_validate_json(row[0])
-
-    def set_meta(self, sweep_id: str, meta: SweepMeta) -> None:
-        self._write("UPDATE sweeps SET meta = ? WHERE id = ?", (meta.model_dump_json(), sweep_id))
-
-    def sweep_dir(self, sweep_id: str) -> str:
-        row = self.conn.execute("SELECT dir FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-        return row[0] if row else sweep_id
-
-    # ---------------------------------------------------------------- trials
-
-    def put(self, sweep_id: str, record: TrialRecord) -> None:
-        """Insert or replace one trial's row, with its record's checksum."""
-        text = record.model_dump_json()
-        self._write(
-            "INSERT INTO trials (sweep, key, content_key, status, reused, record, digest) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (sweep, key) DO UPDATE SET content_key = excluded.content_key, status = excluded.status, "
-            "reused = excluded.reused, record = excluded.record, digest = excluded.digest",
-            (sweep_id, record.key, record.content_key, record.status, int(record.reused_from is not None),
-             text, record_digest(text)))
-
-    def delete(self, sweep_id: str, key: str) -> None:
-        self._write("DELETE FROM trials WHERE sweep = ? AND key = ?", (sweep_id, key))
-
-    def trials(self, sweep_id: str) -> list[TrialRecord]:
-        rows = self.conn.execute("SELECT record FROM trials WHERE sweep = ? ORDER BY rowid", (sweep_id,))
-        return [TrialRecord.model_validate_json(r[0]) for r in rows]
-
-    def finished(self, content_keys: Iterable[str]) -> dict[str, tuple[str, TrialRecord]]:
-        """content key -> (the directory of the sweep that ran it, its record) for each key some sweep
-        finished; a trial that ran is preferred to one that was itself reused. A record that fails
-        its checks (`_distrust`) is not offered; one whose checkpoint is gone is offered for its
-        metrics only (checkpoint None). Both are said in `notes`, for the console."""
-        keys = sorted({k for k in content_keys if k})
-        found: dict[str, tuple[str, TrialRecord]] = {}
-        for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-            chunk = keys[i:i + 500]
-            rows = self.conn.execute(
-                f"SELECT t.content_key, s.dir, t.key, t.record, t.digest FROM trials t JOIN sweeps s ON s.id = t.sweep "
-                f"WHERE t.status = ? AND t.content_key IN ({','.join('?' * len(chunk))}) ORDER BY t.reused DESC",
-                (FINISHED, *chunk))
-            for ck, where, key, text, digest in rows:  # reused rows first, so an original one overwrites them
-                rec = TrialRecord.model_validate_json(text)
-                why = _distrust(rec, text, digest)
-                if why:
-                    self.notes.append(f"not reused: {key} of {where}: {why}; it trains afresh")
-                    continue
-                if rec.checkpoint and not Path(rec.checkpoint).is_file():
-                    self.notes.append(f"reused for its metrics only: {key} of {where} (its checkpoint {rec.checkpoint} is gone)")
-                    rec = rec.model_copy(update={"checkpoint": None})
-                found[ck] = (rec.reused_from or where, rec)
-        return found
-
-
-def _distrust(record: TrialRecord, text: str, digest: Optional[str]) -> str:
-    """Why a stored record is not to be reused ("" if it is): it was changed outside the driver
-    (its checksum; schema-1 rows have none), or its last metrics are not its own last evaluation."""
-    if record.history and any(record.history[-1].get(k) != v for k, v in record.metrics.items()
-                              if not math.isnan(v)):
-        return "its final metrics disagree with its own history"
-    if digest is not None and digest != record_digest(text):
-        return "its record was changed outside the sweep driver (checksum mismatch)"
-    return ""
 
 
 class SweepLog:
@@ -415,8 +118,12 @@ class SweepLog:
             if not recover:
                 raise
             return _recover(sweep_dir, name or sweep_dir.name, e.store_path, e.sweep_id)
-        if store is None:
-            return migrate_ledger(sweep_dir, name or sweep_dir.name)
+        if store is None:  # an earlier version's sweep directory: its ledger.json moves into the store
+            meta, trials = read_legacy(sweep_dir, POINTER_FILE)
+            log = cls.create(sweep_dir, name or sweep_dir.name)
+            log.legacy_adopted(meta, trials)
+            retire_legacy(sweep_dir)
+            return log
         if store_path is not None and Path(store_path).resolve() != store.path.resolve():
             raise PathError(f"--store {store_path}: this sweep's records are in {store.path} ({sweep_dir / POINTER_FILE}); "
                             "resume without --store")
@@ -460,6 +167,94 @@ class SweepLog:
             self.ended -= record.ended
             self._by_trial_id.pop(record.trial_id, None)
             self.store.delete(self.sweep_id, key)
+
+    # ---------------------------------------------------------------- lifecycle verbs: the writes
+
+    def trial_started(self, spec: "TrialSpec", key: str, *, trial_id: str, label: str, params: dict[str, Any],
+                      identity: dict[str, Any], **fields: Any) -> TrialRecord:
+        """A trial's first attempt: recorded RUNNING before its MLflow run is asked for."""
+        return self.add(trial_record(spec, key=key, label=label, params=params, status=RUNNING, attempts=1,
+                                     trial_id=trial_id, checkpoint=str(trial_checkpoint(self.sweep_dir, key)),
+                                     code_version=self.meta.git_commit, **fields, **identity))
+
+    def trial_restarted(self, key: str, *, trial_id: str, tune_experiment: str) -> TrialRecord:
+        """A retry, a final trial continued by `--resume`, or a crashed one with `--retry-failed`."""
+        record = self._records[key]
+        return self.update(key, trial_id=trial_id, status=RUNNING, error=None, failure=None,
+                           attempts=record.attempts + 1, tune_experiment=tune_experiment)
+
+    def trial_result(self, key: str, step: int, metrics: dict[str, float], wall_s: float) -> TrialRecord:
+        """An evaluation: the trial's latest metrics, appended to its history."""
+        record = self._records[key]
+        return self.update(key, last_step=step, metrics=metrics, history=[*record.history, metrics], wall_s=wall_s)
+
+    def trial_ended(self, key: str, status: str, error: Optional[str] = None, failure: Optional[str] = None) -> TrialRecord:
+        return self.update(key, status=status, error=error, failure=failure)
+
+    def trial_killed(self, key: str, error: Optional[str] = None) -> TrialRecord:
+        """Cut off (Ctrl-C, a driver that is gone): KILLED until `--resume`."""
+        return self.update(key, status=KILLED, **({"error": error} if error else {}))
+
+    def trial_reused(self, spec: "TrialSpec", key: str, *, label: str, params: dict[str, Any], origin: str,
+                     found: TrialRecord, identity: dict[str, Any]) -> TrialRecord:
+        """A trial answered from the store: `found`'s result, marked with the sweep that ran it."""
+        return self.add(trial_record(
+            spec, key=key, label=label, params=params, status=FINISHED, attempts=0, metrics=found.metrics,
+            history=found.history, last_step=found.last_step, reused_from=origin, wall_s=found.wall_s,
+            hardware=found.hardware, code_version=found.code_version, checkpoint=found.checkpoint, **identity))
+
+    def trial_unsearched(self, spec: "TrialSpec", label: str) -> TrialRecord:
+        """A final trial of a cell whose every search sample failed: recorded failed, never run."""
+        return self.add(trial_record(spec, label=label, status=FAILED, failure="search",
+                                     error="no search trial of this cell finished"))
+
+    def trial_identified(self, key: str, identity: dict[str, Any]) -> TrialRecord:
+        """A record migrated from a `ledger.json` gets the identity of the experiment it ran."""
+        return self.update(key, **identity)
+
+    def trial_discarded(self, key: str) -> Optional[TrialRecord]:
+        """A trial that runs afresh (its config changed): its record and checkpoint go. Returns the
+        record, whose MLflow run the view then deletes."""
+        record = self._records.get(key)
+        if record is None:
+            return None
+        trial_checkpoint(self.sweep_dir, key).unlink(missing_ok=True)
+        self.remove(key)
+        return record
+
+    def run_recorded(self, key: str, run_id: str) -> None:
+        """The trial's MLflow run (made by the view, or found there by its key)."""
+        record = self._records.get(key)
+        if record is not None and record.mlflow_run_id != run_id:
+            self.update(key, mlflow_run_id=run_id)
+
+    def parent_recorded(self, run_id: str, tracking_uri: str, experiment: str, experiment_id: Optional[str] = None) -> None:
+        """The sweep's MLflow parent run, and the tracking store and experiment it lives in."""
+        meta = self.meta
+        ids = {"experiment_id": experiment_id} if experiment_id is not None else {}
+        if (meta.mlflow_parent_run_id, meta.tracking_uri, meta.experiment) != (run_id, tracking_uri, experiment) or \
+                (ids and meta.experiment_id != experiment_id):
+            self.update_meta(mlflow_parent_run_id=run_id, tracking_uri=tracking_uri, experiment=experiment, **ids)
+
+    def commit_recorded(self, commit: str) -> None:
+        self.update_meta(git_commit=commit)
+
+    def search_chosen(self, cell: str, choice: BestChoice) -> None:
+        self.update_meta(best={**self.meta.best, cell: choice})
+
+    def search_reset(self) -> None:
+        """A restarted search: its choices go with its studies."""
+        self.update_meta(best={})
+
+    def session_ended(self, seconds: float) -> None:
+        """The driver's wall time over every session of the sweep, for the report."""
+        self.update_meta(wall_s=self.meta.wall_s + seconds, sessions=self.meta.sessions + 1)
+
+    def legacy_adopted(self, meta: SweepMeta, trials: list[TrialRecord]) -> None:
+        """The records of an earlier version's `ledger.json`, moved into the store (`sweep.ledger`)."""
+        self.update_meta(**{**meta.model_dump(exclude_unset=True), "name": self.meta.name})
+        for record in trials:
+            self.add(record)
 
     # ---------------------------------------------------------------- sweep-level facts
 
@@ -526,27 +321,6 @@ def _recover(sweep_dir: Path, name: str, store_path: Path, sweep_id: str) -> Swe
     return log
 
 
-def _read_legacy(sweep_dir: Path) -> tuple[SweepMeta, list[TrialRecord]]:
-    path = sweep_dir / LEGACY_LEDGER
-    data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("trials"), dict) or not isinstance(data.get("meta"), dict):
-        raise PathError(f"{path}: damaged, not a sweep ledger (no meta/trials); restore it or start anew")
-    return SweepMeta.model_validate(data["meta"]), [TrialRecord.model_validate(r) for r in data["trials"].values()]
-
-
-def migrate_ledger(sweep_dir: Path, name: str) -> SweepLog:
-    """Move the records of an earlier version's `ledger.json` into the default store (once)."""
-    if not (sweep_dir / LEGACY_LEDGER).is_file():
-        raise PathError(f"{sweep_dir}: no {POINTER_FILE} (nor an older {LEGACY_LEDGER}): not a sweep's directory")
-    meta, trials = _read_legacy(sweep_dir)
-    log = SweepLog.create(sweep_dir, name)
-    log.update_meta(**{**meta.model_dump(exclude_unset=True), "name": name})
-    for record in trials:
-        log.add(record)
-    os.replace(sweep_dir / LEGACY_LEDGER, sweep_dir / (LEGACY_LEDGER + ".migrated"))
-    return log
-
-
 def load_records(sweep_dir: str | Path) -> SweepRecords:
     """Every record of the sweep in `sweep_dir` (one query); an unmigrated `ledger.json` is read as
     it is; a directory with neither holds no records yet."""
@@ -558,7 +332,7 @@ def load_records(sweep_dir: str | Path) -> SweepRecords:
         finally:
             store.close()
     if (sweep_dir / LEGACY_LEDGER).is_file():
-        meta, trials = _read_legacy(sweep_dir)
+        meta, trials = read_legacy(sweep_dir, POINTER_FILE)
         return SweepRecords(meta=meta, trials=trials)
     return SweepRecords(meta=SweepMeta(), trials=[])
 

@@ -12,7 +12,7 @@ logged that evaluation, and the tracking callback logs only the epochs it does n
 A NaN/inf loss is a property of the configuration, not a transient crash, so retrying it would
 only burn compute: the trial reports its search metric as NaN (Optuna then records the sample as
 failed instead of learning from it) with the reason under `TRIAL_ERROR`, and ends. The driver
-records such a trial as FAILED ("non-finite loss ...") -- see `sweep.tracking`.
+records such a trial as FAILED ("non-finite loss ...") -- see `sweep.tune_callback`.
 """
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ def fill_feature_cache(argv: list[str]) -> int:
 def open_tracker(argv: list[str]) -> int:
     """A sweep driver's first touch of its MLflow store (argv: tracking URI, experiment): the
     store is created (or migrated) and the experiment made; prints the experiment id."""
-    from sweep.tracking import Tracker
+    from sweep.tracker import Tracker
 
     print(Tracker(argv[0], argv[1]).experiment_id, flush=True)
     return 0
@@ -223,3 +223,34 @@ def sweep_with_store_removed(argv: list[str]) -> int:
     from sweep.run import main
 
     return main(argv)
+
+
+def sweep_with_mlflow_locked(argv: list[str]) -> int:
+    """`sweep.run:main(argv[1:])` while the MLflow database `argv[0]` is locked (an exclusive write
+    transaction, as a backup or another program's long write holds it) from the driver's first
+    trial record to the driver's exit, with MLflow's waits shortened to seconds."""
+    import sqlite3
+    import threading
+
+    from sweep import mlflow_writer
+    from sweep.store import SweepLog
+
+    mlflow_writer.BUSY_WAIT_S, mlflow_writer.CATCH_UP_S = 2.0, 3.0
+    real_add, held = SweepLog.add, threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(argv[0], isolation_level=None, timeout=60)
+        conn.execute("BEGIN EXCLUSIVE")
+        held.set()
+        threading.Event().wait()  # until the process exits
+
+    def add(self: SweepLog, record: Any) -> Any:
+        if not held.is_set():
+            threading.Thread(target=hold, daemon=True).start()
+            held.wait(60)
+        return real_add(self, record)
+
+    SweepLog.add = add
+    from sweep.run import main
+
+    return main(argv[1:])

@@ -46,7 +46,7 @@ def test_a_store_of_an_unknown_mlflow_schema_is_one_line_with_exit_3(tmp_path: P
 
     from sweep.plan import SweepPlan
     from sweep.run import _driver_io_fault
-    from sweep.tracking import Tracker
+    from sweep.tracker import Tracker
 
     db = tmp_path / "mlflow.db"
     with sqlite3.connect(db) as conn:

@@ -10,7 +10,7 @@ from sweep.plan import load_plan
 from sweep.records import SweepMeta, SweepRecords, TrialRecord
 from sweep.results import SweepResults
 from sweep.runner import SweepOutcome
-from sweep.tracking import Tracker
+from sweep.tracker import Tracker
 from sweep_testlib import REPO_ROOT, write_yaml
 
 

@@ -309,7 +309,8 @@ def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_sh
     from sweep.results import SweepResults
     from sweep.runner import plan_labels
     from sweep.store import SweepLog, load_records
-    from sweep.tracking import Tracker, TrialRuns, sync_runs
+    from sweep.tracker import Tracker
+    from sweep.trial_runs import TrialRuns, sync_runs
     from sweep.plan import load_plan
     from sweep_testlib import sweep_from_records, write_yaml
 

@@ -17,7 +17,9 @@ from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
 from sweep.store import SweepLog
 from sweep.mlflow_check import resolve_tracking_uri
-from sweep.tracking import Tracker, TrackingCallback, TrialRuns, mark_killed, sync_runs
+from sweep.tracker import Tracker
+from sweep.trial_runs import TrialRuns, sync_runs
+from sweep.tune_callback import TrackingCallback, mark_killed
 from sweep.trainable import TRIAL_ERROR
 from sweep_testlib import write_yaml
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from sweep.tracking import Tracker
+from sweep.tracker import Tracker
 
 
 def artifacts(client: MlflowClient, run_id: str, dest: Path) -> dict[str, str]:
@@ -52,7 +52,7 @@ def test_config_yaml_text_is_what_safe_dump_writes() -> None:
     import yaml
 
     from sweep.plan import load_plan, trial_config
-    from sweep.tracking import _YAML_DUMPER
+    from sweep.trial_runs import _YAML_DUMPER
 
     repo = Path(__file__).resolve().parents[2]
     checked = 0

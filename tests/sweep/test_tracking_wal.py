@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sweep.tracking import Tracker, use_wal
+from sweep.tracker import Tracker, use_wal
 
 
 def journal_mode(path: Path) -> str:
