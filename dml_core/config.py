@@ -219,6 +219,15 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def get_dotted(tree: Any, dotted: str) -> Any:
+    """`tree['a']['b']` for `dotted = 'a.b'`; None where a part is missing or not a section."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `tree['a']['b'] = value` for `dotted = 'a.b'`, creating dicts on the way."""
     parts = dotted.split(".")

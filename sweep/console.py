@@ -23,13 +23,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from sweep.labels import cell_labels, fmt_duration, fmt_metric, fmt_params, is_fraction, metric_label
+from sweep.baseline import describe_baseline
+from sweep.labels import fmt_duration, fmt_params, metric_label, plan_labels
 from sweep.plan import SweepPlan, yaml_value
 from sweep.progress import Estimate, Progress, Slot
 from sweep.records import FAILED, FINISHED, KILLED, SEARCH, TrialRecord
 from sweep.sequential import PolicyView
 from sweep.spec import SweepSpec
 from sweep.store import describe_origin
+from sweep.units import fmt_metric, fmt_points, is_fraction, points_suffix
 
 _PHASE_WIDTH = 6
 # Seconds without a console line, while trials run, before a status line: often enough to see a
@@ -242,8 +244,8 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"  total: {plan.num_search_trials + n_final} trials, {res.cpu:g} CPU + {res.gpu:g} GPU each, "
         f"concurrency {conc}{avail}, retries {spec.max_failures}"
     )
-    lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {_describe_baseline(spec.baseline)}")
-    labels = cell_labels(plan.to_json()["cells"], spec.arms, plan.base)  # what the console and report call it
+    lines.append(f"  metric: {spec.metric} ({spec.mode}); baseline: {describe_baseline(spec.baseline)}")
+    labels = plan_labels(plan)  # what the console and report call it
     width = max(len(c.id) for c in plan.cells)
     lwidth = max(len(v) for v in labels.values())
     lines.append(f"  {'#':>3}  {'cell':<{width}}  {'label':<{lwidth}}  overrides")
@@ -276,13 +278,6 @@ def describe_param(p: Any) -> str:
     return f"{p.type}{p.choices}" if p.type == "categorical" else f"{p.type}[{p.low:g}, {p.high:g}]"
 
 
-def _describe_baseline(baseline: dict[str, Any]) -> str:
-    """`arm=ms, model.embedding_dim=8` as written in the YAML, not a Python dict."""
-    if not baseline:
-        return "none (no paired comparison)"
-    return ", ".join(f"{key}={yaml_value(value)}" for key, value in baseline.items())
-
-
 def _pins(spec: SweepSpec) -> bool:
     return any(k in spec.grid for arm in spec.arms.values() for k in arm)
 
@@ -299,17 +294,14 @@ def _quantity_label(q: Any, labels: dict[str, str]) -> str:
 
 def _size(metric: str, x: float) -> str:
     """An unsigned width or distance in the metric's unit: `1.3 points`, `0.042`."""
-    return f"{fmt_metric(metric, abs(x), 2 if is_fraction(metric) and abs(x) < 0.01 else 1)}" + (
-        " points" if is_fraction(metric) else "")
+    return fmt_metric(metric, abs(x), 2 if is_fraction(metric) and abs(x) < 0.01 else 1) + points_suffix(metric)
 
 
 def _interval(metric: str, a: Any) -> str:
     """`R@1 +1.3 points (95% repeated CI -4.1 to +6.7, 4 seed pairs)` (a cell's own score: its mean)."""
-    from sweep.labels import fmt_points
-
     c = a.comparison
     own = a.quantity.ref is None
-    value = fmt_metric(metric, c.mean_diff) if own else fmt_points(metric, c.mean_diff) + (" points" if is_fraction(metric) else "")
+    value = fmt_metric(metric, c.mean_diff) if own else fmt_points(metric, c.mean_diff) + points_suffix(metric)
     bound = (lambda x: fmt_metric(metric, x)) if own else (lambda x: fmt_points(metric, x))
     n = f"{c.n} seed{'s' * (c.n != 1)}" if own else f"{c.n} seed pair{'s' * (c.n != 1)}"
     return f"{metric_label(metric)} {value} (95% repeated CI {bound(c.low)} to {bound(c.high)}, {n})"
@@ -438,7 +430,7 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
     metric = spec.metric
     values = {cs: found[k][1].value(metric) for cs, k in keys.items() if k in found}
     view = PolicyView.of(spec.policy, plan.cells, spec.baseline, metric, spec.equivalence_margin)
-    labels = cell_labels(plan.to_json()["cells"], spec.arms, plan.base)
+    labels = plan_labels(plan)
     lines = []
     for q in view.quantities:
         if q.ref is None and view.design.ci_half_width is None:

@@ -40,11 +40,12 @@ from typing import Any, Iterable, Optional
 import numpy as np
 from scipy import special  # Student's t and the normal as ufuncs; scipy.stats costs the driver half a second to import
 
-from sweep.labels import is_fraction
-from sweep.plan import Cell, reference_cell
+from sweep.baseline import references
+from sweep.plan import Cell, SweepPlan
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
 from sweep.spec import SeedPolicy
 from sweep.stats import ALPHA, PairedComparison
+from sweep.units import fmt_points, from_points, points_suffix
 
 PROCEDURE = "repeated CI"  # the `PairedComparison.procedure` of a seed policy's comparison
 REFERENCE = ("repeated confidence intervals (Jennison & Turnbull 1989; Group Sequential Methods, 2000, ch. 9): "
@@ -55,11 +56,6 @@ SPENDING_NAMES = {"pocock": "Pocock-type", "obrien_fleming": "O'Brien-Fleming-ty
 # Why a quantity stopped getting seeds (`Assessment.reason`).
 OPEN, DECIDED, EQUIVALENT, WIDTH, MAX = "open", "decided", "equivalent", "ci_half_width", "max seeds"
 NOTHING = "no comparison"  # a cell compared with nothing, under `until: decided`
-
-
-def points(metric: str, x: float) -> float:
-    """Points of a metric (what YAML margins and widths are written in) -> its raw units."""
-    return x / 100.0 if is_fraction(metric) else x
 
 
 # --------------------------------------------------------------------------- the design
@@ -100,8 +96,8 @@ class Design:
         alphas = np.diff(np.concatenate([[0.0], cumulative]))
         width = policy.until.ci_half_width
         return cls(tuple(looks), tuple(float(a) for a in alphas), policy.until.decided,
-                   None if width is None else points(metric, width),
-                   None if margin_points is None else points(metric, margin_points), policy.spending)
+                   None if width is None else from_points(metric, width),
+                   None if margin_points is None else from_points(metric, margin_points), policy.spending)
 
     @property
     def description(self) -> str:
@@ -191,11 +187,9 @@ def quantities(cells: list[Cell], baseline: Optional[dict[str, Any]]) -> list[Qu
     """Each cell's comparison with its reference cell; a cell that is in no comparison (no
     baseline, or none matches) is watched on its own."""
     out, compared = [], set()
-    for cell in cells:
-        ref = reference_cell(cell, cells, baseline) if baseline else None
-        if ref is not None:
-            out.append(Quantity(cell.id, ref.id))
-            compared |= {cell.id, ref.id}
+    for cell_id, ref in references(cells, baseline).items():
+        out.append(Quantity(cell_id, ref.id))
+        compared |= {cell_id, ref.id}
     return out + [Quantity(c.id) for c in cells if c.id not in compared]
 
 
@@ -295,14 +289,10 @@ class PolicyView:
                    metric, policy, margin_points)
 
     @classmethod
-    def from_plan_json(cls, plan: dict[str, Any]) -> Optional["PolicyView"]:
-        """The view of a sweep directory's `plan.json` (None: the sweep has a plain seed list)."""
-        sweep = plan.get("sweep") or {}
-        if not isinstance(sweep.get("seeds"), dict):
-            return None
-        cells = [Cell(c["arm"], c["coords"], {}) for c in plan["cells"]]
-        return cls.of(SeedPolicy.model_validate(sweep["seeds"]), cells, plan.get("baseline"), plan["metric"],
-                      sweep.get("equivalence_margin"))
+    def from_plan(cls, plan: SweepPlan) -> Optional["PolicyView"]:
+        """The view of a typed plan's seed policy (None: the sweep has a plain seed list)."""
+        spec = plan.spec
+        return cls.of(spec.policy, plan.cells, spec.baseline, spec.metric, spec.equivalence_margin) if spec.policy else None
 
     def assess(self, records: Iterable[TrialRecord], metric: Optional[str] = None) -> list[Assessment]:
         """Where each quantity stands. For another `metric` than the policy's, the interval of
@@ -329,7 +319,7 @@ class PolicyView:
         """The policy in words, for the plan, the console and the report."""
         p = self.policy
         until = []
-        unit = " points" if is_fraction(self.metric) else ""
+        unit = points_suffix(self.metric)
         if self.design.decided:
             equivalent = f", or equivalent within ±{self.margin_points:g}{unit})" if self.margin_points else ")"
             until.append("every comparison with its baseline is decided (better, worse" + equivalent)
@@ -462,14 +452,12 @@ def outlier_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def shape_note(metric: str, diffs: dict[int, float]) -> str:
     """One line beside a verdict when a seed's paired difference lies far from the others (the
     outlier test at OUTLIER_ALPHA), else "": the interval assumes roughly normal differences."""
-    from sweep.labels import fmt_points
-
     seeds = [s for s, v in diffs.items() if math.isfinite(v)]
     if len(seeds) < 3:
         return ""
     (p,), (i,) = outlier_test(np.array([[diffs[s] for s in seeds]]))
     if p >= OUTLIER_ALPHA:
         return ""
-    unit = " points" if is_fraction(metric) else ""
+    unit = points_suffix(metric)
     return (f"Note: seed {seeds[i]} ({fmt_points(metric, diffs[seeds[i]])}{unit}) lies far from the other seeds "
             f"(outlier test p = {p:.2g}); the interval assumes roughly normal differences.")

@@ -43,18 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dml_core.evaluation.names import ordered
+from dml_core.evaluation.names import direction, ordered
 from dml_core.identity import content_key, result_config, scored_on
 from dml_core.io import PathError
-from sweep.labels import cell_labels, fmt_metric, fmt_value, is_fraction, method_of, metric_label, short_key, slug
+from sweep.labels import fmt_value, method_of, metric_label, plan_labels, short_key, slug
 from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
 from sweep.records import FAILED, FINISHED, SEARCH, TrialRecord
-from sweep.results import PAPERS_SELECTION_METRIC, _with_evaluation  # the sweep report's evaluation rule, shared
-from sweep.sequential import PolicyView, points
+from sweep.results import PAPERS_SELECTION_METRIC, with_evaluation  # the sweep report's evaluation rule, shared
+from sweep.sequential import PolicyView
 from sweep.spec import SweepError
 from sweep.store import load_records
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, verdict
+from sweep.units import fmt_metric, from_points, heading, in_unit, is_fraction, points_suffix, unit_of
 
 FORMATS = ("md", "latex", "csv")
 LABELS = ("method", "keys")
@@ -135,12 +136,12 @@ def load_sweep(sweep_dir: Path, index: int = 0, name: Optional[str] = None, plan
     plan = plan or _plan(sweep_dir)
     name = name or plan.name
     cells = {c.id: (i, c) for i, c in enumerate(plan.cells)}
-    labels = cell_labels([{"id": c.id, "arm": c.arm, "coords": c.coords} for c in plan.cells], plan.spec.arms, plan.base)
+    labels = plan_labels(plan)
     searched = frozenset(plan.spec.search.params) if plan.spec.search else frozenset()
     evaluation = plan.spec.report.evaluation
     protocol = protocol_of(plan)
     all_records = load_records(sweep_dir).trials
-    records = [_with_evaluation(r, evaluation, plan.spec.metric, plan.spec.mode) for r in all_records if r.phase == FINAL]
+    records = [with_evaluation(r, evaluation, plan.spec.metric, plan.spec.mode) for r in all_records if r.phase == FINAL]
     left_out: Counter[str] = Counter()
     trials = []
     for r in records:
@@ -273,7 +274,7 @@ def _mode(metric: str, sweeps: list[Sweep]) -> str:
     for s in sweeps:
         if s.plan.spec.metric == metric:
             return s.plan.spec.mode
-    return "min" if metric == "loss" else "max"
+    return direction(metric)
 
 
 def _check_results(trials: list[Trial]) -> Counter[str]:
@@ -492,10 +493,10 @@ def _compare(table: Table, sweeps: list[Sweep], baseline: dict[str, Any], margin
         if c is None:
             e.note = why
             continue
-        raw_margin = None if margin is None else points(m, margin)
+        raw_margin = None if margin is None else from_points(m, margin)
         e.comparison = c
         e.word = verdict(c, _mode(m, sweeps), margin=raw_margin,
-                         margin_text=None if margin is None else f"{margin:g}" + " points" * is_fraction(m))
+                         margin_text=None if margin is None else f"{margin:g}" + points_suffix(m))
         if e.word.startswith("equivalent"):
             e.mark = EQUIVALENT_MARK
         elif e.word.split(",")[0] in ("better", "worse"):
@@ -545,10 +546,6 @@ def _number(e: Optional[Entry]) -> tuple[str, str, str]:
 
 def _headers(t: Table) -> list[tuple[tuple[Any, ...], str]]:
     return [(c, m) for c in t.cols for m in t.metrics]
-
-
-def _unit(metric: str) -> str:
-    return f"{metric_label(metric)} (%)" if is_fraction(metric) else metric_label(metric)
 
 
 def _cell_marks(t: Table, e: Entry) -> str:
@@ -604,11 +601,11 @@ def to_markdown(t: Table) -> str:
     def col_text(c: tuple[Any, ...], m: str) -> str:
         sup = f"<sup>{marks}</sup>" if (marks := _col_marks(t, c)) else ""
         name = t.col_labels[c] + sup
-        return (f"{name} · {_unit(m)}" if len(t.metrics) > 1 else name) if t.col_keys else _unit(m) + sup
+        return (f"{name} · {heading(m)}" if len(t.metrics) > 1 else name) if t.col_keys else heading(m) + sup
 
     header = [t.row_header] + [col_text(c, m) for c, m in _headers(t)]
     keys = f"{', '.join(t.col_keys)} → " if t.col_keys and t.keys else ""
-    title = keys + (_unit(t.metrics[0]) if len(t.metrics) == 1 and t.col_keys else "")
+    title = keys + (heading(t.metrics[0]) if len(t.metrics) == 1 and t.col_keys else "")
     lines = [f"**{title.strip()}**", ""] if title.strip() else []
     lines += ["| " + " | ".join(_md(h) for h in header) + " |", "| " + " | ".join(["---"] + [":---:"] * len(_headers(t))) + " |"]
     for r in t.rows:
@@ -648,11 +645,11 @@ def to_latex(t: Table) -> str:
             n = len(t.metrics)
             lines.append(" & ".join([""] + [rf"\multicolumn{{{n}}}{{c}}{{{col_head[c]}}}" for c in t.cols]) + r" \\")
             lines.append(" ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + i * n + n}}}" for i in range(len(t.cols))))
-            lines.append(" & ".join([tex(t.row_header)] + [tex(_unit(m)) for _, m in heads]) + r" \\")
+            lines.append(" & ".join([tex(t.row_header)] + [tex(heading(m)) for _, m in heads]) + r" \\")
         else:
             lines.append(" & ".join([tex(t.row_header)] + [col_head[c] for c, _ in heads]) + r" \\")
     else:
-        lines.append(" & ".join([tex(t.row_header)] + [tex(_unit(m)) + _sup(_col_marks(t, c)) for c, m in heads]) + r" \\")
+        lines.append(" & ".join([tex(t.row_header)] + [tex(heading(m)) + _sup(_col_marks(t, c)) for c, m in heads]) + r" \\")
     lines.append(r"\midrule")
     for r in t.rows:
         cells = [tex(t.row_labels[r])]
@@ -668,7 +665,7 @@ def to_latex(t: Table) -> str:
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     legend = " ".join(tex(line) for line in _legend(t))
-    metric = "" if len(t.metrics) > 1 else f"{tex(_unit(t.metrics[0]))}. "
+    metric = "" if len(t.metrics) > 1 else f"{tex(heading(t.metrics[0]))}. "
     head = f"{tex(t.caption.rstrip('.'))}. " if t.caption else ""
     lines += [rf"\caption{{{head}{metric}{legend}}}", rf"\label{{{t.label}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -680,9 +677,7 @@ CSV_FIELDS = ["row", "col", "metric", "unit", "n", "mean", "ci_low", "ci_high", 
 
 def _shown(metric: str, x: float) -> float | str:
     """A value in the unit every format shows (fractions in %, differences in points)."""
-    if not math.isfinite(x):
-        return ""
-    return 100.0 * x if is_fraction(metric) else x
+    return in_unit(metric, x) if math.isfinite(x) else ""
 
 
 def to_csv(t: Table) -> str:
@@ -691,7 +686,7 @@ def to_csv(t: Table) -> str:
     w.writeheader()
     for (r, c, m), e in sorted(t.entries.items(), key=lambda kv: (t.rows.index(kv[0][0]), t.cols.index(kv[0][1]), t.metrics.index(kv[0][2]))):
         comp = e.comparison
-        w.writerow({"row": t.row_labels[r], "col": t.col_labels[c], "metric": m, "unit": "%" if is_fraction(m) else "",
+        w.writerow({"row": t.row_labels[r], "col": t.col_labels[c], "metric": m, "unit": unit_of(m),
                     "n": e.ci.n, "mean": _shown(m, e.ci.mean), "ci_low": _shown(m, e.ci.low), "ci_high": _shown(m, e.ci.high),
                     "best": e.best, "seeds": json.dumps(sorted(e.cell.by_seed(m))), "mark": e.mark,
                     "test": comp.procedure if comp else "", "verdict": e.word or e.note,

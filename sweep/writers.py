@@ -29,15 +29,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dml_core.io import LOCK_NAME, atomic_write_text
-from sweep.labels import fmt_duration, fmt_metric, fmt_params, fmt_points, metric_label
+from sweep.baseline import describe_baseline
+from sweep.labels import fmt_duration, fmt_params, metric_label
 from sweep.plots import Figure, kept_sample
 from sweep.records import SEARCH
 from sweep.console import describe_budget
-from sweep.labels import is_fraction
-from sweep.results import PAPERS_SELECTION_METRIC, Estimate, SweepResults, unit_of
+from sweep.results import PAPERS_SELECTION_METRIC, Estimate, SweepResults
 from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
 from sweep.selection import Z
 from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
+from sweep.units import fmt_metric, fmt_points, heading, points_suffix, unit_of
 
 COMMANDS_FILE = "commands.txt"  # one line per driver session: `<UTC time>  <command>`
 CLIPPED = "†"  # marks an interval bound clipped to the metric's range
@@ -80,19 +81,6 @@ def estimate_text(metric: str, e: Estimate) -> str:
         return f"{fmt_metric(metric, e.mean)} (1 seed)"
     lo, hi = fmt_metric(metric, e.low), fmt_metric(metric, e.high)
     return f"{fmt_metric(metric, e.mean)} [{lo}{CLIPPED * e.clipped_low}, {hi}{CLIPPED * e.clipped_high}]"
-
-
-def _unit(metric: str) -> str:
-    unit = unit_of(metric)
-    return f"{metric_label(metric)} ({unit})" if unit else metric_label(metric)
-
-
-def _describe_baseline(baseline: dict[str, Any]) -> str:
-    """`{expansion.n_inner_pts: 0}` -> `expansion.n_inner_pts = 0`; `{arm: {ee: ms}}` -> `arm ee -> ms`."""
-    parts = []
-    for k, v in baseline.items():
-        parts.append(f"{k} " + ", ".join(f"{a} -> {b}" for a, b in v.items()) if isinstance(v, dict) else f"{k} = {v}")
-    return "; ".join(parts)
 
 
 def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
@@ -268,7 +256,7 @@ def _equivalence_note(results: SweepResults) -> str:
     margin = results.plan.spec.equivalence_margin
     if margin is None:
         return ""
-    unit = " points" if is_fraction(results.metric) else ""
+    unit = points_suffix(results.metric)
     return (f"; equivalent within ±{margin:g}{unit} when the interval contains 0 and lies inside the margin, "
             f"\"better, within ±{margin:g}{unit}\" (or worse) when it excludes 0 and lies inside it (two one-sided tests, TOST, "
             "each at half the interval's error rate)")
@@ -283,7 +271,7 @@ def _cells_section(results: SweepResults) -> list[Block]:
             Para("Student-t interval over seeds (`scipy.special.stdtrit`); with few seeds it is wide."
                  + (f" {CLIPPED} the interval reaches past the metric's range and is clipped to it." if clipped else "")
                  + (f" Cells: {key}." if key else "")),
-            Table(["cell", "seeds", *(_unit(m) for m in shown)], rows)]
+            Table(["cell", "seeds", *(heading(m) for m in shown)], rows)]
 
 
 def _comparison_section(results: SweepResults) -> list[Block]:
@@ -298,7 +286,7 @@ def _comparison_section(results: SweepResults) -> list[Block]:
              f"[{fmt_points(metric, c.diff.low)}{CLIPPED * c.diff.clipped_low}, "
              f"{fmt_points(metric, c.diff.high)}{CLIPPED * c.diff.clipped_high}]",
              "-" if not math.isfinite(c.test.p_value) else f"{c.test.p_value:.2g}", c.verdict] for c in comps]
-    return [Heading(f"Paired comparison with the baseline ({_describe_baseline(results.plan.spec.baseline)}) on "
+    return [Heading(f"Paired comparison with the baseline ({describe_baseline(results.plan.spec.baseline, prose=True)}) on "
                     f"{metric_label(metric)}"),
             Para("Differences are cell - baseline, paired by seed; `pairs` = seeds that finished in both cells; p from "
                  f"a two-sided paired t-test (the p of `scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the "
@@ -327,8 +315,8 @@ def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
             scores = [won.metrics.get(f"fold{i}_{metric}") if won else None for i in range(folds)]
             row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
         rows.append(row)
-    head = ["cell", "finished", "kept params", f"search {_unit(metric)}{' (fold mean)' if folds else ''} ± {Z} SE",
-            "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{_unit(metric)} per fold"] if folds else [])
+    head = ["cell", "finished", "kept params", f"search {heading(metric)}{' (fold mean)' if folds else ''} ± {Z} SE",
+            "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{heading(metric)} per fold"] if folds else [])
     budget = results.plan.search_budget()
     journal = sweep_dir / "optuna.journal"
     return [Heading(f"Search (per cell, on {on})"),
@@ -377,8 +365,8 @@ def _trials_section(results: SweepResults) -> list[Block]:
             Para(f"Search trials show their search score ({metric_label(search)} on "
                  f"{'held-out training classes' if prefix == 'holdout' else 'the test split'}), final trials their "
                  f"test-split score; each trial links its MLflow run." + note),
-            Table(["trial", "phase", "status", f"search {_unit(search)}" if results.plan.spec.search else "search",
-                   f"test {_unit(metric)}", "epoch", "params", "MLflow", "error"], rows)]
+            Table(["trial", "phase", "status", f"search {heading(search)}" if results.plan.spec.search else "search",
+                   f"test {heading(metric)}", "epoch", "params", "MLflow", "error"], rows)]
 
 
 def _run_link(results: SweepResults) -> Callable[[Optional[str]], str]:
