@@ -18,7 +18,8 @@ from sweep.labels import fmt_duration
 from sweep.run import closing_block
 from sweep.runner import SweepInterrupted, plan_labels, run_sweep
 from sweep.sequential import Design, PolicyView
-from sweep.table import build_table, to_latex, to_markdown
+from sweep.table import build_table
+from sweep.table_render import to_latex, to_markdown
 from sweep_testlib import REPO_ROOT, sweep_from_records, write_yaml
 
 pytestmark = pytest.mark.slow
