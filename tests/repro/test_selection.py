@@ -4,7 +4,8 @@ from sweep.plan import FINAL, load_plan
 from sweep.records import FINISHED
 from sweep.records import SweepMeta, SweepRecords, TrialRecord
 from sweep.results import SweepResults, with_evaluation
-from sweep.writers import report_blocks, to_markdown
+from sweep.document import to_markdown
+from sweep.report_sections import report_blocks
 from stepcheck import REPO
 
 import sys
