@@ -13,7 +13,7 @@ from sweep.plan import load_plan
 from sweep.records import FINISHED, KILLED
 from sweep.store import load_records
 from sweep.report import headlines
-from sweep.console import policy_look_lines
+from sweep.policy_lines import policy_look_lines
 from sweep.labels import fmt_duration
 from sweep.run import closing_block
 from sweep.runner import SweepInterrupted, plan_labels, run_sweep
