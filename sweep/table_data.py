@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dml_core.config import flatten_config
 from dml_core.evaluation.names import direction, ordered
 from dml_core.identity import content_key, result_config, scored_on
 from sweep.labels import metric_label, plan_labels, short_key
-from sweep.pending import flatten_config
 from sweep.plan import FINAL, SweepPlan, TrialSpec, load_plan, trial_config
 from sweep.records import FAILED, FINISHED, SEARCH, TrialRecord
 from sweep.results import PAPERS_SELECTION_METRIC, with_evaluation  # the sweep report's evaluation rule, shared

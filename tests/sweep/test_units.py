@@ -71,3 +71,14 @@ def test_results_labels_and_console_take_the_typed_plan(tmp_path: Path, monkeypa
     assert results.policy is not None and len(results.primary) == 4
     text = describe_plan(plan)
     assert all(f"  {label}  " in text for label in json_labels.values()), text
+
+
+def test_dotted_keys_are_walked_by_the_config_module_only() -> None:
+    """`get_dotted`, `set_dotted` and `flatten_config` (dml_core.config) read and write a config
+    tree by dotted key; a module of `sweep` that splits a key on dots walks the tree its own way."""
+    splits = {p.name for p in (REPO_ROOT / "sweep").glob("*.py")
+              for node in ast.walk(ast.parse(p.read_text()))
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("split", "rsplit")
+              and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "."}
+    # spec.py walks the pydantic models (which field a key names), labels.py shortens a key for a label
+    assert splits <= {"spec.py", "labels.py"}, splits
