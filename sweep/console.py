@@ -219,8 +219,7 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
         f"  seeds: {plan.seeds} (the same seeds in every cell: paired comparisons)",
     ]
-    if spec.policy:
-        view = PolicyView.of(spec.policy, plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+    if (view := PolicyView.from_plan(plan)) is not None:
         lines += [f"  seed policy: {view.rule()}", f"               {view.design.description}"]
     if spec.search:
         s = spec.search

@@ -154,7 +154,7 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
     found = TrialStore(path).finished(keys.values()) if path.is_file() else {}
     metric = spec.metric
     values = {cs: found[k][1].value(metric) for cs, k in keys.items() if k in found}
-    view = PolicyView.of(spec.policy, plan.cells, spec.baseline, metric, spec.equivalence_margin)
+    view = PolicyView.from_plan(plan)
     labels = plan_labels(plan)
     lines = []
     for q in view.quantities:

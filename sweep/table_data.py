@@ -130,8 +130,7 @@ def load_sweep(sweep_dir: Path, index: int = 0, name: Optional[str] = None, plan
                             r.content_key or content_key(config), {k: float(v) for k, v in r.metrics.items()}, searched,
                             plan.spec.policy is not None, protocol))
     trials.sort(key=lambda t: (t.order, t.seed))
-    policy = PolicyView.of(plan.spec.policy, plan.cells, plan.spec.baseline, plan.spec.metric,
-                           plan.spec.equivalence_margin) if plan.spec.policy else None
+    policy = PolicyView.from_plan(plan)
     search = sum(r.phase == SEARCH for r in all_records)
     return Sweep(plan, sweep_dir, name, trials, policy, records, left_out, search)
 
