@@ -174,7 +174,8 @@ def test_grid_sweep_records_finished_and_failed_trials(grid_sweep: tuple[Path, S
     # Console: one line per trial with the counter, failures with their error, the closing data.
     console = (outcome.sweep_dir.parent / "console.txt").read_text()
     assert "-- final: 8 trials = 4 cells x 2 seeds" in console
-    assert len(re.findall(r"^\[[ \d]\d?/8\] ", console, re.M)) == 8
+    # status lines (`[0/8] ...     running 2`) come every 30 s without an event, more of them on a loaded machine
+    assert len(re.findall(r"^\[[ \d]\d?/8\] (?!\.\.\. )", console, re.M)) == 8
     assert re.search(r"^\[[ \d]/8\] FAILED  final crash · s0  [\w.]*DatasetError: \S+\.png: cannot decode image", console, re.M)
     assert re.search(r"^\[[ \d]/8\] FAILED  final nan · s1  non-finite loss", console, re.M)
     assert re.search(r"^\[[ \d]/8\] final   ms dim=16 · s1  R@1 \d+\.\d  \(", console, re.M)
