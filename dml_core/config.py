@@ -219,6 +219,26 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def get_dotted(tree: Any, dotted: str) -> Any:
+    """`tree['a']['b']` for `dotted = 'a.b'`; None where a part is missing or not a section."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`: every leaf by its dotted key (an empty section is a leaf)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out |= flatten_config(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `tree['a']['b'] = value` for `dotted = 'a.b'`, creating dicts on the way."""
     parts = dotted.split(".")

@@ -35,7 +35,9 @@ from typing import Any, Callable, Optional
 from dml_core.evaluation.names import sign as mode_sign
 from sweep.labels import axis_label, fmt_value, metric_label, method_of, short_key
 from sweep.plan import Cell, SweepPlan, yaml_value
-from sweep.results import SweepResults, in_unit, metric_range, references_of, unit_of
+from sweep.baseline import references
+from sweep.results import SweepResults
+from sweep.units import heading, in_unit, metric_range, unit_of
 from sweep.stats import CONFIDENCE
 
 CSV_COLUMNS = ("series", "x", "mean", "ci_low", "ci_high", "seeds")
@@ -113,7 +115,7 @@ def axis_view(plan: SweepPlan, axis: str) -> AxisView:
         parts += [f"{short_key(a)}={fmt_value(c.coords[a])}" for a in varying if c.coords.get(a) is not None]
         series[c.id] = " ".join(parts) or metric_label(spec.metric)
     baseline_of: dict[str, str] = {}
-    for cell_id, ref in references_of(plan).items():
+    for cell_id, ref in references(plan.cells, plan.spec.baseline).items():
         if series[ref.id] != series[cell_id]:
             baseline_of.setdefault(series[cell_id], series[ref.id])
     return AxisView(axis, axis_label(axis, described.label if described else None),
@@ -234,7 +236,7 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
     _panel(top, points, view, pos, colours, connect=True, lines=lines)
     lo, hi = (in_unit(metric, b) for b in metric_range(metric))
     _clip_ylim(top, lo, hi)
-    top.set_ylabel(_value_label(metric))
+    top.set_ylabel(heading(metric))
     n_seeds = sorted({p.seeds for p in points})
     seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
     interval = f", {CONFIDENCE:.0%} CI band" if lines else f" ± {CONFIDENCE:.0%} CI"
@@ -352,11 +354,6 @@ def _panel(ax: Any, points: list[Point], view: AxisView, pos: Callable[[Any], fl
 def _clip_ylim(ax: Any, lo: float, hi: float) -> None:
     bottom, top = ax.get_ylim()
     ax.set_ylim(max(bottom, lo), min(top, hi))
-
-
-def _value_label(metric: str) -> str:
-    unit = unit_of(metric)
-    return metric_label(metric) + (f" ({unit})" if unit else "")
 
 
 # --------------------------------------------------------------------------- the plan's figures

@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from dml_core.config import ExperimentConfig, config_from_dump
+from dml_core.config import ExperimentConfig, config_from_dump, get_dotted
 from sweep.labels import fmt_duration
 from sweep.plan import FINAL, SEARCH, SweepPlan, trial_config
 from sweep.records import FINISHED, TrialRecord
@@ -58,17 +58,9 @@ COST_FIELDS = ("data.name", "data.batch", "data.num_workers", "data.cache_featur
 CALIBRATION_ITERS = 3  # timed iterations per trial shape, after one untimed epoch of as many
 
 
-def _lookup(tree: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(part)
-    return tree
-
-
 def recipe(config: dict[str, Any]) -> str:
     """A digest of the `COST_FIELDS` of a resolved config: trials with the same one cost the same per image."""
-    blob = json.dumps({f: _lookup(config, f) for f in COST_FIELDS}, sort_keys=True, default=str)
+    blob = json.dumps({f: get_dotted(config, f) for f in COST_FIELDS}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from dml_core.config import get_dotted
 from dml_core.evaluation.names import recall_k
 from dml_core.params import EXPANSIONS, LOSSES
+
+if TYPE_CHECKING:
+    from sweep.plan import SweepPlan
 
 # Short names of common ablation keys; any other key shows its last dotted part.
 _SHORT_KEYS = {
@@ -42,20 +46,14 @@ _SHORT_KEYS = {
 # dml_core/params/, so a new loss or expansion is labelled without an edit here).
 _METHOD_KEYS = ("loss.name", "expansion.name")
 
-# Display names of the trainer's metrics; whether a value is a fraction shown as a percentage.
+# Display names of the trainer's metrics (their units: `sweep.units`).
 _METRIC_NAMES = {"map_at_r": "MAP@R", "r_precision": "RP", "nmi": "NMI", "f1": "F1", "loss": "loss"}
-_NOT_FRACTIONS = {"loss", "time_s", "epoch"}
 
 
 def metric_label(metric: str) -> str:
     """`recall_at_1` -> `R@1`, `map_at_r` -> `MAP@R`; unknown names unchanged."""
     k = recall_k(metric)
     return f"R@{k}" if k is not None else _METRIC_NAMES.get(metric, metric)
-
-
-def is_fraction(metric: str) -> bool:
-    """Retrieval and clustering scores live in [0, 1] and read as percentages."""
-    return metric not in _NOT_FRACTIONS
 
 
 def fmt_value(x: Any) -> str:
@@ -70,20 +68,6 @@ def fmt_value(x: Any) -> str:
 def fmt_params(params: dict[str, Any]) -> str:
     """`{"optimizer.lr": 0.0035384}` -> `lr 0.00354`."""
     return ", ".join(f"{short_key(k)} {fmt_value(v)}" for k, v in params.items()) or "-"
-
-
-def fmt_metric(metric: str, x: Any, digits: int = 1) -> str:
-    """A metric value: fractions as percentages (`96.2`), others with 3 significant digits."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{100 * x:.{digits}f}" if is_fraction(metric) else f"{x:.3g}"
-
-
-def fmt_points(metric: str, x: float, digits: int = 1) -> str:
-    """A difference of a metric, signed: `+1.3` (percentage points for fractions)."""
-    if not math.isfinite(x):
-        return "-"
-    return f"{100 * x:+.{digits}f}" if is_fraction(metric) else f"{x:+.3g}"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -121,14 +105,6 @@ def short_key(key: str) -> str:
     return _SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
 
 
-def lookup(tree: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
 def count_keys() -> dict[str, str]:
     """Expansion name -> the dotted key of the count whose 0 switches it off
     (`{"ee": "expansion.n_inner_pts", "see": "expansion.n_expan"}`), from the registry."""
@@ -139,7 +115,7 @@ def method_of(settings: dict[str, Any], base: dict[str, Any]) -> tuple[str, set[
     """The method a cell runs, e.g. `MS+EE`, and the grid keys that are part of its name or
     inert for it (an expansion's count when the expansion is off)."""
     def get(key: str) -> Any:
-        return settings[key] if key in settings else lookup(base, key)
+        return settings[key] if key in settings else get_dotted(base, key)
 
     loss, expansion = get("loss.name"), get("expansion.name")
     name = LOSSES.label(loss) if loss is not None else ""
@@ -182,6 +158,11 @@ def cell_labels(cells: Iterable[dict[str, Any]], arms: dict[str, dict[str, Any]]
     if len(set(labels.values())) < len(labels):  # e.g. two arms pinning different values of one axis
         return {c["id"]: c["id"] for c in cells}
     return labels
+
+
+def plan_labels(plan: "SweepPlan") -> dict[str, str]:
+    """Cell id -> label for the cells of a typed plan (`cell_labels` of its cells, arms and base)."""
+    return cell_labels([{"id": c.id, "arm": c.arm, "coords": c.coords} for c in plan.cells], plan.spec.arms, plan.base)
 
 
 def comparison_label(cell: str, baseline: str) -> str:

@@ -22,8 +22,9 @@ import math
 import tempfile
 from typing import Any
 
-from sweep.labels import fmt_points, is_fraction, metric_label, slug
-from sweep.results import SweepResults, in_unit, unit_of
+from sweep.labels import metric_label, slug
+from sweep.results import SweepResults
+from sweep.units import fmt_points, in_unit, is_fraction, unit_of
 
 
 REPORT_HTML = "report.html"

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Optional
 
+from dml_core.config import flatten_config
 from dml_core.identity import RESULTS_VERSION, content_key, result_config, scored_on
 from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec, trial_config
 from sweep.records import FAILED, TrialRecord
@@ -171,16 +172,6 @@ def crashed_pairs(log: SweepLog, trials: list[TrialSpec]) -> set[tuple[str, int]
 
 
 # --------------------------------------------------------------------------- growth
-
-
-def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out |= flatten_config(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -98,7 +98,7 @@ class SweepRunner:
         `sweep.sequential` (only the cells of comparisons still open get seeds), until no
         comparison is open. What ran before counts, so a resumed sweep continues where it was;
         each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
-        from sweep.console import policy_end_lines, policy_look_lines
+        from sweep.policy_lines import policy_end_lines, policy_look_lines
         from sweep.sequential import PolicyView
 
         view = PolicyView.of(self.spec.policy, self.plan.cells, self.spec.baseline, self.spec.metric,

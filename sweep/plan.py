@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dml_core.config import ExperimentConfig, apply_overrides, config_from_dict, parse_overrides, read_yaml
+from dml_core.config import ExperimentConfig, apply_overrides, config_from_dict, get_dotted, parse_overrides, read_yaml
 from dml_core.errors import ConfigError
 from dml_core.io import read_json
 from dml_core.params.datasets import DATASETS
@@ -76,7 +76,7 @@ _PLACEMENT = ("train.num_threads", "train.device", "eval.knn_backend")
 
 
 def _placement_fields(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: config[k.split(".")[0]][k.split(".")[1]] for k in _PLACEMENT}
+    return {k: get_dotted(config, k) for k in _PLACEMENT}
 
 
 def _fixed_placement(base: dict[str, Any], written: dict[str, Any], spec: SweepSpec,
@@ -136,28 +136,6 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
             if not any(cell.matches(part) for part in spec.exclude):
                 cells.append(cell)
     return cells
-
-
-def reference_cell(cell: Cell, cells: list[Cell], baseline: dict[str, Any]) -> Optional[Cell]:
-    """The baseline cell `cell` is compared with, or None (it is a baseline, or has none).
-
-    Among the cells matching `baseline`, keep those that agree with `cell` on every coordinate in
-    which the baseline cells differ. `{arm: none}` with a pinned `none` arm gives that one cell for
-    everybody; `{expansion.n_inner_pts: 0}` with arms gives each arm its own n = 0 cell;
-    `{arm: {ee: ms}}` compares the cells of arm `ee` with those of arm `ms` only.
-    """
-    if isinstance(baseline.get("arm"), dict):
-        if cell.arm not in baseline["arm"]:
-            return None
-        baseline = {**baseline, "arm": baseline["arm"][cell.arm]}
-    if cell.matches(baseline):
-        return None
-    candidates = [c for c in cells if c.matches(baseline)]
-    keys = ["arm", *cell.coords]
-    for key in keys:
-        if len({yaml_value(c.get(key)) for c in candidates}) > 1:
-            candidates = [c for c in candidates if c.get(key) == cell.get(key)]
-    return candidates[0] if len(candidates) == 1 else None
 
 
 @dataclass

@@ -31,7 +31,8 @@ from dml_core.evaluation.names import sign as mode_sign
 from sweep.figures import pyplot
 from sweep.labels import metric_label, slug
 from sweep.plan import SweepPlan
-from sweep.results import Comparison, SweepResults, in_unit, metric_range, unit_of
+from sweep.results import Comparison, SweepResults
+from sweep.units import heading, in_unit, metric_range
 from sweep.selection import Z, score_noise
 from sweep.stats import CONFIDENCE
 
@@ -53,11 +54,6 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
     return path
-
-
-def _axis_label(metric: str, difference: bool = False) -> str:
-    unit = unit_of(metric, difference)
-    return f"{metric_label(metric)}{' difference' if difference else ''}" + (f" ({unit})" if unit else "")
 
 
 def _shown(n_shown: int, n_all: int, rule: str) -> str:
@@ -113,7 +109,7 @@ def plot_paired_differences(results: SweepResults, out_dir: Path) -> list[Figure
     ax.invert_yaxis()
     left, right = ax.get_xlim()
     ax.set_xlim(max(left, lo), min(right, hi))
-    ax.set_xlabel(f"{_axis_label(metric, True)}: dots = seeds, diamond = mean ± {CONFIDENCE:.0%} CI")
+    ax.set_xlabel(f"{heading(metric, True)}: dots = seeds, diamond = mean ± {CONFIDENCE:.0%} CI")
     clipped = any(c.diff.clipped for c in shown)
     ax.set_title(f"{results.plan.name}: paired by seed" + (" (CI clipped to the metric's range)" if clipped else "")
                  + _shown(len(shown), len(comps), "smallest p"), fontsize=9)
@@ -160,7 +156,7 @@ def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
     for ax, m in zip(panels, (metric, "loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(_axis_label(m))
+        ax.set_ylabel(heading(m))
         ax.grid(alpha=0.3)
     panels[0].set_title("test split, mean over seeds (band: min-max)"
                         + _shown(len(shown), len(cells), f"{MAX_SERIES // 2} best + worst"), fontsize=9)
@@ -217,7 +213,7 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
     bottom, top = axes[0][0].get_ylim()
     axes[0][0].set_ylim(max(bottom, ylo), min(top, yhi + (0.5 if math.isfinite(yhi) else 0)))
     where = "held-out training classes" if results.plan.spec.search.holdout is not None else "test split"
-    axes[0][0].set_ylabel(f"search {_axis_label(metric)} on {where}")
+    axes[0][0].set_ylabel(f"search {heading(metric)} on {where}")
     more = f"; {len(params)} of {len(space)} parameters" if len(space) > len(params) else ""
     fig.suptitle(f"search: score ± {Z} SE of scoring noise against the value tried; ringed = kept"
                  + _shown(len(shown), len(searched), "first cells") + more, fontsize=9)

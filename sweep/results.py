@@ -6,10 +6,8 @@ and seed; search samples by cell), each comparison is computed once, and the wri
 and HTML report (`sweep.writers`), plots (`sweep.plots`), the MLflow parent run and the console's
 closing block -- only read this object.
 
-Units and ranges, one rule for all of them: a metric that is a fraction (`labels.is_fraction`:
-recall, MAP@R, NMI, ...) is shown in % and its interval is clipped to [0, 100] %, a difference
-of two such metrics to [-100, +100] points; a clipped bound carries `clipped=True` so writers can
-say so. Other metrics (loss) are shown as they are, unclipped.
+Units and ranges are `sweep.units`'s: an interval is clipped to its metric's range, and a
+clipped bound carries `clipped=True` so writers can say so.
 """
 from __future__ import annotations
 
@@ -22,39 +20,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dml_core.evaluation.names import ordered, sign as mode_sign
-from sweep.labels import cell_labels, comparison_label, fmt_points, is_fraction, metric_label
-from sweep.plan import Cell, SweepPlan, plan_of, reference_cell, yaml_value
+from sweep.baseline import references
+from sweep.labels import comparison_label, metric_label, plan_labels
+from sweep.plan import Cell, SweepPlan, plan_of
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
 from sweep.store import load_records
-from sweep.sequential import PolicyView, points, shape_note
+from sweep.sequential import PolicyView, shape_note
+from sweep.units import fmt_points, from_points, in_unit, metric_range, points_suffix, unit_of
 from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison
 from sweep.stats import verdict as stats_verdict
 
 EVALUATIONS = ("last", "best", "best_on_test")
 # `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
 PAPERS_SELECTION_METRIC = "recall_at_1"
-
-
-# --------------------------------------------------------------------------- units and ranges
-
-
-def metric_range(metric: str, difference: bool = False) -> tuple[float, float]:
-    """The values `metric` (or a difference of it) can take, as the trials log it."""
-    if not is_fraction(metric):
-        return -math.inf, math.inf
-    return (-1.0, 1.0) if difference else (0.0, 1.0)
-
-
-def unit_of(metric: str, difference: bool = False) -> str:
-    """`%` / `points` for fractions, "" for the rest."""
-    if not is_fraction(metric):
-        return ""
-    return "points" if difference else "%"
-
-
-def in_unit(metric: str, x: float) -> float:
-    """A raw value in the unit the report shows (fractions x 100)."""
-    return 100.0 * x if is_fraction(metric) else x
 
 
 @dataclass(frozen=True)
@@ -184,10 +162,9 @@ class SweepResults:
         if evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation: {evaluation!r} is not one of {', '.join(EVALUATIONS)}")
         metric, mode = plan.spec.metric, plan.spec.mode
-        plan_json = plan.to_json()
-        labels = cell_labels(plan_json["cells"], plan.spec.arms, plan.base)
-        policy = PolicyView.from_plan_json(plan_json)
-        trials = [_with_evaluation(t, evaluation, metric, mode) for t in records.trials]
+        labels = plan_labels(plan)
+        policy = PolicyView.from_plan(plan)
+        trials = [with_evaluation(t, evaluation, metric, mode) for t in records.trials]
         # One pass over the records: final values by cell, metric and seed; search samples by cell.
         values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
         samples: dict[str, list[TrialRecord]] = defaultdict(list)
@@ -315,7 +292,7 @@ class SweepResults:
 # --------------------------------------------------------------------------- helpers
 
 
-def _with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) -> TrialRecord:
+def with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) -> TrialRecord:
     """`last`: the record as is. `best`: a finished final trial's metrics are those of its best
     evaluation by `metric` (that epoch's metrics, all of them); `best_on_test`: the same by test
     R@1 whatever `metric` is (the papers' test-set selection)."""
@@ -334,55 +311,20 @@ def _estimate(ci: MeanCI, metric: str) -> Estimate:
     return Estimate.of(ci.n, ci.mean, ci.low, ci.high, metric_range(metric))
 
 
-def references_of(plan: SweepPlan) -> dict[str, Cell]:
-    """Cell id -> its baseline cell, indexed: the baseline cells of each (per-arm) baseline are
-    keyed by the coordinates in which they differ, so each cell's reference is one lookup;
-    `sweep.plan.reference_cell` (the definition) decides whenever the lookup is not unique."""
-    baseline = plan.spec.baseline
-    if not baseline:
-        return {}
-    cells = plan.cells
-    indexes: dict[str, tuple[list[str], dict[tuple[str, ...], list[Cell]]]] = {}
-    out = {}
-    for cell in cells:
-        effective = baseline
-        if isinstance(baseline.get("arm"), dict):
-            if cell.arm not in baseline["arm"]:
-                continue
-            effective = {**baseline, "arm": baseline["arm"][cell.arm]}
-        if cell.matches(effective):
-            continue  # a baseline cell itself
-        key = json.dumps(effective, sort_keys=True, default=str)
-        if key not in indexes:
-            candidates = [c for c in cells if c.matches(effective)]
-            axes = list(dict.fromkeys(["arm", *(k for c in candidates for k in c.coords)]))
-            varying = [k for k in axes if len({yaml_value(c.get(k)) for c in candidates}) > 1]
-            index: dict[tuple[str, ...], list[Cell]] = defaultdict(list)
-            for c in candidates:
-                index[tuple(yaml_value(c.get(k)) for k in varying)].append(c)
-            indexes[key] = (varying, index)
-        varying, index = indexes[key]
-        found = index.get(tuple(yaml_value(cell.get(k)) for k in varying), [])
-        ref = found[0] if len(found) == 1 else reference_cell(cell, cells, baseline)
-        if ref is not None:
-            out[cell.id] = ref
-    return out
-
-
 def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str], metrics: list[str], mode: str,
                  policy: Optional[PolicyView], trials: list[TrialRecord]) -> list[Comparison]:
     """Each cell against its baseline on every metric, paired by seed; under a seed policy the
     interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`). The
     verdict is `sweep.stats.verdict`'s, with the equivalence margin when the sweep sets one."""
     by_id = {c.id: c for c in cells}
-    references = references_of(plan)
+    refs = references(plan.cells, plan.spec.baseline)
     margin_points = plan.spec.equivalence_margin
     out = []
     for m in metrics:
         stopped = {(a.quantity.cell, a.quantity.ref): a.comparison for a in policy.assess(trials, m)} if policy else {}
-        margin = None if margin_points is None else points(m, margin_points)
-        shown = None if margin is None else f"{in_unit(m, margin):g}" + (" points" if is_fraction(m) else "")
-        for cell_id, ref in references.items():
+        margin = None if margin_points is None else from_points(m, margin_points)
+        shown = None if margin is None else f"{in_unit(m, margin):g}" + points_suffix(m)
+        for cell_id, ref in refs.items():
             a, b = by_id[cell_id], by_id[ref.id]
             test = stopped.get((cell_id, ref.id)) or paired_comparison(a.values[m], b.values[m])
             diff = Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(m, difference=True))

@@ -56,7 +56,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from dml_core.cli import sigterm_as_ctrl_c
 from dml_core.errors import first_line
 from sweep.checks import check_plan
-from sweep.console import SCREEN_CELLS, describe_plan, pilot_forecast_lines
+from sweep.console import SCREEN_CELLS, describe_plan
+from sweep.policy_lines import pilot_forecast_lines
 from sweep.plan import SweepPlan, load_plan
 from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path

@@ -15,7 +15,7 @@ import yaml
 from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
 from sweep.checks import check_plan
 from sweep.console import describe_plan, say
-from sweep.labels import cell_labels
+from sweep.labels import plan_labels
 from sweep.pending import Restart, check_base_unchanged, check_design_unchanged
 from sweep.phases import RunOptions, SweepInterrupted, SweepRunner
 from sweep.plan import FINAL, PLAN_YAML, SweepPlan
@@ -118,11 +118,6 @@ def search_prefix(plan: SweepPlan) -> str:
     """MLflow name prefix of search-phase metrics: they are scored on other data than final ones."""
     s = plan.spec.search
     return "holdout_" if s and (s.holdout is not None or s.folds) else "search_"
-
-
-def plan_labels(plan: SweepPlan) -> dict[str, str]:
-    cells = [{"id": c.id, "arm": c.arm, "coords": c.coords} for c in plan.cells]  # plan.json's cells, without the JSON
-    return cell_labels(cells, plan.spec.arms, plan.base)
 
 
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_failed: bool = False,

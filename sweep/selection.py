@@ -37,7 +37,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from dml_core.evaluation.names import sign as mode_sign
-from sweep.labels import fmt_metric, fmt_params, fmt_value, is_fraction, metric_label, short_key
+from sweep.labels import fmt_params, fmt_value, metric_label, short_key
+from sweep.units import fmt_metric, is_fraction
 
 Z = 1.96  # two-sided 95 %, the report's confidence level
 
@@ -188,10 +189,10 @@ def heldout_queries(cfg: Any) -> Optional[int]:
 def select_for_cell(plan: Any, cell: Any, candidates: list[Candidate]) -> Optional[Selection]:
     """`select` for one cell of a `SweepPlan`: its search metric and space, the held-out queries
     of its search trials, and the base config's values of the searched keys."""
-    from sweep.labels import lookup
+    from dml_core.config import get_dotted
     from sweep.plan import trial_config
 
     spec = plan.spec
     cfg = trial_config(plan.base, plan.search_trial(cell), None, plan.source)
-    base = {k: cell.overrides.get(k, lookup(plan.base, k)) for k in spec.search.params}
+    base = {k: cell.overrides.get(k, get_dotted(plan.base, k)) for k in spec.search.params}
     return select(candidates, spec.search_metric, spec.search_mode, heldout_queries(cfg), spec.search.params, base)

@@ -40,11 +40,12 @@ from typing import Any, Iterable, Optional
 import numpy as np
 from scipy import special  # Student's t and the normal as ufuncs; scipy.stats costs the driver half a second to import
 
-from sweep.labels import is_fraction
-from sweep.plan import Cell, reference_cell
+from sweep.baseline import references
+from sweep.plan import Cell, SweepPlan
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
 from sweep.spec import SeedPolicy
 from sweep.stats import ALPHA, PairedComparison
+from sweep.units import fmt_points, from_points, points_suffix
 
 PROCEDURE = "repeated CI"  # the `PairedComparison.procedure` of a seed policy's comparison
 REFERENCE = ("repeated confidence intervals (Jennison & Turnbull 1989; Group Sequential Methods, 2000, ch. 9): "
@@ -55,11 +56,6 @@ SPENDING_NAMES = {"pocock": "Pocock-type", "obrien_fleming": "O'Brien-Fleming-ty
 # Why a quantity stopped getting seeds (`Assessment.reason`).
 OPEN, DECIDED, EQUIVALENT, WIDTH, MAX = "open", "decided", "equivalent", "ci_half_width", "max seeds"
 NOTHING = "no comparison"  # a cell compared with nothing, under `until: decided`
-
-
-def points(metric: str, x: float) -> float:
-    """Points of a metric (what YAML margins and widths are written in) -> its raw units."""
-    return x / 100.0 if is_fraction(metric) else x
 
 
 # --------------------------------------------------------------------------- the design
@@ -100,8 +96,8 @@ class Design:
         alphas = np.diff(np.concatenate([[0.0], cumulative]))
         width = policy.until.ci_half_width
         return cls(tuple(looks), tuple(float(a) for a in alphas), policy.until.decided,
-                   None if width is None else points(metric, width),
-                   None if margin_points is None else points(metric, margin_points), policy.spending)
+                   None if width is None else from_points(metric, width),
+                   None if margin_points is None else from_points(metric, margin_points), policy.spending)
 
     @property
     def description(self) -> str:
@@ -191,11 +187,9 @@ def quantities(cells: list[Cell], baseline: Optional[dict[str, Any]]) -> list[Qu
     """Each cell's comparison with its reference cell; a cell that is in no comparison (no
     baseline, or none matches) is watched on its own."""
     out, compared = [], set()
-    for cell in cells:
-        ref = reference_cell(cell, cells, baseline) if baseline else None
-        if ref is not None:
-            out.append(Quantity(cell.id, ref.id))
-            compared |= {cell.id, ref.id}
+    for cell_id, ref in references(cells, baseline).items():
+        out.append(Quantity(cell_id, ref.id))
+        compared |= {cell_id, ref.id}
     return out + [Quantity(c.id) for c in cells if c.id not in compared]
 
 
@@ -295,14 +289,10 @@ class PolicyView:
                    metric, policy, margin_points)
 
     @classmethod
-    def from_plan_json(cls, plan: dict[str, Any]) -> Optional["PolicyView"]:
-        """The view of a sweep directory's `plan.json` (None: the sweep has a plain seed list)."""
-        sweep = plan.get("sweep") or {}
-        if not isinstance(sweep.get("seeds"), dict):
-            return None
-        cells = [Cell(c["arm"], c["coords"], {}) for c in plan["cells"]]
-        return cls.of(SeedPolicy.model_validate(sweep["seeds"]), cells, plan.get("baseline"), plan["metric"],
-                      sweep.get("equivalence_margin"))
+    def from_plan(cls, plan: SweepPlan) -> Optional["PolicyView"]:
+        """The view of a typed plan's seed policy (None: the sweep has a plain seed list)."""
+        spec = plan.spec
+        return cls.of(spec.policy, plan.cells, spec.baseline, spec.metric, spec.equivalence_margin) if spec.policy else None
 
     def assess(self, records: Iterable[TrialRecord], metric: Optional[str] = None) -> list[Assessment]:
         """Where each quantity stands. For another `metric` than the policy's, the interval of
@@ -329,7 +319,7 @@ class PolicyView:
         """The policy in words, for the plan, the console and the report."""
         p = self.policy
         until = []
-        unit = " points" if is_fraction(self.metric) else ""
+        unit = points_suffix(self.metric)
         if self.design.decided:
             equivalent = f", or equivalent within ±{self.margin_points:g}{unit})" if self.margin_points else ")"
             until.append("every comparison with its baseline is decided (better, worse" + equivalent)
@@ -338,91 +328,6 @@ class PolicyView:
         looks = ", ".join(str(n) for n in self.design.looks)
         return (f"seeds added in rounds (looks at {looks} seeds per cell) until " + " or ".join(until)
                 + f"; at most {self.design.looks[-1]}")
-
-
-# --------------------------------------------------------------------------- how many seeds
-
-POWER = 0.8  # the chance of a decision the seed forecast plans for
-FORECAST_CAP = 100_000  # seeds per cell; beyond this the forecast says "more than"
-MARGIN, DIFFERENCE, HALF_WIDTH = "margin", "difference", "half-width"  # what a forecast plans for
-
-
-def last_look_alpha(policy: SeedPolicy, maxes: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """The error rate a policy like `policy` (same start, step, spending) spends at its last look
-    when its `max` is each of `maxes` (vectorised `Design.from_policy(...).alphas[-1]`)."""
-    m = np.asarray(maxes, dtype=int)
-    more = m > policy.start
-    before = np.where(more, policy.start + policy.step * ((m - policy.start - 1) // policy.step), 0)  # the look before
-    if policy.spending == "bonferroni":
-        looks = np.where(more, (m - policy.start - 1) // policy.step + 2, 1)
-        return alpha / looks
-    return alpha - np.where(more, spending(policy.spending, np.maximum(before, 1) / m, alpha), 0.0)
-
-
-@dataclass(frozen=True)
-class SeedForecast:
-    """How many seeds per cell (a policy's `max`, with this policy's start, step and spending) a
-    decision would take, from the observed spread of paired differences (docs/conclusions.md)."""
-
-    pairs: int  # paired differences the spread is estimated from
-    sd: float  # their standard deviation, raw units
-    goal: str  # MARGIN: equivalent within ±target when there is no difference; DIFFERENCE: a true
-    #            difference of ±target found better / worse; HALF_WIDTH: the interval within ±target
-    target: float  # raw units
-    seeds: Optional[int]  # None: more than FORECAST_CAP
-
-
-def seeds_needed(policy: SeedPolicy, sd: float, goal: str, target: float, power: float = POWER,
-                 cap: int = FORECAST_CAP) -> Optional[int]:
-    """The smallest `max` M >= start whose last look alone gives the decision with probability
-    `power` (normal paired differences of standard deviation `sd`; earlier looks only add to it):
-
-    - MARGIN (equivalence within ±m at no true difference, TOST): (t_M + z_(1-(1-power)/2)) sd / sqrt(M) <= m;
-    - DIFFERENCE (a true difference d found better / worse): (t_M + z_power) sd / sqrt(M) <= d;
-    - HALF_WIDTH (the interval within ±h, the width rule): t_M sd / sqrt(M) <= h (about half the time);
-
-    t_M = the Student-t quantile at 1 - alpha_M / 2 with M - 1 degrees of freedom, alpha_M the
-    last look's share of alpha. Not monotone in M (a `max` just above `start` leaves its last
-    look little alpha), so every M is tried. None: more than `cap`."""
-    if not (sd >= 0 and target > 0):
-        return None
-    if sd == 0:
-        return policy.start
-    z = {MARGIN: special.ndtri(1 - (1 - power) / 2), DIFFERENCE: special.ndtri(power), HALF_WIDTH: 0.0}[goal]
-    low = max(policy.start, 2)
-    for high in (1024, cap):  # most forecasts are small: the long scan only when needed
-        m = np.arange(low, high + 1)
-        t = special.stdtrit(m - 1, 1 - last_look_alpha(policy, m) / 2)
-        ok = np.flatnonzero((t + z) * sd / np.sqrt(m) <= target)
-        if len(ok):
-            return int(m[ok[0]])
-        low = high + 1
-    return None
-
-
-def forecast(view: "PolicyView", diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
-    """The seed forecast of one comparison (or cell, under a width rule alone) from its finite
-    paired differences and its interval's half-width h now: a decision at the margin when the
-    sweep has one; else on a true difference of h / 2 (half the observed interval: a difference
-    of h itself is nearly decidable at the seeds run, so that forecast would not reach past them);
-    under a width rule, the planned width (whichever comes first when both are set). A cell
-    compared with nothing (`compared` False: `diffs` are its values) has only the width rule."""
-    x = np.asarray([d for d in diffs if math.isfinite(d)], dtype=float)
-    if len(x) < 2 or view.policy is None:
-        return None
-    sd = float(x.std(ddof=1))
-    options = []
-    if view.design.decided and compared:
-        if view.design.margin is not None:
-            options.append((MARGIN, view.design.margin))
-        elif math.isfinite(half_width) and half_width > 0:
-            options.append((DIFFERENCE, half_width / 2))
-    if view.design.ci_half_width is not None:
-        options.append((HALF_WIDTH, view.design.ci_half_width))
-    found = [SeedForecast(len(x), sd, goal, target, seeds_needed(view.policy, sd, goal, target)) for goal, target in options]
-    if not found:
-        return None
-    return min(found, key=lambda f: FORECAST_CAP + 1 if f.seeds is None else f.seeds)
 
 
 # --------------------------------------------------------------------------- what the procedure assumes
@@ -462,14 +367,12 @@ def outlier_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def shape_note(metric: str, diffs: dict[int, float]) -> str:
     """One line beside a verdict when a seed's paired difference lies far from the others (the
     outlier test at OUTLIER_ALPHA), else "": the interval assumes roughly normal differences."""
-    from sweep.labels import fmt_points
-
     seeds = [s for s, v in diffs.items() if math.isfinite(v)]
     if len(seeds) < 3:
         return ""
     (p,), (i,) = outlier_test(np.array([[diffs[s] for s in seeds]]))
     if p >= OUTLIER_ALPHA:
         return ""
-    unit = " points" if is_fraction(metric) else ""
+    unit = points_suffix(metric)
     return (f"Note: seed {seeds[i]} ({fmt_points(metric, diffs[seeds[i]])}{unit}) lies far from the other seeds "
             f"(outlier test p = {p:.2g}); the interval assumes roughly normal differences.")

@@ -59,7 +59,7 @@ from urllib.request import url2pathname
 from filelock import FileLock
 
 from sweep.parent_run import ML_VIEW, UI_PORT, ui_base
-from sweep.pending import flatten_config
+from dml_core.config import flatten_config
 from sweep.records import FINISHED, RUNNING
 
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters

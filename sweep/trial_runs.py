@@ -31,7 +31,7 @@ import yaml
 
 from sweep.console import describe_param
 from sweep.mlflow_writer import MlflowWriter
-from sweep.pending import flatten_config
+from dml_core.config import flatten_config
 from sweep.plan import SEARCH, SweepPlan
 from sweep.records import FAILED, FINISHED, RUNNING, TrialRecord
 from sweep.store import SweepLog

@@ -3,8 +3,9 @@ whatever the sweep's metric, and labelled as test-set selection in the report.""
 from sweep.plan import FINAL, load_plan
 from sweep.records import FINISHED
 from sweep.records import SweepMeta, SweepRecords, TrialRecord
-from sweep.results import SweepResults, _with_evaluation
-from sweep.writers import report_blocks, to_markdown
+from sweep.results import SweepResults, with_evaluation
+from sweep.document import to_markdown
+from sweep.report_sections import report_blocks
 from stepcheck import REPO
 
 import sys
@@ -21,9 +22,9 @@ RECORD = TrialRecord(trial_id="t", key="base/seed=0", phase=FINAL, cell="base", 
 
 
 def test_best_on_test_picks_best_recall_at_1_not_the_sweep_metric():
-    assert _with_evaluation(RECORD, "last", "map_at_r", "max").metrics["epoch"] == 15
-    assert _with_evaluation(RECORD, "best", "map_at_r", "max").metrics["epoch"] == 15
-    assert _with_evaluation(RECORD, "best_on_test", "map_at_r", "max").metrics["epoch"] == 10
+    assert with_evaluation(RECORD, "last", "map_at_r", "max").metrics["epoch"] == 15
+    assert with_evaluation(RECORD, "best", "map_at_r", "max").metrics["epoch"] == 15
+    assert with_evaluation(RECORD, "best_on_test", "map_at_r", "max").metrics["epoch"] == 10
 
 
 def test_report_labels_best_on_test_as_test_set_selection(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 
 from sweep.checks import check_plan
 from sweep.console import describe_plan
-from sweep.plan import FINAL, SEARCH, load_plan, reference_cell, trial_config
+from sweep.baseline import reference_cell
+from sweep.plan import FINAL, SEARCH, load_plan, trial_config
 from sweep.resources import NodeShape, check_fits
 from sweep.spec import SweepError
 from sweep_testlib import REPO_ROOT, write_yaml

@@ -13,13 +13,15 @@ from sweep.plan import load_plan
 from sweep.records import FINISHED, KILLED
 from sweep.store import load_records
 from sweep.report import headlines
-from sweep.console import policy_look_lines
+from sweep.policy_lines import policy_look_lines
 from sweep.labels import fmt_duration
 from sweep.run import closing_block
 from sweep.phases import SweepInterrupted
-from sweep.runner import plan_labels, run_sweep
+from sweep.labels import plan_labels
+from sweep.runner import run_sweep
 from sweep.sequential import Design, PolicyView
-from sweep.table import build_table, to_latex, to_markdown
+from sweep.table import build_table
+from sweep.table_render import to_latex, to_markdown
 from sweep_testlib import REPO_ROOT, sweep_from_records, write_yaml
 
 pytestmark = pytest.mark.slow

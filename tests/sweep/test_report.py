@@ -18,7 +18,8 @@ from sweep.plan import load_plan
 from sweep.report import main as report_main
 from sweep.report import write_report
 from sweep.records import SweepMeta, SweepRecords
-from sweep.results import Comparison, Estimate, SweepResults, metric_range
+from sweep.results import Comparison, Estimate, SweepResults
+from sweep.units import metric_range
 from sweep.runner import create_sweep_dir
 from sweep.stats import PairedComparison, mean_ci, paired_comparison, t_multiplier, verdict
 from sweep.labels import cell_labels
@@ -275,7 +276,7 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     def scan(*args: object) -> None:
         raise AssertionError("a regular grid finds each baseline by one lookup, not a scan of every cell")
 
-    monkeypatch.setattr("sweep.results.reference_cell", scan)
+    monkeypatch.setattr("sweep.baseline.reference_cell", scan)
     started = time.perf_counter()
     results = SweepResults.build(plan, records)
     # Linear: ~3 s on a shared 2-core machine, nearly all of it scipy's per-call overhead.

@@ -307,7 +307,7 @@ def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_sh
     delete one, so `publish` replaced the run), its trial runs, artifacts and params moved along."""
     from sweep.parent_run import parent_metrics, publish
     from sweep.results import SweepResults
-    from sweep.runner import plan_labels
+    from sweep.labels import plan_labels
     from sweep.store import SweepLog, load_records
     from sweep.tracker import Tracker
     from sweep.trial_runs import TrialRuns, sync_runs
@@ -349,8 +349,8 @@ def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_sh
 
 
 def test_each_look_prints_open_comparisons_and_the_end_says_undecided_with_a_forecast() -> None:
-    from sweep.console import policy_end_lines, policy_look_lines
-    from sweep.sequential import MARGIN as GOAL_MARGIN, seeds_needed
+    from sweep.policy_lines import policy_end_lines, policy_look_lines
+    from sweep.seed_forecast import MARGIN as GOAL_MARGIN, seeds_needed
 
     v = view(margin=0.5)
     labels = {BASE: "d8", MID: "d16", BIG: "d32"}
@@ -383,7 +383,7 @@ def test_each_look_prints_open_comparisons_and_the_end_says_undecided_with_a_for
 
 
 def test_last_look_alpha_is_the_designs() -> None:
-    from sweep.sequential import last_look_alpha
+    from sweep.seed_forecast import last_look_alpha
 
     for spending, step in DESIGNS:
         for start in (2, 3, 5):
@@ -402,7 +402,7 @@ def forecast_rates(spending: str, goal: str, delta: float) -> dict[str, float]:
     0.5 sigma), and what the policy then does: `{start: 3, step: 3}` with `max` = the forecast
     decides (equivalent, or better) in what share of 2000 simulated comparisons; with 0.7 x the
     forecast; and from the spread of a 12-seed pilot instead of the true one."""
-    from sweep.sequential import seeds_needed
+    from sweep.seed_forecast import seeds_needed
 
     def decided(max_: int, rows: int, rng: np.random.Generator) -> np.ndarray:
         policy = SeedPolicy(start=3, max=max_, step=3, until="decided", spending=spending)
@@ -446,7 +446,7 @@ def test_the_dry_run_forecasts_seeds_from_stored_pilot_seeds_of_the_same_cells(t
     from sweep.plan import load_plan
     from sweep.records import TrialRecord
     from sweep.runner import create_sweep_dir
-    from sweep.sequential import MARGIN as GOAL_MARGIN, seeds_needed
+    from sweep.seed_forecast import MARGIN as GOAL_MARGIN, seeds_needed
     from sweep_testlib import REPO_ROOT, write_yaml
 
     arms = {"arms": {"base": {}, "wide": {"model.embedding_dim": 32}}, "baseline": {"arm": "base"}}
@@ -495,8 +495,8 @@ def test_raising_max_after_an_undecided_end_inflates_false_decisions() -> None:
 def test_a_width_rule_ends_wider_than_planned_with_its_own_forecast() -> None:
     """`until: {ci_half_width}` without a baseline: a cell still wider than planned at `max` says
     so (not "undecided": it has nothing to decide) and gets the width forecast of its own values."""
-    from sweep.console import policy_end_lines
-    from sweep.sequential import HALF_WIDTH, seeds_needed
+    from sweep.policy_lines import policy_end_lines
+    from sweep.seed_forecast import HALF_WIDTH, seeds_needed
 
     own = PolicyView.of(SeedPolicy(start=2, max=4, until={"ci_half_width": 5.0}), CELLS, None, "recall_at_1", None)
     scores = {BASE: [0.5, 0.5, 0.5, 0.5], MID: [0.6, 0.6, 0.6, 0.6], BIG: [0.2, 0.9, 0.4, 0.7]}

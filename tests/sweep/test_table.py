@@ -20,7 +20,8 @@ from scipy import stats
 
 from sweep.plan import load_plan
 from sweep.report import main as report_main
-from sweep.table import build_table, to_csv, to_latex, to_markdown
+from sweep.table import build_table
+from sweep.table_render import to_csv, to_latex, to_markdown
 from sweep_testlib import sweep_from_records, write_yaml
 
 GRID = {"grid": {"expansion.n_inner_pts": [0, 2]}, "baseline": {"expansion.n_inner_pts": 0}}
