@@ -41,8 +41,8 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
 - the parent run is named after its sweep directory (`quickstart-2` for the second `make run`),
-  tagged `sweep.dir`; its `headline` tag, made first so that it is the first tag shown, holds the
-  first comparison in short (`sweep.parent_run.parent_headline`);
+  tagged `sweep.dir`; its `headline` and `headline.of` tags, made first so that they are the first
+  tags shown, hold the first comparison in short (`sweep.parent_run.parent_headline`);
 - MLflow 3.17 opens an experiment on its GenAI overview unless told otherwise: the experiment is
   tagged `mlflow.experimentKind = custom_model_development` (what the UI's experiment-kind
   selector writes and the UI reads where its workflow switch is off), and every printed URL
@@ -86,6 +86,7 @@ _TUNE_KEYS = {*TUNE_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_c
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" kind
 HEADLINE_TAG = "headline"  # the parent's first tag: MLflow lists a run's tags in the order they were made
+HEADLINE_OF_TAG = "headline.of"  # its second: what the headline compares
 STEP_KEY = "epoch"  # the step of every logged metric
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # PyYAML built without libyaml: the Python one
 
@@ -209,7 +210,7 @@ class Tracker:
         """MLflow's compare view of `run_ids` (this MLflow ignores filter parameters on the runs
         table's URL, but opens this one as built)."""
         runs, experiments = json.dumps(run_ids, separators=(",", ":")), json.dumps([self.experiment_id])
-        return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}"
+        return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}&{ML_VIEW}"
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         from mlflow.entities import Param
@@ -316,9 +317,10 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
 
-    def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "") -> None:
+    def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "",
+                    of: str = "") -> None:
         """A sweep's statistics on its parent run, the headlines as the run's description, the
-        first one also in its `headline` tag (the first tag on the run page's first screen)."""
+        first one also in its `headline` and `headline.of` tags (the first tags on the run page's first screen)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -328,6 +330,7 @@ class Tracker:
         self.client.set_tag(run_id, "mlflow.note.content", description)
         if headline:
             self.client.set_tag(run_id, HEADLINE_TAG, headline[:_MAX_TAG])
+            self.client.set_tag(run_id, HEADLINE_OF_TAG, of[:_MAX_TAG])
 
 
 def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],
@@ -444,7 +447,7 @@ class TrialRuns:
         """The parent run's tags, params and files. It is named after its directory (`quickstart-2`:
         the same YAML's second sweep); the headline tag is made first, so that it is the first tag
         shown (its value comes with the results)."""
-        tags = {HEADLINE_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": self.log.sweep_id,
+        tags = {HEADLINE_TAG: "(running)", HEADLINE_OF_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": self.log.sweep_id,
                 "sweep.role": "parent", "sweep.source": plan.source, "mlflow.source.git.commit": self.log.meta.git_commit}
         searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
         params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
