@@ -7,12 +7,14 @@ two trials ending in the same second change the estimate by what they measured, 
 (the pace of "seconds since the phase began / trials ended" doubled on the first of two and
 halved on the second). The estimate is
 
-    (start-up + epochs x seconds per epoch, summed over the trials not yet started, + what is left
-     of the running ones) / the concurrency reached, and at least the longest running trial
+    (start-up + epochs x work per epoch x seconds per unit of work, summed over the trials not yet
+     started, + what is left of the running ones) / the concurrency reached, and at least the
+     longest running trial
 
-with seconds per epoch from the trials of the same phase and cell, else of the phase, else of the
-other phase (`extrapolated`: final trials often take longer than search trials, which train on
-fewer classes and score fewer queries). Under a seed policy the final phase counts every seed
+with work per epoch an epoch's images x pixels (`epoch_work`: a search trial trains on the
+holdout's share of the classes) and seconds per unit from the latest trials of the same phase and
+cell, else of the phase, else of the other phase (`extrapolated`). `benchmarks/bench_eta.py`
+measures the error against a sweep's real end. Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
 (`expected_final_trials`).
 """
