@@ -1,7 +1,7 @@
 """How far is the dry run's cost forecast from what the sweep then takes?
 
     .venv/bin/python benchmarks/bench_forecast.py [--config experiments/quickstart.yaml]
-        [--stored-seeds 2] [--stored-epochs 2] [--seeds 3] [--epochs 4] [--keep DIR]
+        [--stored-seeds 3] [--stored-epochs 2] [--seeds 3] [--epochs 4] [--keep DIR]
 
 1. runs the config's sweep (search off) with `--stored-seeds` seeds and `--stored-epochs` epochs
    into a fresh storage root: its trials are the trial store's only entries;
@@ -47,7 +47,9 @@ def run_sweep(config: str, overrides: list[str], out: Path, store: Path) -> floa
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(REPO / "experiments" / "quickstart.yaml"))
-    p.add_argument("--stored-seeds", type=int, default=2)
+    # 3: each phase's first trial per slot starts a new worker process (slower first epochs); with
+    # 2 seeds a cell's stored trials can all be such trials, and its steady pace is not seen.
+    p.add_argument("--stored-seeds", type=int, default=3)
     p.add_argument("--stored-epochs", type=int, default=2)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=4)

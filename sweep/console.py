@@ -65,12 +65,14 @@ class Console:
         self._last_line = time.monotonic()
 
     def phase_started(self, ended: int, pending: Optional[dict[Slot, int]] = None,
-                      epochs: Optional[dict[Slot, int]] = None) -> None:
-        """Each phase's `fit` starts here, with what is left of the sweep (both phases) and the
-        epochs a trial of each (phase, cell) trains: the ETA's work."""
+                      epochs: Optional[dict[Slot, int]] = None, work: Optional[dict[Slot, float]] = None) -> None:
+        """Each phase's `fit` starts here, with what is left of the sweep (both phases), the
+        epochs a trial of each (phase, cell) trains and what one of its epochs trains: the ETA's work."""
         self._done, self._last_line = ended, time.monotonic()
         if epochs is not None:
             self.progress.epochs = epochs
+        if work is not None:
+            self.progress.work = work
         self.progress.phase_started(pending or {})
 
     def trial_started(self, record: TrialRecord, slot: Slot) -> None:

@@ -1,6 +1,7 @@
 """What a sweep will cost before it runs: trial-hours and wall time per phase and in total.
 
-A trial's cost is modelled as ``overhead + per_image x area x images + per_eval x evaluations``:
+A trial's cost is modelled as ``overhead + per_image x area x images + per_eval x evaluations``,
+plus ``fresh`` for the first trials of each phase, one per slot, which start new worker processes:
 ``images`` are the images it trains on (epochs x iterations per epoch x batch, x folds), the
 iterations per epoch following the training split's size when `train.iterations_per_epoch` is
 unset; ``area`` is `data.image_size` squared (a conv net's cost per image grows with its pixels).
@@ -12,10 +13,12 @@ The rates come from, in this order:
    precision); epochs, seeds, learning rates, image size and the split's size may differ, and are
    scaled for. Each stored trial gives a wall time per epoch (the slope of its evaluations'
    `time_s`, evaluations included) and its start-up (the rest of its wall time); the forecast
-   takes their medians and says how far the trials spread around them;
+   takes the medians of the trials that reused a worker (`fresh`: what the others took more) and
+   says how far the trials spread around them;
 2. with `--calibrate`, where no stored trial exists: a few timed iterations and one evaluation of
    each distinct trial shape in this process, on this machine's device (stated "calibrated on
-   cpu" or "... cuda"): a short run on a busy machine is the weaker estimate.
+   cpu" or "... cuda"), `fresh` timed as a new interpreter's imports: a short run on a busy
+   machine is the weaker estimate.
 
 A trial with neither is counted as unknown. Wall time: the trials of a phase spread over the
 slots the resources give (`resources_per_trial` against this machine, the cluster joined, or
@@ -120,7 +123,8 @@ class Rate:
     """The cost of one recipe on one device type."""
 
     per_pixel_image_s: float  # seconds per trained image per pixel of image area (evaluations included for stored rates)
-    overhead_s: float  # a trial's start-up: everything that does not grow with epochs
+    overhead_s: float  # a trial's start-up in a worker that ran a trial before: what does not grow with epochs
+    fresh_s: float = 0.0  # what a trial in a new worker process adds (imports, first-epoch warm-up)
     per_eval_s: float = 0.0  # calibrated rates time an evaluation apart
     device: str = "cpu"
     trials: int = 0  # stored trials it comes from; 0 = calibrated
@@ -171,9 +175,10 @@ def stored_trials(store_path: Path) -> list[tuple[str, TrialRecord]]:
     return [(name, TrialRecord.model_validate_json(record)) for name, record in rows]
 
 
-def record_rate(record: TrialRecord) -> Optional[tuple[float, float]]:
-    """(seconds per trained image per pixel, start-up seconds) of one stored trial; None when it
-    lacks what is needed (no timed evaluation, or its data is not readable here)."""
+def record_rate(record: TrialRecord) -> Optional[tuple[float, float, float]]:
+    """(seconds per trained image per pixel, start-up seconds, images x pixels trained) of one
+    stored trial; None when it lacks what is needed (no timed evaluation, or its data is not
+    readable here)."""
     timed = [h for h in record.history if h.get("time_s") is not None and h.get("epoch")]
     if not timed or not record.config:
         return None
@@ -191,27 +196,47 @@ def record_rate(record: TrialRecord) -> Optional[tuple[float, float]]:
     else:
         per_epoch, epochs = last["time_s"] / last["epoch"], last["epoch"]
     wall = float(record.wall_s if record.wall_s else last["time_s"])
-    return per_epoch / (images * cfg.data.image_size ** 2), max(0.0, wall - per_epoch * epochs)
+    work = images * cfg.data.image_size ** 2
+    return per_epoch / work, max(0.0, wall - per_epoch * epochs), work * epochs
 
 
-def stored_rates(records: Sequence[tuple[str, TrialRecord]], wanted: set[tuple[str, str]]) -> dict[tuple[str, str], Rate]:
-    """A `Rate` per (recipe, device) of `wanted` that some stored trials of it give."""
-    found: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
+def stored_rates(records: Sequence[tuple[str, TrialRecord]], wanted: set[tuple[str, str]],
+                 slots: int = 1) -> dict[tuple[str, str], Rate]:
+    """A `Rate` per (recipe, device) of `wanted` that some stored trials of it give.
+
+    Each phase of a sweep is a new Tune experiment: its first trials, one per slot, start new
+    worker processes (torch imported, the first epochs slower), the later ones reuse them. So per
+    sweep and phase the `slots` trials with the largest start-up count as new-worker trials (this
+    machine's slots, the stored sweep's most likely; any recipe: the cells share the workers), the
+    others give the per-image cost and the start-up of a reused worker; the difference in start-up
+    is `fresh_s`. One median start-up for both kinds, over a sweep of two new-worker and two
+    reused trials, put 5.5 s on every trial where the reused ones took 0.3 s."""
+    groups: dict[tuple[str, str], list[tuple[float, tuple[str, str], tuple[float, float, float]]]] = {}
     for sweep, record in records:
-        if not record.config:
-            continue
-        key = (recipe(record.config), stored_device(record))
-        if key not in wanted:
-            continue
-        rate = record_rate(record)
-        if rate is not None:
-            found.setdefault(key, []).append((sweep, *rate))
+        key = (recipe(record.config), stored_device(record)) if record.config else None
+        rate = record_rate(record) if key in wanted else None
+        if rate is not None:  # new workers are a sweep's, whatever the recipe: grouped by sweep and phase
+            groups.setdefault((sweep, record.phase), []).append((rate[1], key, rate))
+    found: dict[tuple[str, str], tuple[list, list, set[str]]] = {}  # key -> (reused, new worker, sweeps)
+    extras = []
+    for (sweep, _), rows in groups.items():
+        rows.sort(key=lambda r: r[0], reverse=True)
+        if len(rows) > slots:
+            extras.append(statistics.median(r[0] for r in rows[:slots]) - statistics.median(r[0] for r in rows[slots:]))
+        for i, (_, key, rate) in enumerate(rows):
+            warm, fresh, sweeps = found.setdefault(key, ([], [], set()))
+            (fresh if i < slots else warm).append(rate)
+            sweeps.add(sweep)
+    fresh_s = max(0.0, statistics.median(extras)) if extras else 0.0
     rates = {}
-    for key, rows in found.items():
-        per = statistics.median(r[1] for r in rows)
-        rates[key] = Rate(per, statistics.median(r[2] for r in rows), device=key[1], trials=len(rows),
-                          sweeps=sorted({r[0] for r in rows}),
-                          spread=(min(r[1] for r in rows) / per, max(r[1] for r in rows) / per))
+    for key, (warm, fresh, sweeps) in found.items():
+        # Trials that reused a worker set the pace (a new process' first epochs run slower), else
+        # the new-worker ones with their extra start-up taken off.
+        steady = warm or [(per, max(0.0, overhead - fresh_s), work) for per, overhead, work in fresh]
+        per = statistics.median(r[0] for r in steady)
+        rates[key] = Rate(per, statistics.median(r[1] for r in steady), fresh_s=fresh_s, device=key[1],
+                          trials=len(warm) + len(fresh), sweeps=sorted(sweeps),
+                          spread=(min(r[0] for r in steady) / per, max(r[0] for r in steady) / per))
     return rates
 
 
@@ -220,7 +245,8 @@ def stored_rates(records: Sequence[tuple[str, TrialRecord]], wanted: set[tuple[s
 
 def calibrate(cfg: ExperimentConfig, device: str) -> Rate:
     """Time `CALIBRATION_ITERS` training iterations (after as many untimed) and one evaluation of
-    the trial `cfg` in this process, on ``device``."""
+    the trial `cfg` in this process, on ``device`` (its start-up without the imports a new worker
+    process adds: `import_seconds`)."""
     from dml_core.config import config_from_dict
     from dml_core.training.trainer import Trainer
 
@@ -229,7 +255,7 @@ def calibrate(cfg: ExperimentConfig, device: str) -> Rate:
     trial = config_from_dict(raw, "calibration")
     started = time.perf_counter()
     trainer = Trainer(trial)
-    setup = time.perf_counter() - started + import_seconds()
+    setup = time.perf_counter() - started
     trainer.train_epoch(0)  # warm-up: allocator, kernels, workers
     t0 = time.perf_counter()
     trainer.train_epoch(1)
@@ -345,7 +371,8 @@ class Forecast:
 def _describe_source(rate: Rate, shape: str) -> str:
     if rate.calibrated:
         return (f"{shape}: calibrated on {rate.device} ({CALIBRATION_ITERS} timed iterations and one evaluation on this "
-                f"machine, a cold start-up of {fmt_duration(rate.overhead_s)}; one short run: the least sure estimate)")
+                f"machine, a start-up of {fmt_duration(rate.overhead_s)}, {fmt_duration(rate.fresh_s)} more in a new worker; "
+                f"one short run: the least sure estimate)")
     lo, hi = rate.spread
     return (f"{shape}: from {rate.trials} stored trial{'s' * (rate.trials != 1)} of this recipe on {rate.device} "
             f"(sweep{'s' * (len(rate.sweeps) != 1)} {', '.join(rate.sweeps)}); their per-image cost spans "
@@ -356,24 +383,27 @@ def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missi
     """The forecast of `plan` from the trial store at `store_path` (and calibration, if asked)."""
     work = planned_work(plan)
     wanted = {(w.recipe, w.device) for w, _ in work}
-    rates = stored_rates(stored_trials(store_path), wanted)
+    rates = stored_rates(stored_trials(store_path), wanted, max(1, pool.slots))
     names = {}  # (recipe, device) -> the first cell of it, to name the shape for people
     for w, cfg in work:
         names.setdefault((w.recipe, w.device), (w.cell, cfg))
-    if calibrate_missing:
-        cold = None
+    if calibrate_missing and wanted - rates.keys():
+        cold, imports = None, import_seconds()
         for key in sorted(wanted - rates.keys()):
             rates[key] = calibrate(names[key][1], key[1])
-            # Every trial process starts cold (imports, data): the first shape's start-up is that;
-            # the later shapes' reuse this process' caches and would read too low.
+            # The first shape's start-up builds its data cold; the later shapes' reuse this
+            # process' caches and would read too low.
             cold = rates[key].overhead_s if cold is None else cold
-            rates[key].overhead_s = cold
+            rates[key].overhead_s, rates[key].fresh_s = cold, imports
     phases: dict[str, PhaseCost] = {}
     for phase in (SEARCH, FINAL):
         mine = [w for w, _ in work if w.phase == phase]
         if not mine:
             continue
-        known = [rates[(w.recipe, w.device)].seconds(w) for w in mine if (w.recipe, w.device) in rates]
+        priced = sorted(((rates[(w.recipe, w.device)].seconds(w), rates[(w.recipe, w.device)].fresh_s)
+                         for w in mine if (w.recipe, w.device) in rates), reverse=True)
+        # A phase starts new worker processes: its first trials, one per slot (longest first), pay for them.
+        known = [s + (fresh if i < pool.slots else 0.0) for i, (s, fresh) in enumerate(priced)]
         phases[phase] = PhaseCost(len(mine), sum(known), makespan(known, pool.slots), len(mine) - len(known))
     multi = len(wanted) > 1
     sources = [_describe_source(rates[k], f"cells like {names[k][0]}" if multi else "every trial")

@@ -7,9 +7,9 @@ Metrics (step 0), the primary metric only:
   (clipped to ±100) and `<metric>.<cell>_vs_<baseline>.p` (the paired t-test's p-value);
 - a metric that is not a fraction (a loss) keeps its own unit and name (`loss.<cell>.mean`).
 
-The `headline` tag (the run page's first tag: shown, cut to the chip's width, on its first screen)
-is the first comparison in short, `R@1 -0.3 [-1.3, +0.7] pts, inconclusive: MS+EE n=2 vs MS`
-(numbers first: the chip cuts the value after about 40 characters; `(+ 2 more)` when there are more). The description (below the child runs and tags) starts with the headlines (a tally plus the 20
+The `headline` and `headline.of` tags (the run page's first two tags, on its first screen) are the
+first comparison in short, `R@1 -0.3 [-1.3, +0.7] pts, inconclusive` and `MS+EE n=2 vs MS`
+(two tags: a tag's chip cuts its value after about 40 characters; `(+ 2 more)` when there are more). The description (below the child runs and tags) starts with the headlines (a tally plus the 20
 with the smallest p on a large sweep), then names `report.html` (the full report with its plots,
 in the run's artifacts) and the units, then any search that could not separate its candidates.
 
@@ -62,17 +62,19 @@ def parent_metrics(results: SweepResults) -> dict[str, float]:
     return out
 
 
-def parent_headline(results: SweepResults) -> str:
-    """The first comparison in a few words (the full sentences are in the description)."""
+def parent_headline(results: SweepResults) -> tuple[str, str]:
+    """The first comparison in a few words, as the `headline` and `headline.of` tags: the numbers
+    and the verdict, then what was compared (the full sentences are in the description)."""
     metric, comps = results.metric, results.primary
     if not comps:
-        return f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}"
+        return f"{len(results.cells)} cells, no baseline", f"see {REPORT_HTML}"
     c = comps[0]
     unit = " pts" if unit_of(metric, True) == "points" else f" {unit_of(metric, True)}".rstrip()
     ci = f" [{fmt_points(metric, c.diff.low)}, {fmt_points(metric, c.diff.high)}]" if c.diff.has_interval else ""
     more = f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""
-    # The numbers and the verdict first: the run page cuts a tag's value after about 40 characters.
-    return f"{metric_label(metric)} {fmt_points(metric, c.test.mean_diff)}{ci}{unit}, {c.verdict}: {c.label}{more}"
+    # Two tags: the run page cuts a tag's value after about 40 characters (a chip of 1600 x 1000
+    # showed `R@1 -0.3 [-1.3, +0.7] pts, inconclusive:...`, without what was compared).
+    return f"{metric_label(metric)} {fmt_points(metric, c.test.mean_diff)}{ci}{unit}, {c.verdict}", f"{c.label}{more}"
 
 
 def parent_description(results: SweepResults) -> str:
@@ -110,7 +112,7 @@ def publish(runs: Any, results: SweepResults) -> str:
     old = tracker.client.get_run(parent)
     if set(old.data.metrics) - set(metrics):
         parent = _replace(runs, old)
-    tracker.log_results(parent, metrics, parent_description(results), parent_headline(results))
+    tracker.log_results(parent, metrics, parent_description(results), *parent_headline(results))
     return parent
 
 

@@ -7,12 +7,14 @@ two trials ending in the same second change the estimate by what they measured, 
 (the pace of "seconds since the phase began / trials ended" doubled on the first of two and
 halved on the second). The estimate is
 
-    (start-up + epochs x seconds per epoch, summed over the trials not yet started, + what is left
-     of the running ones) / the concurrency reached, and at least the longest running trial
+    (start-up + epochs x work per epoch x seconds per unit of work, summed over the trials not yet
+     started, + what is left of the running ones) / the concurrency reached, and at least the
+     longest running trial
 
-with seconds per epoch from the trials of the same phase and cell, else of the phase, else of the
-other phase (`extrapolated`: final trials often take longer than search trials, which train on
-fewer classes and score fewer queries). Under a seed policy the final phase counts every seed
+with work per epoch an epoch's images x pixels (`epoch_work`: a search trial trains on the
+holdout's share of the classes) and seconds per unit from the latest trials of the same phase and
+cell, else of the phase, else of the other phase (`extrapolated`). `benchmarks/bench_eta.py`
+measures the error against a sweep's real end. Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
 (`expected_final_trials`).
 """
@@ -84,12 +86,13 @@ class Progress:
 
     epochs: dict[Slot, int]  # epochs (x folds) a trial of the slot trains
     clock: Callable[[], float] = time.monotonic
+    work: dict[Slot, float] = field(default_factory=dict)  # what one epoch of the slot trains (`epoch_work`); 1 if unknown
     pending: dict[Slot, int] = field(default_factory=dict)
     live: dict[str, Live] = field(default_factory=dict)
     at_most: bool = False  # final trials counted up to a seed policy's max
     expected_final: Optional[dict[str, float]] = None  # cell -> final trials a policy is expected to add
-    _paced: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] between evaluations
-    _whole: dict[Slot, list[float]] = field(default_factory=dict)  # slot -> [seconds, epochs] of whole trials
+    _paced: list[tuple[Slot, float, float]] = field(default_factory=list)  # (slot, seconds, work) between evaluations, as ended
+    _whole: list[tuple[Slot, float, float]] = field(default_factory=list)  # (slot, seconds, work) of whole trials, as ended
     _start_ups: dict[tuple[bool, str], list[float]] = field(default_factory=dict)  # (fresh, phase) -> measured
     _peak: int = 0
     _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
@@ -129,10 +132,10 @@ class Progress:
             return
         self._ended_in_phase += 1
         if (pace := t.pace()) is not None:
-            _add(self._paced, t.slot, *pace)
+            self._paced.append((t.slot, pace[0], pace[1] * self._work(t.slot)))
             self._start_ups.setdefault((t.fresh, t.slot[0]), []).append(t.start_up())
         if epochs > 0 and math.isfinite(seconds) and seconds > 0:
-            _add(self._whole, t.slot, seconds, epochs)
+            self._whole.append((t.slot, seconds, epochs * self._work(t.slot)))
 
     @property
     def running(self) -> int:
@@ -143,37 +146,48 @@ class Progress:
         return sum(self.pending.values())
 
     def _start_up(self, fresh: bool, phase: str) -> float:
-        """Median start-up of trials like it (new worker or not; its phase, else any phase), else
-        of the other kind; 0 before any was measured."""
+        """Median start-up of trials like it (new worker or not; its phase, else any phase); a new
+        worker's, before one was measured, that of a reused one; 0 before any was measured. A
+        reused worker never takes a new one's (imports, data): at the quickstart's first trial
+        that charged 40 s to each trial still to come, and its ETA was 2.4x what was left."""
         measured: dict[tuple[bool, str], list[float]] = {k: list(v) for k, v in self._start_ups.items()}
         for t in self.live.values():
             if (s := t.start_up()) is not None:
                 measured.setdefault((t.fresh, t.slot[0]), []).append(s)
-        for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: k[1] == phase, lambda k: True):
+        for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: fresh):
             values = [v for k, vs in measured.items() if keep(k) for v in vs]
             if values:
                 return float(np.median(values))
         return 0.0
 
+    def _work(self, slot: Slot) -> float:
+        return self.work.get(slot, 1.0)
+
     def _pace(self, slot: Slot) -> tuple[Optional[float], bool]:
-        """(seconds per epoch, extrapolated) for a trial of `slot`: from its
-        cell's trials, else its phase's, else any; paces between evaluations first, else ended
-        trials' seconds per epoch (start-up included: a trial that evaluates once, at its end).
-        None before a trial evaluated twice or ended: a first evaluation's time is mostly start-up
-        (a fresh worker imports torch), and an ETA from it came out 10x too long."""
-        paced = {k: list(v) for k, v in self._paced.items()}
-        whole = {k: list(v) for k, v in self._whole.items()}
+        """(seconds per unit of work, extrapolated) for a trial of `slot`: from its cell's trials,
+        else its phase's, else any, the latest `_recent()` of them (a machine whose load changes
+        changes every trial's pace: the first trials' pace kept for the whole phase made the
+        quickstart's ETA 20-30 % long once other work on the machine ended); paces between
+        evaluations first, else ended trials' whole time (start-up included: a trial that
+        evaluates once, at its end). Work is an epoch's images x pixels (`epoch_work`), so a
+        search trial on part of the training classes paces a final trial on all of them (seconds
+        per epoch said 41 % too little there). None before a trial evaluated twice or ended: a
+        first evaluation's time is mostly start-up (a fresh worker imports torch), and an ETA
+        from it came out 10x too long."""
+        paced = list(self._paced)
         for t in self.live.values():  # one evaluation alone is mostly start-up: no pace from it
             if (pace := t.pace()) is not None:
-                _add(paced, t.slot, *pace)
+                paced.append((t.slot, pace[0], pace[1] * self._work(t.slot)))
         for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
-            rate = _pooled(paced, keep)
-            if rate is not None:
-                return rate, guessed
-            rate = _pooled(whole, keep)
-            if rate is not None:
-                return rate, guessed
+            for timed in (paced, self._whole):
+                rate = _pooled([(s, w) for k, s, w in timed if keep(k)][-self._recent():])
+                if rate is not None:
+                    return rate, guessed
         return None, False
+
+    def _recent(self) -> int:
+        """How many of the latest timed trials set a pace: two rounds of the trials running at once."""
+        return 2 * max(1, self._peak)
 
     def remaining(self, t: Live, now: float) -> Optional[float]:
         """Seconds left of a running trial: by its own pace once it has one, else its slot's."""
@@ -184,7 +198,7 @@ class Progress:
             rate, _ = self._pace(t.slot)
             if rate is None:
                 return None
-            total = self._start_up(t.fresh, t.slot[0]) + t.epochs * rate
+            total = self._start_up(t.fresh, t.slot[0]) + t.epochs * self._work(t.slot) * rate
         ran = t.trial_s + (now - t.reported) if t.epoch else now - t.started
         return max(0.0, total - ran)
 
@@ -215,7 +229,7 @@ class Progress:
             guessed |= extrapolated
             fresh = min(n, new_workers[slot[0]])
             new_workers[slot[0]] -= fresh
-            per_slot[slot] = self._start_up(False, slot[0]) + rate * self.epochs.get(slot, 1)
+            per_slot[slot] = self._start_up(False, slot[0]) + rate * self.epochs.get(slot, 1) * self._work(slot)
             work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0]) - self._start_up(False, slot[0]))
         trials = self.running + self.waiting
         if trials == 0:
@@ -232,16 +246,10 @@ class Progress:
         return estimate
 
 
-def _add(sums: dict[Slot, list[float]], slot: Slot, seconds: float, epochs: float) -> None:
-    s = sums.setdefault(slot, [0.0, 0.0])
-    s[0] += seconds
-    s[1] += epochs
-
-
-def _pooled(sums: dict[Slot, list[float]], keep: Callable[[Slot], bool]) -> Optional[float]:
-    seconds = sum(v[0] for k, v in sums.items() if keep(k))
-    epochs = sum(v[1] for k, v in sums.items() if keep(k))
-    return seconds / epochs if epochs else None
+def _pooled(timed: list[tuple[float, float]]) -> Optional[float]:
+    """Seconds per unit of work over (seconds, work) pairs."""
+    work = sum(w for _, w in timed)
+    return sum(s for s, _ in timed) / work if work else None
 
 
 def expected_final_trials(view: "PolicyView", records: Iterable[TrialRecord], draws: int = 2000,
@@ -295,6 +303,27 @@ def epochs_per_trial(plan: "SweepPlan") -> dict[Slot, int]:
         out[(FINAL, c.id)] = epochs
         if search:
             out[(SEARCH, c.id)] = epochs * (search.folds or 1)
+    return out
+
+
+def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
+    """What one epoch of a trial of each (phase, cell) trains, in images x pixels: a search trial
+    on a holdout's share of the training classes trains fewer images an epoch than a final one
+    (the quickstart: 720 against 1,248). A slot whose split cannot be counted here is left out
+    (its epochs then weigh 1)."""
+    from sweep.forecast import iterations_per_epoch
+    from sweep.plan import trial_config
+
+    trials = {(t.phase, t.cell): t for t in reversed(plan.final_trials())}
+    if plan.spec.search:
+        trials |= {(t.phase, t.cell): t for t in map(plan.search_trial, plan.cells)}
+    out: dict[Slot, float] = {}
+    for slot, trial in trials.items():
+        cfg = trial_config(plan.base, trial, None, plan.source)
+        try:
+            out[slot] = float(iterations_per_epoch(cfg) * cfg.data.batch.size * cfg.data.image_size ** 2)
+        except (ValueError, OSError):
+            continue
     return out
 
 

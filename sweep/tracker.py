@@ -28,8 +28,8 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
   except that a swept key says `grid [...]` and a searched key `searched loguniform[...]`: no
   final trial used the base value of either;
 - the parent run is named after its sweep directory (`quickstart-2` for the second `make run`),
-  tagged `sweep.dir`; its `headline` tag, made first so that it is the first tag shown, holds the
-  first comparison in short (`sweep.parent_run.parent_headline`);
+  tagged `sweep.dir`; its `headline` and `headline.of` tags, made first so that they are the first
+  tags shown, hold the first comparison in short (`sweep.parent_run.parent_headline`);
 - MLflow 3.17 opens an experiment on its GenAI overview unless told otherwise: the experiment is
   tagged `mlflow.experimentKind = custom_model_development` (what the UI's experiment-kind
   selector writes and the UI reads where its workflow switch is off), and every printed URL
@@ -65,6 +65,7 @@ from sweep.records import FINISHED, RUNNING
 _MAX_TAG = 5000  # MLflow caps tag values at 8000 characters
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" kind
 HEADLINE_TAG = "headline"  # the parent's first tag: MLflow lists a run's tags in the order they were made
+HEADLINE_OF_TAG = "headline.of"  # its second: what the headline compares
 STEP_KEY = "epoch"  # the step of every logged metric
 
 
@@ -179,7 +180,7 @@ class Tracker:
         """MLflow's compare view of `run_ids` (this MLflow ignores filter parameters on the runs
         table's URL, but opens this one as built)."""
         runs, experiments = json.dumps(run_ids, separators=(",", ":")), json.dumps([self.experiment_id])
-        return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}"
+        return f"{self.ui_base()}/#/compare-runs?runs={runs}&experiments={experiments}&{ML_VIEW}"
 
     def start_run(self, name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         from mlflow.entities import Param
@@ -310,9 +311,10 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
 
-    def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "") -> None:
+    def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "",
+                    of: str = "") -> None:
         """A sweep's statistics on its parent run, the headlines as the run's description, the
-        first one also in its `headline` tag (the first tag on the run page's first screen)."""
+        first one also in its `headline` and `headline.of` tags (the first tags on the run page's first screen)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -322,6 +324,7 @@ class Tracker:
         self.client.set_tag(run_id, "mlflow.note.content", description)
         if headline:
             self.client.set_tag(run_id, HEADLINE_TAG, headline[:_MAX_TAG])
+            self.client.set_tag(run_id, HEADLINE_OF_TAG, of[:_MAX_TAG])
 
 
 def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],

@@ -35,7 +35,7 @@ from dml_core.config import flatten_config
 from sweep.plan import SEARCH, SweepPlan
 from sweep.records import FAILED, FINISHED, RUNNING, TrialRecord
 from sweep.store import SweepLog
-from sweep.tracker import HEADLINE_TAG, Tracker, mlflow_metric_names, parent_params
+from sweep.tracker import HEADLINE_OF_TAG, HEADLINE_TAG, Tracker, mlflow_metric_names, parent_params
 
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # PyYAML built without libyaml: the Python one
 
@@ -142,7 +142,7 @@ class TrialRuns:
         """The parent run's tags, params and files. It is named after its directory (`quickstart-2`:
         the same YAML's second sweep); the headline tag is made first, so that it is the first tag
         shown (its value comes with the results)."""
-        tags = {HEADLINE_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": self.log.sweep_id,
+        tags = {HEADLINE_TAG: "(running)", HEADLINE_OF_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": self.log.sweep_id,
                 "sweep.role": "parent", "sweep.source": plan.source, "mlflow.source.git.commit": self.log.meta.git_commit}
         searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
         params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))

@@ -58,10 +58,11 @@ class TrackingCallback(tune.Callback):
         return self.specs[trial.config["trial"]]
 
     def setup(self, **info: Any) -> None:
-        from sweep.progress import epochs_per_trial, expected_final_trials, trials_left
+        from sweep.progress import epoch_work, epochs_per_trial, expected_final_trials, trials_left
 
         records = self.log.trials()
-        self.console.phase_started(self._ended(), trials_left(self.plan, records), epochs_per_trial(self.plan))
+        self.console.phase_started(self._ended(), trials_left(self.plan, records), epochs_per_trial(self.plan),
+                                   epoch_work(self.plan))
         if self.plan.spec.policy:  # the final phase counted up to max seeds: say so, and what to expect
             from sweep.sequential import PolicyView
 

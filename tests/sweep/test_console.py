@@ -39,7 +39,7 @@ def test_closing_block_names_methods_and_prints_urls_that_open_answers(tmp_path:
     assert "         sweep:   http://127.0.0.1:5000/#/experiments/7/runs/P1?workflowType=machine_learning  (" in text
     assert ("         report:  http://127.0.0.1:5000/#/experiments/7/runs/P1/artifacts/report.html?workflowType=machine_learning"
             in text)
-    assert ('         compare: http://127.0.0.1:5000/#/compare-runs?runs=["run0","run1","run2","run3"]&experiments=["7"]'
+    assert ('         compare: http://127.0.0.1:5000/#/compare-runs?runs=["run0","run1","run2","run3"]&experiments=["7"]&workflowType=machine_learning'
             in text)
 
 

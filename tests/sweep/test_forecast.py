@@ -20,12 +20,14 @@ from sweep_testlib import TINY_DIGITS, write_yaml
 NO_SEARCH = {"seeds": [0, 1]}
 
 
-def _store_trials(tmp_path: Path, plan, history: list[tuple[int, float]], wall: float, name: str = "old",
+def _store_trials(tmp_path: Path, plan, history: list[tuple[int, float]], wall: float | list[float], name: str = "old",
                   cuda: bool = False) -> Path:
-    """Finished records of every final trial of `plan`, each with the evaluations `history` (epoch, time_s)."""
+    """Finished records of every final trial of `plan`, each with the evaluations `history` (epoch, time_s)
+    and its `wall` time (one for all, or one per trial)."""
     store = tmp_path / "store.sqlite"
     log = SweepLog.create(tmp_path / name, name, store)
-    for trial in plan.final_trials():
+    walls = wall if isinstance(wall, list) else [wall] * len(plan.final_trials())
+    for trial, wall in zip(plan.final_trials(), walls):
         cfg = trial_config(plan.base, trial, None, plan.source)
         gpu = {"gpu_mem_peak_mib": 10.0} if cuda else {}
         log.add(TrialRecord(trial_id=trial.key, key=trial.key, phase="final", cell=trial.cell, seed=trial.seed,
@@ -55,6 +57,18 @@ def test_stored_trials_are_scaled_to_the_new_epochs_and_seeds(tmp_path: Path) ->
     text = fc.describe(forecast)
     assert "from 2 stored trials of this recipe on cpu (sweep old)" in text
     assert "0.0408 trial-hours (2:27)" in text
+
+
+def test_only_a_phases_first_trials_pay_for_new_worker_processes(tmp_path: Path) -> None:
+    """Four stored trials on two slots: the first two started new worker processes (12 s more:
+    imports), the other two reused them. Six new trials on two slots: two pay for new workers, four
+    do not (one median start-up for all put the new workers' half on every trial)."""
+    old = _plan(tmp_path, "old", {"seeds": [0, 1, 2, 3]}, epochs=4, eval_every=2)
+    store = _store_trials(tmp_path, old, [(2, 10.0), (4, 18.0)], wall=[37.0, 37.0, 25.0, 25.0])
+    new = _plan(tmp_path, "new", {"seeds": [0, 1, 2, 3, 4, 5]}, epochs=10, eval_every=2)
+    final = fc.make_forecast(new, store, POOL).phases["final"]
+    assert final.trial_s == pytest.approx(6 * (9 + 4 * 10) + 2 * 12)
+    assert final.wall_s == pytest.approx((12 + 49) + 49 + 49)
 
 
 def test_image_size_and_iterations_scale_the_per_image_cost(tmp_path: Path) -> None:

@@ -40,8 +40,10 @@ def test_two_identical_sweeps_in_mlflow(ray_local: None, tmp_path: Path, monkeyp
     assert set(parents) == {"twice", "twice-2"}  # told apart by name, not by duration
     for name, parent in parents.items():
         assert parent.data.tags["sweep.dir"] == str(tmp_path / "sweeps" / name)
-        assert re.fullmatch(r"R@1 [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\] pts, \w+.*: dim=16 vs dim=8",
+        assert re.fullmatch(r"R@1 [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\] pts, \w+.*",
                             parent.data.tags["headline"]), parent.data.tags["headline"]
+        assert parent.data.tags["headline.of"] == "dim=16 vs dim=8"
+        assert list(parent.data.tags)[:2] == ["headline", "headline.of"]  # the run page's first chips
     children = {name: {r.data.tags["sweep.key"]: r for r in runs
                        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
                 for name, parent in parents.items()}
@@ -59,3 +61,4 @@ def test_two_identical_sweeps_in_mlflow(ray_local: None, tmp_path: Path, monkeyp
         assert next(iter(trained.data.metrics)) == next(iter(again.data.metrics)) == "recall_at_1"
     out = console.getvalue()
     assert "workflowType=machine_learning" in out.split("sweep:", 1)[1].splitlines()[0]
+    assert "workflowType=machine_learning" in out.split("compare:", 1)[1].splitlines()[0]  # not the GenAI view

@@ -175,8 +175,8 @@ def test_seed_policy_eta_says_at_most_and_expected(tmp_path: Path, capsys: pytes
 
 def test_a_trials_start_up_is_not_counted_per_epoch() -> None:
     """A trial that spends 60 s starting (a new worker imports torch, builds the data) and then 1 s
-    an epoch: the next trial is estimated at 60 + 8 s, not at 8 x 31 s (its first evaluation's
-    seconds per epoch)."""
+    an epoch: the next trial (in the same worker) is estimated at 8 s, not at 8 x 31 s (its first
+    evaluation's seconds per epoch)."""
     clock, slot = Clock(), (FINAL, "c")
     p = Progress({slot: 8}, clock=clock)
     p.phase_started({slot: 2})
@@ -185,7 +185,7 @@ def test_a_trials_start_up_is_not_counted_per_epoch() -> None:
     p.evaluated("a", 2, 62.0)
     clock.now = 64.0
     p.evaluated("a", 4, 64.0)
-    assert p.eta().seconds == pytest.approx((68 - 64) + 68)
+    assert p.eta().seconds == pytest.approx((68 - 64) + 8)
 
 
 def test_only_a_phases_first_trials_pay_for_new_workers() -> None:
@@ -213,3 +213,54 @@ def test_only_a_phases_first_trials_pay_for_new_workers() -> None:
     trial("f1", final, 100.0, 40.0)  # a new worker again
     # f1: 0 s left; two more finals, one at a time, each 1 s start-up + 4 epochs at 1 s
     assert p.eta().seconds == pytest.approx(2 * (1.0 + 4.0))
+
+
+def test_a_phase_not_timed_yet_is_paced_by_what_its_epochs_train() -> None:
+    """Search trials train on a holdout's share of the classes (720 images an epoch on the
+    quickstart), final trials on all of them (1,248): at the same seconds per image a final epoch
+    takes 1.73x a search epoch, and the extrapolated ETA says so (seconds per epoch said 41 % too
+    little at a quarter of the quickstart)."""
+    clock = Clock()
+    search, final = (SEARCH, "c"), (FINAL, "c")
+    p = Progress({search: 4, final: 4}, clock=clock, work={search: 720.0, final: 1248.0})
+    p.phase_started({search: 1, final: 2})
+    p.started("s", "s", search)
+    for epoch in (1, 2, 3, 4):
+        clock.now = float(epoch)
+        p.evaluated("s", epoch, float(epoch))
+    p.ended("s", 4.0, 4)
+    e = p.eta()
+    assert e.extrapolated
+    assert e.seconds == pytest.approx(2 * 4 * 1248 / 720, rel=1e-6)  # 2 finals, one at a time
+
+
+def test_the_pace_follows_the_latest_trials_when_the_machine_speeds_up() -> None:
+    """Six trials at 3 s an epoch while the machine is busy, then six at 1 s once it is not: the
+    pace is the latest rounds' (trials running at once x 2), not every trial's since the phase
+    began (which said 2 s an epoch: twice what is left)."""
+    clock, slot = Clock(), (FINAL, "c")
+    p = Progress({slot: 4}, clock=clock)
+    p.phase_started({slot: 16})
+    for i, per_epoch in enumerate([3.0] * 6 + [1.0] * 6):
+        p.started(f"t{i}", f"t{i}", slot)
+        start = clock.now
+        for epoch in (1, 2, 3, 4):
+            clock.now = start + per_epoch * epoch
+            p.evaluated(f"t{i}", epoch, per_epoch * epoch)
+        p.ended(f"t{i}", 4 * per_epoch, 4)
+    assert p.eta().seconds == pytest.approx(4 * 4 * 1.0)  # 4 trials left, one at a time, 4 epochs at 1 s
+
+
+def test_trials_to_come_in_a_reused_worker_do_not_pay_a_new_workers_start_up() -> None:
+    """The phase's first trial spent 40 s starting a new worker, then 1 s an epoch: the two trials
+    still to come run in that worker (the phase is at its concurrency) and are estimated at their
+    epochs, not at 40 s more each (the quickstart's ETA at its first trial said 8:02 for 3:24)."""
+    clock, slot = Clock(), (SEARCH, "c")
+    p = Progress({slot: 4}, clock=clock)
+    p.phase_started({slot: 3})
+    p.started("a", "a", slot)
+    for epoch in (2, 4):
+        clock.now = 40.0 + epoch
+        p.evaluated("a", epoch, 40.0 + epoch)
+    p.ended("a", 44.0, 4)
+    assert p.eta().seconds == pytest.approx(2 * 4.0)
