@@ -245,13 +245,13 @@ def _conclude(plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns"
     """After the phases: one `SweepResults`, the report, the MLflow parent's metrics and files."""
     from sweep.report import write_report
     from sweep.results import SweepResults
-    from sweep.store import load_records
     from sweep.trial_runs import publish_sweep
 
     tracker = runs.tracker
-    final = [r for r in log.trials() if r.phase == FINAL]
+    records = log.records()  # once: the final trials' states and every writer's results
+    final = [r for r in records.trials if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
-    results = SweepResults.build(plan, load_records(sweep_dir))  # once; every writer reads it
+    results = SweepResults.build(plan, records)
     files = write_report(sweep_dir, results=results)
     all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
     parent = publish_sweep(runs, plan, sweep_dir, results, files, all_failed)
