@@ -23,9 +23,14 @@ Methods:
                   timed separately since it is a different cost (niter x N x classes x d).
 - ``kmeans-1iter`` k-means stopped after one iteration: the unit cost of an iteration (faiss
                   stops early at convergence, which these synthetic classes reach quickly).
-Timings on a shared machine are noisy: with ``--repeats R`` the children alternate (in reverse
-order every other round) and the fastest run of each method counts; CPU seconds (user + system, all threads) are reported too,
-as they depend far less on what else the machine is running.
+Timings on a shared machine are noisy: with ``--repeats R`` (default 3) the children alternate, in
+reverse order every other round, and every ratio is the median of the per-round PAIRED ratios (round r's
+method over round r's baseline), so a load that drifts moves both sides of a pair alike; the
+table's seconds are medians over the rounds. CPU seconds (user + system, all threads) are reported
+beside wall seconds, as they depend far less on what else the machine is running, and the 1-minute
+load average is printed before and after each size. The last lines give `ours` against `bare`: the
+paired wall and CPU ratios with their range, the CPU seconds `ours` spends beyond the search, and
+the verdict against the target (<= 1.10x bare, wall and CPU).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = {"recall_at_1": "precision_at_1", "map_at_r": "mean_average_precision_at_r", "r_precision": "r_precision"}
 PML_RETRIEVAL = tuple(SHARED.values())
 PML_SEED = 1234  # faiss.Kmeans' default seed, which PML does not override
+TARGET = 1.10  # issue 28: R@K + MAP@R + R-precision at most 1.10x bare faiss exact top-k
 
 
 # ----------------------------------------------------------------------------- data
@@ -232,33 +239,45 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
         reason = skip_reason(method, n, args)
         if reason:
             results[method] = {"skipped": reason}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    load_before = os.getloadavg()[0]
     for round_ in range(args.repeats):
         for method in round_order(methods, round_):
             if "skipped" in results.get(method, {}) or "error" in results.get(method, {}):
                 continue
             out = run_child(method, data, args)
-            best = results.get(method)
-            if "error" in out or best is None:
+            if "error" in out:
                 results[method] = out
             else:
-                best["seconds"] = min(best["seconds"], out["seconds"])
-                best["cpu"] = min(best["cpu"], out["cpu"])
-                best["peak_mib"] = max(best["peak_mib"], out["peak_mib"])
-                best["floor_mib"] = max(best["floor_mib"], out["floor_mib"])
-            print(f"  ran {method}: {out.get('seconds', out.get('error'))}", flush=True)
-    report(results)
+                runs.setdefault(method, []).append(out)
+            print(f"  round {round_ + 1} {method}: {out.get('seconds', out.get('error'))}", flush=True)
+    for method, done in runs.items():
+        results.setdefault(method, summarise(done))
+    print(f"  load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on "
+          f"{os.cpu_count()} cores; {args.repeats} alternating rounds, medians")
+    report(results, runs)
 
 
-def report(results: dict[str, dict[str, Any]]) -> None:
+def summarise(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's rounds: median seconds, largest peak memory, its metrics (equal every round)."""
+    return {"seconds": statistics.median(r["seconds"] for r in done), "cpu": statistics.median(r["cpu"] for r in done),
+            "peak_mib": max(r["peak_mib"] for r in done), "floor_mib": max(r["floor_mib"] for r in done),
+            "metrics": done[0]["metrics"]}
+
+
+def paired(runs: dict[str, list[dict[str, Any]]], method: str, base: str, key: str) -> list[float]:
+    """``method / base`` of `key` round by round (rounds where both ran)."""
+    return [a[key] / b[key] for a, b in zip(runs.get(method, []), runs.get(base, []))]
+
+
+def report(results: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> None:
     def ratio(method: str, base: str) -> str:
-        a, b = results[method], results.get(base, {})
-        if "seconds" not in b:
-            return ""
-        return f"{a['seconds'] / b['seconds']:.2f}x ({a['cpu'] / b['cpu']:.2f}x)"
+        wall, cpu = paired(runs, method, base, "seconds"), paired(runs, method, base, "cpu")
+        return f"{statistics.median(wall):.2f}x ({statistics.median(cpu):.2f}x)" if wall else ""
 
     # peak MiB: the child's whole peak RSS; of which method: above the RSS it had after its imports
     # and loading the data (torch alone is ~700 MiB for the PML children).
-    # Ratios are of wall-clock seconds, and in brackets of CPU seconds.
+    # Ratios are medians of paired per-round ratios of wall-clock seconds, and in brackets of CPU seconds.
     print(
         f"  {'method':<12} {'seconds':>8} {'cpu s':>8} {'vs bare':>15} {'vs ours':>15} "
         f"{'peak MiB':>9} {'of which method':>16}"
@@ -275,7 +294,6 @@ def report(results: dict[str, dict[str, Any]]) -> None:
             f"  {method:<12} {res['seconds']:>8.2f} {res['cpu']:>8.2f} {vs_bare:>15} {vs_ours:>15} "
             f"{res['peak_mib']:>9.0f} {own:>16.0f}"
         )
-
     ours = {**results.get("ours", {}).get("metrics", {}), **results.get("ours-kmeans", {}).get("metrics", {})}
     print("  metrics (ours): " + ", ".join(f"{k}={v:.4f}" for k, v in ours.items()))
     for other in ("pml-mbc", "pml-default", "pml-nmi"):
@@ -283,6 +301,20 @@ def report(results: dict[str, dict[str, Any]]) -> None:
         if theirs:
             diffs = {k: abs(ours[k] - v) for k, v in theirs.items() if k in ours}
             print(f"  max |ours - {other}| over {sorted(diffs)}: {max(diffs.values()):.2e}")
+    verdict(runs)
+
+
+def verdict(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """`ours` against `bare`: paired ratios, what it spends beyond the search, the target met or not."""
+    wall, cpu = paired(runs, "ours", "bare", "seconds"), paired(runs, "ours", "bare", "cpu")
+    if not wall:
+        return
+    extra = statistics.median(a["cpu"] - b["cpu"] for a, b in zip(runs["ours"], runs["bare"]))
+    met = statistics.median(wall) <= TARGET and statistics.median(cpu) <= TARGET
+    print(f"  ours / bare over {len(wall)} paired rounds: wall {statistics.median(wall):.3f}x "
+          f"({min(wall):.3f}-{max(wall):.3f}), CPU {statistics.median(cpu):.3f}x ({min(cpu):.3f}-{max(cpu):.3f}); "
+          f"CPU beyond the search {extra:+.2f} s")
+    print(f"  target ours <= {TARGET:.2f}x bare (wall and CPU medians): {'met' if met else 'NOT met'}")
 
 
 def main() -> None:
@@ -298,7 +330,7 @@ def main() -> None:
         "--metric", choices=["cosine", "l2"], default="cosine",
         help="ours and bare: IndexFlatIP on the unit rows, or IndexFlatL2 as PML uses",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="alternating runs per method; fastest counts")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; ratios are medians of paired rounds")
     parser.add_argument("--skip-pml", action="store_true")
     parser.add_argument("--pml-default-max", type=int, default=10_000, help="largest N for PML k=None")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="subset to run")

@@ -28,7 +28,9 @@ optimiser) against a plain loop that loads the same training images the usual to
 same worker count over the same P x K batches -- and steps a copy of the trainer's model and loss
 with a fresh optimiser of the same config (forward, loss, zero_grad, backward, step). Arms
 alternate round by round; the table gives each arm's median ms per iteration and the median of the
-per-round paired ratios (project / plain), wall and (with 0 workers) process CPU time.
+per-round paired ratios (project / plain), wall and CPU time: this process's and its loader
+workers' (on CPU the workers end with each epoch, so their time is in RUSAGE_CHILDREN when the round
+ends), with the load average before and after.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import argparse
 import copy
 import math
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -85,6 +88,12 @@ def best_rate(fn, n: int, repeats: int) -> tuple[float, float]:
         fn()
         wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
     return n / wall, n / cpu
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and of its reaped children (the loader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def plain_torchvision_step(trainer: Trainer) -> Callable[[int], None]:
@@ -140,21 +149,21 @@ def whole_step(config: str, workers: int, rounds: int, iters: int, threads: int 
     wall: dict[str, list[float]] = {name: [] for name in arms}
     cpu: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
+    load_before = os.getloadavg()[0]
     for r in range(rounds):
         for name in names[r % 2:] + names[:r % 2]:  # alternate who goes first
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             arms[name](r + 1)
             wall[name].append((time.perf_counter() - t0) / iters * 1e3)
-            cpu[name].append((time.process_time() - c0) / iters * 1e3)
+            cpu[name].append((cpu_seconds() - c0) / iters * 1e3)
     b = cfg.data.batch
     print(f"whole training step, {config}: {cfg.data.name} {cfg.data.image_size}px, batch {b.size} = "
           f"{b.classes_per_batch} x {b.samples_per_class}, {cfg.model.backbone}, {cfg.loss.name} + "
           f"{cfg.expansion.name}, {workers} loader workers, {torch.get_num_threads()} torch threads, "
-          f"{rounds} rounds x {iters} iterations")
+          f"{rounds} rounds x {iters} iterations; load average (1 min) {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores")
     print(f"{'':<28}{'project ms/it':>14}{'plain ms/it':>13}{'paired ratio':>14}")
-    for label, table in (("wall", wall), ("process CPU", cpu)):
-        if label == "process CPU" and workers:
-            continue  # the workers' CPU time is not this process'
+    for label, table in (("wall", wall), ("process CPU", cpu)):  # CPU: the workers' included
         paired = statistics.median(p / q for p, q in zip(table["project"], table["plain"]))
         print(f"{label:<28}{statistics.median(table['project']):>14.2f}{statistics.median(table['plain']):>13.2f}"
               f"{paired:>14.3f}")

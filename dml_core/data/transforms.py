@@ -5,11 +5,21 @@ train = RandomResizedCrop(image_size, scale=crop_scale) + horizontal flip; test 
 Resize(image_size * 256/224) + CenterCrop(image_size) -- 256 -> 224 for ImageNet backbones.
 EE's reference (Ko & Gu, CVPR 2020) instead translates (`random_translation`) and tests on the
 image resized to a square (`resize_square`); `data.train_transform` / `data.test_transform` pick.
+
+The steps are torchvision.transforms.v2 objects, but `StepPipeline` runs them itself: a v2
+transform's call flattens its input, re-wraps tensors as tv_tensors and looks its kernel up per
+type, ~170 us of a 28 px Omniglot sample's ~450 us (`benchmarks/bench_loader.py --step` and
+docs/performance.md). Each step's torchvision kernel is called with the step's own parameters,
+drawing the same random numbers in the same order, so the output is the same tensor bit for bit
+(tests/data/test_data_transforms.py compares it with `v2.Compose` on every recipe).
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
 
 from dml_core.params.datasets import DataConfig
 
@@ -39,9 +49,47 @@ class RandomTranslation(torch.nn.Module):
         return v2.functional.crop(img, top, left, self.size, self.size)
 
 
+def _flip(t: v2.RandomHorizontalFlip, x: torch.Tensor) -> torch.Tensor:
+    # v2's _RandomApplyTransform: one torch.rand(1) per call, the flip below p.
+    return x if torch.rand(1) >= t.p else F.horizontal_flip(x)
+
+
+def _resized_crop(t: v2.RandomResizedCrop, x: torch.Tensor) -> torch.Tensor:
+    return F.resized_crop(x, **t.make_params([x]), size=t.size, interpolation=t.interpolation, antialias=t.antialias)
+
+
+# v2 step type -> its `transform` written as a direct kernel call on a plain (C, H, W) tensor.
+_KERNEL_STEPS: dict[type, Callable[[Any, torch.Tensor], torch.Tensor]] = {
+    v2.ToImage: lambda t, x: F.to_image(x).as_subclass(torch.Tensor),
+    v2.RandomResizedCrop: _resized_crop,
+    v2.RandomHorizontalFlip: _flip,
+    v2.Resize: lambda t, x: F.resize(x, t.size, interpolation=t.interpolation, max_size=t.max_size, antialias=t.antialias),
+    v2.CenterCrop: lambda t, x: F.center_crop(x, output_size=t.size),
+    v2.ToDtype: lambda t, x: F.to_dtype(x, dtype=t.dtype, scale=t.scale),
+    v2.RGB: lambda t, x: F.grayscale_to_rgb(x),
+    v2.Grayscale: lambda t, x: F.rgb_to_grayscale(x, num_output_channels=t.num_output_channels),
+    v2.Normalize: lambda t, x: F.normalize(x, mean=t.mean, std=t.std, inplace=t.inplace),
+    v2.ToPureTensor: lambda t, x: x.as_subclass(torch.Tensor),
+}
+
+
+class StepPipeline(v2.Compose):
+    """`v2.Compose` of single-image steps that calls each known step's kernel directly (see the
+    module doc); any other step (`RandomTranslation`, a user's transform) is called as it is."""
+
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) != 1:
+            return super().forward(*inputs)
+        x = inputs[0]
+        for t in self.transforms:
+            step = _KERNEL_STEPS.get(type(t))
+            x = t(x) if step is None else step(t, x)
+        return x
+
+
 def build_transforms(
     cfg: DataConfig, *, train: bool, num_channels: int, pretrained: bool, out_channels: int
-) -> v2.Compose:
+) -> StepPipeline:
     """PIL image or (C, H, W) tensor with ``num_channels`` -> float (out_channels, S, S) tensor.
 
     Grayscale data is repeated to 3 channels when the backbone wants RGB (``out_channels=3``);
@@ -69,4 +117,4 @@ def build_transforms(
         steps.append(v2.RGB() if out_channels == 3 else v2.Grayscale(num_output_channels=1))
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else ((0.5,) * out_channels, (0.5,) * out_channels)
     steps += [v2.Normalize(mean, std), v2.ToPureTensor()]
-    return v2.Compose(steps)
+    return StepPipeline(steps)
