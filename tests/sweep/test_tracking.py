@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Optional
@@ -12,7 +13,9 @@ from mlflow import MlflowClient
 
 from sweep.console import Console
 from sweep.mlflow_writer import MlflowWriter
+from sweep.pending import identity
 from sweep.plan import load_plan
+from sweep.progress import PlannedWork
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
 from sweep.store import SweepLog
@@ -55,7 +58,8 @@ LABELS = {"model.embedding_dim=8": "dim=8", "model.embedding_dim=16": "dim=16"}
 def callback(plan: Any, log: SweepLog, tracking_uri: str, experiment: str,
              writer: Optional[MlflowWriter] = None) -> TrackingCallback:
     runs = TrialRuns(log, Tracker(tracking_uri, experiment), "x", LABELS, "holdout_", writer)
-    return TrackingCallback(plan, log, runs, Console(8, "recall_at_1", "recall_at_1", "holdout_"))
+    return TrackingCallback(log, runs, Console(8, "recall_at_1", "recall_at_1", "holdout_"), PlannedWork.of(plan),
+                            partial(identity, plan))
 
 
 @pytest.fixture(params=["at once", "writer thread"])
