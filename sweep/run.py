@@ -63,7 +63,8 @@ from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.local_ray import ray_address
-from sweep.runner import SweepOutcome, default_sweep_dir, run_sweep, sync_sweep
+from sweep.runner import SweepOutcome, run_sweep, sync_sweep
+from sweep.sweep_folder import default_sweep_dir
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -445,7 +445,7 @@ def test_the_dry_run_forecasts_seeds_from_stored_pilot_seeds_of_the_same_cells(t
     from sweep.pending import identity
     from sweep.plan import load_plan
     from sweep.records import TrialRecord
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
     from sweep.seed_forecast import MARGIN as GOAL_MARGIN, seeds_needed
     from sweep_testlib import REPO_ROOT, write_yaml
 

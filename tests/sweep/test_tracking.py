@@ -308,7 +308,7 @@ def test_sync_command_rebuilds_a_sweep_in_a_new_tracking_store(tmp_path: Path, m
     is in use now -- the one it used, then another MLFLOW_TRACKING_URI (what `--resume` also does)."""
     from sweep.records import TrialRecord
     from sweep.run import main
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
 
     name = f"synced-{tmp_path.name}"
     plan = load_plan(write_yaml(tmp_path / "x.yaml", {"name": name, "seeds": [0]}))
