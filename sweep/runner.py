@@ -108,7 +108,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
-    from sweep.trial_runs import end_parent, sync_runs
+    from sweep.trial_runs import end_parent, parent_fields, sync_runs
     from sweep.tune_callback import mark_killed
 
     if options.resume:
@@ -118,7 +118,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     runner = SweepRunner(plan, sweep_dir, log, runs, options)
     started = time.monotonic()
     try:
-        runs.open_parent(plan, sweep_dir)
+        runs.open_parent(parent_fields(plan, sweep_dir, log))
         if options.resume:
             created, deleted = sync_runs(runs)
             if created or deleted:
@@ -176,7 +176,7 @@ def _conclude(plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns"
     results = SweepResults.build(plan, records)
     files = write_report(sweep_dir, results=results)
     all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
-    parent = publish_sweep(runs, plan, sweep_dir, results, files, all_failed)
+    parent = publish_sweep(runs, results, files, all_failed)
     if parent is None:  # MLflow stayed busy: the sweep is done, its view is behind the store
         return SweepOutcome(sweep_dir, FINISHED, files, mlflow_url=f"(behind: python sweep/run.py --sync {sweep_dir})",
                             results=results, final_trials=len(final), failed=failed)
@@ -207,7 +207,7 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
     from sweep.plan import plan_of
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracker import Tracker
-    from sweep.trial_runs import TrialRuns, sync_runs
+    from sweep.trial_runs import TrialRuns, parent_fields, sync_runs
 
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / PLAN_FILE).is_file():
@@ -218,9 +218,9 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
         tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
-        runs.open_parent(plan, sweep_dir)
+        runs.open_parent(parent_fields(plan, sweep_dir, log))
         created, deleted = sync_runs(runs)
-        parent = runs.refresh_parent(plan, sweep_dir)
+        parent = runs.refresh_parent()
         trials = log.trials()
         if (sweep_dir / "report.md").is_file():  # the report, rebuilt from the store, on the parent as a sweep leaves it
             from sweep.parent_run import publish

@@ -21,7 +21,7 @@ from sweep.spec import SweepError
 from sweep.store import SweepLog
 from sweep.mlflow_check import resolve_tracking_uri
 from sweep.tracker import Tracker
-from sweep.trial_runs import TrialRuns, sync_runs
+from sweep.trial_runs import TrialRuns, parent_fields, sync_runs
 from sweep.tune_callback import TrackingCallback, mark_killed
 from sweep.trainable import TRIAL_ERROR
 from sweep_testlib import write_yaml
@@ -287,14 +287,14 @@ def test_a_parent_made_just_before_the_driver_died_is_found_again(tmp_path: Path
     runs = TrialRuns(SweepLog.create(sweep_dir, "x"), Tracker(tracking_uri, experiment), "x", LABELS, "holdout_", writer)
     gate = threading.Event()
     writer.submit(gate.wait)  # the parent is made after open_parent returned, as in a sweep
-    made = runs.open_parent(plan, sweep_dir)
+    made = runs.open_parent(parent_fields(plan, sweep_dir, runs.log))
     gate.set()
     writer.flush()  # made; the driver dies before its next Tune event records the id
     writer.close()
     assert made.run_id and SweepLog.open(sweep_dir).meta.mlflow_parent_run_id is None
 
     again = TrialRuns(SweepLog.open(sweep_dir), Tracker(tracking_uri, experiment), "x", LABELS, "holdout_")
-    assert again.open_parent(plan, sweep_dir).run_id == made.run_id
+    assert again.open_parent(parent_fields(plan, sweep_dir, again.log)).run_id == made.run_id
     assert SweepLog.open(sweep_dir).meta.mlflow_parent_run_id == made.run_id
     client = MlflowClient(tracking_uri)
     parents = client.search_runs([again.tracker.experiment_id], "tags.`sweep.role` = 'parent'")
