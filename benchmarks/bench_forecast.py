@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweep.forecast import local_pool, make_forecast  # noqa: E402
+from sweep.forecast import make_forecast  # noqa: E402
+from sweep.trial_slots import local_pool  # noqa: E402
 from sweep.plan import load_plan  # noqa: E402
 from sweep.store import load_records  # noqa: E402
 

@@ -28,14 +28,14 @@ epochs (ASHA may stop some early: then it is an upper bound), a seed policy at i
 number of seeds.
 
 The forecast a sweep started with is kept in `<sweep dir>/forecast.json`; the report puts it
-beside the measured trial time (`beside_measured`).
+beside the measured trial time (`sweep.forecast_text.beside_measured`). The timing of
+`--calibrate` is `sweep.calibration`'s, the slots and wall time `sweep.trial_slots`'s, the words
+`sweep.forecast_text`'s.
 """
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
-import math
 import sqlite3
 import statistics
 import time
@@ -43,13 +43,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
-
 from dml_core.config import ExperimentConfig, config_from_dump, get_dotted
-from sweep.labels import fmt_duration
+from sweep.forecast_text import describe_source
 from sweep.plan import FINAL, SEARCH, SweepPlan, trial_config
 from sweep.records import FINISHED, TrialRecord
 from sweep.spec import Resources, SweepError
+from sweep.trial_slots import Pool, makespan
 
 FORECAST_FILE = "forecast.json"
 # The config fields that set the work of one training step (dotted prefixes); any other field
@@ -58,7 +57,6 @@ FORECAST_FILE = "forecast.json"
 COST_FIELDS = ("data.name", "data.batch", "data.num_workers", "data.cache_features", "data.train_transform",
                "model", "loss.name", "expansion", "optimizer.name", "train.amp", "train.num_threads",
                "train.device", "eval.clustering")
-CALIBRATION_ITERS = 3  # timed iterations per trial shape, after one untimed epoch of as many
 
 
 def recipe(config: dict[str, Any]) -> str:
@@ -240,101 +238,6 @@ def stored_rates(records: Sequence[tuple[str, TrialRecord]], wanted: set[tuple[s
     return rates
 
 
-# ---------------------------------------------------------------------------- calibration
-
-
-def calibrate(cfg: ExperimentConfig, device: str) -> Rate:
-    """Time `CALIBRATION_ITERS` training iterations (after as many untimed) and one evaluation of
-    the trial `cfg` in this process, on ``device`` (its start-up without the imports a new worker
-    process adds: `import_seconds`)."""
-    from dml_core.config import config_from_dict
-    from dml_core.training.trainer import Trainer
-
-    raw = cfg.to_dict()
-    raw["train"].update(iterations_per_epoch=CALIBRATION_ITERS, epochs=2, checkpoint=False, device=device)
-    trial = config_from_dict(raw, "calibration")
-    started = time.perf_counter()
-    trainer = Trainer(trial)
-    setup = time.perf_counter() - started
-    trainer.train_epoch(0)  # warm-up: allocator, kernels, workers
-    t0 = time.perf_counter()
-    trainer.train_epoch(1)
-    per_iter = (time.perf_counter() - t0) / CALIBRATION_ITERS
-    t0 = time.perf_counter()
-    trainer.evaluate()
-    per_eval = time.perf_counter() - t0
-    return Rate(per_iter / (trial.data.batch.size * trial.data.image_size ** 2), setup, per_eval, device=device)
-
-
-def import_seconds() -> float:
-    """What a fresh trial process spends importing the trainer (torch, torchvision, dml_core): this
-    process has them already, so a new interpreter is timed."""
-    import subprocess
-    import sys
-
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import dml_core.training.trainer"], check=True, capture_output=True,
-                   cwd=Path(__file__).resolve().parents[1])
-    return time.perf_counter() - started
-
-
-# ---------------------------------------------------------------------------- slots and wall time
-
-
-@dataclass(frozen=True)
-class Pool:
-    """Where trials run: `slots` at once, described for people."""
-
-    slots: int
-    where: str
-
-
-def _fits(cpu: float, gpu: float, request: Resources) -> int:
-    by_gpu = math.floor(gpu / request.gpu + 1e-9) if request.gpu > 0 else math.inf
-    return int(min(math.floor(cpu / request.cpu + 1e-9), by_gpu))
-
-
-def local_pool(cpus: float, gpus: Optional[float], request: Resources, cap: Optional[int], joined: bool) -> Pool:
-    """Slots of this machine (or the cluster joined, as one pool); ``gpus`` None: not counted, so
-    a trial asking for a GPU gets no slot (its wall time is not forecast)."""
-    slots = _fits(cpus, gpus or 0.0, request)
-    gpu_text = "GPUs not counted" if gpus is None else f"{gpus:g} GPU"
-    return Pool(max(0, min(slots, cap or slots)), f"{'the cluster' if joined else 'this machine'}: {cpus:g} CPU, {gpu_text}")
-
-
-def cluster_pool(path: str | Path, request: Resources, cap: Optional[int]) -> Pool:
-    """Slots of a cluster YAML's node types, each at its `max_workers` (the head node once)."""
-    path = Path(path).expanduser()
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SweepError(f"{path}: cannot read the cluster config ({' '.join(str(e).split())})") from None
-    types = config.get("available_node_types") if isinstance(config, dict) else None
-    if not isinstance(types, dict):
-        raise SweepError(f"{path}: not a Ray cluster config (no available_node_types)")
-    head, slots, parts = config.get("head_node_type"), 0, []
-    for name, node in types.items():
-        res = node.get("resources") or {}
-        count = int(node.get("max_workers", 0)) + (1 if name == head else 0)
-        per = _fits(float(res.get("CPU", 0)), float(res.get("GPU", 0)), request)
-        if count and per:
-            slots += count * per
-            parts.append(f"{name} {count} x {per}")
-    return Pool(min(slots, cap or slots), f"{path.name} at max_workers ({', '.join(parts) or 'no node type holds a trial'})")
-
-
-def makespan(seconds: Sequence[float], slots: int) -> float:
-    """Wall time of running `seconds` on `slots` at once, longest first, each to the first free slot."""
-    if not seconds:
-        return 0.0
-    if slots < 1:
-        return math.inf
-    free = [0.0] * min(slots, len(seconds))
-    for s in sorted(seconds, reverse=True):
-        heapq.heappush(free, heapq.heappop(free) + s)
-    return max(free)
-
-
 # ---------------------------------------------------------------------------- the forecast
 
 
@@ -368,17 +271,6 @@ class Forecast:
                    list(d["unknown_cells"]))
 
 
-def _describe_source(rate: Rate, shape: str) -> str:
-    if rate.calibrated:
-        return (f"{shape}: calibrated on {rate.device} ({CALIBRATION_ITERS} timed iterations and one evaluation on this "
-                f"machine, a start-up of {fmt_duration(rate.overhead_s)}, {fmt_duration(rate.fresh_s)} more in a new worker; "
-                f"one short run: the least sure estimate)")
-    lo, hi = rate.spread
-    return (f"{shape}: from {rate.trials} stored trial{'s' * (rate.trials != 1)} of this recipe on {rate.device} "
-            f"(sweep{'s' * (len(rate.sweeps) != 1)} {', '.join(rate.sweeps)}); their per-image cost spans "
-            f"{(lo - 1) * 100:+.0f} % .. {(hi - 1) * 100:+.0f} % of the median")
-
-
 def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missing: bool = False) -> Forecast:
     """The forecast of `plan` from the trial store at `store_path` (and calibration, if asked)."""
     work = planned_work(plan)
@@ -388,6 +280,8 @@ def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missi
     for w, cfg in work:
         names.setdefault((w.recipe, w.device), (w.cell, cfg))
     if calibrate_missing and wanted - rates.keys():
+        from sweep.calibration import calibrate, import_seconds
+
         cold, imports = None, import_seconds()
         for key in sorted(wanted - rates.keys()):
             rates[key] = calibrate(names[key][1], key[1])
@@ -406,32 +300,10 @@ def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missi
         known = [s + (fresh if i < pool.slots else 0.0) for i, (s, fresh) in enumerate(priced)]
         phases[phase] = PhaseCost(len(mine), sum(known), makespan(known, pool.slots), len(mine) - len(known))
     multi = len(wanted) > 1
-    sources = [_describe_source(rates[k], f"cells like {names[k][0]}" if multi else "every trial")
+    sources = [describe_source(rates[k], f"cells like {names[k][0]}" if multi else "every trial")
                for k in sorted(rates, key=lambda k: names[k][0])]
     unknown = sorted({names[k][0] for k in wanted - rates.keys()})
     return Forecast(phases, pool, sources, unknown)
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.3g} trial-hours ({fmt_duration(seconds)})"
-
-
-def describe(forecast: Forecast) -> str:
-    """The dry run's forecast block."""
-    if not forecast.sources:
-        return ("  forecast: no stored trial of this sweep's recipe in the trial store; --calibrate times a few "
-                "iterations of each trial shape here")
-    lines = [f"  forecast on {forecast.pool.where}: {forecast.pool.slots} trial{'s' * (forecast.pool.slots != 1)} at once"]
-    for name, p in [*forecast.phases.items(), ("total", forecast.total)]:
-        part = f" ({p.unknown} of them not estimated)" if p.unknown else ""
-        lines.append(f"    {name:<6} {p.trials:>4} trials{part}: {_hours(p.trial_s)}, wall {fmt_duration(p.wall_s)}")
-    lines += [f"    how sure: {s}" for s in forecast.sources]
-    if forecast.unknown_cells:
-        lines.append(f"    not estimated (no stored trial of their recipe): cells like {', '.join(forecast.unknown_cells)}; "
-                     "--calibrate times them here")
-    if SEARCH in forecast.phases:
-        lines.append("    search trials are costed at their full epochs (early stopping only shortens them)")
-    return "\n".join(lines)
 
 
 def save(forecast: Forecast, sweep_dir: Path) -> None:
@@ -452,17 +324,3 @@ def load(sweep_dir: Path) -> Optional[Forecast]:
         return Forecast.from_json(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError):
         return None  # a hand-edited or older file: the report goes on without it
-
-
-def beside_measured(forecast: Forecast, records: Sequence[TrialRecord]) -> str:
-    """One sentence for the report: the forecast trial time per phase beside what the trials took."""
-    parts = []
-    for phase, p in forecast.phases.items():
-        ran = [r for r in records if r.phase == phase and not r.reused and r.wall_s]
-        measured = sum(float(r.wall_s or 0) for r in ran)
-        # A ratio only when the same trials are on both sides (none answered from the store, all priced).
-        whole = p.trial_s > 0 and len(ran) == p.trials and not p.unknown
-        ratio = f", measured / forecast {measured / p.trial_s:.2f}" if whole else ""
-        parts.append(f"{phase} forecast {fmt_duration(p.trial_s)} for {p.trials - p.unknown} trials, "
-                     f"measured {fmt_duration(measured)} over the {len(ran)} that trained here{ratio}")
-    return "Cost: " + "; ".join(parts) + "."

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -53,14 +54,17 @@ class SweepRunner:
 
     def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions) -> None:
         from sweep.console import Console
+        from sweep.progress import PlannedWork
+        from sweep.sequential import PolicyView
         from sweep.tune_callback import TrackingCallback
 
         self.plan, self.spec = plan, plan.spec
         self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
         self.labels = runs.labels
+        self.view = PolicyView.from_plan(plan)  # built once: the rounds and the callback's ETA read the same view
         total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
         self.console = Console(total, self.spec.metric, self.spec.search_metric, runs.search_prefix, sweep_dir)
-        self.callback = TrackingCallback(plan, log, runs, self.console)
+        self.callback = TrackingCallback(log, runs, self.console, PlannedWork.of(plan, self.view), partial(identity, plan))
         self.reused = 0  # trials this session answered from the store
         self._identities: dict[str, tuple[dict[str, Any], Any]] = {}
 
@@ -88,7 +92,7 @@ class SweepRunner:
         if self.spec.search:
             self.run_search()
             best = {cell.id: p for cell in self.plan.cells if (p := self._best_params(cell)) is not None}
-        if self.spec.policy:
+        if self.view is not None:
             self._run_rounds(best)
         else:
             self.run_final(best)
@@ -99,10 +103,8 @@ class SweepRunner:
         comparison is open. What ran before counts, so a resumed sweep continues where it was;
         each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
         from sweep.policy_lines import policy_end_lines, policy_look_lines
-        from sweep.sequential import PolicyView
 
-        view = PolicyView.of(self.spec.policy, self.plan.cells, self.spec.baseline, self.spec.metric,
-                             self.spec.equivalence_margin)
+        view = self.view
         say(f"-- final: {view.rule()}")
         # --retry-failed: crashed trials of earlier rounds run again first (from scratch).
         todo = crashed_pairs(self.log, self.plan.final_trials(best)) if self.options.retry_failed else set()

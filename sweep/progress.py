@@ -327,18 +327,39 @@ def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
     return out
 
 
-def trials_left(plan: "SweepPlan", records: Iterable[TrialRecord]) -> dict[Slot, int]:
-    """Trials of each (phase, cell) not ended yet (search samples cut off are drawn again)."""
+def planned_trials(plan: "SweepPlan") -> dict[Slot, int]:
+    """Trials each (phase, cell) plans: its search samples, its seeds (a seed policy's max)."""
     from sweep.plan import SEARCH
 
-    ended: dict[Slot, int] = {}
-    for r in records:
-        if r.ended:
-            ended[(r.phase, r.cell)] = ended.get((r.phase, r.cell), 0) + 1
     search = plan.spec.search
     out: dict[Slot, int] = {}
     for c in plan.cells:
         if search:
-            out[(SEARCH, c.id)] = max(0, search.num_samples - ended.get((SEARCH, c.id), 0))
-        out[(FINAL, c.id)] = max(0, len(plan.seeds) - ended.get((FINAL, c.id), 0))
+            out[(SEARCH, c.id)] = search.num_samples
+        out[(FINAL, c.id)] = len(plan.seeds)
     return out
+
+
+def trials_left(planned: dict[Slot, int], records: Iterable[TrialRecord]) -> dict[Slot, int]:
+    """Trials of each (phase, cell) of `planned` not ended yet (search samples cut off are drawn again)."""
+    ended: dict[Slot, int] = {}
+    for r in records:
+        if r.ended:
+            ended[(r.phase, r.cell)] = ended.get((r.phase, r.cell), 0) + 1
+    return {slot: max(0, n - ended.get(slot, 0)) for slot, n in planned.items()}
+
+
+@dataclass(frozen=True)
+class PlannedWork:
+    """What the plan says each (phase, cell) trains, derived once per session so the Tune callback
+    needs the figures, not the plan: trials planned, epochs a trial trains, what one epoch trains,
+    and under a seed policy its view (the final phase then counts up to max seeds)."""
+
+    planned: dict[Slot, int]
+    epochs: dict[Slot, int]
+    work: dict[Slot, float]
+    view: Optional["PolicyView"] = None
+
+    @classmethod
+    def of(cls, plan: "SweepPlan", view: Optional["PolicyView"] = None) -> "PlannedWork":
+        return cls(planned_trials(plan), epochs_per_trial(plan), epoch_work(plan), view)

@@ -45,7 +45,8 @@ def estimate_text(metric: str, e: Estimate) -> str:
 def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
     plan = results.plan
     blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(results))]
-    from sweep.forecast import beside_measured, load as load_forecast  # the cost forecast the sweep started with
+    from sweep.forecast import load as load_forecast  # the cost forecast the sweep started with
+    from sweep.forecast_text import beside_measured
 
     if (forecast := load_forecast(sweep_dir)) is not None:
         blocks.append(Para(beside_measured(forecast, results.records.trials)))

@@ -63,7 +63,8 @@ from sweep.records import KILLED
 from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.local_ray import ray_address
-from sweep.runner import SweepOutcome, default_sweep_dir, run_sweep, sync_sweep
+from sweep.runner import SweepOutcome, run_sweep, sync_sweep
+from sweep.sweep_folder import default_sweep_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -251,7 +252,9 @@ def _forecast(plan: SweepPlan, sweep_dir: Path, cpus: float, gpus: float, joined
               cluster_config: str | None, calibrate: bool) -> str:
     """The dry run's cost forecast (`sweep.forecast`) on the resources it sees, or on the node
     types of an offline `--cluster-config`."""
-    from sweep.forecast import cluster_pool, describe, local_pool, make_forecast
+    from sweep.forecast import make_forecast
+    from sweep.forecast_text import describe
+    from sweep.trial_slots import cluster_pool, local_pool
 
     request, cap = plan.spec.resources_per_trial, plan.spec.max_concurrent_trials
     pool = (cluster_pool(cluster_config, request, cap) if cluster_config and not joined
@@ -277,7 +280,9 @@ def _keep_forecast(plan: SweepPlan, sweep_dir: Path) -> None:
     import sqlite3
 
     from dml_core.data.loading import usable_cores
-    from sweep.forecast import describe, local_pool, make_forecast, save
+    from sweep.forecast import make_forecast, save
+    from sweep.forecast_text import describe
+    from sweep.trial_slots import local_pool
 
     if (sweep_dir / PLAN_FILE).exists():  # resumed: the forecast it started with stands
         return

@@ -1,28 +1,26 @@
-"""One driver session of a sweep: own its folder (plan files, the lock), start Ray and MLflow, run
-the phases (`sweep.phases`), then write the report and the MLflow parent from one `SweepResults`.
+"""One driver session of a sweep: hold its folder's lock (the folder itself: `sweep.sweep_folder`),
+start Ray and MLflow, run the phases (`sweep.phases`), then write the report and the MLflow parent from one `SweepResults`.
 `--sync` rebuilds a sweep's MLflow view from the trial store."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-import yaml
-
-from dml_core.io import DirectoryLock, atomic_write_json, atomic_write_text, read_json
+from dml_core.io import DirectoryLock
 from sweep.checks import check_plan
-from sweep.console import describe_plan, say
+from sweep.console import say
 from sweep.labels import plan_labels
-from sweep.pending import Restart, check_base_unchanged, check_design_unchanged
+from sweep.pending import Restart
 from sweep.phases import RunOptions, SweepInterrupted, SweepRunner
-from sweep.plan import FINAL, PLAN_YAML, SweepPlan
+from sweep.plan import FINAL, SweepPlan
 from sweep.records import FAILED, FINISHED, KILLED
 from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
-from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
+from sweep.store import PLAN_FILE, SweepLog
+from sweep.sweep_folder import claim_sweep_dir, remove_plan_files, write_sweep_dir
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
     from sweep.trial_runs import TrialRuns
@@ -44,74 +42,6 @@ class SweepOutcome:
     reused: int = 0  # trials this session answered from the trial store instead of training
     tracking_uri: str = ""
     wall_s: float = 0.0  # this driver session's wall time (the sweep's total over sessions: its records' meta)
-
-
-def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
-    """--out > $DML_STORAGE_PATH/<name> > sweep.storage_path/<name> > ./sweeps/<name>."""
-    if out:
-        return Path(out).resolve()
-    root = os.environ.get("DML_STORAGE_PATH") or plan.spec.storage_path or "sweeps"
-    if "://" in root:
-        raise SweepError(
-            f"{plan.source}: sweep.storage_path: {root}: use a filesystem path that every node sees (e.g. NFS); "
-            "the sweep ledger and report are plain files"
-        )
-    return (Path(root) / plan.name).resolve()
-
-
-def check_sweep_dir(sweep_dir: Path, resume: bool) -> None:
-    """Refuse to start over an existing sweep, or to resume a missing one. A resumed sweep may have
-    grown; what it may not change is checked against its records (`resume_checks`)."""
-    plan_file = sweep_dir / PLAN_FILE
-    if resume:
-        if not plan_file.is_file():
-            raise SweepError(f"{sweep_dir}: no sweep to resume here (no {PLAN_FILE}); run without --resume")
-        read_json(plan_file)  # a damaged plan stops here, before Ray starts, naming the file
-    elif plan_file.exists():
-        raise SweepError(f"{sweep_dir}: a sweep already exists here; add --resume to continue it, or use --out DIR / --set sweep.name=...")
-
-
-def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_changed: bool) -> Restart:
-    """What a resumed sweep may not change: the base experiment's result fields (every trial's
-    config derives from it; `--restart-changed` allows it), and what its finished results mean
-    (`pending.check_design_unchanged`: the search's design, the seed policy, the margin).
-    Seeds, arms, cells and search samples may be added; operational settings may change.
-    Returns what `--restart-changed` reruns."""
-    started = read_json(sweep_dir / PLAN_FILE)
-    restart = check_design_unchanged(plan, started, log, restart_changed)
-    old_base = started.get("base")
-    if old_base is None and (sweep_dir / PLAN_YAML).is_file():  # a plan.json of an earlier version
-        old_base = {k: v for k, v in yaml.safe_load((sweep_dir / PLAN_YAML).read_text()).items() if k != "sweep"}
-    check_base_unchanged(plan, old_base, restart_changed)
-    return restart
-
-
-def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
-    # plan.json last: it is what marks the directory as holding a sweep to --resume
-    atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-    atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
-    atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
-
-
-def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
-    """A new sweep: its records' place in the trial store and its plan; after `check_sweep_dir`."""
-    from sweep.tracker import git_commit
-
-    log = SweepLog.create(sweep_dir, plan.name, store)
-    log.commit_recorded(git_commit())
-    write_plan(plan, sweep_dir)
-    return log
-
-
-def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool,
-                   store: Optional[str] = None) -> tuple[SweepLog, Restart]:
-    """A resumed sweep's records (an earlier version's ledger.json migrated into the store; a store
-    found gone started anew, saying what was lost), after checking what it may not change, and
-    what `--restart-changed` reruns; its plan files are rewritten (it may have grown)."""
-    log = SweepLog.open(sweep_dir, plan.name, store_path=store, recover=True)
-    if log.recovered:
-        say(log.recovered)
-    return log, resume_checks(plan, sweep_dir, log, restart_changed)
 
 
 def search_prefix(plan: SweepPlan) -> str:
@@ -154,11 +84,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     if options.verbose == 0:
         use_legacy_tune_output()
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
-    check_sweep_dir(sweep_dir, options.resume)
-    # What a resumed sweep may not change is refused before Ray starts.
-    log, restart = open_sweep_dir(plan, sweep_dir, options.restart_changed, store) if options.resume else (None, Restart())
-    if log is None:  # a foreign, newer, empty or read-only store file: refused before Ray starts
-        check_store_file(store or default_store_path(sweep_dir))
+    log, restart = claim_sweep_dir(plan, sweep_dir, options.resume, options.restart_changed, store)
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
     # Every MLflow write is the writer thread's, off the driver's path. Its first job opens the
     # store (MLflow and its database layer imported, schema checked, the experiment found or made:
@@ -173,10 +99,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
         # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
         check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
         writer.check()  # a store that already failed to open: still no sweep folder
-        if log is None:
-            log = create_sweep_dir(plan, sweep_dir, store)
-        else:
-            write_plan(plan, sweep_dir)
+        log = write_sweep_dir(plan, sweep_dir, log, store)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan), writer)
         return _run_phases(plan, sweep_dir, options, log, runs, tracking_uri, restart)
     finally:
@@ -185,7 +108,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
 
 def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
-    from sweep.trial_runs import end_parent, sync_runs
+    from sweep.trial_runs import end_parent, parent_fields, sync_runs
     from sweep.tune_callback import mark_killed
 
     if options.resume:
@@ -195,7 +118,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
     runner = SweepRunner(plan, sweep_dir, log, runs, options)
     started = time.monotonic()
     try:
-        runs.open_parent(plan, sweep_dir)
+        runs.open_parent(parent_fields(plan, sweep_dir, log))
         if options.resume:
             created, deleted = sync_runs(runs)
             if created or deleted:
@@ -233,8 +156,7 @@ def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: Sw
     runs.flush(check=False)
     if not options.resume and not log.trials():  # nothing ran: what create_sweep_dir wrote would refuse a plain rerun
         drop_parent(runs)  # and a parent run of no sweep folder would be an orphan
-        for name in (PLAN_YAML, "plan.txt", PLAN_FILE, POINTER_FILE):
-            (sweep_dir / name).unlink(missing_ok=True)
+        remove_plan_files(sweep_dir)
     elif isinstance(error, SweepError):  # a refused --resume changed nothing: the parent as it was
         end_parent(runs, runs.parent_status or KILLED)
     else:
@@ -254,7 +176,7 @@ def _conclude(plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns"
     results = SweepResults.build(plan, records)
     files = write_report(sweep_dir, results=results)
     all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
-    parent = publish_sweep(runs, plan, sweep_dir, results, files, all_failed)
+    parent = publish_sweep(runs, results, files, all_failed)
     if parent is None:  # MLflow stayed busy: the sweep is done, its view is behind the store
         return SweepOutcome(sweep_dir, FINISHED, files, mlflow_url=f"(behind: python sweep/run.py --sync {sweep_dir})",
                             results=results, final_trials=len(final), failed=failed)
@@ -285,7 +207,7 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
     from sweep.plan import plan_of
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracker import Tracker
-    from sweep.trial_runs import TrialRuns, sync_runs
+    from sweep.trial_runs import TrialRuns, parent_fields, sync_runs
 
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / PLAN_FILE).is_file():
@@ -296,9 +218,9 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
         tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan))
-        runs.open_parent(plan, sweep_dir)
+        runs.open_parent(parent_fields(plan, sweep_dir, log))
         created, deleted = sync_runs(runs)
-        parent = runs.refresh_parent(plan, sweep_dir)
+        parent = runs.refresh_parent()
         trials = log.trials()
         if (sweep_dir / "report.md").is_file():  # the report, rebuilt from the store, on the parent as a sweep leaves it
             from sweep.parent_run import publish

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import queue
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -49,6 +50,31 @@ class RunRef:
         self.run_id = run_id
 
 
+@dataclass(frozen=True)
+class ParentFields:
+    """What the sweep's parent run carries of the plan, derived once per session (`parent_fields`):
+    opening the parent and remaking it at the end read these, not the plan."""
+
+    sweep_dir: Path  # the run is named after it (`quickstart-2`: the same YAML's second sweep)
+    tags: dict[str, Any]
+    params: dict[str, Any]
+    first: tuple[str, ...]  # the metrics each run logs first: the primary ones
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.sweep_dir / "sweep.yaml", self.sweep_dir / "plan.txt") if p.is_file()]
+
+
+def parent_fields(plan: SweepPlan, sweep_dir: Path, log: SweepLog) -> ParentFields:
+    """The parent run's tags, params and files; the headline tag is made first, so that it is the
+    first tag shown (its value comes with the results)."""
+    tags = {HEADLINE_TAG: "(running)", HEADLINE_OF_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": log.sweep_id,
+            "sweep.role": "parent", "sweep.source": plan.source, "mlflow.source.git.commit": log.meta.git_commit}
+    searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
+    params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
+    return ParentFields(sweep_dir, tags, params, tuple(dict.fromkeys((plan.spec.metric, plan.spec.search_metric))))
+
+
 class TrialRuns:
     """The child runs of one sweep: their tags and params from the trial's record (the store is
     the record, MLflow its view), written by the driver only.
@@ -69,6 +95,7 @@ class TrialRuns:
         self._fresh: set[str] = set()
         self.first: tuple[str, ...] = ()  # the metrics each run logs first (`open_parent`: the primary ones)
         self.parent = RunRef(log.meta.mlflow_parent_run_id)  # the sweep's run (`open_parent`)
+        self.parent_fields: Optional[ParentFields] = None  # what it carries of the plan (`open_parent`)
         self.parent_status: Optional[str] = None  # its status before this session reopened it
         # Runs made by the writer whose ids are not yet in the store (key None: the parent).
         self._created: queue.SimpleQueue[tuple[Optional[str], RunRef]] = queue.SimpleQueue()
@@ -111,16 +138,16 @@ class TrialRuns:
         tracker = self.tracker  # its experiment id: cached by the parent's job
         self.log.parent_recorded(run_id, tracker.tracking_uri, tracker.experiment, tracker.experiment_id)
 
-    def open_parent(self, plan: SweepPlan, sweep_dir: Path) -> RunRef:
+    def open_parent(self, fields: ParentFields) -> RunRef:
         """The sweep's parent run in the tracking store in use: reopened where it exists; found by
         the sweep's id where a driver made it but was killed before recording it; else created
         (a new sweep, or a store that lost it). Recorded, with the store's URI, at the next `settle`.
         With a writer, the first job of a new sweep: MLflow's store opens while Tune starts."""
         meta, ref = self.log.meta, self.parent
-        self.first = tuple(dict.fromkeys((plan.spec.metric, plan.spec.search_metric)))
+        self.first, self.parent_fields = fields.first, fields
         # A sweep migrated from a ledger.json did not record its URI: its parent, if this store has it.
         known = meta.mlflow_parent_run_id if meta.tracking_uri in (None, self.tracker.tracking_uri) else None
-        tags, params, files = self._parent_fields(plan, sweep_dir)
+        files = fields.files
 
         def job() -> None:
             tracker = self.tracker
@@ -130,7 +157,7 @@ class TrialRuns:
                 tracker.reopen(found)
                 ref.run_id = found
             else:
-                ref.run_id = tracker.start_run(sweep_dir.name, tags, params)
+                ref.run_id = tracker.start_run(fields.sweep_dir.name, fields.tags, fields.params)
                 tracker.log_files(ref.run_id, files)
             self._created.put((None, ref))
 
@@ -138,29 +165,21 @@ class TrialRuns:
         self.settle()
         return ref
 
-    def _parent_fields(self, plan: SweepPlan, sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
-        """The parent run's tags, params and files. It is named after its directory (`quickstart-2`:
-        the same YAML's second sweep); the headline tag is made first, so that it is the first tag
-        shown (its value comes with the results)."""
-        tags = {HEADLINE_TAG: "(running)", HEADLINE_OF_TAG: "(running)", "sweep.name": plan.name, "sweep.dir": str(sweep_dir), "sweep.id": self.log.sweep_id,
-                "sweep.role": "parent", "sweep.source": plan.source, "mlflow.source.git.commit": self.log.meta.git_commit}
-        searched = {k: describe_param(p) for k, p in (plan.spec.search.params if plan.spec.search else {}).items()}
-        params = parent_params(plan.base, plan.spec.grid, searched, plan.spec.model_dump(mode="json"))
-        return tags, params, [p for p in (sweep_dir / "sweep.yaml", sweep_dir / "plan.txt") if p.is_file()]
-
-    def refresh_parent(self, plan: SweepPlan, sweep_dir: Path) -> str:
-        """The parent run, remade where its params are not this session's plan (`--restart-changed`
-        changed the base config, or the sweep grew): MLflow never changes a logged param. Called
-        once the session has run, so that a refused command leaves the parent as it was."""
+    def refresh_parent(self) -> str:
+        """The parent run opened by `open_parent`, remade where its params are not this session's
+        plan (`--restart-changed` changed the base config, or the sweep grew): MLflow never changes
+        a logged param. Called once the session has run, so that a refused command leaves the
+        parent as it was."""
         self.flush()
-        tags, params, files = self._parent_fields(plan, sweep_dir)
+        fields = self.parent_fields
+        files = fields.files
 
         def start() -> str:
-            run_id = self.tracker.start_run(sweep_dir.name, tags, params)
+            run_id = self.tracker.start_run(fields.sweep_dir.name, fields.tags, fields.params)
             self.tracker.log_files(run_id, files)
             return run_id
 
-        self.parent.run_id = self.tracker.replace_if_changed(self.parent.run_id, params, start)
+        self.parent.run_id = self.tracker.replace_if_changed(self.parent.run_id, fields.params, start)
         self._record_parent(self.parent.run_id)
         return self.parent.run_id
 
@@ -358,8 +377,7 @@ def drop_parent(runs: TrialRuns) -> None:
             pass
 
 
-def publish_sweep(runs: TrialRuns, plan: SweepPlan, sweep_dir: Path, results: Any, files: list[Path],
-                  all_failed: Optional[str]) -> Optional[str]:
+def publish_sweep(runs: TrialRuns, results: Any, files: list[Path], all_failed: Optional[str]) -> Optional[str]:
     """The parent run as a sweep leaves it: remade where its params changed, the results
     (`parent_run.publish`), the report's files, its end status (FAILED with `all_failed` when every
     final trial failed). Returns its id; None where MLflow stayed busy past `CATCH_UP_S`: the sweep
@@ -369,12 +387,12 @@ def publish_sweep(runs: TrialRuns, plan: SweepPlan, sweep_dir: Path, results: An
     from sweep.parent_run import publish
 
     behind = (f"MLflow is still busy ({runs.tracker.tracking_uri}): this sweep's runs are behind the trial store, "
-              f"which has every result; once it is free, `python sweep/run.py --sync {sweep_dir}` replays them")
+              f"which has every result; once it is free, `python sweep/run.py --sync {runs.parent_fields.sweep_dir}` replays them")
     if runs.writer is not None and not runs.writer.catch_up(CATCH_UP_S):
         say(behind)
         return None
     try:
-        runs.refresh_parent(plan, sweep_dir)  # its params, where --restart-changed or growth changed them
+        runs.refresh_parent()  # its params, where --restart-changed or growth changed them
         parent = publish(runs, results)  # a parent holding metrics this report dropped is replaced
         runs.tracker.log_files(parent, files)
         runs.tracker.end_run(parent, FAILED if all_failed else FINISHED, all_failed)

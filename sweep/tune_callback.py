@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ray import tune
 
 from sweep.compat import TUNE_RESULT_KEYS
 from sweep.console import Console
-from sweep.pending import Identity, identity, identity_fields
-from sweep.plan import SEARCH, SweepPlan, TrialSpec
+from sweep.pending import Identity, identity_fields
+from sweep.plan import SEARCH, TrialSpec
+from sweep.progress import PlannedWork
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
 from sweep.store import SweepLog
 from sweep.tracker import STEP_KEY
@@ -31,14 +32,17 @@ class TrackingCallback(tune.Callback):
     """Mirrors trial events into the trial store, then MLflow, then the console (driver side):
     the one Tune callback of a sweep, so nothing depends on the order Tune calls callbacks in.
 
-    The runner sets `specs` (the phase's trial specs: a trial's config holds its index) and
-    `identities` (trial key -> identity, computed once per phase) before each phase. Ray Tune
-    pickles its callbacks into the experiment folder, never restored by the sweep: only the sweep
-    directory goes in the pickle.
+    It is handed what it needs of the plan, derived once by the runner: the figures of the ETA
+    (`planned`) and `identify` (spec, sampled values -> identity). The runner sets `specs` (the
+    phase's trial specs: a trial's config holds its index) and `identities` (trial key -> identity,
+    computed once per phase) before each phase. Ray Tune pickles its callbacks into the experiment
+    folder, never restored by the sweep: only the sweep directory goes in the pickle.
     """
 
-    def __init__(self, plan: SweepPlan, log: SweepLog, runs: TrialRuns, console: Console) -> None:
-        self.plan, self.log, self.runs, self.console = plan, log, runs, console
+    def __init__(self, log: SweepLog, runs: TrialRuns, console: Console, planned: PlannedWork,
+                 identify: Callable[[TrialSpec, Optional[dict[str, Any]]], Identity]) -> None:
+        self.log, self.runs, self.console = log, runs, console
+        self.planned, self.identify = planned, identify
         self.tracker = runs.tracker
         self.specs: list[TrialSpec] = []
         self.identities: dict[str, Identity] = {}
@@ -58,18 +62,14 @@ class TrackingCallback(tune.Callback):
         return self.specs[trial.config["trial"]]
 
     def setup(self, **info: Any) -> None:
-        from sweep.progress import epoch_work, epochs_per_trial, expected_final_trials, trials_left
+        from sweep.progress import expected_final_trials, trials_left
 
         records = self.log.trials()
-        self.console.phase_started(self._ended(), trials_left(self.plan, records), epochs_per_trial(self.plan),
-                                   epoch_work(self.plan))
-        if self.plan.spec.policy:  # the final phase counted up to max seeds: say so, and what to expect
-            from sweep.sequential import PolicyView
-
-            spec = self.plan.spec
-            view = PolicyView.of(spec.policy, self.plan.cells, spec.baseline, spec.metric, spec.equivalence_margin)
+        planned = self.planned
+        self.console.phase_started(self._ended(), trials_left(planned.planned, records), planned.epochs, planned.work)
+        if planned.view is not None:  # the final phase counted up to max seeds: say so, and what to expect
             self.console.progress.at_most = True
-            self.console.progress.expected_final = expected_final_trials(view, records)
+            self.console.progress.expected_final = expected_final_trials(planned.view, records)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.runs.settle()  # the runs the writer made meanwhile: their ids into the store
@@ -109,7 +109,7 @@ class TrackingCallback(tune.Callback):
             self.console.trial_started(record, (spec.phase, spec.cell))
             return
         sampled = trial.config.get("params")
-        ident = self.identities.get(key) or identity(self.plan, spec, sampled)
+        ident = self.identities.get(key) or self.identify(spec, sampled)
         # Recorded before its run exists: a driver killed from here on leaves this record and at
         # most one run tagged with its key, which `sync_runs` adopts on --resume (never a second).
         record = self.log.trial_started(spec, key, trial_id=trial.trial_id, label=self._label(spec), params=sampled or {},

@@ -29,7 +29,7 @@ def ran(path: Path, out: Path, search: bool = False) -> None:
     from sweep.pending import identity, identity_fields
     from sweep.plan import load_plan
     from sweep.records import FINISHED, TrialRecord
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
 
     plan = load_plan(path)
     log = create_sweep_dir(plan, out)
@@ -72,7 +72,7 @@ def test_resume_refuses_a_change_of_what_results_mean(tmp_path: Path, capsys, no
 def test_growing_a_sweep_is_still_allowed(tmp_path: Path) -> None:
     """More seeds in a list, more search samples, another report setting: the design stands."""
     from sweep.plan import load_plan
-    from sweep.runner import resume_checks
+    from sweep.sweep_folder import resume_checks
     from sweep.store import SweepLog
 
     path, out = sweep_yaml(tmp_path, seeds=[0], search=FOLDS), tmp_path / "sweep"
@@ -86,7 +86,7 @@ def test_growing_a_sweep_is_still_allowed(tmp_path: Path) -> None:
 
 def test_restart_changed_reruns_what_the_change_affects(tmp_path: Path) -> None:
     from sweep.plan import load_plan
-    from sweep.runner import resume_checks
+    from sweep.sweep_folder import resume_checks
     from sweep.store import SweepLog
 
     path, out = sweep_yaml(tmp_path, seeds=POLICY), tmp_path / "policy"

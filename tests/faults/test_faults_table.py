@@ -14,7 +14,7 @@ from faults_testlib import call_cli, one_error_line, tiny, write_yaml
 def sweep(tmp_path: Path) -> Path:
     from sweep.plan import load_plan
     from sweep.records import TrialRecord
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
 
     raw = tiny()
     raw["sweep"] = {"name": "t", "seeds": [0, 1], "grid": {"model.embedding_dim": [8, 16]}}

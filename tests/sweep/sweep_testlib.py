@@ -38,7 +38,7 @@ def sweep_from_records(sweep_dir: Path, plan: Any, values: dict[str, dict[int, f
     R@1 (MAP@R = R@1 / 2). `content` names the results' content keys (`<content>/<cell>/<seed>`),
     so two such sweeps can share a result."""
     from sweep.records import TrialRecord
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
 
     sweep_dir.mkdir(parents=True)
     log = create_sweep_dir(plan, sweep_dir)

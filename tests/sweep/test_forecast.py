@@ -11,6 +11,7 @@ import pytest
 
 from dml_core.config import config_from_dict
 from sweep import forecast as fc
+from sweep import forecast_text, trial_slots
 from sweep.plan import load_plan, trial_config
 from sweep.records import TrialRecord
 from sweep.spec import Resources
@@ -41,7 +42,7 @@ def _plan(tmp_path: Path, name: str, sweep: dict, **train):
     return load_plan(write_yaml(tmp_path / f"{name}.yaml", sweep, train={**TINY_DIGITS["train"], **train}))
 
 
-POOL = fc.Pool(2, "two slots")
+POOL = trial_slots.Pool(2, "two slots")
 
 
 def test_stored_trials_are_scaled_to_the_new_epochs_and_seeds(tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_stored_trials_are_scaled_to_the_new_epochs_and_seeds(tmp_path: Path) ->
     assert final.trials == 3 and final.unknown == 0
     assert final.trial_s == pytest.approx(3 * (9 + 4 * 10))
     assert final.wall_s == pytest.approx(2 * (9 + 4 * 10))  # 3 equal trials on 2 slots
-    text = fc.describe(forecast)
+    text = forecast_text.describe(forecast)
     assert "from 2 stored trials of this recipe on cpu (sweep old)" in text
     assert "0.0408 trial-hours (2:27)" in text
 
@@ -90,7 +91,7 @@ def test_other_recipes_and_other_devices_are_not_inputs(tmp_path: Path) -> None:
     store2 = _store_trials(tmp_path / "b", old, [(2, 10.0), (4, 18.0)], wall=25.0)
     forecast = fc.make_forecast(wider, store2, POOL)
     assert forecast.phases["final"].unknown == 2 and forecast.phases["final"].trial_s == 0
-    assert "no stored trial of this sweep's recipe" in fc.describe(forecast)
+    assert "no stored trial of this sweep's recipe" in forecast_text.describe(forecast)
 
 
 def test_no_store_file_means_no_inputs_and_none_is_created(tmp_path: Path) -> None:
@@ -125,12 +126,12 @@ def test_iterations_per_epoch_is_the_trainers_count() -> None:
 
 
 def test_slots_and_wall_time() -> None:
-    assert fc.makespan([2, 3, 2, 3, 2], 2) == 7  # longest first to the first free slot: 3+2+2 | 3+2
-    assert fc.makespan([5, 1, 1, 1], 4) == 5
-    assert fc.makespan([], 3) == 0 and math.isinf(fc.makespan([1.0], 0))
-    assert fc.local_pool(8, 1, Resources(cpu=2, gpu=0.5), None, False).slots == 2  # the GPU binds
-    assert fc.local_pool(8, 0, Resources(cpu=3), None, False).slots == 2
-    assert fc.local_pool(8, 0, Resources(cpu=1), 3, False).slots == 3  # max_concurrent_trials caps
+    assert trial_slots.makespan([2, 3, 2, 3, 2], 2) == 7  # longest first to the first free slot: 3+2+2 | 3+2
+    assert trial_slots.makespan([5, 1, 1, 1], 4) == 5
+    assert trial_slots.makespan([], 3) == 0 and math.isinf(trial_slots.makespan([1.0], 0))
+    assert trial_slots.local_pool(8, 1, Resources(cpu=2, gpu=0.5), None, False).slots == 2  # the GPU binds
+    assert trial_slots.local_pool(8, 0, Resources(cpu=3), None, False).slots == 2
+    assert trial_slots.local_pool(8, 0, Resources(cpu=1), 3, False).slots == 3  # max_concurrent_trials caps
 
 
 def test_cluster_config_counts_each_node_type_at_max_workers(tmp_path: Path) -> None:
@@ -138,8 +139,8 @@ def test_cluster_config_counts_each_node_type_at_max_workers(tmp_path: Path) -> 
     path.write_text("head_node_type: head\navailable_node_types:\n"
                     "  head: {resources: {CPU: 4, GPU: 0}, max_workers: 0}\n"
                     "  gpu: {resources: {CPU: 8, GPU: 4}, max_workers: 2}\n")
-    assert fc.cluster_pool(path, Resources(cpu=2, gpu=1), None).slots == 8  # 2 nodes x 4 GPUs; the head has none
-    assert fc.cluster_pool(path, Resources(cpu=2), None).slots == 2 + 2 * 4
+    assert trial_slots.cluster_pool(path, Resources(cpu=2, gpu=1), None).slots == 8  # 2 nodes x 4 GPUs; the head has none
+    assert trial_slots.cluster_pool(path, Resources(cpu=2), None).slots == 2 + 2 * 4
 
 
 def test_calibrate_without_stored_trials_prints_a_forecast_calibrated_on_cpu(tmp_path: Path, capsys) -> None:
@@ -171,7 +172,7 @@ def test_the_report_puts_the_forecast_beside_the_measured_cost(tmp_path: Path) -
                        wall_s=w) for i, w in enumerate([55.0, 65.0])]
     reused = TrialRecord(trial_id="r", key="c/seed=9", phase="final", cell="c", seed=9, status="FINISHED",
                          wall_s=500.0, reused_from="/elsewhere")
-    text = fc.beside_measured(again, [*ran, reused])
+    text = forecast_text.beside_measured(again, [*ran, reused])
     assert "final forecast 1:40 for 2 trials, measured 2:00 over the 2 that trained here, measured / forecast 1.20" in text
 
 

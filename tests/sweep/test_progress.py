@@ -8,7 +8,7 @@ import pytest
 
 from sweep.console import Console
 from sweep.plan import load_plan
-from sweep.progress import Progress, epochs_per_trial, expected_final_trials, trials_left
+from sweep.progress import Progress, epochs_per_trial, expected_final_trials, planned_trials, trials_left
 from sweep.records import FINAL, FINISHED, SEARCH, TrialRecord
 from sweep.sequential import PolicyView
 from sweep_testlib import write_yaml
@@ -157,7 +157,7 @@ def test_seed_policy_eta_says_at_most_and_expected(tmp_path: Path, capsys: pytes
     none = expected_final_trials(view, finals(0.0, 0.05))
     assert 5.0 <= none[base] <= 6.0 and none[base] == none[other]
 
-    left = trials_left(plan, finals(0.0, 0.05))
+    left = trials_left(planned_trials(plan), finals(0.0, 0.05))
     assert left == {(FINAL, base): 6, (FINAL, other): 6}
     clock = Clock()
     console = console_with(clock, left, epochs_per_trial(plan), total=18)

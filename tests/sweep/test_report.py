@@ -20,7 +20,7 @@ from sweep.report import write_report
 from sweep.records import SweepMeta, SweepRecords
 from sweep.results import Comparison, Estimate, SweepResults
 from sweep.units import metric_range
-from sweep.runner import create_sweep_dir
+from sweep.sweep_folder import create_sweep_dir
 from sweep.stats import PairedComparison, mean_ci, paired_comparison, t_multiplier, verdict
 from sweep.labels import cell_labels
 from sweep_testlib import REPO_ROOT, TINY_DIGITS, write_yaml

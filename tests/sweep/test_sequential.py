@@ -310,7 +310,7 @@ def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_sh
     from sweep.labels import plan_labels
     from sweep.store import SweepLog, load_records
     from sweep.tracker import Tracker
-    from sweep.trial_runs import TrialRuns, sync_runs
+    from sweep.trial_runs import TrialRuns, parent_fields, sync_runs
     from sweep.plan import load_plan
     from sweep_testlib import sweep_from_records, write_yaml
 
@@ -320,7 +320,7 @@ def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_sh
     sweep_dir = sweep_from_records(tmp_path / "sweep", plan, values)
     tracker = Tracker(tracking_uri, "policy_switch")
     runs = TrialRuns(SweepLog.open(sweep_dir), tracker, plan.name, plan_labels(plan), "search_")
-    runs.open_parent(plan, sweep_dir)
+    runs.open_parent(parent_fields(plan, sweep_dir, runs.log))
     sync_runs(runs)
     first = publish(runs, SweepResults.build(plan, load_records(sweep_dir)))
     tracker.log_files(first, [sweep_dir / "plan.txt"])
@@ -445,7 +445,7 @@ def test_the_dry_run_forecasts_seeds_from_stored_pilot_seeds_of_the_same_cells(t
     from sweep.pending import identity
     from sweep.plan import load_plan
     from sweep.records import TrialRecord
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
     from sweep.seed_forecast import MARGIN as GOAL_MARGIN, seeds_needed
     from sweep_testlib import REPO_ROOT, write_yaml
 

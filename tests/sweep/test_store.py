@@ -17,7 +17,7 @@ from sweep.pending import identity as trial_identity
 from sweep.plan import load_plan
 from sweep.records import FAILED, FINISHED, TrialRecord
 from sweep.store import load_records
-from sweep.runner import resume_checks
+from sweep.sweep_folder import resume_checks
 from sweep.spec import SweepError
 from sweep.store import LEGACY_LEDGER, PLAN_FILE, SweepLog, TrialStore, default_store_path
 from sweep_testlib import write_yaml

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Optional
@@ -12,13 +13,15 @@ from mlflow import MlflowClient
 
 from sweep.console import Console
 from sweep.mlflow_writer import MlflowWriter
+from sweep.pending import identity
 from sweep.plan import load_plan
+from sweep.progress import PlannedWork
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
 from sweep.store import SweepLog
 from sweep.mlflow_check import resolve_tracking_uri
 from sweep.tracker import Tracker
-from sweep.trial_runs import TrialRuns, sync_runs
+from sweep.trial_runs import TrialRuns, parent_fields, sync_runs
 from sweep.tune_callback import TrackingCallback, mark_killed
 from sweep.trainable import TRIAL_ERROR
 from sweep_testlib import write_yaml
@@ -55,7 +58,8 @@ LABELS = {"model.embedding_dim=8": "dim=8", "model.embedding_dim=16": "dim=16"}
 def callback(plan: Any, log: SweepLog, tracking_uri: str, experiment: str,
              writer: Optional[MlflowWriter] = None) -> TrackingCallback:
     runs = TrialRuns(log, Tracker(tracking_uri, experiment), "x", LABELS, "holdout_", writer)
-    return TrackingCallback(plan, log, runs, Console(8, "recall_at_1", "recall_at_1", "holdout_"))
+    return TrackingCallback(log, runs, Console(8, "recall_at_1", "recall_at_1", "holdout_"), PlannedWork.of(plan),
+                            partial(identity, plan))
 
 
 @pytest.fixture(params=["at once", "writer thread"])
@@ -283,14 +287,14 @@ def test_a_parent_made_just_before_the_driver_died_is_found_again(tmp_path: Path
     runs = TrialRuns(SweepLog.create(sweep_dir, "x"), Tracker(tracking_uri, experiment), "x", LABELS, "holdout_", writer)
     gate = threading.Event()
     writer.submit(gate.wait)  # the parent is made after open_parent returned, as in a sweep
-    made = runs.open_parent(plan, sweep_dir)
+    made = runs.open_parent(parent_fields(plan, sweep_dir, runs.log))
     gate.set()
     writer.flush()  # made; the driver dies before its next Tune event records the id
     writer.close()
     assert made.run_id and SweepLog.open(sweep_dir).meta.mlflow_parent_run_id is None
 
     again = TrialRuns(SweepLog.open(sweep_dir), Tracker(tracking_uri, experiment), "x", LABELS, "holdout_")
-    assert again.open_parent(plan, sweep_dir).run_id == made.run_id
+    assert again.open_parent(parent_fields(plan, sweep_dir, again.log)).run_id == made.run_id
     assert SweepLog.open(sweep_dir).meta.mlflow_parent_run_id == made.run_id
     client = MlflowClient(tracking_uri)
     parents = client.search_runs([again.tracker.experiment_id], "tags.`sweep.role` = 'parent'")
@@ -304,7 +308,7 @@ def test_sync_command_rebuilds_a_sweep_in_a_new_tracking_store(tmp_path: Path, m
     is in use now -- the one it used, then another MLFLOW_TRACKING_URI (what `--resume` also does)."""
     from sweep.records import TrialRecord
     from sweep.run import main
-    from sweep.runner import create_sweep_dir
+    from sweep.sweep_folder import create_sweep_dir
 
     name = f"synced-{tmp_path.name}"
     plan = load_plan(write_yaml(tmp_path / "x.yaml", {"name": name, "seeds": [0]}))
