@@ -3,23 +3,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dml_core.config import ExperimentConfig
-
-if TYPE_CHECKING:  # forecast.py asks this module only when calibrating, and words its sources with CALIBRATION_ITERS
-    from sweep.forecast import Rate
 
 CALIBRATION_ITERS = 3  # timed iterations per trial shape, after one untimed epoch of as many
 
 
-def calibrate(cfg: ExperimentConfig, device: str) -> Rate:
+def calibrate(cfg: ExperimentConfig, device: str) -> tuple[float, float, float]:
     """Time `CALIBRATION_ITERS` training iterations (after as many untimed) and one evaluation of
-    the trial `cfg` in this process, on ``device`` (its start-up without the imports a new worker
-    process adds: `import_seconds`)."""
+    the trial `cfg` in this process, on ``device``. Returns (seconds per trained image per pixel,
+    its start-up without the imports a new worker process adds (`import_seconds`), seconds per
+    evaluation): `sweep.forecast` makes its rate of them."""
     from dml_core.config import config_from_dict
     from dml_core.training.trainer import Trainer
-    from sweep.forecast import Rate
 
     raw = cfg.to_dict()
     raw["train"].update(iterations_per_epoch=CALIBRATION_ITERS, epochs=2, checkpoint=False, device=device)
@@ -34,7 +30,7 @@ def calibrate(cfg: ExperimentConfig, device: str) -> Rate:
     t0 = time.perf_counter()
     trainer.evaluate()
     per_eval = time.perf_counter() - t0
-    return Rate(per_iter / (trial.data.batch.size * trial.data.image_size ** 2), setup, per_eval, device=device)
+    return per_iter / (trial.data.batch.size * trial.data.image_size ** 2), setup, per_eval
 
 
 def import_seconds() -> float:

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from dml_core.config import ExperimentConfig, config_from_dump, get_dotted
-from sweep.forecast_text import describe_source
+from sweep.calibration import CALIBRATION_ITERS
+from sweep.labels import fmt_duration
 from sweep.plan import FINAL, SEARCH, SweepPlan, trial_config
 from sweep.records import FINISHED, TrialRecord
 from sweep.spec import Resources, SweepError
@@ -271,6 +272,17 @@ class Forecast:
                    list(d["unknown_cells"]))
 
 
+def describe_source(rate: Rate, shape: str) -> str:
+    if rate.calibrated:
+        return (f"{shape}: calibrated on {rate.device} ({CALIBRATION_ITERS} timed iterations and one evaluation on this "
+                f"machine, a start-up of {fmt_duration(rate.overhead_s)}, {fmt_duration(rate.fresh_s)} more in a new worker; "
+                f"one short run: the least sure estimate)")
+    lo, hi = rate.spread
+    return (f"{shape}: from {rate.trials} stored trial{'s' * (rate.trials != 1)} of this recipe on {rate.device} "
+            f"(sweep{'s' * (len(rate.sweeps) != 1)} {', '.join(rate.sweeps)}); their per-image cost spans "
+            f"{(lo - 1) * 100:+.0f} % .. {(hi - 1) * 100:+.0f} % of the median")
+
+
 def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missing: bool = False) -> Forecast:
     """The forecast of `plan` from the trial store at `store_path` (and calibration, if asked)."""
     work = planned_work(plan)
@@ -284,7 +296,8 @@ def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missi
 
         cold, imports = None, import_seconds()
         for key in sorted(wanted - rates.keys()):
-            rates[key] = calibrate(names[key][1], key[1])
+            per_pixel_image_s, setup_s, per_eval_s = calibrate(names[key][1], key[1])
+            rates[key] = Rate(per_pixel_image_s, setup_s, per_eval_s=per_eval_s, device=key[1])
             # The first shape's start-up builds its data cold; the later shapes' reuse this
             # process' caches and would read too low.
             cold = rates[key].overhead_s if cold is None else cold

@@ -3,24 +3,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from sweep.calibration import CALIBRATION_ITERS
 from sweep.labels import fmt_duration
 from sweep.plan import SEARCH
 from sweep.records import TrialRecord
 
-if TYPE_CHECKING:  # forecast.py imports this module to word its sources
-    from sweep.forecast import Forecast, Rate
-
-
-def describe_source(rate: Rate, shape: str) -> str:
-    if rate.calibrated:
-        return (f"{shape}: calibrated on {rate.device} ({CALIBRATION_ITERS} timed iterations and one evaluation on this "
-                f"machine, a start-up of {fmt_duration(rate.overhead_s)}, {fmt_duration(rate.fresh_s)} more in a new worker; "
-                f"one short run: the least sure estimate)")
-    lo, hi = rate.spread
-    return (f"{shape}: from {rate.trials} stored trial{'s' * (rate.trials != 1)} of this recipe on {rate.device} "
-            f"(sweep{'s' * (len(rate.sweeps) != 1)} {', '.join(rate.sweeps)}); their per-image cost spans "
-            f"{(lo - 1) * 100:+.0f} % .. {(hi - 1) * 100:+.0f} % of the median")
+if TYPE_CHECKING:  # the forecast's shapes; forecast.py words each rate's source itself
+    from sweep.forecast import Forecast
 
 
 def _hours(seconds: float) -> str:

@@ -36,8 +36,8 @@ from dml_core.params.datasets import DATASETS
 from sweep.records import FINAL, SEARCH
 from sweep.resources import trial_loader_workers
 from sweep.spec import SweepError, SweepSpec, parse_sweep
-from sweep.store import PLAN_FILE
 
+PLAN_FILE = "plan.json"  # the typed plan as JSON: what marks a folder as a sweep to --resume
 PLAN_YAML = "sweep.yaml"  # the sweep's definition in its folder, rewritten by each session (sweep.runner)
 
 

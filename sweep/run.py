@@ -58,9 +58,9 @@ from dml_core.errors import first_line
 from sweep.checks import check_plan
 from sweep.console import SCREEN_CELLS, describe_plan
 from sweep.policy_lines import pilot_forecast_lines
-from sweep.plan import SweepPlan, load_plan
+from sweep.plan import PLAN_FILE, SweepPlan, load_plan
 from sweep.records import KILLED
-from sweep.store import PLAN_FILE, POINTER_FILE, check_store_file, default_store_path
+from sweep.store import POINTER_FILE, check_store_file, default_store_path
 from sweep.resources import check_fits, cluster_shapes, local_shape, read_node_types
 from sweep.local_ray import ray_address
 from sweep.runner import SweepOutcome, run_sweep, sync_sweep

@@ -15,11 +15,11 @@ from sweep.console import say
 from sweep.labels import plan_labels
 from sweep.pending import Restart
 from sweep.phases import RunOptions, SweepInterrupted, SweepRunner
-from sweep.plan import FINAL, SweepPlan
+from sweep.plan import FINAL, PLAN_FILE, SweepPlan
 from sweep.records import FAILED, FINISHED, KILLED
 from sweep.resources import check_fits, cluster_shapes
 from sweep.spec import SweepError
-from sweep.store import PLAN_FILE, SweepLog
+from sweep.store import SweepLog
 from sweep.sweep_folder import claim_sweep_dir, remove_plan_files, write_sweep_dir
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it

@@ -50,11 +50,10 @@ if TYPE_CHECKING:
 
 # The store file's names, imported from here by the driver and the tests.
 __all__ = ["SCHEMA_VERSION", "STORE_DIR", "STORE_ENV", "STORE_FILE", "StoreError", "TrialStore", "check_store_file",
-           "default_store_path", "on_network_fs", "LEGACY_LEDGER", "POINTER_FILE", "PLAN_FILE", "CHECKPOINT_DIR",
+           "default_store_path", "on_network_fs", "LEGACY_LEDGER", "POINTER_FILE", "CHECKPOINT_DIR",
            "SweepLog", "StoreMissing", "trial_record", "trial_checkpoint", "load_records", "describe_origin"]
 
 POINTER_FILE = "store.json"
-PLAN_FILE = "plan.json"
 CHECKPOINT_DIR = "checkpoints"
 
 

@@ -10,9 +10,9 @@ import yaml
 from dml_core.io import atomic_write_json, atomic_write_text, read_json
 from sweep.console import describe_plan, say
 from sweep.pending import Restart, check_base_unchanged, check_design_unchanged
-from sweep.plan import PLAN_YAML, SweepPlan
+from sweep.plan import PLAN_FILE, PLAN_YAML, SweepPlan
 from sweep.spec import SweepError
-from sweep.store import PLAN_FILE, POINTER_FILE, SweepLog, check_store_file, default_store_path
+from sweep.store import POINTER_FILE, SweepLog, check_store_file, default_store_path
 
 
 def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:

@@ -189,3 +189,18 @@ def test_store_flag_does_not_outlive_the_command(tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("DML_TRIAL_STORE", str(tmp_path / "mine.sqlite"))
     assert main([str(path), "--dry-run", "--out", str(tmp_path / "sw"), "--store", str(tmp_path / "s.sqlite")]) == 0
     assert os.environ["DML_TRIAL_STORE"] == str(tmp_path / "mine.sqlite")
+
+
+def test_a_calibrated_rate_prices_the_evaluations_it_timed(tmp_path: Path, monkeypatch) -> None:
+    """`--calibrate` times training and one evaluation apart: the evaluation's seconds are priced per
+    evaluation, not taken for the new-worker start-up (which `import_seconds` sets) and lost."""
+    from sweep import calibration
+
+    monkeypatch.setattr(calibration, "calibrate", lambda cfg, device: (0.0, 1.0, 100.0))  # evaluations only
+    monkeypatch.setattr(calibration, "import_seconds", lambda: 0.0)
+    plan = load_plan(write_yaml(tmp_path / "c.yaml", {"seeds": [0]}, train={**TINY_DIGITS["train"], "epochs": 3}))
+    forecast = fc.make_forecast(plan, tmp_path / "none.sqlite", trial_slots.Pool(1, "test"), calibrate_missing=True)
+    evaluations = fc.planned_work(plan)[0][0].evaluations
+    assert evaluations >= 1
+    # one trial: its start-up (1 s) + 100 s per evaluation
+    assert forecast.total.trial_s == pytest.approx(1.0 + 100.0 * evaluations)

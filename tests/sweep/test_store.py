@@ -19,7 +19,8 @@ from sweep.records import FAILED, FINISHED, TrialRecord
 from sweep.store import load_records
 from sweep.sweep_folder import resume_checks
 from sweep.spec import SweepError
-from sweep.store import LEGACY_LEDGER, PLAN_FILE, SweepLog, TrialStore, default_store_path
+from sweep.plan import PLAN_FILE
+from sweep.store import LEGACY_LEDGER, SweepLog, TrialStore, default_store_path
 from sweep_testlib import write_yaml
 
 GRID = {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1]}
