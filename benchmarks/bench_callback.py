@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import inspect
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -66,7 +68,16 @@ def replay(n: int, work: Path) -> float:
         log.update_meta(mlflow_parent_run_id=parent, tracking_uri=uri, experiment="replay")
     writer = MlflowWriter()
     runs = TrialRuns(log, tracker, "replay", {}, "holdout_", writer)
-    callback = TrackingCallback(plan, log, runs, Console(n, "recall_at_1", "recall_at_1", "holdout_"))
+    console = Console(n, "recall_at_1", "recall_at_1", "holdout_")
+    if "identify" in inspect.signature(TrackingCallback).parameters:  # the callback given what it needs, not the plan
+        from sweep.pending import identity
+        from sweep.progress import PlannedWork
+        from sweep.sequential import PolicyView
+
+        callback = TrackingCallback(log, runs, console, PlannedWork.of(plan, PolicyView.from_plan(plan)),
+                                    partial(identity, plan))
+    else:  # the releases before
+        callback = TrackingCallback(plan, log, runs, console)
     callback._hardware = "2 CPU, 0 GPU"  # what ray.cluster_resources() would say; Ray is not started
     callback.specs = plan.final_trials()
     start = time.process_time()
