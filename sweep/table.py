@@ -41,11 +41,12 @@ from typing import Any, Optional
 from dml_core.evaluation.names import ordered
 from dml_core.io import PathError
 from sweep.labels import fmt_value, method_of, metric_label, short_key, slug
+from sweep.plan import plan_of
 from sweep.spec import SweepError
 from sweep.stats import mean_ci
 from sweep.table_compare import bold_best, compare_with_baseline
 from sweep.table_data import (ARM_KEY, SWEEP_KEY, Entry, Sweep, Table, TableCell, TableError, Trial, canon, check_results,
-                              differing, load_sweep, plan_of_dir, sweep_names, value_of, value_text, values_text)
+                              differing, load_sweep, sweep_names, value_of, value_text, values_text)
 from sweep.table_render import WRITERS
 
 
@@ -86,7 +87,7 @@ def _load(sweep_dirs: list[Path], keys: list[str]) -> tuple[list[Sweep], list[Tr
     """The sweeps (each directory once) and their finished final trials; every key in `keys` must
     be a config key of some trial."""
     dirs = list(dict.fromkeys(Path(d) for d in sweep_dirs))
-    plans = [plan_of_dir(d) for d in dirs]
+    plans = [plan_of(d) for d in dirs]
     sweeps = [load_sweep(d, i, n, p) for i, (d, n, p) in enumerate(zip(dirs, sweep_names(plans, dirs), plans))]
     loaded = [t for s in sweeps for t in s.trials]
     if not loaded:

@@ -95,7 +95,7 @@ def protocol_of(plan: SweepPlan) -> str:
 def load_sweep(sweep_dir: Path, index: int = 0, name: Optional[str] = None, plan: Optional[SweepPlan] = None) -> Sweep:
     """A sweep directory's finished final trials with their resolved configs, and a count of the
     trials left out."""
-    plan = plan or plan_of_dir(sweep_dir)
+    plan = plan or plan_of(sweep_dir)
     name = name or plan.name
     cells = {c.id: (i, c) for i, c in enumerate(plan.cells)}
     labels = plan_labels(plan)
@@ -133,12 +133,6 @@ def load_sweep(sweep_dir: Path, index: int = 0, name: Optional[str] = None, plan
     policy = PolicyView.from_plan(plan)
     search = sum(r.phase == SEARCH for r in all_records)
     return Sweep(plan, sweep_dir, name, trials, policy, records, left_out, search)
-
-
-def plan_of_dir(sweep_dir: Path) -> SweepPlan:
-    if not (sweep_dir / "sweep.yaml").is_file():
-        raise TableError(f"{sweep_dir}: not a sweep directory (no sweep.yaml)")
-    return plan_of(sweep_dir)
 
 
 def sweep_names(plans: list[SweepPlan], sweep_dirs: list[Path]) -> list[str]:
