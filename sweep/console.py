@@ -201,6 +201,20 @@ def closing_block(outcome: Any, wall_s: float) -> str:
     return "\n".join(lines)
 
 
+def phase_header(plan: SweepPlan, phase: str, expected: int, ended: int) -> str:
+    """`-- final: 8 trials = 4 cells x 2 seeds, scored on the test split`: a phase's first line."""
+    done = f" ({ended} done before, resuming)" if ended else ""
+    seeds = len(plan.seeds)
+    if phase == SEARCH:
+        s = plan.spec.search
+        on = "held-out training classes" if s.holdout is not None else "the test split"
+        on = f"{s.folds} class-disjoint folds of the training classes (fold mean)" if s.folds else on
+        what = f"{len(plan.cells)} cells x {s.num_samples} Optuna samples on seed {plan.seeds[0]}, scored on {on}"
+    else:
+        what = f"{len(plan.cells)} cells x {seeds} seed{'s' * (seeds > 1)}, scored on the test split"
+    return f"-- {phase}: {expected} trials = {what}{done}"
+
+
 # ------------------------------------------------------------------ the plan, before it runs
 
 # Cells listed on the console; past this the list is cut to its head and tail (a 10,000-cell grid

@@ -18,23 +18,20 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from sweep.console import say
+from sweep.console import phase_header, say
 from sweep.pending import (check_growth, crashed_pairs, final_work, identity, kept_value, search_left, stored_answer,
                            unsearched)
-from sweep.plan import FINAL, SEARCH, Cell, SweepPlan, TrialSpec
+from sweep.plan import FINAL, SEARCH, SweepPlan, TrialSpec
 from sweep.records import KILLED, BestChoice
 from sweep.store import SweepLog
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
+    from sweep.sequential import PolicyView
     from sweep.trial_runs import TrialRuns
 
 
 class SweepInterrupted(Exception):
     """Ctrl-C (or a lost driver loop) stopped a phase before all its trials ended."""
-
-
-def _trial_dirname(trial: Any) -> str:
-    return trial.trial_id  # the default embeds the whole config in the folder name
 
 
 @dataclass
@@ -49,60 +46,83 @@ class RunOptions:
 
 
 class SweepRunner:
-    """Wires a plan's phases to Ray Tune: what each phase runs is `sweep.pending`'s decision; this
-    builds the Tuners, runs them, and hands each result to the Tune callback (`sweep.tune_callback`)."""
+    """Runs a plan's phases: what each phase runs is `sweep.pending`'s decision, how Ray Tune runs it
+    `sweep.tuners`'s; each result goes to the Tune callback (`sweep.tune_callback`)."""
 
-    def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions) -> None:
+    def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions,
+                 view: Optional["PolicyView"]) -> None:
         from sweep.console import Console
         from sweep.progress import PlannedWork
-        from sweep.sequential import PolicyView
         from sweep.tune_callback import TrackingCallback
 
         self.plan, self.spec = plan, plan.spec
         self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
         self.labels = runs.labels
-        self.view = PolicyView.from_plan(plan)  # built once: the rounds and the callback's ETA read the same view
+        self.view = view  # the sweep's one view of its seed policy: the rounds and the callback's ETA read it
         total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
         self.console = Console(total, self.spec.metric, self.spec.search_metric, runs.search_prefix, sweep_dir)
-        self.callback = TrackingCallback(log, runs, self.console, PlannedWork.of(plan, self.view), partial(identity, plan))
+        self.callback = TrackingCallback(log, runs, self.console, PlannedWork.of(plan, view), partial(identity, plan))
         self.reused = 0  # trials this session answered from the store
         self._identities: dict[str, tuple[dict[str, Any], Any]] = {}
-
-    def _trainable(self, specs: list[TrialSpec]) -> Any:
-        """The phase's Tune function: the base config and the phase's specs travel once through
-        Ray's object store; each trial's config holds only its spec's index."""
-        from ray import tune
-
-        from sweep.trainable import run_trial
-
-        res = self.spec.resources_per_trial
-        bound = tune.with_parameters(run_trial, base=self.plan.base, source=self.plan.source,
-                                     sweep_dir=str(self.sweep_dir), specs=specs,
-                                     metrics=tuple({self.spec.metric, self.spec.search_metric}))
-        self.callback.specs = specs
-        return tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
-
-    # ---------------------------------------------------------------- phases
 
     def run(self) -> None:
         # The report's modules (matplotlib, pyarrow: about a second) load while the trials run,
         # when the driver mostly waits, rather than between the last trial and the report.
         threading.Thread(target=_import_report_modules, name="import-report", daemon=True).start()
-        best: dict[str, dict[str, Any]] = {}
-        if self.spec.search:
-            self.run_search()
-            best = {cell.id: p for cell in self.plan.cells if (p := self._best_params(cell)) is not None}
+        best = self.run_search() if self.spec.search else {}
         if self.view is not None:
             self._run_rounds(best)
         else:
             self.run_final(best)
+
+    def run_search(self) -> dict[str, dict[str, Any]]:
+        """The search phase, when samples are left (one Tune experiment; samples some sweep
+        finished are answered from the store), then the searched values each cell keeps
+        (`pending.kept_value`): cell id -> values. A choice made now is recorded and told."""
+        from sweep.search import JournalSearchGenerator, PerCellSearch, per_cell_scheduler
+        from sweep.tuners import search_tuner
+
+        plan, spec, search = self.plan, self.spec, self.spec.search
+        specs = [plan.search_trial(cell) for cell in plan.cells]
+        answer = self._answerer(specs) if self.options.reuse else None
+        if left := search_left(plan, self.log):
+            say(phase_header(plan, SEARCH, plan.num_search_trials, plan.num_search_trials - left))
+            searcher = PerCellSearch(
+                [s.cell for s in specs], search.params, search.num_samples, spec.search_metric, spec.search_mode,
+                seed=plan.seeds[0], sweep_dir=self.sweep_dir, max_concurrent=spec.max_concurrent_trials, answer=answer,
+            )
+            self.callback.specs = specs
+            searcher.answer_from_store()
+            if not searcher.done:
+                search_tuner(plan, self.sweep_dir, specs, JournalSearchGenerator(searcher),
+                             per_cell_scheduler(spec, plan.max_epochs), self.callback, self.options.verbose).fit()
+                self.runs.flush()  # every MLflow write of the phase made, every run id in the store
+            if search_left(plan, self.log):
+                raise SweepInterrupted(SEARCH)  # Tune returns normally after Ctrl-C; the store tells
+            # Samples started just before a driver was killed, and lost from Tune's state with it,
+            # stay KILLED in the table and MLflow (Optuna drew replacements).
+            for r in self.log.trials():
+                if r.phase == SEARCH and not r.ended and r.status != KILLED:
+                    r = self.log.trial_killed(r.key, error="lost with a killed driver; replaced by a new sample")
+                    if self.runs.ref(r) is not None:
+                        self.runs.end(r)
+            self.runs.flush()
+        best = {}
+        for cell in plan.cells:
+            kept = kept_value(plan, self.log, cell)
+            if kept is not None and kept.choice is not None:
+                self.log.search_chosen(cell.id, BestChoice(**kept.choice.record(), samples=kept.samples))
+                say(kept.choice.console_line(self.labels[cell.id], spec.search_metric, self.runs.search_prefix.rstrip("_")))
+            if kept is not None and kept.params is not None:
+                best[cell.id] = kept.params
+        return best
 
     def _run_rounds(self, best: dict[str, dict[str, Any]]) -> None:
         """The final phase of a seed policy: rounds of trials, each chosen from the records by
         `sweep.sequential` (only the cells of comparisons still open get seeds), until no
         comparison is open. What ran before counts, so a resumed sweep continues where it was;
         each round goes through `run_final` (resume, reuse and growth as for any final trial)."""
-        from sweep.policy_lines import policy_end_lines, policy_look_lines
+        from sweep.policy_lines import round_lines
 
         view = self.view
         say(f"-- final: {view.rule()}")
@@ -110,46 +130,23 @@ class SweepRunner:
         todo = crashed_pairs(self.log, self.plan.final_trials(best)) if self.options.retry_failed else set()
         seen: dict[Any, int] = {}  # quantity -> the look its last console line showed
         while True:
-            records = [r for r in self.log.trials() if r.phase == FINAL]
-            for line in policy_look_lines(view, view.assess(records), self.labels, self.spec.mode, seen):
+            assessments, round_ = view.look([r for r in self.log.trials() if r.phase == FINAL])
+            todo |= set(round_)
+            for line in round_lines(view, assessments, self.labels, self.spec.mode, seen, done=not todo):
                 say(line)
-            todo |= set(view.next_round(records))
             if not todo:
-                for line in policy_end_lines(view, view.assess(records), self.labels):
-                    say(line)
                 break
             seeds = sorted({seed for _, seed in todo})
             say(f"-- final round: {len(todo)} trials = {len({cell for cell, _ in todo})} cells x seeds {seeds}")
             self.run_final(best, only=todo, header=False)
             todo = set()
 
-    def run_search(self) -> None:
-        from sweep.search import JournalSearchGenerator, PerCellSearch
+    def run_final(self, best: dict[str, dict[str, Any]], only: Optional[set[tuple[str, int]]] = None,
+                  header: bool = True) -> None:
+        """The final trials, or only the (cell, seed) pairs `only` (a seed policy's round): each
+        cell with its searched values; one Tune experiment for those that train."""
+        from sweep.tuners import final_tuner
 
-        specs = [self.plan.search_trial(cell) for cell in self.plan.cells]
-        expected = self.plan.num_search_trials
-        left = search_left(self.plan, self.log)
-        if not left:
-            return
-        self._header(SEARCH, expected, expected - left)
-        spec, search = self.spec, self.spec.search
-        searcher = PerCellSearch(
-            [s.cell for s in specs], search.params, search.num_samples, spec.search_metric, spec.search_mode,
-            seed=self.plan.seeds[0], sweep_dir=self.sweep_dir, max_concurrent=spec.max_concurrent_trials,
-            answer=self._answerer(specs) if self.options.reuse else None,
-        )
-        self.callback.specs = specs
-        searcher.answer_from_store()
-        if not searcher.done:
-            self._fit(SEARCH, self._search_tuner(specs, JournalSearchGenerator(searcher)))
-        if search_left(self.plan, self.log):
-            raise SweepInterrupted(SEARCH)  # Tune returns normally after Ctrl-C; the store tells
-        self._close_orphans(SEARCH)
-
-    def run_final(self, best: dict[str, dict[str, Any]], seeds: Optional[list[int]] = None,
-                  only: Optional[set[tuple[str, int]]] = None, header: bool = True) -> None:
-        """The final trials of `seeds` (default: the plan's), or only the (cell, seed) pairs `only`
-        (a seed policy's round): each cell with its searched values."""
         specs = self.plan.final_trials(best)
         if self.spec.search:
             specs = self._drop_unsearched(specs, best)
@@ -160,29 +157,24 @@ class SweepRunner:
                 + (", ..." if len(changed) > 3 else ""))
             for key in changed:
                 self.callback.discard(key)
-        specs = [s for s in specs if (seeds is None or s.seed in seeds) and (only is None or (s.cell, s.seed) in only)]
+        specs = [s for s in specs if only is None or (s.cell, s.seed) in only]
         work = final_work(self.plan, self.log, specs, identities, reuse=self.options.reuse,
                           retry_failed=self.options.retry_failed)
         for note in self.log.store.notes:  # records the store would not (wholly) reuse
             say(f"   {note}")
         self.log.store.notes.clear()
         if header and (work.run or work.reuse):
-            self._header(FINAL, len(specs), work.ended)
+            say(phase_header(self.plan, FINAL, len(specs), work.ended))
         for r in work.reuse:
             self.callback.record_reused(r.spec, r.spec.key, r.ident, r.origin, r.record, r.spec.params)
             self.reused += 1
         if work.run:
             self.callback.identities = identities
-            self._fit(FINAL, self._final_tuner(work.run))
+            final_tuner(self.plan, self.sweep_dir, work.run, self.callback, self.options.verbose).fit()
+            self.runs.flush()  # every MLflow write of the phase made, every run id in the store
         left = [s.key for s in specs if not ((r := self.log.get(s.key)) and r.ended)]
         if left:
             raise SweepInterrupted(FINAL)
-
-    def _fit(self, phase: str, tuner: Any) -> None:
-        """One driver session of a phase, always as a new Tune experiment: what ran before is known
-        from the store (and the Optuna journal, and the trials' checkpoints), never from Tune's folders."""
-        tuner(self._experiment_name(phase)).fit()
-        self.runs.flush()  # every MLflow write of the phase made, every run id in the store
 
     def _identity(self, spec: TrialSpec) -> Any:
         """A final trial's identity, computed once per session (a seed policy asks every round)."""
@@ -205,104 +197,6 @@ class SweepRunner:
             return found.record.value(metric)
 
         return answer
-
-    def _experiment_name(self, phase: str) -> str:
-        """`final` the first time, `final-2`, `final-3`, ... for each later session of the phase."""
-        name, n = phase, 1
-        while (self.sweep_dir / name).exists():
-            n += 1
-            name = f"{phase}-{n}"
-        return name
-
-    def _header(self, phase: str, expected: int, ended: int) -> None:
-        done = f" ({ended} done before, resuming)" if ended else ""
-        seeds = len(self.plan.seeds)
-        if phase == SEARCH:
-            s = self.spec.search
-            on = "held-out training classes" if s.holdout is not None else "the test split"
-            on = f"{s.folds} class-disjoint folds of the training classes (fold mean)" if s.folds else on
-            what = f"{len(self.plan.cells)} cells x {s.num_samples} Optuna samples on seed {self.plan.seeds[0]}, scored on {on}"
-        else:
-            what = f"{len(self.plan.cells)} cells x {seeds} seed{'s' * (seeds > 1)}, scored on the test split"
-        say(f"-- {phase}: {expected} trials = {what}{done}")
-
-    def _close_orphans(self, phase: str) -> None:
-        """Search samples started just before a driver was killed, and lost from Tune's state with
-        it, stay KILLED in the table and MLflow (Optuna drew replacements)."""
-        for r in self.log.trials():
-            if r.phase == phase and not r.ended and r.status != KILLED:
-                r = self.log.trial_killed(r.key, error="lost with a killed driver; replaced by a new sample")
-                if self.runs.ref(r) is not None:
-                    self.runs.end(r)
-        self.runs.flush()
-
-    def _run_config(self, name: str) -> Any:
-        from ray import tune
-
-        from sweep.compat import tune_loggers
-
-        return tune.RunConfig(
-            name=name,
-            storage_path=str(self.sweep_dir),
-            callbacks=[self.callback, *tune_loggers()],  # one callback of ours: store, then MLflow, then console
-            failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
-            verbose=self.options.verbose,
-        )
-
-    def _trial_name(self, specs: list[TrialSpec]) -> Any:
-        def name(trial: Any) -> str:
-            """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`."""
-            spec = specs[trial.config["trial"]]
-            return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
-
-        return name
-
-    def _final_tuner(self, todo: list[TrialSpec]) -> Any:
-        """name -> a Tuner of the final trials `todo`: the grid carries their indices, not specs."""
-        from ray import tune
-
-        def tuner(name: str) -> Any:
-            config = tune.TuneConfig(
-                num_samples=1, max_concurrent_trials=self.spec.max_concurrent_trials, reuse_actors=True,
-                trial_dirname_creator=_trial_dirname, trial_name_creator=self._trial_name(todo),
-            )
-            space = {"trial": tune.grid_search(list(range(len(todo))))}
-            return tune.Tuner(self._trainable(todo), param_space=space, tune_config=config,
-                              run_config=self._run_config(name))
-
-        return tuner
-
-    def _search_tuner(self, specs: list[TrialSpec], searcher: Any) -> Any:
-        from ray import tune
-
-        from sweep.search import PerCellASHA
-
-        spec = self.spec
-        metric, mode = spec.search_metric, spec.search_mode
-        scheduler = None
-        if spec.scheduler.name == "asha":
-            scheduler = PerCellASHA(
-                metric, mode, time_attr="epoch", max_t=self.plan.max_epochs,
-                grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor,
-            )
-        config = tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=self.plan.num_search_trials, metric=metric, mode=mode,
-            reuse_actors=True, trial_dirname_creator=_trial_dirname, trial_name_creator=self._trial_name(specs),
-        )
-        return lambda name: tune.Tuner(self._trainable(specs), tune_config=config, run_config=self._run_config(name))
-
-    # ---------------------------------------------------------------- search results
-
-    def _best_params(self, cell: Cell) -> Optional[dict[str, Any]]:
-        """The searched values `cell` keeps (`pending.kept_value`); a choice made now is recorded and told."""
-        kept = kept_value(self.plan, self.log, cell)
-        if kept is None:
-            return None
-        if kept.choice is not None:
-            choice = kept.choice
-            self.log.search_chosen(cell.id, BestChoice(**choice.record(), samples=kept.samples))
-            say(choice.console_line(self.labels[cell.id], self.spec.search_metric, self.runs.search_prefix.rstrip("_")))
-        return kept.params
 
     def _drop_unsearched(self, trials: list[TrialSpec], best: dict[str, Any]) -> list[TrialSpec]:
         """The final trials of cells with a searched value; the others are recorded as failed (`pending.unsearched`)."""

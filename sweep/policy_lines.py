@@ -83,7 +83,7 @@ def policy_look_lines(view: PolicyView, assessments: list[Any], labels: dict[str
 
 def _shape(metric: str, a: Any) -> str:
     """` Note: seed 7 (-12.3 points) lies far from ...` beside a comparison's verdict, or ""."""
-    from sweep.sequential import shape_note
+    from sweep.stats import shape_note
 
     note = shape_note(metric, dict(zip(a.comparison.seeds, a.diffs))) if a.quantity.ref is not None else ""
     return f". {note}" if note else ""
@@ -112,6 +112,13 @@ def policy_end_lines(view: PolicyView, assessments: list[Any], labels: dict[str,
         if fc is not None:
             lines.append("   " + forecast_words(view.metric, fc, compared))
     return lines
+
+
+def round_lines(view: PolicyView, assessments: list[Any], labels: dict[str, str], mode: str,
+                seen: dict[Any, int], done: bool) -> list[str]:
+    """What a seed policy prints after a round: each new look (`policy_look_lines`), and when no
+    comparison is left open (`done`) the closing lines (`policy_end_lines`)."""
+    return policy_look_lines(view, assessments, labels, mode, seen) + (policy_end_lines(view, assessments, labels) if done else [])
 
 
 def forecast_words(metric: str, fc: Any, compared: bool = True) -> str:

@@ -25,9 +25,9 @@ from sweep.labels import comparison_label, metric_label, plan_labels
 from sweep.plan import Cell, SweepPlan, plan_of
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
 from sweep.store import load_records
-from sweep.sequential import PolicyView, shape_note
+from sweep.sequential import PolicyView
 from sweep.units import fmt_points, from_points, in_unit, metric_range, points_suffix, unit_of
-from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison
+from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, shape_note
 from sweep.stats import verdict as stats_verdict
 
 EVALUATIONS = ("last", "best", "best_on_test")
@@ -93,7 +93,7 @@ class Comparison:
     diffs: dict[int, float]  # seed -> cell - baseline
     verdict: str
     margin: Optional[float] = None  # the equivalence margin, raw units (sweep.equivalence_margin)
-    note: str = ""  # beside the verdict: a seed far from the others (`sweep.sequential.shape_note`)
+    note: str = ""  # beside the verdict: a seed far from the others (`sweep.stats.shape_note`)
 
     @property
     def repeated(self) -> bool:
@@ -158,12 +158,18 @@ class SweepResults:
 
     @classmethod
     def build(cls, plan: SweepPlan, records: SweepRecords, evaluation: Optional[str] = None) -> "SweepResults":
+        """The results of `plan` from `records` (its seed policy's view built here)."""
+        return cls.of_view(plan, PolicyView.from_plan(plan), records, evaluation)
+
+    @classmethod
+    def of_view(cls, plan: SweepPlan, policy: Optional[PolicyView], records: SweepRecords,
+                evaluation: Optional[str] = None) -> "SweepResults":
+        """The results of `plan` under `policy` (`PolicyView.from_plan(plan)`, which a driver holds)."""
         evaluation = evaluation or plan.spec.report.evaluation
         if evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation: {evaluation!r} is not one of {', '.join(EVALUATIONS)}")
         metric, mode = plan.spec.metric, plan.spec.mode
         labels = plan_labels(plan)
-        policy = PolicyView.from_plan(plan)
         trials = [with_evaluation(t, evaluation, metric, mode) for t in records.trials]
         # One pass over the records: final values by cell, metric and seed; search samples by cell.
         values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -178,16 +184,18 @@ class SweepResults:
                         values[t.cell][m][t.seed] = float(v)
                 names.update(t.metrics)
         metrics = ordered(names - {"epoch"})
-        cells = []
-        for cell in plan.cells:
-            by_metric = {m: dict(values[cell.id].get(m, {})) for m in metrics}
-            stats = {m: _estimate(mean_ci(list(v.values())), m) for m, v in by_metric.items()}
-            cells.append(CellResult(cell, labels[cell.id], by_metric, stats))
-        comparisons = _comparisons(plan, cells, labels, metrics, mode, policy, trials)
+        by_cell = {cell.id: {m: dict(values[cell.id].get(m, {})) for m in metrics} for cell in plan.cells}
         search = [SearchResult(c.id, labels[c.id], len(samples[c.id]), sum(t.finished for t in samples[c.id]),
                                records.meta.best.get(c.id), samples[c.id])
                   for c in plan.cells] if plan.spec.search else []
-        return cls(plan, records, evaluation, labels, metrics, cells, comparisons, search, _search_notes(search), policy)
+        notes = _search_notes(search)
+        # The statistics, in one pass: each comparison (baseline rule, the policy's stops, paired
+        # tests and verdicts), then each cell's interval.
+        comparisons = _comparisons(plan, by_cell, labels, metrics, mode, policy, trials)
+        cells = [CellResult(cell, labels[cell.id], by_cell[cell.id],
+                            {m: _estimate(mean_ci(list(v.values())), m) for m, v in by_cell[cell.id].items()})
+                 for cell in plan.cells]
+        return cls(plan, records, evaluation, labels, metrics, cells, comparisons, search, notes, policy)
 
     @classmethod
     def of_dir(cls, sweep_dir: str | Path, evaluation: Optional[str] = None) -> "SweepResults":
@@ -311,12 +319,11 @@ def _estimate(ci: MeanCI, metric: str) -> Estimate:
     return Estimate.of(ci.n, ci.mean, ci.low, ci.high, metric_range(metric))
 
 
-def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str], metrics: list[str], mode: str,
-                 policy: Optional[PolicyView], trials: list[TrialRecord]) -> list[Comparison]:
+def _comparisons(plan: SweepPlan, values: dict[str, dict[str, dict[int, float]]], labels: dict[str, str],
+                 metrics: list[str], mode: str, policy: Optional[PolicyView], trials: list[TrialRecord]) -> list[Comparison]:
     """Each cell against its baseline on every metric, paired by seed; under a seed policy the
     interval is the policy's repeated CI at the look where it stopped (`sweep.sequential`). The
     verdict is `sweep.stats.verdict`'s, with the equivalence margin when the sweep sets one."""
-    by_id = {c.id: c for c in cells}
     refs = references(plan.cells, plan.spec.baseline)
     margin_points = plan.spec.equivalence_margin
     out = []
@@ -325,10 +332,10 @@ def _comparisons(plan: SweepPlan, cells: list[CellResult], labels: dict[str, str
         margin = None if margin_points is None else from_points(m, margin_points)
         shown = None if margin is None else f"{in_unit(m, margin):g}" + points_suffix(m)
         for cell_id, ref in refs.items():
-            a, b = by_id[cell_id], by_id[ref.id]
-            test = stopped.get((cell_id, ref.id)) or paired_comparison(a.values[m], b.values[m])
+            a, b = values[cell_id][m], values[ref.id][m]
+            test = stopped.get((cell_id, ref.id)) or paired_comparison(a, b)
             diff = Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(m, difference=True))
-            diffs = {s: a.values[m][s] - b.values[m][s] for s in test.seeds if s in a.values[m] and s in b.values[m]}
+            diffs = {s: a[s] - b[s] for s in test.seeds if s in a and s in b}
             out.append(Comparison(cell_id, ref.id, comparison_label(labels[cell_id], labels[ref.id]), m, test, diff, diffs,
                                   stats_verdict(test, mode, margin=margin, margin_text=shown), margin, shape_note(m, diffs)))
     order = {c.id: i for i, c in enumerate(plan.cells)}

@@ -23,6 +23,7 @@ from sweep.store import SweepLog
 from sweep.sweep_folder import claim_sweep_dir, remove_plan_files, write_sweep_dir
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
+    from sweep.sequential import PolicyView
     from sweep.trial_runs import TrialRuns
 
 
@@ -77,6 +78,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracker import Tracker
+    from sweep.sequential import PolicyView
     from sweep.trial_runs import TrialRuns
     from sweep.trainable import clean_stale_scratch
 
@@ -101,12 +103,13 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
         writer.check()  # a store that already failed to open: still no sweep folder
         log = write_sweep_dir(plan, sweep_dir, log, store)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan), writer)
-        return _run_phases(plan, sweep_dir, options, log, runs, tracking_uri, restart)
+        view = PolicyView.from_plan(plan)  # built once: the rounds, the ETA and the results read the same view
+        return _run_phases(plan, view, sweep_dir, options, log, runs, tracking_uri, restart)
     finally:
         writer.close()
 
 
-def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
+def _run_phases(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
     from sweep.trial_runs import end_parent, parent_fields, sync_runs
     from sweep.tune_callback import mark_killed
@@ -115,7 +118,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
         before = log.meta.tracking_uri
         moved = f" (this sweep's runs were in {before}: rebuilt there from the trial store)" if before and before != tracking_uri else ""
         say(f"MLflow: writing to {tracking_uri}{moved}")
-    runner = SweepRunner(plan, sweep_dir, log, runs, options)
+    runner = SweepRunner(plan, sweep_dir, log, runs, options, view)
     started = time.monotonic()
     try:
         runs.open_parent(parent_fields(plan, sweep_dir, log))
@@ -143,7 +146,7 @@ def _run_phases(plan: SweepPlan, sweep_dir: Path, options: RunOptions, log: Swee
         except OSError:  # a store that failed: the error the sweep stopped with is the one to show
             if sys.exc_info()[0] is None:
                 raise
-    outcome = _conclude(plan, sweep_dir, log, runs)
+    outcome = _conclude(plan, view, sweep_dir, log, runs)
     outcome.reused, outcome.tracking_uri, outcome.wall_s = runner.reused, tracking_uri, session_s
     return outcome
 
@@ -163,7 +166,7 @@ def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: Sw
         end_parent(runs, FAILED, f"{type(error).__name__}: {error}")
 
 
-def _conclude(plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns") -> SweepOutcome:
+def _conclude(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, log: SweepLog, runs: "TrialRuns") -> SweepOutcome:
     """After the phases: one `SweepResults`, the report, the MLflow parent's metrics and files."""
     from sweep.report import write_report
     from sweep.results import SweepResults
@@ -173,7 +176,7 @@ def _conclude(plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns"
     records = log.records()  # once: the final trials' states and every writer's results
     final = [r for r in records.trials if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
-    results = SweepResults.build(plan, records)
+    results = SweepResults.of_view(plan, view, records)
     files = write_report(sweep_dir, results=results)
     all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
     parent = publish_sweep(runs, results, files, all_failed)

@@ -239,3 +239,11 @@ class PerCellASHA(FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"ASHA per grid cell ({len(self._per_cell)} cells)"
+
+
+def per_cell_scheduler(spec: Any, max_epochs: int) -> Optional[PerCellASHA]:
+    """The search's early stopping (`sweep.scheduler`): ASHA per cell, or None (every sample runs out)."""
+    if spec.scheduler.name != "asha":
+        return None
+    return PerCellASHA(spec.search_metric, spec.search_mode, time_attr="epoch", max_t=max_epochs,
+                       grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)

@@ -45,7 +45,7 @@ from sweep.plan import Cell, SweepPlan
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
 from sweep.spec import SeedPolicy
 from sweep.stats import ALPHA, PairedComparison
-from sweep.units import fmt_points, from_points, points_suffix
+from sweep.units import from_points, points_suffix
 
 PROCEDURE = "repeated CI"  # the `PairedComparison.procedure` of a seed policy's comparison
 REFERENCE = ("repeated confidence intervals (Jennison & Turnbull 1989; Group Sequential Methods, 2000, ch. 9): "
@@ -253,13 +253,14 @@ def assess(design: Design, seeds: list[int], qs: list[Quantity], records: Iterab
 
 
 def next_round(design: Design, seeds: list[int], qs: list[Quantity], records: Iterable[TrialRecord],
-               metric: str) -> list[tuple[str, int]]:
+               metric: str, assessed: Optional[list[Assessment]] = None) -> list[tuple[str, int]]:
     """The (cell, seed) trials of the next round, in plan order: for every quantity still open,
-    its cells' seeds up to its next look that have not ended. Empty: the policy is done."""
+    its cells' seeds up to its next look that have not ended. Empty: the policy is done.
+    `assessed`: `assess` of the same records, when the caller has it."""
     records = list(records)
     ended, _ = _outcomes(records, metric)
     todo: dict[tuple[str, int], None] = {}
-    for a in assess(design, seeds, qs, records, metric):
+    for a in assess(design, seeds, qs, records, metric) if assessed is None else assessed:
         if a.closed:
             continue
         upto = design.looks[a.look + 1]  # look -1 (nothing complete yet) -> the first look
@@ -315,6 +316,13 @@ class PolicyView:
     def next_round(self, records: Iterable[TrialRecord]) -> list[tuple[str, int]]:
         return next_round(self.design, self.seeds, self.quantities, records, self.metric)
 
+    def look(self, records: Iterable[TrialRecord]) -> tuple[list[Assessment], list[tuple[str, int]]]:
+        """Where each quantity stands and the next round's trials (empty: the policy is done),
+        from one assessment of `records`."""
+        records = list(records)
+        assessed = self.assess(records)
+        return assessed, next_round(self.design, self.seeds, self.quantities, records, self.metric, assessed)
+
     def rule(self) -> str:
         """The policy in words, for the plan, the console and the report."""
         p = self.policy
@@ -328,51 +336,3 @@ class PolicyView:
         looks = ", ".join(str(n) for n in self.design.looks)
         return (f"seeds added in rounds (looks at {looks} seeds per cell) until " + " or ".join(until)
                 + f"; at most {self.design.looks[-1]}")
-
-
-# --------------------------------------------------------------------------- what the procedure assumes
-
-# The intervals assume roughly normal paired differences. Heavy symmetric tails only make them
-# conservative; skew does not: a seed that now and then collapses (left skew, mean 0) leaves
-# 3-6 seeds that look like a clear gain when no collapse happens to be among them, and no
-# procedure can see a collapse that is not in its data (docs/conclusions.md has the rates). What
-# can be seen is flagged: a seed far from the others, by the Bonferroni outlier test on
-# externally studentized differences (exact under normality: t with n - 2 df, Cook & Weisberg
-# 1982, "Residuals and Influence in Regression", 2.2.1).
-OUTLIER_ALPHA = 0.01
-
-
-def outlier_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of `values` (NaN: no value): the Bonferroni-adjusted p of its most outlying value
-    (1 where fewer than 3 values, or all equal) and that value's column. Vectorised: the
-    simulation test runs thousands of rows."""
-    x = np.atleast_2d(np.asarray(values, dtype=float))
-    finite = np.isfinite(x)
-    n = finite.sum(axis=1)
-    mean = np.where(finite, x, 0.0).sum(axis=1) / np.maximum(n, 1)
-    d = np.where(finite, x - mean[:, None], 0.0)
-    total = (d ** 2).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Leaving value i out: its distance to the others' mean is d_i n / (n - 1), their sum of
-        # squares total - d_i^2 n / (n - 1), with n - 2 degrees of freedom.
-        share = (n / np.maximum(n - 1, 1))[:, None]
-        rest = np.maximum(total[:, None] - d ** 2 * share, 0.0) / np.maximum(n - 2, 1)[:, None]
-        t = d * share / np.sqrt(rest * (1 + 1 / np.maximum(n - 1, 1))[:, None])
-        p = 2 * special.stdtr(np.maximum(n - 2, 1)[:, None], -np.abs(t))
-    p = np.where(finite & (d != 0) & (n >= 3)[:, None], p, 1.0)  # 0 / 0 (the others all equal it): not an outlier
-    col = np.argmin(p, axis=1)
-    return np.minimum(1.0, n * p[np.arange(len(p)), col]), col
-
-
-def shape_note(metric: str, diffs: dict[int, float]) -> str:
-    """One line beside a verdict when a seed's paired difference lies far from the others (the
-    outlier test at OUTLIER_ALPHA), else "": the interval assumes roughly normal differences."""
-    seeds = [s for s, v in diffs.items() if math.isfinite(v)]
-    if len(seeds) < 3:
-        return ""
-    (p,), (i,) = outlier_test(np.array([[diffs[s] for s in seeds]]))
-    if p >= OUTLIER_ALPHA:
-        return ""
-    unit = points_suffix(metric)
-    return (f"Note: seed {seeds[i]} ({fmt_points(metric, diffs[seeds[i]])}{unit}) lies far from the other seeds "
-            f"(outlier test p = {p:.2g}); the interval assumes roughly normal differences.")

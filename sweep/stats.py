@@ -9,7 +9,8 @@ A sweep typically has 3-5 seeds per cell. With n = 3 the 95 % t multiplier is 4.
 are wide and the paired test has little power: read p-values as descriptive, and note that no
 correction for comparing many cells against one baseline is applied. A seed policy (seeds added
 until the answer is clear) needs intervals that hold under that optional stopping: those are in
-`sweep.sequential`; `verdict` turns either kind into words.
+`sweep.sequential`; `verdict` turns either kind into words, and `shape_note` flags a seed far
+from the others beside it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
+
+from sweep.units import fmt_points, points_suffix
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE  # a verdict other than "inconclusive" needs p below this
@@ -129,3 +132,51 @@ def verdict(c: PairedComparison, mode: str, *, margin: float | None = None, marg
     if c.low == c.high:  # every difference 0: the two cells scored the same on every seed
         return "no test (identical differences)"
     return "inconclusive"
+
+
+# --------------------------------------------------------------------------- what the procedure assumes
+
+# The intervals assume roughly normal paired differences. Heavy symmetric tails only make them
+# conservative; skew does not: a seed that now and then collapses (left skew, mean 0) leaves
+# 3-6 seeds that look like a clear gain when no collapse happens to be among them, and no
+# procedure can see a collapse that is not in its data (docs/conclusions.md has the rates). What
+# can be seen is flagged: a seed far from the others, by the Bonferroni outlier test on
+# externally studentized differences (exact under normality: t with n - 2 df, Cook & Weisberg
+# 1982, "Residuals and Influence in Regression", 2.2.1).
+OUTLIER_ALPHA = 0.01
+
+
+def outlier_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `values` (NaN: no value): the Bonferroni-adjusted p of its most outlying value
+    (1 where fewer than 3 values, or all equal) and that value's column. Vectorised: the
+    simulation test runs thousands of rows."""
+    x = np.atleast_2d(np.asarray(values, dtype=float))
+    finite = np.isfinite(x)
+    n = finite.sum(axis=1)
+    mean = np.where(finite, x, 0.0).sum(axis=1) / np.maximum(n, 1)
+    d = np.where(finite, x - mean[:, None], 0.0)
+    total = (d ** 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Leaving value i out: its distance to the others' mean is d_i n / (n - 1), their sum of
+        # squares total - d_i^2 n / (n - 1), with n - 2 degrees of freedom.
+        share = (n / np.maximum(n - 1, 1))[:, None]
+        rest = np.maximum(total[:, None] - d ** 2 * share, 0.0) / np.maximum(n - 2, 1)[:, None]
+        t = d * share / np.sqrt(rest * (1 + 1 / np.maximum(n - 1, 1))[:, None])
+        p = 2 * special.stdtr(np.maximum(n - 2, 1)[:, None], -np.abs(t))
+    p = np.where(finite & (d != 0) & (n >= 3)[:, None], p, 1.0)  # 0 / 0 (the others all equal it): not an outlier
+    col = np.argmin(p, axis=1)
+    return np.minimum(1.0, n * p[np.arange(len(p)), col]), col
+
+
+def shape_note(metric: str, diffs: dict[int, float]) -> str:
+    """One line beside a verdict when a seed's paired difference lies far from the others (the
+    outlier test at OUTLIER_ALPHA), else "": the interval assumes roughly normal differences."""
+    seeds = [s for s, v in diffs.items() if math.isfinite(v)]
+    if len(seeds) < 3:
+        return ""
+    (p,), (i,) = outlier_test(np.array([[diffs[s] for s in seeds]]))
+    if p >= OUTLIER_ALPHA:
+        return ""
+    unit = points_suffix(metric)
+    return (f"Note: seed {seeds[i]} ({fmt_points(metric, diffs[seeds[i]])}{unit}) lies far from the other seeds "
+            f"(outlier test p = {p:.2g}); the interval assumes roughly normal differences.")

@@ -55,21 +55,9 @@ def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_chang
     return restart
 
 
-def write_plan(plan: SweepPlan, sweep_dir: Path) -> None:
-    # plan.json last: it is what marks the directory as holding a sweep to --resume
-    atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-    atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
-    atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
-
-
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
     """A new sweep: its records' place in the trial store and its plan; after `check_sweep_dir`."""
-    from sweep.tracker import git_commit
-
-    log = SweepLog.create(sweep_dir, plan.name, store)
-    log.commit_recorded(git_commit())
-    write_plan(plan, sweep_dir)
-    return log
+    return write_sweep_dir(plan, sweep_dir, None, store)
 
 
 def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool,
@@ -96,11 +84,17 @@ def claim_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool, restart_chan
 
 
 def write_sweep_dir(plan: SweepPlan, sweep_dir: Path, log: Optional[SweepLog], store: Optional[str] = None) -> SweepLog:
-    """Once the sweep can run: a new sweep's records and plan files, or a resumed one's plan files
-    rewritten (it may have grown)."""
+    """Once the sweep can run: a new sweep's records (`log` None), then its plan files, or a resumed
+    one's plan files rewritten (it may have grown)."""
     if log is None:
-        return create_sweep_dir(plan, sweep_dir, store)
-    write_plan(plan, sweep_dir)
+        from sweep.tracker import git_commit
+
+        log = SweepLog.create(sweep_dir, plan.name, store)
+        log.commit_recorded(git_commit())
+    # plan.json last: it is what marks the directory as holding a sweep to --resume
+    atomic_write_text(sweep_dir / PLAN_YAML, yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
+    atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
+    atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     return log
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from sweep.plan import Cell
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
-from sweep.sequential import (DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, OUTLIER_ALPHA, WIDTH, Design, PolicyView, Quantity,
-                              outlier_test, quantities, sequential_test)
+from sweep.sequential import (DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH, Design, PolicyView, Quantity, quantities,
+                              sequential_test)
 from sweep.spec import SeedPolicy
-from sweep.stats import PairedComparison, verdict
+from sweep.stats import OUTLIER_ALPHA, PairedComparison, outlier_test, verdict
 
 SIMULATIONS = 4000  # per setting: the 95 % binomial band around 0.05 is +-0.007
 MARGIN = 0.5  # in units of the per-seed difference's standard deviation (sigma = 1)
