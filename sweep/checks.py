@@ -21,7 +21,7 @@ from dml_core.config import ExperimentConfig
 from dml_core.evaluation.names import check_metric_name
 
 from sweep.mlflow_check import check_tracking_store
-from sweep.plan import SweepPlan, TrialSpec, trial_config
+from sweep.plan import FINAL, SweepPlan, TrialSpec, trial_config
 from sweep.spec import SearchParam, SweepError
 
 TrialConfigs = list[tuple[TrialSpec, ExperimentConfig]]
@@ -40,19 +40,21 @@ def check_plan(plan: SweepPlan, *, download: bool = False) -> None:
 
 
 def trial_configs(plan: SweepPlan) -> TrialConfigs:
-    """The validated config of every final trial and of each search cell at each search corner."""
+    """The validated config of every final trial and of each search cell at each search corner;
+    then the metric each is ranked by must be one it reports (its dataset's Recall@K): a final
+    trial's `sweep.metric`, a search sample's `sweep.search.metric` (or `sweep.metric`)."""
     source, spec = plan.source, plan.spec
     trials = [(t, trial_config(plan.base, t, None, source)) for t in plan.final_trials()]
-    for trial, cfg in trials:
-        _check_metric(source, trial, cfg, "sweep.metric", spec.metric)
     if spec.search:
-        field = "sweep.search.metric" if spec.search.metric else "sweep.metric"
         corners = search_corners(spec.search.params)
-        for trial in map(plan.search_trial, plan.cells):
-            for p in corners:
-                cfg = trial_config(plan.base, trial, p, source)
-                _check_metric(source, trial, cfg, field, spec.search_metric)
-                trials.append((trial, cfg))
+        trials += [(t, trial_config(plan.base, t, p, source)) for t in map(plan.search_trial, plan.cells) for p in corners]
+    searched = "sweep.search.metric" if spec.search and spec.search.metric else "sweep.metric"
+    for trial, cfg in trials:
+        field, metric = ("sweep.metric", spec.metric) if trial.phase == FINAL else (searched, spec.search_metric)
+        try:
+            check_metric_name(metric, cfg.metric_names(), field)
+        except ValueError as e:
+            raise SweepError(f"{source} [{trial.key}]: {e}") from None
     return trials
 
 
@@ -148,13 +150,6 @@ def check_folds(cfg: ExperimentConfig) -> None:
         except ValueError as e:
             raise ValueError(f"sweep.search.folds: {k} folds leave fold {fold} {len(rest)} training classes: {e}") from None
 
-
-def _check_metric(source: str, trial: TrialSpec, cfg: ExperimentConfig, field: str, metric: str) -> None:
-    """The metric the sweep ranks by must be one this trial reports (its dataset's Recall@K)."""
-    try:
-        check_metric_name(metric, cfg.metric_names(), field)
-    except ValueError as e:
-        raise SweepError(f"{source} [{trial.key}]: {e}") from None
 
 
 def _bound(p: Any, value: float) -> Any:

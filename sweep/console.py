@@ -224,8 +224,15 @@ SCREEN_CELLS = 20
 
 def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | None = None,
                   gpus: float | None = None, max_cells: int | None = None) -> str:
+    """`plan_block` with the plan's seed-policy view built here."""
+    return plan_block(plan, PolicyView.from_plan(plan), sweep_dir, cpus, gpus, max_cells)
+
+
+def plan_block(plan: SweepPlan, view: Optional[PolicyView], sweep_dir: Path | None = None, cpus: float | None = None,
+               gpus: float | None = None, max_cells: int | None = None) -> str:
     """The block printed before a sweep (and by `--dry-run`), also kept as the sweep's `plan.txt`;
-    with `max_cells`, a longer cell list shows its first and last cells and a count of the rest."""
+    `view`: the plan's seed policy (`PolicyView.from_plan`, which a driver holds). With
+    `max_cells`, a longer cell list shows its first and last cells and a count of the rest."""
     spec, res = plan.spec, plan.spec.resources_per_trial
     where = f" -> {sweep_dir}" if sweep_dir else ""
     factors = ([f"arms {list(spec.arms)}"] if spec.arms else []) + [f"{k} {v}" for k, v in spec.grid.items()]
@@ -235,7 +242,7 @@ def describe_plan(plan: SweepPlan, sweep_dir: Path | None = None, cpus: float | 
         f"  cells: {len(plan.cells)}{dropped}" + (f" = {' x '.join(factors)}" if factors else ""),
         f"  seeds: {plan.seeds} (the same seeds in every cell: paired comparisons)",
     ]
-    if (view := PolicyView.from_plan(plan)) is not None:
+    if view is not None:
         lines += [f"  seed policy: {view.rule()}", f"               {view.design.description}"]
     if spec.search:
         s = spec.search

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -28,6 +27,7 @@ from sweep.store import SweepLog
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
     from sweep.sequential import PolicyView
     from sweep.trial_runs import TrialRuns
+    from sweep.tune_callback import TrackingCallback
 
 
 class SweepInterrupted(Exception):
@@ -50,19 +50,12 @@ class SweepRunner:
     `sweep.tuners`'s; each result goes to the Tune callback (`sweep.tune_callback`)."""
 
     def __init__(self, plan: SweepPlan, sweep_dir: Path, log: SweepLog, runs: "TrialRuns", options: RunOptions,
-                 view: Optional["PolicyView"]) -> None:
-        from sweep.console import Console
-        from sweep.progress import PlannedWork
-        from sweep.tune_callback import TrackingCallback
-
+                 view: Optional["PolicyView"], callback: "TrackingCallback") -> None:
         self.plan, self.spec = plan, plan.spec
         self.sweep_dir, self.log, self.runs, self.options = sweep_dir, log, runs, options
         self.labels = runs.labels
         self.view = view  # the sweep's one view of its seed policy: the rounds and the callback's ETA read it
-        total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
-        self.console = Console(total, self.spec.metric, self.spec.search_metric, runs.search_prefix, sweep_dir)
-        self.callback = TrackingCallback(log, runs, self.console, PlannedWork.of(plan, view), partial(identity, plan))
-        self.reused = 0  # trials this session answered from the store
+        self.callback = callback  # the session's (sweep.runner): store, MLflow view, console; it counts the reused
         self._identities: dict[str, tuple[dict[str, Any], Any]] = {}
 
     def run(self) -> None:
@@ -94,8 +87,9 @@ class SweepRunner:
             self.callback.specs = specs
             searcher.answer_from_store()
             if not searcher.done:
-                search_tuner(plan, self.sweep_dir, specs, JournalSearchGenerator(searcher),
-                             per_cell_scheduler(spec, plan.max_epochs), self.callback, self.options.verbose).fit()
+                scheduler = per_cell_scheduler(spec, plan.max_epochs)
+                search_tuner(plan, self.sweep_dir, specs, JournalSearchGenerator(searcher), scheduler, self.callback,
+                             self.options.verbose).fit()
                 self.runs.flush()  # every MLflow write of the phase made, every run id in the store
             if search_left(plan, self.log):
                 raise SweepInterrupted(SEARCH)  # Tune returns normally after Ctrl-C; the store tells
@@ -167,7 +161,6 @@ class SweepRunner:
             say(phase_header(self.plan, FINAL, len(specs), work.ended))
         for r in work.reuse:
             self.callback.record_reused(r.spec, r.spec.key, r.ident, r.origin, r.record, r.spec.params)
-            self.reused += 1
         if work.run:
             self.callback.identities = identities
             final_tuner(self.plan, self.sweep_dir, work.run, self.callback, self.options.verbose).fit()
@@ -193,7 +186,6 @@ class SweepRunner:
                 return None
             spec = found.spec
             self.callback.record_reused(spec, f"{spec.key}/reused-{number}", found.ident, found.origin, found.record, params)
-            self.reused += 1
             return found.record.value(metric)
 
         return answer

@@ -75,8 +75,8 @@ def policy_look_lines(view: PolicyView, assessments: list[Any], labels: dict[str
             lines.append(f"{head}: within ±{_size(view.metric, view.design.ci_half_width or math.nan)}, no more seeds")
         else:
             margin = view.design.margin
-            word = verdict(a.comparison, mode, margin=margin,
-                           margin_text=None if margin is None else _size(view.metric, margin))
+            margin_text = None if margin is None else _size(view.metric, margin)
+            word = verdict(a.comparison, mode, margin=margin, margin_text=margin_text)
             lines.append(f"{head}: {word}, no more seeds{_shape(view.metric, a)}")
     return lines
 

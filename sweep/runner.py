@@ -1,48 +1,31 @@
 """One driver session of a sweep: hold its folder's lock (the folder itself: `sweep.sweep_folder`),
-start Ray and MLflow, run the phases (`sweep.phases`), then write the report and the MLflow parent from one `SweepResults`.
-`--sync` rebuilds a sweep's MLflow view from the trial store."""
+start Ray and MLflow, run the phases (`sweep.phases`), then conclude (`sweep.conclude`: one `SweepResults`,
+the report, the MLflow parent). `--sync` rebuilds a sweep's MLflow view from the trial store."""
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from dml_core.io import DirectoryLock
 from sweep.checks import check_plan
+from sweep.conclude import SweepOutcome, conclude
 from sweep.console import say
 from sweep.labels import plan_labels
-from sweep.pending import Restart
+from sweep.pending import Restart, identity
 from sweep.phases import RunOptions, SweepInterrupted, SweepRunner
 from sweep.plan import FINAL, PLAN_FILE, SweepPlan
 from sweep.records import FAILED, FINISHED, KILLED
 from sweep.resources import check_fits, cluster_shapes
+from sweep.sequential import PolicyView
 from sweep.spec import SweepError
 from sweep.store import SweepLog
 from sweep.sweep_folder import claim_sweep_dir, remove_plan_files, write_sweep_dir
 
 if TYPE_CHECKING:  # MLflow's module loads lazily: the driver's checks run before it
-    from sweep.sequential import PolicyView
     from sweep.trial_runs import TrialRuns
-
-
-@dataclass
-class SweepOutcome:
-    sweep_dir: Path
-    status: str  # FINISHED or KILLED
-    report_files: list[Path]
-    mlflow_command: str = ""  # serves the tracking store ("" for an MLflow server)
-    mlflow_url: str = ""  # this experiment's runs table
-    parent_url: str = ""  # the sweep's parent run: headlines, report.html
-    compare_url: str = ""  # MLflow's compare view of the final runs
-    results: Any = None  # sweep.results.SweepResults, for the closing block
-    report_url: str = ""  # report.html in MLflow's artifact viewer
-    final_trials: int = 0
-    failed: list[str] = field(default_factory=list)  # keys of the final trials that failed
-    reused: int = 0  # trials this session answered from the trial store instead of training
-    tracking_uri: str = ""
-    wall_s: float = 0.0  # this driver session's wall time (the sweep's total over sessions: its records' meta)
 
 
 def search_prefix(plan: SweepPlan) -> str:
@@ -78,13 +61,13 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     from sweep.mlflow_writer import MlflowWriter
     from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracker import Tracker
-    from sweep.sequential import PolicyView
     from sweep.trial_runs import TrialRuns
     from sweep.trainable import clean_stale_scratch
 
     # Tune's experiment-state snapshots are left at their defaults: a resume never reads them.
     if options.verbose == 0:
         use_legacy_tune_output()
+    view = PolicyView.from_plan(plan)  # built once: plan.txt, the rounds, the ETA and the results read it
     tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     log, restart = claim_sweep_dir(plan, sweep_dir, options.resume, options.restart_changed, store)
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
@@ -101,24 +84,28 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
         # Before the directory exists: a sweep that cannot run must not leave one that needs --resume.
         check_fits(plan.spec.resources_per_trial, cluster_shapes(cluster_config), plan.source)
         writer.check()  # a store that already failed to open: still no sweep folder
-        log = write_sweep_dir(plan, sweep_dir, log, store)
+        log = write_sweep_dir(plan, view, sweep_dir, log, store)
         runs = TrialRuns(log, tracker, plan.name, plan_labels(plan), search_prefix(plan), writer)
-        view = PolicyView.from_plan(plan)  # built once: the rounds, the ETA and the results read the same view
         return _run_phases(plan, view, sweep_dir, options, log, runs, tracking_uri, restart)
     finally:
         writer.close()
 
 
-def _run_phases(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
+def _run_phases(plan: SweepPlan, view: Optional[PolicyView], sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
+    from sweep.console import Console
+    from sweep.progress import PlannedWork
     from sweep.trial_runs import end_parent, parent_fields, sync_runs
-    from sweep.tune_callback import mark_killed
+    from sweep.tune_callback import TrackingCallback, mark_killed
 
     if options.resume:
         before = log.meta.tracking_uri
         moved = f" (this sweep's runs were in {before}: rebuilt there from the trial store)" if before and before != tracking_uri else ""
         say(f"MLflow: writing to {tracking_uri}{moved}")
-    runner = SweepRunner(plan, sweep_dir, log, runs, options, view)
+    # The session's one Tune callback, handed what it needs of the plan: the ETA's figures, `identify`.
+    total = plan.num_search_trials + len(plan.cells) * len(plan.seeds)
+    console = Console(total, plan.spec.metric, plan.spec.search_metric, runs.search_prefix, sweep_dir)
+    callback = TrackingCallback(log, runs, console, PlannedWork.of(plan, view), partial(identity, plan))
     started = time.monotonic()
     try:
         runs.open_parent(parent_fields(plan, sweep_dir, log))
@@ -128,6 +115,7 @@ def _run_phases(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, 
                 say(f"MLflow: {created} trial runs recreated from the trial store" + (f", {deleted} duplicates deleted" if deleted else ""))
         if restart is not None and (restart.keys or restart.search):
             _restart(log, runs, restart)
+        runner = SweepRunner(plan, sweep_dir, log, runs, options, view, callback)
         runner.run()
         runs.flush()  # reused trials' runs too
     except (SweepInterrupted, KeyboardInterrupt) as e:
@@ -135,7 +123,7 @@ def _run_phases(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, 
         end_parent(runs, KILLED)
         if isinstance(e, KeyboardInterrupt):
             raise
-        return SweepOutcome(sweep_dir, KILLED, [], reused=runner.reused, tracking_uri=tracking_uri)
+        return SweepOutcome(sweep_dir, KILLED, [], reused=callback.reused, tracking_uri=tracking_uri)
     except BaseException as e:
         _stopped(e, sweep_dir, options, log, runs)
         raise
@@ -146,9 +134,7 @@ def _run_phases(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, 
         except OSError:  # a store that failed: the error the sweep stopped with is the one to show
             if sys.exc_info()[0] is None:
                 raise
-    outcome = _conclude(plan, view, sweep_dir, log, runs)
-    outcome.reused, outcome.tracking_uri, outcome.wall_s = runner.reused, tracking_uri, session_s
-    return outcome
+    return conclude(plan, view, sweep_dir, log, runs, reused=callback.reused, tracking_uri=tracking_uri, wall_s=session_s)
 
 
 def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns") -> None:
@@ -164,29 +150,6 @@ def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: Sw
         end_parent(runs, runs.parent_status or KILLED)
     else:
         end_parent(runs, FAILED, f"{type(error).__name__}: {error}")
-
-
-def _conclude(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, log: SweepLog, runs: "TrialRuns") -> SweepOutcome:
-    """After the phases: one `SweepResults`, the report, the MLflow parent's metrics and files."""
-    from sweep.report import write_report
-    from sweep.results import SweepResults
-    from sweep.trial_runs import publish_sweep
-
-    tracker = runs.tracker
-    records = log.records()  # once: the final trials' states and every writer's results
-    final = [r for r in records.trials if r.phase == FINAL]
-    failed = sorted(r.key for r in final if not r.finished)
-    results = SweepResults.of_view(plan, view, records)
-    files = write_report(sweep_dir, results=results)
-    all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
-    parent = publish_sweep(runs, results, files, all_failed)
-    if parent is None:  # MLflow stayed busy: the sweep is done, its view is behind the store
-        return SweepOutcome(sweep_dir, FINISHED, files, mlflow_url=f"(behind: python sweep/run.py --sync {sweep_dir})",
-                            results=results, final_trials=len(final), failed=failed)
-    command, url = tracker.ui_hint()
-    return SweepOutcome(sweep_dir, FINISHED, files, command, url, tracker.run_url(parent),
-                        tracker.compare_url(results.compare_run_ids()), results, tracker.artifact_url(parent, "report.html"),
-                        final_trials=len(final), failed=failed)
 
 
 def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import yaml
 
 from dml_core.io import atomic_write_json, atomic_write_text, read_json
-from sweep.console import describe_plan, say
+from sweep.console import plan_block, say
 from sweep.pending import Restart, check_base_unchanged, check_design_unchanged
 from sweep.plan import PLAN_FILE, PLAN_YAML, SweepPlan
 from sweep.spec import SweepError
 from sweep.store import POINTER_FILE, SweepLog, check_store_file, default_store_path
+
+if TYPE_CHECKING:
+    from sweep.sequential import PolicyView
 
 
 def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
@@ -57,7 +60,9 @@ def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_chang
 
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
     """A new sweep: its records' place in the trial store and its plan; after `check_sweep_dir`."""
-    return write_sweep_dir(plan, sweep_dir, None, store)
+    from sweep.sequential import PolicyView
+
+    return write_sweep_dir(plan, PolicyView.from_plan(plan), sweep_dir, None, store)
 
 
 def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool,
@@ -83,9 +88,10 @@ def claim_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool, restart_chan
     return None, Restart()
 
 
-def write_sweep_dir(plan: SweepPlan, sweep_dir: Path, log: Optional[SweepLog], store: Optional[str] = None) -> SweepLog:
+def write_sweep_dir(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, log: Optional[SweepLog],
+                    store: Optional[str] = None) -> SweepLog:
     """Once the sweep can run: a new sweep's records (`log` None), then its plan files, or a resumed
-    one's plan files rewritten (it may have grown)."""
+    one's plan files rewritten (it may have grown); `view`: the plan's seed policy, for `plan.txt`."""
     if log is None:
         from sweep.tracker import git_commit
 
@@ -93,7 +99,7 @@ def write_sweep_dir(plan: SweepPlan, sweep_dir: Path, log: Optional[SweepLog], s
         log.commit_recorded(git_commit())
     # plan.json last: it is what marks the directory as holding a sweep to --resume
     atomic_write_text(sweep_dir / PLAN_YAML, yaml.safe_dump({**plan.base, "sweep": plan.raw_sweep}, sort_keys=False))
-    atomic_write_text(sweep_dir / "plan.txt", describe_plan(plan, sweep_dir) + "\n")
+    atomic_write_text(sweep_dir / "plan.txt", plan_block(plan, view, sweep_dir) + "\n")
     atomic_write_json(sweep_dir / PLAN_FILE, plan.to_json())
     return log
 

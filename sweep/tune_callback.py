@@ -45,6 +45,7 @@ class TrackingCallback(tune.Callback):
         self.planned, self.identify = planned, identify
         self.tracker = runs.tracker
         self.specs: list[TrialSpec] = []
+        self.reused = 0  # trials this session answered from the store (`record_reused`)
         self.identities: dict[str, Identity] = {}
         self._samples: Optional[dict[str, int]] = None  # cell -> search samples recorded (labels)
         self._hardware: Optional[str] = None
@@ -155,6 +156,7 @@ class TrackingCallback(tune.Callback):
                                        identity=identity_fields(ident))
         self.runs.create(record)
         self.console.reused(self.log.get(key), origin, self._ended())
+        self.reused += 1
         return record
 
     def discard(self, key: str) -> None:

@@ -52,3 +52,19 @@ def test_the_printed_mlflow_command_runs_as_printed() -> None:
     assert proc.returncode == 0 and "--backend-store-uri" in proc.stdout
     assert _tracker("http://mlflow.example:5000").ui_hint() == (
         "", "http://mlflow.example:5000/#/experiments/7?workflowType=machine_learning")
+
+
+def test_each_phase_opens_with_its_trials_and_what_scores_them(tmp_path: Path) -> None:
+    from sweep.console import phase_header
+
+    search = {"params": {"optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, "num_samples": 3, "holdout": 0.25}
+    sweep = {"grid": {"expansion.n_inner_pts": [0, 2]}, "seeds": [0, 1], "search": search}
+    plan = load_plan(write_yaml(tmp_path / "q.yaml", sweep, expansion={"name": "ee", "n_inner_pts": 2}))
+    assert phase_header(plan, "search", 6, 0) == ("-- search: 6 trials = 2 cells x 3 Optuna samples on seed 0, scored on "
+                                                  "held-out training classes")
+    assert phase_header(plan, "final", 4, 1) == ("-- final: 4 trials = 2 cells x 2 seeds, scored on the test split "
+                                                 "(1 done before, resuming)")
+    folds = load_plan(write_yaml(tmp_path / "f.yaml", {**sweep, "seeds": [3], "search": {**search, "holdout": None, "folds": 3}},
+                                 expansion={"name": "ee", "n_inner_pts": 2}))
+    assert phase_header(folds, "search", 6, 0).endswith("on seed 3, scored on 3 class-disjoint folds of the training classes (fold mean)")
+    assert phase_header(folds, "final", 2, 0) == "-- final: 2 trials = 2 cells x 1 seed, scored on the test split"

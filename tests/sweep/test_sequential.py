@@ -348,6 +348,30 @@ def test_the_parent_run_after_a_switch_to_a_policy_holds_only_what_the_report_sh
 # --------------------------------------------------------------------------- a policy you can watch
 
 
+def test_a_look_is_one_assessment_and_the_round_it_leaves() -> None:
+    v = view()
+    first = [record(BASE, 0, 0.50), record(BASE, 1, 0.52), record(MID, 0, 0.60), record(MID, 1, 0.62),
+             record(BIG, 0, 0.49), record(BIG, 1, 0.53)]
+    done = first + [record(BASE, 2, 0.51), record(BIG, 2, None), record(BASE, 3, 0.5), record(BIG, 3, 0.52)]
+    for records in ([], first, done):
+        assessed, round_ = v.look(iter(records))  # read once, as the driver's records are
+        assert repr(assessed) == repr(v.assess(records)) and round_ == v.next_round(records)  # repr: NaN != NaN
+    assert v.look(first)[1] == [(BASE, 2), (BIG, 2)] and v.look(done)[1] == []
+
+
+def test_a_round_prints_its_looks_and_only_the_last_one_the_end() -> None:
+    from sweep.policy_lines import policy_end_lines, policy_look_lines, round_lines
+
+    v = view(margin=0.5)
+    labels = {BASE: "d8", MID: "d16", BIG: "d32"}
+    first = [record(BASE, 0, 0.50), record(BASE, 1, 0.52), record(MID, 0, 0.60), record(MID, 1, 0.62),
+             record(BIG, 0, 0.49), record(BIG, 1, 0.53)]
+    done = first + [record(BASE, 2, 0.51), record(BIG, 2, None), record(BASE, 3, 0.5), record(BIG, 3, 0.52)]
+    assert round_lines(v, v.assess(first), labels, "max", {}, done=False) == policy_look_lines(v, v.assess(first), labels, "max", {})
+    end = policy_end_lines(v, v.assess(done), labels)
+    assert len(end) == 2 and round_lines(v, v.assess(done), labels, "max", {}, done=True)[-2:] == end
+
+
 def test_each_look_prints_open_comparisons_and_the_end_says_undecided_with_a_forecast() -> None:
     from sweep.policy_lines import policy_end_lines, policy_look_lines
     from sweep.seed_forecast import MARGIN as GOAL_MARGIN, seeds_needed

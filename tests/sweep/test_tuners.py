@@ -1,0 +1,26 @@
+"""Each phase's Tune wiring (`sweep.tuners`): experiment folders and the names Tune shows (no Ray started)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from sweep.plan import load_plan
+from sweep.tuners import experiment_name, trial_namer
+from sweep_testlib import write_yaml
+
+
+def test_each_session_of_a_phase_is_a_new_tune_experiment(tmp_path: Path) -> None:
+    assert experiment_name(tmp_path, "final") == "final"
+    (tmp_path / "final").mkdir()
+    assert experiment_name(tmp_path, "final") == "final-2"
+    (tmp_path / "final-2").mkdir()
+    assert experiment_name(tmp_path, "final") == "final-3" and experiment_name(tmp_path, "search") == "search"
+
+
+def test_tune_shows_a_final_trial_by_its_key_and_a_search_sample_by_key_and_id(tmp_path: Path) -> None:
+    search = {"params": {"optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, "num_samples": 2}
+    plan = load_plan(write_yaml(tmp_path / "q.yaml", {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0], "search": search}))
+    final, sample = plan.final_trials()[1], plan.search_trial(plan.cells[0])
+    name = trial_namer([sample, final])
+    assert name(SimpleNamespace(config={"trial": 1}, trial_id="a1")) == final.key
+    assert name(SimpleNamespace(config={"trial": 0}, trial_id="b2")) == f"{sample.key}/b2"
