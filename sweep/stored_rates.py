@@ -114,10 +114,6 @@ class Observed:
     last_s: float  # from the training loop's start to its last evaluation
     load: float
 
-    @property
-    def own_per_epoch(self) -> float:
-        return self.slope if self.slope is not None else self.last_s / self.last_epoch
-
 
 def stored_trials(store_path: Path) -> list[tuple[str, str, TrialRecord]]:
     """(sweep name, sweep folder, record) of every finished trial that trained in its own sweep
@@ -220,33 +216,33 @@ def observed_trials(records: Sequence[tuple[str, str, TrialRecord]], wanted: set
     return out
 
 
-def per_epoch_cost(rows: Sequence[Observed], warm: Sequence[Observed]) -> tuple[float, str]:
+def per_epoch_cost(rows: Sequence[Observed], warm: Sequence[Observed]) -> tuple[float, list[float], str]:
     """Seconds per image-pixel of one recipe's trials `rows` (`warm`: those in a reused worker),
-    and how it was found."""
+    the trials' own values it comes from (their spread), and how it was found."""
     slopes = [o.slope / o.unit for o in rows if o.slope is not None]
     if slopes:
-        return statistics.median(slopes), "per-epoch cost from the slope between evaluations"
+        return statistics.median(slopes), slopes, "per-epoch cost from the slope between evaluations"
     steady = warm or rows
+    own = [o.last_s / (o.last_epoch * o.unit) for o in steady]
     work = [o.unit * o.epochs for o in steady]
     if len(set(work)) >= 2:
         slope = float(np.polyfit(work, [o.wall for o in steady], 1)[0])
         if slope > 0:
-            return slope, f"per-epoch cost fitted over {len(set(work))} epoch counts"
-    return (statistics.median(o.last_s / (o.last_epoch * o.unit) for o in steady),
+            return slope, own, f"per-epoch cost fitted over {len(set(work))} epoch counts"
+    return (statistics.median(own), own,
             "one evaluation per trial at one epoch count: the training loop's fixed part is priced per epoch"
             + ("" if warm else ", a new worker's slow first steps too (no trial in a reused worker)"))
 
 
 def _fit(rows: list[Observed], fresh: list[bool], fresh_s: Optional[float]) -> Rate:
     warm = [o for o, new in zip(rows, fresh) if not new]
-    per, how = per_epoch_cost(rows, warm)
+    per, own, how = per_epoch_cost(rows, warm)
     if warm:
         fixed = statistics.median(max(0.0, o.wall - per * o.unit * o.epochs) for o in warm)
     else:  # only new-worker trials: their fixed part less what a new worker adds
         fixed = max(0.0, statistics.median(o.wall - per * o.unit * o.epochs for o in rows) - (fresh_s or 0.0))
-    own = [o.own_per_epoch / o.unit / per for o in (warm or rows)]
     return Rate(per, fixed, fresh_s=fresh_s or 0.0, device=rows[0].key[1], trials=len(rows),
-                sweeps=sorted({o.sweep for o in rows}), spread=(min(own), max(own)), how=how,
+                sweeps=sorted({o.sweep for o in rows}), spread=(min(own) / per, max(own) / per), how=how,
                 ran_at=statistics.median(o.load for o in rows))
 
 
