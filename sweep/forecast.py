@@ -73,6 +73,7 @@ class Work:
     area: float  # image_size ** 2
     evaluations: int
     threads: int = 1
+    cadence: int = 0  # `train.eval_every`; 0 for a fold search sample
 
     @classmethod
     def of(cls, phase: str, cell: str, cfg: ExperimentConfig, request: Resources) -> "Work":
@@ -82,7 +83,8 @@ class Work:
                     if e == last or (e % cfg.train.eval_every == 0 and e >= cfg.train.eval_from_epoch))
         return cls(phase, cell, recipe(cfg.to_dict()), planned_device(cfg, request),
                    float(iterations_per_epoch(cfg) * cfg.data.batch.size * fits), cfg.train.epochs,
-                   float(cfg.data.image_size ** 2), evals * fits, cfg.train.num_threads or 1)
+                   float(cfg.data.image_size ** 2), evals * fits, cfg.train.num_threads or 1,
+                   0 if cfg.data.folds else cfg.train.eval_every)
 
 
 def planned_work(plan: SweepPlan) -> list[tuple[Work, ExperimentConfig]]:
@@ -135,7 +137,8 @@ class Forecast:
                    list(d["unknown_cells"]))
 
 
-def describe_source(rate: Rate, shape: str) -> str:
+def describe_source(rate: Rate, shape: str, cadence: int = 0) -> str:
+    """Where `rate` comes from and how sure it is; `cadence`: the planned trials' `eval_every`."""
     if rate.calibrated:
         return (f"{shape}: calibrated on {rate.device} ({CALIBRATION_ITERS} timed iterations and one evaluation on this "
                 f"machine, a start-up of {fmt_duration(rate.overhead_s)}, {fmt_duration(rate.fresh_s)} more in a new worker; "
@@ -143,6 +146,8 @@ def describe_source(rate: Rate, shape: str) -> str:
     lo, hi = rate.spread
     other = f"; from {rate.phase} trials, which evaluate another split" if rate.phase else ""
     ran = f"; their times / {rate.ran_at:.2g}, the contention they ran at" if rate.ran_at > 1 else ""
+    if cadence and rate.cadence and cadence != rate.cadence:  # evaluation and training are one slope
+        ran += f"; they evaluated every {rate.cadence:g} epochs, these every {cadence}: priced at theirs"
     return (f"{shape}: from {rate.trials} stored trial{'s' * (rate.trials != 1)} of this recipe on {rate.device} "
             f"(sweep{'s' * (len(rate.sweeps) != 1)} {', '.join(rate.sweeps)}); their per-image cost spans "
             f"{(lo - 1) * 100:+.0f} % .. {(hi - 1) * 100:+.0f} % of the median; {rate.how}; fixed "
@@ -194,7 +199,8 @@ def make_forecast(plan: SweepPlan, store_path: Path, pool: Pool, calibrate_missi
         shape = f"cells like {names[(r, d)][0]}" if shapes else "every trial"
         if not rates[(r, d, ph)].calibrated and len(phases) > 1:
             shape = f"{ph} trials of {shape}" if shapes else f"every {ph} trial"
-        line = describe_source(rates[(r, d, ph)], shape)
+        line = describe_source(rates[(r, d, ph)], shape,
+                               max(w.cadence for w, _ in work if (w.recipe, w.device, w.phase) == (r, d, ph)))
         sources += [line] if line not in sources else []  # a calibrated rate serves every phase
     unknown = sorted({names[k][0] for k in missing - {k[:2] for k in rates}})
     return Forecast(phases, pool, sources, unknown)

@@ -87,6 +87,7 @@ class Rate:
     spread: tuple[float, float] = (1.0, 1.0)  # the stored trials' own rates, min and max / the median
     how: str = ""  # how the per-epoch cost was found (stored rates)
     ran_at: float = 1.0  # the stored trials' median contention, divided out of the rate
+    cadence: float = 0.0  # the stored trials' median `eval_every` (their per-epoch cost holds evaluations at it)
     phase: str = ""  # the phase of the stored trials, when not the planned one's
 
     @property
@@ -113,6 +114,7 @@ class Observed:
     last_epoch: int
     last_s: float  # from the training loop's start to its last evaluation
     load: float
+    cadence: int  # `train.eval_every`; 0 for a fold search sample (one report)
 
 
 def stored_trials(store_path: Path) -> list[tuple[str, str, TrialRecord]]:
@@ -168,7 +170,8 @@ def observe(sweep: str, folder: str, record: TrialRecord, load: float) -> Option
         unit, slope, last_epoch, last_s = unit * cfg.data.folds, None, cfg.train.epochs, wall
     key = (recipe(record.config), stored_device(record))
     return Observed(sweep, folder, record.phase, key, wall / load, unit, cfg.train.epochs,
-                    None if slope is None else slope / load, last_epoch, last_s / load, load)
+                    None if slope is None else slope / load, last_epoch, last_s / load, load,
+                    0 if cfg.data.folds else cfg.train.eval_every)
 
 
 class _Sweeps:
@@ -243,7 +246,7 @@ def _fit(rows: list[Observed], fresh: list[bool], fresh_s: Optional[float]) -> R
         fixed = max(0.0, statistics.median(o.wall - per * o.unit * o.epochs for o in rows) - (fresh_s or 0.0))
     return Rate(per, fixed, fresh_s=fresh_s or 0.0, device=rows[0].key[1], trials=len(rows),
                 sweeps=sorted({o.sweep for o in rows}), spread=(min(own) / per, max(own) / per), how=how,
-                ran_at=statistics.median(o.load for o in rows))
+                ran_at=statistics.median(o.load for o in rows), cadence=statistics.median(o.cadence for o in rows))
 
 
 def stored_rates(records: Sequence[tuple[str, str, TrialRecord]], wanted: set[tuple[str, str, str]],

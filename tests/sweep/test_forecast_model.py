@@ -76,7 +76,10 @@ def test_one_evaluation_per_trial_at_two_epoch_counts_fits_fixed_plus_per_epoch(
     new = _plan(tmp_path, "new", {"seeds": [0, 1]}, epochs=10, eval_every=50)
     forecast = fc.make_forecast(new, store, POOL)
     assert forecast.phases["final"].trial_s == pytest.approx(2 * (5 + 40))
-    assert "per-epoch cost fitted over 2 epoch counts" in forecast_text.describe(forecast)
+    text = forecast_text.describe(forecast)
+    assert "per-epoch cost fitted over 2 epoch counts" in text and "evaluated every" not in text
+    every_epoch = fc.make_forecast(_plan(tmp_path, "e", {"seeds": [0, 1]}, epochs=10, eval_every=1), store, POOL)
+    assert "they evaluated every 50 epochs, these every 1: priced at theirs" in forecast_text.describe(every_epoch)
 
 
 def test_each_phase_is_priced_from_stored_trials_of_its_phase(tmp_path: Path) -> None:
