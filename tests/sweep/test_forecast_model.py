@@ -125,3 +125,15 @@ def test_contention_counts_threads_against_cores() -> None:
 
     assert contention(2, 1, 2.0) == 1.0 and contention(4, 1, 2.0) == 2.0 and contention(2, 4, 8.0) == 1.0
     assert contention(3, 2, 4.0) == 1.5 and contention(8, 1, 0.0) == 1.0  # 0 cores: not known
+
+
+def test_a_stored_sweep_whose_plan_is_damaged_counts_at_the_forecasts_slots(tmp_path: Path) -> None:
+    """Its folder's `sweep.yaml` unreadable: the stored sweep is taken to have run as many trials
+    at once as the forecast has slots (here 2 on 2 cores: contention 1), not an error."""
+    old = _plan(tmp_path, "old", {"seeds": [0, 1, 2, 3]}, epochs=4, eval_every=2)
+    store = _store(tmp_path, old, [_trial(9, 0, 4, 4, [2, 4])] * 4, hardware="2 CPU, 0 GPU")
+    (tmp_path / "old" / PLAN_YAML).write_text("sweep: [unclosed\n")
+    new = _plan(tmp_path, "new", {"seeds": [0, 1]}, epochs=10, eval_every=2)
+    forecast = fc.make_forecast(new, store, trial_slots.Pool(2, "two cores", 2.0))
+    assert forecast.phases["final"].trial_s == pytest.approx(2 * 49)
+    assert "contention they ran at" not in forecast_text.describe(forecast)
