@@ -20,7 +20,11 @@ def describe(forecast: Forecast) -> str:
     if not forecast.sources:
         return ("  forecast: no stored trial of this sweep's recipe in the trial store; --calibrate times a few "
                 "iterations of each trial shape here")
-    lines = [f"  forecast on {forecast.pool.where}: {forecast.pool.slots} trial{'s' * (forecast.pool.slots != 1)} at once"]
+    pool, load = forecast.pool, forecast.total.load
+    lines = [f"  forecast on {pool.where}: {pool.slots} trial{'s' * (pool.slots != 1)} at once"]
+    if pool.cpus:  # what the stored trials' times are scaled to; a busy machine's other work is not seen
+        lines[0] += (f", priced at that contention on {pool.cpus:g} CPU cores (each CPU trial "
+                     f"{'as fast as alone' if load <= 1 else f'{load:.2g}x its time alone'}; other work on them not counted)")
     for name, p in [*forecast.phases.items(), ("total", forecast.total)]:
         part = f" ({p.unknown} of them not estimated)" if p.unknown else ""
         lines.append(f"    {name:<6} {p.trials:>4} trials{part}: {_hours(p.trial_s)}, wall {fmt_duration(p.wall_s)}")

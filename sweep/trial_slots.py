@@ -18,6 +18,7 @@ class Pool:
 
     slots: int
     where: str
+    cpus: float = 0.0  # their CPU cores in all (0: not known), for the contention of CPU trials
 
 
 def _fits(cpu: float, gpu: float, request: Resources) -> int:
@@ -30,7 +31,8 @@ def local_pool(cpus: float, gpus: Optional[float], request: Resources, cap: Opti
     a trial asking for a GPU gets no slot (its wall time is not forecast)."""
     slots = _fits(cpus, gpus or 0.0, request)
     gpu_text = "GPUs not counted" if gpus is None else f"{gpus:g} GPU"
-    return Pool(max(0, min(slots, cap or slots)), f"{'the cluster' if joined else 'this machine'}: {cpus:g} CPU, {gpu_text}")
+    return Pool(max(0, min(slots, cap or slots)), f"{'the cluster' if joined else 'this machine'}: {cpus:g} CPU, {gpu_text}",
+                cpus)
 
 
 def cluster_pool(path: str | Path, request: Resources, cap: Optional[int]) -> Pool:
@@ -43,15 +45,17 @@ def cluster_pool(path: str | Path, request: Resources, cap: Optional[int]) -> Po
     types = config.get("available_node_types") if isinstance(config, dict) else None
     if not isinstance(types, dict):
         raise SweepError(f"{path}: not a Ray cluster config (no available_node_types)")
-    head, slots, parts = config.get("head_node_type"), 0, []
+    head, slots, cpus, parts = config.get("head_node_type"), 0, 0.0, []
     for name, node in types.items():
         res = node.get("resources") or {}
         count = int(node.get("max_workers", 0)) + (1 if name == head else 0)
         per = _fits(float(res.get("CPU", 0)), float(res.get("GPU", 0)), request)
         if count and per:
             slots += count * per
+            cpus += count * float(res.get("CPU", 0))
             parts.append(f"{name} {count} x {per}")
-    return Pool(min(slots, cap or slots), f"{path.name} at max_workers ({', '.join(parts) or 'no node type holds a trial'})")
+    return Pool(min(slots, cap or slots), f"{path.name} at max_workers ({', '.join(parts) or 'no node type holds a trial'})",
+                cpus)
 
 
 def makespan(seconds: Sequence[float], slots: int) -> float:
