@@ -1,0 +1,125 @@
+"""Seconds per unit of work from timed stretches of trials, for the ETA (`sweep.progress`).
+
+A trial's work is its training (an epoch's images x pixels, `Slot work`) plus its evaluations
+(the eval split's images x pixels, each time it evaluates), the evaluations weighed by `kappa`:
+the seconds an evaluated image x pixel takes against a trained one. Evaluation does not scale
+with epochs, and a final trial evaluates the test split where a search trial evaluates a holdout,
+so training work alone mis-priced the final phase from the search's pace (an Omniglot sweep's
+final trials took twice its search trials at the same training work). `kappa` is fitted from the
+trials of a cell whose kinds train and evaluate in different proportions (its search and its
+final trials); before two such kinds are timed it is `KAPPA_PRIOR`.
+
+A pace is pooled over the latest two rounds of timed stretches (a machine whose load changes
+changes every trial's pace), the recent ones weighing more (the weight halves every typical
+stretch of age), and no one stretch moves it by more than `MAX_STEP`: a single slow or fast trial
+is news, not a new machine.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import numpy as np
+from scipy.optimize import nnls
+
+Slot = tuple[str, str]  # (phase, cell)
+
+# An evaluated image x pixel against a trained one, until trials tell them apart: one forward
+# pass without gradients against a forward and a backward (about two forwards). Measured on 1
+# thread: 0.17 on the quickstart, 0.57 on Omniglot (its k-NN search and clustering weigh more).
+KAPPA_PRIOR = 1 / 3
+MAX_STEP = 1.5  # the most one timed stretch may move a pace (either way)
+_DISTINCT = 1.2  # eval-to-train proportions this far apart tell the two rates apart
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """When a trial of a slot evaluates and what one evaluation embeds."""
+
+    epochs: tuple[int, ...]  # the epochs it evaluates after, in the trial's own count
+    work: float  # images x pixels of one evaluation; 0 where unknown
+
+    def between(self, start: int, end: int) -> int:
+        """Evaluations after epoch `start`, up to and including epoch `end`."""
+        return sum(start < e <= end for e in self.epochs)
+
+
+def evaluated_epochs(epochs: int, every: int, first: int, fits: int = 1) -> tuple[int, ...]:
+    """The epochs a trial evaluates after (`train.eval_every`, `train.eval_from_epoch`, always its
+    last), `fits` fits one after the other (a fold search sample)."""
+    one = [e for e in range(1, epochs + 1) if e == epochs or (e % every == 0 and e >= first)]
+    return tuple(k * epochs + e for k in range(fits) for e in one)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A timed stretch of one trial: epochs `start` to `end` in `seconds`, measured at driver time
+    `at` (`start` 0 and `whole`: the whole trial, its start-up included)."""
+
+    slot: Slot
+    seconds: float
+    start: int
+    end: int
+    at: float
+    whole: bool = False
+
+
+@dataclass(frozen=True)
+class WorkModel:
+    """What a stretch of a trial of each slot trains and evaluates, and `kappa` to add them."""
+
+    train: dict[Slot, float]  # an epoch's images x pixels; 1 where unknown
+    evaluations: dict[Slot, Evaluations]
+    kappa: float = KAPPA_PRIOR
+    learned: bool = False  # `kappa` from trials, not the prior
+
+    def parts(self, slot: Slot, start: int, end: int) -> tuple[float, float]:
+        """(training, evaluation) work of epochs `start` to `end` of a trial of `slot`."""
+        ev = self.evaluations.get(slot)
+        return self.train.get(slot, 1.0) * (end - start), (ev.work * ev.between(start, end) if ev else 0.0)
+
+    def work(self, slot: Slot, start: int, end: int) -> float:
+        train, evaluation = self.parts(slot, start, end)
+        return train + self.kappa * evaluation
+
+    def fitted(self, spans: Iterable[Span]) -> "WorkModel":
+        """This model with `kappa` fitted on `spans` (between evaluations): per cell whose slots
+        train and evaluate in distinct proportions, the non-negative least-squares rates of its
+        slots' pooled stretches, each relative to its seconds; the median over such cells. Kept
+        where no cell has two such slots, or a fit gives no training rate."""
+        pooled: dict[Slot, np.ndarray] = {}
+        for s in spans:
+            if not s.whole and s.seconds > 0:
+                pooled[s.slot] = pooled.get(s.slot, np.zeros(3)) + (s.seconds, *self.parts(s.slot, s.start, s.end))
+        kappas = []
+        for cell in {slot[1] for slot in pooled}:
+            rows = [v for slot, v in pooled.items() if slot[1] == cell and v[1] > 0]
+            ratios = sorted(v[2] / v[1] for v in rows)
+            if len(rows) < 2 or ratios[-1] <= 0 or ratios[-1] < _DISTINCT * ratios[0]:
+                continue
+            a = np.array([[v[1] / v[0], v[2] / v[0]] for v in rows])
+            (rate_train, rate_eval), _ = nnls(a, np.ones(len(rows)))
+            if rate_train > 0:
+                kappas.append(rate_eval / rate_train)
+        if not kappas:
+            return self
+        return WorkModel(self.train, self.evaluations, float(np.median(kappas)), learned=True)
+
+
+def pace(spans: list[Span], model: WorkModel, now: float) -> Optional[float]:
+    """Seconds per unit of work over `spans` (oldest first): pooled with weights that halve every
+    typical stretch of age (the median stretch's seconds), each stretch in turn moving the pace
+    by at most `MAX_STEP`. None without work."""
+    timed = [(s, model.work(s.slot, s.start, s.end)) for s in spans]
+    timed = [(s, w) for s, w in timed if w > 0 and math.isfinite(s.seconds)]
+    if not timed:
+        return None
+    half = max(1.0, float(np.median([s.seconds for s, _ in timed])))
+    weights = [0.5 ** (max(0.0, now - s.at) / half) for s, _ in timed]
+    rate = None
+    for k in range(1, len(timed) + 1):
+        w = weights[:k]
+        pooled = sum(wi * s.seconds for wi, (s, _) in zip(w, timed)) / sum(wi * x for wi, (_, x) in zip(w, timed))
+        rate = pooled if rate is None else min(max(pooled, rate / MAX_STEP), rate * MAX_STEP)
+    return rate
