@@ -72,7 +72,6 @@ class WorkModel:
     train: dict[Slot, float]  # an epoch's images x pixels; 1 where unknown
     evaluations: dict[Slot, Evaluations]
     kappa: float = KAPPA_PRIOR
-    learned: bool = False  # `kappa` from trials, not the prior
 
     def parts(self, slot: Slot, start: int, end: int) -> tuple[float, float]:
         """(training, evaluation) work of epochs `start` to `end` of a trial of `slot`."""
@@ -104,7 +103,7 @@ class WorkModel:
                 kappas.append(rate_eval / rate_train)
         if not kappas:
             return self
-        return WorkModel(self.train, self.evaluations, float(np.median(kappas)), learned=True)
+        return WorkModel(self.train, self.evaluations, float(np.median(kappas)))
 
 
 def pace(spans: list[Span], model: WorkModel, now: float) -> Optional[float]:
@@ -117,9 +116,9 @@ def pace(spans: list[Span], model: WorkModel, now: float) -> Optional[float]:
         return None
     half = max(1.0, float(np.median([s.seconds for s, _ in timed])))
     weights = [0.5 ** (max(0.0, now - s.at) / half) for s, _ in timed]
-    rate = None
-    for k in range(1, len(timed) + 1):
-        w = weights[:k]
-        pooled = sum(wi * s.seconds for wi, (s, _) in zip(w, timed)) / sum(wi * x for wi, (_, x) in zip(w, timed))
+    rate, seconds, work = None, 0.0, 0.0
+    for weight, (s, w) in zip(weights, timed):
+        seconds, work = seconds + weight * s.seconds, work + weight * w
+        pooled = seconds / work
         rate = pooled if rate is None else min(max(pooled, rate / MAX_STEP), rate * MAX_STEP)
     return rate

@@ -7,13 +7,15 @@ two trials ending in the same second change the estimate by what they measured, 
 (the pace of "seconds since the phase began / trials ended" doubled on the first of two and
 halved on the second). The estimate is
 
-    (start-up + epochs x work per epoch x seconds per unit of work, summed over the trials not yet
+    (start-up + a trial's work x seconds per unit of work, summed over the trials not yet
      started, + what is left of the running ones) / the concurrency reached, and at least the
      longest running trial
 
-with work per epoch an epoch's images x pixels (`epoch_work`: a search trial trains on the
-holdout's share of the classes) and seconds per unit from the latest trials of the same phase and
-cell, else of the phase, else of the other phase (`extrapolated`). `benchmarks/bench_eta.py`
+with a trial's work its epochs' images x pixels (`epoch_work`: a search trial trains on the
+holdout's share of the classes) plus its evaluations' (`slot_evaluations`: a final trial
+evaluates the test split), added with a fitted weight (`sweep.pace`), and seconds per unit from
+the latest trials of the same phase and cell, else of the cell's other phase, else of the phase,
+else of the other phase (`extrapolated`). `benchmarks/bench_eta.py`
 measures the error against a sweep's real end. Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
 (`expected_final_trials`).
@@ -170,28 +172,47 @@ class Progress:
 
     def _pace(self, slot: Slot, model: WorkModel) -> tuple[Optional[float], bool]:
         """(seconds per unit of work, extrapolated) for a trial of `slot`: from its slot's trials,
-        else (with an evaluation weight fitted) its cell's other phase's (a cell's recipe sets its
-        cost: cells were paced by another cell's trials of the phase before), else its phase's,
-        else any, the latest `_recent()` of them (`sweep.pace.pace`: a machine
-        whose load changes changes every trial's pace; the first trials' pace kept for the whole
-        phase made the quickstart's ETA 20-30 % long once other work on the machine ended); paces
-        between evaluations first, else ended trials' whole time (start-up included: a trial that
-        evaluates once, at its end). Work counts training and evaluations (`sweep.pace`), so a
-        search trial on part of the training classes, evaluated on a holdout, paces a final trial
-        on all of them, evaluated on the test split. None before a trial evaluated twice or ended:
-        a first evaluation's time is mostly start-up (a fresh worker imports torch), and an ETA
-        from it came out 10x too long."""
+        else its cell's other phase's (`_moved`), else its phase's, else any, the latest
+        `_recent()` of them (`sweep.pace.pace`: a machine whose load changes changes every
+        trial's pace; the first trials' pace kept for the whole phase made the quickstart's ETA
+        20-30 % long once other work on the machine ended); paces between evaluations first, else
+        ended trials' whole time (start-up included: a trial that evaluates once, at its end).
+        Work counts training and evaluations (`sweep.pace`), so a search trial on part of the
+        training classes, evaluated on a holdout, paces a final trial on all of them, evaluated on
+        the test split. None before a trial evaluated twice or ended: a first evaluation's time is
+        mostly start-up (a fresh worker imports torch), and an ETA from it came out 10x too long."""
         paced = self._paced + [s for t in self.live.values() if (s := t.span()) is not None]
         now = self.clock()
-        levels = [(lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)]
-        if model.learned:  # its cell's other phase, priced through a fitted evaluation weight: its recipe's cost
-            levels.insert(1, (lambda k: k[1] == slot[1], False))
-        for keep, guessed in levels:
+
+        def latest(keep: Callable[[Slot], bool]) -> Optional[float]:
             for timed in (paced, self._whole):
-                rate = pace([s for s in timed if keep(s.slot)][-self._recent():], model, now)
-                if rate is not None:
-                    return rate, guessed
+                if (rate := pace([s for s in timed if keep(s.slot)][-self._recent():], model, now)) is not None:
+                    return rate
+            return None
+
+        for rate, guessed in ((lambda: latest(lambda k: k == slot), False),
+                              (lambda: self._moved(slot, paced, model, now), False),
+                              (lambda: latest(lambda k: k[0] == slot[0]), False),
+                              (lambda: latest(lambda k: True), True)):
+            if (found := rate()) is not None:
+                return found, guessed
         return None, False
+
+    def _moved(self, slot: Slot, paced: list[Span], model: WorkModel, now: float) -> Optional[float]:
+        """A slot's pace from its cell's trials of the other phase, times the ratio between the
+        phases of the cells timed in both: a cell's recipe sets its cost (the quickstart's EE cell
+        paced by its plain cell's final trials came out 29 % short), the phase's load and
+        evaluations what the cells timed in both say. None without such cells."""
+        phase, cell = slot
+        both = {s.slot[1] for s in paced if s.slot[0] == phase} & {s.slot[1] for s in paced if s.slot[0] != phase}
+        own = [s for s in paced if s.slot[1] == cell and s.slot[0] != phase]
+        if not both or not own:
+            return None
+        recent = self._recent()
+        here = pace([s for s in paced if s.slot[1] in both and s.slot[0] == phase][-recent:], model, now)
+        there = pace([s for s in paced if s.slot[1] in both and s.slot[0] != phase][-recent:], model, now)
+        base = pace(own[-recent:], model, now)
+        return None if None in (here, there, base) else base * here / there
 
     def _recent(self) -> int:
         """How many of the latest timed trials set a pace: two rounds of the trials running at once."""
