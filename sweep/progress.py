@@ -14,8 +14,10 @@ halved on the second). The estimate is
 with a trial's work its epochs' images x pixels (`epoch_work`: a search trial trains on the
 holdout's share of the classes) plus its evaluations' (`slot_evaluations`: a final trial
 evaluates the test split), added with a fitted weight (`sweep.pace`), and seconds per unit from
-the latest trials of the same phase and cell, else of the cell's other phase, else of the phase,
-else of the other phase (`extrapolated`). `benchmarks/bench_eta.py`
+the latest trials of the same phase and cell, else of the phase, else of the other phase
+(`extrapolated`). A cell's own other phase is not used: with a few trials per cell, which trials
+ran side by side moved their times 2x (an Omniglot search trial alone against one beside
+another), more than the cells' recipes did. `benchmarks/bench_eta.py`
 measures the error against a sweep's real end. Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
 (`expected_final_trials`).
@@ -172,8 +174,7 @@ class Progress:
 
     def _pace(self, slot: Slot, model: WorkModel) -> tuple[Optional[float], bool]:
         """(seconds per unit of work, extrapolated) for a trial of `slot`: from its slot's trials,
-        else its cell's other phase's (`_moved`), else its phase's, else any, the latest
-        `_recent()` of them (`sweep.pace.pace`: a machine whose load changes changes every
+        else its phase's, else any, the latest `_recent()` of them (`sweep.pace.pace`: a machine whose load changes changes every
         trial's pace; the first trials' pace kept for the whole phase made the quickstart's ETA
         20-30 % long once other work on the machine ended); paces between evaluations first, else
         ended trials' whole time (start-up included: a trial that evaluates once, at its end).
@@ -190,29 +191,10 @@ class Progress:
                     return rate
             return None
 
-        for rate, guessed in ((lambda: latest(lambda k: k == slot), False),
-                              (lambda: self._moved(slot, paced, model, now), False),
-                              (lambda: latest(lambda k: k[0] == slot[0]), False),
-                              (lambda: latest(lambda k: True), True)):
-            if (found := rate()) is not None:
-                return found, guessed
+        for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
+            if (rate := latest(keep)) is not None:
+                return rate, guessed
         return None, False
-
-    def _moved(self, slot: Slot, paced: list[Span], model: WorkModel, now: float) -> Optional[float]:
-        """A slot's pace from its cell's trials of the other phase, times the ratio between the
-        phases of the cells timed in both: a cell's recipe sets its cost (the quickstart's EE cell
-        paced by its plain cell's final trials came out 29 % short), the phase's load and
-        evaluations what the cells timed in both say. None without such cells."""
-        phase, cell = slot
-        both = {s.slot[1] for s in paced if s.slot[0] == phase} & {s.slot[1] for s in paced if s.slot[0] != phase}
-        own = [s for s in paced if s.slot[1] == cell and s.slot[0] != phase]
-        if not both or not own:
-            return None
-        recent = self._recent()
-        here = pace([s for s in paced if s.slot[1] in both and s.slot[0] == phase][-recent:], model, now)
-        there = pace([s for s in paced if s.slot[1] in both and s.slot[0] != phase][-recent:], model, now)
-        base = pace(own[-recent:], model, now)
-        return None if None in (here, there, base) else base * here / there
 
     def _recent(self) -> int:
         """How many of the latest timed trials set a pace: two rounds of the trials running at once."""

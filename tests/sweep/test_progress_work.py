@@ -24,28 +24,26 @@ R_TRAIN, R_EVAL = 1.0, 0.8
 TRAIN = {SEARCH: 10.0, FINAL: 10.0}  # Omniglot's case: the same iterations every epoch, both phases
 EVAL = {SEARCH: 4.0, FINAL: 20.0}  # a holdout of the training classes against the whole test split
 START_UP = 5.0
-SLOWER = {"a": 1.0, "b": 1.5}  # cell b's recipe (a wider net, say) takes 1.5x cell a's time for the same work
+CLASSES = {"a": 1.0, "b": 3.0}  # cell b trains on 3x the classes (a class-count ablation): 3x the images an epoch
 
 
 def seconds(phase: str, start: int, end: int, cell: str = "a", every: int = 2) -> float:
     evals = sum(start < e <= end for e in range(every, end + 1, every))
-    return SLOWER[cell] * (R_TRAIN * TRAIN[phase] * (end - start) + R_EVAL * EVAL[phase] * evals)
+    return R_TRAIN * CLASSES[cell] * TRAIN[phase] * (end - start) + R_EVAL * EVAL[phase] * evals
 
 
 def progress(clock: Clock, cells: tuple[str, ...], epochs: int = 6) -> Progress:
     slots = [(phase, c) for phase in (SEARCH, FINAL) for c in cells]
-    return Progress({s: epochs for s in slots}, clock=clock, work={s: TRAIN[s[0]] for s in slots},
+    return Progress({s: epochs for s in slots}, clock=clock, work={s: CLASSES[s[1]] * TRAIN[s[0]] for s in slots},
                     evaluations={s: Evaluations(evaluated_epochs(epochs, 2, 1), EVAL[s[0]]) for s in slots})
 
 
-def run(p: Progress, clock: Clock, key: str, slot: tuple[str, str], epochs: int = 6, until: int | None = None,
-        load: float = 1.0) -> None:
-    """Start `key` now and report its evaluations (every 2 epochs) up to `until` (its end: it ends),
-    its work `load` times slower than the rates say."""
+def run(p: Progress, clock: Clock, key: str, slot: tuple[str, str], epochs: int = 6, until: int | None = None) -> None:
+    """Start `key` now and report its evaluations (every 2 epochs) up to `until` (its end: it ends)."""
     start = clock.now
     p.started(key, key, slot)
     for epoch in range(2, (until or epochs) + 1, 2):
-        clock.now = start + START_UP + load * seconds(slot[0], 0, epoch, slot[1])
+        clock.now = start + START_UP + seconds(slot[0], 0, epoch, slot[1])
         p.evaluated(key, epoch, clock.now - start)
     if until is None:
         p.ended(key, clock.now - start, epochs)
@@ -70,12 +68,12 @@ def test_the_weight_of_an_evaluation_is_fitted_from_a_cell_timed_in_both_phases(
 
 
 def test_the_final_phase_is_priced_with_its_evaluations_right_after_the_switch() -> None:
-    """Two cells, searched (2 samples each, evaluated on a small holdout), then 3 seeds each
-    (evaluated on a test split 5x the holdout: a final trial takes 1.5x a search trial at the same
-    training); cell b's recipe takes 1.5x cell a's time. At the switch, when the first final trial
-    of cell a has evaluated twice, the cell b trials still to come are priced from b's search
-    with the evaluation weight a's two phases gave: the ETA is what is really left (paced by a's
-    final trial, as before, it said 21 % too little)."""
+    """Two cells (b trains on 3x a's classes), searched (2 samples each, evaluated on a small
+    holdout), then 3 seeds each, evaluated on a test split 5x the holdout. At the switch, once
+    the first final trial of cell a has evaluated twice, the weight of an evaluation is fitted
+    from a's two phases, and the cell b trials still to come, paced by a's final trial, are priced
+    with it: the ETA is what is really left (training work alone, as before, said 30 % too much;
+    the prior weight, 13 % too much)."""
     clock = Clock()
     p = progress(clock, ("a", "b"))
     p.phase_started({(SEARCH, "a"): 2, (SEARCH, "b"): 2, (FINAL, "a"): 3, (FINAL, "b"): 3})
@@ -90,22 +88,6 @@ def test_the_final_phase_is_priced_with_its_evaluations_right_after_the_switch()
     left = (final_a - (clock.now - switch)) + 2 * final_a + 3 * final_b
     assert not e.extrapolated
     assert e.seconds == pytest.approx(left, rel=1e-6)
-
-
-def test_a_cell_keeps_its_cost_when_the_machine_speeds_up_between_the_phases() -> None:
-    """As above, but the machine frees up at the switch: final trials run at 0.6 of the search's
-    times, which no evaluation weight explains (the fit clamps it). Cell b's trials still to come
-    take its search's pace times the ratio cell a shows between its phases: what is really left."""
-    clock = Clock()
-    p = progress(clock, ("a", "b"))
-    p.phase_started({(SEARCH, "a"): 1, (SEARCH, "b"): 1, (FINAL, "a"): 2, (FINAL, "b"): 2})
-    for cell in ("a", "b"):
-        run(p, clock, f"s{cell}", (SEARCH, cell))
-    p.phase_started({(FINAL, "a"): 2, (FINAL, "b"): 2})
-    switch = clock.now
-    run(p, clock, "fa0", (FINAL, "a"), until=4, load=0.6)
-    final_a, final_b = (START_UP + 0.6 * seconds(FINAL, 0, 6, cell) for cell in "ab")
-    assert p.eta().seconds == pytest.approx((final_a - (clock.now - switch)) + final_a + 2 * final_b, rel=1e-6)
 
 
 def test_a_phase_timed_nowhere_in_both_phases_uses_the_prior_weight() -> None:
