@@ -1,11 +1,11 @@
-"""Seconds per unit of work from timed stretches of trials, for the ETA (`sweep.progress`).
+"""A trial's work, and seconds per unit of it from timed stretches of trials, for the ETA (`sweep.progress`).
 
-A trial's work is its training (an epoch's images x pixels, `Slot work`) plus its evaluations
-(the eval split's images x pixels, each time it evaluates), the evaluations weighed by `kappa`:
-the seconds an evaluated image x pixel takes against a trained one. Evaluation does not scale
-with epochs, and a final trial evaluates the test split where a search trial evaluates a holdout,
-so training work alone mis-priced the final phase from the search's pace (an Omniglot sweep's
-final trials took twice its search trials at the same training work). `kappa` is fitted from the
+A trial's work is its training (an epoch's images x pixels, `epoch_work`) plus its evaluations
+(the eval split's images x pixels each time it evaluates, `slot_evaluations`), the evaluations
+weighed by `kappa`: the seconds an evaluated image x pixel takes against a trained one.
+Evaluation does not scale with epochs, and a final trial evaluates the test split where a search
+trial evaluates a holdout (Omniglot: 1,320 against 560 images), so training work alone priced a
+final trial from the search's pace too low where evaluation weighs. `kappa` is fitted from the
 trials of a cell whose kinds train and evaluate in different proportions (its search and its
 final trials); before two such kinds are timed it is `KAPPA_PRIOR`.
 
@@ -16,12 +16,17 @@ is news, not a new machine.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
 from scipy.optimize import nnls
+
+if TYPE_CHECKING:
+    from dml_core.config import ExperimentConfig
+    from sweep.plan import SweepPlan
 
 Slot = tuple[str, str]  # (phase, cell)
 
@@ -122,3 +127,50 @@ def pace(spans: list[Span], model: WorkModel, now: float) -> Optional[float]:
         pooled = seconds / work
         rate = pooled if rate is None else min(max(pooled, rate / MAX_STEP), rate * MAX_STEP)
     return rate
+
+
+def _slot_configs(plan: "SweepPlan") -> dict[Slot, "ExperimentConfig"]:
+    """The config of a trial of each (phase, cell): its first seed, a search sample at the base values."""
+    from sweep.plan import trial_config
+
+    trials = {(t.phase, t.cell): t for t in reversed(plan.final_trials())}
+    if plan.spec.search:
+        trials |= {(t.phase, t.cell): t for t in map(plan.search_trial, plan.cells)}
+    return {slot: trial_config(plan.base, trial, None, plan.source) for slot, trial in trials.items()}
+
+
+def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
+    """What one epoch of a trial of each (phase, cell) trains, in images x pixels: a search trial
+    on a holdout's share of the training classes trains fewer images an epoch than a final one
+    (the quickstart: 720 against 1,248). A slot whose split cannot be counted here is left out
+    (its epochs then weigh 1)."""
+    from sweep.forecast import iterations_per_epoch
+
+    out: dict[Slot, float] = {}
+    for slot, cfg in _slot_configs(plan).items():
+        try:
+            out[slot] = float(iterations_per_epoch(cfg) * cfg.data.batch.size * cfg.data.image_size ** 2)
+        except (ValueError, OSError):
+            continue
+    return out
+
+
+def slot_evaluations(plan: "SweepPlan") -> dict[Slot, Evaluations]:
+    """When a trial of each (phase, cell) evaluates and what one evaluation embeds, in images x
+    pixels: a search trial its holdout's (or fold's) classes, a final one the test split (the
+    quickstart: 544 against 533 images; Omniglot's test split weighs half its training epoch).
+    An eval split that cannot be counted here weighs 0 (evaluations then cost nothing extra)."""
+    from dml_core.data import select_splits
+
+    sizes: dict[str, int] = {}  # data selection -> eval images: the cells of a sweep share one read
+    out: dict[Slot, Evaluations] = {}
+    for slot, cfg in _slot_configs(plan).items():
+        train, key = cfg.train, json.dumps(cfg.data.selection(), sort_keys=True)
+        if key not in sizes:
+            try:
+                sizes[key] = sum(len(split) for split in select_splits(cfg.data).eval_splits().values())
+            except (ValueError, OSError):
+                sizes[key] = 0
+        epochs = evaluated_epochs(train.epochs, train.eval_every, train.eval_from_epoch, cfg.data.folds or 1)
+        out[slot] = Evaluations(epochs, float(sizes[key] * cfg.data.image_size ** 2))
+    return out

@@ -24,7 +24,6 @@ up to `max` ("at most"); `expected` then counts the seeds the policy is expected
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -32,11 +31,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
-from sweep.pace import Evaluations, Slot, Span, WorkModel, evaluated_epochs, pace
+from sweep.pace import Evaluations, Slot, Span, WorkModel, epoch_work, pace, slot_evaluations
 from sweep.records import FINAL, TrialRecord
 
 if TYPE_CHECKING:
-    from dml_core.config import ExperimentConfig
     from sweep.plan import SweepPlan
     from sweep.sequential import PolicyView
 
@@ -312,53 +310,6 @@ def epochs_per_trial(plan: "SweepPlan") -> dict[Slot, int]:
         out[(FINAL, c.id)] = epochs
         if search:
             out[(SEARCH, c.id)] = epochs * (search.folds or 1)
-    return out
-
-
-def _slot_configs(plan: "SweepPlan") -> dict[Slot, "ExperimentConfig"]:
-    """The config of a trial of each (phase, cell): its first seed, a search sample at the base values."""
-    from sweep.plan import trial_config
-
-    trials = {(t.phase, t.cell): t for t in reversed(plan.final_trials())}
-    if plan.spec.search:
-        trials |= {(t.phase, t.cell): t for t in map(plan.search_trial, plan.cells)}
-    return {slot: trial_config(plan.base, trial, None, plan.source) for slot, trial in trials.items()}
-
-
-def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
-    """What one epoch of a trial of each (phase, cell) trains, in images x pixels: a search trial
-    on a holdout's share of the training classes trains fewer images an epoch than a final one
-    (the quickstart: 720 against 1,248). A slot whose split cannot be counted here is left out
-    (its epochs then weigh 1)."""
-    from sweep.forecast import iterations_per_epoch
-
-    out: dict[Slot, float] = {}
-    for slot, cfg in _slot_configs(plan).items():
-        try:
-            out[slot] = float(iterations_per_epoch(cfg) * cfg.data.batch.size * cfg.data.image_size ** 2)
-        except (ValueError, OSError):
-            continue
-    return out
-
-
-def slot_evaluations(plan: "SweepPlan") -> dict[Slot, Evaluations]:
-    """When a trial of each (phase, cell) evaluates and what one evaluation embeds, in images x
-    pixels: a search trial its holdout's (or fold's) classes, a final one the test split (the
-    quickstart: 544 against 533 images; Omniglot's test split weighs half its training epoch).
-    An eval split that cannot be counted here weighs 0 (evaluations then cost nothing extra)."""
-    from dml_core.data import select_splits
-
-    sizes: dict[str, int] = {}  # data selection -> eval images: the cells of a sweep share one read
-    out: dict[Slot, Evaluations] = {}
-    for slot, cfg in _slot_configs(plan).items():
-        train, key = cfg.train, json.dumps(cfg.data.selection(), sort_keys=True)
-        if key not in sizes:
-            try:
-                sizes[key] = sum(len(split) for split in select_splits(cfg.data).eval_splits().values())
-            except (ValueError, OSError):
-                sizes[key] = 0
-        epochs = evaluated_epochs(train.epochs, train.eval_every, train.eval_from_epoch, cfg.data.folds or 1)
-        out[slot] = Evaluations(epochs, float(sizes[key] * cfg.data.image_size ** 2))
     return out
 
 
