@@ -32,7 +32,8 @@ Slot = tuple[str, str]  # (phase, cell)
 
 # An evaluated image x pixel against a trained one, until trials tell them apart: one forward
 # pass without gradients against a forward and a backward (about two forwards). Measured on 1
-# thread: 0.17 on the quickstart, 0.57 on Omniglot (its k-NN search and clustering weigh more).
+# thread (`Trainer.evaluate` against `Trainer.train_epoch`, per image x pixel, load 7-14): 0.17 on
+# the quickstart, 0.57 on Omniglot (its k-NN search and clustering weigh more).
 KAPPA_PRIOR = 1 / 3
 MAX_STEP = 1.5  # the most one timed stretch may move a pace (either way)
 _DISTINCT = 1.2  # eval-to-train proportions this far apart tell the two rates apart
