@@ -11,6 +11,8 @@ final trial on (lines with under 10 s really left are skipped: a second of round
 Under a seed policy the line's `expected` value is the one compared (its `at most` bounds it).
 
 The sweep runs on this machine with whatever else runs on it: quote the load average printed.
+To compare two versions of the code at the same load, run this script from both checkouts at the
+same time (each in its own checkout: `sweep/run.py` runs the code beside it).
 """
 from __future__ import annotations
 
@@ -129,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-eta-") as tmp:
         root = Path(args.keep or tmp)
         lines, wall = run(args.config, args.overrides, root, Path(args.log) if args.log else None)
     print(f"bench_eta: {args.config} {' '.join(args.overrides)}: {lines[-1].total if lines else 0} trials, "
-          f"command wall {wall:.0f} s, load average {os.getloadavg()[0]:.1f} after")
+          f"command wall {wall:.0f} s, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     if not any(x.kind != "..." for x in lines):
         print("  no trial line was printed")
         return 1

@@ -7,13 +7,17 @@ two trials ending in the same second change the estimate by what they measured, 
 (the pace of "seconds since the phase began / trials ended" doubled on the first of two and
 halved on the second). The estimate is
 
-    (start-up + epochs x work per epoch x seconds per unit of work, summed over the trials not yet
+    (start-up + a trial's work x seconds per unit of work, summed over the trials not yet
      started, + what is left of the running ones) / the concurrency reached, and at least the
      longest running trial
 
-with work per epoch an epoch's images x pixels (`epoch_work`: a search trial trains on the
-holdout's share of the classes) and seconds per unit from the latest trials of the same phase and
-cell, else of the phase, else of the other phase (`extrapolated`). `benchmarks/bench_eta.py`
+with a trial's work its epochs' images x pixels (`epoch_work`: a search trial trains on the
+holdout's share of the classes) plus its evaluations' (`slot_evaluations`: a final trial
+evaluates the test split), added with a fitted weight (`sweep.pace`), and seconds per unit from
+the latest trials of the same phase and cell, else of the phase, else of the other phase
+(`extrapolated`). A cell's own other phase is not used: with a few trials per cell, which trials
+ran side by side moved their times 2x (an Omniglot search trial alone against one beside
+another), more than the cells' recipes did. `benchmarks/bench_eta.py`
 measures the error against a sweep's real end. Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
 (`expected_final_trials`).
@@ -27,13 +31,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
+from sweep.pace import Evaluations, Slot, Span, WorkModel, epoch_work, pace, slot_evaluations
 from sweep.records import FINAL, TrialRecord
 
 if TYPE_CHECKING:
     from sweep.plan import SweepPlan
     from sweep.sequential import PolicyView
 
-Slot = tuple[str, str]  # (phase, cell)
 
 
 @dataclass
@@ -50,18 +54,11 @@ class Live:
     first: Optional[tuple[int, float]] = None  # (epoch, trial_s) of its first evaluation this attempt
     fresh: bool = True  # started before any trial of its phase ended: in a new worker process
 
-    def pace(self) -> Optional[tuple[float, int]]:
-        """(seconds, epochs) between its first and last evaluation: its pace without its start-up."""
+    def span(self) -> Optional[Span]:
+        """Its stretch between its first and last evaluation: its pace without its start-up."""
         if self.first is None or self.epoch <= self.first[0]:
             return None
-        return self.trial_s - self.first[1], self.epoch - self.first[0]
-
-    def start_up(self) -> Optional[float]:
-        """Seconds before its first epoch began (data, model, the process): not per epoch."""
-        pace = self.pace()
-        if pace is None:
-            return None
-        return max(0.0, self.first[1] - self.first[0] * pace[0] / pace[1])
+        return Span(self.slot, self.trial_s - self.first[1], self.first[0], self.epoch, self.reported)
 
 
 @dataclass
@@ -77,23 +74,24 @@ class Progress:
     """Trials pending (per phase and cell), running and timed, for one sweep session.
 
     A trial's time is its start-up (data, model, and in a new worker process the imports: the same
-    for a short and a long trial) plus its epochs at its slot's pace; the pace comes from the
-    seconds between a trial's first and last evaluation, so start-ups do not inflate it. Start-ups
-    are kept apart for the first trials of a phase (each phase is a new Tune experiment: new worker
-    processes, measured 40-45 s on the quickstart under load) and the later ones, which reuse a
-    worker (about 1 s): the first trials' start-up counted for every trial made the ETA at half
-    the quickstart 55 % too long."""
+    for a short and a long trial) plus its work (training and evaluations, `sweep.pace`) at its
+    slot's pace; the pace comes from the seconds between a trial's first and last evaluation, so
+    start-ups do not inflate it. Start-ups are kept apart for the first trials of a phase (each
+    phase is a new Tune experiment: new worker processes, measured 40-45 s on the quickstart under
+    load) and the later ones, which reuse a worker (about 1 s): the first trials' start-up counted
+    for every trial made the ETA at half the quickstart 55 % too long."""
 
     epochs: dict[Slot, int]  # epochs (x folds) a trial of the slot trains
     clock: Callable[[], float] = time.monotonic
     work: dict[Slot, float] = field(default_factory=dict)  # what one epoch of the slot trains (`epoch_work`); 1 if unknown
+    evaluations: dict[Slot, Evaluations] = field(default_factory=dict)  # when a trial of the slot evaluates, and what
     pending: dict[Slot, int] = field(default_factory=dict)
     live: dict[str, Live] = field(default_factory=dict)
     at_most: bool = False  # final trials counted up to a seed policy's max
     expected_final: Optional[dict[str, float]] = None  # cell -> final trials a policy is expected to add
-    _paced: list[tuple[Slot, float, float]] = field(default_factory=list)  # (slot, seconds, work) between evaluations, as ended
-    _whole: list[tuple[Slot, float, float]] = field(default_factory=list)  # (slot, seconds, work) of whole trials, as ended
-    _start_ups: dict[tuple[bool, str], list[float]] = field(default_factory=dict)  # (fresh, phase) -> measured
+    _paced: list[Span] = field(default_factory=list)  # between evaluations, as ended
+    _whole: list[Span] = field(default_factory=list)  # whole trials, as ended
+    _start_ups: dict[tuple[bool, str], list[tuple[Span, float]]] = field(default_factory=dict)  # (fresh, phase) -> (span, its first evaluation's seconds)
     _peak: int = 0
     _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
     _ended_in_phase: int = 0
@@ -131,11 +129,11 @@ class Progress:
         if t is None:
             return
         self._ended_in_phase += 1
-        if (pace := t.pace()) is not None:
-            self._paced.append((t.slot, pace[0], pace[1] * self._work(t.slot)))
-            self._start_ups.setdefault((t.fresh, t.slot[0]), []).append(t.start_up())
+        if (span := t.span()) is not None:
+            self._paced.append(span)
+            self._start_ups.setdefault((t.fresh, t.slot[0]), []).append((span, t.first[1]))
         if epochs > 0 and math.isfinite(seconds) and seconds > 0:
-            self._whole.append((t.slot, seconds, epochs * self._work(t.slot)))
+            self._whole.append(Span(t.slot, seconds, 0, epochs, self.clock(), whole=True))
 
     @property
     def running(self) -> int:
@@ -145,60 +143,73 @@ class Progress:
     def waiting(self) -> int:
         return sum(self.pending.values())
 
-    def _start_up(self, fresh: bool, phase: str) -> float:
+    def _model(self) -> WorkModel:
+        """The work model, its evaluation weight fitted on every stretch timed so far."""
+        spans = self._paced + [s for t in self.live.values() if (s := t.span()) is not None]
+        return WorkModel(self.work, self.evaluations).fitted(spans)
+
+    @staticmethod
+    def _start_up_of(span: Span, first_s: float, model: WorkModel) -> float:
+        """Seconds before a trial's first epoch began: its first evaluation's time less the work
+        up to it at the trial's own pace (data, model, the process: not per epoch)."""
+        per_unit = span.seconds / max(model.work(span.slot, span.start, span.end), 1e-12)
+        return max(0.0, first_s - per_unit * model.work(span.slot, 0, span.start))
+
+    def _start_up(self, fresh: bool, phase: str, model: WorkModel) -> float:
         """Median start-up of trials like it (new worker or not; its phase, else any phase); a new
         worker's, before one was measured, that of a reused one; 0 before any was measured. A
         reused worker never takes a new one's (imports, data): at the quickstart's first trial
         that charged 40 s to each trial still to come, and its ETA was 2.4x what was left."""
-        measured: dict[tuple[bool, str], list[float]] = {k: list(v) for k, v in self._start_ups.items()}
+        measured = {k: list(v) for k, v in self._start_ups.items()}
         for t in self.live.values():
-            if (s := t.start_up()) is not None:
-                measured.setdefault((t.fresh, t.slot[0]), []).append(s)
+            if (span := t.span()) is not None:
+                measured.setdefault((t.fresh, t.slot[0]), []).append((span, t.first[1]))
         for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: fresh):
-            values = [v for k, vs in measured.items() if keep(k) for v in vs]
+            values = [self._start_up_of(s, f, model) for k, vs in measured.items() if keep(k) for s, f in vs]
             if values:
                 return float(np.median(values))
         return 0.0
 
-    def _work(self, slot: Slot) -> float:
-        return self.work.get(slot, 1.0)
+    def _pace(self, slot: Slot, model: WorkModel) -> tuple[Optional[float], bool]:
+        """(seconds per unit of work, extrapolated) for a trial of `slot`: from its slot's trials,
+        else its phase's, else any, the latest `_recent()` of them (`sweep.pace.pace`: a machine whose load changes changes every
+        trial's pace; the first trials' pace kept for the whole phase made the quickstart's ETA
+        20-30 % long once other work on the machine ended); paces between evaluations first, else
+        ended trials' whole time (start-up included: a trial that evaluates once, at its end).
+        Work counts training and evaluations (`sweep.pace`), so a search trial on part of the
+        training classes, evaluated on a holdout, paces a final trial on all of them, evaluated on
+        the test split. None before a trial evaluated twice or ended: a first evaluation's time is
+        mostly start-up (a fresh worker imports torch), and an ETA from it came out 10x too long."""
+        paced = self._paced + [s for t in self.live.values() if (s := t.span()) is not None]
+        now = self.clock()
 
-    def _pace(self, slot: Slot) -> tuple[Optional[float], bool]:
-        """(seconds per unit of work, extrapolated) for a trial of `slot`: from its cell's trials,
-        else its phase's, else any, the latest `_recent()` of them (a machine whose load changes
-        changes every trial's pace: the first trials' pace kept for the whole phase made the
-        quickstart's ETA 20-30 % long once other work on the machine ended); paces between
-        evaluations first, else ended trials' whole time (start-up included: a trial that
-        evaluates once, at its end). Work is an epoch's images x pixels (`epoch_work`), so a
-        search trial on part of the training classes paces a final trial on all of them (seconds
-        per epoch said 41 % too little there). None before a trial evaluated twice or ended: a
-        first evaluation's time is mostly start-up (a fresh worker imports torch), and an ETA
-        from it came out 10x too long."""
-        paced = list(self._paced)
-        for t in self.live.values():  # one evaluation alone is mostly start-up: no pace from it
-            if (pace := t.pace()) is not None:
-                paced.append((t.slot, pace[0], pace[1] * self._work(t.slot)))
-        for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
+        def latest(keep: Callable[[Slot], bool]) -> Optional[float]:
             for timed in (paced, self._whole):
-                rate = _pooled([(s, w) for k, s, w in timed if keep(k)][-self._recent():])
-                if rate is not None:
-                    return rate, guessed
+                if (rate := pace([s for s in timed if keep(s.slot)][-self._recent():], model, now)) is not None:
+                    return rate
+            return None
+
+        for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
+            if (rate := latest(keep)) is not None:
+                return rate, guessed
         return None, False
 
     def _recent(self) -> int:
         """How many of the latest timed trials set a pace: two rounds of the trials running at once."""
         return 2 * max(1, self._peak)
 
-    def remaining(self, t: Live, now: float) -> Optional[float]:
+    def remaining(self, t: Live, now: float, model: Optional[WorkModel] = None) -> Optional[float]:
         """Seconds left of a running trial: by its own pace once it has one, else its slot's."""
-        pace = t.pace()
-        if pace is not None:
-            total = t.first[1] + (t.epochs - t.first[0]) * pace[0] / pace[1]
+        model = model or self._model()
+        span = t.span()
+        if span is not None:
+            per_unit = span.seconds / max(model.work(t.slot, span.start, span.end), 1e-12)
+            total = t.first[1] + per_unit * model.work(t.slot, t.first[0], t.epochs)
         else:
-            rate, _ = self._pace(t.slot)
+            rate, _ = self._pace(t.slot, model)
             if rate is None:
                 return None
-            total = self._start_up(t.fresh, t.slot[0]) + t.epochs * self._work(t.slot) * rate
+            total = self._start_up(t.fresh, t.slot[0], model) + rate * model.work(t.slot, 0, t.epochs)
         ran = t.trial_s + (now - t.reported) if t.epoch else now - t.started
         return max(0.0, total - ran)
 
@@ -207,15 +218,16 @@ class Progress:
         now = self.clock()
         if not self.live:
             return None
-        t = max(self.live.values(), key=lambda t: (self.remaining(t, now) or 0.0, now - t.started))
+        model = self._model()
+        t = max(self.live.values(), key=lambda t: (self.remaining(t, now, model) or 0.0, now - t.started))
         return t, now - t.started
 
     def eta(self) -> Optional[Estimate]:
         """Seconds until every trial counted has ended; None before any trial was timed."""
-        now = self.clock()
+        now, model = self.clock(), self._model()
         work, longest, guessed = 0.0, 0.0, False
         for t in self.live.values():
-            left = self.remaining(t, now)
+            left = self.remaining(t, now, model)
             if left is None:
                 return None
             work, longest = work + left, max(longest, left)
@@ -223,33 +235,28 @@ class Progress:
         # New workers for the first trials of a phase not begun, or not yet at its concurrency.
         new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
         for slot, n in self.pending.items():
-            rate, extrapolated = self._pace(slot)
+            rate, extrapolated = self._pace(slot, model)
             if rate is None:
                 return None
             guessed |= extrapolated
             fresh = min(n, new_workers[slot[0]])
             new_workers[slot[0]] -= fresh
-            per_slot[slot] = self._start_up(False, slot[0]) + rate * self.epochs.get(slot, 1) * self._work(slot)
-            work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0]) - self._start_up(False, slot[0]))
+            reused = self._start_up(False, slot[0], model)
+            per_slot[slot] = reused + rate * model.work(slot, 0, self.epochs.get(slot, 1))
+            work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0], model) - reused)
         trials = self.running + self.waiting
         if trials == 0:
             return None
         width = max(1, min(self._peak, trials))
-        seconds = max(work / width, longest)
-        estimate = Estimate(seconds, guessed, at_most=self.at_most and any(s[0] == FINAL for s in self.pending))
+        estimate = Estimate(max(work / width, longest), guessed,
+                            at_most=self.at_most and any(s[0] == FINAL for s in self.pending))
         if estimate.at_most and self.expected_final is not None:
-            cut = sum(max(0.0, n - self.expected_final.get(slot[1], n)) * per_slot[slot]
-                      for slot, n in self.pending.items() if slot[0] == FINAL)
-            left = trials - sum(max(0.0, n - self.expected_final.get(slot[1], n))
-                                for slot, n in self.pending.items() if slot[0] == FINAL)
-            estimate.expected_s = max((work - cut) / max(1.0, min(self._peak, left)), longest)
+            cut = {slot: max(0.0, n - self.expected_final.get(slot[1], n))
+                   for slot, n in self.pending.items() if slot[0] == FINAL}
+            left = trials - sum(cut.values())
+            estimate.expected_s = max((work - sum(n * per_slot[s] for s, n in cut.items()))
+                                      / max(1.0, min(self._peak, left)), longest)
         return estimate
-
-
-def _pooled(timed: list[tuple[float, float]]) -> Optional[float]:
-    """Seconds per unit of work over (seconds, work) pairs."""
-    work = sum(w for _, w in timed)
-    return sum(s for s, _ in timed) / work if work else None
 
 
 def expected_final_trials(view: "PolicyView", records: Iterable[TrialRecord], draws: int = 2000,
@@ -306,27 +313,6 @@ def epochs_per_trial(plan: "SweepPlan") -> dict[Slot, int]:
     return out
 
 
-def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
-    """What one epoch of a trial of each (phase, cell) trains, in images x pixels: a search trial
-    on a holdout's share of the training classes trains fewer images an epoch than a final one
-    (the quickstart: 720 against 1,248). A slot whose split cannot be counted here is left out
-    (its epochs then weigh 1)."""
-    from sweep.forecast import iterations_per_epoch
-    from sweep.plan import trial_config
-
-    trials = {(t.phase, t.cell): t for t in reversed(plan.final_trials())}
-    if plan.spec.search:
-        trials |= {(t.phase, t.cell): t for t in map(plan.search_trial, plan.cells)}
-    out: dict[Slot, float] = {}
-    for slot, trial in trials.items():
-        cfg = trial_config(plan.base, trial, None, plan.source)
-        try:
-            out[slot] = float(iterations_per_epoch(cfg) * cfg.data.batch.size * cfg.data.image_size ** 2)
-        except (ValueError, OSError):
-            continue
-    return out
-
-
 def planned_trials(plan: "SweepPlan") -> dict[Slot, int]:
     """Trials each (phase, cell) plans: its search samples, its seeds (a seed policy's max)."""
     from sweep.plan import SEARCH
@@ -353,13 +339,15 @@ def trials_left(planned: dict[Slot, int], records: Iterable[TrialRecord]) -> dic
 class PlannedWork:
     """What the plan says each (phase, cell) trains, derived once per session so the Tune callback
     needs the figures, not the plan: trials planned, epochs a trial trains, what one epoch trains,
-    and under a seed policy its view (the final phase then counts up to max seeds)."""
+    under a seed policy its view (the final phase then counts up to max seeds), and when a trial
+    evaluates and what one evaluation embeds."""
 
     planned: dict[Slot, int]
     epochs: dict[Slot, int]
     work: dict[Slot, float]
     view: Optional["PolicyView"] = None
+    evaluations: dict[Slot, Evaluations] = field(default_factory=dict)
 
     @classmethod
     def of(cls, plan: "SweepPlan", view: Optional["PolicyView"] = None) -> "PlannedWork":
-        return cls(planned_trials(plan), epochs_per_trial(plan), epoch_work(plan), view)
+        return cls(planned_trials(plan), epochs_per_trial(plan), epoch_work(plan), view, slot_evaluations(plan))

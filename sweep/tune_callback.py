@@ -68,6 +68,7 @@ class TrackingCallback(tune.Callback):
         records = self.log.trials()
         planned = self.planned
         self.console.phase_started(self._ended(), trials_left(planned.planned, records), planned.epochs, planned.work)
+        self.console.progress.evaluations = planned.evaluations  # the ETA counts evaluations as work
         if planned.view is not None:  # the final phase counted up to max seeds: say so, and what to expect
             self.console.progress.at_most = True
             self.console.progress.expected_final = expected_final_trials(planned.view, records)
