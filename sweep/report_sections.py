@@ -51,7 +51,7 @@ def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path)
     if (forecast := load_forecast(sweep_dir)) is not None:
         blocks.append(Para(beside_measured(forecast, results.records.trials)))
     if results.primary:
-        blocks += [Heading("Headlines"), Bullets(results.headlines(limit=20))]
+        blocks += [Heading("Headlines"), Bullets(results.summary.headlines)]
     # On the first screen: a search that picked within noise says so before any table.
     blocks += [Para(f"**Search, {s.label}:** {s.note}") for s in results.search_unseparated[:5]]
     if len(results.search_unseparated) > 5:
