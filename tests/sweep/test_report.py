@@ -216,7 +216,7 @@ def test_verdicts_and_headlines() -> None:
     # The MLflow parent's `headline` tag: the numbers and the verdict, short enough for its chip.
     assert _comparison().tag() == "R@1 +2.0 [+1.0, +3.0] pts, better"
     assert loss.tag() == "loss -0.123 [-0.2, -0.05], better"
-    assert _comparison(low=math.nan, high=math.nan).tag() == "R@1 +2.0 pts, better"
+    assert _comparison(low=math.nan, high=math.nan).tag() == "R@1 +2.0 pts, no test (no interval)"
 
 
 def test_best_evaluation_is_selectable(tmp_path: Path) -> None:
