@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
 from scipy import special
 
-from sweep.sequential import PolicyView, spending
 from sweep.spec import SeedPolicy
-from sweep.stats import ALPHA
+from sweep.stats import ALPHA, spending
+
+if TYPE_CHECKING:  # the view computes its forecasts here (`PolicyView.look`)
+    from sweep.sequential import PolicyView
 
 POWER = 0.8  # the chance of a decision the seed forecast plans for
 FORECAST_CAP = 100_000  # seeds per cell; beyond this the forecast says "more than"
@@ -70,7 +72,7 @@ def seeds_needed(policy: SeedPolicy, sd: float, goal: str, target: float, power:
     return None
 
 
-def forecast(view: PolicyView, diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
+def forecast(view: "PolicyView", diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
     """The seed forecast of one comparison (or cell, under a width rule alone) from its finite
     paired differences and its interval's half-width h now: a decision at the margin when the
     sweep has one; else on a true difference of h / 2 (half the observed interval: a difference

@@ -9,7 +9,8 @@ A sweep typically has 3-5 seeds per cell. With n = 3 the 95 % t multiplier is 4.
 are wide and the paired test has little power: read p-values as descriptive, and note that no
 correction for comparing many cells against one baseline is applied. A seed policy (seeds added
 until the answer is clear) needs intervals that hold under that optional stopping: those are in
-`sweep.sequential`; `verdict` turns either kind into words, and `shape_note` flags a seed far
+`sweep.sequential` (the spending functions that spread alpha over its looks are here, beside the
+seed forecast's use of them); `verdict` turns either kind into words, and `shape_note` flags a seed far
 from the others beside it.
 """
 from __future__ import annotations
@@ -139,6 +140,18 @@ def cell_estimates(values: dict[str, dict[int, float]]) -> dict[str, Estimate]:
 def difference_estimate(test: PairedComparison, metric: str) -> Estimate:
     """A paired comparison's difference, its interval clipped to the range a difference of `metric` can take."""
     return Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(metric, difference=True))
+
+
+def spending(kind: str, t: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """Cumulative alpha spent by information fraction `t` (0 < t <= 1), f(1) = alpha."""
+    t = np.asarray(t, dtype=float)
+    if kind == "pocock":
+        return alpha * np.log1p((math.e - 1) * t)
+    if kind == "obrien_fleming":
+        return 2 - 2 * special.ndtr(special.ndtri(1 - alpha / 2) / np.sqrt(t))
+    if kind == "bonferroni":
+        return alpha * t  # with equal steps in look count, see `Design.from_policy`
+    raise ValueError(f"unknown spending function {kind!r}")
 
 
 def equivalent_words(margin_text: str) -> str:
