@@ -269,7 +269,7 @@ def _sentence(text: str) -> str:
 
 def _trials_section(results: SweepResults) -> list[Block]:
     metric = results.metric
-    trials = results.trial_rows()
+    trials = results.trial_rows
 
     def status(r: dict) -> str:  # a reused result says which sweep trained it
         return f"{r['status']}, reused from {Path(r['reused_from']).name}" if r.get("reused_from") else r["status"]

@@ -272,8 +272,10 @@ class SweepResults:
 
     # ---------------------------------------------------------------- flat tables
 
+    @cached_property
     def trial_rows(self) -> list[dict[str, Any]]:
-        """Every trial (search first, then final; plan order, seed), searched params as JSON."""
+        """Every trial (search first, then final; plan order, seed), searched params as JSON: built
+        once, read by the tables and the report's trial list."""
         order = {c.id: i for i, c in enumerate(self.plan.cells)}
         rows = []
         for r in sorted(self.records.trials, key=lambda r: (r.phase != SEARCH, order.get(r.cell, 1 << 30), r.seed, r.key)):
