@@ -241,8 +241,10 @@ class SweepResults:
         """What the sweep concluded in words, formatted once (`Summary`)."""
         comps = self.primary
         lines = [(c.headline(), c.verdict, c.test.p_value) for c in comps]
-        tag = (comps[0].tag(), f"{comps[0].label}" + (f" (+ {len(comps) - 1} more)" if len(comps) > 1 else "")) if comps \
-            else (f"{len(self.cells)} cells, no baseline", "see report.html")
+        if comps:
+            tag = (comps[0].tag(), comps[0].label + (f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""))
+        else:
+            tag = (f"{len(self.cells)} cells, no baseline", "see report.html")
         return Summary(lines, [f"{s.label}: {s.note}" for s in self.search_unseparated], tag)
 
     @cached_property
