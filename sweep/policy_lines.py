@@ -143,7 +143,6 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
     import numpy as np
 
     from sweep.pending import identity
-    from sweep.seed_forecast import forecast
     from sweep.sequential import Design, sequential_test
     from sweep.store import TrialStore, default_store_path
 
@@ -171,7 +170,7 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
             continue
         # The pilot's interval at the first look's level: what "half the observed interval" refers to.
         first = sequential_test(Design((len(diffs),), (view.design.alphas[0],)), np.array([diffs]))
-        fc = forecast(view, diffs, float(first.high[0] - first.low[0]) / 2, q.ref is not None)
+        fc = view.forecast(diffs, float(first.high[0] - first.low[0]) / 2, q.ref is not None)
         if fc is not None:
             lines.append(f"  {_quantity_label(q, labels)} (max {view.design.looks[-1]}): "
                          f"{forecast_words(metric, fc, q.ref is not None)}")

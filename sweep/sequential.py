@@ -44,7 +44,7 @@ from sweep.baseline import references
 from sweep.plan import Cell, SweepPlan
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
 from sweep.spec import SeedPolicy
-from sweep.seed_forecast import SeedForecast, forecast
+from sweep.seed_forecast import DIFFERENCE, HALF_WIDTH, MARGIN, SeedForecast, forecast
 from sweep.stats import ALPHA, PairedComparison, spending
 from sweep.units import from_points, points_suffix
 
@@ -329,10 +329,29 @@ class PolicyView:
         for a in assessed:
             if a.reason == MAX:
                 c = a.comparison
-                fc = forecast(self, a.diffs, (c.high - c.low) / 2, a.quantity.ref is not None)
+                fc = self.forecast(a.diffs, (c.high - c.low) / 2, a.quantity.ref is not None)
                 if fc is not None:
                     out[a.quantity] = fc
         return out
+
+    def forecast(self, diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
+        """The seed forecast of one comparison (or cell, under a width rule alone) from its paired
+        differences and its interval's half-width h now: a decision at the margin when the sweep
+        has one; else on a true difference of h / 2 (half the observed interval: a difference of h
+        itself is nearly decidable at the seeds run, so that forecast would not reach past them);
+        under a width rule, the planned width (whichever comes first when both are set). A cell
+        compared with nothing (`compared` False: `diffs` are its values) has only the width rule."""
+        if self.policy is None:
+            return None
+        goals = []
+        if self.design.decided and compared:
+            if self.design.margin is not None:
+                goals.append((MARGIN, self.design.margin))
+            elif math.isfinite(half_width) and half_width > 0:
+                goals.append((DIFFERENCE, half_width / 2))
+        if self.design.ci_half_width is not None:
+            goals.append((HALF_WIDTH, self.design.ci_half_width))
+        return forecast(self.policy, diffs, goals)
 
     def rule(self) -> str:
         """The policy in words, for the plan, the console and the report."""
