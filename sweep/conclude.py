@@ -37,7 +37,7 @@ def conclude(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, log
              reused: int, tracking_uri: str, wall_s: float) -> SweepOutcome:
     """After the phases: the records read once, one `SweepResults`, the report, the MLflow
     parent's metrics and files; the session's outcome with where to find them."""
-    from sweep.report import write_report
+    from sweep.report import write_results
     from sweep.results import SweepResults
     from sweep.trial_runs import publish_sweep
 
@@ -45,7 +45,7 @@ def conclude(plan: SweepPlan, view: Optional["PolicyView"], sweep_dir: Path, log
     final = [r for r in records.trials if r.phase == FINAL]
     failed = sorted(r.key for r in final if not r.finished)
     results = SweepResults.of_view(plan, view, records)
-    files = write_report(sweep_dir, results=results)
+    files = write_results(results, sweep_dir)
     all_failed = f"all {len(final)} final trials failed" if final and len(failed) == len(final) else None
     parent = publish_sweep(runs, results, files, all_failed)
     outcome = SweepOutcome(sweep_dir, FINISHED, files, results=results, final_trials=len(final), failed=failed,

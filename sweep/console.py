@@ -182,8 +182,8 @@ def closing_block(outcome: Any, wall_s: float) -> str:
         trained = sum(t.ended and not t.reused for t in trials)
         lines.append(f"   {reused} of them reused from the trial store (not trained again), {trained} trained"
                      + (" (--no-reuse trains them afresh)" if outcome.reused == reused == len(trials) else ""))
-    lines += [f"   {h}" for h in results.headlines(limit=HEADLINES)]
-    lines += [f"   search, {line}" for line in results.search_lines()[:3]]
+    lines += [f"   {h}" for h in results.summary.top(HEADLINES)]
+    lines += [f"   search, {line}" for line in results.summary.search_lines[:3]]
     lines.append(f"report:  {outcome.sweep_dir / 'report.md'}  (report.html: the same with its plots)")
     if outcome.mlflow_command:
         lines.append(f"MLflow:  {outcome.mlflow_command}")

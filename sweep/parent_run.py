@@ -22,15 +22,14 @@ import math
 import tempfile
 from typing import Any
 
-from sweep.labels import metric_label, slug
+from sweep.labels import slug
 from sweep.results import SweepResults
-from sweep.units import fmt_points, in_unit, is_fraction, unit_of
+from sweep.units import in_unit, is_fraction
 
 
 REPORT_HTML = "report.html"
 UI_PORT = 5000  # `mlflow ui`'s default
 ML_VIEW = "workflowType=machine_learning"  # MLflow 3's navigation: the model-training view, not GenAI's
-HEADLINES = 20  # on the run page; the report has them all
 _MAX_DESCRIPTION = 5000  # MLflow caps a tag value at 8000 characters
 
 
@@ -62,30 +61,16 @@ def parent_metrics(results: SweepResults) -> dict[str, float]:
     return out
 
 
-def parent_headline(results: SweepResults) -> tuple[str, str]:
-    """The first comparison in a few words, as the `headline` and `headline.of` tags: the numbers
-    and the verdict, then what was compared (the full sentences are in the description)."""
-    metric, comps = results.metric, results.primary
-    if not comps:
-        return f"{len(results.cells)} cells, no baseline", f"see {REPORT_HTML}"
-    c = comps[0]
-    unit = " pts" if unit_of(metric, True) == "points" else f" {unit_of(metric, True)}".rstrip()
-    ci = f" [{fmt_points(metric, c.diff.low)}, {fmt_points(metric, c.diff.high)}]" if c.diff.has_interval else ""
-    more = f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""
-    # Two tags: the run page cuts a tag's value after about 40 characters (a chip of 1600 x 1000
-    # showed `R@1 -0.3 [-1.3, +0.7] pts, inconclusive:...`, without what was compared).
-    return f"{metric_label(metric)} {fmt_points(metric, c.test.mean_diff)}{ci}{unit}, {c.verdict}", f"{c.label}{more}"
-
-
 def parent_description(results: SweepResults) -> str:
     metric = results.metric
     unit = ("in %, differences in percentage points, intervals clipped to the metric's range"
             if is_fraction(metric) else "in the metric's own unit")
-    lines = results.headlines(limit=HEADLINES) or [f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}."]
+    summary = results.summary
+    lines = summary.headlines or [f"{len(results.cells)} cells, no baseline: see {REPORT_HTML}."]
     parts = ["\n".join(f"- {line}" for line in lines),
              f"**Full report with plots: `{REPORT_HTML}` (Artifacts tab).** Results {unit}; metrics "
              f"`{metric_prefix(metric)}.<cell>.mean|ci_low|ci_high` and `...<cell>_vs_<baseline>.diff|ci_low|ci_high`."]
-    parts += [f"Search, {line}" for line in results.search_lines()[:5]]
+    parts += [f"Search, {line}" for line in summary.search_lines[:5]]
     which = ("best-test-R@1 evaluation (test-set selection, the papers' choice)" if results.evaluation == "best_on_test"
              else f"{results.evaluation} evaluation")
     parts.append(f"Statistics on each final trial's {which}.")
@@ -112,7 +97,7 @@ def publish(runs: Any, results: SweepResults) -> str:
     old = tracker.client.get_run(parent)
     if set(old.data.metrics) - set(metrics):
         parent = _replace(runs, old)
-    tracker.log_results(parent, metrics, parent_description(results), *parent_headline(results))
+    tracker.log_results(parent, metrics, parent_description(results), *results.summary.tag)
     return parent
 
 

@@ -124,9 +124,9 @@ class SweepRunner:
         todo = crashed_pairs(self.log, self.plan.final_trials(best)) if self.options.retry_failed else set()
         seen: dict[Any, int] = {}  # quantity -> the look its last console line showed
         while True:
-            assessments, round_ = view.look([r for r in self.log.trials() if r.phase == FINAL])
-            todo |= set(round_)
-            for line in round_lines(view, assessments, self.labels, self.spec.mode, seen, done=not todo):
+            look = view.look([r for r in self.log.trials() if r.phase == FINAL])
+            todo |= set(look.todo)
+            for line in round_lines(view, look, self.labels, self.spec.mode, seen, done=not todo):
                 say(line)
             if not todo:
                 break

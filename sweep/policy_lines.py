@@ -6,7 +6,7 @@ from typing import Any
 
 from sweep.labels import comparison_label, metric_label, plan_labels
 from sweep.plan import SweepPlan
-from sweep.sequential import PolicyView
+from sweep.sequential import Look, PolicyView
 from sweep.units import fmt_metric, fmt_points, is_fraction, points_suffix
 
 
@@ -89,36 +89,33 @@ def _shape(metric: str, a: Any) -> str:
     return f". {note}" if note else ""
 
 
-def policy_end_lines(view: PolicyView, assessments: list[Any], labels: dict[str, str]) -> list[str]:
-    """The end of a seed policy: each comparison still open at `max`, with the seed forecast
-    (`sweep.sequential.forecast`: how many seeds a decision would take, from its observed spread)."""
+def policy_end_lines(view: PolicyView, look: Look, labels: dict[str, str]) -> list[str]:
+    """The end of a seed policy: each comparison still open at `max`, with its seed forecast
+    (`look.forecasts`: how many seeds a decision would take, from its observed spread)."""
     import math
 
-    from sweep.seed_forecast import forecast
     from sweep.sequential import MAX
 
     lines = []
     n_max = view.design.looks[-1]
-    for a in assessments:
+    for a in look.assessments:
         if a.reason != MAX:
             continue
-        c = a.comparison
         compared = a.quantity.ref is not None
         state = ("undecided" if view.design.decided and compared
                  else f"wider than ±{_size(view.metric, view.design.ci_half_width or math.nan)}")
         lines.append(f"-- {_quantity_label(a.quantity, labels)}: {state} at the maximum of {n_max} seeds: "
                      f"{_interval(view.metric, a)}{_shape(view.metric, a)}")
-        fc = forecast(view, a.diffs, (c.high - c.low) / 2, compared)
-        if fc is not None:
-            lines.append("   " + forecast_words(view.metric, fc, compared))
+        if a.quantity in look.forecasts:
+            lines.append("   " + forecast_words(view.metric, look.forecasts[a.quantity], compared))
     return lines
 
 
-def round_lines(view: PolicyView, assessments: list[Any], labels: dict[str, str], mode: str,
+def round_lines(view: PolicyView, look: Look, labels: dict[str, str], mode: str,
                 seen: dict[Any, int], done: bool) -> list[str]:
     """What a seed policy prints after a round: each new look (`policy_look_lines`), and when no
     comparison is left open (`done`) the closing lines (`policy_end_lines`)."""
-    return policy_look_lines(view, assessments, labels, mode, seen) + (policy_end_lines(view, assessments, labels) if done else [])
+    return policy_look_lines(view, look.assessments, labels, mode, seen) + (policy_end_lines(view, look, labels) if done else [])
 
 
 def forecast_words(metric: str, fc: Any, compared: bool = True) -> str:
@@ -146,7 +143,6 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
     import numpy as np
 
     from sweep.pending import identity
-    from sweep.seed_forecast import forecast
     from sweep.sequential import Design, sequential_test
     from sweep.store import TrialStore, default_store_path
 
@@ -174,7 +170,7 @@ def pilot_forecast_lines(plan: SweepPlan, sweep_dir: Path) -> list[str]:
             continue
         # The pilot's interval at the first look's level: what "half the observed interval" refers to.
         first = sequential_test(Design((len(diffs),), (view.design.alphas[0],)), np.array([diffs]))
-        fc = forecast(view, diffs, float(first.high[0] - first.low[0]) / 2, q.ref is not None)
+        fc = view.forecast(diffs, float(first.high[0] - first.low[0]) / 2, q.ref is not None)
         if fc is not None:
             lines.append(f"  {_quantity_label(q, labels)} (max {view.design.looks[-1]}): "
                          f"{forecast_words(metric, fc, q.ref is not None)}")

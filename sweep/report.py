@@ -38,11 +38,13 @@ from sweep.results import EVALUATIONS, SweepResults
 from sweep.writers import write_documents, write_tables
 
 
-def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None, results: Optional[SweepResults] = None) -> list[Path]:
-    """Tables, plots, `report.md` and `report.html` into `sweep_dir`; the files written. `results`:
-    the sweep's results when the caller has them (the runner), else built from the directory."""
-    sweep_dir = Path(sweep_dir)
-    results = results or SweepResults.of_dir(sweep_dir, evaluation)
+def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> list[Path]:
+    """The report of a sweep directory, its results built from the folder's plan and records."""
+    return write_results(SweepResults.of_dir(sweep_dir, evaluation), Path(sweep_dir))
+
+
+def write_results(results: SweepResults, sweep_dir: Path) -> list[Path]:
+    """Tables, plots, `report.md` and `report.html` of `results` into `sweep_dir`; the files written."""
     tables = write_tables(results, sweep_dir)
     figures = draw_all(results, sweep_dir)
     return [*write_documents(results, figures, sweep_dir), *tables, *(x for f in figures for x in (f.path, *f.files))]
@@ -50,7 +52,7 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None, result
 
 def headlines(sweep_dir: str | Path, evaluation: Optional[str] = None) -> list[str]:
     """The headline of every comparison on the primary metric, from a sweep directory."""
-    return SweepResults.of_dir(sweep_dir, evaluation).headlines()
+    return SweepResults.of_dir(sweep_dir, evaluation).summary.top()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path)
     if (forecast := load_forecast(sweep_dir)) is not None:
         blocks.append(Para(beside_measured(forecast, results.records.trials)))
     if results.primary:
-        blocks += [Heading("Headlines"), Bullets(results.headlines(limit=20))]
+        blocks += [Heading("Headlines"), Bullets(results.summary.headlines)]
     # On the first screen: a search that picked within noise says so before any table.
     blocks += [Para(f"**Search, {s.label}:** {s.note}") for s in results.search_unseparated[:5]]
     if len(results.search_unseparated) > 5:
@@ -269,7 +269,7 @@ def _sentence(text: str) -> str:
 
 def _trials_section(results: SweepResults) -> list[Block]:
     metric = results.metric
-    trials = results.trial_rows()
+    trials = results.trial_rows
 
     def status(r: dict) -> str:  # a reused result says which sweep trained it
         return f"{r['status']}, reused from {Path(r['reused_from']).name}" if r.get("reused_from") else r["status"]

@@ -26,40 +26,13 @@ from sweep.plan import Cell, SweepPlan, plan_of
 from sweep.records import FINAL, SEARCH, BestChoice, SweepRecords, TrialRecord
 from sweep.store import load_records
 from sweep.sequential import PolicyView
-from sweep.units import fmt_points, from_points, in_unit, metric_range, points_suffix, unit_of
-from sweep.stats import CONFIDENCE, PAIRED_T, MeanCI, PairedComparison, mean_ci, paired_comparison, shape_note
+from sweep.units import fmt_points, from_points, in_unit, points_suffix, unit_of
+from sweep.stats import CONFIDENCE, PAIRED_T, Estimate, PairedComparison, cell_estimates, difference_estimate, paired_comparison, shape_note
 from sweep.stats import verdict as stats_verdict
 
 EVALUATIONS = ("last", "best", "best_on_test")
 # `best_on_test` ranks a trial's evaluations by this, whatever sweep.metric is: the papers' rule.
 PAPERS_SELECTION_METRIC = "recall_at_1"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A mean with its 95 % interval, clipped to the metric's range (raw units)."""
-
-    n: int
-    mean: float
-    low: float  # NaN when n < 2
-    high: float
-    clipped_low: bool = False  # the bound was clipped to the metric's range
-    clipped_high: bool = False
-
-    @classmethod
-    def of(cls, n: int, mean: float, low: float, high: float, bounds: tuple[float, float]) -> "Estimate":
-        lo, hi = bounds
-        c_low = max(lo, low) if math.isfinite(low) else low
-        c_high = min(hi, high) if math.isfinite(high) else high
-        return cls(n, mean, c_low, c_high, c_low != low, c_high != high)
-
-    @property
-    def clipped(self) -> bool:
-        return self.clipped_low or self.clipped_high
-
-    @property
-    def has_interval(self) -> bool:
-        return math.isfinite(self.low) and math.isfinite(self.high)
 
 
 # --------------------------------------------------------------------------- parts
@@ -122,6 +95,14 @@ class Comparison:
         return f"{head} {fmt_points(m, self.test.mean_diff)}{unit} ({ci}{p}{pairs}): {self.verdict}.{note}"
 
 
+    def tag(self) -> str:
+        """The comparison in a few words: `R@1 -0.3 [-1.3, +0.7] pts, inconclusive` (MLflow's `headline` tag)."""
+        m = self.metric
+        unit = " pts" if unit_of(m, True) == "points" else f" {unit_of(m, True)}".rstrip()
+        ci = f" [{fmt_points(m, self.diff.low)}, {fmt_points(m, self.diff.high)}]" if self.diff.has_interval else ""
+        return f"{metric_label(m)} {fmt_points(m, self.test.mean_diff)}{ci}{unit}, {self.verdict}"
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """What the search did for one cell."""
@@ -136,6 +117,43 @@ class SearchResult:
     @property
     def note(self) -> str:
         return self.choice.note if self.choice else ""
+
+
+HEADLINES = 20  # comparisons in the report's and the MLflow parent's headlines; the tables have them all
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a sweep concluded, in words: the report's headlines, the MLflow parent's description and
+    tags and the console's closing block all read these (formatted once, by `SweepResults.summary`)."""
+
+    comparisons: list[tuple[str, str, float]]  # per primary comparison, plan order: headline, verdict, p
+    search_lines: list[str]  # one per cell whose search could not separate its candidates
+    # The first comparison in short, and what it compared: two tags, since MLflow's run page cuts a
+    # tag's value after about 40 characters (a chip of 1600 x 1000 showed `R@1 -0.3 [-1.3, +0.7]
+    # pts, inconclusive:...`, without what was compared).
+    tag: tuple[str, str]
+
+    @cached_property
+    def headlines(self) -> list[str]:
+        """The headlines up to HEADLINES comparisons (`top(HEADLINES)`)."""
+        return self.top(HEADLINES)
+
+    def top(self, limit: Optional[int] = None) -> list[str]:
+        """The headline of every comparison on the primary metric, in plan order. With `limit`
+        and more comparisons than that (a large sweep): a tally of the verdicts, then the
+        `limit` comparisons with the smallest p (plan order), then where the rest are."""
+        comps = self.comparisons
+        if limit is None or len(comps) <= limit:
+            return [line for line, _, _ in comps]
+        tally: dict[str, int] = defaultdict(int)
+        for _, verdict, _ in comps:
+            tally[verdict] += 1
+        keep = set(sorted(range(len(comps)), key=lambda i: comps[i][2] if math.isfinite(comps[i][2]) else math.inf)[:limit])
+        return [f"{len(comps)} comparisons: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda x: -x[1]))
+                + f"; the {limit} with the smallest p:",
+                *(comps[i][0] for i in range(len(comps)) if i in keep),
+                f"... the other {len(comps) - limit}: report.html / comparisons.csv"]
 
 
 # --------------------------------------------------------------------------- the object
@@ -192,9 +210,7 @@ class SweepResults:
         # The statistics, in one pass: each comparison (baseline rule, the policy's stops, paired
         # tests and verdicts), then each cell's interval.
         comparisons = _comparisons(plan, by_cell, labels, metrics, mode, policy, trials)
-        cells = [CellResult(cell, labels[cell.id], by_cell[cell.id],
-                            {m: _estimate(mean_ci(list(v.values())), m) for m, v in by_cell[cell.id].items()})
-                 for cell in plan.cells]
+        cells = [CellResult(cell, labels[cell.id], by_cell[cell.id], cell_estimates(by_cell[cell.id])) for cell in plan.cells]
         return cls(plan, records, evaluation, labels, metrics, cells, comparisons, search, notes, policy)
 
     @classmethod
@@ -220,26 +236,16 @@ class SweepResults:
         """The comparisons on the primary metric (headlines, plots, MLflow)."""
         return [c for c in self.comparisons if c.metric == self.metric]
 
-    def headlines(self, limit: Optional[int] = None) -> list[str]:
-        """The headline of every comparison on the primary metric, in plan order. With `limit`
-        and more comparisons than that (a large sweep): a tally of the verdicts, then the
-        `limit` comparisons with the smallest p (plan order), then where the rest are."""
+    @cached_property
+    def summary(self) -> "Summary":
+        """What the sweep concluded in words, formatted once (`Summary`)."""
         comps = self.primary
-        if limit is None or len(comps) <= limit:
-            return [c.headline() for c in comps]
-        tally = defaultdict(int)
-        for c in comps:
-            tally[c.verdict] += 1
-        tested = sorted(comps, key=lambda c: c.test.p_value if math.isfinite(c.test.p_value) else math.inf)[:limit]
-        keep = {id(c) for c in tested}
-        return [f"{len(comps)} comparisons: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda x: -x[1]))
-                + f"; the {limit} with the smallest p:",
-                *(c.headline() for c in comps if id(c) in keep),
-                f"... the other {len(comps) - limit}: report.html / comparisons.csv"]
-
-    def search_lines(self) -> list[str]:
-        """One line per cell whose search could not separate its candidates."""
-        return [f"{s.label}: {s.note}" for s in self.search_unseparated]
+        lines = [(c.headline(), c.verdict, c.test.p_value) for c in comps]
+        if comps:
+            tag = (comps[0].tag(), comps[0].label + (f" (+ {len(comps) - 1} more)" if len(comps) > 1 else ""))
+        else:
+            tag = (f"{len(self.cells)} cells, no baseline", "see report.html")
+        return Summary(lines, [f"{s.label}: {s.note}" for s in self.search_unseparated], tag)
 
     @cached_property
     def search_unseparated(self) -> list[SearchResult]:
@@ -268,8 +274,10 @@ class SweepResults:
 
     # ---------------------------------------------------------------- flat tables
 
+    @cached_property
     def trial_rows(self) -> list[dict[str, Any]]:
-        """Every trial (search first, then final; plan order, seed), searched params as JSON."""
+        """Every trial (search first, then final; plan order, seed), searched params as JSON: built
+        once, read by the tables and the report's trial list."""
         order = {c.id: i for i, c in enumerate(self.plan.cells)}
         rows = []
         for r in sorted(self.records.trials, key=lambda r: (r.phase != SEARCH, order.get(r.cell, 1 << 30), r.seed, r.key)):
@@ -315,10 +323,6 @@ def with_evaluation(t: TrialRecord, evaluation: str, metric: str, mode: str) -> 
     return t.model_copy(update={"metrics": max(scored, key=lambda h: sign * h[metric])})
 
 
-def _estimate(ci: MeanCI, metric: str) -> Estimate:
-    return Estimate.of(ci.n, ci.mean, ci.low, ci.high, metric_range(metric))
-
-
 def _comparisons(plan: SweepPlan, values: dict[str, dict[str, dict[int, float]]], labels: dict[str, str],
                  metrics: list[str], mode: str, policy: Optional[PolicyView], trials: list[TrialRecord]) -> list[Comparison]:
     """Each cell against its baseline on every metric, paired by seed; under a seed policy the
@@ -334,7 +338,7 @@ def _comparisons(plan: SweepPlan, values: dict[str, dict[str, dict[int, float]]]
         for cell_id, ref in refs.items():
             a, b = values[cell_id][m], values[ref.id][m]
             test = stopped.get((cell_id, ref.id)) or paired_comparison(a, b)
-            diff = Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(m, difference=True))
+            diff = difference_estimate(test, m)
             diffs = {s: a[s] - b[s] for s in test.seeds if s in a and s in b}
             out.append(Comparison(cell_id, ref.id, comparison_label(labels[cell_id], labels[ref.id]), m, test, diff, diffs,
                                   stats_verdict(test, mode, margin=margin, margin_text=shown), margin, shape_note(m, diffs)))

@@ -190,12 +190,12 @@ def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
         trials = log.trials()
         if (sweep_dir / "report.md").is_file():  # the report, rebuilt from the store, on the parent as a sweep leaves it
             from sweep.parent_run import publish
-            from sweep.report import write_report
+            from sweep.report import write_results
             from sweep.results import SweepResults
 
             results = SweepResults.of_dir(sweep_dir)
             parent = publish(runs, results)
-            tracker.log_files(parent, write_report(sweep_dir, results=results))
+            tracker.log_files(parent, write_results(results, sweep_dir))
         done = bool(trials) and all(r.ended for r in trials if r.phase == FINAL)
         tracker.end_run(parent, FINISHED if done else KILLED)
     return tracking_uri, created, deleted

@@ -8,9 +8,8 @@ from typing import Iterable, Optional
 import numpy as np
 from scipy import special
 
-from sweep.sequential import PolicyView, spending
 from sweep.spec import SeedPolicy
-from sweep.stats import ALPHA
+from sweep.stats import ALPHA, spending
 
 POWER = 0.8  # the chance of a decision the seed forecast plans for
 FORECAST_CAP = 100_000  # seeds per cell; beyond this the forecast says "more than"
@@ -70,26 +69,13 @@ def seeds_needed(policy: SeedPolicy, sd: float, goal: str, target: float, power:
     return None
 
 
-def forecast(view: PolicyView, diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
-    """The seed forecast of one comparison (or cell, under a width rule alone) from its finite
-    paired differences and its interval's half-width h now: a decision at the margin when the
-    sweep has one; else on a true difference of h / 2 (half the observed interval: a difference
-    of h itself is nearly decidable at the seeds run, so that forecast would not reach past them);
-    under a width rule, the planned width (whichever comes first when both are set). A cell
-    compared with nothing (`compared` False: `diffs` are its values) has only the width rule."""
+def forecast(policy: SeedPolicy, diffs: Iterable[float], goals: list[tuple[str, float]]) -> Optional[SeedForecast]:
+    """The seed forecast of one comparison (or cell) from its finite paired differences (its
+    values): of the `goals` (goal, target) its design has, the one that takes the fewest seeds.
+    None: fewer than 2 differences, or no goal."""
     x = np.asarray([d for d in diffs if math.isfinite(d)], dtype=float)
-    if len(x) < 2 or view.policy is None:
+    if len(x) < 2 or not goals:
         return None
     sd = float(x.std(ddof=1))
-    options = []
-    if view.design.decided and compared:
-        if view.design.margin is not None:
-            options.append((MARGIN, view.design.margin))
-        elif math.isfinite(half_width) and half_width > 0:
-            options.append((DIFFERENCE, half_width / 2))
-    if view.design.ci_half_width is not None:
-        options.append((HALF_WIDTH, view.design.ci_half_width))
-    found = [SeedForecast(len(x), sd, goal, target, seeds_needed(view.policy, sd, goal, target)) for goal, target in options]
-    if not found:
-        return None
+    found = [SeedForecast(len(x), sd, goal, target, seeds_needed(policy, sd, goal, target)) for goal, target in goals]
     return min(found, key=lambda f: FORECAST_CAP + 1 if f.seeds is None else f.seeds)

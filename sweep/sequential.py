@@ -44,7 +44,8 @@ from sweep.baseline import references
 from sweep.plan import Cell, SweepPlan
 from sweep.records import FAILED, FINAL, FINISHED, TrialRecord
 from sweep.spec import SeedPolicy
-from sweep.stats import ALPHA, PairedComparison
+from sweep.seed_forecast import DIFFERENCE, HALF_WIDTH, MARGIN, SeedForecast, forecast
+from sweep.stats import ALPHA, PairedComparison, spending
 from sweep.units import from_points, points_suffix
 
 PROCEDURE = "repeated CI"  # the `PairedComparison.procedure` of a seed policy's comparison
@@ -59,18 +60,6 @@ NOTHING = "no comparison"  # a cell compared with nothing, under `until: decided
 
 
 # --------------------------------------------------------------------------- the design
-
-
-def spending(kind: str, t: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """Cumulative alpha spent by information fraction `t` (0 < t <= 1), f(1) = alpha."""
-    t = np.asarray(t, dtype=float)
-    if kind == "pocock":
-        return alpha * np.log1p((math.e - 1) * t)
-    if kind == "obrien_fleming":
-        return 2 - 2 * special.ndtr(special.ndtri(1 - alpha / 2) / np.sqrt(t))
-    if kind == "bonferroni":
-        return alpha * t  # with equal steps in look count, see `Design.from_policy`
-    raise ValueError(f"unknown spending function {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -273,6 +262,15 @@ def next_round(design: Design, seeds: list[int], qs: list[Quantity], records: It
 
 
 @dataclass(frozen=True)
+class Look:
+    """A seed policy's look at the records, computed once per round: `sweep.policy_lines` words it."""
+
+    assessments: list[Assessment]
+    todo: list[tuple[str, int]]  # the next round's (cell, seed) trials; empty: the policy is done
+    forecasts: dict[Quantity, SeedForecast] = field(default_factory=dict)  # the quantities at the maximum
+
+
+@dataclass(frozen=True)
 class PolicyView:
     """A seed policy as one sweep applies it: the design, the seeds, what it watches."""
 
@@ -316,12 +314,44 @@ class PolicyView:
     def next_round(self, records: Iterable[TrialRecord]) -> list[tuple[str, int]]:
         return next_round(self.design, self.seeds, self.quantities, records, self.metric)
 
-    def look(self, records: Iterable[TrialRecord]) -> tuple[list[Assessment], list[tuple[str, int]]]:
-        """Where each quantity stands and the next round's trials (empty: the policy is done),
-        from one assessment of `records`."""
+    def look(self, records: Iterable[TrialRecord]) -> "Look":
+        """One look at `records`: where each quantity stands, the next round's trials (empty: the
+        policy is done) and the seed forecast of each quantity at the maximum, from one assessment."""
         records = list(records)
         assessed = self.assess(records)
-        return assessed, next_round(self.design, self.seeds, self.quantities, records, self.metric, assessed)
+        todo = next_round(self.design, self.seeds, self.quantities, records, self.metric, assessed)
+        return Look(assessed, todo, self.forecasts(assessed))
+
+    def forecasts(self, assessed: list[Assessment]) -> dict[Quantity, SeedForecast]:
+        """The seed forecast (`sweep.seed_forecast`) of each quantity that stopped at the maximum
+        undecided, from its observed spread; one whose spread says nothing has none."""
+        out = {}
+        for a in assessed:
+            if a.reason == MAX:
+                c = a.comparison
+                fc = self.forecast(a.diffs, (c.high - c.low) / 2, a.quantity.ref is not None)
+                if fc is not None:
+                    out[a.quantity] = fc
+        return out
+
+    def forecast(self, diffs: Iterable[float], half_width: float, compared: bool = True) -> Optional[SeedForecast]:
+        """The seed forecast of one comparison (or cell, under a width rule alone) from its paired
+        differences and its interval's half-width h now: a decision at the margin when the sweep
+        has one; else on a true difference of h / 2 (half the observed interval: a difference of h
+        itself is nearly decidable at the seeds run, so that forecast would not reach past them);
+        under a width rule, the planned width (whichever comes first when both are set). A cell
+        compared with nothing (`compared` False: `diffs` are its values) has only the width rule."""
+        if self.policy is None:
+            return None
+        goals = []
+        if self.design.decided and compared:
+            if self.design.margin is not None:
+                goals.append((MARGIN, self.design.margin))
+            elif math.isfinite(half_width) and half_width > 0:
+                goals.append((DIFFERENCE, half_width / 2))
+        if self.design.ci_half_width is not None:
+            goals.append((HALF_WIDTH, self.design.ci_half_width))
+        return forecast(self.policy, diffs, goals)
 
     def rule(self) -> str:
         """The policy in words, for the plan, the console and the report."""

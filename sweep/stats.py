@@ -9,7 +9,8 @@ A sweep typically has 3-5 seeds per cell. With n = 3 the 95 % t multiplier is 4.
 are wide and the paired test has little power: read p-values as descriptive, and note that no
 correction for comparing many cells against one baseline is applied. A seed policy (seeds added
 until the answer is clear) needs intervals that hold under that optional stopping: those are in
-`sweep.sequential`; `verdict` turns either kind into words, and `shape_note` flags a seed far
+`sweep.sequential` (the spending functions that spread alpha over its looks are here, beside the
+seed forecast's use of them); `verdict` turns either kind into words, and `shape_note` flags a seed far
 from the others beside it.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from sweep.units import fmt_points, points_suffix
+from sweep.units import fmt_points, metric_range, points_suffix
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE  # a verdict other than "inconclusive" needs p below this
@@ -97,6 +98,60 @@ def paired_comparison(cell: dict[int, float], baseline: dict[int, float], confid
     diff = mean_ci(a - b, confidence)
     p = paired_t_p_value(a - b) if len(seeds) >= 2 else math.nan
     return PairedComparison(seeds, diff.mean, diff.low, diff.high, p)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95 % interval, clipped to the metric's range (raw units)."""
+
+    n: int
+    mean: float
+    low: float  # NaN when n < 2
+    high: float
+    clipped_low: bool = False  # the bound was clipped to the metric's range
+    clipped_high: bool = False
+
+    @classmethod
+    def of(cls, n: int, mean: float, low: float, high: float, bounds: tuple[float, float]) -> "Estimate":
+        lo, hi = bounds
+        c_low = max(lo, low) if math.isfinite(low) else low
+        c_high = min(hi, high) if math.isfinite(high) else high
+        return cls(n, mean, c_low, c_high, c_low != low, c_high != high)
+
+    @property
+    def clipped(self) -> bool:
+        return self.clipped_low or self.clipped_high
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+
+def cell_estimates(values: dict[str, dict[int, float]]) -> dict[str, Estimate]:
+    """Per metric (metric -> seed -> value): the mean over seeds and its interval, clipped to the metric's range."""
+    out = {}
+    for metric, by_seed in values.items():
+        ci = mean_ci(list(by_seed.values()))
+        out[metric] = Estimate.of(ci.n, ci.mean, ci.low, ci.high, metric_range(metric))
+    return out
+
+
+def difference_estimate(test: PairedComparison, metric: str) -> Estimate:
+    """A paired comparison's difference, its interval clipped to the range a difference of `metric` can take."""
+    return Estimate.of(test.n, test.mean_diff, test.low, test.high, metric_range(metric, difference=True))
+
+
+def spending(kind: str, t: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """Cumulative alpha spent by information fraction `t` (0 < t <= 1), f(1) = alpha."""
+    t = np.asarray(t, dtype=float)
+    if kind == "pocock":
+        return alpha * np.log1p((math.e - 1) * t)
+    if kind == "obrien_fleming":
+        return 2 - 2 * special.ndtr(special.ndtri(1 - alpha / 2) / np.sqrt(t))
+    if kind == "bonferroni":
+        return alpha * t  # with equal steps in look count, see `Design.from_policy`
+    raise ValueError(f"unknown spending function {kind!r}")
 
 
 def equivalent_words(margin_text: str) -> str:

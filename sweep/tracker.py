@@ -29,7 +29,7 @@ What the UI shows (MLflow 3 UI, experiment page, "Model training" view):
   final trial used the base value of either;
 - the parent run is named after its sweep directory (`quickstart-2` for the second `make run`),
   tagged `sweep.dir`; its `headline` and `headline.of` tags, made first so that they are the first
-  tags shown, hold the first comparison in short (`sweep.parent_run.parent_headline`);
+  tags shown, hold the first comparison in short (`sweep.results.Summary.tag`);
 - MLflow 3.17 opens an experiment on its GenAI overview unless told otherwise: the experiment is
   tagged `mlflow.experimentKind = custom_model_development` (what the UI's experiment-kind
   selector writes and the UI reads where its workflow switch is off), and every printed URL

@@ -73,7 +73,7 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 def write_tables(results: SweepResults, sweep_dir: Path) -> list[Path]:
     """`trials`, `cells` and `comparisons` as parquet and CSV (previewable in MLflow)."""
     files = []
-    for name, rows in (("trials", results.trial_rows()), ("cells", results.cell_rows()),
+    for name, rows in (("trials", results.trial_rows), ("cells", results.cell_rows()),
                        ("comparisons", results.comparison_rows())):
         if rows:
             table = _table(rows)

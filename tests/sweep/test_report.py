@@ -16,7 +16,7 @@ from sweep.records import FAILED, FINISHED, TrialRecord
 from sweep.store import SweepLog
 from sweep.plan import load_plan
 from sweep.report import main as report_main
-from sweep.report import write_report
+from sweep.report import write_report, write_results
 from sweep.records import SweepMeta, SweepRecords
 from sweep.results import Comparison, Estimate, SweepResults
 from sweep.units import metric_range
@@ -169,7 +169,7 @@ def test_intervals_are_clipped_to_the_metric_range_with_a_note(tmp_path: Path) -
             value = {0: 0.99, 1: 1.0, 2: 0.985}[r.seed]
             log.update(r.key, metrics={**r.metrics, "recall_at_1": value})
     results = SweepResults.of_dir(sweep_dir)
-    write_report(sweep_dir, results=results)
+    write_results(results, sweep_dir)
     cell = {(r["cell"], r["metric"]): r for r in pq.read_table(sweep_dir / "cells.parquet").to_pylist()}
     high = cell[("arm=ee,expansion.n_inner_pts=2", "recall_at_1")]
     raw = mean_ci([0.99, 1.0, 0.985])
@@ -213,6 +213,10 @@ def test_verdicts_and_headlines() -> None:
     assert (wide.diff.low, wide.diff.clipped_low, wide.diff.clipped_high) == (-1.0, True, False)
     assert "95% CI -100.0 to +40.0 (clipped to the metric's range)" in wide.headline()
     assert not _comparison("loss", -3.0, -9.0, 2.0).diff.clipped
+    # The MLflow parent's `headline` tag: the numbers and the verdict, short enough for its chip.
+    assert _comparison().tag() == "R@1 +2.0 [+1.0, +3.0] pts, better"
+    assert loss.tag() == "loss -0.123 [-0.2, -0.05], better"
+    assert _comparison(low=math.nan, high=math.nan).tag() == "R@1 +2.0 pts, no test (no interval)"
 
 
 def test_best_evaluation_is_selectable(tmp_path: Path) -> None:
@@ -282,7 +286,7 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     # Linear: ~3 s on a shared 2-core machine, nearly all of it scipy's per-call overhead.
     assert time.perf_counter() - started < 30
     assert len(results.cells) == 1000 and len(results.primary) == 500
-    lines = results.headlines(limit=20)
+    lines = results.summary.headlines
     assert len(lines) == 22 and lines[0].startswith("500 comparisons: ") and "the other 480" in lines[-1]
     description = parent_description(results)
     assert len(description) <= 5000 and "report.html" in description

@@ -354,9 +354,12 @@ def test_a_look_is_one_assessment_and_the_round_it_leaves() -> None:
              record(BIG, 0, 0.49), record(BIG, 1, 0.53)]
     done = first + [record(BASE, 2, 0.51), record(BIG, 2, None), record(BASE, 3, 0.5), record(BIG, 3, 0.52)]
     for records in ([], first, done):
-        assessed, round_ = v.look(iter(records))  # read once, as the driver's records are
-        assert repr(assessed) == repr(v.assess(records)) and round_ == v.next_round(records)  # repr: NaN != NaN
-    assert v.look(first)[1] == [(BASE, 2), (BIG, 2)] and v.look(done)[1] == []
+        look = v.look(iter(records))  # read once, as the driver's records are
+        assert repr(look.assessments) == repr(v.assess(records)) and look.todo == v.next_round(records)  # repr: NaN != NaN
+        assert look.forecasts == v.forecasts(v.assess(records))
+    assert v.look(first).todo == [(BASE, 2), (BIG, 2)] and v.look(done).todo == []
+    # Only a quantity that stopped at the maximum has a forecast: d32 vs d8, undecided at 4 seeds.
+    assert not v.look(first).forecasts and [q.cell for q in v.look(done).forecasts] == [BIG]
 
 
 def test_a_round_prints_its_looks_and_only_the_last_one_the_end() -> None:
@@ -367,9 +370,9 @@ def test_a_round_prints_its_looks_and_only_the_last_one_the_end() -> None:
     first = [record(BASE, 0, 0.50), record(BASE, 1, 0.52), record(MID, 0, 0.60), record(MID, 1, 0.62),
              record(BIG, 0, 0.49), record(BIG, 1, 0.53)]
     done = first + [record(BASE, 2, 0.51), record(BIG, 2, None), record(BASE, 3, 0.5), record(BIG, 3, 0.52)]
-    assert round_lines(v, v.assess(first), labels, "max", {}, done=False) == policy_look_lines(v, v.assess(first), labels, "max", {})
-    end = policy_end_lines(v, v.assess(done), labels)
-    assert len(end) == 2 and round_lines(v, v.assess(done), labels, "max", {}, done=True)[-2:] == end
+    assert round_lines(v, v.look(first), labels, "max", {}, done=False) == policy_look_lines(v, v.assess(first), labels, "max", {})
+    end = policy_end_lines(v, v.look(done), labels)
+    assert len(end) == 2 and round_lines(v, v.look(done), labels, "max", {}, done=True)[-2:] == end
 
 
 def test_each_look_prints_open_comparisons_and_the_end_says_undecided_with_a_forecast() -> None:
@@ -394,7 +397,7 @@ def test_each_look_prints_open_comparisons_and_the_end_says_undecided_with_a_for
     done = first + [record(BASE, 2, 0.51), record(BIG, 2, None), record(BASE, 3, 0.5), record(BIG, 3, 0.52)]
     (last,) = policy_look_lines(v, v.assess(done), labels, "max", seen)
     assert last.startswith("   look 3/3 (4 seeds) d32 vs d8: R@1 +0.7 points (95% repeated CI ") and ": at the maximum, ±" in last
-    head, forecast_line = policy_end_lines(v, v.assess(done), labels)
+    head, forecast_line = policy_end_lines(v, v.look(done), labels)
     assert head.startswith("-- d32 vs d8: undecided at the maximum of 4 seeds: R@1 +0.7 points (95% repeated CI ")
     diffs = [0.49 - 0.50, 0.53 - 0.52, 0.52 - 0.5]  # seed 2 of d32 failed
     expected = seeds_needed(v.policy, float(np.std(diffs, ddof=1)), GOAL_MARGIN, 0.005)
@@ -525,7 +528,7 @@ def test_a_width_rule_ends_wider_than_planned_with_its_own_forecast() -> None:
     own = PolicyView.of(SeedPolicy(start=2, max=4, until={"ci_half_width": 5.0}), CELLS, None, "recall_at_1", None)
     scores = {BASE: [0.5, 0.5, 0.5, 0.5], MID: [0.6, 0.6, 0.6, 0.6], BIG: [0.2, 0.9, 0.4, 0.7]}
     records = [record(c, s, v) for c, vs in scores.items() for s, v in enumerate(vs)]
-    head, line = policy_end_lines(own, own.assess(records), {BASE: "d8", MID: "d16", BIG: "d32"})
+    head, line = policy_end_lines(own, own.look(records), {BASE: "d8", MID: "d16", BIG: "d32"})
     assert head.startswith("-- d32: wider than ±5.0 points at the maximum of 4 seeds: R@1 55.0 (95% repeated CI ")
     assert head.endswith(", 4 seeds)")
     expected = seeds_needed(own.policy, float(np.std(scores[BIG], ddof=1)), HALF_WIDTH, 0.05)
