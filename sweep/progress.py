@@ -97,6 +97,9 @@ class Progress:
     _peak: int = 0
     _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
     _ended_in_phase: int = 0
+    # `_pace`'s index: each slot's entries of `_paced` and `_whole`, and the phases with any.
+    _of_slot: dict[Slot, tuple[list[tuple[Slot, float, float]], list[tuple[Slot, float, float]]]] = field(default_factory=dict)
+    _timed_phases: set[str] = field(default_factory=set)
 
     def phase_started(self, pending: dict[Slot, int]) -> None:
         """What the store says is left (the trials of both phases not ended), at a phase's start."""
@@ -132,10 +135,16 @@ class Progress:
             return
         self._ended_in_phase += 1
         if (pace := t.pace()) is not None:
-            self._paced.append((t.slot, pace[0], pace[1] * self._work(t.slot)))
+            self._timed(0, (t.slot, pace[0], pace[1] * self._work(t.slot)))
             self._start_ups.setdefault((t.fresh, t.slot[0]), []).append(t.start_up())
         if epochs > 0 and math.isfinite(seconds) and seconds > 0:
-            self._whole.append((t.slot, seconds, epochs * self._work(t.slot)))
+            self._timed(1, (t.slot, seconds, epochs * self._work(t.slot)))
+
+    def _timed(self, which: int, entry: tuple[Slot, float, float]) -> None:
+        """`entry` into `_paced` (0) or `_whole` (1), and into `_pace`'s index."""
+        (self._paced, self._whole)[which].append(entry)
+        self._of_slot.setdefault(entry[0], ([], []))[which].append(entry)
+        self._timed_phases.add(entry[0][0])
 
     @property
     def running(self) -> int:
@@ -174,13 +183,21 @@ class Progress:
         per epoch said 41 % too little there). None before a trial evaluated twice or ended: a
         first evaluation's time is mostly start-up (a fresh worker imports torch), and an ETA
         from it came out 10x too long."""
-        paced = list(self._paced)
-        for t in self.live.values():  # one evaluation alone is mostly start-up: no pace from it
-            if (pace := t.pace()) is not None:
-                paced.append((t.slot, pace[0], pace[1] * self._work(t.slot)))
-        for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
-            for timed in (paced, self._whole):
-                rate = _pooled([(s, w) for k, s, w in timed if keep(k)][-self._recent():])
+        live = [(t.slot, pace[0], pace[1] * self._work(t.slot))  # one evaluation alone is mostly start-up: no pace from it
+                for t in self.live.values() if (pace := t.pace()) is not None]
+        # The ETA asks once per pending cell: reading every trial ended for each made it O(trials x
+        # cells) per trial. A cell's own trials come from the index; a phase's are the latest ones.
+        paced, whole = self._of_slot.get(slot, ([], []))
+        own = ((paced, live), (whole,))
+        everyone = ((self._paced, live), (self._whole,))
+        phase = slot[0] in self._timed_phases or any(k[0] == slot[0] for k, _, _ in live)
+        for found, (keep, guessed), lists in ((True, (lambda k: k == slot, False), own),
+                                              (phase, (lambda k: k[0] == slot[0], False), everyone),
+                                              (True, (lambda k: True, True), everyone)):
+            if not found:  # no trial of the phase timed: no scan of all the others to learn it
+                continue
+            for timed in lists:
+                rate = _pooled(_latest(timed, keep, self._recent()))
                 if rate is not None:
                     return rate, guessed
         return None, False
@@ -220,6 +237,13 @@ class Progress:
                 return None
             work, longest = work + left, max(longest, left)
         per_slot: dict[Slot, float] = {}
+        start_ups: dict[tuple[bool, str], float] = {}  # once per call: each one reads every trial ended
+
+        def start_up(fresh: bool, phase: str) -> float:
+            if (fresh, phase) not in start_ups:
+                start_ups[fresh, phase] = self._start_up(fresh, phase)
+            return start_ups[fresh, phase]
+
         # New workers for the first trials of a phase not begun, or not yet at its concurrency.
         new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
         for slot, n in self.pending.items():
@@ -229,8 +253,8 @@ class Progress:
             guessed |= extrapolated
             fresh = min(n, new_workers[slot[0]])
             new_workers[slot[0]] -= fresh
-            per_slot[slot] = self._start_up(False, slot[0]) + rate * self.epochs.get(slot, 1) * self._work(slot)
-            work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0]) - self._start_up(False, slot[0]))
+            per_slot[slot] = start_up(False, slot[0]) + rate * self.epochs.get(slot, 1) * self._work(slot)
+            work += n * per_slot[slot] + fresh * (start_up(True, slot[0]) - start_up(False, slot[0]))
         trials = self.running + self.waiting
         if trials == 0:
             return None
@@ -244,6 +268,20 @@ class Progress:
                                 for slot, n in self.pending.items() if slot[0] == FINAL)
             estimate.expected_s = max((work - cut) / max(1.0, min(self._peak, left)), longest)
         return estimate
+
+
+def _latest(parts: tuple[list[tuple[Slot, float, float]], ...], keep: Callable[[Slot], bool],
+            n: int) -> list[tuple[float, float]]:
+    """The last `n` (seconds, work) of `parts` (in order) whose slot `keep` takes, in their order:
+    read from the end, so an ETA per trial ended costs the latest trials, not all of them."""
+    out: list[tuple[float, float]] = []
+    for part in reversed(parts):
+        for k, s, w in reversed(part):
+            if len(out) == n:
+                return out[::-1]
+            if keep(k):
+                out.append((s, w))
+    return out[::-1]
 
 
 def _pooled(timed: list[tuple[float, float]]) -> Optional[float]:
