@@ -246,8 +246,14 @@ class Progress:
 
         # New workers for the first trials of a phase not begun, or not yet at its concurrency.
         new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
+        # A cell with no trial timed is paced by its phase's: asked once per phase, not per such cell.
+        timed = self._of_slot.keys() | {t.slot for t in self.live.values() if t.pace() is not None}
+        untimed: dict[str, tuple[Optional[float], bool]] = {}
         for slot, n in self.pending.items():
-            rate, extrapolated = self._pace(slot)
+            if slot in timed:
+                rate, extrapolated = self._pace(slot)
+            else:
+                rate, extrapolated = untimed[slot[0]] if slot[0] in untimed else untimed.setdefault(slot[0], self._pace(slot))
             if rate is None:
                 return None
             guessed |= extrapolated
