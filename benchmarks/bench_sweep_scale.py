@@ -33,7 +33,9 @@ ledger; the whole sweep folder in brackets).
     python benchmarks/bench_sweep_scale.py --sizes 64 --profile prof/   # cProfile each driver (both arms)
 
 Each arm's `result.json` also holds its driver's CPU per thread (`thread_cpu_s`: the main thread,
-Ray's threads, and the project's MLflow writer among the ended ones).
+Ray's threads, and the project's MLflow writer among the ended ones); the line printed per N gives
+the project's three largest and the load average (a busy machine moves every number: compare
+versions in one run of each, alternating, at the same load).
 
 Targets, each printed as a verdict for the sizes run (issue 28): project driver CPU per trial at
 most 2x the bare driver's at N = 64 and N = 1,024; wall ratio at most 1.15 at every N from 16 to
@@ -277,6 +279,11 @@ def _spawn(arm: str, n: int, work: Path, address: str, tracking_uri: str, slots:
     return result
 
 
+def _load() -> str:
+    """The 1-minute load average: the CPU the arms shared with the rest of the machine."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
+
+
 def _mib(b: float | None) -> str:
     return "-" if b is None else f"{b / 2**20:.2f}"
 
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     address = ray.get_runtime_context().gcs_address
     print(f"bench_sweep_scale: N = {', '.join(map(str, sizes))}; {args.slots} slots (1 CPU per trial); "
           f"{os.cpu_count()} CPUs on this machine; both arms with Tune's CSV and JSON loggers only; "
-          f"folders under {root}", flush=True)
+          f"folders under {root}; load average {_load()}", flush=True)
     rows = []
     try:
         for i, n in enumerate(sizes):
@@ -369,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             got = {arm: _spawn(arm, n, root / f"{arm}-{n}", address, tracking_uri, args.slots, args.profile,
                                args.timeout) for arm in order}
             rows.append(Row(n, got["project"], got["bare"]))
-            print(f"N={n}: project {got['project']['wall_s']:.1f} s, bare {got['bare']['wall_s']:.1f} s", flush=True)
+            threads = ", ".join(f"{k} {v:.1f}" for k, v in list(got["project"]["thread_cpu_s"].items())[:3])
+            print(f"N={n}: project {got['project']['wall_s']:.1f} s, bare {got['bare']['wall_s']:.1f} s; project driver "
+                  f"CPU s by thread: {threads}; load average {_load()}", flush=True)
     finally:
         ray.shutdown()
     print()

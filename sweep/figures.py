@@ -321,8 +321,10 @@ def _panel(ax: Any, points: list[Point], view: AxisView, pos: Callable[[Any], fl
             continue
         x = [pos(p.x) for p in curve]
         jitter = 0.03 * (i - (len(by_series) - 1) / 2)
-        for j, p in enumerate(curve):
-            ax.scatter([x[j] + jitter - 0.06 * (not lines)] * len(p.dots), p.dots, s=12, alpha=0.35, color=colour, lw=0, zorder=2)
+        # One collection per series, not per point: a 512-value axis drew 512 scatters (seconds at
+        # the sweep's end); the same dots in the same order, so the same pixels.
+        ax.scatter([x[j] + jitter - 0.06 * (not lines) for j, p in enumerate(curve) for _ in p.dots],
+                   [d for p in curve for d in p.dots], s=12, alpha=0.35, color=colour, lw=0, zorder=2)
         low = [p.low if math.isfinite(p.low) else p.mean for p in curve]
         high = [p.high if math.isfinite(p.high) else p.mean for p in curve]
         if len(curve) > 1 and not lines:

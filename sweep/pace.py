@@ -93,13 +93,25 @@ class WorkModel:
         train and evaluate in distinct proportions, the non-negative least-squares rates of its
         slots' pooled stretches, each relative to its seconds; the median over such cells. Kept
         where no cell has two such slots, or a fit gives no training rate."""
-        pooled: dict[Slot, np.ndarray] = {}
+        return self.fit(self.pool(spans, {}))
+
+    def pool(self, spans: Iterable[Span], pooled: dict[Slot, np.ndarray]) -> dict[Slot, np.ndarray]:
+        """`pooled` (slot -> seconds, training, evaluation) with `spans` between evaluations added:
+        what `fit` reads, kept as trials end so the driver does not re-read every trial per ETA."""
         for s in spans:
             if not s.whole and s.seconds > 0:
                 pooled[s.slot] = pooled.get(s.slot, np.zeros(3)) + (s.seconds, *self.parts(s.slot, s.start, s.end))
+        return pooled
+
+    def fit(self, pooled: dict[Slot, np.ndarray]) -> "WorkModel":
+        """This model with `kappa` fitted on `pool`'s sums (see `fitted`)."""
+        by_cell: dict[str, list[np.ndarray]] = {}
+        for slot, v in pooled.items():
+            by_cell.setdefault(slot[1], [])
+            if v[1] > 0:
+                by_cell[slot[1]].append(v)
         kappas = []
-        for cell in {slot[1] for slot in pooled}:
-            rows = [v for slot, v in pooled.items() if slot[1] == cell and v[1] > 0]
+        for rows in by_cell.values():
             ratios = sorted(v[2] / v[1] for v in rows)
             if len(rows) < 2 or ratios[-1] <= 0 or ratios[-1] < _DISTINCT * ratios[0]:
                 continue

@@ -95,6 +95,12 @@ class Progress:
     _peak: int = 0
     _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
     _ended_in_phase: int = 0
+    # Indexes kept as trials end, so an ETA (asked at every trial's end, once per pending cell)
+    # reads the latest trials, not every trial ended per cell: that made a sweep of N trials over
+    # N/2 cells O(N^3) in the driver (14 of its 47 s of CPU at N = 256, profiled).
+    _of_slot: dict[Slot, tuple[list[Span], list[Span]]] = field(default_factory=dict)  # slot -> (paced, whole)
+    _timed_phases: set[str] = field(default_factory=set)
+    _pool: dict[Slot, np.ndarray] = field(default_factory=dict)  # `WorkModel.pool` of `_paced`
 
     def phase_started(self, pending: dict[Slot, int]) -> None:
         """What the store says is left (the trials of both phases not ended), at a phase's start."""
@@ -130,10 +136,23 @@ class Progress:
             return
         self._ended_in_phase += 1
         if (span := t.span()) is not None:
-            self._paced.append(span)
+            self._timed(0, span)
+            self._base().pool([span], self._pool)
             self._start_ups.setdefault((t.fresh, t.slot[0]), []).append((span, t.first[1]))
         if epochs > 0 and math.isfinite(seconds) and seconds > 0:
-            self._whole.append(Span(t.slot, seconds, 0, epochs, self.clock(), whole=True))
+            self._timed(1, Span(t.slot, seconds, 0, epochs, self.clock(), whole=True))
+
+    def _timed(self, which: int, span: Span) -> None:
+        """`span` into `_paced` (0) or `_whole` (1), and into `_pace`'s index."""
+        (self._paced, self._whole)[which].append(span)
+        self._of_slot.setdefault(span.slot, ([], []))[which].append(span)
+        self._timed_phases.add(span.slot[0])
+
+    def _live_spans(self) -> list[Span]:
+        return [s for t in self.live.values() if (s := t.span()) is not None]
+
+    def _base(self) -> WorkModel:
+        return WorkModel(self.work, self.evaluations)
 
     @property
     def running(self) -> int:
@@ -145,8 +164,8 @@ class Progress:
 
     def _model(self) -> WorkModel:
         """The work model, its evaluation weight fitted on every stretch timed so far."""
-        spans = self._paced + [s for t in self.live.values() if (s := t.span()) is not None]
-        return WorkModel(self.work, self.evaluations).fitted(spans)
+        base = self._base()
+        return base.fit(base.pool(self._live_spans(), dict(self._pool)))
 
     @staticmethod
     def _start_up_of(span: Span, first_s: float, model: WorkModel) -> float:
@@ -170,7 +189,8 @@ class Progress:
                 return float(np.median(values))
         return 0.0
 
-    def _pace(self, slot: Slot, model: WorkModel) -> tuple[Optional[float], bool]:
+    def _pace(self, slot: Slot, model: WorkModel,
+              live: Optional[list[Span]] = None) -> tuple[Optional[float], bool]:
         """(seconds per unit of work, extrapolated) for a trial of `slot`: from its slot's trials,
         else its phase's, else any, the latest `_recent()` of them (`sweep.pace.pace`: a machine whose load changes changes every
         trial's pace; the first trials' pace kept for the whole phase made the quickstart's ETA
@@ -180,18 +200,20 @@ class Progress:
         training classes, evaluated on a holdout, paces a final trial on all of them, evaluated on
         the test split. None before a trial evaluated twice or ended: a first evaluation's time is
         mostly start-up (a fresh worker imports torch), and an ETA from it came out 10x too long."""
-        paced = self._paced + [s for t in self.live.values() if (s := t.span()) is not None]
-        now = self.clock()
-
-        def latest(keep: Callable[[Slot], bool]) -> Optional[float]:
-            for timed in (paced, self._whole):
-                if (rate := pace([s for s in timed if keep(s.slot)][-self._recent():], model, now)) is not None:
-                    return rate
-            return None
-
-        for keep, guessed in ((lambda k: k == slot, False), (lambda k: k[0] == slot[0], False), (lambda k: True, True)):
-            if (rate := latest(keep)) is not None:
-                return rate, guessed
+        live = self._live_spans() if live is None else live
+        now, n = self.clock(), self._recent()
+        paced, whole = self._of_slot.get(slot, ([], []))
+        own = ((paced, [s for s in live if s.slot == slot]), (whole,))
+        everyone = ((self._paced, live), (self._whole,))
+        phase = slot[0] in self._timed_phases or any(s.slot[0] == slot[0] for s in live)
+        for found, keep, guessed, lists in ((True, lambda k: k == slot, False, own),
+                                            (phase, lambda k: k[0] == slot[0], False, everyone),
+                                            (True, lambda k: True, True, everyone)):
+            if not found:  # no trial of the phase timed: no scan of all the others to learn that
+                continue
+            for parts in lists:
+                if (rate := pace(_latest(parts, keep, n), model, now)) is not None:
+                    return rate, guessed
         return None, False
 
     def _recent(self) -> int:
@@ -232,18 +254,32 @@ class Progress:
                 return None
             work, longest = work + left, max(longest, left)
         per_slot: dict[Slot, float] = {}
+        live, start_ups = self._live_spans(), {}
+
+        def start_up(fresh: bool, phase: str) -> float:  # once per call: each reads every trial ended
+            if (fresh, phase) not in start_ups:
+                start_ups[fresh, phase] = self._start_up(fresh, phase, model)
+            return start_ups[fresh, phase]
+
         # New workers for the first trials of a phase not begun, or not yet at its concurrency.
         new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
+        # A cell with no trial timed is paced by its phase's: asked once per phase, not per such cell.
+        timed, untimed = self._of_slot.keys() | {s.slot for s in live}, {}
         for slot, n in self.pending.items():
-            rate, extrapolated = self._pace(slot, model)
+            if slot in timed:
+                rate, extrapolated = self._pace(slot, model, live)
+            else:
+                if slot[0] not in untimed:
+                    untimed[slot[0]] = self._pace(slot, model, live)
+                rate, extrapolated = untimed[slot[0]]
             if rate is None:
                 return None
             guessed |= extrapolated
             fresh = min(n, new_workers[slot[0]])
             new_workers[slot[0]] -= fresh
-            reused = self._start_up(False, slot[0], model)
+            reused = start_up(False, slot[0])
             per_slot[slot] = reused + rate * model.work(slot, 0, self.epochs.get(slot, 1))
-            work += n * per_slot[slot] + fresh * (self._start_up(True, slot[0], model) - reused)
+            work += n * per_slot[slot] + fresh * (start_up(True, slot[0]) - reused)
         trials = self.running + self.waiting
         if trials == 0:
             return None
@@ -257,6 +293,19 @@ class Progress:
             estimate.expected_s = max((work - sum(n * per_slot[s] for s, n in cut.items()))
                                       / max(1.0, min(self._peak, left)), longest)
         return estimate
+
+
+def _latest(parts: tuple[list[Span], ...], keep: Callable[[Slot], bool], n: int) -> list[Span]:
+    """The last `n` spans of `parts` (in order) whose slot `keep` takes, oldest first: read from
+    the end, so an ETA costs the latest trials, not all of them."""
+    out: list[Span] = []
+    for part in reversed(parts):
+        for s in reversed(part):
+            if len(out) == n:
+                return out[::-1]
+            if keep(s.slot):
+                out.append(s)
+    return out[::-1]
 
 
 def expected_final_trials(view: "PolicyView", records: Iterable[TrialRecord], draws: int = 2000,

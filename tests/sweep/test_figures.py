@@ -193,3 +193,17 @@ def test_dry_run_lists_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture
     assert ("figures the report will draw:\n  ablation_n.png/.pdf (+ .csv, _diff.csv): R@1 against synthetic points per "
             "sample n (1, 2, 4): MS+EE, PA+SEE; MS, PA at n = 0; difference panel MS+EE - MS, PA+SEE - PA\n") in out
     assert "  plot_paired_differences.png" in out and "  plot_learning_curves.png" in out
+
+
+def test_each_series_dots_are_one_collection_however_many_values_its_axis_has(tmp_path: Path) -> None:
+    """A 512-value axis drew one scatter per value (seconds at the sweep's end, growing with the
+    sweep): the seeds' dots of a series are one collection, every dot still drawn."""
+    from matplotlib.collections import PathCollection
+
+    rates = [round(1e-3 * (1 + i / 40), 6) for i in range(40)]
+    sweep = {"grid": {"optimizer.lr": rates}, "seeds": [0, 1], "baseline": {"optimizer.lr": rates[0]}}
+    results, _ = fake_results(tmp_path, sweep, lambda c, s: 0.5 + 0.01 * s)
+    view = axis_view(results.plan, "optimizer.lr")
+    top, _bottom = ablation_figure(results, view, *axis_points(results, view)).axes
+    dots = [c for c in top.collections if isinstance(c, PathCollection)]
+    assert len(dots) == 1 and len(dots[0].get_offsets()) == 40 * 2
