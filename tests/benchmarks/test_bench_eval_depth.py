@@ -1,0 +1,31 @@
+"""`bench_eval`'s bare arm searches with the k that `evaluate` asks faiss for: the same
+max(max K, largest class - 1) + 1 for the query itself, so "ours / bare" compares equal work."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import faiss
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from bench_eval import make_data, search_depth  # noqa: E402
+
+from dml_core.evaluation import evaluate  # noqa: E402
+
+
+@pytest.mark.parametrize(("n", "ks", "class_ratio"), [(600, [1, 2, 4, 8], 5), (300, [1, 10, 100], 5),
+                                                      (200, [1, 2], 40), (50, [1, 1000], 5)])
+def test_bare_arm_searches_the_k_evaluate_searches(monkeypatch, n: int, ks: list[int], class_ratio: int) -> None:
+    x, y = make_data(n, 16, class_ratio, 2.5, seed=1)
+    asked: list[int] = []
+    search = faiss.IndexFlatIP.search
+
+    def spy(self, queries, k, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        asked.append(k)
+        return search(self, queries, k, *args, **kwargs)
+
+    monkeypatch.setattr(faiss.IndexFlatIP, "search", spy)
+    evaluate(x, y, k=ks, clustering=False, use_gpu=False, backend="faiss")
+    assert asked and set(asked) == {search_depth(y, ks) + 1}

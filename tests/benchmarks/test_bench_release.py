@@ -1,0 +1,48 @@
+"""`benchmarks/bench_release.py`: whole training processes of this checkout and of a release's,
+paired, per iteration with start-up cancelled ((t_long - t_short) / extra iterations)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks" / "bench_release.py"
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_release import per_iteration  # noqa: E402
+
+
+def test_start_up_cancels_between_the_two_lengths() -> None:
+    # 5 s of start-up and evaluation in both runs, 70 ms per iteration: 60 and 300 iterations.
+    short, long = {"wall": 5 + 60 * 0.07, "cpu": 1.0}, {"wall": 5 + 300 * 0.07, "cpu": 3.4}
+    assert per_iteration(short, long, 240, "wall") == pytest.approx(70.0)
+    assert per_iteration(short, long, 240, "cpu") == pytest.approx(10.0)
+
+
+def test_a_release_without_its_interpreter_is_one_line_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(BENCH), "--release", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench_release: --release: interpreter ") and "release arm" in lines[0]
+
+
+@pytest.mark.slow
+def test_both_arms_run_and_the_paired_ratio_is_printed(omniglot_root: Path) -> None:
+    # This checkout against itself: the mechanics, not a speed (two iterations say nothing of one).
+    done = subprocess.run([sys.executable, str(BENCH), "--release", str(REPO), "--release-python", sys.executable,
+                           "--short", "1", "--long", "2", "--pairs", "1", "--workers", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = re.search(r"^  1    this>\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+.*\s(\d\.\d{6}), (\d\.\d{6})$",
+                    done.stdout, re.M)
+    assert row, done.stdout
+    assert row.group(4) == row.group(5)  # the same tree, config and seed: the same loss
+    assert re.search(r"this / release, median of 1 paired ratios: wall \S+x .* CPU \S+x .*target <= 1\.03x",
+                     done.stdout), done.stdout
