@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import faiss
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -29,3 +30,19 @@ def test_bare_arm_searches_the_k_evaluate_searches(monkeypatch, n: int, ks: list
     monkeypatch.setattr(faiss.IndexFlatIP, "search", spy)
     evaluate(x, y, k=ks, clustering=False, use_gpu=False, backend="faiss")
     assert asked and set(asked) == {search_depth(y, ks) + 1}
+
+
+def test_evaluate_searches_the_callers_array_itself(monkeypatch) -> None:
+    # The bare arm hands faiss the loaded array; so must evaluate (unit float32 C-contiguous rows
+    # are neither converted, nor normalised again, nor sliced into copies), or it pays a copy.
+    x, y = make_data(400, 16, 5, 2.5, seed=2)
+    searched: list[np.ndarray] = []
+    search = faiss.IndexFlatIP.search
+
+    def spy(self, queries, k, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        searched.append(queries)
+        return search(self, queries, k, *args, **kwargs)
+
+    monkeypatch.setattr(faiss.IndexFlatIP, "search", spy)
+    evaluate(x, y, clustering=False, use_gpu=False, backend="faiss")
+    assert len(searched) == 1 and np.shares_memory(searched[0], x) and searched[0].shape == x.shape
