@@ -78,6 +78,14 @@ def one_pair(arms: dict[str, tuple[Path, Path]], config: dict[str, Path], length
     return runs
 
 
+def pair_row(pair: int, ms: dict[str, list[float]], loss: tuple[float, float]) -> str:
+    """One pair's line: ms per iteration of each arm and their ratio, wall then CPU, and the losses.
+    Every number is set off by a space: on a busy machine the wall difference between the two
+    lengths can come out negative, and a minus sign must not glue two columns together."""
+    cells = "".join(f" {this:>9.2f} {rel:>9.2f} {this / rel:>6.3f}" for this, rel in (ms["wall"], ms["cpu"]))
+    return f"  {pair + 1:<5}{'rel>' if pair % 2 else 'this>':<6}{cells}  {loss[0]:.6f}, {loss[1]:.6f}"
+
+
 def bench_workers(args: argparse.Namespace, arms: dict[str, tuple[Path, Path]], config: dict[str, Path],
                   workers: int, tmp: Path) -> bool:
     """`--pairs` paired measurements at one worker count; prints them and returns the verdict."""
@@ -88,15 +96,12 @@ def bench_workers(args: argparse.Namespace, arms: dict[str, tuple[Path, Path]], 
     print(f"  {'pair':<5}{'':<6}{'this wall':>10}{'rel. wall':>10}{'ratio':>7}{'this CPU':>10}{'rel. CPU':>10}{'ratio':>7}  loss (this, release)")
     for pair in range(args.pairs):
         runs = one_pair(arms, config, lengths, workers, args.threads, pair % 2 == 1, tmp)
-        cells = []
-        for key in ("wall", "cpu"):
-            this = per_iteration(runs["this"][args.short], runs["this"][args.long], extra, key)
-            rel = per_iteration(runs["release"][args.short], runs["release"][args.long], extra, key)
+        ms = {key: [per_iteration(runs[arm][args.short], runs[arm][args.long], extra, key) for arm in ("this", "release")]
+              for key in ("wall", "cpu")}
+        for key, (this, rel) in ms.items():
             ratios[key].append(this / rel)
-            cells.append(f"{this:>10.2f}{rel:>10.2f}{this / rel:>7.3f}")
-        order = "rel>" if pair % 2 else "this>"
         loss = (runs["this"][args.long]["loss"], runs["release"][args.long]["loss"])
-        print(f"  {pair + 1:<5}{order:<6}{''.join(cells)}  {loss[0]:.6f}, {loss[1]:.6f}", flush=True)
+        print(pair_row(pair, ms, loss), flush=True)
     wall, cpu = statistics.median(ratios["wall"]), statistics.median(ratios["cpu"])
     met = wall <= args.target and cpu <= args.target
     print(f"  load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores")

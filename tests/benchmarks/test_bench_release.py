@@ -46,3 +46,12 @@ def test_both_arms_run_and_the_paired_ratio_is_printed(omniglot_root: Path) -> N
     assert row.group(4) == row.group(5)  # the same tree, config and seed: the same loss
     assert re.search(r"this / release, median of 1 paired ratios: wall \S+x .* CPU \S+x .*target <= 1\.03x",
                      done.stdout), done.stdout
+
+
+def test_a_negative_wall_difference_keeps_its_columns_apart() -> None:
+    # Seen at load 10: -20.86 ms and a ratio of -11.061 printed as "-20.86-11.061", one field.
+    from bench_release import pair_row
+
+    line = pair_row(0, {"wall": [2228.03, -84.53], "cpu": [230.75, -20.86]}, (0.954623, 0.955753))
+    fields = line.split()
+    assert fields[:8] == ["1", "this>", "2228.03", "-84.53", "-26.358", "230.75", "-20.86", "-11.062"], line
