@@ -46,3 +46,20 @@ def test_evaluate_searches_the_callers_array_itself(monkeypatch) -> None:
     monkeypatch.setattr(faiss.IndexFlatIP, "search", spy)
     evaluate(x, y, clustering=False, use_gpu=False, backend="faiss")
     assert len(searched) == 1 and np.shares_memory(searched[0], x) and searched[0].shape == x.shape
+
+
+def test_evaluate_runs_faiss_with_the_bare_arms_threads() -> None:
+    # torch (its own OpenMP runtime and set_num_threads) must not come in with numpy embeddings,
+    # nor may anything change faiss's OpenMP thread count: the bare arm runs with faiss's default.
+    import subprocess
+
+    bare = "import faiss; print(faiss.omp_get_max_threads(), 'torch' in __import__('sys').modules)"
+    ours = ("import sys, numpy as np, faiss\n"
+            "from dml_core.evaluation import evaluate\n"
+            "x = np.random.default_rng(0).standard_normal((60, 8), dtype=np.float32)\n"
+            "evaluate(x, np.arange(60) % 6, clustering=False)\n"
+            "print(faiss.omp_get_max_threads(), 'torch' in sys.modules)\n")
+    repo = Path(__file__).resolve().parents[2]
+    lines = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=repo,
+                            check=True).stdout.split() for code in (bare, ours)]
+    assert lines[0] == lines[1] and lines[1][1] == "False", lines
