@@ -2,6 +2,7 @@
 paired, per iteration with start-up cancelled ((t_long - t_short) / extra iterations)."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -44,7 +45,7 @@ def test_both_arms_run_and_the_paired_ratio_is_printed(omniglot_root: Path) -> N
                     done.stdout, re.M)
     assert row, done.stdout
     assert row.group(4) == row.group(5)  # the same tree, config and seed: the same loss
-    assert re.search(r"this / release, median of 1 paired ratios: wall \S+x .* CPU \S+x .*target <= 1\.03x",
+    assert re.search(r"this / release, medians of paired ratios: wall .* CPU .*target <= 1\.03x",
                      done.stdout), done.stdout
 
 
@@ -55,3 +56,22 @@ def test_a_negative_wall_difference_keeps_its_columns_apart() -> None:
     line = pair_row(0, {"wall": [2228.03, -84.53], "cpu": [230.75, -20.86]}, (0.954623, 0.955753))
     fields = line.split()
     assert fields[:8] == ["1", "this>", "2228.03", "-84.53", "-26.358", "230.75", "-20.86", "-11.062"], line
+
+
+def test_a_pair_without_a_per_iteration_time_is_not_a_ratio(capsys) -> None:
+    # Wall (t300 - t60) came out negative at load 10-30 (565.79 / -84.53 ms): that pair measured
+    # nothing, yet its -6.694 entered the median (0.804x instead of 0.959x over the two real pairs).
+    from bench_release import paired_ratio, verdict
+
+    assert math.isnan(paired_ratio(565.79, -84.53)) and math.isnan(paired_ratio(-2.0, -4.0))
+    assert paired_ratio(78.22, 89.25) == pytest.approx(0.876, abs=1e-3)
+    wall = [paired_ratio(565.79, -84.53), paired_ratio(1136.08, 1413.17), paired_ratio(712.78, 639.72)]
+    assert verdict({"wall": wall, "cpu": [0.946, 0.876, 0.992]}, 1.03)
+    out = capsys.readouterr().out
+    assert "wall 0.959x (0.804-1.114, 1 of 3 pairs unmeasured" in out and "CPU 0.946x (0.876-0.992)" in out
+    assert not verdict({"wall": wall, "cpu": [1.01, 1.05, 1.04]}, 1.03)
+    assert capsys.readouterr().out.rstrip().endswith("NOT met")
+
+    assert verdict({"wall": [1.01, 1.02], "cpu": [0.99, 1.0]}, 1.03)
+    assert not verdict({"wall": [math.nan], "cpu": [1.0]}, 1.03)
+    assert "wall not measured, 1 of 1 pairs unmeasured" in capsys.readouterr().out
