@@ -86,7 +86,7 @@ def pair_row(pair: int, ms: dict[str, list[float]], loss: tuple[float, float]) -
     """One pair's line: ms per iteration of each arm and their ratio, wall then CPU, and the losses.
     Every number is set off by a space: on a busy machine the wall difference between the two
     lengths can come out negative, and a minus sign must not glue two columns together."""
-    cells = "".join(f" {this:>9.2f} {rel:>9.2f} {this / rel:>6.3f}" for this, rel in (ms["wall"], ms["cpu"]))
+    cells = "".join(f" {this:>9.2f} {rel:>9.2f} {paired_ratio(this, rel):>6.3f}" for this, rel in (ms["wall"], ms["cpu"]))
     return f"  {pair + 1:<5}{'rel>' if pair % 2 else 'this>':<6}{cells}  {loss[0]:.6f}, {loss[1]:.6f}"
 
 

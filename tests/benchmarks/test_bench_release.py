@@ -50,12 +50,15 @@ def test_both_arms_run_and_the_paired_ratio_is_printed(omniglot_root: Path) -> N
 
 
 def test_a_negative_wall_difference_keeps_its_columns_apart() -> None:
-    # Seen at load 10: -20.86 ms and a ratio of -11.061 printed as "-20.86-11.061", one field.
+    # Seen at load 10: -20.86 ms and a ratio of -11.061 printed as "-20.86-11.061", one field; a
+    # pair without a per-iteration time shows no ratio (`paired_ratio`).
     from bench_release import pair_row
 
     line = pair_row(0, {"wall": [2228.03, -84.53], "cpu": [230.75, -20.86]}, (0.954623, 0.955753))
     fields = line.split()
-    assert fields[:8] == ["1", "this>", "2228.03", "-84.53", "-26.358", "230.75", "-20.86", "-11.062"], line
+    assert fields[:8] == ["1", "this>", "2228.03", "-84.53", "nan", "230.75", "-20.86", "nan"], line
+    assert pair_row(1, {"wall": [75.0, 70.0], "cpu": [74.0, 80.0]}, (0.5, 0.5)).split()[:8] == [
+        "2", "rel>", "75.00", "70.00", "1.071", "74.00", "80.00", "0.925"]
 
 
 def test_a_pair_without_a_per_iteration_time_is_not_a_ratio(capsys) -> None:
