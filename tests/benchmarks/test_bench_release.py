@@ -41,7 +41,7 @@ def test_both_arms_run_and_the_paired_ratio_is_printed(omniglot_root: Path) -> N
                            "--short", "1", "--long", "2", "--pairs", "1", "--workers", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
-    row = re.search(r"^  1    this>\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+.*\s(\d\.\d{6}), (\d\.\d{6})$",
+    row = re.search(r"^  1    this>\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+(-?[0-9.]+|nan)\s+.*\s(\d\.\d{6}), (\d\.\d{6})$",
                     done.stdout, re.M)
     assert row, done.stdout
     assert row.group(4) == row.group(5)  # the same tree, config and seed: the same loss
