@@ -1,6 +1,6 @@
 """Benchmark `dml_core.evaluation` against pytorch-metric-learning and a bare faiss search.
 
-    .venv/bin/python benchmarks/bench_eval.py --sizes 10000 60000 [--skip-pml] [--repeats 2]
+    .venv/bin/python benchmarks/bench_eval.py --sizes 10000 60000 [--skip-pml] [--repeats 4] [--threads T]
     .venv/bin/python benchmarks/bench_eval.py --sizes 60000 --ks 1 10 100 1000 --methods bare ours
 
 For each N: random L2-normalised 512-d embeddings, one random centre per class plus noise, about
@@ -23,10 +23,13 @@ Methods:
                   timed separately since it is a different cost (niter x N x classes x d).
 - ``kmeans-1iter`` k-means stopped after one iteration: the unit cost of an iteration (faiss
                   stops early at convergence, which these synthetic classes reach quickly).
-Timings on a shared machine are noisy: with ``--repeats R`` (default 3) the children alternate, in
-reverse order every other round, and every ratio is the median of the per-round PAIRED ratios (round r's
-method over round r's baseline), so a load that drifts moves both sides of a pair alike; the
-table's seconds are medians over the rounds. CPU seconds (user + system, all threads) are reported
+Timings on a shared machine are noisy: with ``--repeats R`` (default 4, even) the children alternate,
+in reverse order every other round, and every ratio is the median of PAIRED ratios over blocks of
+two rounds (base, method, method, base: the block's method seconds over its base seconds), so a
+load that drifts steadily moves both sides of a pair alike; the table's seconds are medians over
+the rounds. Both arms search with the same k (`search_depth`, which tests/benchmarks check against
+what `evaluate` asks faiss for) and the same faiss OpenMP thread count: faiss's default, or
+``--threads T`` set in every child; each child reports its count and the table prints it. CPU seconds (user + system, all threads) are reported
 beside wall seconds, as they depend far less on what else the machine is running, and the 1-minute
 load average is printed before and after each size. The last lines give `ours` against `bare`: the
 paired wall and CPU ratios with their range, the CPU seconds `ours` spends beyond the search, and
@@ -153,7 +156,7 @@ CLUSTERING = ("ours-kmeans", "pml-nmi", "kmeans-1iter")
 
 def child_main(method: str, data: Path, args: argparse.Namespace) -> None:
     # Imports that a method needs are part of its memory, not of its time: do them first.
-    import faiss  # noqa: F401
+    import faiss
 
     if method == "ours":
         from dml_core.evaluation import evaluate  # noqa: F401 -- the package loads it on first use
@@ -161,12 +164,15 @@ def child_main(method: str, data: Path, args: argparse.Namespace) -> None:
         import dml_core.evaluation.clustering  # noqa: F401
     if method.startswith("pml"):
         import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
     x, y = np.load(data / "x.npy"), np.load(data / "y.npy")  # .npy loads without a transient copy
     floor_mib = _peak_mib()
     cpu_start, start = _cpu_seconds(), time.perf_counter()
     metrics = METHODS[method](x, y, args)
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-    result = {"seconds": seconds, "cpu": cpu, "peak_mib": _peak_mib(), "floor_mib": floor_mib, "metrics": metrics}
+    result = {"seconds": seconds, "cpu": cpu, "peak_mib": _peak_mib(), "floor_mib": floor_mib, "metrics": metrics,
+              "threads": faiss.omp_get_max_threads()}
     print(json.dumps(result))
 
 
@@ -189,7 +195,7 @@ def _peak_mib() -> float:
 # ----------------------------------------------------------------------------- parent
 def run_child(method: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", method, str(data), "--kmeans-iters", str(args.kmeans_iters)]
-    cmd += ["--ks", *map(str, args.ks), "--metric", args.metric]
+    cmd += ["--ks", *map(str, args.ks), "--metric", args.metric, "--threads", str(args.threads or 0)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if proc.returncode != 0:
@@ -254,7 +260,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
     for method, done in runs.items():
         results.setdefault(method, summarise(done))
     print(f"  load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on "
-          f"{os.cpu_count()} cores; {args.repeats} alternating rounds, medians")
+          f"{os.cpu_count()} cores; {args.repeats} alternating rounds, medians; faiss threads "
+          + ", ".join(f"{m} {sorted({r['threads'] for r in done})}" for m, done in runs.items()))
     report(results, runs)
 
 
@@ -266,8 +273,17 @@ def summarise(done: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def paired(runs: dict[str, list[dict[str, Any]]], method: str, base: str, key: str) -> list[float]:
-    """``method / base`` of `key` round by round (rounds where both ran)."""
-    return [a[key] / b[key] for a, b in zip(runs.get(method, []), runs.get(base, []))]
+    """``method / base`` of `key` per block of two consecutive rounds (rounds where both ran).
+
+    Rounds alternate their order (`round_order`), so a block runs base, method, method, base (or
+    the reverse): summed over the block, a load that rises or falls steadily adds as much to one
+    side as to the other. A ratio per single round would not cancel it: the method that runs
+    second in a round pays the drift, and with an odd number of rounds the median of per-round
+    ratios is one where it ran second. A trailing odd round is left out."""
+    mine, theirs = runs.get(method, []), runs.get(base, [])
+    blocks = min(len(mine), len(theirs)) // 2
+    return [(mine[2 * i][key] + mine[2 * i + 1][key]) / (theirs[2 * i][key] + theirs[2 * i + 1][key])
+            for i in range(blocks)]
 
 
 def report(results: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> None:
@@ -277,7 +293,7 @@ def report(results: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, An
 
     # peak MiB: the child's whole peak RSS; of which method: above the RSS it had after its imports
     # and loading the data (torch alone is ~700 MiB for the PML children).
-    # Ratios are medians of paired per-round ratios of wall-clock seconds, and in brackets of CPU seconds.
+    # Ratios are medians of paired two-round-block ratios of wall-clock seconds, and in brackets of CPU seconds.
     print(
         f"  {'method':<12} {'seconds':>8} {'cpu s':>8} {'vs bare':>15} {'vs ours':>15} "
         f"{'peak MiB':>9} {'of which method':>16}"
@@ -311,7 +327,7 @@ def verdict(runs: dict[str, list[dict[str, Any]]]) -> None:
         return
     extra = statistics.median(a["cpu"] - b["cpu"] for a, b in zip(runs["ours"], runs["bare"]))
     met = statistics.median(wall) <= TARGET and statistics.median(cpu) <= TARGET
-    print(f"  ours / bare over {len(wall)} paired rounds: wall {statistics.median(wall):.3f}x "
+    print(f"  ours / bare over {len(wall)} paired blocks of 2 rounds: wall {statistics.median(wall):.3f}x "
           f"({min(wall):.3f}-{max(wall):.3f}), CPU {statistics.median(cpu):.3f}x ({min(cpu):.3f}-{max(cpu):.3f}); "
           f"CPU beyond the search {extra:+.2f} s")
     print(f"  target ours <= {TARGET:.2f}x bare (wall and CPU medians): {'met' if met else 'NOT met'}")
@@ -330,7 +346,9 @@ def main() -> None:
         "--metric", choices=["cosine", "l2"], default="cosine",
         help="ours and bare: IndexFlatIP on the unit rows, or IndexFlatL2 as PML uses",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; ratios are medians of paired rounds")
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="alternating rounds, even; ratios are medians over paired blocks of 2 rounds")
+    parser.add_argument("--threads", type=int, default=0, help="faiss OpenMP threads in every child (0: faiss's default)")
     parser.add_argument("--skip-pml", action="store_true")
     parser.add_argument("--pml-default-max", type=int, default=10_000, help="largest N for PML k=None")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="subset to run")
@@ -339,6 +357,10 @@ def main() -> None:
     if args.child:
         child_main(args.child[0], Path(args.child[1]), args)
         return
+    if args.repeats < 2 or args.repeats % 2:
+        print(f"bench_eval: --repeats: must be even and >= 2 (ratios pair blocks of 2 rounds), got {args.repeats}",
+              file=sys.stderr)
+        raise SystemExit(2)
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         for n in args.sizes:
             bench_size(n, args, Path(tmp))
