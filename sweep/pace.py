@@ -107,9 +107,8 @@ class WorkModel:
         """This model with `kappa` fitted on `pool`'s sums (see `fitted`)."""
         by_cell: dict[str, list[np.ndarray]] = {}
         for slot, v in pooled.items():
-            by_cell.setdefault(slot[1], [])
             if v[1] > 0:
-                by_cell[slot[1]].append(v)
+                by_cell.setdefault(slot[1], []).append(v)
         kappas = []
         for rows in by_cell.values():
             ratios = sorted(v[2] / v[1] for v in rows)
