@@ -13,8 +13,6 @@ of the driver's start; tests/sweep/test_checks_no_torch.py).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from dml_core.config import ExperimentConfig
@@ -27,16 +25,22 @@ from sweep.spec import SearchParam, SweepError
 TrialConfigs = list[tuple[TrialSpec, ExperimentConfig]]
 
 
-def check_plan(plan: SweepPlan, *, download: bool = False) -> None:
-    """Every trial config (search bounds included), metric, data path and P x K, as one-line
-    errors; with `download`, datasets with `data.download` on are fetched before their paths are
-    checked, so trials on this node find them and a blocked network is one line naming the URL."""
+def check_plan(plan: SweepPlan, *, download: bool = False) -> str:
+    """Every trial config (search bounds included), metric, tracking store, data path and P x K,
+    as one-line errors; with `download`, datasets with `data.download` on are fetched before their
+    paths are checked, so trials on this node find them and a blocked network is one line naming
+    the URL. Returns the tracking URI it checked (`sweep.mlflow_check.resolve_tracking_uri`)."""
+    from dml_core.data.index import check_selections
+
     trials = trial_configs(plan)
-    check_tracking_store(plan.spec.mlflow.tracking_uri)
-    if download:
-        download_data(plan.source, trials)
-    check_paths(plan.source, trials)
-    check_batches(plan.source, trials)
+    tracking_uri = check_tracking_store(plan.spec.mlflow.tracking_uri)
+    # The data layer reads each selection once; the sweep names the trial a problem is of.
+    configs = [cfg.data for _, cfg in trials]
+    problem = check_selections(configs, download=download, folds_field="sweep.search.folds")
+    if problem is not None:
+        trial = "" if problem.at is None else f" [{trials[problem.at][0].key}]"
+        raise SweepError(f"{plan.source}{trial}: {problem.message}")
+    return tracking_uri
 
 
 def trial_configs(plan: SweepPlan) -> TrialConfigs:
@@ -67,89 +71,6 @@ def search_corners(params: dict[str, SearchParam]) -> list[dict[str, Any]]:
         values = p.choices[1:] if p.type == "categorical" else [_bound(p, p.high)]
         corners += [{**low, key: v} for v in values]
     return corners
-
-
-def download_data(source: str, trials: TrialConfigs) -> None:
-    """Fetch each distinct data selection whose `data.download` is on (once per selection)."""
-    from dml_core.data.download import ensure_downloaded
-    from dml_core.data.roots import resolve_data_paths
-
-    seen = set()
-    for _, cfg in trials:
-        data = resolve_data_paths(cfg.data)
-        if data.download and data.model_dump_json() not in seen:
-            seen.add(data.model_dump_json())
-            try:
-                ensure_downloaded(data)
-            except ValueError as e:
-                raise SweepError(f"{source}: {e}") from None
-
-
-def check_paths(source: str, trials: TrialConfigs) -> None:
-    """Every data path exists on the driver's machine."""
-    from dml_core.data.download import where_to_get
-    from dml_core.data.roots import DATA_ENV, data_home, resolve_data_paths, uses_data_home
-
-    seen = set()
-    for _, cfg in trials:
-        written, data = cfg.data, resolve_data_paths(cfg.data)
-        for key in data.data_roots():
-            path = getattr(data, key)
-            if path is None or path in seen or "://" in path:
-                continue
-            seen.add(path)
-            if not Path(path).exists():
-                raw = getattr(written, key)  # present: the resolved copy has the same fields
-                why = (f"{raw} with {DATA_ENV}={data_home()}" if uses_data_home(raw)
-                       else f"relative paths resolve against the current directory, {os.getcwd()}")
-                raise SweepError(f"{source}: data.{key}: {path} does not exist ({why}; {where_to_get(data.name)})")
-
-
-def check_batches(source: str, trials: TrialConfigs) -> None:
-    """P x K of every trial against its training split's classes and images (read once per
-    data selection: annotation files and folder listings, no pixels)."""
-    from dml_core.data.index import check_batch, data_index
-
-    for trial, cfg in trials:
-        try:
-            if cfg.data.folds is not None:
-                check_folds(cfg)
-            else:
-                check_batch(cfg.data, data_index(cfg.data))
-        except ValueError as e:
-            raise SweepError(f"{source} [{trial.key}]: {e}") from None
-
-
-# Fewer held-out classes than this and a fold's score means nothing: with one class every
-# embedding retrieves its own class, MAP@R 100 whatever the learning rate.
-MIN_FOLD_CLASSES = 2
-
-
-def check_folds(cfg: ExperimentConfig) -> None:
-    """Every fold of a fold search (`sweep.search.folds`), from one read of the training classes:
-    it holds out at least `MIN_FOLD_CLASSES` classes, and the other folds' classes give its
-    training P x K batches. `ValueError` naming the field otherwise."""
-    from dml_core.data.index import DataIndex, check_batch, data_index
-    from dml_core.data.splits import fold_classes
-
-    data, k = cfg.data, cfg.data.folds
-    whole = data_index(data.model_copy(update={"folds": None, "fold": 0}))  # the training classes before folds
-    n = whole.num_classes
-    for fold in range(k):
-        held = set(fold_classes(n, k, fold))
-        if len(held) < MIN_FOLD_CLASSES:
-            most = f"; at most {n // MIN_FOLD_CLASSES} folds" if n >= MIN_FOLD_CLASSES else ""
-            raise ValueError(f"sweep.search.folds: {k} folds of the {n} training classes of {data.name} hold out "
-                             f"{len(held)} class{'es' * (len(held) != 1)} in fold {fold}; a fold needs at least "
-                             f"{MIN_FOLD_CLASSES} (one class scores every model 100 %){most}")
-        rest = tuple(c for i, c in enumerate(whole.images_per_class) if i not in held)
-        if data.num_classes is not None:  # the first N training classes, after the fold split
-            rest = rest[:data.num_classes]
-        try:
-            check_batch(data, DataIndex(rest))
-        except ValueError as e:
-            raise ValueError(f"sweep.search.folds: {k} folds leave fold {fold} {len(rest)} training classes: {e}") from None
-
 
 
 def _bound(p: Any, value: float) -> Any:

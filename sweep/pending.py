@@ -288,6 +288,18 @@ def _phase_of(dotted: str) -> str:
     return SEARCH if dotted.startswith(("sweep.search.", "sweep.scheduler")) else FINAL
 
 
+def check_resumed(plan: SweepPlan, started: dict[str, Any], old_base: Optional[dict[str, Any]], log: SweepLog,
+                  restart_changed: bool) -> Restart:
+    """What a resumed sweep may not change, against the plan it started with (`started`, its
+    `plan.json`; `old_base`, its base experiment): the base experiment's result fields (every
+    trial's config derives from it; `--restart-changed` allows it), and what its finished results
+    mean (`check_design_unchanged`). Seeds, arms, cells and search samples may be added;
+    operational settings may change. Returns what `--restart-changed` reruns."""
+    restart = check_design_unchanged(plan, started, log, restart_changed)
+    check_base_unchanged(plan, old_base, restart_changed)
+    return restart
+
+
 def check_design_unchanged(plan: SweepPlan, started: dict[str, Any], log: SweepLog, restart_changed: bool) -> Restart:
     """Refuse, in one line naming the field, a resumed sweep that changes what its finished
     results mean (`design`): a search field once search samples ran, a seed-policy field, the

@@ -47,19 +47,19 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, resume: bool = False, retry_f
     forwarded); 1 or 2 bring back Tune's progress output and the trials' logs, for debugging.
     `reuse` None follows `sweep.reuse` (default on); `store`: the trial store's file (default:
     `sweep.store.default_store_path`)."""
-    check_plan(plan, download=True)
+    tracking_uri = check_plan(plan, download=True)
     options = RunOptions(resume=resume, retry_failed=retry_failed, reuse=plan.spec.reuse if reuse is None else reuse,
                          restart_changed=restart_changed, verbose=verbose)
     with DirectoryLock(sweep_dir):
-        return _run_sweep(plan, sweep_dir, options, address=address, cluster_config=cluster_config, store=store)
+        return _run_sweep(plan, sweep_dir, options, tracking_uri, address=address, cluster_config=cluster_config,
+                          store=store)
 
 
-def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address: Optional[str],
+def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, tracking_uri: str, *, address: Optional[str],
                cluster_config: Optional[str], store: Optional[str]) -> SweepOutcome:
     from sweep.compat import use_legacy_tune_output
     from sweep.local_ray import start_ray
     from sweep.mlflow_writer import MlflowWriter
-    from sweep.mlflow_check import resolve_tracking_uri
     from sweep.tracker import Tracker
     from sweep.trial_runs import TrialRuns
     from sweep.trainable import clean_stale_scratch
@@ -68,7 +68,6 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, *, address
     if options.verbose == 0:
         use_legacy_tune_output()
     view = PolicyView.from_plan(plan)  # built once: plan.txt, the rounds, the ETA and the results read it
-    tracking_uri = resolve_tracking_uri(plan.spec.mlflow.tracking_uri)
     log, restart = claim_sweep_dir(plan, sweep_dir, options.resume, options.restart_changed, store)
     tracker = Tracker(tracking_uri, plan.spec.mlflow.experiment or plan.name)
     # Every MLflow write is the writer thread's, off the driver's path. Its first job opens the

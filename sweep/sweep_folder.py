@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 
 from dml_core.io import atomic_write_json, atomic_write_text, read_json
 from sweep.console import plan_block, say
-from sweep.pending import Restart, check_base_unchanged, check_design_unchanged
+from sweep.pending import Restart, check_resumed
 from sweep.plan import PLAN_FILE, PLAN_YAML, SweepPlan
 from sweep.spec import SweepError
 from sweep.store import POINTER_FILE, SweepLog, check_store_file, default_store_path
@@ -33,7 +33,7 @@ def default_sweep_dir(plan: SweepPlan, out: Optional[str] = None) -> Path:
 
 def check_sweep_dir(sweep_dir: Path, resume: bool) -> None:
     """Refuse to start over an existing sweep, or to resume a missing one. A resumed sweep may have
-    grown; what it may not change is checked against its records (`resume_checks`)."""
+    grown; what it may not change is checked against its records (`pending.check_resumed`)."""
     plan_file = sweep_dir / PLAN_FILE
     if resume:
         if not plan_file.is_file():
@@ -43,19 +43,14 @@ def check_sweep_dir(sweep_dir: Path, resume: bool) -> None:
         raise SweepError(f"{sweep_dir}: a sweep already exists here; add --resume to continue it, or use --out DIR / --set sweep.name=...")
 
 
-def resume_checks(plan: SweepPlan, sweep_dir: Path, log: SweepLog, restart_changed: bool) -> Restart:
-    """What a resumed sweep may not change: the base experiment's result fields (every trial's
-    config derives from it; `--restart-changed` allows it), and what its finished results mean
-    (`pending.check_design_unchanged`: the search's design, the seed policy, the margin).
-    Seeds, arms, cells and search samples may be added; operational settings may change.
-    Returns what `--restart-changed` reruns."""
+def started_plan(sweep_dir: Path) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+    """A resumed sweep's `plan.json` as it started, and its base experiment (from `plan.yaml` for a
+    `plan.json` of an earlier version, which kept none): what `pending.check_resumed` compares."""
     started = read_json(sweep_dir / PLAN_FILE)
-    restart = check_design_unchanged(plan, started, log, restart_changed)
     old_base = started.get("base")
     if old_base is None and (sweep_dir / PLAN_YAML).is_file():  # a plan.json of an earlier version
         old_base = {k: v for k, v in yaml.safe_load((sweep_dir / PLAN_YAML).read_text()).items() if k != "sweep"}
-    check_base_unchanged(plan, old_base, restart_changed)
-    return restart
+    return started, old_base
 
 
 def create_sweep_dir(plan: SweepPlan, sweep_dir: Path, store: Optional[str] = None) -> SweepLog:
@@ -69,11 +64,13 @@ def open_sweep_dir(plan: SweepPlan, sweep_dir: Path, restart_changed: bool,
                    store: Optional[str] = None) -> tuple[SweepLog, Restart]:
     """A resumed sweep's records (an earlier version's ledger.json migrated into the store; a store
     found gone started anew, saying what was lost), after checking what it may not change, and
-    what `--restart-changed` reruns; its plan files are rewritten (it may have grown)."""
+    what `--restart-changed` reruns (`pending.check_resumed`); its plan files are rewritten (it
+    may have grown)."""
+    started, old_base = started_plan(sweep_dir)
     log = SweepLog.open(sweep_dir, plan.name, store_path=store, recover=True)
     if log.recovered:
         say(log.recovered)
-    return log, resume_checks(plan, sweep_dir, log, restart_changed)
+    return log, check_resumed(plan, started, old_base, log, restart_changed)
 
 
 def claim_sweep_dir(plan: SweepPlan, sweep_dir: Path, resume: bool, restart_changed: bool,

@@ -72,7 +72,8 @@ def test_resume_refuses_a_change_of_what_results_mean(tmp_path: Path, capsys, no
 def test_growing_a_sweep_is_still_allowed(tmp_path: Path) -> None:
     """More seeds in a list, more search samples, another report setting: the design stands."""
     from sweep.plan import load_plan
-    from sweep.sweep_folder import resume_checks
+    from sweep.pending import check_resumed
+    from sweep.sweep_folder import started_plan
     from sweep.store import SweepLog
 
     path, out = sweep_yaml(tmp_path, seeds=[0], search=FOLDS), tmp_path / "sweep"
@@ -80,31 +81,32 @@ def test_growing_a_sweep_is_still_allowed(tmp_path: Path) -> None:
     log = SweepLog.open(out)
     for change in ("sweep.seeds=[0,1,2]", "sweep.search.num_samples=5", "sweep.report.evaluation=best",
                    "sweep.max_failures=0"):
-        restart = resume_checks(load_plan(path, [change]), out, log, restart_changed=False)
+        restart = check_resumed(load_plan(path, [change]), *started_plan(out), log, restart_changed=False)
         assert restart.keys == [] and not restart.search, change
 
 
 def test_restart_changed_reruns_what_the_change_affects(tmp_path: Path) -> None:
     from sweep.plan import load_plan
-    from sweep.sweep_folder import resume_checks
+    from sweep.pending import check_resumed
+    from sweep.sweep_folder import started_plan
     from sweep.store import SweepLog
 
     path, out = sweep_yaml(tmp_path, seeds=POLICY), tmp_path / "policy"
     ran(path, out)
     log = SweepLog.open(out)
-    restart = resume_checks(load_plan(path, ["sweep.seeds.spending=obrien_fleming"]), out, log, restart_changed=True)
+    restart = check_resumed(load_plan(path, ["sweep.seeds.spending=obrien_fleming"]), *started_plan(out), log, restart_changed=True)
     # A policy's stops follow its design from the first look: its final phase runs afresh.
     assert sorted(restart.keys) == sorted(r.key for r in log.trials() if r.phase == "final") and not restart.search
 
     path, out = sweep_yaml(tmp_path, seeds=[0, 1]), tmp_path / "fixed"
     ran(path, out)
-    restart = resume_checks(load_plan(path, ["sweep.equivalence_margin=1"]), out, SweepLog.open(out), restart_changed=True)
+    restart = check_resumed(load_plan(path, ["sweep.equivalence_margin=1"]), *started_plan(out), SweepLog.open(out), restart_changed=True)
     assert restart.keys == [] and not restart.search  # fixed seeds do not depend on the margin
 
     path, out = sweep_yaml(tmp_path, seeds=[0], search=FOLDS), tmp_path / "search"
     ran(path, out, search=True)
     log = SweepLog.open(out)
-    restart = resume_checks(load_plan(path, ["sweep.search.folds=2"]), out, log, restart_changed=True)
+    restart = check_resumed(load_plan(path, ["sweep.search.folds=2"]), *started_plan(out), log, restart_changed=True)
     assert restart.search and sorted(restart.keys) == sorted(r.key for r in log.trials() if r.phase == "search")
 
 

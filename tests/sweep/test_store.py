@@ -17,7 +17,8 @@ from sweep.pending import identity as trial_identity
 from sweep.plan import load_plan
 from sweep.records import FAILED, FINISHED, TrialRecord
 from sweep.store import load_records
-from sweep.sweep_folder import resume_checks
+from sweep.pending import check_resumed
+from sweep.sweep_folder import started_plan
 from sweep.spec import SweepError
 from sweep.plan import PLAN_FILE
 from sweep.store import LEGACY_LEDGER, SweepLog, TrialStore, default_store_path
@@ -110,14 +111,14 @@ def test_growth_refuses_changed_or_dropped_trials(tmp_path: Path) -> None:
     specs = grown.final_trials()
     ids = {s.key: trial_identity(grown, s) for s in specs}
     assert check_growth(grown, log, specs, ids, restart_changed=False) == []
-    resume_checks(grown, log.sweep_dir, log, restart_changed=False)
+    check_resumed(grown, *started_plan(log.sweep_dir), log, restart_changed=False)
     work = final_work(grown, log, specs, ids, reuse=True, retry_failed=False)
     assert (work.ended, sorted(s.key for s in work.run)) == (
         4, ["model.embedding_dim=16/seed=2", "model.embedding_dim=8/seed=2"])
 
     lr = load_plan(tmp_path / "x.yaml", ["optimizer.lr=0.01"])
     with pytest.raises(SweepError, match=r"optimizer\.lr \(0\.003 -> 0\.01\): changes the experiment"):
-        resume_checks(lr, log.sweep_dir, log, restart_changed=False)
+        check_resumed(lr, *started_plan(log.sweep_dir), log, restart_changed=False)
     specs = lr.final_trials()
     ids = {s.key: trial_identity(lr, s) for s in specs}
     with pytest.raises(SweepError, match=r"optimizer\.lr \(0\.003 -> 0\.01\) changes 4 trials"):
