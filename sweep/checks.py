@@ -7,9 +7,10 @@ the classes and images its P x K batches need. Each failure is one line naming t
 trial. Fetching datasets (`data.download`) is a separate step the driver asks for
 (`check_plan(plan, download=True)`), so that a check alone never touches the network.
 
-Like `sweep.plan`, this module imports neither Ray nor MLflow; the data layer is imported only by
-the checks that read data, and what they use of it imports neither torch nor torchvision (~3.5 s
-of the driver's start; tests/sweep/test_checks_no_torch.py).
+Like `sweep.plan`, this module imports neither Ray nor MLflow; the data layer is imported only when
+the data is checked, in one call (`dml_core.data.index.check_selections`: fetch, paths, P x K,
+folds), and what it uses imports neither torch nor torchvision (~3.5 s of the driver's start;
+tests/sweep/test_checks_no_torch.py).
 """
 from __future__ import annotations
 
