@@ -57,7 +57,8 @@ def trial_configs(plan: SweepPlan) -> TrialConfigs:
     for trial, cfg in trials:
         field, metric = ("sweep.metric", spec.metric) if trial.phase == FINAL else (searched, spec.search_metric)
         try:
-            check_metric_name(metric, cfg.metric_names(), field)
+            reported = cfg.metric_names()
+            check_metric_name(metric, reported, field)
         except ValueError as e:
             raise SweepError(f"{source} [{trial.key}]: {e}") from None
     return trials

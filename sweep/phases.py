@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from sweep.console import phase_header, say
-from sweep.pending import (check_growth, crashed_pairs, final_work, identity, kept_value, search_left, stored_answer,
-                           unsearched)
+from sweep.pending import (Restart, check_growth, crashed_pairs, final_work, identity, kept_value, search_left,
+                           stored_answer, unsearched)
 from sweep.plan import FINAL, SEARCH, SweepPlan, TrialSpec
 from sweep.records import KILLED, BestChoice
 from sweep.store import SweepLog
@@ -58,7 +58,10 @@ class SweepRunner:
         self.callback = callback  # the session's (sweep.runner): store, MLflow view, console; it counts the reused
         self._identities: dict[str, tuple[dict[str, Any], Any]] = {}
 
-    def run(self) -> None:
+    def run(self, restart: Optional[Restart] = None) -> None:
+        """The phases in order; first, after `--restart-changed`, what `restart` reruns goes."""
+        if restart is not None and (restart.keys or restart.search):
+            self._restart(restart)
         # The report's modules (matplotlib, pyarrow: about a second) load while the trials run,
         # when the driver mostly waits, rather than between the last trial and the report.
         threading.Thread(target=_import_report_modules, name="import-report", daemon=True).start()
@@ -168,6 +171,20 @@ class SweepRunner:
         left = [s.key for s in specs if not ((r := self.log.get(s.key)) and r.ended)]
         if left:
             raise SweepInterrupted(FINAL)
+
+    def _restart(self, restart: Restart) -> None:
+        """`--restart-changed` after a change of the design: the trials it affects go (record, MLflow
+        run, checkpoint: the callback's `discard`, as for a trial whose config grew a change); a
+        restarted search also loses its studies and choices, so it draws afresh."""
+        from sweep.search import STUDY_FILE
+
+        for key in restart.keys:
+            self.callback.discard(key)
+        if restart.search:
+            (self.log.sweep_dir / STUDY_FILE).unlink(missing_ok=True)
+            self.log.search_reset()
+        say(f"   the design changed: {len(restart.keys)} trials of this sweep run afresh"
+            + (" (the search draws anew)" if restart.search else ""))
 
     def _identity(self, spec: TrialSpec) -> Any:
         """A final trial's identity, computed once per session (a seed policy asks every round)."""

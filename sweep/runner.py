@@ -112,10 +112,8 @@ def _run_phases(plan: SweepPlan, view: Optional[PolicyView], sweep_dir: Path, op
             created, deleted = sync_runs(runs)
             if created or deleted:
                 say(f"MLflow: {created} trial runs recreated from the trial store" + (f", {deleted} duplicates deleted" if deleted else ""))
-        if restart is not None and (restart.keys or restart.search):
-            _restart(log, runs, restart)
         runner = SweepRunner(plan, sweep_dir, log, runs, options, view, callback)
-        runner.run()
+        runner.run(restart)
         runs.flush()  # reused trials' runs too
     except (SweepInterrupted, KeyboardInterrupt) as e:
         mark_killed(runs)
@@ -149,21 +147,6 @@ def _stopped(error: BaseException, sweep_dir: Path, options: RunOptions, log: Sw
         end_parent(runs, runs.parent_status or KILLED)
     else:
         end_parent(runs, FAILED, f"{type(error).__name__}: {error}")
-
-
-def _restart(log: SweepLog, runs: "TrialRuns", restart: Restart) -> None:
-    """`--restart-changed` after a change of the design: the trials it affects go (record, MLflow
-    run, checkpoint); a restarted search also loses its studies and choices, so it draws afresh."""
-    from sweep.search import STUDY_FILE
-
-    for key in restart.keys:
-        runs.forget(key)
-        log.trial_discarded(key)
-    if restart.search:
-        (log.sweep_dir / STUDY_FILE).unlink(missing_ok=True)
-        log.search_reset()
-    say(f"   the design changed: {len(restart.keys)} trials of this sweep run afresh"
-        + (" (the search draws anew)" if restart.search else ""))
 
 
 def sync_sweep(sweep_dir: Path) -> tuple[str, int, int]:
