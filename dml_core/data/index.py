@@ -105,15 +105,15 @@ class DataProblem:
 
 
 def check_selections(configs: Sequence[DataConfig], *, download: bool = False,
-                 folds_field: str = "data.folds") -> Optional[DataProblem]:
+                     folds_field: str = "data.folds") -> Optional[DataProblem]:
     """The first problem of ``configs``, in this order: (with ``download``) fetching each distinct
     selection whose ``data.download`` is on; a data path missing on this machine; P x K batches
     that a training split (or, with ``folds``, a fold's) cannot give. None when they all can train.
     A blocked network is a problem naming the URL; the network is never touched without ``download``."""
-    resolved = [resolve_data_paths(c) for c in configs]
     if download:
         fetched = set()
-        for data in resolved:
+        for cfg in configs:
+            data = resolve_data_paths(cfg)
             if data.download and data.model_dump_json() not in fetched:
                 fetched.add(data.model_dump_json())
                 try:
@@ -121,7 +121,8 @@ def check_selections(configs: Sequence[DataConfig], *, download: bool = False,
                 except ValueError as e:
                     return DataProblem(str(e))
     seen = set()
-    for written, data in zip(configs, resolved):
+    for written in configs:
+        data = resolve_data_paths(written)
         for key in data.data_roots():
             path = getattr(data, key)
             if path is None or path in seen or "://" in path:
