@@ -34,6 +34,7 @@ import argparse
 from typing import Optional
 
 from sweep.plots import draw_all
+from sweep.report_view import report_view
 from sweep.results import EVALUATIONS, SweepResults
 from sweep.writers import write_documents, write_tables
 
@@ -44,10 +45,12 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
 
 
 def write_results(results: SweepResults, sweep_dir: Path) -> list[Path]:
-    """Tables, plots, `report.md` and `report.html` of `results` into `sweep_dir`; the files written."""
+    """Tables, plots, `report.md` and `report.html` of `results` into `sweep_dir`; the files written.
+    Every value shown is formatted once (`report_view`); the plots and the documents arrange it."""
     tables = write_tables(results, sweep_dir)
-    figures = draw_all(results, sweep_dir)
-    return [*write_documents(results, figures, sweep_dir), *tables, *(x for f in figures for x in (f.path, *f.files))]
+    view = report_view(results)
+    figures = draw_all(view, sweep_dir)
+    return [*write_documents(view, figures, sweep_dir), *tables, *(x for f in figures for x in (f.path, *f.files))]
 
 
 def headlines(sweep_dir: str | Path, evaluation: Optional[str] = None) -> list[str]:

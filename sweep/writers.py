@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from dml_core.io import LOCK_NAME, atomic_write_text
 from sweep.plots import Figure
+from sweep.report_view import ReportView
 from sweep.results import SweepResults
 from sweep.report_sections import COMMANDS_FILE, report_blocks
 from sweep.document import to_html, to_markdown
@@ -83,9 +84,9 @@ def write_tables(results: SweepResults, sweep_dir: Path) -> list[Path]:
     return files
 
 
-def write_documents(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Path]:
-    blocks = report_blocks(results, figures, sweep_dir)
+def write_documents(view: ReportView, figures: list[Figure], sweep_dir: Path) -> list[Path]:
+    blocks = report_blocks(view, figures, sweep_dir)
     md, page = sweep_dir / "report.md", sweep_dir / "report.html"
     atomic_write_text(md, to_markdown(blocks))
-    atomic_write_text(page, to_html(blocks, f"Sweep {results.plan.name}"))
+    atomic_write_text(page, to_html(blocks, f"Sweep {view.results.plan.name}"))
     return [md, page]
