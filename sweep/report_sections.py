@@ -12,17 +12,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from sweep.baseline import describe_baseline
 from sweep.labels import metric_label
 from sweep.plots import Figure
-from sweep.console import describe_budget
-from sweep.report_view import CLIPPED, ReportView
-from sweep.results import PAPERS_SELECTION_METRIC, SweepResults
-from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
+from sweep.report_view import ReportView
+from sweep.results import PAPERS_SELECTION_METRIC
 from sweep.selection import Z
 from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
+from sweep.units import CLIPPED
 from sweep.document import Block, Bullets, Heading, Para, Table
 
 
@@ -46,8 +44,8 @@ def report_blocks(view: ReportView, figures: list[Figure], sweep_dir: Path) -> l
     if len(results.search_unseparated) > 5:
         blocks.append(Para(f"... and {len(results.search_unseparated) - 5} more cells whose search could not separate "
                            "candidates (the Search section)."))
-    blocks += _what_ran_section(results, sweep_dir)
-    blocks += _policy_section(results)
+    blocks += _what_ran_section(view, sweep_dir)
+    blocks += _policy_section(view)
     blocks += _cells_section(view)
     if plan.spec.baseline:
         blocks += _comparison_section(view)
@@ -85,54 +83,9 @@ def _summary(view: ReportView) -> str:
             "or `python sweep/report.py DIR --evaluation best`.")
 
 
-def recipe_rows(results: SweepResults) -> list[list[str]]:
-    """`[field, value, default]` for each field of the base config that differs from its default,
-    plus the components' names; a swept field says `grid [...]`, a searched one its space."""
-    from pydantic import BaseModel
-    from pydantic_core import PydanticUndefined
-
-    from dml_core.config import config_from_dict
-    from sweep.console import describe_param
-    from sweep.plan import yaml_value
-
-    plan = results.plan
-    spec = plan.spec
-    swept = {k: f"grid {yaml_value(v)}" for k, v in spec.grid.items()}
-    for arm, overrides in spec.arms.items():
-        for k in overrides:
-            swept.setdefault(k, "per arm")
-    swept |= {k: f"searched {describe_param(p)}" for k, p in (spec.search.params if spec.search else {}).items()}
-    rows = []
-
-    def walk(model: Any, prefix: str) -> None:
-        for name, info in type(model).model_fields.items():
-            value, key = getattr(model, name), f"{prefix}{name}"
-            if key == "sweep":
-                continue
-            if isinstance(value, BaseModel):
-                walk(value, key + ".")
-                continue
-            default = info.get_default(call_default_factory=True)
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
-            differs = default is PydanticUndefined or _plain(value) != _plain(default)
-            if differs or key in swept or name in ("name", "backbone"):
-                rows.append([f"`{key}`", swept.get(key, yaml_value(_plain(value))),
-                             "-" if default is PydanticUndefined else yaml_value(_plain(default))])
-
-    walk(config_from_dict(plan.base, plan.source), "")
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so a YAML list and its validated tuple compare (and print) alike."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _what_ran_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
+def _what_ran_section(view: ReportView, sweep_dir: Path) -> list[Block]:
     """The commands (with their `--set` overrides), the code's commit and the resolved recipe."""
+    results = view.results
     path = sweep_dir / COMMANDS_FILE
     commands = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     commit = results.records.meta.git_commit
@@ -145,26 +98,19 @@ def _what_ran_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
                            f"the YAML as run is `{sweep_dir / 'sweep.yaml'}`."))
     blocks.append(Para(f"Code: git commit `{commit}`; source `{results.plan.source}`; the resolved YAML "
                        f"`sweep.yaml` in the sweep folder."))
-    rows = recipe_rows(results)
     blocks += [Para("Recipe: the base experiment's fields that differ from their defaults (and the components "
                     "it uses); a swept or searched field says so."),
-               Table(["field", "value", "default"], rows)]
+               Table(["field", "value", "default"], view.recipe_rows)]
     return blocks
 
 
-def _policy_section(results: SweepResults) -> list[Block]:
+def _policy_section(view: ReportView) -> list[Block]:
     """A seed policy's rule, procedure and where each comparison stopped."""
-    view = results.policy
-    if view is None:
+    if view.policy is None:
         return []
-    reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
-               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
-    trials = results.records.trials
-    rows = [[results.labels.get(a.quantity.cell, a.quantity.cell)
-             + (f" vs {results.labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
-             a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]] for a in view.assess(trials)]
-    return [Heading("Seed policy"), Para(f"Rule: {view.rule()}."),
-            Para(f"Procedure: {view.design.description}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of "
+    rule, procedure, rows = view.policy
+    return [Heading("Seed policy"), Para(f"Rule: {rule}."),
+            Para(f"Procedure: {procedure}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of "
                  "the look where it stopped: it holds whatever the stopping; the per-cell intervals are plain Student-t "
                  "over the seeds each cell ran (descriptive)."),
             Table(["comparison", "seeds", "look", "stopped because"], rows)]
@@ -217,10 +163,9 @@ def _search_section(view: ReportView, sweep_dir: Path) -> list[Block]:
         on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
     head = ["cell", "finished", "kept params", f"search {heading}{' (fold mean)' if folds else ''} ± {Z} SE",
             "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{heading} per fold"] if folds else [])
-    budget = view.results.plan.search_budget()
     journal = sweep_dir / "optuna.journal"
     return [Heading(f"Search (per cell, on {on})"),
-            *([Para(_sentence(describe_budget(budget, folds)))] if budget else []),
+            *([Para(view.search_budget)] if view.search_budget else []),
             Para(f"Each sample's score has a scoring noise: a recall p over n held-out queries has a binomial "
                  f"standard error, sqrt(p' (1 - p') / (n + 4)) with p' = (p n + 2) / (n + 4) (Agresti-Coull; an upper "
                  "bound for MAP@R and R-precision; with folds, the fold spread when larger). The kept value is the best sample "
@@ -232,10 +177,6 @@ def _search_section(view: ReportView, sweep_dir: Path) -> list[Block]:
             Para(f"Optuna studies: `{journal}`, one per cell, named by cell id; browse them with optuna-dashboard "
                  f"(install: `{DASHBOARD_INSTALL}`, then `.venv/bin/optuna-dashboard {journal}`) or "
                  "`optuna.load_study(study_name=CELL_ID, storage=sweep.search.study_storage(DIR))`.")]
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + "."
 
 
 def _trials_section(view: ReportView) -> list[Block]:
