@@ -64,3 +64,18 @@ def test_the_view_holds_the_rows_the_report_shows(tmp_path: Path) -> None:
     md = (sweep_dir / "report.md").read_text()
     assert "| " + " | ".join(str(x) for x in dim8) + " |" in md  # the markdown table is the view's row, as is
     assert "| " + " | ".join(str(x) for x in view.comparison_rows[0]) + " |" in md
+
+
+def test_a_single_seed_has_no_interval_and_nothing_clipped(tmp_path: Path) -> None:
+    """One seed (or one seed pair) has no interval: its NaN bounds were marked clipped (NaN != NaN),
+    so the report showed `[-†, -†]`, said "the interval reaches past the metric's range" under the
+    cells table, and cells.csv / comparisons.csv had ci_clipped true."""
+    sweep = {"grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1], "baseline": {"model.embedding_dim": 8}}
+    plan = load_plan(write_yaml(tmp_path / "s.yaml", sweep))
+    sweep_dir = sweep_from_records(tmp_path / "sweep", plan, {plan.cells[0].id: {0: 0.5}, plan.cells[1].id: {0: 0.6}})
+    view = report_view(SweepResults.of_dir(sweep_dir))
+    assert [row[2] for row in view.cell_rows] == ["50.0 (1 seed)", "60.0 (1 seed)"]
+    assert view.comparison_rows[0][3] == "[-, -]"
+    assert not any(r["ci_clipped"] for name in ("cells", "comparisons") for r in view.tables[name])
+    write_report(sweep_dir)
+    assert "reaches past the metric's range" not in (sweep_dir / "report.md").read_text()
