@@ -16,11 +16,10 @@ from pathlib import Path
 from sweep.baseline import describe_baseline
 from sweep.labels import metric_label
 from sweep.plots import Figure
-from sweep.report_view import ReportView
+from sweep.report_view import CLIPPED, ReportView
 from sweep.results import PAPERS_SELECTION_METRIC
 from sweep.selection import Z
 from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
-from sweep.units import CLIPPED
 from sweep.document import Block, Bullets, Heading, Para, Table
 
 

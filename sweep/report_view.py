@@ -22,7 +22,10 @@ from sweep.records import SEARCH, TrialRecord
 from sweep.results import SearchResult, SweepResults
 from sweep.selection import Z, score_noise
 from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
-from sweep.units import MetricUnit, fmt_estimate, fmt_interval, fmt_metric, fmt_points, metric_unit
+from sweep.stats import Estimate
+from sweep.units import MetricUnit, fmt_metric, fmt_points, metric_unit
+
+CLIPPED = "†"  # marks an interval bound clipped to the metric's range
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,21 @@ class ReportView:
     search_budget: str  # "" without a search
     wall_time: str
     trial_time: str
+
+
+def fmt_interval(metric: str, e: Estimate, difference: bool = False) -> str:
+    """`[94.1, 98.3]` (of a difference, `[-1.2, +3.4]` points); a clipped bound gets `†`."""
+    fmt = fmt_points if difference else fmt_metric
+    return f"[{fmt(metric, e.low)}{CLIPPED * e.clipped_low}, {fmt(metric, e.high)}{CLIPPED * e.clipped_high}]"
+
+
+def fmt_estimate(metric: str, e: Estimate) -> str:
+    """`96.2 [94.1, 98.3]`, `96.2 (1 seed)`, or `-` without values."""
+    if e.n == 0:
+        return "-"
+    if not e.has_interval:
+        return f"{fmt_metric(metric, e.mean)} (1 seed)"
+    return f"{fmt_metric(metric, e.mean)} {fmt_interval(metric, e)}"
 
 
 def report_view(results: SweepResults) -> ReportView:

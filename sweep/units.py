@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sweep.labels import metric_label
-
-if TYPE_CHECKING:  # stats.py clips with this module's ranges: a runtime import would be a circle
-    from sweep.stats import Estimate
-
-CLIPPED = "†"  # marks an interval bound clipped to the metric's range
 
 # What the trainer logs that is not a score in [0, 1].
 _NOT_FRACTIONS = {"loss", "time_s", "epoch"}
@@ -75,21 +70,6 @@ def fmt_points(metric: str, x: float, digits: int = 1) -> str:
     if not math.isfinite(x):
         return "-"
     return f"{100 * x:+.{digits}f}" if is_fraction(metric) else f"{x:+.3g}"
-
-
-def fmt_interval(metric: str, e: "Estimate", difference: bool = False) -> str:
-    """`[94.1, 98.3]` (of a difference, `[-1.2, +3.4]` points); a clipped bound gets `†`."""
-    fmt = fmt_points if difference else fmt_metric
-    return f"[{fmt(metric, e.low)}{CLIPPED * e.clipped_low}, {fmt(metric, e.high)}{CLIPPED * e.clipped_high}]"
-
-
-def fmt_estimate(metric: str, e: "Estimate") -> str:
-    """`96.2 [94.1, 98.3]`, `96.2 (1 seed)`, or `-` without values."""
-    if e.n == 0:
-        return "-"
-    if not e.has_interval:
-        return f"{fmt_metric(metric, e.mean)} (1 seed)"
-    return f"{fmt_metric(metric, e.mean)} {fmt_interval(metric, e)}"
 
 
 @dataclass(frozen=True)
