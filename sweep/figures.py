@@ -1,7 +1,7 @@
 """The ablation figure of each sweep axis, drawn as the papers draw it (Ko & Gu, CVPR 2020, Fig. 5:
 R@1 against the number of synthetic points, n = 0 being the loss alone).
 
-Per grid axis (the arms, for a sweep without a grid), from `SweepResults`:
+Per grid axis (the arms, for a sweep without a grid), from a `ReportView` (its units and names worked out once):
 
 - `ablation_<axis>.png` and `ablation_<axis>.pdf` (for a paper). Top panel: the primary metric
   against the axis, one line per method with its 95 % interval as a band and every seed as a faint
@@ -36,8 +36,7 @@ from dml_core.evaluation.names import sign as mode_sign
 from sweep.labels import axis_label, fmt_value, metric_label, method_of, short_key
 from sweep.plan import Cell, SweepPlan, yaml_value
 from sweep.baseline import references
-from sweep.results import SweepResults
-from sweep.units import heading, in_unit, metric_range, unit_of
+from sweep.report_view import ReportView
 from sweep.stats import CONFIDENCE
 
 CSV_COLUMNS = ("series", "x", "mean", "ci_low", "ci_high", "seeds")
@@ -57,6 +56,7 @@ class Point:
     high: float
     seeds: int
     dots: tuple[float, ...] = ()  # each seed's value (or paired difference)
+    x_text: str = ""  # the axis value as its tick reads
 
     def row(self) -> list[Any]:
         def num(v: float) -> Any:
@@ -76,6 +76,8 @@ class AxisView:
     series: dict[str, str]  # cell id -> series name
     on_axis: dict[str, bool]  # cell id -> the cell has a value on the axis
     baseline_of: dict[str, str]  # series -> the series its cells are compared with
+    short: str  # the axis's short name (`n`), in a legend's `(n = 0)`
+    x_text: dict[str, str]  # cell id -> its value on the axis as a tick reads (`fmt_value`)
 
     def x_of(self, cell: Cell) -> Any:
         return cell.get(self.axis) if self.on_axis[cell.id] else self.others_at
@@ -109,17 +111,19 @@ def axis_view(plan: SweepPlan, axis: str) -> AxisView:
     varying = [a for a in spec.grid if a != axis
                and len({yaml_value(c.coords[a]) for c in plan.cells if a in c.coords}) > 1]
     method = _methods(plan) if axis != "arm" else {}
-    series = {}
+    others_at = described.others_at if described else None
+    series, x_text = {}, {}
     for c in plan.cells:
         parts = [method[c.id]] if method.get(c.id) else []
         parts += [f"{short_key(a)}={fmt_value(c.coords[a])}" for a in varying if c.coords.get(a) is not None]
         series[c.id] = " ".join(parts) or metric_label(spec.metric)
+        x_text[c.id] = fmt_value(c.get(axis) if on_axis[c.id] else others_at)
     baseline_of: dict[str, str] = {}
     for cell_id, ref in references(plan.cells, plan.spec.baseline).items():
         if series[ref.id] != series[cell_id]:
             baseline_of.setdefault(series[cell_id], series[ref.id])
-    return AxisView(axis, axis_label(axis, described.label if described else None),
-                    described.others_at if described else None, series, on_axis, baseline_of)
+    return AxisView(axis, axis_label(axis, described.label if described else None), others_at, series, on_axis,
+                    baseline_of, short_key(axis), x_text)
 
 
 def _methods(plan: SweepPlan) -> dict[str, str]:
@@ -138,16 +142,17 @@ def _methods(plan: SweepPlan) -> dict[str, str]:
 # --------------------------------------------------------------------------- data
 
 
-def axis_points(results: SweepResults, view: AxisView) -> tuple[list[Point], list[Point]]:
-    """The top panel's points (per cell) and the bottom panel's (per comparison), plan order."""
-    metric = results.metric
+def axis_points(report: ReportView, view: AxisView) -> tuple[list[Point], list[Point]]:
+    """The top panel's points (per cell) and the bottom panel's (per comparison), plan order, in the
+    report's unit."""
+    results, metric, scale = report.results, report.metric.metric, report.metric.scale
     points = []
     for c in results.cells:
         e = c.stats.get(metric)
         if e is None or not e.n:
             continue
-        points.append(Point(view.series[c.id], view.x_of(c.cell), in_unit(metric, e.mean), in_unit(metric, e.low),
-                            in_unit(metric, e.high), e.n, tuple(in_unit(metric, v) for v in c.values[metric].values())))
+        points.append(Point(view.series[c.id], view.x_of(c.cell), scale * e.mean, scale * e.low, scale * e.high, e.n,
+                            tuple(scale * v for v in c.values[metric].values()), view.x_text[c.id]))
     by_id = {c.id: c.cell for c in results.cells}
     diffs = []
     for comp in results.primary:
@@ -157,11 +162,12 @@ def axis_points(results: SweepResults, view: AxisView) -> tuple[list[Point], lis
         if view.axis == "arm":
             name = f"{results.labels[comp.cell]}{DIFFERENCE}{results.labels[comp.baseline]}"
         elif view.series[cell.id] == view.series[ref.id]:  # a baseline on the same curve: name its value
-            name = f"{view.series[cell.id]}{DIFFERENCE}{short_key(view.axis)}={fmt_value(view.x_of(ref))}"
+            name = f"{view.series[cell.id]}{DIFFERENCE}{view.short}={view.x_text[ref.id]}"
         else:
             name = f"{view.series[cell.id]}{DIFFERENCE}{view.series[ref.id]}"
-        diffs.append(Point(name, view.x_of(cell), in_unit(metric, comp.test.mean_diff), in_unit(metric, comp.diff.low),
-                           in_unit(metric, comp.diff.high), comp.pairs, tuple(in_unit(metric, d) for d in comp.diffs.values())))
+        diffs.append(Point(name, view.x_of(cell), scale * comp.test.mean_diff, scale * comp.diff.low,
+                           scale * comp.diff.high, comp.pairs, tuple(scale * d for d in comp.diffs.values()),
+                           view.x_text[cell.id]))
     return points, diffs
 
 
@@ -200,15 +206,14 @@ def x_scale(values: list[Any]) -> tuple[Callable[[Any], float], str]:
 # --------------------------------------------------------------------------- drawing
 
 
-def draw_axis(results: SweepResults, axis: str, out_dir: Path) -> list[Path]:
-    """The figure (PNG + PDF) and its two CSVs for one axis; the files written (the PNG first)."""
-    view = axis_view(results.plan, axis)
-    points, diffs = axis_points(results, view)
-    stem = out_dir / file_stem(axis)
+def draw_axis(report: ReportView, view: AxisView, out_dir: Path) -> list[Path]:
+    """The figure (PNG + PDF) and its two CSVs for one axis (`axis_view`); the files written (the PNG first)."""
+    points, diffs = axis_points(report, view)
+    stem = out_dir / file_stem(view.axis)
     files = [write_csv(points, stem.with_name(stem.name + ".csv")), write_csv(diffs, stem.with_name(stem.name + "_diff.csv"))]
     if not points:
         return files
-    fig = ablation_figure(results, view, points, diffs)
+    fig = ablation_figure(report, view, points, diffs)
     png, pdf = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
     fig.savefig(png, dpi=120)
     fig.savefig(pdf)
@@ -216,9 +221,9 @@ def draw_axis(results: SweepResults, axis: str, out_dir: Path) -> list[Path]:
     return [png, pdf, *files]
 
 
-def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], diffs: list[Point]) -> Any:
+def ablation_figure(report: ReportView, view: AxisView, points: list[Point], diffs: list[Point]) -> Any:
     """The two panels as a matplotlib figure (at most MAX_SERIES methods, the title says so)."""
-    metric = results.metric
+    results, unit = report.results, report.metric
     shown = _shown_series(points, view, mode_sign(results.mode))
     hidden = len({p.series for p in points}) - len(shown)
     points = [p for p in points if p.series in shown]
@@ -234,13 +239,12 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
     colours = _colours(view, shown)
     lines = spacing != "categorical"  # no line or band between methods that share no axis
     _panel(top, points, view, pos, colours, connect=True, lines=lines)
-    lo, hi = (in_unit(metric, b) for b in metric_range(metric))
-    _clip_ylim(top, lo, hi)
-    top.set_ylabel(heading(metric))
+    _clip_ylim(top, *unit.shown_range)
+    top.set_ylabel(unit.heading)
     n_seeds = sorted({p.seeds for p in points})
     seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
     interval = f", {CONFIDENCE:.0%} CI band" if lines else f" ± {CONFIDENCE:.0%} CI"
-    top.set_title(f"{results.plan.name}: {metric_label(metric)} against {view.label}; mean{interval}, "
+    top.set_title(f"{results.plan.name}: {unit.label} against {view.label}; mean{interval}, "
                   f"dots = {seeds} seeds" + (f"; {len(shown)} of {len(shown) + hidden} methods shown (best by mean)"
                                               if hidden else ""), fontsize=9)
     top.legend(fontsize=8, loc="best")
@@ -254,16 +258,15 @@ def ablation_figure(results: SweepResults, view: AxisView, points: list[Point], 
         names = list(dict.fromkeys(d.series for d in diffs))
         _panel(bottom, diffs, view, pos, {n: colours.get(n.split(DIFFERENCE)[0], f"C{i % 10}") for i, n in enumerate(names)},
                connect=False, lines=lines)
-        dlo, dhi = (in_unit(metric, b) for b in metric_range(metric, difference=True))
-        _clip_ylim(bottom, dlo, dhi)
-        bottom.set_ylabel(f"paired difference ({unit_of(metric, True) or metric_label(metric)})")
-        bottom.set_title(f"{metric_label(metric)} minus its baseline, paired by seed: mean{interval}, "
+        _clip_ylim(bottom, *unit.shown_diff_range)
+        bottom.set_ylabel(f"paired difference ({unit.diff_unit or unit.label})")
+        bottom.set_title(f"{unit.label} minus its baseline, paired by seed: mean{interval}, "
                          "dots = seed pairs", fontsize=9)
         bottom.legend(fontsize=8, loc="best")
         last = bottom
-    ticks = sorted({pos(x): x for x in xs}.items())
+    ticks = sorted({pos(p.x): p.x_text for p in [*points, *diffs] if p.x is not None}.items())
     step = -(-len(ticks) // MAX_TICKS)
-    last.set_xticks([t for t, _ in ticks[::step]], [fmt_value(x) for _, x in ticks[::step]])
+    last.set_xticks([t for t, _ in ticks[::step]], [text for _, text in ticks[::step]])
     last.set_xlabel(view.label + {"log2": " (log2 spacing)", "linear": "", "categorical": ""}[spacing])
     if len(ticks) == 1:
         last.set_xlim(ticks[0][0] - 1, ticks[0][0] + 1)
@@ -337,7 +340,7 @@ def _panel(ax: Any, points: list[Point], view: AxisView, pos: Callable[[Any], fl
         else:  # one point (a baseline at n = 0): nudged so that two at the same x stay apart
             p = curve[0]
             at = connect and is_base and view.others_at is not None and p.x == view.others_at
-            label = f"{name} ({short_key(view.axis)} = {fmt_value(p.x)})" if at else name
+            label = f"{name} ({view.short} = {p.x_text})" if at else name
             ax.errorbar([x[0] + 2 * jitter], [p.mean], yerr=[[p.mean - low[0]], [high[0] - p.mean]], capsize=4,
                         label=label, zorder=3, **style)
             if at:

@@ -1,6 +1,7 @@
-"""The report's plots, drawn from `SweepResults` (PNG files in the sweep directory).
+"""The report's plots, drawn from a `ReportView` (PNG files in the sweep directory).
 
-Every plot is in the report's units (fractions in %, intervals clipped to the metric's range)
+Every plot is in the report's units (fractions in %, intervals clipped to the metric's range: the
+view's `MetricUnit`s)
 and stays readable at 1,000 cells: a plot shows at most a page of series or rows, chosen by a
 stated rule, and its title says how many of how many it shows (the tables and CSVs have all).
 
@@ -29,11 +30,11 @@ from typing import Any
 
 from dml_core.evaluation.names import sign as mode_sign
 from sweep.figures import pyplot
-from sweep.labels import metric_label, slug
+from sweep.labels import slug
 from sweep.plan import SweepPlan
-from sweep.results import Comparison, SweepResults
-from sweep.units import heading, in_unit, metric_range
-from sweep.selection import Z, score_noise
+from sweep.report_view import ReportView
+from sweep.results import Comparison
+from sweep.selection import Z
 from sweep.stats import CONFIDENCE
 
 MAX_SERIES = 8  # cells per learning-curve plot / cells in the search history
@@ -60,17 +61,17 @@ def _shown(n_shown: int, n_all: int, rule: str) -> str:
     return f"; {n_shown} of {n_all} shown ({rule})" if n_shown < n_all else ""
 
 
-def plot_ablations(results: SweepResults, out_dir: Path) -> list[Figure]:
+def plot_ablations(view: ReportView, out_dir: Path) -> list[Figure]:
     """The ablation figure of each sweep axis (`sweep.figures`): PNG for the report, PDF and the
     CSVs of its points beside it."""
     from sweep.figures import axis_view, draw_axis, figure_axes
 
     figures = []
-    for axis in figure_axes(results.plan):
-        png, *files = draw_axis(results, axis, out_dir)
+    for axis in figure_axes(view.results.plan):
+        drawn = axis_view(view.results.plan, axis)
+        png, *files = draw_axis(view, drawn, out_dir)
         if png.suffix == ".png":
-            figures.append(Figure(f"{metric_label(results.metric)} against {axis_view(results.plan, axis).label}", png,
-                                  tuple(files)))
+            figures.append(Figure(f"{view.metric.label} against {drawn.label}", png, tuple(files)))
     return figures
 
 
@@ -84,23 +85,23 @@ def _most_telling(comps: list[Comparison], limit: int) -> list[Comparison]:
     return [c for c in comps if id(c) in kept]
 
 
-def plot_paired_differences(results: SweepResults, out_dir: Path) -> list[Figure]:
+def plot_paired_differences(view: ReportView, out_dir: Path) -> list[Figure]:
     """One row per comparison: each seed's difference (cell - baseline) as a dot, the mean with its
     clipped 95 % paired interval, and 0 (no effect) as a line."""
+    results, unit = view.results, view.metric
     comps = [c for c in results.primary if c.pairs]
     if not comps:
         return []
-    metric = results.metric
     shown = _most_telling(comps, MAX_ROWS)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.45 * len(shown)))
-    lo, hi = (in_unit(metric, b) for b in metric_range(metric, difference=True))
+    lo, hi = unit.shown_diff_range
     for y, c in enumerate(shown):
-        diffs = [in_unit(metric, d) for d in c.diffs.values()]
+        diffs = [unit.scale * d for d in c.diffs.values()]
         ax.scatter(diffs, [y] * len(diffs), s=18, alpha=0.6, color="C0", zorder=3)
-        mean = in_unit(metric, c.test.mean_diff)
+        mean = unit.scale * c.test.mean_diff
         if c.diff.has_interval:
-            low, high = in_unit(metric, c.diff.low), in_unit(metric, c.diff.high)
+            low, high = unit.scale * c.diff.low, unit.scale * c.diff.high
             ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="D", color="C3", capsize=4, zorder=4)
         else:
             ax.scatter([mean], [y], marker="D", color="C3", zorder=4)
@@ -109,7 +110,7 @@ def plot_paired_differences(results: SweepResults, out_dir: Path) -> list[Figure
     ax.invert_yaxis()
     left, right = ax.get_xlim()
     ax.set_xlim(max(left, lo), min(right, hi))
-    ax.set_xlabel(f"{heading(metric, True)}: dots = seeds, diamond = mean ± {CONFIDENCE:.0%} CI")
+    ax.set_xlabel(f"{unit.diff_heading}: dots = seeds, diamond = mean ± {CONFIDENCE:.0%} CI")
     clipped = any(c.diff.clipped for c in shown)
     ax.set_title(f"{results.plan.name}: paired by seed" + (" (CI clipped to the metric's range)" if clipped else "")
                  + _shown(len(shown), len(comps), "smallest p"), fontsize=9)
@@ -117,9 +118,10 @@ def plot_paired_differences(results: SweepResults, out_dir: Path) -> list[Figure
     return [Figure("Paired differences", _save(fig, out_dir / "plot_paired_differences.png"))]
 
 
-def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
+def plot_learning_curves(view: ReportView, out_dir: Path) -> list[Figure]:
     """Per cell, the primary metric and the loss at each evaluation of the final trials: mean over
     seeds, band = min to max over seeds."""
+    results = view.results
     metric = results.metric
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
     for r in results.records.final():
@@ -143,20 +145,21 @@ def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
     from matplotlib.ticker import MaxNLocator
 
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    units = (view.metric, view.loss)
     for i, c in enumerate(shown):
-        for ax, m in zip(panels, (metric, "loss")):
-            pts = sorted((e, v[m]) for e, v in curves[c.id].items() if v.get(m))
+        for ax, u in zip(panels, units):
+            pts = sorted((e, v[u.metric]) for e, v in curves[c.id].items() if v.get(u.metric))
             if not pts:
                 continue
             epochs = [e for e, _ in pts]
-            ax.plot(epochs, [in_unit(m, sum(v) / len(v)) for _, v in pts], marker=_MARKERS[i % len(_MARKERS)], ms=4,
+            ax.plot(epochs, [u.scale * (sum(v) / len(v)) for _, v in pts], marker=_MARKERS[i % len(_MARKERS)], ms=4,
                     color=f"C{i % 10}", label=c.label)
-            ax.fill_between(epochs, [in_unit(m, min(v)) for _, v in pts], [in_unit(m, max(v)) for _, v in pts],
+            ax.fill_between(epochs, [u.scale * min(v) for _, v in pts], [u.scale * max(v) for _, v in pts],
                             color=f"C{i % 10}", alpha=0.15)
-    for ax, m in zip(panels, (metric, "loss")):
+    for ax, u in zip(panels, units):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(heading(m))
+        ax.set_ylabel(u.heading)
         ax.grid(alpha=0.3)
     panels[0].set_title("test split, mean over seeds (band: min-max)"
                         + _shown(len(shown), len(cells), f"{MAX_SERIES // 2} best + worst"), fontsize=9)
@@ -165,15 +168,15 @@ def plot_learning_curves(results: SweepResults, out_dir: Path) -> list[Figure]:
     return [Figure("Learning curves", _save(fig, out_dir / "plot_learning_curves.png"))]
 
 
-def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
+def plot_search_history(view: ReportView, out_dir: Path) -> list[Figure]:
     """Each cell's search samples against the value searched (one panel per searched parameter, a
     log axis for a log-uniform or decade-spanning one): score in % with ± Z standard errors of
     scoring noise, a distinct marker and a small offset per cell, the kept sample ringed."""
-    searched = [s for s in results.search if any(t.finished for t in s.samples)]
+    results, unit = view.results, view.search_metric
+    searched = [(s, points) for s, points in zip(results.search, view.search_points) if any(t.finished for t in s.samples)]
     space = results.plan.spec.search.params if results.plan.spec.search else {}
     if not searched or not space:
         return []
-    metric = results.search_metric
     shown = searched[:MAX_SERIES]
     params = list(space)[:3]
     from sweep.console import describe_param
@@ -181,24 +184,20 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(params), figsize=(7.5 if len(params) == 1 else 4.2 * len(params), 4.2),
                              squeeze=False, sharey=True)
-    lo, hi = metric_range(metric)
     for ax, name in zip(axes[0], params):
         place, log = _search_axis(space[name])
-        for i, s in enumerate(shown):
+        for i, (s, points) in enumerate(shown):
             dodge = (i - (len(shown) - 1) / 2) / max(1, len(shown) - 1) if len(shown) > 1 else 0.0
-            queries = s.choice.queries if s.choice else None
-            kept = kept_sample(s)
             xs, ys, err = [], [], [[], []]
-            for t in s.samples:
-                v, x = t.metrics.get(metric), t.params.get(name)
-                if not t.finished or v is None or not math.isfinite(v) or x is None:
+            for p in points:
+                x = p.params.get(name)
+                if x is None:
                     continue
-                half = Z * (score_noise(v, queries, metric) or 0.0)  # the bar clipped to the metric's range
                 at = place(x, dodge)
-                xs.append(at), ys.append(in_unit(metric, v))
-                err[0].append(in_unit(metric, min(half, v - lo))), err[1].append(in_unit(metric, min(half, hi - v)))
-                if t is kept:
-                    ax.scatter([at], [in_unit(metric, v)], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
+                xs.append(at), ys.append(p.score)
+                err[0].append(p.below), err[1].append(p.above)
+                if p.kept:
+                    ax.scatter([at], [p.score], s=160, facecolors="none", edgecolors=f"C{i % 10}", lw=1.5, zorder=5)
             ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], ms=6, capsize=3, alpha=0.85, color=f"C{i % 10}",
                         label=s.label + ("" if not s.note else " (within noise)"), zorder=4)
         if log:
@@ -209,24 +208,16 @@ def plot_search_history(results: SweepResults, out_dir: Path) -> list[Figure]:
             ax.minorticks_off()
         ax.set_xlabel(f"{name}: {describe_param(space[name])}")
         ax.grid(alpha=0.3)
-    ylo, yhi = (in_unit(metric, b) for b in metric_range(metric))
+    ylo, yhi = unit.shown_range
     bottom, top = axes[0][0].get_ylim()
     axes[0][0].set_ylim(max(bottom, ylo), min(top, yhi + (0.5 if math.isfinite(yhi) else 0)))
     where = "held-out training classes" if results.plan.spec.search.holdout is not None else "test split"
-    axes[0][0].set_ylabel(f"search {heading(metric)} on {where}")
+    axes[0][0].set_ylabel(f"search {unit.heading} on {where}")
     more = f"; {len(params)} of {len(space)} parameters" if len(space) > len(params) else ""
     fig.suptitle(f"search: score ± {Z} SE of scoring noise against the value tried; ringed = kept"
                  + _shown(len(shown), len(searched), "first cells") + more, fontsize=9)
     axes[0][0].legend(fontsize=8)
     return [Figure("Search history", _save(fig, out_dir / "plot_search_history.png"))]
-
-
-def kept_sample(s: Any) -> Any:
-    """The search sample a cell kept (`SearchResult.choice`), or None. The choice names it by Tune
-    trial id, or by its key when the sample was reused from the trial store (no Tune trial)."""
-    if s.choice is None:
-        return None
-    return next((t for t in s.samples if s.choice.trial_id in {t.trial_id, t.key} - {""}), None)
 
 
 def _search_axis(p: Any) -> tuple[Any, bool]:
@@ -244,9 +235,10 @@ def _search_axis(p: Any) -> tuple[Any, bool]:
     return (lambda x, d: index.get(json.dumps(x), -1) + 0.3 * d), False
 
 
-def plot_search_importance(results: SweepResults, sweep_dir: Path) -> list[Figure]:
+def plot_search_importance(view: ReportView, sweep_dir: Path) -> list[Figure]:
     """Optuna's importances per cell, with two or more searched params only (Optuna's style:
     draw it last)."""
+    results = view.results
     if not results.plan.spec.search or len(results.plan.spec.search.params) < 2:
         return []
     from sweep.search import load_studies
@@ -283,7 +275,7 @@ def planned_figures(plan: SweepPlan) -> list[str]:
     return lines
 
 
-def draw_all(results: SweepResults, sweep_dir: Path) -> list[Figure]:
-    return [*plot_ablations(results, sweep_dir), *plot_paired_differences(results, sweep_dir),
-            *plot_learning_curves(results, sweep_dir), *plot_search_history(results, sweep_dir),
-            *plot_search_importance(results, sweep_dir)]
+def draw_all(view: ReportView, sweep_dir: Path) -> list[Figure]:
+    return [*plot_ablations(view, sweep_dir), *plot_paired_differences(view, sweep_dir),
+            *plot_learning_curves(view, sweep_dir), *plot_search_history(view, sweep_dir),
+            *plot_search_importance(view, sweep_dir)]

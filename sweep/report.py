@@ -4,7 +4,8 @@
     python sweep/report.py sweeps/<name> --evaluation best   # statistics on each trial's best evaluation
 
 One results object (`sweep.results.SweepResults`: typed plan + typed trial records, indexed
-once) feeds every writer. Written into the sweep directory:
+once) and its view (`sweep.report_view`: every value in its unit and format, worked out once)
+feed every writer. Written into the sweep directory:
 
 - `trials.parquet|csv`: every trial (search and final), its cell, seed, status, error, searched
   params and metrics -- failed trials included, with their error message;
@@ -34,6 +35,7 @@ import argparse
 from typing import Optional
 
 from sweep.plots import draw_all
+from sweep.report_view import report_view
 from sweep.results import EVALUATIONS, SweepResults
 from sweep.writers import write_documents, write_tables
 
@@ -44,10 +46,12 @@ def write_report(sweep_dir: str | Path, evaluation: Optional[str] = None) -> lis
 
 
 def write_results(results: SweepResults, sweep_dir: Path) -> list[Path]:
-    """Tables, plots, `report.md` and `report.html` of `results` into `sweep_dir`; the files written."""
-    tables = write_tables(results, sweep_dir)
-    figures = draw_all(results, sweep_dir)
-    return [*write_documents(results, figures, sweep_dir), *tables, *(x for f in figures for x in (f.path, *f.files))]
+    """Tables, plots, `report.md` and `report.html` of `results` into `sweep_dir`; the files written.
+    Every value shown is formatted once (`report_view`); the plots and the documents arrange it."""
+    view = report_view(results)
+    tables = write_tables(view, sweep_dir)
+    figures = draw_all(view, sweep_dir)
+    return [*write_documents(view, figures, sweep_dir), *tables, *(x for f in figures for x in (f.path, *f.files))]
 
 
 def headlines(sweep_dir: str | Path, evaluation: Optional[str] = None) -> list[str]:

@@ -1,50 +1,36 @@
-"""What a sweep's report says, section by section, as document blocks (`sweep.document`) read from `SweepResults`.
+"""What a sweep's report says, section by section, as document blocks (`sweep.document`) around the values of a `ReportView`.
 
 The markdown and the HTML report render this one list of blocks, so they never say different
 things. What was run comes first after the headlines: the command of each session (`commands.txt`,
 with its `--set` overrides; `sweep.writers.record_command`), the git commit, and the recipe -- the
 base config's fields that differ from their defaults, with the swept and searched ones saying so.
 Each trial row links its MLflow run (`#/runs/<id>`, which MLflow's UI opens in its experiment).
+Every number and name in the tables comes formatted from `sweep.report_view`; this module says
+the words around them.
 """
 from __future__ import annotations
 
-import json
-import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 from sweep.baseline import describe_baseline
-from sweep.labels import fmt_duration, fmt_params, metric_label
-from sweep.plots import Figure, kept_sample
-from sweep.records import SEARCH
-from sweep.console import describe_budget
-from sweep.results import PAPERS_SELECTION_METRIC, Estimate, SweepResults
-from sweep.sequential import DECIDED, EQUIVALENT, MAX, NOTHING, OPEN, WIDTH
+from sweep.labels import metric_label
+from sweep.plots import Figure
+from sweep.report_view import CLIPPED, ReportView
+from sweep.results import PAPERS_SELECTION_METRIC
 from sweep.selection import Z
 from sweep.stats import ALPHA, CONFIDENCE, t_multiplier
-from sweep.units import fmt_metric, fmt_points, heading, points_suffix, unit_of
 from sweep.document import Block, Bullets, Heading, Para, Table
 
 
 COMMANDS_FILE = "commands.txt"  # one line per driver session: `<UTC time>  <command>`
-CLIPPED = "†"  # marks an interval bound clipped to the metric's range
 DASHBOARD_INSTALL = ".venv/bin/pip install -e '.[dashboard]'"
 
 
-def estimate_text(metric: str, e: Estimate) -> str:
-    """`96.2 [94.1, 98.3]`; a clipped bound gets `†`; `-` without values."""
-    if e.n == 0:
-        return "-"
-    if not e.has_interval:
-        return f"{fmt_metric(metric, e.mean)} (1 seed)"
-    lo, hi = fmt_metric(metric, e.low), fmt_metric(metric, e.high)
-    return f"{fmt_metric(metric, e.mean)} [{lo}{CLIPPED * e.clipped_low}, {hi}{CLIPPED * e.clipped_high}]"
-
-
-def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Block]:
+def report_blocks(view: ReportView, figures: list[Figure], sweep_dir: Path) -> list[Block]:
+    results = view.results
     plan = results.plan
-    blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(results))]
+    blocks: list[Block] = [Heading(f"Sweep `{plan.name}`", 1), Para(_summary(view))]
     from sweep.forecast import load as load_forecast  # the cost forecast the sweep started with
     from sweep.forecast_text import beside_measured
 
@@ -57,93 +43,48 @@ def report_blocks(results: SweepResults, figures: list[Figure], sweep_dir: Path)
     if len(results.search_unseparated) > 5:
         blocks.append(Para(f"... and {len(results.search_unseparated) - 5} more cells whose search could not separate "
                            "candidates (the Search section)."))
-    blocks += _what_ran_section(results, sweep_dir)
-    blocks += _policy_section(results)
-    blocks += _cells_section(results)
+    blocks += _what_ran_section(view, sweep_dir)
+    blocks += _policy_section(view)
+    blocks += _cells_section(view)
     if plan.spec.baseline:
-        blocks += _comparison_section(results)
+        blocks += _comparison_section(view)
     if plan.spec.search:
-        blocks += _search_section(results, sweep_dir)
+        blocks += _search_section(view, sweep_dir)
     sections: dict[str, list[Figure]] = defaultdict(list)
     for f in figures:
         sections[f.title].append(f)
     for title, figs in sections.items():
         blocks += [Heading(title), *figs]
-    blocks += _trials_section(results)
+    blocks += _trials_section(view)
     return blocks
 
 
-def _summary(results: SweepResults) -> str:
+def _summary(view: ReportView) -> str:
+    results = view.results
     plan, metric = results.plan, results.metric
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for r in results.records.trials:
         counts[(r.phase, r.status)] += 1
     tally = "; ".join(f"{ph} " + ", ".join(f"{n} {st.lower()}" for (p, st), n in sorted(counts.items()) if p == ph)
                       for ph in ("search", "final") if any(p == ph for p, _ in counts))
-    trial_time = sum(float(r.metrics.get("time_s", 0.0)) for r in results.records.trials)
     which = {"last": "its **last** evaluation (the model as trained)",
-             "best": f"its **best** evaluation by {metric_label(metric)} (optimistic: the epoch is chosen on the test split)",
+             "best": f"its **best** evaluation by {view.metric.label} (optimistic: the epoch is chosen on the test split)",
              "best_on_test": f"its evaluation of best {metric_label(PAPERS_SELECTION_METRIC)} -- **test-set selection**, "
                              "the papers' choice (the epoch is chosen on the test split; optimistic)"}[results.evaluation]
     seeds = f"from {plan.seeds} by the seed policy below" if results.policy else f"{plan.seeds}"
     return (f"Source `{plan.source}`; {len(plan.cells)} cells x seeds {seeds}; primary metric "
-            f"{metric_label(metric)} (`{metric}`, {plan.spec.mode}). **Units: metrics that are fractions are in %, "
+            f"{view.metric.label} (`{metric}`, {plan.spec.mode}). **Units: metrics that are fractions are in %, "
             f"differences in percentage points; {CONFIDENCE:.0%} intervals are clipped to the metric's range "
             f"([0, 100] %, ±100 points), a clipped bound is marked {CLIPPED}.** "
-            f"Trials: {tally or 'none yet'}. Wall time {fmt_duration(results.records.meta.wall_s or math.nan)} "
-            f"(driver, all sessions); trial time {fmt_duration(trial_time)} (sum over trials). "
+            f"Trials: {tally or 'none yet'}. Wall time {view.wall_time} "
+            f"(driver, all sessions); trial time {view.trial_time} (sum over trials). "
             f"Each final trial enters the statistics with {which}; set `sweep.report.evaluation: last|best|best_on_test` "
             "or `python sweep/report.py DIR --evaluation best`.")
 
 
-def recipe_rows(results: SweepResults) -> list[list[str]]:
-    """`[field, value, default]` for each field of the base config that differs from its default,
-    plus the components' names; a swept field says `grid [...]`, a searched one its space."""
-    from pydantic import BaseModel
-    from pydantic_core import PydanticUndefined
-
-    from dml_core.config import config_from_dict
-    from sweep.console import describe_param
-    from sweep.plan import yaml_value
-
-    plan = results.plan
-    spec = plan.spec
-    swept = {k: f"grid {yaml_value(v)}" for k, v in spec.grid.items()}
-    for arm, overrides in spec.arms.items():
-        for k in overrides:
-            swept.setdefault(k, "per arm")
-    swept |= {k: f"searched {describe_param(p)}" for k, p in (spec.search.params if spec.search else {}).items()}
-    rows = []
-
-    def walk(model: Any, prefix: str) -> None:
-        for name, info in type(model).model_fields.items():
-            value, key = getattr(model, name), f"{prefix}{name}"
-            if key == "sweep":
-                continue
-            if isinstance(value, BaseModel):
-                walk(value, key + ".")
-                continue
-            default = info.get_default(call_default_factory=True)
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
-            differs = default is PydanticUndefined or _plain(value) != _plain(default)
-            if differs or key in swept or name in ("name", "backbone"):
-                rows.append([f"`{key}`", swept.get(key, yaml_value(_plain(value))),
-                             "-" if default is PydanticUndefined else yaml_value(_plain(default))])
-
-    walk(config_from_dict(plan.base, plan.source), "")
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so a YAML list and its validated tuple compare (and print) alike."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _what_ran_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
+def _what_ran_section(view: ReportView, sweep_dir: Path) -> list[Block]:
     """The commands (with their `--set` overrides), the code's commit and the resolved recipe."""
+    results = view.results
     path = sweep_dir / COMMANDS_FILE
     commands = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     commit = results.records.meta.git_commit
@@ -156,155 +97,97 @@ def _what_ran_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
                            f"the YAML as run is `{sweep_dir / 'sweep.yaml'}`."))
     blocks.append(Para(f"Code: git commit `{commit}`; source `{results.plan.source}`; the resolved YAML "
                        f"`sweep.yaml` in the sweep folder."))
-    rows = recipe_rows(results)
     blocks += [Para("Recipe: the base experiment's fields that differ from their defaults (and the components "
                     "it uses); a swept or searched field says so."),
-               Table(["field", "value", "default"], rows)]
+               Table(["field", "value", "default"], view.recipe_rows)]
     return blocks
 
 
-def _policy_section(results: SweepResults) -> list[Block]:
+def _policy_section(view: ReportView) -> list[Block]:
     """A seed policy's rule, procedure and where each comparison stopped."""
-    view = results.policy
-    if view is None:
+    if view.policy is None:
         return []
-    reasons = {OPEN: "open (the sweep stopped first)", DECIDED: "decided", EQUIVALENT: "equivalent",
-               WIDTH: "interval narrow enough", MAX: "max seeds reached", NOTHING: "no comparison"}
-    trials = results.records.trials
-    rows = [[results.labels.get(a.quantity.cell, a.quantity.cell)
-             + (f" vs {results.labels.get(a.quantity.ref, a.quantity.ref)}" if a.quantity.ref else ""),
-             a.seeds_run, f"{a.look + 1} of {len(view.design.looks)}", reasons[a.reason]] for a in view.assess(trials)]
-    return [Heading("Seed policy"), Para(f"Rule: {view.rule()}."),
-            Para(f"Procedure: {view.design.description}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of "
+    rule, procedure, rows = view.policy
+    return [Heading("Seed policy"), Para(f"Rule: {rule}."),
+            Para(f"Procedure: {procedure}. Each comparison's interval is the repeated {CONFIDENCE:.0%} CI of "
                  "the look where it stopped: it holds whatever the stopping; the per-cell intervals are plain Student-t "
                  "over the seeds each cell ran (descriptive)."),
             Table(["comparison", "seeds", "look", "stopped because"], rows)]
 
 
-def _equivalence_note(results: SweepResults) -> str:
-    margin = results.plan.spec.equivalence_margin
+def _equivalence_note(view: ReportView) -> str:
+    margin = view.results.plan.spec.equivalence_margin
     if margin is None:
         return ""
-    unit = points_suffix(results.metric)
+    unit = view.metric.suffix
     return (f"; equivalent within ±{margin:g}{unit} when the interval contains 0 and lies inside the margin, "
             f"\"better, within ±{margin:g}{unit}\" (or worse) when it excludes 0 and lies inside it (two one-sided tests, TOST, "
             "each at half the interval's error rate)")
 
 
-def _cells_section(results: SweepResults) -> list[Block]:
-    shown = results.shown_metrics()
-    rows = [[c.label, c.seeds(results.metric)] + [estimate_text(m, c.stats[m]) for m in shown] for c in results.cells]
-    key = "; ".join(f"{c.label} = `{c.id}`" for c in results.cells if c.label != c.id)
-    clipped = any(c.stats[m].clipped for c in results.cells for m in shown)
+def _cells_section(view: ReportView) -> list[Block]:
+    cells = view.results.cells
+    key = "; ".join(f"{c.label} = `{c.id}`" for c in cells if c.label != c.id)
+    clipped = any(c.stats[m.metric].clipped for c in cells for m in view.shown)
     return [Heading(f"Per cell (mean [{CONFIDENCE:.0%} CI] over seeds)"),
             Para("Student-t interval over seeds (`scipy.special.stdtrit`); with few seeds it is wide."
                  + (f" {CLIPPED} the interval reaches past the metric's range and is clipped to it." if clipped else "")
                  + (f" Cells: {key}." if key else "")),
-            Table(["cell", "seeds", *(heading(m) for m in shown)], rows)]
+            Table(["cell", "seeds", *(m.heading for m in view.shown)], view.cell_rows)]
 
 
-def _comparison_section(results: SweepResults) -> list[Block]:
-    metric, comps = results.metric, results.primary
-    pairs = max((c.pairs for c in comps), default=0)
+def _comparison_section(view: ReportView) -> list[Block]:
+    results = view.results
+    pairs = max((c.pairs for c in results.primary), default=0)
     caveat = (f"With {pairs} seed pairs the interval is the mean difference ± {t_multiplier(pairs):.2f} standard errors: "
               "wide, and the test has little power" if pairs >= 2 else "With one seed pair there is no interval and no test")
     if results.policy:
         caveat = "Under the seed policy the interval is the repeated CI of the look where the comparison stopped (see Seed policy)"
-    unit = unit_of(metric, True) or "difference"
-    rows = [[c.label, c.pairs, fmt_points(metric, c.test.mean_diff),
-             f"[{fmt_points(metric, c.diff.low)}{CLIPPED * c.diff.clipped_low}, "
-             f"{fmt_points(metric, c.diff.high)}{CLIPPED * c.diff.clipped_high}]",
-             "-" if not math.isfinite(c.test.p_value) else f"{c.test.p_value:.2g}", c.verdict] for c in comps]
+    unit = view.metric.diff_unit or "difference"
     return [Heading(f"Paired comparison with the baseline ({describe_baseline(results.plan.spec.baseline, prose=True)}) on "
-                    f"{metric_label(metric)}"),
+                    f"{view.metric.label}"),
             Para("Differences are cell - baseline, paired by seed; `pairs` = seeds that finished in both cells; p from "
                  f"a two-sided paired t-test (the p of `scipy.stats.ttest_rel`). {caveat}; p-values are not corrected for the "
                  f"number of cells compared. Verdict (`sweep.stats.verdict`): better/worse when p < {ALPHA:.2g} and the "
-                 f"interval excludes 0{_equivalence_note(results)}, else inconclusive."),
-            Table(["comparison", "pairs", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], rows)]
+                 f"interval excludes 0{_equivalence_note(view)}, else inconclusive."),
+            Table(["comparison", "pairs", f"mean diff ({unit})", f"{CONFIDENCE:.0%} CI", "p", "verdict"], view.comparison_rows)]
 
 
-def _search_section(results: SweepResults, sweep_dir: Path) -> list[Block]:
+def _search_section(view: ReportView, sweep_dir: Path) -> list[Block]:
     """What the search chose per cell, with the resolution of its scores (`sweep.selection`)."""
-    spec = results.plan.spec.search
-    metric, folds = results.search_metric, spec.folds
+    spec = view.results.plan.spec.search
+    folds, heading = spec.folds, view.search_metric.heading
     on = "held-out training classes" if spec.holdout is not None else "the test split"
     if folds:
         on = f"{folds} class-disjoint folds of the training classes, scored by the fold mean"
-    rows = []
-    for s in results.search:
-        c = s.choice
-        noise = f" ± {fmt_metric(metric, Z * c.noise)}" if c and c.noise is not None else ""
-        row = [s.label, f"{s.finished}/{s.tried}", fmt_params(c.params) if c else "-",
-               f"{fmt_metric(metric, c.value)}{noise}" if c else "-",
-               "-" if c is None or c.queries is None else c.queries,
-               "-" if c is None else ("yes" if c.separated else "**no**: within noise")]
-        if folds:
-            won = kept_sample(s)
-            scores = [won.metrics.get(f"fold{i}_{metric}") if won else None for i in range(folds)]
-            row.append(" / ".join(fmt_metric(metric, v) if v is not None else "-" for v in scores))
-        rows.append(row)
-    head = ["cell", "finished", "kept params", f"search {heading(metric)}{' (fold mean)' if folds else ''} ± {Z} SE",
-            "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{heading(metric)} per fold"] if folds else [])
-    budget = results.plan.search_budget()
+    head = ["cell", "finished", "kept params", f"search {heading}{' (fold mean)' if folds else ''} ± {Z} SE",
+            "queries" + (" (one fold)" if folds else ""), "separated"] + ([f"{heading} per fold"] if folds else [])
     journal = sweep_dir / "optuna.journal"
     return [Heading(f"Search (per cell, on {on})"),
-            *([Para(_sentence(describe_budget(budget, folds)))] if budget else []),
+            *([Para(view.search_budget)] if view.search_budget else []),
             Para(f"Each sample's score has a scoring noise: a recall p over n held-out queries has a binomial "
                  f"standard error, sqrt(p' (1 - p') / (n + 4)) with p' = (p n + 2) / (n + 4) (Agresti-Coull; an upper "
                  "bound for MAP@R and R-precision; with folds, the fold spread when larger). The kept value is the best sample "
                  f"when no other sample is within {Z} standard errors of the difference; otherwise the search "
                  "**could not separate candidates**, and the tied sample nearest the base config's value is kept "
                  "(the rule: `sweep/selection.py`)."),
-            Table(head, rows),
-            *(Para(n) for n in results.search_notes),
+            Table(head, view.search_rows),
+            *(Para(n) for n in view.results.search_notes),
             Para(f"Optuna studies: `{journal}`, one per cell, named by cell id; browse them with optuna-dashboard "
                  f"(install: `{DASHBOARD_INSTALL}`, then `.venv/bin/optuna-dashboard {journal}`) or "
                  "`optuna.load_study(study_name=CELL_ID, storage=sweep.search.study_storage(DIR))`.")]
 
 
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + "."
-
-
-def _trials_section(results: SweepResults) -> list[Block]:
-    metric = results.metric
+def _trials_section(view: ReportView) -> list[Block]:
+    results = view.results
     trials = results.trial_rows
-
-    def status(r: dict) -> str:  # a reused result says which sweep trained it
-        return f"{r['status']}, reused from {Path(r['reused_from']).name}" if r.get("reused_from") else r["status"]
-
-    search = results.search_metric
-    prefix = "holdout" if results.plan.spec.search and results.plan.spec.search.holdout is not None else "search"
-    run_url = _run_link(results)
-
-    def scores(r: dict) -> list[str]:  # a search trial's score is its search metric; a final trial's, the test split's
-        if r["phase"] == SEARCH:
-            return [fmt_metric(search, r.get(search)), "-"]
-        return ["-", fmt_metric(metric, r.get(metric))]
-
-    rows = [[r["label"] or r["key"], r["phase"], status(r), *scores(r),
-             "-" if r["epochs"] is None else r["epochs"], fmt_params(json.loads(r["params"])),
-             run_url(r.get("mlflow_run_id")), (r["error"] or "")[:200]]
-            for r in trials]
+    holdout = results.plan.spec.search and results.plan.spec.search.holdout is not None
     reused = sum(bool(r.get("reused_from")) for r in trials)
     note = (f" {reused} of {len(trials)} trials were reused from the trial store (trained by the sweep named in "
             "their status, not again here); the statistics treat them like any other trial." if reused else "")
     return [Heading("Trials"),
-            Para(f"Search trials show their search score ({metric_label(search)} on "
-                 f"{'held-out training classes' if prefix == 'holdout' else 'the test split'}), final trials their "
+            Para(f"Search trials show their search score ({view.search_metric.label} on "
+                 f"{'held-out training classes' if holdout else 'the test split'}), final trials their "
                  f"test-split score; each trial links its MLflow run." + note),
-            Table(["trial", "phase", "status", f"search {heading(search)}" if results.plan.spec.search else "search",
-                   f"test {heading(metric)}", "epoch", "params", "MLflow", "error"], rows)]
-
-
-def _run_link(results: SweepResults) -> Callable[[Optional[str]], str]:
-    """A trial's MLflow run as a link in the model-training view (`#/runs/<id>`, which opens it in
-    the GenAI view, for a sweep that did not record its experiment's id), or `-`."""
-    from sweep.parent_run import ML_VIEW, ui_base
-
-    meta = results.records.meta
-    base = ui_base(meta.tracking_uri) if meta.tracking_uri else None
-    where = f"experiments/{meta.experiment_id}/runs" if meta.experiment_id else "runs"
-    view = f"?{ML_VIEW}" if meta.experiment_id else ""
-    return lambda run_id: f"[run]({base}/#/{where}/{run_id}{view})" if base and run_id else "-"
+            Table(["trial", "phase", "status", f"search {view.search_metric.heading}" if results.plan.spec.search else "search",
+                   f"test {view.metric.heading}", "epoch", "params", "MLflow", "error"], view.trial_rows)]

@@ -116,7 +116,8 @@ class Estimate:
         lo, hi = bounds
         c_low = max(lo, low) if math.isfinite(low) else low
         c_high = min(hi, high) if math.isfinite(high) else high
-        return cls(n, mean, c_low, c_high, c_low != low, c_high != high)
+        # A NaN bound (fewer than two seeds) is no interval, not a clipped one (NaN != NaN).
+        return cls(n, mean, c_low, c_high, math.isfinite(low) and c_low != low, math.isfinite(high) and c_high != high)
 
     @property
     def clipped(self) -> bool:

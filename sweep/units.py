@@ -9,6 +9,7 @@ points, its interval clipped to [0, 100] % (a difference to [-100, +100] points)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from sweep.labels import metric_label
@@ -69,3 +70,30 @@ def fmt_points(metric: str, x: float, digits: int = 1) -> str:
     if not math.isfinite(x):
         return "-"
     return f"{100 * x:+.{digits}f}" if is_fraction(metric) else f"{x:+.3g}"
+
+
+@dataclass(frozen=True)
+class MetricUnit:
+    """How one metric reads in the report, worked out once: its names, units and ranges, and the
+    factor from logged values to shown ones (a plot multiplies by `scale`; `in_unit` is the rule)."""
+
+    metric: str
+    label: str  # `R@1`
+    heading: str  # `R@1 (%)`
+    diff_heading: str  # `R@1 difference (points)`
+    unit: str  # `%` or ""
+    diff_unit: str  # `points` or ""
+    suffix: str  # ` points` or "": after a difference in prose
+    scale: float  # 100.0 for fractions, 1.0 for the rest
+    range: tuple[float, float]  # as logged
+    shown_range: tuple[float, float]  # in the report's unit
+    shown_diff_range: tuple[float, float]  # of a difference, in the report's unit
+
+
+def metric_unit(metric: str) -> MetricUnit:
+    """Every unit rule of this module applied to `metric`, once."""
+    low, high = metric_range(metric)
+    d_low, d_high = metric_range(metric, difference=True)
+    return MetricUnit(metric, metric_label(metric), heading(metric), heading(metric, True), unit_of(metric),
+                      unit_of(metric, True), points_suffix(metric), in_unit(metric, 1.0), (low, high),
+                      (in_unit(metric, low), in_unit(metric, high)), (in_unit(metric, d_low), in_unit(metric, d_high)))

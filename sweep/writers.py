@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from dml_core.io import LOCK_NAME, atomic_write_text
 from sweep.plots import Figure
-from sweep.results import SweepResults
+from sweep.report_view import ReportView
 from sweep.report_sections import COMMANDS_FILE, report_blocks
 from sweep.document import to_html, to_markdown
 
@@ -70,11 +70,10 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
 
 
-def write_tables(results: SweepResults, sweep_dir: Path) -> list[Path]:
+def write_tables(view: ReportView, sweep_dir: Path) -> list[Path]:
     """`trials`, `cells` and `comparisons` as parquet and CSV (previewable in MLflow)."""
     files = []
-    for name, rows in (("trials", results.trial_rows), ("cells", results.cell_rows()),
-                       ("comparisons", results.comparison_rows())):
+    for name, rows in view.tables.items():
         if rows:
             table = _table(rows)
             pq.write_table(table, sweep_dir / f"{name}.parquet")
@@ -83,9 +82,9 @@ def write_tables(results: SweepResults, sweep_dir: Path) -> list[Path]:
     return files
 
 
-def write_documents(results: SweepResults, figures: list[Figure], sweep_dir: Path) -> list[Path]:
-    blocks = report_blocks(results, figures, sweep_dir)
+def write_documents(view: ReportView, figures: list[Figure], sweep_dir: Path) -> list[Path]:
+    blocks = report_blocks(view, figures, sweep_dir)
     md, page = sweep_dir / "report.md", sweep_dir / "report.html"
     atomic_write_text(md, to_markdown(blocks))
-    atomic_write_text(page, to_html(blocks, f"Sweep {results.plan.name}"))
+    atomic_write_text(page, to_html(blocks, f"Sweep {view.results.plan.name}"))
     return [md, page]

@@ -6,6 +6,7 @@ from sweep.records import SweepMeta, SweepRecords, TrialRecord
 from sweep.results import SweepResults, with_evaluation
 from sweep.document import to_markdown
 from sweep.report_sections import report_blocks
+from sweep.report_view import report_view
 from stepcheck import REPO
 
 import sys
@@ -30,5 +31,5 @@ def test_best_on_test_picks_best_recall_at_1_not_the_sweep_metric():
 def test_report_labels_best_on_test_as_test_set_selection(tmp_path):
     plan = load_plan(write_yaml(tmp_path / "s.yaml", {"metric": "map_at_r"}))
     results = SweepResults.build(plan, SweepRecords(meta=SweepMeta(), trials=[]), "best_on_test")
-    text = to_markdown(report_blocks(results, [], tmp_path))
+    text = to_markdown(report_blocks(report_view(results), [], tmp_path))
     assert "test-set selection" in text and "papers' choice" in text

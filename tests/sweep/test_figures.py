@@ -10,6 +10,7 @@ import pytest
 
 from sweep.figures import CSV_COLUMNS, ablation_figure, axis_points, axis_view, draw_axis, planned, x_scale
 from sweep.plan import load_plan
+from sweep.report_view import report_view
 from sweep.results import SweepResults
 from sweep.spec import SweepError
 from sweep_testlib import sweep_from_records, write_yaml
@@ -109,7 +110,7 @@ def test_interp_figure_puts_each_baseline_at_n_0_and_each_count_on_one_curve(tmp
     sweep = {**INTERP, "equivalence_margin": 1.0}
     results, sweep_dir = fake_results(tmp_path, sweep, lambda c, s: 0.6 + 0.01 * (c.coords.get("n", 0) + s)
                                       + 0.1 * (c.arm in ("pa", "see")))
-    files = draw_axis(results, "n", sweep_dir)
+    files = draw_axis(report_view(results), axis_view(results.plan, "n"), sweep_dir)
     assert [f.name for f in files] == ["ablation_n.png", "ablation_n.pdf", "ablation_n.csv", "ablation_n_diff.csv"]
     assert files[0].read_bytes()[:4] == b"\x89PNG" and files[1].read_bytes()[:4] == b"%PDF"
     rows = read_csv(sweep_dir / "ablation_n.csv")
@@ -122,7 +123,7 @@ def test_interp_figure_puts_each_baseline_at_n_0_and_each_count_on_one_curve(tmp
     assert diffs == pytest.approx({**{("MS+EE - MS", str(n)): float(n) for n in (1, 2, 4)},
                                    **{("PA+SEE - PA", str(n)): float(n) for n in (1, 2, 4)}})
     view = axis_view(results.plan, "n")
-    fig = ablation_figure(results, view, *axis_points(results, view))
+    fig = ablation_figure(report_view(results), view, *axis_points(report_view(results), view))
     top, bottom = fig.axes
     assert top.get_xlabel() == "" and bottom.get_xlabel() == "synthetic points per sample n (log2 spacing)"
     assert [t.get_text() for t in bottom.get_xticklabels()] == ["0", "1", "2", "4"]
@@ -133,11 +134,11 @@ def test_interp_figure_puts_each_baseline_at_n_0_and_each_count_on_one_curve(tmp
 def test_a_baseline_off_the_axis_without_a_place_is_a_line(tmp_path: Path) -> None:
     axis = {k: v for k, v in N_AXIS.items() if k != "others_at"}
     results, sweep_dir = fake_results(tmp_path, {**INTERP, "axes": {"n": axis}}, lambda c, s: 0.5 + 0.01 * s)
-    draw_axis(results, "n", sweep_dir)
+    draw_axis(report_view(results), axis_view(results.plan, "n"), sweep_dir)
     flat = [r for r in read_csv(sweep_dir / "ablation_n.csv") if r["series"] in ("MS", "PA")]
     assert [r["x"] for r in flat] == ["", ""]  # not on the axis: an empty x, drawn as a horizontal line
     view = axis_view(results.plan, "n")
-    top = ablation_figure(results, view, *axis_points(results, view)).axes[0]
+    top = ablation_figure(report_view(results), view, *axis_points(report_view(results), view)).axes[0]
     assert {t.get_text() for t in top.get_legend().get_texts()} >= {"MS (not varied)", "PA (not varied)"}
 
 
@@ -146,7 +147,7 @@ def test_every_method_is_a_line_along_a_key_all_arms_vary(tmp_path: Path) -> Non
              "arms": {"ms": ARMS["ms"], "ee": {**ARMS["ee"], "expansion.n_inner_pts": 2}}, "seeds": [0, 1],
              "baseline": {"arm": {"ee": "ms"}}}
     results, sweep_dir = fake_results(tmp_path, sweep, lambda c, s: 0.5 + 0.05 * s + 0.02 * (c.arm == "ee"))
-    draw_axis(results, "model.embedding_dim", sweep_dir)
+    draw_axis(report_view(results), axis_view(results.plan, "model.embedding_dim"), sweep_dir)
     rows = read_csv(sweep_dir / "ablation_model.embedding_dim.csv")
     assert [(r["series"], r["x"]) for r in rows] == [("MS", "8"), ("MS", "16"), ("MS", "32"),
                                                      ("MS+EE", "8"), ("MS+EE", "16"), ("MS+EE", "32")]
@@ -164,11 +165,11 @@ def test_methods_without_a_grid_are_points_not_a_line(tmp_path: Path) -> None:
 
     sweep = {"arms": {"ms": ARMS["ms"], "pa": ARMS["pa"]}, "seeds": [0, 1], "baseline": {"arm": "ms"}}
     results, sweep_dir = fake_results(tmp_path, sweep, lambda c, s: 0.5 + 0.1 * s)
-    draw_axis(results, "arm", sweep_dir)
+    draw_axis(report_view(results), axis_view(results.plan, "arm"), sweep_dir)
     assert [(r["series"], r["x"]) for r in read_csv(sweep_dir / "ablation_arm.csv")] == [("R@1", "ms"), ("R@1", "pa")]
     assert [(r["series"], r["x"]) for r in read_csv(sweep_dir / "ablation_arm_diff.csv")] == [("pa - ms", "pa")]
     view = axis_view(results.plan, "arm")
-    top, bottom = ablation_figure(results, view, *axis_points(results, view)).axes
+    top, bottom = ablation_figure(report_view(results), view, *axis_points(report_view(results), view)).axes
     assert not [c for c in top.collections if isinstance(c, PolyCollection)] and not top.get_lines()[0].get_linestyle() == "-"
     assert "mean ± 95% CI" in top.get_title() and bottom.get_xlabel() == "method"
 
@@ -204,6 +205,6 @@ def test_each_series_dots_are_one_collection_however_many_values_its_axis_has(tm
     sweep = {"grid": {"optimizer.lr": rates}, "seeds": [0, 1], "baseline": {"optimizer.lr": rates[0]}}
     results, _ = fake_results(tmp_path, sweep, lambda c, s: 0.5 + 0.01 * s)
     view = axis_view(results.plan, "optimizer.lr")
-    top, _bottom = ablation_figure(results, view, *axis_points(results, view)).axes
+    top, _bottom = ablation_figure(report_view(results), view, *axis_points(report_view(results), view)).axes
     dots = [c for c in top.collections if isinstance(c, PathCollection)]
     assert len(dots) == 1 and len(dots[0].get_offsets()) == 40 * 2

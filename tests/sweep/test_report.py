@@ -266,6 +266,7 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     from sweep.parent_run import parent_description, parent_metrics
     from sweep.figures import MAX_TICKS, ablation_figure, axis_points, axis_view
     from sweep.plots import MAX_ROWS, plot_paired_differences
+    from sweep.report_view import report_view
     from sweep.records import TrialRecord
 
     sweep = {"grid": {"model.embedding_dim": list(range(8, 508)), "optimizer.lr": [0.001, 0.002]}, "seeds": [0, 1],
@@ -293,13 +294,14 @@ def test_a_thousand_cells_build_once_and_stay_readable(tmp_path: Path, monkeypat
     metrics = parent_metrics(results)
     assert all(0 <= v <= 100 for k, v in metrics.items() if k.endswith((".mean", ".ci_low", ".ci_high")) and "_vs_" not in k)
     assert len(results.compare_run_ids()) == 40
-    (figure,) = plot_paired_differences(results, tmp_path)
+    report = report_view(results)
+    (figure,) = plot_paired_differences(report, tmp_path)
     assert figure.path.stat().st_size < 400_000  # one page of MAX_ROWS rows, not 500
     assert MAX_ROWS < 500
     import matplotlib.pyplot as plt
 
     # along dim: 500 x values, 2 lines; along lr: 2 x values, 500 lines
-    dim, lr = (ablation_figure(results, view, *axis_points(results, view)).axes
+    dim, lr = (ablation_figure(report, view, *axis_points(report, view)).axes
                for view in (axis_view(plan, "model.embedding_dim"), axis_view(plan, "optimizer.lr")))
     assert len(dim[-1].get_xticks()) <= MAX_TICKS and len(dim[0].get_lines()) >= 2
     assert "8 of 500 methods shown (best by mean)" in lr[0].get_title() and len(lr[0].get_legend().get_texts()) == 8

@@ -68,7 +68,7 @@ def test_report_lists_command_recipe_search_scores_and_run_links(tmp_path: Path)
 def test_the_kept_sample_of_a_reused_search_is_found_by_its_key() -> None:
     """A search answered from the trial store has no Tune trial ids: the choice names its sample by
     key, and the search plot rings it (it rang nothing before)."""
-    from sweep.plots import kept_sample
+    from sweep.report_view import kept_sample
     from sweep.results import SearchResult
 
     samples = [TrialRecord(trial_id="", key=f"search/c/reused-{i}", phase="search", cell="c", seed=0, status=FINISHED)
