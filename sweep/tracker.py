@@ -110,6 +110,43 @@ def use_wal(tracking_uri: str) -> None:
         pass
 
 
+_RELAXED: set[str] = set()  # sqlite stores whose connections made here commit without an fsync (`relax_sync`)
+
+
+def relax_sync(tracking_uri: str) -> None:
+    """Make this process's connections to a sqlite store in WAL mode commit with
+    `synchronous=NORMAL`: the store stays consistent after a crash or power loss, which may only
+    undo its last commits -- a view that `--sync` rebuilds from the trial store, the record. With
+    SQLite's default (FULL) each MLflow commit waited on an fsync: most of the writer thread's wall
+    time per trial, some of its CPU (`benchmarks/bench_callback.py`). A per-connection setting, not
+    the file's: other readers and writers of the store keep theirs, and a store that is not in WAL
+    mode (where NORMAL could corrupt it on power loss) keeps FULL. SQLAlchemy's documented hook for
+    a sqlite pragma: MLflow makes its engine itself, so the listener is on every `Engine` and acts
+    on this store's file only."""
+    prefix = "sqlite:///"
+    path = tracking_uri[len(prefix):].split("?")[0] if tracking_uri.startswith(prefix) else ""
+    if not path or path == ":memory:":
+        return
+    if not _RELAXED:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "connect", _relax_connection)
+    _RELAXED.add(os.path.realpath(path))
+
+
+def _relax_connection(dbapi_connection: Any, _record: Any) -> None:
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        files = {os.path.realpath(row[2]) for row in cursor.execute("PRAGMA database_list") if row[1] == "main" and row[2]}
+        if files & _RELAXED and cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
 class Tracker:
     """Thin layer over `MlflowClient` for the runs of one sweep."""
 
@@ -129,6 +166,7 @@ class Tracker:
 
         with _store_lock(self.tracking_uri):
             use_wal(self.tracking_uri)
+            relax_sync(self.tracking_uri)
             client = PatientClient(MlflowClient(self.tracking_uri), self.tracking_uri, say)  # a busy store: wait
             client.get_experiment_by_name(self.experiment)  # creates or migrates the store, under the lock
         return client
