@@ -329,8 +329,11 @@ class Tracker:
     def replace_if_changed(self, run_id: str, params: dict[str, Any], start: Callable[[], str]) -> str:
         """`run_id`, or where its params are not `params` (MLflow never changes a logged param:
         `--restart-changed` changed the base config, or the sweep grew) a new run made by `start`
-        that takes its place (`replace`)."""
-        if self.client.get_run(run_id).data.params == {k: str(v) for k, v in params.items()}:
+        that takes its place (`replace`). `params` are compared as MLflow keeps them: it cuts a
+        value at its length limit (a grid of 512 values), which is no change."""
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        if self.client.get_run(run_id).data.params == {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in params.items()}:
             return run_id
         return self.replace(run_id, start)
 
