@@ -355,17 +355,18 @@ class Tracker:
     def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "",
                     of: str = "") -> None:
         """A sweep's statistics on its parent run, the headlines as the run's description, the
-        first one also in its `headline` and `headline.of` tags (the first tags on the run page's first screen)."""
-        from mlflow.entities import Metric
+        first one also in its `headline` and `headline.of` tags (the first tags on the run page's
+        first screen). The tags go with the first batch of metrics: a transaction each fewer."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
-        for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(run_id, metrics=items[i:i + 1000])
-        self.client.set_tag(run_id, "mlflow.note.content", description)
+        tags = [RunTag("mlflow.note.content", description)]
         if headline:
-            self.client.set_tag(run_id, HEADLINE_TAG, headline[:_MAX_TAG])
-            self.client.set_tag(run_id, HEADLINE_OF_TAG, of[:_MAX_TAG])
+            tags += [RunTag(HEADLINE_TAG, headline[:_MAX_TAG]), RunTag(HEADLINE_OF_TAG, of[:_MAX_TAG])]
+        size = 1000 - len(tags)  # MLflow takes at most 1000 metrics and tags per batch
+        for i in range(0, max(len(items), 1), size):
+            self.client.log_batch(run_id, metrics=items[i:i + size], tags=tags if i == 0 else [])
 
 
 def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],
