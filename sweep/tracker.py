@@ -110,6 +110,43 @@ def use_wal(tracking_uri: str) -> None:
         pass
 
 
+_RELAXED: set[str] = set()  # sqlite stores whose connections made here commit without an fsync (`relax_sync`)
+
+
+def relax_sync(tracking_uri: str) -> None:
+    """Make this process's connections to a sqlite store in WAL mode commit with
+    `synchronous=NORMAL`: the store stays consistent after a crash or power loss, which may only
+    undo its last commits -- a view that `--sync` rebuilds from the trial store, the record. With
+    SQLite's default (FULL) each MLflow commit waited on an fsync: most of the writer thread's wall
+    time per trial, some of its CPU (`benchmarks/bench_callback.py`). A per-connection setting, not
+    the file's: other readers and writers of the store keep theirs, and a store that is not in WAL
+    mode (where NORMAL could corrupt it on power loss) keeps FULL. SQLAlchemy's documented hook for
+    a sqlite pragma: MLflow makes its engine itself, so the listener is on every `Engine` and acts
+    on this store's file only."""
+    prefix = "sqlite:///"
+    path = tracking_uri[len(prefix):].split("?")[0] if tracking_uri.startswith(prefix) else ""
+    if not path or path == ":memory:":
+        return
+    if not _RELAXED:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "connect", _relax_connection)
+    _RELAXED.add(os.path.realpath(path))
+
+
+def _relax_connection(dbapi_connection: Any, _record: Any) -> None:
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        files = {os.path.realpath(row[2]) for row in cursor.execute("PRAGMA database_list") if row[1] == "main" and row[2]}
+        if files & _RELAXED and cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
 class Tracker:
     """Thin layer over `MlflowClient` for the runs of one sweep."""
 
@@ -129,6 +166,7 @@ class Tracker:
 
         with _store_lock(self.tracking_uri):
             use_wal(self.tracking_uri)
+            relax_sync(self.tracking_uri)
             client = PatientClient(MlflowClient(self.tracking_uri), self.tracking_uri, say)  # a busy store: wait
             client.get_experiment_by_name(self.experiment)  # creates or migrates the store, under the lock
         return client
@@ -291,8 +329,11 @@ class Tracker:
     def replace_if_changed(self, run_id: str, params: dict[str, Any], start: Callable[[], str]) -> str:
         """`run_id`, or where its params are not `params` (MLflow never changes a logged param:
         `--restart-changed` changed the base config, or the sweep grew) a new run made by `start`
-        that takes its place (`replace`)."""
-        if self.client.get_run(run_id).data.params == {k: str(v) for k, v in params.items()}:
+        that takes its place (`replace`). `params` are compared as MLflow keeps them: it cuts a
+        value at its length limit (a grid of 512 values), which is no change."""
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        if self.client.get_run(run_id).data.params == {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in params.items()}:
             return run_id
         return self.replace(run_id, start)
 
@@ -314,17 +355,18 @@ class Tracker:
     def log_results(self, run_id: str, metrics: dict[str, float], description: str, headline: str = "",
                     of: str = "") -> None:
         """A sweep's statistics on its parent run, the headlines as the run's description, the
-        first one also in its `headline` and `headline.of` tags (the first tags on the run page's first screen)."""
-        from mlflow.entities import Metric
+        first one also in its `headline` and `headline.of` tags (the first tags on the run page's
+        first screen). The tags go with the first batch of metrics: a transaction each fewer."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
-        for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(run_id, metrics=items[i:i + 1000])
-        self.client.set_tag(run_id, "mlflow.note.content", description)
+        tags = [RunTag("mlflow.note.content", description)]
         if headline:
-            self.client.set_tag(run_id, HEADLINE_TAG, headline[:_MAX_TAG])
-            self.client.set_tag(run_id, HEADLINE_OF_TAG, of[:_MAX_TAG])
+            tags += [RunTag(HEADLINE_TAG, headline[:_MAX_TAG]), RunTag(HEADLINE_OF_TAG, of[:_MAX_TAG])]
+        size = 1000 - len(tags)  # MLflow takes at most 1000 metrics and tags per batch
+        for i in range(0, max(len(items), 1), size):
+            self.client.log_batch(run_id, metrics=items[i:i + size], tags=tags if i == 0 else [])
 
 
 def parent_params(base: dict[str, Any], grid: dict[str, list[Any]], searched: dict[str, str],

@@ -97,6 +97,7 @@ class TrialRuns:
         self.parent = RunRef(log.meta.mlflow_parent_run_id)  # the sweep's run (`open_parent`)
         self.parent_fields: Optional[ParentFields] = None  # what it carries of the plan (`open_parent`)
         self.parent_status: Optional[str] = None  # its status before this session reopened it
+        self.made_parent: Optional[str] = None  # the parent this session created: it has no earlier `error` tag
         # Runs made by the writer whose ids are not yet in the store (key None: the parent).
         self._created: queue.SimpleQueue[tuple[Optional[str], RunRef]] = queue.SimpleQueue()
 
@@ -157,7 +158,7 @@ class TrialRuns:
                 tracker.reopen(found)
                 ref.run_id = found
             else:
-                ref.run_id = tracker.start_run(fields.sweep_dir.name, fields.tags, fields.params)
+                ref.run_id = self.made_parent = tracker.start_run(fields.sweep_dir.name, fields.tags, fields.params)
                 tracker.log_files(ref.run_id, files)
             self._created.put((None, ref))
 
@@ -175,7 +176,7 @@ class TrialRuns:
         files = fields.files
 
         def start() -> str:
-            run_id = self.tracker.start_run(fields.sweep_dir.name, fields.tags, fields.params)
+            run_id = self.made_parent = self.tracker.start_run(fields.sweep_dir.name, fields.tags, fields.params)
             self.tracker.log_files(run_id, files)
             return run_id
 
@@ -395,7 +396,7 @@ def publish_sweep(runs: TrialRuns, results: Any, files: list[Path], all_failed: 
         runs.refresh_parent()  # its params, where --restart-changed or growth changed them
         parent = publish(runs, results)  # a parent holding metrics this report dropped is replaced
         runs.tracker.log_files(parent, files)
-        runs.tracker.end_run(parent, FAILED if all_failed else FINISHED, all_failed)
+        runs.tracker.end_run(parent, FAILED if all_failed else FINISHED, all_failed, fresh=parent == runs.made_parent)
     except Exception as e:
         if not is_busy(e):
             raise

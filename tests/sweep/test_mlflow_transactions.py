@@ -62,3 +62,41 @@ def test_one_trial_is_three_transactions_and_its_run_is_whole(tmp_path: Path, tr
     assert run.info.status == FINISHED and run.data.tags["sweep.key"] == record.key
     assert run.data.params["model.embedding_dim"] == "8" and len(run.data.params) >= 20
     assert run.data.metrics == {"loss": 0.5, "recall_at_1": 0.5}
+
+
+def test_the_end_of_a_sweep_writes_its_parent_in_few_transactions(tmp_path: Path, tracking_uri: str) -> None:
+    """The parent's results: its metrics with the description and headline tags in one batch, and
+    no look-up of an earlier `error` tag on a parent this session made; a parent reopened with
+    one (an earlier session whose final trials all failed) still loses it."""
+    from sweep.labels import plan_labels
+    from sweep.results import SweepResults
+    from sweep.store import load_records
+    from sweep.trial_runs import TrialRuns, parent_fields, publish_sweep
+    from sweep_testlib import sweep_from_records
+
+    plan = load_plan(write_yaml(tmp_path / "x.yaml", {"arms": {"base": {}, "gap": {"optimizer.lr": 1e-7}},
+                                                      "baseline": {"arm": "base"}, "seeds": [0, 1, 2]}))
+    values = {"arm=base": {s: 0.80 + 0.01 * s for s in range(3)}, "arm=gap": {s: 0.70 + 0.02 * s for s in range(3)}}
+    sweep_dir = sweep_from_records(tmp_path / "sweep", plan, values)
+    results = SweepResults.build(plan, load_records(sweep_dir))
+    tracker = Tracker(tracking_uri, f"end-{tmp_path.name}")
+
+    def end(calls: Counter) -> tuple[str, Any]:
+        runs = TrialRuns(SweepLog.open(sweep_dir), tracker, plan.name, plan_labels(plan), "search_")
+        runs.open_parent(parent_fields(plan, sweep_dir, runs.log))
+        tracker.__dict__["client"] = Counting(real, calls)
+        parent = publish_sweep(runs, results, [], None)
+        tracker.__dict__["client"] = real
+        return parent, real.get_run(parent)
+
+    real = tracker.client
+    calls: Counter = Counter()
+    parent, run = end(calls)
+    assert calls == Counter(get_run=2, log_batch=1, set_terminated=1), calls  # get_run: its params, its metrics
+    assert run.info.status == FINISHED and run.data.tags["headline"] == results.summary.tag[0]
+    assert run.data.tags["mlflow.note.content"].startswith("- ") and "recall_at_1_pct.gap.mean" in run.data.metrics
+
+    real.set_tag(parent, "error", "all 6 final trials failed")  # what an earlier session left
+    calls = Counter()
+    again, run = end(calls)
+    assert again == parent and "error" not in run.data.tags and calls["delete_tag"] == 1
