@@ -131,9 +131,7 @@ def test_the_store_never_holds_a_stub_record(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ kill -9, hostile pickles, resume
 
-# Long enough that the kill finds a trial mid-way (13 epochs between its second and its last) on a
-# busy machine too; every epoch more is trained three times over (first run, resume, reference).
-KILL_EPOCHS = 15
+KILL_EPOCHS = 30
 
 
 def _records(out: Path) -> dict[str, dict[str, Any]]:
