@@ -6,7 +6,10 @@ the one place that knows it, and it only fills in DML_DATA when the caller has n
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -33,3 +36,25 @@ def omniglot_root() -> Path:
     if not OMNIGLOT_SMALL.is_dir():
         pytest.skip(f"Omniglot subset not found at {OMNIGLOT_SMALL} (set DML_DATA)")
     return OMNIGLOT_SMALL
+
+
+@pytest.fixture(scope="session")
+def blank_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store as a sweep's driver creates it (WAL, schema migrated, no experiment yet),
+    made once: creating the schema costs seconds of CPU, copying the file milliseconds."""
+    from sweep.tracker import Tracker
+
+    path = tmp_path_factory.mktemp("blank-mlflow") / "mlflow.db"
+    Tracker(f"sqlite:///{path}", "blank").client  # noqa: B018 -- creates the store, not the experiment
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # everything into the file itself, so a copy holds it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def mlflow_db(blank_mlflow_db: Path, tmp_path: Path) -> Path:
+    """`tmp_path/mlflow.db`: a test's own MLflow store, as the first sweep to use it would have made it.
+    For tests whose subject is not the store's creation (that is exercised by `tracking_uri` and by
+    the tests that make their own)."""
+    shutil.copyfile(blank_mlflow_db, tmp_path / "mlflow.db")
+    return tmp_path / "mlflow.db"

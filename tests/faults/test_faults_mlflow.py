@@ -85,7 +85,7 @@ def test_a_store_locked_past_the_wait_is_the_error_it_was() -> None:
 
 
 @pytest.mark.slow
-def test_side_paths_leave_the_mlflow_view_true(tmp_path: Path) -> None:
+def test_side_paths_leave_the_mlflow_view_true(tmp_path: Path, mlflow_db: Path) -> None:
     """A refused `--resume` (dropping a seed) marked a finished sweep's parent FAILED with an
     `error` tag that outlived a later successful resume; after `--restart-changed` the parent kept
     the old `optimizer.lr`; `--sync` rebuilt a parent without `report.html`, which its description

@@ -37,7 +37,7 @@ def mlflow_children(tmp_path: Path) -> list[Any]:
     return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.role") != "parent"]
 
 
-def test_two_sweeps_started_together_and_a_failed_final_trial(tmp_path: Path) -> None:
+def test_two_sweeps_started_together_and_a_failed_final_trial(tmp_path: Path, mlflow_db: Path) -> None:
     """Before: one driver exited 130 unsignalled, the ledger held stub records and finished trials
     never reached MLflow; a sweep whose final trials failed exited 0 with "sweep finished"."""
     cfg, out = sweep_yaml(tmp_path, ARMS), tmp_path / "sweep"
@@ -64,7 +64,7 @@ def test_two_sweeps_started_together_and_a_failed_final_trial(tmp_path: Path) ->
     assert (runs["ok"].info.status, runs["nan"].info.status) == ("FINISHED", "FAILED")
 
 
-def test_a_sweep_whose_trials_all_failed_does_not_exit_0(tmp_path: Path) -> None:
+def test_a_sweep_whose_trials_all_failed_does_not_exit_0(tmp_path: Path, mlflow_db: Path) -> None:
     """Also (issue 19, defect 10): a crashing trial is one line per attempt at verbose 0, naming the
     log file that holds its traceback (Ray's traceback was printed: 210 lines for 2 bad seeds)."""
     crash = {"data.name": "image_folder", "data.root": str(truncated_pngs(tmp_path / "truncated")), "data.image_size": 8}
@@ -172,7 +172,7 @@ def _plant_pickles(tune_dir: Path, marker: Path, trial_ids: list[str]) -> list[P
 
 
 @pytest.mark.timeout(600)
-def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: Path) -> None:
+def test_resume_after_kill_9_unpickles_nothing_from_the_sweep_folder(tmp_path: Path, mlflow_db: Path) -> None:
     """Before: `--resume` continued the final phase with `Tuner.restore`, which unpickles tuner.pkl
     and the experiment state in <sweep>/final/: whoever could write the (shared) sweep folder ran
     code on the driver. Now a resume starts a new Tune experiment from the trial store, and each
@@ -288,7 +288,7 @@ def _wait_for_a_running_trial(proc: subprocess.Popen, out: Path, log: Path) -> N
 
 
 @pytest.mark.timeout(600)
-def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path: Path) -> None:
+def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path: Path, mlflow_db: Path) -> None:
     """`kill -TERM` (what kill, Slurm and Kubernetes send) exited 134 with Ray's C++ stack dump, no
     resume hint, trials left RUNNING."""
     raw = tiny(train={"epochs": KILL_EPOCHS})
@@ -317,7 +317,7 @@ def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("failing_write", [1, 6], ids=["at_start", "mid_sweep"])
-def test_a_full_disk_under_the_driver_is_one_line_and_exit_3(tmp_path: Path, failing_write: int) -> None:
+def test_a_full_disk_under_the_driver_is_one_line_and_exit_3(tmp_path: Path, failing_write: int, mlflow_db: Path) -> None:
     """A full disk on a write of the sweep's state exited 1 with tracebacks (1 is "done, some trials
     failed"). Now: one line naming the file (the trial store), exit 3; a sweep that had not started
     leaves no folder (a plain rerun works), one that had keeps its records to --resume."""

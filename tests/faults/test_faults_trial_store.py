@@ -251,7 +251,7 @@ def test_a_tampered_record_is_not_reused_and_one_without_its_checkpoint_only_for
 
 
 @pytest.mark.slow
-def test_a_store_removed_under_a_running_sweep_stops_it_and_resume_recovers(tmp_path: Path) -> None:
+def test_a_store_removed_under_a_running_sweep_stops_it_and_resume_recovers(tmp_path: Path, mlflow_db: Path) -> None:
     """The driver trained on into the unlinked store and `--resume` refused: every result lost.
     Now the next write stops it (exit 3, one line naming the store), and `--resume` starts the store
     anew: the finished trial replays from its checkpoint, the rest train; MLflow shows each trial

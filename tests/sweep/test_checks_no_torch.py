@@ -68,7 +68,7 @@ assert outcome.status == "FINISHED" and not outcome.failed, outcome
 """
 
 
-def test_a_whole_sweep_driver_imports_no_torch(tmp_path: Path) -> None:
+def test_a_whole_sweep_driver_imports_no_torch(tmp_path: Path, mlflow_db: Path) -> None:
     raw = {**TINY_DIGITS, "train": {**TINY_DIGITS["train"], "epochs": 1, "iterations_per_epoch": 2},
            "sweep": {"seeds": [0], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}}
     path = tmp_path / "s.yaml"

@@ -13,7 +13,7 @@ from sweep.records import FINISHED
 from sweep.runner import run_sweep
 from sweep.spec import SweepError
 from sweep.store import load_records
-from sweep_testlib import write_yaml
+from sweep_testlib import TINY_DIGITS, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def test_a_policy_restarted_under_another_spending_reruns_its_final_phase(ray_lo
     sweep = {"name": "restart", "arms": {"a": {}, "b": {"model.embedding_dim": 8}}, "baseline": {"arm": "a"},
              "seeds": {"start": 2, "max": 3, "until": {"ci_half_width": 1000.0}},  # met at the first look
              "mlflow": {"tracking_uri": tracking_uri}}
-    path = write_yaml(tmp_path / "s.yaml", sweep)
+    path = write_yaml(tmp_path / "s.yaml", sweep, train={**TINY_DIGITS["train"], "epochs": 1})  # 8 trials trained; one epoch each says it
     out = tmp_path / "sweep"
     first = run_sweep(load_plan(path), out)
     before = {t.key: t for t in load_records(out).final()}

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 EPOCHS = 2
 
 
-def test_two_identical_sweeps_in_mlflow(ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_identical_sweeps_in_mlflow(ray_local: None, tmp_path: Path, mlflow_db: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("DML_STORAGE_PATH", str(tmp_path / "sweeps"))
     sweep = {"name": "twice", "grid": {"model.embedding_dim": [8, 16]}, "seeds": [0, 1],
