@@ -49,13 +49,26 @@ def run_config(plan: SweepPlan, sweep_dir: Path, phase: str, callback: Any, verb
     )
 
 
-def trial_namer(specs: list[TrialSpec]) -> Any:
-    def name(trial: Any) -> str:
-        """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`."""
-        spec = specs[trial.config["trial"]]
-        return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
+class _TrialNames:
+    """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`. Tune pickles its
+    name creator into each trial's saved state, at every save of a changed trial; the sweep never
+    restores that state, so the phase's keys stay out of the pickle: a closure over the specs
+    made each save O(phase's trials), a sweep's Tune loop O(N^2) (at N = 256, 3.5 of the driver's
+    41 s of profiled main-thread CPU against 0.9 s for bare Tune)."""
 
-    return name
+    def __init__(self, specs: list[TrialSpec]) -> None:
+        self.keys = [(s.key, s.phase == FINAL) for s in specs]
+
+    def __call__(self, trial: Any) -> str:
+        key, final = self.keys[trial.config["trial"]]
+        return key if final else f"{key}/{trial.trial_id}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"keys": []}
+
+
+def trial_namer(specs: list[TrialSpec]) -> Any:
+    return _TrialNames(specs)
 
 
 def final_tuner(plan: SweepPlan, sweep_dir: Path, todo: list[TrialSpec], callback: Any, verbose: int) -> Any:

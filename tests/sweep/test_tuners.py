@@ -24,3 +24,19 @@ def test_tune_shows_a_final_trial_by_its_key_and_a_search_sample_by_key_and_id(t
     name = trial_namer([sample, final])
     assert name(SimpleNamespace(config={"trial": 1}, trial_id="a1")) == final.key
     assert name(SimpleNamespace(config={"trial": 0}, trial_id="b2")) == f"{sample.key}/b2"
+
+
+def test_the_namer_tune_pickles_into_every_trial_state_does_not_grow_with_the_phase(tmp_path: Path) -> None:
+    """Tune cloudpickles the name creator each time it saves a changed trial's state: carrying the
+    phase's specs made that O(trials) per save, the sweep's Tune loop O(N^2)."""
+    from ray import cloudpickle
+
+    sizes = []
+    for cells in (2, 200):
+        grid = {"optimizer.lr": [round(1e-3 * (1 + i / cells), 8) for i in range(cells)]}
+        plan = load_plan(write_yaml(tmp_path / f"g{cells}.yaml", {"grid": grid, "seeds": [0, 1]}))
+        specs = plan.final_trials()
+        name = trial_namer(specs)
+        assert name(SimpleNamespace(config={"trial": len(specs) - 1}, trial_id="z9")) == specs[-1].key
+        sizes.append(len(cloudpickle.dumps(name)))
+    assert sizes[1] == sizes[0], sizes
