@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
-from sweep.pace import Evaluations, Slot, Span, WorkModel, epoch_work, pace, slot_evaluations
+from sweep.pace import Evaluations, Slot, Span, WorkModel, epoch_work, pace, slot_configs, slot_evaluations
 from sweep.records import FINAL, TrialRecord
 
 if TYPE_CHECKING:
@@ -404,4 +404,6 @@ class PlannedWork:
 
     @classmethod
     def of(cls, plan: "SweepPlan", view: Optional["PolicyView"] = None) -> "PlannedWork":
-        return cls(planned_trials(plan), epochs_per_trial(plan), epoch_work(plan), view, slot_evaluations(plan))
+        configs = slot_configs(plan)
+        return cls(planned_trials(plan), epochs_per_trial(plan), epoch_work(plan, configs), view,
+                   slot_evaluations(plan, configs))
