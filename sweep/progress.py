@@ -92,6 +92,7 @@ class Progress:
     _paced: list[Span] = field(default_factory=list)  # between evaluations, as ended
     _whole: list[Span] = field(default_factory=list)  # whole trials, as ended
     _start_ups: dict[tuple[bool, str], list[tuple[Span, float]]] = field(default_factory=dict)  # (fresh, phase) -> (span, its first evaluation's seconds)
+    _start_up_values: dict[tuple[bool, str], tuple[WorkModel, list[float]]] = field(default_factory=dict)  # `_ended_start_ups`
     _peak: int = 0
     _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
     _ended_in_phase: int = 0
@@ -179,15 +180,31 @@ class Progress:
         worker's, before one was measured, that of a reused one; 0 before any was measured. A
         reused worker never takes a new one's (imports, data): at the quickstart's first trial
         that charged 40 s to each trial still to come, and its ETA was 2.4x what was left."""
-        measured = {k: list(v) for k, v in self._start_ups.items()}
+        live: dict[tuple[bool, str], list[float]] = {}
         for t in self.live.values():
             if (span := t.span()) is not None:
-                measured.setdefault((t.fresh, t.slot[0]), []).append((span, t.first[1]))
+                live.setdefault((t.fresh, t.slot[0]), []).append(self._start_up_of(span, t.first[1], model))
+        keys = [*self._start_ups, *(k for k in live if k not in self._start_ups)]
         for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: fresh):
-            values = [self._start_up_of(s, f, model) for k, vs in measured.items() if keep(k) for s, f in vs]
+            values: list[float] = []
+            for k in filter(keep, keys):
+                values += self._ended_start_ups(k, model) if k in self._start_ups else []
+                values += live.get(k, [])
             if values:
-                return float(np.median(values))
+                return float(np.median(values))  # the same median in any order
         return 0.0
+
+    def _ended_start_ups(self, key: tuple[bool, str], model: WorkModel) -> list[float]:
+        """`_start_up_of` each ended trial of `key` under `model`, kept and extended as trials end
+        while the model's figures stay: computing each anew at every ETA made one ETA O(trials
+        ended), a sweep O(N^2)."""
+        spans, cached = self._start_ups[key], self._start_up_values.get(key)
+        if cached is None or not (cached[0].train is model.train and cached[0].evaluations is model.evaluations
+                                  and cached[0].kappa == model.kappa):
+            cached = self._start_up_values[key] = (model, [])
+        values = cached[1]
+        values += [self._start_up_of(s, f, model) for s, f in spans[len(values):]]
+        return values
 
     def _pace(self, slot: Slot, model: WorkModel,
               live: Optional[list[Span]] = None) -> tuple[Optional[float], bool]:

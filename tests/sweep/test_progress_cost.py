@@ -66,3 +66,26 @@ def test_an_eta_paces_the_cells_still_to_run_not_every_cell_already_run(monkeypa
     monkeypatch.setattr(Progress, "_pace", lambda self, *a, **k: calls.append(a[0]) or pace(self, *a, **k))
     assert progress.eta() == expected and expected is not None
     assert len(calls) <= 2, f"{len(calls)} paces for one ETA"  # the 100 cells to run share their phase's
+
+
+def test_an_eta_does_not_recompute_the_start_up_of_every_trial_ended(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The start-up of an ended trial (its first evaluation less its work at its own pace) is the
+    same at every ETA while the work model stays: computed once, not per ETA per trial ended."""
+    now = [0.0]
+    cells = [(FINAL, f"lr={i}") for i in range(200)]
+    progress = Progress({slot: 3 for slot in cells}, clock=lambda: now[0])
+    progress.phase_started({slot: 2 for slot in cells})
+    for i, slot in enumerate(cells[:150]):  # three evaluations per trial: 300 start-ups measured
+        for seed in (0, 1):
+            key = f"{slot[1]}/s{seed}"
+            progress.started(key, key, slot)
+            for epoch in (1, 2, 3):
+                now[0] += 1.0
+                progress.evaluated(key, epoch, epoch * (1.0 + 0.01 * i))
+            progress.ended(key, 3.0 + 0.03 * i, 3)
+    expected = progress.eta()
+    calls = []
+    start_up_of = Progress._start_up_of
+    monkeypatch.setattr(Progress, "_start_up_of", staticmethod(lambda *a: calls.append(1) or start_up_of(*a)))
+    assert progress.eta() == expected and expected is not None
+    assert len(calls) <= 2, f"{len(calls)} start-ups computed for one ETA"
