@@ -6,7 +6,8 @@ import pytest
 
 from sweep.pace import KAPPA_PRIOR, MAX_STEP, Evaluations, Span, WorkModel, evaluated_epochs, pace
 from sweep.plan import load_plan
-from sweep.progress import PlannedWork, Progress
+from sweep.planned_work import PlannedWork
+from sweep.progress import Progress
 from sweep.records import FINAL, SEARCH
 
 
