@@ -71,7 +71,7 @@ def replay(n: int, work: Path) -> tuple[float, float]:
     console = Console(n, "recall_at_1", "recall_at_1", "holdout_")
     if "identify" in inspect.signature(TrackingCallback).parameters:  # the callback given what it needs, not the plan
         from sweep.pending import identity
-        from sweep.progress import PlannedWork
+        from sweep.planned_work import PlannedWork
         from sweep.sequential import PolicyView
 
         callback = TrackingCallback(log, runs, console, PlannedWork.of(plan, PolicyView.from_plan(plan)),

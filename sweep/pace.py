@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
-from scipy.optimize import nnls
 
 if TYPE_CHECKING:
     from dml_core.config import ExperimentConfig
@@ -114,6 +113,8 @@ class WorkModel:
             ratios = sorted(v[2] / v[1] for v in rows)
             if len(rows) < 2 or ratios[-1] <= 0 or ratios[-1] < _DISTINCT * ratios[0]:
                 continue
+            from scipy.optimize import nnls  # late: scipy.optimize costs the driver ~1 s to import, and a grid never fits
+
             a = np.array([[v[1] / v[0], v[2] / v[0]] for v in rows])
             (rate_train, rate_eval), _ = nnls(a, np.ones(len(rows)))
             if rate_train > 0:
@@ -141,8 +142,9 @@ def pace(spans: list[Span], model: WorkModel, now: float) -> Optional[float]:
     return rate
 
 
-def _slot_configs(plan: "SweepPlan") -> dict[Slot, "ExperimentConfig"]:
-    """The config of a trial of each (phase, cell): its first seed, a search sample at the base values."""
+def slot_configs(plan: "SweepPlan") -> dict[Slot, "ExperimentConfig"]:
+    """The config of a trial of each (phase, cell): its first seed, a search sample at the base
+    values. Made once for `epoch_work` and `slot_evaluations` (about 2 ms of driver CPU each)."""
     from sweep.plan import trial_config
 
     trials = {(t.phase, t.cell): t for t in reversed(plan.final_trials())}
@@ -151,7 +153,7 @@ def _slot_configs(plan: "SweepPlan") -> dict[Slot, "ExperimentConfig"]:
     return {slot: trial_config(plan.base, trial, None, plan.source) for slot, trial in trials.items()}
 
 
-def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
+def epoch_work(plan: "SweepPlan", configs: Optional[dict[Slot, "ExperimentConfig"]] = None) -> dict[Slot, float]:
     """What one epoch of a trial of each (phase, cell) trains, in images x pixels: a search trial
     on a holdout's share of the training classes trains fewer images an epoch than a final one
     (the quickstart: 720 against 1,248). A slot whose split cannot be counted here is left out
@@ -159,7 +161,7 @@ def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
     from sweep.forecast import iterations_per_epoch
 
     out: dict[Slot, float] = {}
-    for slot, cfg in _slot_configs(plan).items():
+    for slot, cfg in (configs if configs is not None else slot_configs(plan)).items():
         try:
             out[slot] = float(iterations_per_epoch(cfg) * cfg.data.batch.size * cfg.data.image_size ** 2)
         except (ValueError, OSError):
@@ -167,7 +169,7 @@ def epoch_work(plan: "SweepPlan") -> dict[Slot, float]:
     return out
 
 
-def slot_evaluations(plan: "SweepPlan") -> dict[Slot, Evaluations]:
+def slot_evaluations(plan: "SweepPlan", configs: Optional[dict[Slot, "ExperimentConfig"]] = None) -> dict[Slot, Evaluations]:
     """When a trial of each (phase, cell) evaluates and what one evaluation embeds, in images x
     pixels: a search trial its holdout's (or fold's) classes, a final one the test split (the
     quickstart: 544 against 533 images; Omniglot's test split weighs half its training epoch).
@@ -176,7 +178,7 @@ def slot_evaluations(plan: "SweepPlan") -> dict[Slot, Evaluations]:
 
     sizes: dict[str, int] = {}  # data selection -> eval images: the cells of a sweep share one read
     out: dict[Slot, Evaluations] = {}
-    for slot, cfg in _slot_configs(plan).items():
+    for slot, cfg in (configs if configs is not None else slot_configs(plan)).items():
         train, key = cfg.train, json.dumps(cfg.data.selection(), sort_keys=True)
         if key not in sizes:
             try:

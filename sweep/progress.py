@@ -20,24 +20,19 @@ ran side by side moved their times 2x (an Omniglot search trial alone against on
 another), more than the cells' recipes did. `benchmarks/bench_eta.py`
 measures the error against a sweep's real end. Under a seed policy the final phase counts every seed
 up to `max` ("at most"); `expected` then counts the seeds the policy is expected to run
-(`expected_final_trials`).
+(`sweep.planned_work.expected_final_trials`).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 
-from sweep.pace import Evaluations, Slot, Span, WorkModel, epoch_work, pace, slot_evaluations
-from sweep.records import FINAL, TrialRecord
-
-if TYPE_CHECKING:
-    from sweep.plan import SweepPlan
-    from sweep.sequential import PolicyView
-
+from sweep.pace import Evaluations, Slot, Span, WorkModel, pace
+from sweep.records import FINAL
 
 
 @dataclass
@@ -92,6 +87,7 @@ class Progress:
     _paced: list[Span] = field(default_factory=list)  # between evaluations, as ended
     _whole: list[Span] = field(default_factory=list)  # whole trials, as ended
     _start_ups: dict[tuple[bool, str], list[tuple[Span, float]]] = field(default_factory=dict)  # (fresh, phase) -> (span, its first evaluation's seconds)
+    _start_up_values: dict[tuple[bool, str], tuple[WorkModel, list[float]]] = field(default_factory=dict)  # `_ended_start_ups`
     _peak: int = 0
     _started: dict[str, int] = field(default_factory=dict)  # phase -> trials started since the phase began
     _ended_in_phase: int = 0
@@ -179,15 +175,31 @@ class Progress:
         worker's, before one was measured, that of a reused one; 0 before any was measured. A
         reused worker never takes a new one's (imports, data): at the quickstart's first trial
         that charged 40 s to each trial still to come, and its ETA was 2.4x what was left."""
-        measured = {k: list(v) for k, v in self._start_ups.items()}
+        live: dict[tuple[bool, str], list[float]] = {}
         for t in self.live.values():
             if (span := t.span()) is not None:
-                measured.setdefault((t.fresh, t.slot[0]), []).append((span, t.first[1]))
+                live.setdefault((t.fresh, t.slot[0]), []).append(self._start_up_of(span, t.first[1], model))
+        keys = [*self._start_ups, *(k for k in live if k not in self._start_ups)]
         for keep in (lambda k: k == (fresh, phase), lambda k: k[0] == fresh, lambda k: fresh):
-            values = [self._start_up_of(s, f, model) for k, vs in measured.items() if keep(k) for s, f in vs]
+            values: list[float] = []
+            for k in filter(keep, keys):
+                values += self._ended_start_ups(k, model) if k in self._start_ups else []
+                values += live.get(k, [])
             if values:
-                return float(np.median(values))
+                return float(np.median(values))  # the same median in any order
         return 0.0
+
+    def _ended_start_ups(self, key: tuple[bool, str], model: WorkModel) -> list[float]:
+        """`_start_up_of` each ended trial of `key` under `model`, kept and extended as trials end
+        while the model's figures stay: computing each anew at every ETA made one ETA O(trials
+        ended), a sweep O(N^2)."""
+        spans, cached = self._start_ups[key], self._start_up_values.get(key)
+        if cached is None or not (cached[0].train is model.train and cached[0].evaluations is model.evaluations
+                                  and cached[0].kappa == model.kappa):
+            cached = self._start_up_values[key] = (model, [])
+        values = cached[1]
+        values += [self._start_up_of(s, f, model) for s, f in spans[len(values):]]
+        return values
 
     def _pace(self, slot: Slot, model: WorkModel,
               live: Optional[list[Span]] = None) -> tuple[Optional[float], bool]:
@@ -264,9 +276,14 @@ class Progress:
         # New workers for the first trials of a phase not begun, or not yet at its concurrency.
         new_workers = {slot[0]: max(0, self._peak - self._started.get(slot[0], 0)) for slot in self.pending}
         # A cell with no trial timed is paced by its phase's: asked once per phase, not per such cell.
-        timed, untimed = self._of_slot.keys() | {s.slot for s in live}, {}
+        live_slots, untimed = {s.slot for s in live}, {}
         for slot, n in self.pending.items():
-            if slot in timed:
+            if not n and self._of_slot.get(slot, ((), ()))[1] and self.work.get(slot, 1.0) > 0:
+                # Every trial of it started: it adds no work, and its own ended trials (finite
+                # times, positive work) give it a pace, not extrapolated. Pacing each such cell
+                # anyway made every ETA O(cells ended), a sweep O(N^2) (4.5 of 41 s at N = 256).
+                continue
+            if slot in self._of_slot or slot in live_slots:
                 rate, extrapolated = self._pace(slot, model, live)
             else:
                 if slot[0] not in untimed:
@@ -290,7 +307,7 @@ class Progress:
             cut = {slot: max(0.0, n - self.expected_final.get(slot[1], n))
                    for slot, n in self.pending.items() if slot[0] == FINAL}
             left = trials - sum(cut.values())
-            estimate.expected_s = max((work - sum(n * per_slot[s] for s, n in cut.items()))
+            estimate.expected_s = max((work - sum(n * per_slot[s] for s, n in cut.items() if n))
                                       / max(1.0, min(self._peak, left)), longest)
         return estimate
 
@@ -306,97 +323,3 @@ def _latest(parts: tuple[list[Span], ...], keep: Callable[[Slot], bool], n: int)
             if keep(s.slot):
                 out.append(s)
     return out[::-1]
-
-
-def expected_final_trials(view: "PolicyView", records: Iterable[TrialRecord], draws: int = 2000,
-                          seed: int = 0) -> Optional[dict[str, float]]:
-    """Per cell, the final trials a seed policy is expected to add to what has ended, by simulation:
-    each open comparison's remaining seeds drawn from a normal with its observed paired mean and
-    spread (a plug-in estimate), the policy's own procedure run on each draw. None before every
-    open comparison has two paired values (no spread to draw from)."""
-    from sweep.sequential import sequential_test
-
-    records = list(records)
-    ended = {(r.cell, r.seed) for r in records if r.phase == FINAL and r.ended}
-    design, seeds = view.design, view.seeds
-    rng = np.random.default_rng(seed)
-    seeds_of: dict[str, float] = {}  # cell -> expected seeds it ends with
-    for a in view.assess(records):
-        cells = a.quantity.cells
-        if a.closed:
-            stop = float(a.seeds_run)
-        else:
-            value = {(r.cell, r.seed): r.value(view.metric) for r in records if r.phase == FINAL and r.finished}
-            seen = [value[(a.quantity.cell, s)] - (value[(a.quantity.ref, s)] if a.quantity.ref else 0.0)
-                    for s in seeds if all((c, s) in value for c in cells)]
-            seen = [v for v in seen if math.isfinite(v)]
-            if len(seen) < 2:
-                return None
-            matrix = np.empty((draws, len(seeds)))
-            matrix[:, :len(seen)] = seen
-            matrix[:, len(seen):] = rng.normal(np.mean(seen), np.std(seen, ddof=1), (draws, len(seeds) - len(seen)))
-            own = a.quantity.ref is None  # a cell compared with nothing: only a width rule adds seeds
-            if own and design.ci_half_width is None:
-                stop = float(design.looks[0])
-            else:
-                rule = replace(design, decided=False, margin=None) if own else design
-                stopped = np.asarray(design.looks, dtype=float)[sequential_test(rule, matrix).look]
-                stop = float(stopped.mean())
-        for c in cells:
-            seeds_of[c] = max(seeds_of.get(c, 0.0), stop)
-    return {c: max(0.0, n - sum((c, s) in ended for s in seeds)) for c, n in seeds_of.items()}
-
-
-def epochs_per_trial(plan: "SweepPlan") -> dict[Slot, int]:
-    """Epochs a trial of each (phase, cell) trains; a search sample with k folds trains k times."""
-    from sweep.plan import SEARCH
-
-    base = int(plan.base["train"]["epochs"])
-    search = plan.spec.search
-    out: dict[Slot, int] = {}
-    for c in plan.cells:
-        epochs = int(c.overrides.get("train.epochs", base))
-        out[(FINAL, c.id)] = epochs
-        if search:
-            out[(SEARCH, c.id)] = epochs * (search.folds or 1)
-    return out
-
-
-def planned_trials(plan: "SweepPlan") -> dict[Slot, int]:
-    """Trials each (phase, cell) plans: its search samples, its seeds (a seed policy's max)."""
-    from sweep.plan import SEARCH
-
-    search = plan.spec.search
-    out: dict[Slot, int] = {}
-    for c in plan.cells:
-        if search:
-            out[(SEARCH, c.id)] = search.num_samples
-        out[(FINAL, c.id)] = len(plan.seeds)
-    return out
-
-
-def trials_left(planned: dict[Slot, int], records: Iterable[TrialRecord]) -> dict[Slot, int]:
-    """Trials of each (phase, cell) of `planned` not ended yet (search samples cut off are drawn again)."""
-    ended: dict[Slot, int] = {}
-    for r in records:
-        if r.ended:
-            ended[(r.phase, r.cell)] = ended.get((r.phase, r.cell), 0) + 1
-    return {slot: max(0, n - ended.get(slot, 0)) for slot, n in planned.items()}
-
-
-@dataclass(frozen=True)
-class PlannedWork:
-    """What the plan says each (phase, cell) trains, derived once per session so the Tune callback
-    needs the figures, not the plan: trials planned, epochs a trial trains, what one epoch trains,
-    under a seed policy its view (the final phase then counts up to max seeds), and when a trial
-    evaluates and what one evaluation embeds."""
-
-    planned: dict[Slot, int]
-    epochs: dict[Slot, int]
-    work: dict[Slot, float]
-    view: Optional["PolicyView"] = None
-    evaluations: dict[Slot, Evaluations] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, plan: "SweepPlan", view: Optional["PolicyView"] = None) -> "PlannedWork":
-        return cls(planned_trials(plan), epochs_per_trial(plan), epoch_work(plan), view, slot_evaluations(plan))

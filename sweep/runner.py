@@ -93,7 +93,7 @@ def _run_sweep(plan: SweepPlan, sweep_dir: Path, options: RunOptions, tracking_u
 def _run_phases(plan: SweepPlan, view: Optional[PolicyView], sweep_dir: Path, options: RunOptions, log: SweepLog, runs: "TrialRuns",
                 tracking_uri: str, restart: Optional[Restart] = None) -> SweepOutcome:
     from sweep.console import Console
-    from sweep.progress import PlannedWork
+    from sweep.planned_work import PlannedWork
     from sweep.trial_runs import end_parent, parent_fields, sync_runs
     from sweep.tune_callback import TrackingCallback, mark_killed
 

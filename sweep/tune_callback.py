@@ -10,7 +10,7 @@ from sweep.compat import TUNE_RESULT_KEYS
 from sweep.console import Console
 from sweep.pending import Identity, identity_fields
 from sweep.plan import SEARCH, TrialSpec
-from sweep.progress import PlannedWork
+from sweep.planned_work import PlannedWork
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING, TrialRecord
 from sweep.store import SweepLog
 from sweep.tracker import STEP_KEY
@@ -63,7 +63,7 @@ class TrackingCallback(tune.Callback):
         return self.specs[trial.config["trial"]]
 
     def setup(self, **info: Any) -> None:
-        from sweep.progress import expected_final_trials, trials_left
+        from sweep.planned_work import expected_final_trials, trials_left
 
         records = self.log.trials()
         planned = self.planned

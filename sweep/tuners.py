@@ -1,6 +1,7 @@
 """Each phase's Ray Tune `Tuner`: the trainable and its resources, the run config, the trials' names."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,13 +50,32 @@ def run_config(plan: SweepPlan, sweep_dir: Path, phase: str, callback: Any, verb
     )
 
 
-def trial_namer(specs: list[TrialSpec]) -> Any:
-    def name(trial: Any) -> str:
-        """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`."""
-        spec = specs[trial.config["trial"]]
-        return spec.key if spec.phase == FINAL else f"{spec.key}/{trial.trial_id}"
+class _TrialNames:
+    """What Tune's progress tables show: the cell and seed, not `run_trial_<id>`. Tune pickles its
+    name creator into each trial's saved state, at every save of a changed trial: the phase's keys
+    go in the pickle as one JSON string (one object to pickle), where a closure over the phase's
+    specs made each save cost O(trials) in pickled objects and the sweep's Tune loop O(N^2) (3 ms
+    per save at N = 1,024). Tune deep-copies it into each trial: the same table, never changed."""
 
-    return name
+    def __init__(self, specs: list[TrialSpec]) -> None:
+        self.keys = json.dumps([[s.key, s.phase == FINAL] for s in specs])
+        self._table: Optional[list[tuple[str, bool]]] = None
+
+    def __call__(self, trial: Any) -> str:
+        if self._table is None:
+            self._table = [(key, final) for key, final in json.loads(self.keys)]
+        key, final = self._table[trial.config["trial"]]
+        return key if final else f"{key}/{trial.trial_id}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"keys": self.keys, "_table": None}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_TrialNames":
+        return self
+
+
+def trial_namer(specs: list[TrialSpec]) -> Any:
+    return _TrialNames(specs)
 
 
 def final_tuner(plan: SweepPlan, sweep_dir: Path, todo: list[TrialSpec], callback: Any, verbose: int) -> Any:

@@ -8,7 +8,8 @@ import pytest
 
 from sweep.console import Console
 from sweep.plan import load_plan
-from sweep.progress import Progress, epochs_per_trial, expected_final_trials, planned_trials, trials_left
+from sweep.planned_work import epochs_per_trial, expected_final_trials, planned_trials, trials_left
+from sweep.progress import Progress
 from sweep.records import FINAL, FINISHED, SEARCH, TrialRecord
 from sweep.sequential import PolicyView
 from sweep_testlib import write_yaml

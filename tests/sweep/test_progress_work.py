@@ -6,7 +6,8 @@ import pytest
 
 from sweep.pace import KAPPA_PRIOR, MAX_STEP, Evaluations, Span, WorkModel, evaluated_epochs, pace
 from sweep.plan import load_plan
-from sweep.progress import PlannedWork, Progress
+from sweep.planned_work import PlannedWork
+from sweep.progress import Progress
 from sweep.records import FINAL, SEARCH
 
 
@@ -149,3 +150,40 @@ def test_planned_work_counts_each_phases_eval_split(tmp_path) -> None:
     for (phase, _), ev in planned.evaluations.items():
         assert ev.epochs == (2, 4, 6, 8)
         assert ev.work == {SEARCH: 544, FINAL: 533}[phase] * 16 ** 2
+
+
+def test_the_driver_imports_scipy_optimize_only_to_fit_two_kinds_of_trials() -> None:
+    """`nnls` fits the evaluation weight from a cell's search and final trials; a grid has none to
+    fit, and importing scipy.optimize cost its driver about a second of CPU. A fresh interpreter:
+    this process has long imported it."""
+    import subprocess
+    import sys
+
+    from sweep_testlib import REPO_ROOT
+
+    probe = """
+import sys
+import sweep.runner, sweep.console
+from sweep.pace import Span, WorkModel
+from sweep.records import FINAL
+model = WorkModel({}, {})
+assert model.fitted([Span((FINAL, c), 2.0, 1, 3, 0.0) for c in ("a", "b")]) == model
+heavy = [m for m in ("scipy.optimize",) if m in sys.modules]
+print(heavy or "ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok", done.stdout
+
+
+def test_the_plans_figures_make_each_slots_config_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial config costs the driver ~2 ms (a deep copy, the overrides, validation): the work of
+    an epoch and of an evaluation are read from one config per (phase, cell), made once."""
+    import sweep.plan
+
+    plan = load_plan("experiments/quickstart.yaml")
+    made = []
+    config = sweep.plan.trial_config
+    monkeypatch.setattr(sweep.plan, "trial_config", lambda *a, **k: made.append(a[1]) or config(*a, **k))
+    planned = PlannedWork.of(plan)
+    assert len(made) == len(planned.epochs) == len(planned.work)

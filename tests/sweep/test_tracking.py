@@ -15,7 +15,7 @@ from sweep.console import Console
 from sweep.mlflow_writer import MlflowWriter
 from sweep.pending import identity
 from sweep.plan import load_plan
-from sweep.progress import PlannedWork
+from sweep.planned_work import PlannedWork
 from sweep.records import FAILED, FINISHED, KILLED, RUNNING
 from sweep.spec import SweepError
 from sweep.store import SweepLog

@@ -1,8 +1,10 @@
 """Each phase's Tune wiring (`sweep.tuners`): experiment folders and the names Tune shows (no Ray started)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from sweep.plan import load_plan
 from sweep.tuners import experiment_name, trial_namer
@@ -24,3 +26,27 @@ def test_tune_shows_a_final_trial_by_its_key_and_a_search_sample_by_key_and_id(t
     name = trial_namer([sample, final])
     assert name(SimpleNamespace(config={"trial": 1}, trial_id="a1")) == final.key
     assert name(SimpleNamespace(config={"trial": 0}, trial_id="b2")) == f"{sample.key}/b2"
+
+
+def test_the_namer_tune_pickles_into_every_trial_state_is_one_string_not_the_phases_specs(tmp_path: Path) -> None:
+    """Tune cloudpickles the name creator each time it saves a changed trial's state: carrying the
+    phase's specs made that O(trials) pickled objects per save, the sweep's Tune loop O(N^2). Tune
+    deep-copies it into each trial, and a pickled one names the same trials."""
+    import copy
+
+    from ray import cloudpickle
+
+    grid = {"optimizer.lr": [round(1e-3 * (1 + i / 500), 8) for i in range(500)]}
+    specs = load_plan(write_yaml(tmp_path / "g.yaml", {"grid": grid, "seeds": [0, 1]})).final_trials()
+    name = trial_namer(specs)
+    last = SimpleNamespace(config={"trial": len(specs) - 1}, trial_id="z9")
+    assert name(last) == copy.deepcopy(name)(last) == cloudpickle.loads(cloudpickle.dumps(name))(last) == specs[-1].key
+    objects = []  # what the pickler visits: a closure over the specs visits each spec and its dicts
+
+    class Counting(cloudpickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            objects.append(type(obj))
+            return super().reducer_override(obj)
+
+    Counting(io.BytesIO()).dump(name)
+    assert len(objects) < 20, f"{len(objects)} objects pickled for {len(specs)} trials"
