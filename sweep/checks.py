@@ -57,8 +57,7 @@ def trial_configs(plan: SweepPlan) -> TrialConfigs:
     for trial, cfg in trials:
         field, metric = ("sweep.metric", spec.metric) if trial.phase == FINAL else (searched, spec.search_metric)
         try:
-            reported = cfg.metric_names()
-            check_metric_name(metric, reported, field)
+            check_metric_name(metric, cfg.metric_names(), field)
         except ValueError as e:
             raise SweepError(f"{source} [{trial.key}]: {e}") from None
     return trials

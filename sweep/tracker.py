@@ -88,6 +88,13 @@ def _store_lock(tracking_uri: str) -> Any:
     return FileLock(tracking_uri[len(prefix):] + ".lock")
 
 
+def _sqlite_file(tracking_uri: str) -> str:
+    """The database file of a `sqlite:///` tracking URI ("" for any other store, or an in-memory one)."""
+    prefix = "sqlite:///"
+    path = tracking_uri[len(prefix):].split("?")[0] if tracking_uri.startswith(prefix) else ""
+    return "" if path == ":memory:" else path
+
+
 def use_wal(tracking_uri: str) -> None:
     """Put a sqlite tracking store in WAL mode (a property of the file, kept from then on).
 
@@ -96,9 +103,8 @@ def use_wal(tracking_uri: str) -> None:
     MLflow writes (`benchmarks/bench_sweep_scale.py`, README). WAL needs readers on the same host,
     as the trial store does. A store that cannot be switched now (busy, unreadable) is left as it is.
     """
-    prefix = "sqlite:///"
-    path = tracking_uri[len(prefix):].split("?")[0] if tracking_uri.startswith(prefix) else ""
-    if not path or path == ":memory:" or not Path(path).parent.is_dir():
+    path = _sqlite_file(tracking_uri)
+    if not path or not Path(path).parent.is_dir():
         return
     try:
         conn = sqlite3.connect(path, timeout=10)
@@ -123,9 +129,8 @@ def relax_sync(tracking_uri: str) -> None:
     mode (where NORMAL could corrupt it on power loss) keeps FULL. SQLAlchemy's documented hook for
     a sqlite pragma: MLflow makes its engine itself, so the listener is on every `Engine` and acts
     on this store's file only."""
-    prefix = "sqlite:///"
-    path = tracking_uri[len(prefix):].split("?")[0] if tracking_uri.startswith(prefix) else ""
-    if not path or path == ":memory:":
+    path = _sqlite_file(tracking_uri)
+    if not path:
         return
     if not _RELAXED:
         from sqlalchemy import event
